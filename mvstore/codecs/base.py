@@ -1,0 +1,180 @@
+"""The codec interface: fitted on a sample, then ``encode(vectors) -> codes``, ``decode(codes) -> vectors``.
+
+Conventions (scikit-learn's): constructor arguments are parameters stored as given; everything learned
+by :meth:`Codec.fit` lives in attributes ending in ``_``. State is saved as numpy arrays + a JSON-able
+dict (:meth:`Codec.get_state` / :meth:`Codec.set_state`), never pickle, so opening an index from an
+untrusted source cannot run code.
+
+Two kinds of codec:
+
+* ``transform`` (``pca<d>``, ``trunc<d>``): float vectors -> float vectors of ``dim_out``; queries go
+  through the same :meth:`Codec.transform_query`. ``encode`` returns float32, ``code_size`` is 0.
+* ``quantizer`` (``fp16``, ``sq8``, ``rq2``, ...): float vectors -> fixed-size ``uint8`` codes of
+  ``code_size`` bytes per vector; ``decode`` returns float32 in the same space (``dim_out == dim_in``
+  unless the codec says otherwise); ``transform_query`` is the identity for dense quantizers.
+
+A :class:`~mvstore.codecs.pipeline.Pipeline` chains transforms and ends in exactly one quantizer
+(``fp32`` when the spec names none), and is itself a codec producing ``uint8`` codes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..exceptions import DimensionMismatchError, InvalidDtypeError, InvalidVectorsError, NotFittedError
+
+__all__ = ["Codec", "REGISTRY", "register", "check_vectors", "check_codes"]
+
+#: spec-token prefix -> codec class; filled by @register
+REGISTRY: dict[str, type[Codec]] = {}
+
+
+def register(cls: type[Codec]) -> type[Codec]:
+    """Class decorator: make a codec available to the spec grammar under ``cls.name``."""
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"codec name {cls.name!r} is registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def check_vectors(x: Any, dim: int, what: str = "vectors") -> np.ndarray:
+    """Validate a ``(n, dim)`` float matrix (dtype, shape, NaN/Inf) and return it as float32."""
+    if type(x).__module__.startswith("torch"):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, np.ndarray):
+        raise InvalidDtypeError(f"{what} must be a numpy array of shape (n, {dim}), got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise InvalidDtypeError(f"{what} have dtype {x.dtype}; expected floating point: use .astype(np.float32)")
+    if x.ndim != 2:
+        raise InvalidVectorsError(f"{what} must be 2-D (n, {dim}), got shape {x.shape}")
+    if x.shape[1] != dim:
+        raise DimensionMismatchError(f"{what} have dim {x.shape[1]} but this codec expects dim {dim}")
+    if x.size and not np.isfinite(x).all():
+        row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+        raise InvalidVectorsError(f"{what} contain NaN or Inf (first at row {row}); clean the input first")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_codes(codes: Any, code_size: int) -> np.ndarray:
+    """Validate a ``(n, code_size)`` uint8 code matrix."""
+    if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8:
+        raise InvalidDtypeError(
+            f"codes must be a uint8 numpy array of shape (n, {code_size}), got "
+            f"{getattr(codes, 'dtype', type(codes).__name__)}"
+        )
+    if codes.ndim != 2 or codes.shape[1] != code_size:
+        raise DimensionMismatchError(f"codes must have shape (n, {code_size}), got {codes.shape}")
+    return codes
+
+
+class Codec(ABC):
+    """Base class of every codec. Subclasses set ``name`` and ``kind`` and implement the abstract methods."""
+
+    #: spec-token prefix, e.g. "pca" for "pca64"
+    name: ClassVar[str] = ""
+    #: "transform" or "quantizer"
+    kind: ClassVar[str] = "quantizer"
+    #: whether fit() must be called before encode()
+    requires_fit: ClassVar[bool] = True
+
+    def __init__(self, dim_in: int):
+        if not isinstance(dim_in, (int, np.integer)) or dim_in <= 0:
+            raise ValueError(f"dim_in must be a positive integer, got {dim_in!r}")
+        self.dim_in = int(dim_in)
+
+    # ---- what every codec must say about itself
+    @property
+    @abstractmethod
+    def dim_out(self) -> int:
+        """Dimension of decoded vectors (and of transformed queries)."""
+
+    @property
+    @abstractmethod
+    def code_size(self) -> int:
+        """Bytes per stored vector (0 for transforms, which do not store anything themselves)."""
+
+    @abstractmethod
+    def spec(self) -> str:
+        """This codec's spec token, e.g. ``"pca64"``; ``parse(codec.spec())`` rebuilds it."""
+
+    # ---- fitting
+    def fit(self, x: np.ndarray) -> Codec:
+        """Learn the codec's state from a sample ``(n, dim_in)``. Returns self."""
+        x = check_vectors(x, self.dim_in, "training vectors")
+        if len(x) == 0:
+            raise InvalidVectorsError("cannot fit a codec on an empty sample")
+        self._fit(x)
+        self.fitted_ = True
+        return self
+
+    def _fit(self, x: np.ndarray) -> None:  # codecs without state need not override
+        return None
+
+    @property
+    def is_fitted(self) -> bool:
+        return not self.requires_fit or bool(getattr(self, "fitted_", False))
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(
+                f"{type(self).__name__} ({self.spec()}) is not fitted yet: call .fit(sample) with a "
+                f"(n, {self.dim_in}) sample of token vectors first"
+            )
+
+    # ---- coding
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """``(n, dim_in)`` float -> codes (``uint8 (n, code_size)``; float32 ``(n, dim_out)`` for transforms)."""
+        self._check_fitted()
+        return self._encode(check_vectors(x, self.dim_in))
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """codes -> ``(n, dim_out)`` float32 approximations of the encoded vectors."""
+        self._check_fitted()
+        if self.kind == "transform":
+            return check_vectors(codes, self.dim_out, "transformed vectors")
+        return self._decode(check_codes(codes, self.code_size))
+
+    def transform_query(self, q: np.ndarray) -> np.ndarray:
+        """Map query token vectors into the space decoded vectors live in (identity for quantizers)."""
+        self._check_fitted()
+        q = check_vectors(q, self.dim_in, "query vectors")
+        return self._encode(q) if self.kind == "transform" else q
+
+    @abstractmethod
+    def _encode(self, x: np.ndarray) -> np.ndarray: ...
+
+    def _decode(self, codes: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # ---- state, as arrays + JSON (never pickle)
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Fitted state: ``(arrays, meta)``; ``meta`` is JSON-serializable. Saved by the index."""
+        self._check_fitted()
+        return self._state_arrays(), {"spec": self.spec(), "dim_in": self.dim_in}
+
+    def set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Codec:
+        """Restore what :meth:`get_state` returned (validating it). Returns self."""
+        if meta.get("spec") != self.spec() or meta.get("dim_in") != self.dim_in:
+            from ..exceptions import IndexCorruptedError
+
+            raise IndexCorruptedError(
+                f"stored codec state is for {meta.get('spec')!r} at dim {meta.get('dim_in')}, "
+                f"not {self.spec()!r} at dim {self.dim_in}"
+            )
+        self._load_arrays(arrays)
+        self.fitted_ = True
+        return self
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        """Fitted arrays by name (attribute names without the trailing underscore)."""
+        return {}
+
+    def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.is_fitted else "not fitted"
+        return f"{type(self).__name__}({self.spec()!r}, dim_in={self.dim_in}, {state})"

@@ -1,0 +1,68 @@
+"""Errors raised by mvstore. Each subclasses the builtin a caller would expect (ValueError, TypeError,
+RuntimeError) so ``except ValueError`` keeps working, and each message names the problem and the fix."""
+
+from __future__ import annotations
+
+__all__ = [
+    "MvstoreError",
+    "InvalidVectorsError",
+    "DimensionMismatchError",
+    "InvalidDtypeError",
+    "SpecError",
+    "NotFittedError",
+    "DuplicateIdError",
+    "IndexCorruptedError",
+    "DeviceUnavailableError",
+    "MissingDependencyError",
+]
+
+
+class MvstoreError(Exception):
+    """Base class of every mvstore error."""
+
+
+class InvalidVectorsError(MvstoreError, ValueError):
+    """Token vectors that cannot be indexed or searched: NaN/Inf, empty documents, bad shapes."""
+
+
+class DimensionMismatchError(InvalidVectorsError):
+    """Vectors whose dimension differs from what the index, codec or batch expects."""
+
+
+class InvalidDtypeError(MvstoreError, TypeError):
+    """Inputs of the wrong type or dtype (e.g. integer token vectors)."""
+
+
+class SpecError(MvstoreError, ValueError):
+    """A compression spec string that does not parse or is not valid for the given dimension."""
+
+
+class NotFittedError(MvstoreError, RuntimeError):
+    """A codec or index used before it was trained."""
+
+
+class DuplicateIdError(MvstoreError, ValueError):
+    """Document ids that repeat within a batch or already exist in the index."""
+
+
+class IndexCorruptedError(MvstoreError, RuntimeError):
+    """A path that is not an mvstore index, or one whose stored state cannot be read."""
+
+
+class DeviceUnavailableError(MvstoreError, RuntimeError):
+    """An explicitly requested device (e.g. ``"cuda"``) that is not available."""
+
+
+class MissingDependencyError(MvstoreError, ImportError):
+    """An optional dependency that is not installed; the message gives the pip command."""
+
+
+def require(module: str, pip_name: str | None = None, extra: str | None = None):
+    """Import an optional dependency or raise MissingDependencyError with the exact install command."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:  # pragma: no cover - exercised via monkeypatch in tests
+        cmd = f'pip install "mvstore[{extra}]"' if extra else f"pip install {pip_name or module}"
+        raise MissingDependencyError(f"{module} is required for this feature but is not installed: run `{cmd}`") from e
