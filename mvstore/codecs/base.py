@@ -137,6 +137,16 @@ class Codec(ABC):
             return check_vectors(codes, self.dim_out, "transformed vectors")
         return self._decode(check_codes(codes, self.code_size))
 
+    def decode_torch(self, codes: Any) -> Any:
+        """Decode a ``uint8`` torch tensor of codes on its own device -> float32 tensor ``(n, dim_out)``.
+
+        The default goes through numpy on the CPU; quantizers override it with pure torch ops so stage-2
+        decoding runs on the GPU. Overrides must equal :meth:`decode` (tested in the conformance suite).
+        """
+        import torch
+
+        return torch.from_numpy(self.decode(codes.cpu().numpy())).to(codes.device)
+
     def transform_query(self, q: np.ndarray) -> np.ndarray:
         """Map query token vectors into the space decoded vectors live in (identity for quantizers)."""
         self._check_fitted()

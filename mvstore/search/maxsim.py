@@ -97,7 +97,6 @@ def maxsim_torch(
     (returns ``(n_queries, n_docs)``). ``docs`` is a Ragged or ``(values, offsets)`` tensors already on
     the device (e.g. decoded candidates), so nothing is copied back and forth.
     """
-    import torch
 
     from ..device import resolve_device
 
