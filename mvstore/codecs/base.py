@@ -24,9 +24,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..exceptions import DimensionMismatchError, InvalidDtypeError, InvalidVectorsError, NotFittedError
+from ..exceptions import (
+    DimensionMismatchError,
+    InvalidDtypeError,
+    InvalidVectorsError,
+    NotFittedError,
+    SpecError,
+)
 
-__all__ = ["Codec", "REGISTRY", "register", "check_vectors", "check_codes"]
+__all__ = ["Codec", "REGISTRY", "register", "check_vectors", "check_codes", "check_codes_torch", "int_param", "state_array"]
+
+#: input dim used to check the token of a family that only overrides ``Codec.from_token``
+_PROBE_DIM = 1 << 12
 
 #: spec-token prefix -> codec class; filled by @register
 REGISTRY: dict[str, type[Codec]] = {}
@@ -58,6 +67,47 @@ def check_vectors(x: Any, dim: int, what: str = "vectors") -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def check_codes_torch(codes: Any, code_size: int) -> Any:
+    """Validate a ``(n, code_size)`` uint8 torch tensor of codes (for ``decode_torch`` overrides)."""
+    import torch
+
+    if not isinstance(codes, torch.Tensor) or codes.dtype != torch.uint8:
+        raise InvalidDtypeError(
+            f"codes must be a uint8 torch tensor of shape (n, {code_size}), got "
+            f"{getattr(codes, 'dtype', type(codes).__name__)}"
+        )
+    if codes.ndim != 2 or codes.shape[1] != code_size:
+        raise DimensionMismatchError(f"codes must have shape (n, {code_size}), got {tuple(codes.shape)}")
+    return codes.contiguous()
+
+
+def int_param(token: str, prefix: str, form: str) -> int | None:
+    """The positive integer after ``prefix`` in a spec token, None if ``token`` does not start with
+    ``prefix``; a :class:`SpecError` naming ``form`` if it does but the rest is not a plain integer.
+
+    >>> int_param("pca64", "pca", "pca<d>"), int_param("sq8", "pca", "pca<d>")
+    (64, None)
+    """
+    if not token.startswith(prefix):
+        return None
+    rest = token[len(prefix) :]
+    if not rest.isascii() or not rest.isdigit() or rest.startswith("0"):
+        raise SpecError(f"bad stage {token!r}: expected {form} with a positive integer, e.g. {prefix}64")
+    return int(rest)
+
+
+def state_array(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...], who: str) -> np.ndarray:
+    """Fetch one stored state array for ``set_state``, checking it exists and has ``shape``."""
+    from ..exceptions import IndexCorruptedError
+
+    if key not in arrays:
+        raise IndexCorruptedError(f"stored state of {who} lacks array {key!r} (has {sorted(arrays)})")
+    a = np.asarray(arrays[key])
+    if a.shape != tuple(shape):
+        raise IndexCorruptedError(f"stored array {key!r} of {who} has shape {a.shape}, expected {tuple(shape)}")
+    return a
+
+
 def check_codes(codes: Any, code_size: int) -> np.ndarray:
     """Validate a ``(n, code_size)`` uint8 code matrix."""
     if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8:
@@ -79,6 +129,34 @@ class Codec(ABC):
     kind: ClassVar[str] = "quantizer"
     #: whether fit() must be called before encode()
     requires_fit: ClassVar[bool] = True
+    #: how the spec token is written, for error messages (e.g. "pca<d>"); defaults to ``name``
+    token_form: ClassVar[str] = ""
+
+    # ---- the spec grammar is registry-driven: each class says how its own token parses
+    # A family either overrides ``parse_token`` (dim-independent params; ``from_token`` then builds
+    # ``cls(dim_in, **params)``) or overrides ``from_token`` alone (its token is then checked without a dim
+    # by building it at a probe dim). The parser (mvstore.spec) uses ``parse_token`` to check a spec string
+    # and ``from_token`` to build each stage at the dim flowing into it.
+    @classmethod
+    def parse_token(cls, token: str) -> dict[str, Any] | None:
+        """Constructor params encoded in spec ``token`` (dim-independent), or None if the token is not this
+        codec's. Raise :class:`SpecError` (no offset; the parser adds it) for a token of this family that is
+        malformed. The default serves parameterless codecs whose token is exactly ``name``, and families
+        that override only :meth:`from_token`."""
+        if cls.from_token.__func__ is not Codec.from_token.__func__:  # type: ignore[attr-defined]
+            return {} if cls.from_token(token, _PROBE_DIM) is not None else None
+        return {} if token == cls.name else None
+
+    @classmethod
+    def from_token(cls, token: str, dim_in: int) -> Codec | None:
+        """Build this codec for input dim ``dim_in`` from its spec token, or None if it is not this codec's."""
+        params = cls.parse_token(token)
+        return None if params is None else cls(dim_in, **params)
+
+    @classmethod
+    def form(cls) -> str:
+        """The token's written form for error messages, e.g. ``"pca<d>"``."""
+        return cls.token_form or getattr(cls, "_FORM", "") or cls.name
 
     def __init__(self, dim_in: int):
         if not isinstance(dim_in, (int, np.integer)) or dim_in <= 0:
