@@ -1,0 +1,131 @@
+"""Evaluation: BEIR-format loading, nDCG@k, recall@k, and fidelity against a reference ranking.
+
+Runs are ``{query_id: [doc_id, ...]}`` best first; qrels are ``{query_id: {doc_id: grade}}``.
+nDCG follows pytrec_eval/BEIR (linear gains, ``ignore_identical_ids``).
+
+>>> qrels = {"q1": {"a": 1}, "q2": {"b": 1, "c": 1}}
+>>> run = {"q1": ["a", "x"], "q2": ["x", "b"]}
+>>> round(ndcg_at_k(run, qrels, 10), 4)    # q1: 1.0; q2: (1/log2(3)) / (1 + 1/log2(3)) = 0.3869
+0.6934
+>>> recall_at_k(run, qrels, 2)
+0.75
+>>> recall_vs_reference({"q1": ["a", "b"]}, {"q1": ["b", "c"]}, 2)
+0.5
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["BeirDataset", "load_beir", "ndcg_at_k", "recall_at_k", "recall_vs_reference", "run_from_scores"]
+
+Run = Mapping[str, Sequence[str]]
+Qrels = Mapping[str, Mapping[str, int]]
+
+
+@dataclass
+class BeirDataset:
+    #: doc id -> text (``title + " " + text``, stripped)
+    corpus: dict[str, str]
+    #: query id -> text, restricted to the split's queries
+    queries: dict[str, str]
+    #: query id -> {doc id: grade}
+    qrels: dict[str, dict[str, int]]
+
+
+def _open(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
+        if (root / name).exists():
+            return root / name
+    raise FileNotFoundError(f"{root} has no {stem}.jsonl or {stem}.jsonl.gz: is it a BEIR dataset directory?")
+
+
+def load_beir(root: str | Path, split: str = "test") -> BeirDataset:
+    """Load a BEIR directory: ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]``, ``qrels/<split>.tsv``."""
+    root = Path(root)
+    corpus: dict[str, str] = {}
+    with _open(_find(root, "corpus")) as f:
+        for n, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                corpus[str(d["_id"])] = (d.get("title", "") + " " + d.get("text", "")).strip()
+            except (json.JSONDecodeError, KeyError) as e:
+                raise ValueError(f"corpus line {n + 1} is not a BEIR record with an _id: {e}") from e
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.exists():
+        raise FileNotFoundError(f"no qrels file {qrels_path}; available splits: "
+                                f"{sorted(p.stem for p in (root / 'qrels').glob('*.tsv'))}")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(qrels_path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 3 or parts[0] == "query-id":
+                continue
+            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    queries: dict[str, str] = {}
+    with _open(_find(root, "queries")) as f:
+        for line in f:
+            if line.strip():
+                q = json.loads(line)
+                if str(q["_id"]) in qrels:
+                    queries[str(q["_id"])] = q["text"]
+    return BeirDataset(corpus, queries, qrels)
+
+
+def ndcg_at_k(run: Run, qrels: Qrels, k: int = 10) -> float:
+    """Mean nDCG@k over the queries of ``qrels`` (a query missing from ``run`` scores 0)."""
+    vals = []
+    for q, rel in qrels.items():
+        ranked = [d for d in run.get(q, ()) if d != q][:k]
+        dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked))
+        ideal = sorted(rel.values(), reverse=True)[:k]
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+        vals.append(dcg / idcg if idcg > 0 else 0.0)
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def recall_at_k(run: Run, qrels: Qrels, k: int = 10) -> float:
+    """Mean fraction of relevant docs (grade > 0) found in the top k."""
+    vals = []
+    for q, rel in qrels.items():
+        pos = {d for d, g in rel.items() if g > 0}
+        if pos:
+            vals.append(len(pos & set(list(run.get(q, ()))[:k])) / len(pos))
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def recall_vs_reference(run: Run, reference: Run, k: int = 10) -> float:
+    """Fidelity: mean ``|top-k(run) ∩ top-k(reference)| / k`` over the reference's queries.
+    Needs no relevance labels: the reference is e.g. exact uncompressed MaxSim."""
+    vals = []
+    for q, ref in reference.items():
+        top_ref = list(ref)[:k]
+        if top_ref:
+            vals.append(len(set(top_ref) & set(list(run.get(q, ()))[:k])) / len(top_ref))
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def run_from_scores(scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str], k: int = 100) -> dict:
+    """Top-k run from a dense ``(n_queries, n_docs)`` score matrix (ties broken by doc order)."""
+    doc_ids = list(doc_ids)
+    k = min(k, scores.shape[1])
+    out = {}
+    for i, q in enumerate(query_ids):
+        row = scores[i]
+        top = np.argpartition(-row, k - 1)[:k]
+        top = top[np.lexsort((top, -row[top]))]
+        out[q] = [doc_ids[j] for j in top]
+    return out
