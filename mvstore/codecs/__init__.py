@@ -11,6 +11,8 @@ import pkgutil
 
 from .base import REGISTRY, Codec, register
 from .pipeline import Pipeline
+from .pq import PQ
+from .residual import RQ
 from .scalar import FP16, FP32, SQ4, SQ8, Binary
 from .transforms import PCA, Trunc
 
@@ -26,6 +28,8 @@ __all__ = [
     "Binary",
     "PCA",
     "Trunc",
+    "PQ",
+    "RQ",
 ]
 
 
