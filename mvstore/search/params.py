@@ -1,21 +1,78 @@
-"""Search-time knobs. They never appear in a spec string."""
+"""Search-time knobs. They never appear in a spec string.
+
+>>> SearchParams(nprobe=8, n_rerank=64).nprobe
+8
+>>> SearchParams(candidates="centroids")
+Traceback (most recent call last):
+...
+mvstore.search.params.SearchParamsError: SearchParams.candidates='centroids' is not one of 'auto', 'centroid', 'sparse', 'exhaustive'; pick one of those (e.g. candidates='centroid')
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SearchParams"]
+from ..exceptions import InvalidDtypeError, MvstoreError
+
+__all__ = ["SearchParams", "SearchParamsError", "CANDIDATE_KINDS", "INTERACTIONS"]
+
+#: stage-1 generators SearchParams.candidates may name
+CANDIDATE_KINDS = ("auto", "centroid", "sparse", "exhaustive")
+#: how the centroid prefilter scores a candidate (see mvstore.search.candidates.CentroidCandidates)
+INTERACTIONS = ("probed", "full")
+
+
+class SearchParamsError(MvstoreError, ValueError):
+    """A search-time knob with a value it cannot take (the message names the knob and the fix)."""
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidDtypeError(f"SearchParams.{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < 1:
+        raise SearchParamsError(f"SearchParams.{name}={value} must be >= 1; use a positive count")
+    return value
 
 
 @dataclass
 class SearchParams:
-    #: stage-1 generator: "auto" (centroid postings when the index has them), "centroid", "sparse", "exhaustive"
+    """How to search (never how data is stored).
+
+    * ``candidates``: stage-1 generator: ``"auto"`` (centroid postings when the index has them, else
+      exhaustive), ``"centroid"``, ``"sparse"`` (SLIM posting lists), ``"exhaustive"`` (every document).
+    * ``nprobe``: centroids probed per query token by the centroid prefilter.
+    * ``n_rerank``: candidates kept after stage 1 and rescored by exact MaxSim over decoded vectors.
+    * ``interaction``: how the centroid prefilter scores candidates: ``"probed"`` counts, per query token,
+      only the similarity of that token's probed centroids (cheap: read off the posting lists),
+      ``"full"`` takes the max over every centroid the document holds (PLAID's centroid interaction).
+    * ``batch_size``: queries processed together.
+    * ``device``: ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"``.
+    """
+
     candidates: str = "auto"
-    #: centroids probed per query token (centroid prefilter)
     nprobe: int = 4
-    #: candidates kept after stage 1 and reranked by exact MaxSim over decoded vectors
     n_rerank: int = 128
-    #: queries processed together
+    interaction: str = "probed"
     batch_size: int = 32
-    #: "auto" | "cpu" | "cuda[:N]"
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.candidates not in CANDIDATE_KINDS:
+            raise SearchParamsError(
+                f"SearchParams.candidates={self.candidates!r} is not one of "
+                f"{', '.join(repr(c) for c in CANDIDATE_KINDS)}; pick one of those (e.g. candidates='centroid')"
+            )
+        if self.interaction not in INTERACTIONS:
+            raise SearchParamsError(
+                f"SearchParams.interaction={self.interaction!r} is not one of "
+                f"{', '.join(repr(c) for c in INTERACTIONS)}; use 'probed' (fast) or 'full' (PLAID-style)"
+            )
+        _positive_int("nprobe", self.nprobe)
+        _positive_int("n_rerank", self.n_rerank)
+        _positive_int("batch_size", self.batch_size)
+        dev = str(self.device) if type(self.device).__module__.startswith("torch") else self.device
+        if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
+            raise SearchParamsError(
+                f"SearchParams.device={self.device!r} is not a device; use 'auto', 'cpu' or 'cuda[:N]'"
+            )
+        self.device = dev

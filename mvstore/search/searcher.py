@@ -1,48 +1,229 @@
 """Two-stage search over a :class:`~mvstore.search.snapshot.Snapshot`.
 
-Stage 1 picks candidate documents; stage 2 decodes their codes and scores them by exact MaxSim.
+Stage 1 (:mod:`mvstore.search.candidates`) picks candidate rows per query, with the ``allowed`` mask
+applied before any scoring. Stage 2 gathers the candidates' packed codes, decodes them (numpy on the
+CPU, ``codec.decode_torch`` on CUDA), scores them by exact MaxSim and keeps the top ``k``. Work is
+chunked over decoded vectors so memory stays bounded for any candidate count (the exhaustive oracle
+reranks the whole corpus this way).
+
+On CUDA both stages run on the GPU (torch); the CPU path is numpy. Both give the same ranking (ties
+aside); ``backend="torch"`` runs the GPU code path on the CPU, which is how the tests check it without
+a GPU.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ..ragged import Ragged
-from .maxsim import maxsim_batch
-from .params import SearchParams
+from ..device import resolve_device
+from ..exceptions import InvalidDtypeError, InvalidVectorsError
+from ..ragged import Ragged, as_ragged
+from .candidates import (
+    CandidateGenerator,
+    CentroidCandidates,
+    ExhaustiveCandidates,
+    check_allowed,
+    load_sparse_generator,
+)
+from .maxsim import doc_chunks, maxsim_batch, maxsim_torch_tensors
+from .params import SearchParams, SearchParamsError
+from .postings import ranges
 from .snapshot import Snapshot
 
-__all__ = ["Searcher"]
+__all__ = ["Searcher", "top_k"]
+
+#: decoded vectors held at once in stage 2 (per chunk), bounding memory for large candidate sets
+MAX_DECODED_VECTORS = 1 << 17
+
+
+def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` of ``rows`` by ``scores`` -> ``(rows int64, scores float32)``, best first, ties by row.
+
+    >>> top_k(np.array([7, 3, 5]), np.array([0.5, 0.9, 0.5], np.float32), 2)
+    (array([3, 5]), array([0.9, 0.5], dtype=float32))
+    """
+    rows = np.asarray(rows, np.int64)
+    scores = np.asarray(scores, np.float32)
+    if len(rows) > k:
+        keep = np.argpartition(-scores, k - 1)[:k]
+        # argpartition may drop a tie at the k-th score that has a smaller row: pull every tie back in
+        kth = scores[keep].min()
+        keep = np.flatnonzero(scores >= kth)
+        rows, scores = rows[keep], scores[keep]
+    order = np.lexsort((rows, -scores))[:k]
+    return rows[order], scores[order]
 
 
 class Searcher:
-    """Search one snapshot. ``search(queries, k, allowed)`` -> per query ``(rows, scores)`` best first."""
+    """Search one snapshot. ``search(queries, k, allowed)`` -> per query ``(rows, scores)`` best first.
 
-    def __init__(self, snapshot: Snapshot, params: SearchParams | None = None):
+    ``params.candidates``: ``"auto"`` uses centroid posting lists when the snapshot has terms and
+    centroids, else every document (``"exhaustive"``, the oracle). ``backend``: ``None`` (numpy on the CPU,
+    torch on CUDA) or ``"torch"`` (force the torch path, e.g. to test the GPU code on a CPU).
+    """
+
+    def __init__(self, snapshot: Snapshot, params: SearchParams | None = None, *, backend: str | None = None):
+        if params is not None and not isinstance(params, SearchParams):
+            raise InvalidDtypeError(
+                f"params must be a SearchParams, got {type(params).__name__}; e.g. SearchParams(nprobe=8)"
+            )
+        if backend not in (None, "numpy", "torch"):
+            raise SearchParamsError(f"backend={backend!r} must be None, 'numpy' or 'torch'")
         self.snapshot = snapshot
         self.params = params or SearchParams()
-        self._decoded: Ragged | None = None
+        self.device = resolve_device(self.params.device)
+        if backend == "numpy" and self.device.type != "cpu":
+            raise SearchParamsError("backend='numpy' runs on the CPU only; use device='cpu' or backend=None")
+        self.use_torch = backend == "torch" or self.device.type != "cpu"
+        self._generator: CandidateGenerator | None = None
+        self._codes_t: Any = None
 
-    def _all_decoded(self) -> Ragged:
-        if self._decoded is None:
+    # ------------------------------------------------------------------------------- stage 1
+    @property
+    def candidate_kind(self) -> str:
+        kind = self.params.candidates
+        if kind == "auto":
             s = self.snapshot
-            self._decoded = Ragged(s.codec.decode(s.codes), s.offsets)
-        return self._decoded
+            return "centroid" if s.terms is not None and s.centroids is not None else "exhaustive"
+        return kind
 
-    def search(
-        self, queries: Ragged, k: int, allowed: np.ndarray | None = None
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Exhaustive exact MaxSim over every decoded document (the oracle)."""
+    @property
+    def generator(self) -> CandidateGenerator:
+        """The stage-1 generator (built once per Searcher; posting lists are built here)."""
+        if self._generator is None:
+            kind = self.candidate_kind
+            s = self.snapshot
+            if kind == "exhaustive":
+                self._generator = ExhaustiveCandidates(s.n_docs)
+            elif kind == "centroid":
+                self._generator = CentroidCandidates.from_snapshot(
+                    s,
+                    nprobe=self.params.nprobe,
+                    interaction=self.params.interaction,
+                    device=self.device if self.use_torch else "cpu",
+                    postings=s.extras.get("postings"),
+                )
+            else:
+                self._generator = load_sparse_generator(s, self.params)
+        return self._generator
+
+    # ------------------------------------------------------------------------------- search
+    def search(self, queries: Any, k: int, allowed: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Top-``k`` rows and exact MaxSim scores (over decoded vectors) per query, best first.
+
+        ``queries``: raw query token vectors (Ragged or list of ``(n, dim_in)`` arrays).
+        ``allowed``: boolean mask over rows; disallowed rows never become candidates.
+        """
         s = self.snapshot
-        q = Ragged(s.codec.transform_query(queries.values), queries.offsets)
-        scores = maxsim_batch(q, self._all_decoded())
-        if allowed is not None:
-            scores[:, ~allowed] = -np.inf
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise SearchParamsError(f"k={k!r} must be a positive integer (the number of results per query)")
+        k = int(k)
+        queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
+        mask = check_allowed(allowed, s.n_docs)
+        if len(queries) and (queries.lengths == 0).any():
+            raise InvalidVectorsError("a query has no token vectors; every query needs at least one")
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        if s.n_docs == 0:
+            return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(len(queries))]
+        bs = self.params.batch_size
+        for a in range(0, len(queries), bs):
+            batch = queries[a : a + bs]
+            qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
+            cands = self.stage1(qt, k, mask)
+            scores = self._score_torch(qt, cands) if self.use_torch else self._score_numpy(qt, cands)
+            out.extend(top_k(c, sc, k) for c, sc in zip(cands, scores))
+        return out
+
+    def stage1(self, qt: Ragged, k: int, mask: np.ndarray | None) -> list[np.ndarray]:
+        """Candidate rows per transformed query (at least ``k`` whenever ``k`` rows are allowed)."""
+        gen = self.generator
+        n = max(self.params.n_rerank, k)
+        if isinstance(gen, CentroidCandidates):
+            return gen.candidates(qt, n, mask, min_count=k)
+        return gen.candidates(qt, n, mask)
+
+    # ------------------------------------------------------------------------------- stage 2
+    def _plan(self, qt: Ragged, cands: list[np.ndarray]) -> np.ndarray | None:
+        """The union of candidates when scoring every query against it costs at most twice the
+        per-query work (e.g. exhaustive search), else None (score each query on its own candidates)."""
+        lengths = np.diff(self.snapshot.offsets)
+        if len(cands) == 1:
+            return None
+        union = np.unique(np.concatenate(cands)) if cands else np.zeros(0, np.int64)
+        per_query = sum(int(lengths[c].sum()) * len(q) for c, q in zip(cands, qt))
+        batched = int(lengths[union].sum()) * qt.n_tokens
+        return union if batched <= 2 * per_query else None
+
+    def _gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Packed code rows of documents ``rows`` and their offsets (no padding)."""
+        s = self.snapshot
+        starts = s.offsets[rows]
+        lens = s.offsets[rows + 1] - starts
+        offs = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(lens, out=offs[1:])
+        return ranges(starts, lens), offs
+
+    def _score_numpy(self, qt: Ragged, cands: list[np.ndarray]) -> list[np.ndarray]:
+        union = self._plan(qt, cands)
+        if union is not None:
+            scores = self._maxsim_rows_numpy(qt, union)
+            return [scores[i, np.searchsorted(union, c)] for i, c in enumerate(cands)]
+        return [self._maxsim_rows_numpy(qt[i : i + 1], c)[0] for i, c in enumerate(cands)]
+
+    def _maxsim_rows_numpy(self, qt: Ragged, rows: np.ndarray) -> np.ndarray:
+        s = self.snapshot
+        out = np.empty((len(qt), len(rows)), np.float32)
+        if len(rows) == 0:
+            return out
+        lens = s.offsets[rows + 1] - s.offsets[rows]
+        cum = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(lens, out=cum[1:])
+        for a, b in doc_chunks(cum, MAX_DECODED_VECTORS):
+            idx, offs = self._gather(rows[a:b])
+            dec = s.codec.decode(s.codes[idx])
+            out[:, a:b] = maxsim_batch(qt, Ragged(dec, offs))
+        return out
+
+    def _score_torch(self, qt: Ragged, cands: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        dev = self.device
+        qv, qoff = qt.torch(dev)
+        union = self._plan(qt, cands)
+        if union is not None:
+            scores = self._maxsim_rows_torch(qv, qoff, union)
+            return [scores[i, np.searchsorted(union, c)] for i, c in enumerate(cands)]
         out = []
-        for row in scores:
-            valid = np.flatnonzero(np.isfinite(row))
-            kk = min(k, len(valid))
-            top = valid[np.argpartition(-row[valid], kk - 1)[:kk]] if kk else valid[:0]
-            top = top[np.lexsort((top, -row[top]))]
-            out.append((top, row[top]))
+        for i, c in enumerate(cands):
+            a, b = int(qt.offsets[i]), int(qt.offsets[i + 1])
+            qo = torch.tensor([0, b - a], device=dev)
+            out.append(self._maxsim_rows_torch(qv[a:b], qo, c)[0])
+        return out
+
+    def _codes_tensor(self) -> Any:
+        """The snapshot's codes on the device (uploaded once per Searcher; a view on the CPU)."""
+        if self._codes_t is None:
+            import torch
+
+            self._codes_t = torch.from_numpy(np.ascontiguousarray(self.snapshot.codes)).to(self.device)
+        return self._codes_t
+
+    def _maxsim_rows_torch(self, qv: Any, qoff: Any, rows: np.ndarray) -> np.ndarray:
+        import torch
+
+        s = self.snapshot
+        out = np.empty((len(qoff) - 1, len(rows)), np.float32)
+        if len(rows) == 0:
+            return out
+        codes = self._codes_tensor()
+        lens = s.offsets[rows + 1] - s.offsets[rows]
+        cum = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(lens, out=cum[1:])
+        for a, b in doc_chunks(cum, MAX_DECODED_VECTORS):
+            idx, offs = self._gather(rows[a:b])
+            dec = s.codec.decode_torch(codes[torch.from_numpy(idx).to(self.device)])
+            sc = maxsim_torch_tensors(qv, qoff, dec, torch.from_numpy(offs).to(self.device))
+            out[:, a:b] = sc.cpu().numpy()
         return out

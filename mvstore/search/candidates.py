@@ -1,0 +1,383 @@
+"""Stage 1: candidate generators. One small interface: ``candidates(queries, n, allowed) -> rows``.
+
+``queries`` are *transformed* query token matrices (``codec.transform_query`` already applied): a
+:class:`~mvstore.Ragged` or a list of ``(n_tokens, dim_out)`` matrices. The result is one int64 array
+of snapshot rows per query, best first where the generator ranks them. ``allowed`` (a boolean mask over
+rows, or None) is applied here, before any scoring: a filtered-out document never becomes a candidate.
+
+* :class:`ExhaustiveCandidates`: every allowed document (the test oracle).
+* :class:`CentroidCandidates`: PLAID-style centroid posting lists. Each query token probes its ``nprobe``
+  most similar centroids; the documents on those posting lists are scored by *centroid interaction*
+  (sum over query tokens of the best query-centroid similarity among the document's centroids) and the
+  best ``n`` are kept. ``interaction="probed"`` counts only each token's probed centroids (a document
+  missing a token's probed centroids gets that token's ``nprobe``-th best similarity, an upper bound on
+  what its unprobed centroids could score); ``interaction="full"`` takes the max over every centroid the
+  document holds (``doc -> terms`` CSR).
+* ``SearchParams(candidates="sparse")`` loads the SLIM generator from ``mvstore.search.sparse``.
+
+>>> import numpy as np
+>>> from mvstore import Ragged
+>>> cg = CentroidCandidates(terms=np.array([0, 1, 1, 2]), offsets=np.array([0, 2, 3, 4]),
+...                         centroids=np.eye(3, dtype=np.float32), nprobe=1)
+>>> [r.tolist() for r in cg.candidates([np.array([[0.0, 1.0, 0.0]], np.float32)], n=5)]
+[[0, 1]]
+>>> [r.tolist() for r in ExhaustiveCandidates(3).candidates([np.ones((1, 3), np.float32)], n=5,
+...                                                        allowed=np.array([True, False, True]))]
+[[0, 2]]
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import (
+    DimensionMismatchError,
+    InvalidDtypeError,
+    InvalidVectorsError,
+    MissingDependencyError,
+)
+from ..ragged import Ragged
+from .params import INTERACTIONS, SearchParamsError
+from .postings import Postings, build_postings, ranges
+
+__all__ = [
+    "CandidateGenerator",
+    "ExhaustiveCandidates",
+    "CentroidCandidates",
+    "as_query_list",
+    "check_allowed",
+    "load_sparse_generator",
+]
+
+
+def as_query_list(queries: Any, dim: int | None = None) -> list[np.ndarray]:
+    """Transformed queries (Ragged or list of matrices) -> list of float32 ``(n_tokens, dim)`` matrices."""
+    if isinstance(queries, Ragged):
+        mats = [np.asarray(q, np.float32) for q in queries]
+    elif isinstance(queries, (list, tuple)):
+        mats = [np.asarray(q.detach().cpu() if hasattr(q, "detach") else q, np.float32) for q in queries]
+    else:
+        raise InvalidDtypeError(
+            f"queries must be a Ragged or a list of (n_tokens, dim) matrices, got {type(queries).__name__}"
+        )
+    for i, q in enumerate(mats):
+        if q.ndim != 2 or len(q) == 0:
+            raise InvalidVectorsError(f"query {i} has shape {q.shape}; each query needs >= 1 token vector (2-D)")
+        if dim is not None and q.shape[1] != dim:
+            raise DimensionMismatchError(
+                f"query {i} has dim {q.shape[1]} but the index's vectors have dim {dim}; "
+                "pass queries through codec.transform_query first"
+            )
+    return mats
+
+
+def check_allowed(allowed: Any, n_docs: int) -> np.ndarray | None:
+    """Validate an ``allowed`` mask: None or a boolean array with one entry per row."""
+    if allowed is None:
+        return None
+    mask = np.asarray(allowed)
+    if mask.dtype != bool:
+        raise InvalidDtypeError(
+            f"allowed must be a boolean mask over rows, got dtype {mask.dtype}; "
+            "for row numbers use mask = np.zeros(n_docs, bool); mask[rows] = True"
+        )
+    if mask.shape != (n_docs,):
+        raise DimensionMismatchError(f"allowed has shape {mask.shape} but the snapshot has {n_docs} rows")
+    return mask
+
+
+def _check_n(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise SearchParamsError(f"number of candidates n={n!r} must be a positive integer")
+    return int(n)
+
+
+class CandidateGenerator(ABC):
+    """Stage-1 interface shared by every generator (centroid, sparse, exhaustive)."""
+
+    #: number of rows (documents) the generator covers
+    n_docs: int
+
+    @abstractmethod
+    def candidates(self, queries: Any, n: int, allowed: np.ndarray | None = None) -> list[np.ndarray]:
+        """Per query, at most ``n`` candidate rows (int64), best first where the generator can rank."""
+
+
+class ExhaustiveCandidates(CandidateGenerator):
+    """Every allowed row, for every query (``n`` is ignored: the oracle reranks everything)."""
+
+    def __init__(self, n_docs: int):
+        self.n_docs = int(n_docs)
+
+    def candidates(self, queries: Any, n: int, allowed: np.ndarray | None = None) -> list[np.ndarray]:
+        qs = as_query_list(queries)
+        _check_n(n)
+        mask = check_allowed(allowed, self.n_docs)
+        rows = np.arange(self.n_docs, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
+        return [rows for _ in qs]
+
+
+def _top_rows(rows: np.ndarray, scores: np.ndarray, n: int, with_scores: bool = False) -> Any:
+    """The ``n`` best rows by score, best first, ties by ascending row (and their scores if asked)."""
+    if len(rows) > n:
+        keep = np.argpartition(-scores, n - 1)[:n]
+        rows, scores = rows[keep], scores[keep]
+    order = np.lexsort((rows, -scores))
+    out = rows[order].astype(np.int64, copy=False)
+    return (out, scores[order]) if with_scores else out
+
+
+class CentroidCandidates(CandidateGenerator):
+    """PLAID-style centroid prefilter over ``terms`` (nearest-centroid id of every stored vector).
+
+    Build once per snapshot (:meth:`from_snapshot`); the posting lists are CSR arrays. ``device`` is
+    ``"cpu"`` (numpy) or a torch device (the torch twin; CUDA keeps both stages on the GPU).
+    """
+
+    def __init__(
+        self,
+        terms: np.ndarray,
+        offsets: np.ndarray,
+        centroids: np.ndarray,
+        *,
+        nprobe: int = 4,
+        interaction: str = "probed",
+        device: Any = "cpu",
+        postings: Postings | None = None,
+    ):
+        c = np.asarray(centroids)
+        if c.ndim != 2 or c.dtype.kind != "f":
+            raise InvalidDtypeError(f"centroids must be a float (n_centroids, dim) matrix, got {c.dtype} {c.shape}")
+        if interaction not in INTERACTIONS:
+            raise SearchParamsError(f"interaction={interaction!r} is not one of {INTERACTIONS}")
+        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
+            raise SearchParamsError(f"nprobe={nprobe!r} must be a positive integer")
+        self.centroids = np.ascontiguousarray(c, dtype=np.float32)
+        self.postings = postings if postings is not None else build_postings(terms, offsets, len(c))
+        self.n_docs = self.postings.n_docs
+        self.nprobe = int(min(nprobe, len(c)))
+        self.interaction = interaction
+        self.device = device
+        self._t: dict[str, Any] | None = None
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Any, **kw: Any) -> CentroidCandidates:
+        if snapshot.terms is None or snapshot.centroids is None:
+            raise InvalidVectorsError(
+                "this snapshot has no stage-1 centroids/terms; build the index with centroids (the store does "
+                "this at train time) or search with SearchParams(candidates='exhaustive')"
+            )
+        return cls(snapshot.terms, snapshot.offsets, snapshot.centroids, **kw)
+
+    @property
+    def is_torch(self) -> bool:
+        return not (isinstance(self.device, str) and self.device == "cpu")
+
+    def candidates(
+        self, queries: Any, n: int, allowed: np.ndarray | None = None, *, min_count: int = 0
+    ) -> list[np.ndarray]:
+        """Per query, the best ``n`` rows by centroid interaction.
+
+        ``min_count``: when a query's probed posting lists hold fewer allowed documents than
+        ``min(min_count, n_allowed)`` (e.g. under a selective filter), its ``nprobe`` is doubled until they
+        do or every centroid is probed, so a search for ``k`` results finds ``k`` whenever ``k`` are allowed.
+        """
+        n = _check_n(n)
+        mask = check_allowed(allowed, self.n_docs)
+        need = min(int(min_count), n, self.n_docs if mask is None else int(mask.sum()))
+        if self.is_torch:
+            return self._candidates_torch(queries, n, mask, need)
+        qs = as_query_list(queries, self.centroids.shape[1])
+        sims = np.concatenate(qs) @ self.centroids.T  # one GEMM for the whole batch
+        out, a = [], 0
+        for q in qs:
+            s = sims[a : a + len(q)]
+            nprobe = self.nprobe
+            rows = self._one(s, n, mask, nprobe)
+            while len(rows) < need and nprobe < len(self.centroids):
+                nprobe = min(2 * nprobe, len(self.centroids))
+                rows = self._one(s, n, mask, nprobe)
+            out.append(rows)
+            a += len(q)
+        return out
+
+    # ------------------------------------------------------------------------------ numpy path
+    def _one(self, s: np.ndarray, n: int, mask: np.ndarray | None, nprobe: int, with_scores: bool = False) -> Any:
+        """Candidates of one query from its ``(n_tokens, n_centroids)`` similarities (numpy)."""
+        p = self.postings
+        nq, n_c = s.shape
+        if nprobe < n_c:
+            probe = np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe]
+        else:
+            probe = np.broadcast_to(np.arange(n_c), (nq, n_c))
+        pv = np.take_along_axis(s, probe, axis=1)  # (nq, nprobe) probed similarities
+        probe, pv = probe.ravel(), pv.ravel()
+        lens = p.term_offsets[probe + 1] - p.term_offsets[probe]
+        docs = p.term_docs[ranges(p.term_offsets[probe], lens)]
+        if self.interaction == "full":
+            if mask is not None:
+                docs = docs[mask[docs]]
+            cand = np.unique(docs).astype(np.int64)
+            return _top_rows(cand, self._full_scores(s, cand) if len(cand) else np.zeros(0, np.float32), n, with_scores)
+        nprobe = probe.shape[0] // nq
+        tok = np.repeat(np.arange(nq * nprobe) // nprobe, lens)
+        val = np.repeat(pv, lens)
+        if mask is not None:
+            keep = mask[docs]
+            docs, tok, val = docs[keep], tok[keep], val[keep]
+        cand, inv = np.unique(docs, return_inverse=True)
+        cand = cand.astype(np.int64)
+        if len(cand) == 0:
+            return _top_rows(cand, np.zeros(0, np.float32), n, with_scores)
+        floor = pv.reshape(nq, nprobe).min(1)
+        m = np.broadcast_to(floor, (len(cand), nq)).copy()
+        np.maximum.at(m, (inv, tok), val)
+        return _top_rows(cand, m.sum(1), n, with_scores)
+
+    def _full_scores(self, s: np.ndarray, cand: np.ndarray, block: int = 1 << 22) -> np.ndarray:
+        """Centroid interaction with every centroid each candidate holds, chunked over (doc, term) pairs."""
+        p = self.postings
+        st = s.T  # (n_c, nq)
+        nq = s.shape[0]
+        out = np.empty(len(cand), np.float32)
+        lens = p.doc_offsets[cand + 1] - p.doc_offsets[cand]
+        cum = np.zeros(len(cand) + 1, np.int64)
+        np.cumsum(lens, out=cum[1:])
+        from .maxsim import doc_chunks
+
+        for a, b in doc_chunks(cum, max(1, block // max(nq, 1))):
+            terms = p.doc_terms[ranges(p.doc_offsets[cand[a:b]], lens[a:b])]
+            g = st[terms]
+            out[a:b] = np.maximum.reduceat(g, cum[a:b] - cum[a], axis=0).sum(1)
+        return out
+
+    # ------------------------------------------------------------------------------ torch twin
+    def _tensors(self) -> dict[str, Any]:
+        if self._t is None:
+            import torch
+
+            dev = self.device
+            p = self.postings
+            self._t = {
+                "c": torch.from_numpy(self.centroids).to(dev),
+                "to": torch.from_numpy(p.term_offsets).to(dev),
+                "td": torch.from_numpy(p.term_docs.astype(np.int64)).to(dev),
+                "do": torch.from_numpy(p.doc_offsets).to(dev),
+                "dt": torch.from_numpy(p.doc_terms.astype(np.int64)).to(dev),
+            }
+        return self._t
+
+    def _candidates_torch(self, queries: Any, n: int, mask: np.ndarray | None, need: int) -> list[np.ndarray]:
+        import torch
+
+        t = self._tensors()
+        dev = t["c"].device
+        if isinstance(queries, tuple) and len(queries) == 2 and hasattr(queries[0], "device"):
+            qv, qoff = queries  # already transformed tensors on the device
+            qoff = qoff.cpu().numpy()
+        else:
+            qs = as_query_list(queries, self.centroids.shape[1])
+            qv = torch.from_numpy(np.concatenate(qs)).to(dev)
+            qoff = np.concatenate([[0], np.cumsum([len(q) for q in qs])])
+        tmask = None if mask is None else torch.from_numpy(mask).to(dev)
+        sims = qv.float() @ t["c"].T
+        out = []
+        for i in range(len(qoff) - 1):
+            s = sims[int(qoff[i]) : int(qoff[i + 1])]
+            nprobe = self.nprobe
+            rows = self._one_torch(s, n, tmask, nprobe)
+            while len(rows) < need and nprobe < len(self.centroids):
+                nprobe = min(2 * nprobe, len(self.centroids))
+                rows = self._one_torch(s, n, tmask, nprobe)
+            out.append(rows.cpu().numpy())
+        return out
+
+    def _one_torch(self, s: Any, n: int, mask: Any, nprobe: int) -> Any:
+        import torch
+
+        t = self._tensors()
+        dev = s.device
+        nq, n_c = s.shape
+        pv, probe = torch.topk(s, nprobe, dim=1)
+        probe, pvf = probe.reshape(-1), pv.reshape(-1)
+        starts = t["to"][probe]
+        lens = t["to"][probe + 1] - starts
+        docs = t["td"][_ranges_torch(starts, lens)]
+        if self.interaction == "full":
+            if mask is not None:
+                docs = docs[mask[docs]]
+            cand = torch.unique(docs)
+            if len(cand) == 0:
+                return cand
+            dstarts = t["do"][cand]
+            dlens = t["do"][cand + 1] - dstarts
+            terms = t["dt"][_ranges_torch(dstarts, dlens)]
+            seg = torch.repeat_interleave(torch.arange(len(cand), device=dev), dlens)
+            m = torch.full((len(cand), nq), float("-inf"), device=dev)
+            m.scatter_reduce_(0, seg.unsqueeze(1).expand(-1, nq), s.T[terms], reduce="amax", include_self=True)
+            return _top_rows_torch(cand, m.sum(1), n)
+        tok = torch.repeat_interleave(torch.arange(nq * nprobe, device=dev) // nprobe, lens)
+        val = torch.repeat_interleave(pvf, lens)
+        if mask is not None:
+            keep = mask[docs]
+            docs, tok, val = docs[keep], tok[keep], val[keep]
+        cand, inv = torch.unique(docs, return_inverse=True)
+        if len(cand) == 0:
+            return cand
+        floor = pv.min(1).values
+        m = floor.expand(len(cand), nq).contiguous().reshape(-1)
+        m.scatter_reduce_(0, inv * nq + tok, val, reduce="amax", include_self=True)
+        return _top_rows_torch(cand, m.reshape(len(cand), nq).sum(1), n)
+
+
+def _ranges_torch(starts: Any, lengths: Any) -> Any:
+    """Torch twin of :func:`mvstore.search.postings.ranges`."""
+    import torch
+
+    total = int(lengths.sum())
+    if total == 0:
+        return torch.zeros(0, dtype=torch.int64, device=starts.device)
+    ends = torch.cumsum(lengths, 0)
+    shift = starts - (ends - lengths)
+    return torch.repeat_interleave(shift, lengths) + torch.arange(total, device=starts.device)
+
+
+def _top_rows_torch(rows: Any, scores: Any, n: int) -> Any:
+    """Best ``n`` rows by score, best first, ties by ascending row (rows arrive ascending from unique)."""
+    import torch
+
+    if len(rows) > n:
+        # stable descending sort keeps ascending-row order among equal scores
+        order = torch.sort(scores, descending=True, stable=True).indices[:n]
+    else:
+        order = torch.sort(scores, descending=True, stable=True).indices
+    return rows[order]
+
+
+def load_sparse_generator(snapshot: Any, params: Any) -> CandidateGenerator:
+    """The SLIM sparse-term generator from ``mvstore.search.sparse`` (written separately).
+
+    Raises MissingDependencyError when that module is not part of this installation: never falls back.
+    """
+    import importlib
+
+    try:
+        mod = importlib.import_module("mvstore.search.sparse")
+    except ModuleNotFoundError as e:
+        if e.name not in ("mvstore.search.sparse",):
+            raise
+        raise MissingDependencyError(
+            "SearchParams(candidates='sparse') needs mvstore.search.sparse (the SLIM generator), which this "
+            "installation lacks; use candidates='centroid' or 'exhaustive', or upgrade mvstore"
+        ) from e
+    factory = getattr(mod, "SparseCandidates", None)
+    if factory is None:
+        raise MissingDependencyError(
+            "mvstore.search.sparse has no SparseCandidates generator; use candidates='centroid' or 'exhaustive'"
+        )
+    if hasattr(factory, "from_snapshot"):
+        return factory.from_snapshot(snapshot, params=params)
+    return factory(snapshot, params=params)

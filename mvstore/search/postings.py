@@ -1,0 +1,145 @@
+"""Posting lists for the centroid prefilter, as CSR arrays built once per snapshot (vectorized numpy).
+
+Every stored vector has a *term*: the id of its nearest stage-1 centroid. From ``terms`` and the
+documents' ``offsets`` we build two CSR views of the same set of unique ``(doc, term)`` pairs:
+
+* ``term -> docs`` (the posting lists probed at query time), docs sorted ascending within each term;
+* ``doc -> terms`` (each document's unique centroids, used to score the PLAID "centroid interaction").
+
+>>> import numpy as np
+>>> p = build_postings(np.array([2, 0, 2, 1, 1]), np.array([0, 3, 5]), n_terms=3)
+>>> [p.term_docs[p.term_offsets[t]:p.term_offsets[t + 1]].tolist() for t in range(3)]
+[[0], [1], [0]]
+>>> [p.doc_terms[p.doc_offsets[d]:p.doc_offsets[d + 1]].tolist() for d in range(2)]
+[[0, 2], [1]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..exceptions import DimensionMismatchError, InvalidDtypeError, InvalidVectorsError
+
+__all__ = ["Postings", "build_postings", "ranges", "default_n_centroids", "fit_centroids", "assign_terms"]
+
+
+@dataclass(frozen=True, eq=False)
+class Postings:
+    """Both CSR views of the unique ``(doc, term)`` pairs of one snapshot."""
+
+    #: (n_terms + 1,) int64 offsets into ``term_docs``
+    term_offsets: np.ndarray
+    #: (n_pairs,) int32 documents of each term, ascending within a term
+    term_docs: np.ndarray
+    #: (n_docs + 1,) int64 offsets into ``doc_terms``
+    doc_offsets: np.ndarray
+    #: (n_pairs,) int32 unique terms of each document, ascending within a document
+    doc_terms: np.ndarray
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.term_offsets) - 1
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_offsets) - 1
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.term_offsets, self.term_docs, self.doc_offsets, self.doc_terms))
+
+
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenate the integer ranges ``[starts[i], starts[i] + lengths[i])`` without a Python loop.
+
+    >>> ranges(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist()
+    [5, 6, 9, 10, 11]
+    """
+    lengths = np.asarray(lengths, np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(lengths)
+    shift = np.asarray(starts, np.int64) - (ends - lengths)
+    return np.repeat(shift, lengths) + np.arange(total, dtype=np.int64)
+
+
+def build_postings(terms: np.ndarray, offsets: np.ndarray, n_terms: int) -> Postings:
+    """CSR posting lists from per-vector ``terms`` (n_vectors,) and document ``offsets`` (n_docs + 1,).
+
+    One ``np.unique`` over ``doc * n_terms + term`` keys gives the doc-major view; a stable argsort by
+    term gives the term-major one.
+    """
+    terms = np.asarray(terms)
+    offsets = np.asarray(offsets, np.int64)
+    if terms.dtype.kind not in "iu":
+        raise InvalidDtypeError(f"terms have dtype {terms.dtype}; expected integer centroid ids (int32)")
+    if terms.ndim != 1 or len(terms) != offsets[-1]:
+        raise DimensionMismatchError(
+            f"terms must be 1-D with one entry per stored vector ({int(offsets[-1])}), got shape {terms.shape}"
+        )
+    if len(terms) and (terms.min() < 0 or terms.max() >= n_terms):
+        raise InvalidVectorsError(
+            f"terms must lie in [0, {n_terms}) (one id per centroid), got range "
+            f"[{int(terms.min())}, {int(terms.max())}]; recompute terms against the snapshot's centroids"
+        )
+    n_docs = len(offsets) - 1
+    seg = np.repeat(np.arange(n_docs, dtype=np.int64), np.diff(offsets))
+    keys = np.unique(seg * np.int64(n_terms) + terms.astype(np.int64))
+    doc = (keys // n_terms).astype(np.int32)
+    doc_terms = (keys % n_terms).astype(np.int32)
+    doc_offsets = np.zeros(n_docs + 1, np.int64)
+    np.cumsum(np.bincount(doc, minlength=n_docs), out=doc_offsets[1:])
+    order = np.argsort(doc_terms, kind="stable")
+    term_docs = doc[order]
+    term_offsets = np.zeros(n_terms + 1, np.int64)
+    np.cumsum(np.bincount(doc_terms, minlength=n_terms), out=term_offsets[1:])
+    return Postings(term_offsets, term_docs, doc_offsets, doc_terms)
+
+
+def default_n_centroids(n_vectors: int) -> int:
+    """PLAID's rule: the power of two at or below ``16 * sqrt(n_vectors)``, at most ``n_vectors``.
+
+    >>> default_n_centroids(780_000), default_n_centroids(10)
+    (8192, 8)
+    """
+    if n_vectors < 1:
+        raise InvalidVectorsError("cannot size centroids for an empty index; add documents first")
+    n = 2 ** int(np.floor(np.log2(16 * np.sqrt(n_vectors))))
+    return int(min(n, 2 ** int(np.floor(np.log2(n_vectors)))))
+
+
+def fit_centroids(
+    sample: np.ndarray, n_centroids: int, *, niter: int = 10, seed: int = 0, spherical: bool = True
+) -> np.ndarray:
+    """k-means centroids ``(n_centroids, dim)`` float32 of a sample of stored (decoded) vectors (faiss)."""
+    import faiss
+
+    x = np.ascontiguousarray(sample, dtype=np.float32)
+    if x.ndim != 2 or len(x) < n_centroids:
+        raise InvalidVectorsError(
+            f"k-means needs a 2-D sample with at least n_centroids={n_centroids} rows, got shape {x.shape}; "
+            "use fewer centroids or a larger sample"
+        )
+    km = faiss.Kmeans(x.shape[1], int(n_centroids), niter=niter, seed=seed, spherical=spherical, verbose=False)
+    km.cp.max_points_per_centroid = 256
+    km.train(x)
+    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+
+
+def assign_terms(vectors: np.ndarray, centroids: np.ndarray, *, batch: int = 1 << 16) -> np.ndarray:
+    """Nearest centroid (max inner product) of each vector -> ``(n,)`` int32, in bounded-memory batches."""
+    import faiss
+
+    c = np.ascontiguousarray(centroids, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != c.shape[1]:
+        raise DimensionMismatchError(f"vectors of shape {vectors.shape} do not match centroids of dim {c.shape[1]}")
+    index = faiss.IndexFlatIP(c.shape[1])
+    index.add(c)
+    out = np.empty(len(vectors), np.int32)
+    for a in range(0, len(vectors), batch):
+        _, i = index.search(np.ascontiguousarray(vectors[a : a + batch], dtype=np.float32), 1)
+        out[a : a + batch] = i[:, 0]
+    return out

@@ -1,0 +1,357 @@
+"""Two-stage search: centroid prefilter + exact MaxSim rerank, against the exhaustive oracle."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mvstore import Ragged
+from mvstore.exceptions import (
+    DeviceUnavailableError,
+    DimensionMismatchError,
+    InvalidDtypeError,
+    InvalidVectorsError,
+    MissingDependencyError,
+)
+from mvstore.search import searcher as searcher_mod
+from mvstore.search.candidates import CentroidCandidates, ExhaustiveCandidates, load_sparse_generator
+from mvstore.search.maxsim import maxsim_batch
+from mvstore.search.params import SearchParams, SearchParamsError
+from mvstore.search.postings import assign_terms, build_postings, fit_centroids, ranges
+from mvstore.search.searcher import Searcher, top_k
+from mvstore.search.snapshot import Snapshot
+from mvstore.spec import build_pipeline
+
+DIM = 32
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def clustered_docs(n_docs: int, dim: int = DIM, n_topics: int = 24, seed: int = 0, lo: int = 30, hi: int = 80):
+    """Clustered unit-norm token vectors; each document draws its tokens from a few topics."""
+    rng = np.random.default_rng(seed)
+    topics = rng.standard_normal((n_topics, dim)).astype(np.float32)
+    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
+    lengths = rng.integers(lo, hi + 1, n_docs)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    doc_topics = rng.integers(0, n_topics, (n_docs, 3))
+    t = doc_topics[np.repeat(np.arange(n_docs), lengths), rng.integers(0, 3, offsets[-1])]
+    v = topics[t] + 0.6 * rng.standard_normal((offsets[-1], dim)).astype(np.float32) / np.sqrt(dim)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return Ragged(v.astype(np.float32), offsets)
+
+
+def queries_from(docs: Ragged, n: int, seed: int = 1, n_tok: int = 8):
+    """Queries made of noisy tokens of random documents (so each has a few clearly relevant docs)."""
+    rng = np.random.default_rng(seed)
+    qs = []
+    for d in rng.integers(0, len(docs), n):
+        toks = docs[d][rng.integers(0, len(docs[d]), n_tok)]
+        q = toks + 0.3 * rng.standard_normal(toks.shape).astype(np.float32) / np.sqrt(docs.dim)
+        qs.append(q / np.linalg.norm(q, axis=1, keepdims=True))
+    return Ragged.from_list(qs)
+
+
+def make_snapshot(docs: Ragged, spec: str = "sq8", n_centroids: int = 32, with_terms: bool = True) -> Snapshot:
+    codec = build_pipeline(spec, docs.dim).fit(docs.values)
+    codes = codec.encode(docs.values)
+    terms = centroids = None
+    if with_terms:
+        dec = codec.decode(codes)
+        centroids = fit_centroids(dec, n_centroids, seed=0)
+        terms = assign_terms(dec, centroids)
+    return Snapshot(
+        version=1,
+        ids=np.arange(len(docs), dtype=np.int64),
+        codes=codes,
+        offsets=docs.offsets,
+        codec=codec,
+        n_tokens=docs.lengths,
+        terms=terms,
+        centroids=centroids,
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    docs = clustered_docs(300)
+    snap = make_snapshot(docs)
+    queries = queries_from(docs, 12)
+    return docs, snap, queries
+
+
+def brute_force(snap: Snapshot, queries: Ragged, k: int, allowed=None):
+    """Independent reference: exact MaxSim over every decoded document, top-k by (-score, row)."""
+    dec = Ragged(snap.codec.decode(snap.codes), snap.offsets)
+    qt = Ragged(snap.codec.transform_query(queries.values), queries.offsets)
+    scores = maxsim_batch(qt, dec)
+    out = []
+    for row in scores:
+        rows = np.arange(len(row)) if allowed is None else np.flatnonzero(allowed)
+        order = np.lexsort((rows, -row[rows]))[:k]
+        out.append((rows[order], row[rows[order]]))
+    return out
+
+
+def same_ranking(a, b, atol=1e-4):
+    for (ra, sa), (rb, sb) in zip(a, b, strict=True):
+        np.testing.assert_allclose(sa, sb, atol=atol)
+        # rows may only differ where scores tie
+        if not np.array_equal(ra, rb):
+            diff = np.flatnonzero(ra != rb)
+            np.testing.assert_allclose(sa[diff], sb[diff], atol=atol)
+
+
+# ----------------------------------------------------------------------------------- postings
+def test_ranges_and_postings_match_naive(rng):
+    assert ranges(np.array([3, 10]), np.array([2, 3])).tolist() == [3, 4, 10, 11, 12]
+    assert ranges(np.array([1]), np.array([0])).tolist() == []
+    offsets = np.array([0, 4, 4 + 7, 11 + 1, 12 + 5])
+    terms = rng.integers(0, 6, offsets[-1])
+    p = build_postings(terms, offsets, 6)
+    for d in range(4):
+        got = p.doc_terms[p.doc_offsets[d] : p.doc_offsets[d + 1]].tolist()
+        assert got == sorted(set(terms[offsets[d] : offsets[d + 1]].tolist()))
+    for t in range(6):
+        want = [d for d in range(4) if t in terms[offsets[d] : offsets[d + 1]]]
+        assert p.term_docs[p.term_offsets[t] : p.term_offsets[t + 1]].tolist() == want
+
+
+def test_postings_bad_terms():
+    with pytest.raises(InvalidVectorsError, match=r"terms must lie in \[0, 3\)"):
+        build_postings(np.array([0, 5]), np.array([0, 2]), 3)
+    with pytest.raises(DimensionMismatchError, match="one entry per stored vector"):
+        build_postings(np.array([0, 1, 2]), np.array([0, 2]), 3)
+    with pytest.raises(InvalidDtypeError, match="integer centroid ids"):
+        build_postings(np.array([0.0, 1.0]), np.array([0, 2]), 3)
+
+
+def test_top_k_orders_ties_by_row():
+    rows, scores = top_k(np.array([9, 4, 6, 1]), np.array([1.0, 2.0, 1.0, 1.0], np.float32), 3)
+    assert rows.tolist() == [4, 1, 6] and scores.tolist() == [2.0, 1.0, 1.0]
+
+
+# ----------------------------------------------------------------------------------- params
+@pytest.mark.parametrize(
+    "kw, err, match",
+    [
+        ({"candidates": "centroids"}, SearchParamsError, "candidates='centroids' is not one of"),
+        ({"nprobe": 0}, SearchParamsError, "nprobe=0 must be >= 1"),
+        ({"n_rerank": -3}, SearchParamsError, "n_rerank=-3 must be >= 1"),
+        ({"batch_size": 0}, SearchParamsError, "batch_size=0 must be >= 1"),
+        ({"nprobe": 2.5}, InvalidDtypeError, "nprobe must be an int"),
+        ({"n_rerank": True}, InvalidDtypeError, "n_rerank must be an int"),
+        ({"interaction": "maxsim"}, SearchParamsError, "interaction='maxsim'.*use 'probed'"),
+        ({"device": "gpu"}, SearchParamsError, "device='gpu' is not a device; use 'auto'"),
+    ],
+)
+def test_bad_params(kw, err, match):
+    with pytest.raises(err, match=match):
+        SearchParams(**kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_explicit_cuda_without_gpu_raises(corpus):
+    _, snap, _ = corpus
+    with pytest.raises(DeviceUnavailableError, match="CUDA is not available.*use device='cpu'"):
+        Searcher(snap, SearchParams(device="cuda"))
+
+
+def test_bad_search_inputs(corpus):
+    _, snap, queries = corpus
+    s = Searcher(snap, SearchParams(device="cpu"))
+    with pytest.raises(SearchParamsError, match="k=0 must be a positive integer"):
+        s.search(queries, 0)
+    with pytest.raises(InvalidDtypeError, match="boolean mask over rows"):
+        s.search(queries, 5, allowed=np.arange(snap.n_docs))
+    with pytest.raises(DimensionMismatchError, match="allowed has shape"):
+        s.search(queries, 5, allowed=np.ones(3, bool))
+    with pytest.raises(DimensionMismatchError, match="dim 16 but dim 32 is expected"):
+        s.search(Ragged.from_list([np.ones((2, 16), np.float32)]), 5)
+    with pytest.raises(InvalidVectorsError, match="NaN or Inf"):
+        s.search(Ragged.from_list([np.full((2, DIM), np.nan, np.float32)], check_finite=False), 5)
+    with pytest.raises(InvalidDtypeError, match="params must be a SearchParams"):
+        Searcher(snap, {"nprobe": 3})
+    with pytest.raises(SearchParamsError, match="backend='cuda' must be None"):
+        Searcher(snap, SearchParams(device="cpu"), backend="cuda")
+
+
+def test_centroid_search_needs_terms():
+    docs = clustered_docs(20, seed=3)
+    snap = make_snapshot(docs, with_terms=False)
+    q = queries_from(docs, 2)
+    with pytest.raises(InvalidVectorsError, match="no stage-1 centroids.*candidates='exhaustive'"):
+        Searcher(snap, SearchParams(candidates="centroid", device="cpu")).search(q, 3)
+    # "auto" picks the exhaustive oracle for such a snapshot
+    s = Searcher(snap, SearchParams(device="cpu"))
+    assert s.candidate_kind == "exhaustive"
+    same_ranking(s.search(q, 3), brute_force(snap, q, 3))
+
+
+def test_sparse_without_module_is_a_clear_error(corpus, monkeypatch):
+    _, snap, queries = corpus
+    monkeypatch.setitem(sys.modules, "mvstore.search.sparse", None)
+    with pytest.raises(MissingDependencyError, match="needs mvstore.search.sparse.*candidates='centroid'"):
+        load_sparse_generator(snap, SearchParams(candidates="sparse"))
+    with pytest.raises(MissingDependencyError, match="mvstore.search.sparse"):
+        Searcher(snap, SearchParams(candidates="sparse", device="cpu")).search(queries, 3)
+
+
+# ----------------------------------------------------------------------------------- ranking
+def test_oracle_is_exact_maxsim(corpus):
+    _, snap, queries = corpus
+    got = Searcher(snap, SearchParams(candidates="exhaustive", device="cpu")).search(queries, 10)
+    same_ranking(got, brute_force(snap, queries, 10))
+
+
+@pytest.mark.parametrize("interaction", ["probed", "full"])
+@pytest.mark.parametrize("backend", [None, "torch"])
+def test_full_probe_equals_oracle(corpus, interaction, backend):
+    _, snap, queries = corpus
+    n_c = len(snap.centroids)
+    p = SearchParams(candidates="centroid", nprobe=n_c, n_rerank=snap.n_docs, interaction=interaction, device="cpu")
+    got = Searcher(snap, p, backend=backend).search(queries, 10)
+    same_ranking(got, brute_force(snap, queries, 10))
+
+
+@pytest.mark.parametrize("backend", [None, "torch"])
+def test_filtered_search_equals_oracle_on_subset(corpus, backend):
+    _, snap, queries = corpus
+    allowed = np.zeros(snap.n_docs, bool)
+    allowed[::3] = True
+    oracle = brute_force(snap, queries, 10, allowed=allowed)
+    full = SearchParams(candidates="centroid", nprobe=len(snap.centroids), n_rerank=snap.n_docs, device="cpu")
+    for params in (full, SearchParams(candidates="exhaustive", device="cpu")):
+        got = Searcher(snap, params, backend=backend).search(queries, 10, allowed=allowed)
+        assert all(allowed[rows].all() for rows, _ in got)
+        same_ranking(got, oracle)
+    # at a moderate operating point filtered docs still never appear
+    got = Searcher(snap, SearchParams(nprobe=2, n_rerank=20, device="cpu"), backend=backend).search(
+        queries, 10, allowed=allowed
+    )
+    assert all(allowed[rows].all() and len(rows) == 10 for rows, _ in got)
+
+
+@pytest.mark.parametrize("backend", [None, "torch"])
+def test_selective_filter_still_fills_k(corpus, backend):
+    """Few allowed docs: the prefilter widens its probes instead of returning fewer than k results."""
+    _, snap, queries = corpus
+    allowed = np.zeros(snap.n_docs, bool)
+    allowed[[5, 77, 150, 299]] = True
+    got = Searcher(snap, SearchParams(nprobe=1, n_rerank=8, device="cpu"), backend=backend).search(
+        queries, 3, allowed=allowed
+    )
+    assert all(len(rows) == 3 and allowed[rows].all() for rows, _ in got)
+    got = Searcher(snap, SearchParams(nprobe=1, device="cpu")).search(queries, 10, allowed=allowed)
+    assert all(sorted(rows.tolist()) == [5, 77, 150, 299] for rows, _ in got)
+
+
+@pytest.mark.parametrize("interaction", ["probed", "full"])
+def test_recall_vs_oracle_at_moderate_nprobe(interaction):
+    docs = clustered_docs(1500, seed=7)
+    snap = make_snapshot(docs, n_centroids=64)
+    queries = queries_from(docs, 40, seed=8)
+    oracle = brute_force(snap, queries, 10)
+    p = SearchParams(nprobe=4, n_rerank=64, interaction=interaction, device="cpu")
+    got = Searcher(snap, p).search(queries, 10)
+    recall = np.mean([len(np.intersect1d(g[0], o[0])) / 10 for g, o in zip(got, oracle)])
+    assert recall >= 0.95, recall
+    # a starved operating point must do measurably worse: the test can fail
+    starved = Searcher(snap, SearchParams(nprobe=1, n_rerank=10, interaction=interaction, device="cpu"))
+    r1 = np.mean([len(np.intersect1d(g[0], o[0])) / 10 for g, o in zip(starved.search(queries, 10), oracle)])
+    assert r1 < recall
+
+
+def test_batch_size_and_chunking_do_not_change_results(corpus, monkeypatch):
+    _, snap, queries = corpus
+    base = Searcher(snap, SearchParams(nprobe=3, n_rerank=40, batch_size=1, device="cpu")).search(queries, 10)
+    monkeypatch.setattr(searcher_mod, "MAX_DECODED_VECTORS", 2000)
+    for backend in (None, "torch"):
+        for cand in ("centroid", "exhaustive"):
+            p = SearchParams(candidates=cand, nprobe=3, n_rerank=40, batch_size=5, device="cpu")
+            got = Searcher(snap, p, backend=backend).search(queries, 10)
+            if cand == "centroid":
+                same_ranking(got, base)
+            else:
+                same_ranking(got, brute_force(snap, queries, 10))
+
+
+@pytest.mark.parametrize("interaction", ["probed", "full"])
+def test_torch_twin_candidates_equal_numpy(corpus, interaction):
+    _, snap, queries = corpus
+    qt = Ragged(snap.codec.transform_query(queries.values), queries.offsets)
+    allowed = np.arange(snap.n_docs) % 4 != 1
+    kw = {"nprobe": 3, "interaction": interaction}
+    gen_np = CentroidCandidates.from_snapshot(snap, **kw)
+    a = gen_np.candidates(qt, 30, allowed)
+    b = CentroidCandidates.from_snapshot(snap, device=torch.device("cpu"), **kw).candidates(qt, 30, allowed)
+    # each generator's own scores for every candidate, to compare up to float ties at the cut
+    s = qt.values @ snap.centroids.T
+    for i, (x, y) in enumerate(zip(a, b)):
+        assert len(x) == len(y) == 30 and allowed[x].all() and allowed[y].all()
+        si = s[qt.offsets[i] : qt.offsets[i + 1]]
+        cand, score = gen_np._one(si, snap.n_docs, allowed, 3, with_scores=True)
+        by_row = dict(zip(cand.tolist(), score.tolist()))
+        cut = score[29]
+        assert min(by_row[r] for r in y) >= cut - 1e-4 and min(by_row[r] for r in x) >= cut - 1e-4
+        assert x[:10].tolist() == cand[:10].tolist()
+
+
+def test_probed_scores_match_definition(corpus):
+    """Probed interaction: per token, max over the doc's probed centroids, else the token's nprobe-th sim."""
+    _, snap, queries = corpus
+    q = snap.codec.transform_query(queries[0])
+    gen = CentroidCandidates.from_snapshot(snap, nprobe=2)
+    rows = gen.candidates([q], snap.n_docs)[0]
+    s = q @ snap.centroids.T
+    probe = np.argsort(-s, axis=1)[:, :2]
+    expect = {}
+    for d in range(snap.n_docs):
+        dt = set(snap.terms[snap.offsets[d] : snap.offsets[d + 1]].tolist())
+        hit = False
+        total = 0.0
+        for i in range(len(q)):
+            vals = [s[i, c] for c in probe[i] if c in dt]
+            hit |= bool(vals)
+            total += max(vals) if vals else s[i, probe[i]].min()
+        if hit:
+            expect[d] = total
+    assert sorted(rows.tolist()) == sorted(expect)
+    want = sorted(expect, key=lambda d: (-round(expect[d], 4), d))
+    got_scores = np.array([expect[r] for r in rows])
+    assert np.all(np.diff(got_scores) <= 1e-4) and len(want) == len(rows)
+
+
+def test_exhaustive_candidates_interface():
+    gen = ExhaustiveCandidates(4)
+    q = [np.ones((2, 3), np.float32)]
+    assert [r.tolist() for r in gen.candidates(q, 2)] == [[0, 1, 2, 3]]
+    with pytest.raises(SearchParamsError, match="n=0 must be a positive integer"):
+        gen.candidates(q, 0)
+    with pytest.raises(InvalidDtypeError, match="Ragged or a list"):
+        gen.candidates(np.ones((2, 3), np.float32), 2)
+
+
+# ----------------------------------------------------------------------------------- GPU
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("interaction", ["probed", "full"])
+def test_cuda_ranking_equals_cpu(corpus, interaction):
+    _, snap, queries = corpus
+    for nprobe, n_rerank in ((3, 40), (len(snap.centroids), snap.n_docs)):
+        kw = {"nprobe": nprobe, "n_rerank": n_rerank, "interaction": interaction}
+        cpu = Searcher(snap, SearchParams(device="cpu", **kw)).search(queries, 10)
+        gpu = Searcher(snap, SearchParams(device="cuda", **kw)).search(queries, 10)
+        same_ranking(gpu, cpu, atol=1e-3)
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_cuda_filtered_and_auto_device(corpus):
+    _, snap, queries = corpus
+    allowed = np.arange(snap.n_docs) % 2 == 0
+    s = Searcher(snap, SearchParams(device="auto"))
+    assert s.device.type == "cuda"
+    got = s.search(queries, 10, allowed=allowed)
+    assert all(allowed[r].all() for r, _ in got)
+    same_ranking(got, Searcher(snap, SearchParams(device="cpu")).search(queries, 10, allowed=allowed), atol=1e-3)
