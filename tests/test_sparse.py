@@ -394,3 +394,55 @@ def test_search_param_errors(sparse_snap, corpus):
         SparseSearcher(dense, sparse_map=attach_sparse_map(dense, "spk64t4"), rerank="sparse")
     with pytest.raises(DimensionMismatchError, match="takes dim 16 but the index decodes to dim 32"):
         SparseCandidates.from_snapshot(dense, sparse_map=SparseKMeans(16, 32, 4).fit(docs.values[:, :16].copy()))
+
+
+# ------------------------------------------------------------------------------------------ through the store
+def test_store_lifecycle_with_sparse_spec(tmp_path):
+    """create, add, delete, reopen and search a sparse-only index; postings come from the stored codes of each
+    version, so deletes and reopen need nothing beyond the store."""
+    import mvstore.store as ms
+
+    docs = synthetic_docs(80, 16, n_topics=12, seed=5, min_len=4, max_len=20)
+    queries = synthetic_docs(4, 16, n_topics=12, seed=5, min_len=3, max_len=6)
+    idx = ms.create(tmp_path / "ix", spec="spk64t4", dim=16)
+    idx.add(np.arange(80), list(docs))
+    v_full = idx.version
+    idx.delete(np.arange(0, 80, 4))
+    params = SearchParams(candidates="sparse", n_rerank=1000)
+
+    def expected(snap, k):
+        _, exact = _exact_sparse(snap, queries)
+        return [snap.ids[np.lexsort((np.arange(snap.n_docs), -e))[:k]] for e in exact]
+
+    res = idx.search(queries, k=5, params=params).to_pydict()
+    reopened = ms.open(tmp_path / "ix")
+    again = reopened.search(queries, k=5, params=params).to_pydict()
+    assert res["id"] == again["id"] and not set(res["id"]) & set(range(0, 80, 4))
+    snap = reopened.snapshot()
+    assert snap.n_docs == 60 and is_sparse_codec(snap.codec)
+    np.testing.assert_array_equal(np.array(res["id"]).reshape(4, 5), np.stack(expected(snap, 5)))
+    # time travel: the version before the delete still holds (and returns) every document
+    old = ms.open(tmp_path / "ix", version=v_full)
+    np.testing.assert_array_equal(
+        np.array(old.search(queries, k=5, params=params).to_pydict()["id"]).reshape(4, 5),
+        np.stack(expected(old.snapshot(), 5)),
+    )
+    # a small candidate count still finds most of the exact top-5
+    few = idx.search(queries, k=5, params=SearchParams(candidates="sparse", n_rerank=15)).to_pydict()["id"]
+    hits = [len(set(few[i : i + 5]) & set(res["id"][i : i + 5])) for i in range(0, 20, 5)]
+    assert sum(hits) >= 16, hits
+
+
+def test_store_dense_index_with_attached_sparse_map(tmp_path):
+    import mvstore.store as ms
+
+    docs = synthetic_docs(60, 16, n_topics=12, seed=6, min_len=4, max_len=20)
+    queries = synthetic_docs(3, 16, n_topics=12, seed=6, min_len=3, max_len=6)
+    idx = ms.create(tmp_path / "dense", spec="fp16", dim=16)
+    idx.add(np.arange(60), list(docs))
+    with pytest.raises(NotFittedError, match="attach_sparse_map"):
+        idx.search(queries, k=5, params=SearchParams(candidates="sparse"))
+    attach_sparse_map(idx.snapshot(), "spk32t4")
+    got = idx.search(queries, k=5, params=SearchParams(candidates="sparse", n_rerank=60)).to_pydict()["id"]
+    ref = idx.search(queries, k=5, params=SearchParams(candidates="exhaustive")).to_pydict()["id"]
+    assert got == ref
