@@ -1,0 +1,167 @@
+"""Lance-backed multi-vector index: create, open (time travel), add / stream / upsert / delete, search.
+
+>>> import tempfile, numpy as np, mvstore.store as ms
+>>> rng = np.random.default_rng(0)
+>>> docs = [rng.normal(size=(int(n), 16)).astype(np.float32) for n in rng.integers(5, 20, 40)]
+>>> idx = ms.create(tempfile.mkdtemp() + "/ix", spec="fp16", dim=16)
+>>> idx.add(np.arange(40), docs, metadata=[{"lang": "en" if i % 2 else "fr"} for i in range(40)])
+1
+>>> t = idx.search(docs[3], k=2, columns=["lang"])
+>>> t.column_names, t["id"].to_pylist()[0], t["lang"].to_pylist()[0]
+(['query', 'rank', 'id', 'score', 'lang'], 3, 'en')
+>>> idx.search(docs[3], k=2, where="lang = 'fr'")["id"].to_pylist()[0] != 3
+True
+
+Layout (also in docs/LAYOUT.md). An index is a local directory::
+
+    <uri>/mvstore.json   manifest, written once by create(): {"format": "mvstore", "format_version": 1,
+                         "spec", "dim", "options": {n_centroids, train_size, seed, keep_source, drift_threshold}}
+    <uri>/docs.lance     Lance table "docs", one row per document:
+                           id          int64 or string: the user's id, unique, never renumbered
+                           <metadata>  the user's columns, fixed by the first add (later batches may omit some:
+                                       those become null; unknown columns are an error)
+                           n_tokens    int32: original (pre-pooling) token count
+                           n_vectors   int32: stored (pooled) vector count
+                           codes       large_binary: n_vectors x code_size bytes, the codec's codes
+                           terms       list<int32>: each stored vector's stage-1 centroid id
+                           recon_err   float32: mean squared reconstruction error of the doc's vectors
+                           source      large_binary (only with keep_source=True): pooled vectors as fp16
+                         schema metadata "mvstore.state_id" = the codec state the codes were written with
+    <uri>/codec.lance    Lance table "codec": state_id, name, dtype, shape, data (raw array bytes), plus one
+                         "__meta__" row per state holding JSON (codec meta, centroid source, training error)
+
+Both tables open with plain ``lancedb.connect(uri).open_table("docs")``. Nothing is pickled: state is raw
+numeric bytes + dtype + shape + JSON. One index version = one docs-table Lance version; its schema metadata
+names its codec state, so ``open(uri, version=v)`` decodes old versions with the state they were written with.
+
+Training policy. The codec pipeline (spec minus pooling) and the stage-1 centroids are fitted ONCE: on a random
+sample (``train_size`` vectors, default 65536) of the pooled vectors of the first add (or of an explicit
+``train(sample)`` before it). Later adds encode with that state; nothing is rebuilt. Stage-1 terms: when the
+quantizer has coarse centroids (``rq``) its ``coarse_terms`` are used; otherwise faiss k-means centroids
+(``n_centroids``, default the power of two at or below ``16 * sqrt(n_vectors of the first add)``, at most the
+sample size) are fitted on the transformed, pre-quantization sample and each vector's term is its nearest
+centroid (max inner product). Terms are stored in the docs row, so one Lance commit covers codes and terms.
+
+Drift. Every document row stores ``recon_err``, the mean over its stored vectors of the squared error
+``||transform(x) - decode(encode(x))||^2``; ``stats()["drift"]`` is the vector-weighted mean of it over the
+index divided by the same error on the training sample (1.0 = the data looks like the training data; None
+for a lossless codec such as fp32/fp16). ``optimize(retrain="auto")`` refits the codec when drift exceeds
+``drift_threshold`` (default 1.5); retraining needs the pooled vectors, so it is available only for indexes
+created with ``keep_source=True`` (otherwise it warns and reports why it did not retrain).
+
+Crash safety and concurrency. A write (add, add_batches, upsert, delete, optimize) validates its whole input
+first and becomes visible in ONE Lance commit; a failure or a SIGKILL before the commit leaves the previous
+version current (orphan data files are removed by ``optimize(cleanup=True)``). An :class:`Index` object reads
+one version (a per-version in-memory :class:`~mvstore.search.snapshot.Snapshot`) until its own write or
+:meth:`Index.refresh`; searches in other threads or processes during a write see one consistent version.
+Writers: one process at a time per index (Lance resolves concurrent commits, but duplicate-id checks are
+per-writer). Only local directories are supported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .. import spec as spec_mod
+from ..exceptions import IndexCorruptedError, SpecError
+from ._index import Index, drift, where_columns
+from ._layout import (
+    MANIFEST,
+    FilterError,
+    IndexExistsError,
+    InvalidMetadataError,
+    InvalidOperationError,
+    UnknownIdError,
+    read_manifest,
+    write_manifest,
+)
+
+__all__ = [
+    "create",
+    "open",
+    "Index",
+    "drift",
+    "where_columns",
+    "FilterError",
+    "IndexExistsError",
+    "InvalidMetadataError",
+    "InvalidOperationError",
+    "UnknownIdError",
+]
+
+
+def _root(uri: str | os.PathLike) -> str:
+    if not isinstance(uri, (str, os.PathLike)):
+        raise TypeError(f"uri must be a local directory path (str or Path), got {type(uri).__name__}")
+    s = os.fspath(uri)
+    if "://" in s and not s.startswith("file://"):
+        raise ValueError(f"uri {s!r}: only local directories are supported; pass a filesystem path")
+    return os.path.abspath(s.removeprefix("file://"))
+
+
+def create(
+    uri: str | os.PathLike,
+    spec: str,
+    dim: int,
+    *,
+    exist_ok: bool = False,
+    n_centroids: int | None = None,
+    train_size: int = 65536,
+    seed: int = 0,
+    keep_source: bool = False,
+    drift_threshold: float = 1.5,
+) -> Index:
+    """Create an empty index directory at ``uri`` for ``dim``-dimensional token vectors compressed by ``spec``
+    (e.g. ``"fp16"``, ``"pool2,pca64,sq8"``). ``exist_ok=True`` opens an existing index with the same spec and
+    dim instead of failing. ``n_centroids`` fixes the stage-1 centroid count (default: derived from the first
+    add); ``train_size`` caps the codec training sample; ``keep_source`` also stores the pooled vectors (fp16)
+    so :meth:`Index.optimize` can retrain the codec; ``drift_threshold`` is the drift above which
+    ``optimize(retrain="auto")`` retrains."""
+    root = _root(uri)
+    sp = spec_mod.parse(spec)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+        raise ValueError(f"dim must be a positive integer (the token vectors' dimension), got {dim!r}")
+    spec_mod.build_pipeline(sp, dim)  # validates the spec against dim (e.g. pca96 on 64-d vectors)
+    for name, val, lo in (("train_size", train_size, 1), ("n_centroids", n_centroids, 1)):
+        if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < lo):
+            raise ValueError(f"{name} must be a positive integer, got {val!r}")
+    if not (isinstance(drift_threshold, (int, float)) and drift_threshold > 1.0):
+        raise ValueError(f"drift_threshold must be a number > 1.0 (1.0 = no drift), got {drift_threshold!r}")
+    if os.path.exists(os.path.join(root, MANIFEST)):
+        if not exist_ok:
+            raise IndexExistsError(
+                f"an mvstore index already exists at {root!r}: open it with mvstore.store.open(uri), pass "
+                "exist_ok=True, or choose another path"
+            )
+        idx = open(root)
+        if str(idx.spec) != str(sp) or idx.dim != dim:
+            raise SpecError(
+                f"the index at {root!r} has spec {str(idx.spec)!r} and dim {idx.dim}, not {str(sp)!r} and dim {dim}; "
+                "open it with mvstore.store.open(uri) or create a new index at another path"
+            )
+        return idx
+    if os.path.exists(root) and (not os.path.isdir(root) or os.listdir(root)):
+        raise IndexExistsError(
+            f"{root!r} exists and is not an empty directory (nor an mvstore index); choose a new path"
+        )
+    os.makedirs(root, exist_ok=True)
+    options = {
+        "n_centroids": n_centroids,
+        "train_size": int(train_size),
+        "seed": int(seed),
+        "keep_source": bool(keep_source),
+        "drift_threshold": float(drift_threshold),
+    }
+    return Index(root, write_manifest(root, str(sp), dim, options))
+
+
+def open(uri: str | os.PathLike, version: int | None = None) -> Index:  # noqa: A001 - mirrors lance/lancedb
+    """Open the index at ``uri``: its latest version, or ``version`` (time travel, read-only until
+    :meth:`Index.checkout`). IndexCorruptedError if the path is not an mvstore index or its state is damaged."""
+    root = _root(uri)
+    manifest = read_manifest(root)
+    try:
+        return Index(root, manifest, version)
+    except SpecError as e:
+        raise IndexCorruptedError(f"the manifest at {Path(root) / MANIFEST} has an invalid spec: {e}") from e

@@ -1,0 +1,845 @@
+"""The :class:`Index`: one mvstore directory (Lance docs table + codec state), read at one version."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import lance
+import numpy as np
+import pyarrow as pa
+
+from .. import spec as spec_mod
+from ..exceptions import (
+    DuplicateIdError,
+    IndexCorruptedError,
+    InvalidDtypeError,
+    InvalidVectorsError,
+    NotFittedError,
+)
+from ..ragged import Ragged, as_ragged
+from ..search.params import SearchParams
+from ..search.snapshot import Snapshot
+from ._layout import (
+    DOCS,
+    DOCS_SYSTEM_COLUMNS,
+    STATE,
+    STATE_KEY,
+    FilterError,
+    InvalidOperationError,
+    UnknownIdError,
+    binary_column,
+    binary_values,
+    conform_metadata,
+    ids_numpy,
+    list_int32_column,
+    list_values,
+    normalize_ids,
+    normalize_metadata,
+    parse_state,
+    sql_literal_list,
+    state_table,
+    unknown_field,
+)
+
+_SQL_WORDS = {
+    "and", "or", "not", "in", "is", "null", "like", "ilike", "between", "true", "false", "cast", "as",
+    "case", "when", "then", "else", "end", "date", "timestamp", "interval", "escape", "distinct", "from",
+    "int", "integer", "bigint", "smallint", "tinyint", "float", "double", "real", "decimal", "varchar",
+    "string", "text", "boolean", "bool", "any",
+}  # fmt: skip
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def where_columns(where: str) -> list[str]:
+    """Column names a SQL filter refers to (string literals, keywords and function names skipped).
+
+    >>> where_columns("lang = 'en and x' AND year > 2020 OR lower(title) LIKE 'a%' AND \\"My Col\\" IS NULL")
+    ['lang', 'year', 'title', 'My Col']
+    """
+    out: list[str] = []
+    i, n = 0, len(where)
+    while i < n:
+        c = where[i]
+        if c == "'":  # string literal, '' escapes a quote
+            i += 1
+            while i < n and not (where[i] == "'" and (i + 1 >= n or where[i + 1] != "'")):
+                i += 2 if where[i] == "'" else 1
+            i += 1
+        elif c in '"`':
+            j = where.find(c, i + 1)
+            j = n if j < 0 else j
+            out.append(where[i + 1 : j])
+            i = j + 1
+        elif c.isdigit():
+            while i < n and (where[i].isalnum() or where[i] in "._"):
+                i += 1
+        else:
+            m = _IDENT.match(where, i)
+            if not m:
+                i += 1
+                continue
+            word, i = m.group(0), m.end()
+            rest = where[i:].lstrip()
+            if word.lower() not in _SQL_WORDS and not rest.startswith("("):
+                out.append(word)
+    return list(dict.fromkeys(out))
+
+
+@dataclasses.dataclass
+class _State:
+    """A loaded codec state: the fitted pipeline, stage-1 centroids and training facts."""
+
+    state_id: int
+    codec: Any
+    centroids: np.ndarray | None
+    meta: dict[str, Any]
+
+
+class _View:
+    """Everything one version needs for reading; built lazily, never mutated after a write (a write makes a
+    new view), so searches running in other threads keep a consistent version."""
+
+    def __init__(self, version: int, ds: lance.LanceDataset | None, state: _State | None):
+        self.version = version
+        self.ds = ds
+        self.state = state
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._rowaddr_sorted: np.ndarray | None = None
+        self._rowaddr_order: np.ndarray | None = None
+        self._searchers: dict[str, Any] = {}
+
+    @property
+    def n_docs(self) -> int:
+        return 0 if self.ds is None else self.ds.count_rows()
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            if self._snapshot is None:
+                self._snapshot = self._read_snapshot()
+            return self._snapshot
+
+    def _read_snapshot(self) -> Snapshot:
+        st = self.state
+        if st is None:
+            raise NotFittedError("this index has no documents yet: call index.add(ids, vectors) first")
+        cs = st.codec.code_size
+        if self.ds is None:
+            ids = np.zeros(0, np.int64)
+            codes, offsets, n_tok = np.zeros((0, cs), np.uint8), np.zeros(1, np.int64), np.zeros(0, np.int64)
+            terms, rowaddr = np.zeros(0, np.int32), np.zeros(0, np.uint64)
+        else:
+            tbl = self.ds.to_table(
+                columns=["id", "n_tokens", "n_vectors", "codes", "terms"],
+                with_row_address=True,
+                scan_in_order=True,
+            )
+            id_col = tbl.column("id")
+            ids = ids_numpy(id_col)
+            if ids.dtype.kind == "U":
+                ids = ids.astype(object)
+            n_vec = tbl.column("n_vectors").to_numpy().astype(np.int64)
+            offsets = np.zeros(len(n_vec) + 1, np.int64)
+            np.cumsum(n_vec, out=offsets[1:])
+            raw = binary_values(tbl.column("codes"))
+            if raw.size != offsets[-1] * cs:
+                raise IndexCorruptedError(
+                    f"docs table version {self.version} holds {raw.size} code bytes but n_vectors says "
+                    f"{int(offsets[-1])} vectors x {cs} bytes; the index is corrupted: rebuild it"
+                )
+            codes = raw.reshape(-1, cs) if cs else np.zeros((int(offsets[-1]), 0), np.uint8)
+            terms = list_values(tbl.column("terms"))
+            if len(terms) != offsets[-1]:
+                raise IndexCorruptedError(
+                    f"docs table version {self.version} has {len(terms)} terms for {int(offsets[-1])} vectors; "
+                    "the index is corrupted: rebuild it"
+                )
+            n_tok = tbl.column("n_tokens").to_numpy().astype(np.int64)
+            rowaddr = tbl.column("_rowaddr").to_numpy()
+        order = np.argsort(rowaddr, kind="stable")
+        self._rowaddr_order, self._rowaddr_sorted = order, rowaddr[order]
+        return Snapshot(
+            version=self.version,
+            ids=ids,
+            codes=codes,
+            offsets=offsets,
+            codec=st.codec,
+            n_tokens=n_tok,
+            terms=terms,
+            centroids=st.centroids,
+        )
+
+    def mask(self, where: str) -> np.ndarray:
+        """Lance evaluates ``where`` -> boolean mask over snapshot rows."""
+        snap = self.snapshot()
+        if self.ds is None:
+            return np.zeros(0, bool)
+        check_columns(self.ds.schema, where_columns(where), "where=")
+        try:
+            hit = (
+                self.ds.to_table(columns=[], filter=where, with_row_address=True)
+                .column("_rowaddr")
+                .to_numpy()
+            )
+        except (OSError, ValueError) as e:
+            name = unknown_field(e)
+            if name is not None:
+                check_columns(self.ds.schema, [name], "where=")
+            raise FilterError(
+                f"where={where!r} could not be evaluated by Lance: {str(e).splitlines()[0][:300]}; "
+                f"write a SQL predicate over the columns {user_columns(self.ds.schema)}, e.g. \"lang = 'en'\""
+            ) from e
+        pos = np.searchsorted(self._rowaddr_sorted, hit)
+        srt = self._rowaddr_sorted
+        if len(hit) and (
+            pos.max() >= len(srt) or (srt[np.minimum(pos, len(srt) - 1)] != hit).any()
+        ):  # pragma: no cover - Lance returned a row outside this version
+            raise IndexCorruptedError(
+                "the where= scan returned rows that are not in this version; reopen the index"
+            )
+        m = np.zeros(snap.n_docs, bool)
+        m[self._rowaddr_order[pos]] = True
+        return m
+
+    def searcher(self, params: SearchParams) -> Any:
+        from ..search.searcher import Searcher
+
+        key = repr(params)
+        with self._lock:
+            s = self._searchers.get(key)
+        if s is None:
+            s = Searcher(self.snapshot(), params)
+            with self._lock:
+                if len(self._searchers) > 8:
+                    self._searchers.clear()
+                s = self._searchers.setdefault(key, s)
+        return s
+
+
+def user_columns(schema: pa.Schema) -> list[str]:
+    return [n for n in schema.names if n not in ("codes", "terms", "source")]
+
+
+def check_columns(schema: pa.Schema, names: list[str], what: str) -> None:
+    avail = user_columns(schema)
+    for n in names:
+        if n not in avail:
+            raise FilterError(f"{what} names unknown column {n!r}; available columns: {', '.join(avail)}")
+
+
+# --------------------------------------------------------------------------------------------- index
+class Index:
+    """An mvstore index directory read at one version. Make one with :func:`mvstore.store.create` or
+    :func:`mvstore.store.open`; see the package docstring for the layout and policies."""
+
+    def __init__(self, root: str, manifest: dict[str, Any], version: int | None = None):
+        self.root = root
+        self.manifest = manifest
+        self.spec = spec_mod.parse(manifest["spec"])
+        self.dim = int(manifest["dim"])
+        self.options = dict(manifest["options"])
+        self._write_lock = threading.RLock()
+        self._states: dict[int, _State] = {}
+        self._pinned = version is not None
+        self._view = self._make_view(version)
+
+    # ------------------------------------------------------------------------------------ versions
+    @property
+    def _docs_uri(self) -> str:
+        return os.path.join(self.root, DOCS)
+
+    @property
+    def _state_uri(self) -> str:
+        return os.path.join(self.root, STATE)
+
+    def _docs_exists(self) -> bool:
+        vdir = os.path.join(self._docs_uri, "_versions")
+        return os.path.isdir(vdir) and any(f.endswith(".manifest") for f in os.listdir(vdir))
+
+    def _latest_docs(self) -> lance.LanceDataset | None:
+        if not self._docs_exists():
+            return None
+        try:
+            return lance.dataset(self._docs_uri)
+        except (OSError, ValueError) as e:
+            raise IndexCorruptedError(
+                f"the docs table {self._docs_uri} cannot be opened ({str(e).splitlines()[0][:200]}); "
+                "the index is corrupted: restore it from a backup or rebuild it"
+            ) from e
+
+    def _make_view(self, version: int | None) -> _View:
+        ds = self._latest_docs()
+        if version is not None:
+            if ds is None or version == 0:
+                if version != 0:
+                    raise ValueError(f"version {version} does not exist: this index has no versions yet")
+                return _View(0, None, self._pending_state())
+            known = [v["version"] for v in ds.versions()]
+            if version not in known:
+                raise ValueError(f"version {version} does not exist; available versions: {known}")
+            ds = ds.checkout_version(version)
+        if ds is None:
+            return _View(0, None, self._pending_state())
+        raw = (ds.schema.metadata or {}).get(STATE_KEY)
+        try:
+            sid = int(raw)
+        except (TypeError, ValueError):
+            raise IndexCorruptedError(
+                f"docs table version {ds.version} does not record its codec state ({STATE_KEY.decode()} schema "
+                "metadata); the index is corrupted: rebuild it"
+            ) from None
+        return _View(ds.version, ds, self._load_state(sid))
+
+    @property
+    def version(self) -> int:
+        """The docs-table version this index reads (0 before the first add)."""
+        return self._view.version
+
+    @property
+    def latest_version(self) -> int:
+        ds = self._latest_docs()
+        return 0 if ds is None else ds.latest_version
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every stored version, oldest first: ``{"version", "timestamp", "n_docs"}``."""
+        ds = self._latest_docs()
+        if ds is None:
+            return []
+        return [
+            {
+                "version": v["version"],
+                "timestamp": v["timestamp"],
+                "n_docs": int(v["metadata"].get("total_rows", -1)),
+            }
+            for v in ds.versions()
+        ]
+
+    def checkout(self, version: int | None = None) -> Index:
+        """Read ``version`` (None: the latest, and follow writes again). Returns self."""
+        self._view = self._make_view(version)
+        self._pinned = version is not None
+        return self
+
+    def refresh(self) -> Index:
+        """Move to the latest version (e.g. after another process wrote). Returns self."""
+        return self.checkout(None)
+
+    # --------------------------------------------------------------------------------- codec state
+    def _state_ds(self) -> lance.LanceDataset | None:
+        vdir = os.path.join(self._state_uri, "_versions")
+        if not os.path.isdir(vdir):
+            return None
+        try:
+            return lance.dataset(self._state_uri)
+        except (OSError, ValueError) as e:
+            raise IndexCorruptedError(
+                f"the codec state table {self._state_uri} cannot be opened ({str(e).splitlines()[0][:200]}); "
+                "the index is corrupted: restore it from a backup or rebuild it"
+            ) from e
+
+    def _load_state(self, sid: int) -> _State:
+        if sid in self._states:
+            return self._states[sid]
+        sds = self._state_ds()
+        if sds is None:
+            raise IndexCorruptedError(
+                f"the docs table refers to codec state {sid} but {self._state_uri} is missing; "
+                "the index is corrupted: restore it from a backup or rebuild it"
+            )
+        try:
+            tbl = sds.to_table(filter=f"state_id = {int(sid)}")
+        except (OSError, ValueError) as e:
+            raise IndexCorruptedError(f"codec state {sid} cannot be read ({e}); rebuild the index") from e
+        arrays, meta = parse_state(tbl, sid, self._state_uri)
+        codec = spec_mod.build_pipeline(self.spec, self.dim)
+        try:
+            codec.set_state(
+                {k[6:]: v for k, v in arrays.items() if k.startswith("codec.")}, meta.get("codec", {})
+            )
+        except (KeyError, ValueError, TypeError) as e:
+            raise IndexCorruptedError(
+                f"codec state {sid} does not fit spec {self.spec!s}: {e}; rebuild it"
+            ) from e
+        cent = arrays.get("index.centroids")
+        if cent is None and codec.has_coarse:
+            cent = np.ascontiguousarray(codec.coarse_centroids, np.float32)
+        if cent is None:
+            raise IndexCorruptedError(f"codec state {sid} has no stage-1 centroids; rebuild the index")
+        st = _State(sid, codec, cent, meta)
+        self._states[sid] = st
+        return st
+
+    def _pending_state(self) -> _State | None:
+        """Before the first add: the latest state made by an explicit :meth:`train`, if any."""
+        sds = self._state_ds()
+        if sds is None:
+            return None
+        meta_rows = sds.to_table(columns=["state_id", "data"], filter="name = '__meta__'")
+        best = None
+        for sid, data in zip(meta_rows.column("state_id").to_pylist(), meta_rows.column("data").to_pylist()):
+            if b'"explicit": true' in data and (best is None or sid > best):
+                best = sid
+        return None if best is None else self._load_state(best)
+
+    def _next_state_id(self) -> int:
+        sds = self._state_ds()
+        if sds is None or sds.count_rows() == 0:
+            return 1
+        return int(pa.compute.max(sds.to_table(columns=["state_id"]).column("state_id")).as_py()) + 1
+
+    def _fit_state(self, vectors: np.ndarray, n_total: int, *, explicit: bool) -> _State:
+        """Fit the codec and stage-1 centroids on a sample of (pooled) vectors and store them (one commit)."""
+        from ..search.postings import default_n_centroids, fit_centroids
+
+        opts = self.options
+        rng = np.random.default_rng(opts.get("seed", 0))
+        if len(vectors) > opts["train_size"]:
+            vectors = vectors[np.sort(rng.choice(len(vectors), opts["train_size"], replace=False))]
+        codec = spec_mod.build_pipeline(self.spec, self.dim).fit(vectors)
+        t = codec.transform(vectors)
+        dec = codec.decode(codec.encode(vectors))
+        train_err = float(sq_error(vectors, t, dec).mean()) if t.shape == dec.shape else None
+        arrays = {"codec." + k: v for k, v in codec.get_state()[0].items()}
+        if codec.has_coarse:
+            cent, source = None, "codec"
+            n_c = int(codec.coarse_centroids.shape[0])
+        else:
+            n_c = opts.get("n_centroids") or default_n_centroids(max(n_total, 1))
+            n_c = int(min(n_c, 2 ** int(np.floor(np.log2(len(t))))))
+            cent, source = fit_centroids(t, n_c, seed=opts.get("seed", 0)), "kmeans"
+            arrays["index.centroids"] = cent
+        meta = {
+            "codec": codec.get_state()[1],
+            "explicit": explicit,
+            "terms": source,
+            "n_centroids": n_c,
+            "train_vectors": int(len(vectors)),
+            "train_error": train_err,
+        }
+        sid = self._next_state_id()
+        tbl = state_table(sid, arrays, meta)
+        if self._state_ds() is None:
+            lance.write_dataset(tbl, self._state_uri, mode="create")
+        else:
+            lance.write_dataset(tbl, self._state_uri, mode="append")
+        if cent is None:
+            cent = np.ascontiguousarray(codec.coarse_centroids, np.float32)
+        st = _State(sid, codec, cent, meta)
+        self._states[sid] = st
+        return st
+
+    def train(self, sample: Any) -> Index:
+        """Fit the codec and stage-1 centroids on ``sample`` before the first add: documents (a Ragged or a list
+        of ``(n_i, dim)`` arrays, pooled like added documents) or a 2-D ``(n, dim)`` array of vectors as they
+        will be stored (after pooling). Returns self."""
+        self._check_writable()
+        with self._write_lock:
+            if self._docs_exists():
+                raise InvalidOperationError(
+                    "this index already holds documents and a trained codec; to retrain use "
+                    "index.optimize(retrain=True) (needs create(..., keep_source=True))"
+                )
+            if isinstance(sample, np.ndarray) and sample.ndim == 2:
+                vecs = Ragged.from_list([sample], dim=self.dim).values
+            else:
+                vecs = self._pool(as_ragged(sample, dim=self.dim, what="training sample")).values
+            if len(vecs) == 0:
+                raise InvalidVectorsError("the training sample is empty; pass at least one document")
+            st = self._fit_state(np.asarray(vecs, np.float32), len(vecs), explicit=True)
+            self._view = _View(0, None, st)
+        return self
+
+    # ------------------------------------------------------------------------------------- writing
+    def _check_writable(self) -> None:
+        if self._pinned:
+            raise InvalidOperationError(
+                f"this index was opened at version {self.version} for reading (time travel); call "
+                "index.checkout() to move to the latest version before writing"
+            )
+
+    def _pool(self, r: Ragged) -> Ragged:
+        f = float(self.spec.pool_factor)
+        if f <= 1.0 or len(r) == 0:
+            return r
+        from ..pooling import pool
+
+        return pool(r, f, method=self.spec.pool_method)
+
+    def _prepare(self, ids: Any, vectors: Any, metadata: Any, id_type: pa.DataType | None) -> dict[str, Any]:
+        """Validate one batch completely (nothing is written) and pool it."""
+        r = as_ragged(vectors, dim=self.dim)
+        if len(r) == 0:
+            raise InvalidVectorsError("the batch has no documents; pass at least one (ids, vectors) pair")
+        ids_arr = normalize_ids(ids, len(r), id_type=id_type)
+        meta = normalize_metadata(metadata, len(r))
+        return {"ids": ids_arr, "ragged": r, "meta": meta}
+
+    def _encode(
+        self, b: dict[str, Any], st: _State, fields: list[pa.Field], keep_source: bool
+    ) -> pa.RecordBatch:
+        """Pool + encode one validated batch -> one docs record batch."""
+        r = b["ragged"]
+        cols: dict[str, pa.Array] = {"id": b["ids"]}
+        for f, arr in zip(fields, conform_metadata(b["meta"], fields, len(r))):
+            cols[f.name] = arr
+        cols["n_tokens"] = pa.array(r.lengths.astype(np.int32))
+        cols.update(encode_pooled(st, self._pool(r), keep_source))
+        return pa.RecordBatch.from_pydict(cols)
+
+    def _existing_ids(self, ds: lance.LanceDataset | None) -> tuple[pa.DataType | None, Any]:
+        if ds is None:
+            return None, None
+        col = ds.to_table(columns=["id"]).column("id")
+        vals = ids_numpy(col)
+        return ds.schema.field("id").type, (set(vals.tolist()) if vals.dtype.kind == "U" else np.sort(vals))
+
+    @staticmethod
+    def _check_new(ids: pa.Array, seen: Any) -> Any:
+        """DuplicateIdError if any id is in ``seen``; returns ``seen`` extended by ``ids``."""
+        vals = ids_numpy(ids)
+        if isinstance(seen, set):
+            dup = next((v for v in vals.tolist() if v in seen), None)
+            if dup is not None:
+                raise DuplicateIdError(
+                    f"id {dup!r} is already in the index; use index.upsert(ids, vectors) to replace documents"
+                )
+            seen.update(vals.tolist())
+            return seen
+        if seen is None:
+            return set(vals.tolist()) if vals.dtype.kind == "U" else np.sort(vals)
+        hit = np.isin(vals, seen)
+        if hit.any():
+            dup = vals[np.flatnonzero(hit)[0]].item()
+            raise DuplicateIdError(
+                f"id {dup!r} is already in the index; use index.upsert(ids, vectors) to replace documents"
+            )
+        return np.union1d(seen, vals)
+
+    def _docs_schema(self, b: dict[str, Any], st: _State) -> tuple[pa.Schema, list[pa.Field]]:
+        meta_fields = [] if b["meta"] is None else list(b["meta"].schema)
+        fields = [pa.field("id", b["ids"].type), *meta_fields]
+        fields += [
+            pa.field("n_tokens", pa.int32()),
+            pa.field("n_vectors", pa.int32()),
+            pa.field("codes", pa.large_binary()),
+            pa.field("terms", pa.list_(pa.int32())),
+            pa.field("recon_err", pa.float32()),
+        ]
+        if self.options.get("keep_source"):
+            fields.append(pa.field("source", pa.large_binary()))
+        return pa.schema(fields, metadata={STATE_KEY: str(st.state_id).encode()}), meta_fields
+
+    def add(self, ids: Any, vectors: Any, metadata: Any = None) -> int:
+        """Add documents: ``ids`` (ints or strings, new and unique), ``vectors`` (a Ragged or a list of
+        ``(n_i, dim)`` float arrays), optional ``metadata`` (Arrow table, pandas frame, dict of columns or list
+        of dicts, one row per document). The whole batch is validated before anything is written; one Lance
+        commit. The first add trains the codec on a sample of this batch unless :meth:`train` was called.
+        Returns the new version."""
+        return self.add_batches([(ids, vectors, metadata)])
+
+    def add_batches(self, batches: Iterable[Any]) -> int:
+        """Streaming add: an iterable of ``(ids, vectors)`` or ``(ids, vectors, metadata)`` batches, encoded and
+        written one at a time (memory bounded by one batch), committed ONCE at the end: if any batch is invalid
+        or the iterable raises, nothing is committed and the previous version stays current. Returns the new
+        version."""
+        self._check_writable()
+        with self._write_lock:
+            ds = self._latest_docs()
+            id_type, seen = self._existing_ids(ds)
+            st = self._view.state if ds is None else self._make_view(None).state
+            it = iter(batches)
+
+            def prepared() -> Iterator[dict[str, Any]]:
+                nonlocal seen
+                for i, item in enumerate(it):
+                    if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                        raise InvalidDtypeError(
+                            f"batch {i} is a {type(item).__name__}; each batch must be (ids, vectors) or "
+                            "(ids, vectors, metadata)"
+                        )
+                    b = self._prepare(item[0], item[1], item[2] if len(item) == 3 else None, id_type)
+                    seen = self._check_new(b["ids"], seen)
+                    yield b
+
+            gen = prepared()
+            first = next(gen, None)
+            if first is None:
+                raise InvalidVectorsError(
+                    "add_batches got no batches; pass at least one (ids, vectors) batch"
+                )
+            if ds is not None:
+                fields = [ds.schema.field(n) for n in ds.schema.names if n not in DOCS_SYSTEM_COLUMNS]
+                schema = ds.schema
+                conform_metadata(first["meta"], fields, len(first["ragged"]))
+            else:
+                if st is None:
+                    pooled = self._pool(first["ragged"])
+                    st = self._fit_state(pooled.values.astype(np.float32), pooled.n_tokens, explicit=False)
+                schema, fields = self._docs_schema(first, st)
+            keep_source = "source" in schema.names
+            failure: list[BaseException] = []
+
+            def record_batches() -> Iterator[pa.RecordBatch]:
+                try:
+                    yield self._encode(first, st, fields, keep_source).cast(schema)
+                    for b in gen:
+                        yield self._encode(b, st, fields, keep_source).cast(schema)
+                except BaseException as e:  # re-raised below with its own type, after Lance aborts the write
+                    failure.append(e)
+                    raise
+
+            reader = pa.RecordBatchReader.from_batches(schema, record_batches())
+            try:
+                out = lance.write_dataset(
+                    reader, self._docs_uri, schema=schema, mode="append" if ds is not None else "create"
+                )
+            except BaseException as e:
+                if failure:
+                    raise failure[0] from None
+                raise IndexCorruptedError(f"writing to {self._docs_uri} failed: {e}") from e
+            self._view = _View(out.version, out, st)
+            return out.version
+
+    def upsert(self, ids: Any, vectors: Any, metadata: Any = None) -> int:
+        """Insert or replace documents by id (whole rows: absent metadata columns become null); one commit.
+        Returns the new version."""
+        self._check_writable()
+        with self._write_lock:
+            ds = self._latest_docs()
+            if ds is None:
+                return self.add(ids, vectors, metadata)
+            b = self._prepare(ids, vectors, metadata, ds.schema.field("id").type)
+            st = self._make_view(None).state
+            fields = [ds.schema.field(n) for n in ds.schema.names if n not in DOCS_SYSTEM_COLUMNS]
+            batch = self._encode(b, st, fields, "source" in ds.schema.names).cast(ds.schema)
+            ds.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
+                pa.Table.from_batches([batch])
+            )
+            out = lance.dataset(self._docs_uri)
+            self._view = _View(out.version, out, st)
+            return out.version
+
+    def delete(self, ids: Any, *, missing: str = "error") -> int:
+        """Delete documents by id (one commit). Unknown ids raise UnknownIdError unless ``missing="ignore"``.
+        Other documents keep their ids. Returns the new version."""
+        self._check_writable()
+        if missing not in ("error", "ignore"):
+            raise ValueError(f"missing must be 'error' or 'ignore', got {missing!r}")
+        with self._write_lock:
+            ds = self._latest_docs()
+            id_type = None if ds is None else ds.schema.field("id").type
+            arr = normalize_ids(ids, id_type=id_type)
+            vals = ids_numpy(arr)
+            if ds is None:
+                if missing == "error" and len(vals):
+                    raise UnknownIdError(f"id {vals[0].item()!r} is not in the index (it is empty)")
+                return 0
+            _, existing = self._existing_ids(ds)
+            present = (
+                np.array([v in existing for v in vals.tolist()], bool)
+                if isinstance(existing, set)
+                else np.isin(vals, existing)
+            )
+            if missing == "error" and not present.all():
+                bad = vals[~present][:5].tolist()
+                raise UnknownIdError(
+                    f"{int((~present).sum())} id(s) are not in the index, e.g. {bad}; "
+                    "pass missing='ignore' to skip them"
+                )
+            vals = vals[present]
+            if len(vals):
+                ds.delete(f"id IN {sql_literal_list(vals)}")
+            out = lance.dataset(self._docs_uri)
+            self._view = _View(out.version, out, self._view.state if self._view.ds is not None else None)
+            if self._view.state is None:
+                self._view = self._make_view(None)
+            return out.version
+
+    # ------------------------------------------------------------------------------------- reading
+    def __len__(self) -> int:
+        return self._view.n_docs
+
+    def snapshot(self) -> Snapshot:
+        """The in-memory arrays of this version (built once per version)."""
+        return self._view.snapshot()
+
+    def search(
+        self,
+        queries: Any,
+        k: int = 10,
+        where: str | None = None,
+        params: SearchParams | dict[str, Any] | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """Top-``k`` documents per query by MaxSim. ``queries``: a Ragged, a list of ``(n_q, dim)`` arrays, or
+        one 2-D array (a single query). ``where``: a SQL filter on metadata evaluated by Lance before scoring.
+        Returns an Arrow table with ``query`` (int32), ``rank`` (int32, 0-based), ``id``, ``score`` (float32)
+        and the requested metadata ``columns``, sorted by query then rank."""
+        view = self._view
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if isinstance(queries, np.ndarray) and queries.ndim == 2:
+            queries = [queries]
+        q = as_ragged(queries, dim=self.dim, what="queries")
+        if isinstance(params, dict):
+            params = SearchParams(**params)
+        params = params or SearchParams()
+        columns = list(columns or [])
+        if view.ds is not None and columns:
+            check_columns(view.ds.schema, columns, "columns=")
+        id_type = pa.int64() if view.ds is None else view.ds.schema.field("id").type
+        if view.state is None or view.ds is None or view.snapshot().n_docs == 0:
+            if columns and view.ds is None:
+                raise FilterError(f"columns={columns} cannot be read: the index has no documents yet")
+            if where is not None and view.ds is not None:
+                view.mask(where)  # still report a bad filter on an empty index
+            return self._result_table([], [], np.zeros(0, np.int64), id_type, view, columns)
+        allowed = view.mask(where) if where is not None else None
+        res = view.searcher(params).search(q, int(k), allowed)
+        return self._result_table(
+            [r for r, _ in res], [s for _, s in res], view.snapshot().ids, id_type, view, columns
+        )
+
+    @staticmethod
+    def _result_table(rows, scores, ids, id_type, view, columns) -> pa.Table:
+        lens = [len(r) for r in rows]
+        rows_all = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
+        out = {
+            "query": pa.array(np.repeat(np.arange(len(lens), dtype=np.int32), lens)),
+            "rank": pa.array(
+                np.concatenate([np.arange(n, dtype=np.int32) for n in lens]) if lens else [], pa.int32()
+            ),
+            "id": pa.array(ids[rows_all].tolist() if ids.dtype == object else ids[rows_all], id_type),
+            "score": pa.array(
+                np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32), pa.float32()
+            ),
+        }
+        if columns:
+            if len(rows_all):
+                uniq, inv = np.unique(rows_all, return_inverse=True)
+                meta = view.ds.take(uniq.tolist(), columns=columns)
+                for c in columns:
+                    out[c] = meta.column(c).take(pa.array(inv))
+            else:
+                for c in columns:
+                    out[c] = pa.nulls(0, view.ds.schema.field(c).type)
+        return pa.table(out)
+
+    # ------------------------------------------------------------------------------------ housekeeping
+    def stats(self) -> dict[str, Any]:
+        """Size and health of this version: docs, original tokens, stored vectors, stored bytes (codes + terms),
+        bytes per original token, data-file bytes on disk, spec, version, codec training error and drift."""
+        view = self._view
+        st = view.state
+        code_size = st.codec.code_size if st else spec_mod.code_size(self.spec, self.dim)
+        n_docs = n_tok = n_vec = 0
+        cur_err = None
+        disk = 0
+        if view.ds is not None:
+            t = view.ds.to_table(columns=["n_tokens", "n_vectors", "recon_err"])
+            n_docs = t.num_rows
+            ntok = t.column("n_tokens").to_numpy().astype(np.int64)
+            nvec = t.column("n_vectors").to_numpy().astype(np.int64)
+            err = t.column("recon_err").to_numpy(zero_copy_only=False).astype(np.float64)
+            n_tok, n_vec = int(ntok.sum()), int(nvec.sum())
+            if n_vec and np.isfinite(err).all():
+                cur_err = float((err * nvec).sum() / n_vec)
+            vinfo = next((v for v in view.ds.versions() if v["version"] == view.version), None)
+            disk = int(vinfo["metadata"].get("total_files_size", 0)) if vinfo else 0
+        stored = n_vec * (code_size + 4)
+        train_err = st.meta.get("train_error") if st else None
+        return {
+            "version": view.version,
+            "spec": str(self.spec),
+            "dim": self.dim,
+            "docs": n_docs,
+            "tokens": n_tok,
+            "vectors": n_vec,
+            "code_size": code_size,
+            "stored_bytes": stored,
+            "bytes_per_token": stored / n_tok if n_tok else None,
+            "disk_bytes": disk,
+            "n_centroids": None if st is None else int(st.centroids.shape[0]),
+            "trained": st is not None,
+            "train_error": train_err,
+            "current_error": cur_err,
+            "drift": drift(cur_err, train_err),
+        }
+
+    def optimize(
+        self,
+        *,
+        compact: bool = True,
+        cleanup: bool = False,
+        older_than: timedelta | None = None,
+        retrain: bool | str = "auto",
+    ) -> dict[str, Any]:
+        """Maintenance, each step only when asked: ``retrain`` (True, False or "auto" = when
+        ``stats()["drift"] > drift_threshold``; needs ``keep_source=True``) re-fits the codec on the stored
+        source vectors and re-encodes every document (one commit); ``compact`` merges small Lance fragments;
+        ``cleanup`` deletes files of versions older than ``older_than`` (default: all but the current one;
+        time travel to them stops working). Ids never change. Returns what was done."""
+        from ._maintain import optimize
+
+        self._check_writable()
+        with self._write_lock:
+            return optimize(self, compact=compact, cleanup=cleanup, older_than=older_than, retrain=retrain)
+
+    def __repr__(self) -> str:
+        return f"Index({self.root!r}, spec={str(self.spec)!r}, dim={self.dim}, version={self.version})"
+
+
+def encode_pooled(st: _State, pooled: Ragged, keep_source: bool) -> dict[str, pa.Array]:
+    """Codes, stage-1 terms, per-document reconstruction error (and fp16 source) of pooled documents."""
+    from ..search.postings import assign_terms
+
+    codec = st.codec
+    x = np.ascontiguousarray(pooled.values, dtype=np.float32)
+    t = codec.transform(x)
+    codes = codec.quantizer.encode(t)
+    terms = codec.coarse_terms(codes) if codec.has_coarse else assign_terms(t, st.centroids)
+    dec = codec.decode(codes)
+    if dec.shape == t.shape:
+        err = np.add.reduceat(sq_error(x, t, dec), pooled.offsets[:-1]) / pooled.lengths
+    else:
+        err = np.full(len(pooled), np.nan)
+    cols = {
+        "n_vectors": pa.array(pooled.lengths.astype(np.int32)),
+        "codes": binary_column(codes, pooled.offsets * codec.code_size),
+        "terms": list_int32_column(terms, pooled.offsets),
+        "recon_err": pa.array(err.astype(np.float32)),
+    }
+    if keep_source:
+        cols["source"] = binary_column(x.astype(np.float16), pooled.offsets * x.shape[1] * 2)
+    return cols
+
+
+def sq_error(x: np.ndarray, t: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Per-vector squared error of the stored representation: what the transforms drop (``||x||^2 - ||t||^2``,
+    exact for the orthonormal projections pca/trunc) plus the quantization error ``||t - decode(codes)||^2``.
+
+    >>> x = np.array([[3.0, 4.0]]); t = x[:, :1]; sq_error(x, t, t + 0.5).tolist()
+    [16.25]
+    """
+    drop = np.maximum((x * x).sum(1) - (t * t).sum(1), 0.0) if t.shape[1] != x.shape[1] else 0.0
+    return drop + ((t - dec) ** 2).sum(1)
+
+
+def drift(current: float | None, train: float | None) -> float | None:
+    """Drift = mean per-vector reconstruction error of the stored documents / the error on the training sample.
+
+    1.0 means the data looks like the training sample; None when the codec is (near) lossless or the
+    error cannot be measured.
+
+    >>> drift(0.5, 0.25), drift(0.1, 0.0), drift(None, 0.2)
+    (2.0, None, None)
+    """
+    if current is None or train is None or train <= 1e-8:
+        return None
+    return current / train

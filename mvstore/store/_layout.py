@@ -1,0 +1,411 @@
+"""On-disk layout of an mvstore index and the Arrow conversions around it.
+
+A directory holding::
+
+    mvstore.json      manifest: format, format_version, spec, dim, options (written once by create)
+    docs.lance/       Lance table "docs": one row per document (see DOCS_SYSTEM_COLUMNS)
+    codec.lance/      Lance table "codec": fitted codec state as named arrays + JSON, one state per state_id
+
+The docs table's schema metadata key ``mvstore.state_id`` names the codec state its codes were written
+with, so opening any docs version (time travel) loads the matching state. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..exceptions import (
+    DuplicateIdError,
+    IndexCorruptedError,
+    InvalidDtypeError,
+    MvstoreError,
+)
+
+FORMAT = "mvstore"
+FORMAT_VERSION = 1
+MANIFEST = "mvstore.json"
+DOCS = "docs.lance"
+STATE = "codec.lance"
+STATE_KEY = b"mvstore.state_id"
+
+#: columns the index owns in the docs table; user metadata may not use these names
+DOCS_SYSTEM_COLUMNS = ("id", "n_tokens", "n_vectors", "codes", "terms", "recon_err", "source")
+
+STATE_SCHEMA = pa.schema(
+    [
+        ("state_id", pa.int64()),
+        ("name", pa.string()),
+        ("dtype", pa.string()),
+        ("shape", pa.list_(pa.int64())),
+        ("data", pa.large_binary()),
+    ]
+)
+_META_ROW = "__meta__"
+
+
+class InvalidMetadataError(MvstoreError, ValueError):
+    """Document metadata that cannot be stored: wrong length, unknown/reserved columns, bad types."""
+
+
+class FilterError(MvstoreError, ValueError):
+    """A ``where=`` filter or ``columns=`` selection naming columns the index does not have."""
+
+
+class UnknownIdError(MvstoreError, ValueError):
+    """Ids that are not in the index (e.g. deleting an id that was never added)."""
+
+
+class IndexExistsError(MvstoreError, FileExistsError):
+    """``create`` on a path that already holds an index (or other files)."""
+
+
+class InvalidOperationError(MvstoreError, ValueError):
+    """An operation this index cannot do in its current state (e.g. writing to a time-travel version)."""
+
+
+# ----------------------------------------------------------------------------------------- manifest
+def write_manifest(root: str, spec: str, dim: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Write ``mvstore.json`` atomically (temp file + rename) and return it."""
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "spec": spec,
+        "dim": int(dim),
+        "options": options,
+    }
+    tmp = os.path.join(root, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(root, MANIFEST))
+    return manifest
+
+
+def read_manifest(root: str) -> dict[str, Any]:
+    """Read and validate ``mvstore.json``; IndexCorruptedError if missing, garbled or not ours."""
+    path = os.path.join(root, MANIFEST)
+    if not os.path.isdir(root):
+        raise IndexCorruptedError(
+            f"{root!r} does not exist or is not a directory: open an index made with mvstore.store.create(uri, ...)"
+        )
+    if not os.path.exists(path):
+        raise IndexCorruptedError(
+            f"{root!r} is not an mvstore index (no {MANIFEST}): create one with mvstore.store.create(uri, spec, dim)"
+        )
+    try:
+        with open(path) as f:
+            m = json.load(f)
+    except (OSError, ValueError) as e:
+        raise IndexCorruptedError(
+            f"{path} cannot be read as JSON ({e}); the index is corrupted: restore it from a backup or rebuild it"
+        ) from e
+    ok = (
+        isinstance(m, dict)
+        and m.get("format") == FORMAT
+        and isinstance(m.get("spec"), str)
+        and isinstance(m.get("dim"), int)
+        and isinstance(m.get("options"), dict)
+    )
+    if not ok:
+        raise IndexCorruptedError(
+            f"{path} is not a valid mvstore manifest (needs format={FORMAT!r}, spec, dim, options); "
+            "the index is corrupted: restore it from a backup or rebuild it"
+        )
+    if m.get("format_version") != FORMAT_VERSION:
+        raise IndexCorruptedError(
+            f"{path} has format_version {m.get('format_version')!r}; this mvstore reads version {FORMAT_VERSION}: "
+            "upgrade mvstore or rebuild the index"
+        )
+    return m
+
+
+# -------------------------------------------------------------------------------------- codec state
+def state_table(state_id: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> pa.Table:
+    """Named arrays + a JSON meta row -> rows of the codec table (no pickle: raw bytes + dtype + shape)."""
+    rows: dict[str, list] = {k: [] for k in STATE_SCHEMA.names}
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        if a.dtype.kind not in "biuf":
+            raise InvalidDtypeError(
+                f"codec state array {name!r} has dtype {a.dtype}; only numeric arrays are stored"
+            )
+        rows["state_id"].append(state_id)
+        rows["name"].append(name)
+        rows["dtype"].append(a.dtype.str)
+        rows["shape"].append(list(a.shape))
+        rows["data"].append(a.tobytes())
+    rows["state_id"].append(state_id)
+    rows["name"].append(_META_ROW)
+    rows["dtype"].append("json")
+    rows["shape"].append([])
+    rows["data"].append(json.dumps(meta, sort_keys=True).encode())
+    return pa.table(rows, schema=STATE_SCHEMA)
+
+
+def parse_state(tbl: pa.Table, state_id: int, where: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Rows of one state -> (arrays, meta); IndexCorruptedError on anything malformed."""
+    if tbl.num_rows == 0:
+        raise IndexCorruptedError(
+            f"codec state {state_id} is missing from {where}; the index is corrupted: restore it or rebuild it"
+        )
+    arrays: dict[str, np.ndarray] = {}
+    meta = None
+    try:
+        for name, dtype, shape, data in zip(
+            tbl.column("name").to_pylist(),
+            tbl.column("dtype").to_pylist(),
+            tbl.column("shape").to_pylist(),
+            tbl.column("data").to_pylist(),
+        ):
+            if name == _META_ROW:
+                meta = json.loads(data)
+                continue
+            dt = np.dtype(dtype)
+            if dt.kind not in "biuf":
+                raise ValueError(f"array {name!r} has non-numeric dtype {dtype!r}")
+            arrays[name] = np.frombuffer(data, dtype=dt).reshape(shape).copy()
+    except (ValueError, TypeError) as e:
+        raise IndexCorruptedError(
+            f"codec state {state_id} in {where} is garbled ({e}); restore the index from a backup or rebuild it"
+        ) from e
+    if not isinstance(meta, dict):
+        raise IndexCorruptedError(
+            f"codec state {state_id} in {where} has no JSON meta row; rebuild the index"
+        )
+    return arrays, meta
+
+
+# ---------------------------------------------------------------------------------------------- ids
+def normalize_ids(ids: Any, n: int | None = None, *, id_type: pa.DataType | None = None) -> pa.Array:
+    """User ids (list / numpy / Arrow / pandas) -> int64 or string Arrow array; checks length, type, nulls,
+    duplicates within the batch.
+
+    >>> normalize_ids([3, 1, 2]).type, normalize_ids(["a", "b"]).to_pylist()
+    (DataType(int64), ['a', 'b'])
+    """
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
+        raise InvalidDtypeError(
+            f"ids must be a sequence of ints or strings (one per document), got {type(ids).__name__}"
+        )
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if isinstance(ids, pa.Array):
+        arr = ids
+    else:
+        if hasattr(ids, "to_numpy") and not isinstance(ids, np.ndarray):  # pandas
+            ids = ids.to_numpy()
+        a = np.asarray(ids)
+        if a.dtype == object:
+            kinds = {type(x) for x in a.tolist()}
+            if kinds <= {str}:
+                a = a.astype(str)
+            elif all(issubclass(k, (int, np.integer)) and not issubclass(k, (bool, np.bool_)) for k in kinds):
+                a = a.astype(np.int64)
+            else:
+                raise InvalidDtypeError(
+                    f"ids mix types {sorted(k.__name__ for k in kinds)}; use all ints or all strings"
+                )
+        if a.ndim != 1:
+            raise InvalidDtypeError(f"ids must be 1-D (one per document), got shape {a.shape}")
+        if a.dtype.kind in "iu":
+            if a.dtype.kind == "u" and len(a) and a.max() > np.iinfo(np.int64).max:
+                raise InvalidDtypeError("ids exceed the int64 range; use string ids instead")
+            arr = pa.array(a.astype(np.int64), pa.int64())
+        elif a.dtype.kind == "U":
+            arr = pa.array(a.tolist(), pa.string())
+        elif len(a) == 0:
+            arr = pa.array([], id_type or pa.int64())
+        else:
+            raise InvalidDtypeError(
+                f"ids have dtype {a.dtype}; ids must be integers or strings (e.g. np.arange(n) or ['doc1', ...])"
+            )
+    if pa.types.is_integer(arr.type):
+        arr = arr.cast(pa.int64())
+    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.string())
+    else:
+        raise InvalidDtypeError(f"ids have Arrow type {arr.type}; ids must be integers or strings")
+    if arr.null_count:
+        raise InvalidDtypeError("ids contain nulls; every document needs an id")
+    if id_type is not None and arr.type != id_type and len(arr):
+        raise InvalidDtypeError(
+            f"this index stores {_type_word(id_type)} ids but got {_type_word(arr.type)} ids; "
+            f"convert them (e.g. {'str(i)' if pa.types.is_string(id_type) else 'int(i)'})"
+        )
+    if n is not None and len(arr) != n:
+        raise InvalidDtypeError(f"got {len(arr)} ids for {n} documents; pass exactly one id per document")
+    dup = first_duplicate(arr)
+    if dup is not None:
+        raise DuplicateIdError(
+            f"id {dup!r} appears more than once in this batch; ids must be unique: drop or rename the repeat"
+        )
+    return arr
+
+
+def _type_word(t: pa.DataType) -> str:
+    return "integer" if pa.types.is_integer(t) else "string"
+
+
+def first_duplicate(arr: pa.Array) -> Any:
+    """First repeated value of an id array, or None."""
+    if len(arr) < 2:
+        return None
+    vals = ids_numpy(arr)
+    uniq, counts = np.unique(vals, return_counts=True)
+    if (counts > 1).any():
+        return _py(uniq[np.flatnonzero(counts > 1)[0]])
+    return None
+
+
+def ids_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """int64 numpy array for integer ids, a numpy str array for string ids."""
+    if pa.types.is_integer(arr.type):
+        return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return np.asarray(arr.to_pylist(), dtype=str) if len(arr) else np.zeros(0, dtype=str)
+
+
+def _py(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def sql_literal_list(ids: np.ndarray) -> str:
+    """``(1, 2)`` or ``('a', 'b''s')``: ids quoted for a Lance SQL predicate.
+
+    >>> sql_literal_list(np.array([1, 2])), sql_literal_list(np.array(["a", "b's"]))
+    ('(1, 2)', "('a', 'b''s')")
+    """
+    if ids.dtype.kind in "iu":
+        return "(" + ", ".join(str(int(i)) for i in ids) + ")"
+    return "(" + ", ".join("'" + str(s).replace("'", "''") + "'" for s in ids) + ")"
+
+
+# ----------------------------------------------------------------------------------------- metadata
+def normalize_metadata(metadata: Any, n: int) -> pa.Table | None:
+    """Arrow table / record batch / pandas frame / list of dicts / dict of columns -> Arrow table of n rows."""
+    if metadata is None:
+        return None
+    try:
+        if isinstance(metadata, pa.Table):
+            tbl = metadata
+        elif isinstance(metadata, pa.RecordBatch):
+            tbl = pa.Table.from_batches([metadata])
+        elif type(metadata).__module__.startswith("pandas"):
+            tbl = pa.Table.from_pandas(metadata, preserve_index=False)
+        elif isinstance(metadata, dict):
+            tbl = pa.table(metadata)
+        elif isinstance(metadata, (list, tuple)):
+            if not all(isinstance(r, dict) for r in metadata):
+                raise InvalidMetadataError(
+                    "metadata given as a list must hold one dict per document, e.g. [{'lang': 'en'}, ...]"
+                )
+            tbl = pa.Table.from_pylist(list(metadata)) if metadata else pa.table({})
+        else:
+            raise InvalidMetadataError(
+                f"metadata is a {type(metadata).__name__}; pass an Arrow table, a pandas DataFrame, a dict of "
+                "columns or a list of dicts (one per document)"
+            )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise InvalidMetadataError(f"metadata cannot be converted to an Arrow table: {e}") from e
+    if tbl.num_rows != n and tbl.num_columns:
+        raise InvalidMetadataError(
+            f"metadata has {tbl.num_rows} rows but there are {n} documents; pass exactly one row per document"
+        )
+    reserved = [c for c in tbl.column_names if c in DOCS_SYSTEM_COLUMNS or c.startswith("_")]
+    if reserved:
+        raise InvalidMetadataError(
+            f"metadata column {reserved[0]!r} is reserved by the index (reserved: {', '.join(DOCS_SYSTEM_COLUMNS)} "
+            "and names starting with '_'): rename it, e.g. to 'doc_" + reserved[0].lstrip("_") + "'"
+        )
+    if len(set(tbl.column_names)) != tbl.num_columns:
+        raise InvalidMetadataError(f"metadata has repeated column names {tbl.column_names}; make them unique")
+    for f in tbl.schema:
+        if pa.types.is_null(f.type):
+            raise InvalidMetadataError(
+                f"metadata column {f.name!r} holds only nulls so its type is unknown; pass an Arrow table "
+                f"with a typed column (e.g. pa.array([None, ...], pa.string()))"
+            )
+    return tbl.replace_schema_metadata(None) if tbl.num_columns else None
+
+
+def conform_metadata(meta: pa.Table | None, fields: list[pa.Field], n: int) -> list[pa.Array]:
+    """Metadata columns in the docs table's order and types; absent columns become nulls."""
+    names = [f.name for f in fields]
+    if meta is not None:
+        unknown = [c for c in meta.column_names if c not in names]
+        if unknown:
+            raise InvalidMetadataError(
+                f"metadata column {unknown[0]!r} is not in this index; its metadata columns are "
+                f"{names or '(none)'}, fixed by the first add: drop the column or build a new index"
+            )
+    out = []
+    for f in fields:
+        if meta is None or f.name not in meta.column_names:
+            out.append(pa.nulls(n, f.type))
+            continue
+        col = meta.column(f.name).combine_chunks()
+        if col.type != f.type:
+            try:
+                col = col.cast(f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+                raise InvalidMetadataError(
+                    f"metadata column {f.name!r} has type {col.type} but the index stores {f.type}; "
+                    f"convert it first ({e})"
+                ) from e
+        out.append(col)
+    return out
+
+
+# ------------------------------------------------------------------------------ packed binary columns
+def binary_column(data: np.ndarray, row_offsets: np.ndarray) -> pa.Array:
+    """Packed bytes ``data`` split at byte ``row_offsets`` (n + 1,) -> large_binary array (zero copy)."""
+    data = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+    offs = np.ascontiguousarray(row_offsets, dtype=np.int64)
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(offs) - 1, [None, pa.py_buffer(offs), pa.py_buffer(data)]
+    )
+
+
+def list_int32_column(values: np.ndarray, row_offsets: np.ndarray) -> pa.Array:
+    """int32 ``values`` split at ``row_offsets`` -> list<int32> array."""
+    return pa.ListArray.from_arrays(
+        pa.array(np.asarray(row_offsets, np.int32)), pa.array(np.asarray(values, np.int32), pa.int32())
+    )
+
+
+def binary_values(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The concatenated bytes of a (large_)binary column as one uint8 array (rows in order)."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    parts = []
+    for c in chunks:
+        if len(c) == 0:
+            continue
+        if c.null_count:
+            raise IndexCorruptedError("the docs table has null codes; the index is corrupted: rebuild it")
+        _, obuf, dbuf = c.buffers()
+        odt = np.int64 if pa.types.is_large_binary(c.type) else np.int32
+        offs = np.frombuffer(obuf, odt)[c.offset : c.offset + len(c) + 1]
+        parts.append(np.frombuffer(dbuf, np.uint8)[int(offs[0]) : int(offs[-1])])
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+
+
+def list_values(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The flattened values of a list<int32> column (rows in order)."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    parts = [c.flatten().to_numpy(zero_copy_only=False) for c in chunks if len(c)]
+    return np.concatenate(parts).astype(np.int32, copy=False) if parts else np.zeros(0, np.int32)
+
+
+_UNKNOWN_FIELD = re.compile(r"No field named ([^\s.,]+)")
+
+
+def unknown_field(err: BaseException) -> str | None:
+    """The column name in a Lance/DataFusion "No field named x" error, else None."""
+    m = _UNKNOWN_FIELD.search(str(err))
+    return m.group(1).strip("\"'`") if m else None

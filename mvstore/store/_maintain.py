@@ -1,0 +1,135 @@
+"""``Index.optimize``: codec retraining on drift, Lance compaction, cleanup of old versions."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import lance
+import numpy as np
+import pyarrow as pa
+
+from ..ragged import Ragged
+from ._index import _View, encode_pooled
+from ._layout import STATE_KEY, InvalidOperationError, binary_values
+
+#: rows per record batch when streaming the docs table through retraining
+_SCAN_ROWS = 2048
+
+
+def _source_batches(ds: lance.LanceDataset, dim: int, columns: list[str] | None = None) -> Iterator[Any]:
+    """(record batch, pooled Ragged of its fp16 source vectors) over the whole table, in order."""
+    for rb in ds.to_batches(columns=columns, batch_size=_SCAN_ROWS, scan_in_order=True):
+        nvec = rb.column("n_vectors").to_numpy().astype(np.int64)
+        offsets = np.zeros(len(nvec) + 1, np.int64)
+        np.cumsum(nvec, out=offsets[1:])
+        vals = binary_values(rb.column("source")).view(np.float16).reshape(-1, dim).astype(np.float32)
+        yield rb, Ragged(vals, offsets)
+
+
+def _sample_sources(ds: lance.LanceDataset, dim: int, want: int, seed: int) -> tuple[np.ndarray, int]:
+    """About ``want`` stored source vectors, drawn from random documents in one streaming pass."""
+    total = int(np.asarray(ds.to_table(columns=["n_vectors"]).column("n_vectors").to_numpy(), np.int64).sum())
+    p = min(1.0, want / max(total, 1))
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _, r in _source_batches(ds, dim, ["n_vectors", "source"]):
+        keep = np.flatnonzero(rng.random(len(r)) < p)
+        if len(keep):
+            parts.append(r.take(keep).values)
+    sample = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+    return sample, total
+
+
+def retrain_codec(idx: Any) -> int:
+    """Refit codec + centroids on the stored source vectors, re-encode every document (one overwrite commit)."""
+    ds = idx._latest_docs()
+    if ds is None or ds.count_rows() == 0:
+        raise InvalidOperationError("the index has no documents to retrain on; add documents first")
+    sample, total = _sample_sources(ds, idx.dim, idx.options["train_size"], idx.options.get("seed", 0))
+    st = idx._fit_state(sample, total, explicit=False)
+    schema = ds.schema.with_metadata({**(ds.schema.metadata or {}), STATE_KEY: str(st.state_id).encode()})
+    keep = [n for n in schema.names if n not in ("n_vectors", "codes", "terms", "recon_err", "source")]
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for rb, pooled in _source_batches(ds, idx.dim):
+            cols = {n: rb.column(n) for n in keep}
+            cols.update(encode_pooled(st, pooled, keep_source=True))
+            yield pa.RecordBatch.from_pydict({n: cols[n] for n in schema.names}).cast(schema)
+
+    out = lance.write_dataset(
+        pa.RecordBatchReader.from_batches(schema, batches()), idx._docs_uri, mode="overwrite"
+    )
+    idx._view = _View(out.version, out, st)
+    return out.version
+
+
+def optimize(
+    idx: Any, *, compact: bool, cleanup: bool, older_than: timedelta | None, retrain: bool | str
+) -> dict[str, Any]:
+    if retrain not in (True, False, "auto"):
+        raise ValueError(f"retrain must be True, False or 'auto', got {retrain!r}")
+    if older_than is not None and not isinstance(older_than, timedelta):
+        raise TypeError(f"older_than must be a datetime.timedelta, got {type(older_than).__name__}")
+    idx.refresh()
+    before = idx.stats()
+    report: dict[str, Any] = {
+        "version_before": before["version"],
+        "drift": before["drift"],
+        "retrained": False,
+    }
+    threshold = float(idx.options.get("drift_threshold", 1.5))
+    drifted = before["drift"] is not None and before["drift"] > threshold
+    if retrain is True or (retrain == "auto" and drifted):
+        if not idx.options.get("keep_source"):
+            msg = (
+                f"cannot retrain: this index keeps no source vectors (drift {before['drift']}); create the index "
+                "with keep_source=True, or rebuild it by adding the vectors to a new index"
+            )
+            if retrain is True:
+                raise InvalidOperationError(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            report["retrain_skipped"] = msg
+        else:
+            retrain_codec(idx)
+            report["retrained"] = True
+    ds = idx._latest_docs()
+    if compact and ds is not None and ds.count_rows():
+        m = ds.optimize.compact_files()
+        report["compaction"] = {
+            "fragments_removed": m.fragments_removed,
+            "fragments_added": m.fragments_added,
+        }
+    if cleanup and ds is not None:
+        report["cleanup"] = _cleanup(idx, older_than)
+    idx.refresh()
+    report["version"] = idx.version
+    return report
+
+
+def _cleanup(idx: Any, older_than: timedelta | None) -> dict[str, int]:
+    """Delete old docs versions' files (and orphans of crashed writes when cleaning everything), then codec
+    states no remaining docs version refers to."""
+    everything = older_than is None
+    ds = lance.dataset(idx._docs_uri)
+    s = ds.cleanup_old_versions(older_than=older_than or timedelta(0), delete_unverified=everything)
+    removed = {"bytes_removed": int(s.bytes_removed), "old_versions": int(s.old_versions)}
+    ds = lance.dataset(idx._docs_uri)
+    used = set()
+    for v in ds.versions():
+        meta = ds.checkout_version(v["version"]).schema.metadata or {}
+        if STATE_KEY in meta:
+            used.add(int(meta[STATE_KEY]))
+    sds = idx._state_ds()
+    if sds is not None and used:
+        stale = sds.count_rows(filter=f"state_id NOT IN ({', '.join(str(u) for u in sorted(used))})")
+        if stale:
+            sds.delete(f"state_id NOT IN ({', '.join(str(u) for u in sorted(used))})")
+            s2 = lance.dataset(idx._state_uri).cleanup_old_versions(
+                older_than=older_than or timedelta(0), delete_unverified=everything
+            )
+            removed["bytes_removed"] += int(s2.bytes_removed)
+        removed["states_removed"] = int(stale)
+    return removed

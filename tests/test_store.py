@@ -1,0 +1,416 @@
+"""mvstore.store: lifecycle, layout, time travel, filters, stable ids, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import mvstore.store as ms
+from mvstore import Ragged
+from mvstore.exceptions import (
+    DimensionMismatchError,
+    DuplicateIdError,
+    IndexCorruptedError,
+    InvalidDtypeError,
+    InvalidVectorsError,
+    SpecError,
+)
+from mvstore.search.maxsim import maxsim_batch
+from mvstore.search.params import SearchParams
+from mvstore.store import (
+    FilterError,
+    IndexExistsError,
+    InvalidMetadataError,
+    InvalidOperationError,
+    UnknownIdError,
+)
+
+DIM = 32
+EXACT = SearchParams(candidates="exhaustive")
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def make_docs(n, seed=0, lo=30, hi=80, dim=DIM, shift=None):
+    rng = np.random.default_rng(seed)
+    centers = unit(np.random.default_rng(123).normal(size=(24, dim)))
+    out = []
+    for length in rng.integers(lo, hi, n):
+        x = centers[rng.integers(0, len(centers), length)] + 0.35 * rng.normal(size=(length, dim))
+        if shift is not None:
+            x = x + shift
+        out.append(unit(x))
+    return out
+
+
+def meta(ids):
+    return {"lang": ["en" if i % 2 else "fr" for i in ids], "year": [2000 + i % 30 for i in ids]}
+
+
+@pytest.fixture
+def uri(tmp_path):
+    return str(tmp_path / "ix")
+
+
+@pytest.fixture(scope="module")
+def docs():
+    return make_docs(120)
+
+
+def build(uri, docs, spec="fp16", n=None, **kw):
+    kw.setdefault("n_centroids", 16)
+    idx = ms.create(uri, spec=spec, dim=DIM, **kw)
+    n = len(docs) if n is None else n
+    idx.add(np.arange(n), docs[:n], metadata=meta(range(n)))
+    return idx
+
+
+def as_rows(t: pa.Table):
+    return list(zip(t["query"].to_pylist(), t["id"].to_pylist(), np.round(t["score"].to_numpy(), 4).tolist()))
+
+
+# ----------------------------------------------------------------------------------------- lifecycle
+def test_layout_readable_by_plain_lancedb(uri, docs):
+    idx = build(uri, docs)
+    assert sorted(os.listdir(uri)) == ["codec.lance", "docs.lance", "mvstore.json"]
+    m = json.load(open(os.path.join(uri, "mvstore.json")))
+    assert (m["format"], m["spec"], m["dim"]) == ("mvstore", "fp16", DIM)
+    tbl = lancedb.connect(uri).open_table("docs").to_arrow()
+    assert tbl.num_rows == len(docs)
+    assert {"id", "lang", "year", "n_tokens", "n_vectors", "codes", "terms", "recon_err"} <= set(
+        tbl.column_names
+    )
+    assert tbl.schema.field("terms").type == pa.list_(pa.int32())
+    row = tbl.slice(0, 1).to_pylist()[0]
+    assert row["n_tokens"] == len(docs[0]) == row["n_vectors"] == len(row["terms"])
+    assert len(row["codes"]) == len(docs[0]) * DIM * 2  # fp16
+    assert tbl.schema.metadata[b"mvstore.state_id"] == b"1"
+    assert idx.version == 1 and len(idx) == len(docs)
+
+
+def test_search_equals_exact_maxsim_and_result_schema(uri, docs):
+    idx = build(uri, docs)
+    queries = [d[:8] for d in docs[:5]]
+    t = idx.search(queries, k=4, params=EXACT, columns=["lang", "year"])
+    assert t.schema.field("query").type == pa.int32() and t.schema.field("rank").type == pa.int32()
+    assert t.schema.field("id").type == pa.int64() and t.schema.field("score").type == pa.float32()
+    assert t.column_names == ["query", "rank", "id", "score", "lang", "year"]
+    ref = maxsim_batch(Ragged.from_list(queries), Ragged.from_list(docs))  # fp16 codes: scores within 1e-2
+    for qi in range(5):
+        sub = t.filter(pa.compute.equal(t["query"], qi))
+        assert sub["rank"].to_pylist() == [0, 1, 2, 3]
+        best = np.argsort(-ref[qi])[:4]
+        assert sub["id"].to_pylist()[0] == qi
+        np.testing.assert_allclose(sub["score"].to_numpy(), ref[qi][best], atol=2e-2)
+        assert sub["lang"].to_pylist() == ["en" if i % 2 else "fr" for i in sub["id"].to_pylist()]
+    df = t.to_pandas()
+    assert list(df.columns[:4]) == ["query", "rank", "id", "score"] and len(df) == 20
+    # a single 2-D query matrix is one query
+    assert idx.search(docs[7], k=1)["id"].to_pylist() == [7]
+
+
+def test_string_ids_and_reopen_gives_same_results(uri, docs):
+    idx = ms.create(uri, spec="sq8", dim=DIM, n_centroids=16)
+    ids = [f"doc-{i}'x" for i in range(60)]  # quote in ids: SQL escaping in delete
+    idx.add(ids, docs[:60])
+    t1 = idx.search(docs[:3], k=5)
+    assert t1.schema.field("id").type == pa.string() and t1["id"].to_pylist()[0] == "doc-0'x"
+    again = ms.open(uri)
+    assert as_rows(again.search(docs[:3], k=5)) == as_rows(t1)
+    again.delete(["doc-0'x"])
+    assert "doc-0'x" not in again.search(docs[0], k=5)["id"].to_pylist()
+
+
+def test_later_adds_reuse_the_trained_codec(uri, docs):
+    idx = build(uri, docs, spec="sq8", n=60)
+    state_rows = lancedb.connect(uri).open_table("codec").count_rows()
+    v = idx.add(np.arange(60, 120), docs[60:], metadata=meta(range(60, 120)))
+    assert v == 2 and len(idx) == 120
+    assert lancedb.connect(uri).open_table("codec").count_rows() == state_rows  # no retraining
+    assert lancedb.connect(uri).open_table("docs").schema.metadata[b"mvstore.state_id"] == b"1"
+    assert idx.search(docs[100], k=1)["id"].to_pylist() == [100]
+    s = idx.stats()
+    assert s["docs"] == 120 and s["tokens"] == sum(len(d) for d in docs) == s["vectors"]
+    assert s["code_size"] == DIM and s["bytes_per_token"] == DIM + 4  # sq8 codes + int32 term
+    assert s["stored_bytes"] == s["vectors"] * (DIM + 4) and s["disk_bytes"] > s["stored_bytes"] * 0.5
+    assert s["spec"] == "sq8" and s["version"] == 2 and s["n_centroids"] == 16
+    assert 0.5 < s["drift"] < 1.5  # same distribution as the training batch: below the retrain threshold
+
+
+def test_explicit_train_before_first_add(uri, docs):
+    idx = ms.create(uri, spec="sq8", dim=DIM, n_centroids=8)
+    idx.train(docs[:30])
+    assert idx.stats()["trained"] and idx.version == 0
+    reopened = ms.open(uri)  # the explicit state survives a reopen before any add
+    assert reopened.stats()["trained"] and reopened.stats()["n_centroids"] == 8
+    reopened.add(np.arange(10), docs[50:60])
+    snap = reopened.snapshot()
+    assert snap.centroids.shape == (8, DIM) and snap.terms.max() < 8 and len(snap.terms) == snap.n_vectors
+    with pytest.raises(InvalidOperationError, match="optimize\\(retrain=True\\)"):
+        reopened.train(docs[:5])
+
+
+def test_streaming_add_batches_is_one_commit(uri, docs):
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=16)
+    batches = ((np.arange(i, i + 20), docs[i : i + 20], meta(range(i, i + 20))) for i in range(0, 120, 20))
+    assert idx.add_batches(batches) == 1
+    assert len(idx) == 120 and idx.versions()[-1]["n_docs"] == 120
+    assert idx.search(docs[111], k=1, columns=["year"]).to_pylist()[0]["year"] == 2000 + 111 % 30
+    with pytest.raises(DuplicateIdError, match="id 0 is already in the index.*upsert"):
+        idx.add_batches([(np.arange(200, 210), docs[:10]), (np.arange(0, 10), docs[:10])])
+    with pytest.raises(DuplicateIdError, match="id 300 is already"):  # repeated across batches of one stream
+        idx.add_batches([(np.arange(300, 305), docs[:5]), (np.arange(300, 305), docs[:5])])
+    assert idx.version == 1 and len(ms.open(uri)) == 120
+
+
+def test_delete_keeps_ids_stable_through_compaction_and_cleanup(uri, docs):
+    idx = build(uri, docs, n=60)
+    idx.add(np.arange(60, 120), docs[60:], metadata=meta(range(60, 120)))
+    queries = [d[:6] for d in docs[::7]]
+    before = idx.search(queries, k=5, params=EXACT, columns=["lang"])
+    gone = [0, 7, 14, 61, 119]
+    idx.delete(gone)
+    assert len(idx) == 115
+    after = idx.search(queries, k=5, params=EXACT)
+    assert not set(gone) & set(after["id"].to_pylist())
+    kept = before.filter(pa.compute.invert(pa.compute.is_in(before["id"], pa.array(gone, pa.int64()))))
+    # every surviving hit keeps its id and score
+    got = {(q, i): s for q, i, s in as_rows(after)}
+    for q, i, s in as_rows(kept):
+        if (q, i) in got:
+            assert got[(q, i)] == s
+    report = idx.optimize(compact=True, cleanup=True)
+    assert report["compaction"]["fragments_removed"] >= 2 and report["cleanup"]["old_versions"] >= 2
+    assert as_rows(idx.search(queries, k=5, params=EXACT)) == as_rows(after)
+    assert as_rows(ms.open(uri).search(queries, k=5, params=EXACT)) == as_rows(after)
+    assert [v["version"] for v in idx.versions()] == [idx.version]  # old versions cleaned, only when asked
+    with pytest.raises(UnknownIdError, match="missing='ignore'"):
+        idx.delete([0, 1])
+    assert (
+        idx.delete([0, 1], missing="ignore") == idx.version
+        and 1 not in idx.search(docs[1], k=3)["id"].to_pylist()
+    )
+
+
+def test_upsert_replaces_vectors_and_metadata(uri, docs):
+    idx = build(uri, docs, n=50)
+    idx.upsert(
+        [3, 500], [docs[60], docs[61]], metadata=[{"lang": "de", "year": 1999}, {"lang": "xx", "year": 1}]
+    )
+    assert len(idx) == 51
+    t = idx.search(docs[60], k=1, params=EXACT, columns=["lang", "year"]).to_pylist()[0]
+    assert (t["id"], t["lang"], t["year"]) == (3, "de", 1999)
+    assert 3 not in idx.search(docs[3], k=1, params=EXACT)["id"].to_pylist()
+    assert idx.search(docs[61], k=1, params=EXACT)["id"].to_pylist() == [500]
+
+
+def test_time_travel_and_pinned_versions(uri, docs):
+    idx = build(uri, docs, n=40)
+    v1 = as_rows(idx.search(docs[:4], k=3))
+    idx.add(np.arange(40, 80), [d.copy() for d in docs[:40]])  # exact duplicates of the first 40
+    idx.delete([1, 2])
+    assert [v["version"] for v in idx.versions()] == [1, 2, 3]
+    assert [v["n_docs"] for v in idx.versions()] == [40, 80, 78]
+    old = ms.open(uri, version=1)
+    assert old.version == 1 and len(old) == 40 and as_rows(old.search(docs[:4], k=3)) == v1
+    assert ms.open(uri, version=2).search(docs[1], k=2)["id"].to_pylist() in ([1, 41], [41, 1])
+    with pytest.raises(InvalidOperationError, match="checkout"):
+        old.add([1000], [docs[0]])
+    with pytest.raises(ValueError, match="available versions: \\[1, 2, 3\\]"):
+        ms.open(uri, version=9)
+    old.checkout()
+    assert old.version == 3 and old.add([1000], [docs[0]]) == 4
+    idx.refresh()
+    assert idx.version == 4
+
+
+def test_where_filters_before_scoring(uri, docs):
+    idx = build(uri, docs)
+    q = [d[:5] for d in docs[:3]]
+    t = idx.search(q, k=200, where="lang = 'en' AND year > 2020", columns=["lang", "year"])
+    expected = {i for i in range(len(docs)) if i % 2 and 2000 + i % 30 > 2020}
+    for qi in range(3):  # every allowed doc is scored (k > matches), nothing else appears
+        sub = t.filter(pa.compute.equal(t["query"], qi))
+        assert set(sub["id"].to_pylist()) == expected
+    assert set(t["lang"].to_pylist()) == {"en"} and min(t["year"].to_pylist()) > 2020
+    # the best allowed doc, not the global best: query 0's own doc is 'fr', so it never shows up
+    assert 0 not in idx.search(q[0], k=1, where="lang = 'en'")["id"].to_pylist()
+    assert idx.search(q, k=5, where="year > 3000").num_rows == 0
+    assert idx.search(q, k=3, where="id IN (4, 9)")["id"].to_pylist()[:2] in ([4, 9], [9, 4])
+    with pytest.raises(FilterError, match="unknown column 'langg'.*available columns: id, lang, year"):
+        idx.search(q, where="langg = 'en'")
+    with pytest.raises(FilterError, match="unknown column 'colour'"):
+        idx.search(q, where="year > 1 AND colour = 'red'")
+    with pytest.raises(FilterError, match="could not be evaluated"):
+        idx.search(q, where="lang = ")
+    with pytest.raises(FilterError, match="columns= names unknown column 'title'"):
+        idx.search(q, columns=["title"])
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        idx.search(q, k=0)
+
+
+def test_empty_index_search_returns_empty_table(uri):
+    idx = ms.create(uri, spec="fp16", dim=DIM)
+    t = idx.search([np.ones((3, DIM), np.float32)], k=5)
+    assert t.num_rows == 0 and t.column_names == ["query", "rank", "id", "score"]
+    assert idx.stats()["docs"] == 0 and idx.versions() == []
+
+
+# ------------------------------------------------------------------------------------------- errors
+def test_bad_vectors_and_ids_are_rejected_before_writing(uri, docs):
+    idx = build(uri, docs, n=20)
+    n_files = len(os.listdir(os.path.join(uri, "docs.lance", "data")))
+    bad_nan = [d.copy() for d in docs[20:25]]
+    bad_nan[3][2, 5] = np.nan
+    cases = [
+        (DuplicateIdError, "id 21 appears more than once", ([20, 21, 21], docs[20:23])),
+        (DuplicateIdError, "id 5 is already in the index; use index.upsert", ([30, 5], docs[20:22])),
+        (DimensionMismatchError, "document 1 has dim 16", ([30, 31], [docs[0], docs[1][:, :16]])),
+        (InvalidVectorsError, "document 3 has a NaN", (list(range(30, 35)), bad_nan)),
+        (InvalidVectorsError, "document 1 has no token vectors", ([30, 31], [docs[0], docs[0][:0]])),
+        (
+            InvalidDtypeError,
+            "dtype int64; token vectors must be float",
+            ([30], [np.ones((3, DIM), np.int64)]),
+        ),
+        (InvalidDtypeError, "got 1 ids for 2 documents", ([30], docs[:2])),
+        (InvalidDtypeError, "integer ids but got string", (["a"], docs[:1])),
+        (InvalidDtypeError, "ids have dtype float64", (np.array([1.5]), docs[:1])),
+    ]
+    for err, msg, (ids, vecs) in cases:
+        with pytest.raises(err, match=msg):
+            idx.add(ids, vecs)
+    with pytest.raises(InvalidMetadataError, match="metadata has 1 rows but there are 2 documents"):
+        idx.add([30, 31], docs[:2], metadata=[{"lang": "en"}])
+    with pytest.raises(InvalidMetadataError, match="column 'genre' is not in this index.*'lang', 'year'"):
+        idx.add([30], docs[:1], metadata={"genre": ["x"]})
+    with pytest.raises(InvalidMetadataError, match="'n_tokens' is reserved"):
+        idx.add([30], docs[:1], metadata={"n_tokens": [3]})
+    with pytest.raises(InvalidMetadataError, match="has type string but the index stores int64"):
+        idx.add([30], docs[:1], metadata={"year": ["nineteen"]})
+    assert idx.version == 1 and len(ms.open(uri)) == 20
+    assert len(os.listdir(os.path.join(uri, "docs.lance", "data"))) == n_files  # nothing was written
+    # a batch that omits metadata columns stores nulls for them
+    idx.add([30], docs[30:31])
+    assert idx.search(docs[30], k=1, columns=["lang"]).to_pylist()[0]["lang"] is None
+
+
+def test_create_errors(uri, tmp_path, docs):
+    with pytest.raises(SpecError, match="sq9|unknown|expected"):
+        ms.create(uri, spec="sq9", dim=DIM)
+    with pytest.raises(ValueError, match="dim must be a positive integer"):
+        ms.create(uri, spec="fp16", dim=0)
+    build(uri, docs, n=10)
+    with pytest.raises(IndexExistsError, match="already exists.*exist_ok=True"):
+        ms.create(uri, spec="fp16", dim=DIM)
+    assert len(ms.create(uri, spec="fp16", dim=DIM, exist_ok=True)) == 10
+    with pytest.raises(SpecError, match="has spec 'fp16' and dim 32, not 'sq8'"):
+        ms.create(uri, spec="sq8", dim=DIM, exist_ok=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("hi")
+    with pytest.raises(IndexExistsError, match="not an empty directory"):
+        ms.create(str(other), spec="fp16", dim=DIM)
+
+
+def test_opening_non_index_or_corrupted_index(uri, tmp_path, docs):
+    with pytest.raises(IndexCorruptedError, match="does not exist"):
+        ms.open(str(tmp_path / "nowhere"))
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(IndexCorruptedError, match="is not an mvstore index"):
+        ms.open(str(tmp_path / "plain"))
+    build(uri, docs, n=10)
+    for name in ("a", "b"):
+        shutil.copytree(uri, str(tmp_path / name))
+    with open(os.path.join(uri, "mvstore.json"), "w") as f:
+        f.write("{not json")
+    with pytest.raises(IndexCorruptedError, match="cannot be read as JSON"):
+        ms.open(uri)
+    shutil.rmtree(tmp_path / "a" / "codec.lance")
+    with pytest.raises(IndexCorruptedError, match="codec.lance is missing"):
+        ms.open(str(tmp_path / "a"))
+    data_dir = tmp_path / "b" / "codec.lance" / "data"
+    for f in os.listdir(data_dir):
+        (data_dir / f).write_bytes(b"garbage" * 10)
+    with pytest.raises(IndexCorruptedError, match="codec state 1"):
+        ms.open(str(tmp_path / "b"))
+
+
+# -------------------------------------------------------------------------------------- crash safety
+def test_failures_mid_batch_or_mid_stream_leave_previous_version(uri, docs):
+    idx = build(uri, docs, n=40)
+    before = as_rows(idx.search(docs[:3], k=5))
+
+    def stream(fail):
+        yield np.arange(100, 120), docs[40:60]
+        yield np.arange(120, 140), docs[60:80]
+        if fail == "user":
+            raise KeyError("user code failed")
+        bad = [d.copy() for d in docs[80:90]]
+        bad[4][0, 0] = np.inf
+        yield np.arange(140, 150), bad
+
+    with pytest.raises(KeyError, match="user code failed"):
+        idx.add_batches(stream("user"))
+    with pytest.raises(InvalidVectorsError, match="document 4 has a NaN or Inf"):
+        idx.add_batches(stream("bad"))
+    for ix in (idx, ms.open(uri)):
+        assert ix.version == 1 and len(ix) == 40
+        assert as_rows(ix.search(docs[:3], k=5)) == before
+    assert idx.add(np.arange(100, 110), docs[40:50]) == 2  # the index still takes writes
+
+
+def two_subspaces(rng, n, length, first):
+    """Docs whose energy lies in dims 0-3 (first=True) or dims 4-7, plus faint noise elsewhere."""
+    out = []
+    for _ in range(n):
+        x = 0.05 * rng.normal(size=(length, DIM))
+        x[:, 0:4] += rng.normal(size=(length, 4)) if first else 0
+        x[:, 4:8] += 0 if first else rng.normal(size=(length, 4))
+        out.append(unit(x))
+    return out
+
+
+def test_retrain_on_drift_with_sources(uri):
+    rng = np.random.default_rng(5)
+    train_docs, drifted = two_subspaces(rng, 40, 30, True), two_subspaces(rng, 40, 30, False)
+    idx = ms.create(uri, spec="pca8,sq8", dim=DIM, n_centroids=8, keep_source=True)
+    idx.add(np.arange(40), train_docs)
+    assert 0.9 < idx.stats()["drift"] < 1.1
+    idx.add(np.arange(40, 80), drifted)
+    d = idx.stats()["drift"]
+    assert d > 3, d  # the new data lives in directions the trained PCA mostly dropped
+    v_before = idx.version
+    before_old = as_rows(idx.search(drifted[:3], k=3))
+    rep = idx.optimize(retrain="auto", compact=False)
+    assert rep["retrained"] and rep["drift"] == d
+    assert idx.stats()["drift"] < 1.5 and len(idx) == 80
+    assert idx.snapshot().codec is not ms.open(uri, version=v_before).snapshot().codec
+    assert as_rows(ms.open(uri, version=v_before).search(drifted[:3], k=3)) == before_old  # old state kept
+    assert idx.search(drifted[5], k=1)["id"].to_pylist() == [45]
+
+
+def test_retrain_without_sources_is_reported_not_silent(uri):
+    rng = np.random.default_rng(5)
+    a, b = two_subspaces(rng, 30, 20, True), two_subspaces(rng, 30, 20, False)
+    idx = ms.create(uri, spec="pca8,sq8", dim=DIM, n_centroids=8)
+    idx.add(np.arange(30), a)
+    idx.add(np.arange(30, 60), b)
+    with pytest.warns(RuntimeWarning, match="keeps no source vectors"):
+        rep = idx.optimize(retrain="auto", compact=False)
+    assert not rep["retrained"] and "keep_source=True" in rep["retrain_skipped"]
+    with pytest.raises(InvalidOperationError, match="keep_source=True"):
+        idx.optimize(retrain=True)
+
+
+def test_where_columns_parser():
+    assert ms.where_columns("a = 'x''y' AND b IN (1, 2) AND NOT c IS NULL") == ["a", "b", "c"]
+    assert ms.where_columns("lower(name) LIKE '%x%' OR `odd col` > 2.5e3") == ["name", "odd col"]
