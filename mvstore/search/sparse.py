@@ -62,8 +62,8 @@ __all__ = [
     "sparse_map_of",
 ]
 
-#: (doc, term) pairs handled at once when building posting lists / vectors decoded at once in stage 2
-_BLOCK = 1 << 20
+#: (doc, term) pairs handled at once when building posting lists; gathered elements per stage-2 block
+_BLOCK = 1 << 22
 #: key under which a snapshot caches its sparse posting lists
 _EXTRAS_KEY = "sparse_postings"
 
@@ -140,7 +140,8 @@ def bounds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """SLIM's bounds of the sparse MaxSim of one query against every document -> ``(lower, upper)``,
     each ``(n_docs,)`` float32. The query is given as its non-zero entries: token index ``q_tok``, term
-    ``q_terms`` and weight ``q_weights`` (all 1-D, same length; weights must be non-negative)."""
+    ``q_terms`` and weight ``q_weights`` (all 1-D, same length; weights non-negative; each (token, term)
+    at most once, as in a sparse vector)."""
     p = postings
     q_tok = np.asarray(q_tok, np.int64)
     q_terms = np.asarray(q_terms, np.int64)
@@ -156,15 +157,21 @@ def bounds(
     tok = np.repeat(q_tok, lens)
     upper = np.bincount(docs, weights=val, minlength=p.n_docs).astype(np.float32)
     lower = np.zeros(p.n_docs, np.float32)
-    # per query token, max over its terms; tokens in chunks so the (tokens, n_docs) buffer stays bounded
-    tok_per_chunk = max(1, block // max(p.n_docs, 1))
-    bounds_ = np.searchsorted(tok, np.arange(0, n_query_tokens + tok_per_chunk, tok_per_chunk))
-    for c, (a, b) in enumerate(zip(bounds_[:-1], bounds_[1:])):
+    # per query token, the max over its terms. Entry e of a token is its slot-th term; within one slot the
+    # (token, doc) pairs are unique, so a gather/max/scatter per slot needs no unbuffered ufunc.at.
+    slot = np.repeat(np.arange(len(q_tok)) - np.searchsorted(q_tok, q_tok), lens)
+    tok_per_chunk = max(1, block // max(p.n_docs, 1))  # tokens per (tokens, n_docs) buffer
+    cuts = np.searchsorted(tok, np.arange(0, n_query_tokens + tok_per_chunk, tok_per_chunk))
+    for c, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
         if a == b:
             continue
         t0 = c * tok_per_chunk
         buf = np.zeros((min(tok_per_chunk, n_query_tokens - t0), p.n_docs), np.float32)
-        np.maximum.at(buf, (tok[a:b] - t0, docs[a:b]), val[a:b])
+        tk, dk, vk, sk = tok[a:b] - t0, docs[a:b], val[a:b], slot[a:b]
+        for sl in range(int(sk.max()) + 1):
+            sel = sk == sl
+            ti, di = tk[sel], dk[sel]
+            buf[ti, di] = np.maximum(buf[ti, di], vk[sel])
         lower += buf.sum(0)
     return lower, upper
 
@@ -193,27 +200,23 @@ def sparse_maxsim_codes(
 
     ``q_dense``: ``(n_query_tokens, V)`` dense sparse vectors of all queries packed (boundaries in
     ``q_offsets``, ``(n_queries + 1,)``); ``term_ids``/``weights``: ``(n_vectors, t)`` of the documents packed by ``offsets``.
-    Returns ``(n_queries, n_docs)`` float32. Pure numpy/scipy, chunked over document vectors.
+    Returns ``(n_queries, n_docs)`` float32. Pure numpy, chunked over document vectors (``block`` bounds the
+    gathered ``(vectors, t, query tokens)`` block).
     """
-    from scipy.sparse import csr_matrix
-
     q_dense = np.asarray(q_dense, np.float32)
     offsets = np.asarray(offsets, np.int64)
-    n_docs = len(offsets) - 1
-    vocab = q_dense.shape[1]
-    qt = np.ascontiguousarray(q_dense.T)  # (V, n_query_tokens)
     q_offsets = np.asarray(q_offsets, np.int64)
+    n_docs = len(offsets) - 1
+    qt = np.ascontiguousarray(q_dense.T)  # (V, n_query_tokens): row v = every query token's weight on term v
+    nq = qt.shape[1]
     out = np.empty((len(q_offsets) - 1, n_docs), np.float32)
     lengths = np.diff(offsets)
     t = term_ids.shape[1]
-    for a, b in doc_chunks(offsets, max(1, block // max(t, 1))):
+    for a, b in doc_chunks(offsets, max(1, block // max(t * nq, 1))):
         lo, hi = offsets[a], offsets[b]
-        n = int(hi - lo)
-        mat = csr_matrix(
-            (weights[lo:hi].ravel(), term_ids[lo:hi].ravel(), np.arange(0, n * t + 1, t)), shape=(n, vocab)
-        )
-        sim = np.asarray(mat @ qt, np.float32)  # (n, n_query_tokens)
-        mx = np.zeros((b - a, qt.shape[1]), np.float32)
+        # <s(q_i), s(d_j)> = sum over d_j's slots k of w_jk * q_i[term_jk] (unused slots have w = 0)
+        sim = np.einsum("nk,nkq->nq", weights[lo:hi], qt[term_ids[lo:hi]])
+        mx = np.zeros((b - a, nq), np.float32)
         nonempty = lengths[a:b] > 0
         if nonempty.any():
             mx[nonempty] = np.maximum.reduceat(sim, (offsets[a:b] - lo)[nonempty], axis=0)
