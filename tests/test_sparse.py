@@ -52,12 +52,12 @@ def test_slim_head_math_topk_and_threshold():
     x = np.array([[2.0, 1.0, -1.0, 0.5]], np.float32)
     # logits: W x + b = [2, 1, -1, .5, .2, .4 - 5] -> log1p(relu) top-3 terms 0, 1, 3
     head.fit(x)
-    ids, w = head.sparse_query(x)
+    ids, w = head.sparse_transform(x)
     assert ids.tolist() == [[0, 1, 3]]
     np.testing.assert_allclose(w[0], np.log1p([2.0, 1.0, 0.5]), rtol=1e-6)
     # a threshold drops weights at or below it; unused slots have weight 0
     pruned = SlimHead(4, 6, 3, threshold=0.5).set_head(head.weight_, head.bias_).fit(x)
-    ids, w = pruned.sparse_query(x)
+    ids, w = pruned.sparse_transform(x)
     assert ids.tolist() == [[0, 1, 0]] and w[0, 2] == 0.0 and w[0, 1] == pytest.approx(np.log(2.0))
     codes = pruned.encode(x)
     dids, dw = pruned.sparse_decode(codes)
@@ -91,7 +91,7 @@ def test_decode_is_dense_sparse_vector_and_quantization_error_bounded(rng):
     codes = head.encode(x)
     dense = head.decode(codes)
     assert dense.shape == (50, 6) and dense.dtype == np.float32
-    ids, w = head.sparse_query(x)
+    ids, w = head.sparse_transform(x)
     ref = np.zeros((50, 6), np.float32)
     np.put_along_axis(ref, ids, w, axis=1)
     assert np.abs(dense - ref).max() <= head.scale_ / 2 + 1e-6
@@ -102,7 +102,7 @@ def test_decode_is_dense_sparse_vector_and_quantization_error_bounded(rng):
 def test_spk_weights_are_normalized_and_fade_at_the_edge(rng):
     x = synthetic_docs(40, 16, n_topics=8, seed=3).values
     m = SparseKMeans(16, 32, 4).fit(x)
-    ids, w = m.sparse_query(x)
+    ids, w = m.sparse_transform(x)
     np.testing.assert_allclose(np.linalg.norm(w, axis=1), 1.0, rtol=1e-5)
     assert (np.diff(w, axis=1) <= 1e-7).all()  # largest first
     # the weights are relu(cos_v - cos_(t+1)): recompute from the centroids
@@ -114,7 +114,7 @@ def test_spk_weights_are_normalized_and_fade_at_the_edge(rng):
     assert set(ids[0].tolist()) == set(np.argsort(-cos[0])[:4].tolist())
     # a threshold drops small normalized weights
     mp = SparseKMeans(16, 32, 4, threshold=0.3).fit(x)
-    _, wp = mp.sparse_query(x)
+    _, wp = mp.sparse_transform(x)
     assert ((wp == 0) | (wp > 0.3)).all() and (wp == 0).any()
 
 

@@ -254,14 +254,15 @@ class SparseCodec(Codec):
         out[rows[used], ids[used]] = w[used]
         return out
 
-    def sparse_query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Query tokens ``(n, dim_in)`` -> unquantized ``(term_ids (n, t), weights (n, t))``."""
+    def sparse_transform(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors ``(n, dim_in)`` (query tokens, or a dense index's decoded vectors) -> their sparse map,
+        unquantized: ``(term_ids (n, t), weights (n, t))``, pruned slots with weight 0."""
         self._check_fitted()
-        return self._pruned(check_vectors(q, self.dim_in, "query vectors"))
+        return self._pruned(check_vectors(x, self.dim_in, "vectors"))
 
     def transform_query(self, q: np.ndarray) -> np.ndarray:
         """Query tokens -> their dense ``(n, V)`` sparse vectors (unquantized weights: asymmetric scoring)."""
-        return self._densify(*self.sparse_query(q))
+        return self._densify(*self.sparse_transform(q))
 
     # ---- state
     def _check_state_array(self, arrays: dict[str, np.ndarray], key: str, shape: tuple) -> np.ndarray:
@@ -334,7 +335,7 @@ class SlimHead(SparseCodec):
 
     >>> head = SlimHead(4, 6, 2).set_head(np.eye(6, 4, dtype=np.float32), np.zeros(6, np.float32))
     >>> x = np.array([[2.0, 0.5, -1.0, 0.0]], np.float32)
-    >>> ids, w = head.fit(x).sparse_query(x)   # logits (2, .5, -1, 0, 0, 0): terms 0 and 1
+    >>> ids, w = head.fit(x).sparse_transform(x)   # logits (2, .5, -1, 0, 0, 0): terms 0 and 1
     >>> ids.tolist(), w.astype(float).round(4).tolist()  # log(3), log(1.5)
     ([[0, 1]], [[1.0986, 0.4055]])
     """

@@ -307,7 +307,7 @@ def _postings_for(snapshot: Any, m: Any, own: bool) -> SparsePostings:
         if own:
             ids[a : a + step], w[a : a + step] = m.sparse_decode(codes)
         else:
-            ids[a : a + step], w[a : a + step] = m._pruned(snapshot.codec.decode(codes))
+            ids[a : a + step], w[a : a + step] = m.sparse_transform(snapshot.codec.decode(codes))
     p = build_sparse_postings(ids, w, snapshot.offsets, m.vocab)
     snapshot.extras[_EXTRAS_KEY] = (m, p)
     return p
@@ -350,7 +350,7 @@ class SparseCandidates(CandidateGenerator):
             if self.own:
                 tok, term, w = _nonzero_entries(q)
             else:
-                ids, wt = m._pruned(np.ascontiguousarray(q, np.float32))
+                ids, wt = m.sparse_transform(np.ascontiguousarray(q, np.float32))
                 used = wt > 0
                 tok = np.broadcast_to(np.arange(len(q))[:, None], ids.shape)[used]
                 term, w = ids[used], wt[used]
