@@ -6,11 +6,11 @@ sub-quantizer). ``dim`` must divide by ``m``. Decoding concatenates the centroid
 stage-2 decoding runs on the GPU); decoded vectors re-encode to codes that decode to the same vectors.
 
 >>> import numpy as np
->>> x = np.random.default_rng(0).normal(size=(2000, 32)).astype(np.float32)
->>> pq = PQ(32, 8).fit(x)
+>>> x = np.random.default_rng(0).normal(size=(600, 16)).astype(np.float32)
+>>> pq = PQ(16, 4, niter=5).fit(x)
 >>> codes = pq.encode(x)
 >>> codes.shape, pq.code_size, bool((pq.decode(pq.encode(pq.decode(codes))) == pq.decode(codes)).all())
-((2000, 8), 8, True)
+((600, 4), 4, True)
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ class PQ(Codec):
         pq = faiss.ProductQuantizer(self.dim_in, self.m, 8)
         pq.cp.niter = self.niter
         pq.cp.seed = self.seed
-        pq.cp.max_points_per_centroid = 1 << 30  # we already subsampled; keep faiss from warning
+        pq.cp.max_points_per_centroid = 1 << 30  # we already subsampled
+        pq.cp.min_points_per_centroid = 1  # small samples are allowed (>= 256 checked above); no warning spam
         pq.train(np.ascontiguousarray(x, dtype=np.float32))
         self._set_centroids(faiss.vector_to_array(pq.centroids).reshape(self.m, KSUB, self.dsub), pq)
 

@@ -147,6 +147,7 @@ class RQ(Codec):
         )
         km = faiss.Kmeans(self.dim_in, k, niter=self.niter, seed=self.seed, verbose=False)
         km.cp.max_points_per_centroid = max(256, -(-len(train) // k))  # we already subsampled
+        km.cp.min_points_per_centroid = 1  # n >= k is checked above; small samples need no warning
         km.train(np.ascontiguousarray(train, dtype=np.float32))
         self._set_centroids(km.centroids)
         sample = x if len(x) <= STATS_SAMPLE else x[np.sort(rng.choice(len(x), STATS_SAMPLE, replace=False))]
