@@ -42,12 +42,14 @@ quantizer has coarse centroids (``rq``) its ``coarse_terms`` are used; otherwise
 sample size) are fitted on the transformed, pre-quantization sample and each vector's term is its nearest
 centroid (max inner product). Terms are stored in the docs row, so one Lance commit covers codes and terms.
 
-Drift. Every document row stores ``recon_err``, the mean over its stored vectors of the squared error
-``||transform(x) - decode(encode(x))||^2``; ``stats()["drift"]`` is the vector-weighted mean of it over the
-index divided by the same error on the training sample (1.0 = the data looks like the training data; None
-for a lossless codec such as fp32/fp16). ``optimize(retrain="auto")`` refits the codec when drift exceeds
-``drift_threshold`` (default 1.5); retraining needs the pooled vectors, so it is available only for indexes
-created with ``keep_source=True`` (otherwise it warns and reports why it did not retrain).
+Drift. Every document row stores ``recon_err``, the mean over its stored vectors of the squared error of the
+stored representation, ``(||x||^2 - ||transform(x)||^2) + ||transform(x) - decode(encode(x))||^2`` (what the
+orthonormal pca/trunc projections drop plus the quantization error); ``stats()["drift"]`` is the
+vector-weighted mean of it over the index divided by the same error on the training sample (1.0 = the data
+looks like the training data; None for a lossless codec such as fp32/fp16). ``optimize(retrain="auto")``
+refits the codec when drift exceeds ``drift_threshold`` (default 1.5); retraining needs the pooled vectors,
+so it is available only for indexes created with ``keep_source=True`` (otherwise it warns and reports why it
+did not retrain).
 
 Crash safety and concurrency. A write (add, add_batches, upsert, delete, optimize) validates its whole input
 first and becomes visible in ONE Lance commit; a failure or a SIGKILL before the commit leaves the previous

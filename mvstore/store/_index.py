@@ -405,6 +405,7 @@ class Index:
         t = codec.transform(vectors)
         dec = codec.decode(codec.encode(vectors))
         train_err = float(sq_error(vectors, t, dec).mean()) if t.shape == dec.shape else None
+        energy = float((vectors.astype(np.float64) ** 2).sum(1).mean())
         arrays = {"codec." + k: v for k, v in codec.get_state()[0].items()}
         if codec.has_coarse:
             cent, source = None, "codec"
@@ -421,6 +422,7 @@ class Index:
             "n_centroids": n_c,
             "train_vectors": int(len(vectors)),
             "train_error": train_err,
+            "train_energy": energy,
         }
         sid = self._next_state_id()
         tbl = state_table(sid, arrays, meta)
@@ -769,7 +771,7 @@ class Index:
             "trained": st is not None,
             "train_error": train_err,
             "current_error": cur_err,
-            "drift": drift(cur_err, train_err),
+            "drift": drift(cur_err, train_err, st.meta.get("train_energy", 1.0) if st else 1.0),
         }
 
     def optimize(
@@ -831,15 +833,15 @@ def sq_error(x: np.ndarray, t: np.ndarray, dec: np.ndarray) -> np.ndarray:
     return drop + ((t - dec) ** 2).sum(1)
 
 
-def drift(current: float | None, train: float | None) -> float | None:
+def drift(current: float | None, train: float | None, energy: float = 1.0) -> float | None:
     """Drift = mean per-vector reconstruction error of the stored documents / the error on the training sample.
 
-    1.0 means the data looks like the training sample; None when the codec is (near) lossless or the
-    error cannot be measured.
+    1.0 means the data looks like the training sample. None when the error cannot be measured or the codec is
+    (near) lossless: training error below 1e-6 of the sample's mean squared norm ``energy`` (e.g. fp16).
 
-    >>> drift(0.5, 0.25), drift(0.1, 0.0), drift(None, 0.2)
+    >>> drift(0.5, 0.25), drift(0.1, 1e-9), drift(None, 0.2)
     (2.0, None, None)
     """
-    if current is None or train is None or train <= 1e-8:
+    if current is None or train is None or train <= 1e-6 * energy:
         return None
     return current / train
