@@ -246,6 +246,7 @@ class Index:
         self.options = dict(manifest["options"])
         self._write_lock = threading.RLock()
         self._states: dict[int, _State] = {}
+        self._ids_cache: tuple[int, Any] | None = None
         self._pinned = version is not None
         self._view = self._make_view(version)
 
@@ -495,11 +496,17 @@ class Index:
         return pa.RecordBatch.from_pydict(cols)
 
     def _existing_ids(self, ds: lance.LanceDataset | None) -> tuple[pa.DataType | None, Any]:
+        """The id type and the ids of ``ds`` (sorted int64 array or a set of str), cached per version."""
         if ds is None:
             return None, None
-        col = ds.to_table(columns=["id"]).column("id")
-        vals = ids_numpy(col)
-        return ds.schema.field("id").type, (set(vals.tolist()) if vals.dtype.kind == "U" else np.sort(vals))
+        cached = self._ids_cache
+        if cached is not None and cached[0] == ds.version:
+            ids = cached[1]
+        else:
+            vals = ids_numpy(ds.to_table(columns=["id"]).column("id"))
+            ids = set(vals.tolist()) if vals.dtype.kind == "U" else np.sort(vals)
+            self._ids_cache = (ds.version, ids)
+        return ds.schema.field("id").type, (set(ids) if isinstance(ids, set) else ids)
 
     @staticmethod
     def _check_new(ids: pa.Array, seen: Any) -> Any:
@@ -606,6 +613,8 @@ class Index:
                     raise failure[0] from None
                 raise IndexCorruptedError(f"writing to {self._docs_uri} failed: {e}") from e
             self._view = _View(out.version, out, st)
+            if ds is not None and out.version == ds.version + 1:  # nobody else committed in between
+                self._ids_cache = (out.version, seen)
             return out.version
 
     def upsert(self, ids: Any, vectors: Any, metadata: Any = None) -> int:
