@@ -94,6 +94,7 @@ def test_layout_readable_by_plain_lancedb(uri, docs):
     assert len(row["codes"]) == len(docs[0]) * DIM * 2  # fp16
     assert tbl.schema.metadata[b"mvstore.state_id"] == b"1"
     assert idx.version == 1 and len(idx) == len(docs)
+    assert idx.stats()["drift"] is None  # fp16 is (near) lossless: no drift to measure
 
 
 def test_search_equals_exact_maxsim_and_result_schema(uri, docs):
@@ -143,6 +144,18 @@ def test_later_adds_reuse_the_trained_codec(uri, docs):
     assert s["stored_bytes"] == s["vectors"] * (DIM + 4) and s["disk_bytes"] > s["stored_bytes"] * 0.5
     assert s["spec"] == "sq8" and s["version"] == 2 and s["n_centroids"] == 16
     assert 0.5 < s["drift"] < 1.5  # same distribution as the training batch: below the retrain threshold
+
+
+def test_pooling_spec_stores_original_token_counts(uri, docs):
+    idx = build(uri, docs[:30], spec="pool2,sq8")
+    tbl = lancedb.connect(uri).open_table("docs").to_arrow()
+    n_tok, n_vec = tbl["n_tokens"].to_numpy(), tbl["n_vectors"].to_numpy()
+    np.testing.assert_array_equal(n_tok, [len(d) for d in docs[:30]])
+    np.testing.assert_array_equal(n_vec, np.ceil(n_tok / 2))
+    s = idx.stats()
+    assert s["tokens"] == n_tok.sum() and s["vectors"] == n_vec.sum()
+    assert s["bytes_per_token"] == pytest.approx((DIM + 4) * n_vec.sum() / n_tok.sum())
+    assert idx.search(docs[4], k=1)["id"].to_pylist() == [4]
 
 
 def test_explicit_train_before_first_add(uri, docs):
