@@ -158,6 +158,17 @@ def test_pooling_spec_stores_original_token_counts(uri, docs):
     assert idx.search(docs[4], k=1)["id"].to_pylist() == [4]
 
 
+def test_rq_terms_come_from_the_codec_coarse_centroids(uri, docs):
+    idx = build(uri, docs[:60], spec="rq2c16", n_centroids=None)
+    snap = idx.snapshot()
+    np.testing.assert_array_equal(snap.terms, snap.codec.coarse_terms(snap.codes))
+    np.testing.assert_array_equal(snap.centroids, snap.codec.coarse_centroids)
+    assert "index.centroids" not in lancedb.connect(uri).open_table("codec").to_arrow()["name"].to_pylist()
+    assert idx.stats()["n_centroids"] == 16
+    t = idx.search(docs[:3], k=3)
+    assert t["id"].to_pylist()[::3] == [0, 1, 2] and as_rows(ms.open(uri).search(docs[:3], k=3)) == as_rows(t)
+
+
 def test_explicit_train_before_first_add(uri, docs):
     idx = ms.create(uri, spec="sq8", dim=DIM, n_centroids=8)
     idx.train(docs[:30])
