@@ -406,7 +406,7 @@ class Index:
         t = codec.transform(vectors)
         dec = codec.decode(codec.encode(vectors))
         train_err = float(sq_error(vectors, t, dec).mean()) if t.shape == dec.shape else None
-        energy = float((vectors.astype(np.float64) ** 2).sum(1).mean())
+        energy = float(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64).mean())
         arrays = {"codec." + k: v for k, v in codec.get_state()[0].items()}
         if codec.has_coarse:
             cent, source = None, "codec"
@@ -806,20 +806,28 @@ class Index:
         return f"Index({self.root!r}, spec={str(self.spec)!r}, dim={self.dim}, version={self.version})"
 
 
+#: vectors encoded at a time inside one batch (bounds the float temporaries of transform/decode/error)
+ENCODE_CHUNK = 1 << 16
+
+
 def encode_pooled(st: _State, pooled: Ragged, keep_source: bool) -> dict[str, pa.Array]:
-    """Codes, stage-1 terms, per-document reconstruction error (and fp16 source) of pooled documents."""
+    """Codes, stage-1 terms, per-document reconstruction error (and fp16 source) of pooled documents, computed
+    in chunks of ``ENCODE_CHUNK`` vectors."""
     from ..search.postings import assign_terms
 
     codec = st.codec
-    x = np.ascontiguousarray(pooled.values, dtype=np.float32)
-    t = codec.transform(x)
-    codes = codec.quantizer.encode(t)
-    terms = codec.coarse_terms(codes) if codec.has_coarse else assign_terms(t, st.centroids)
-    dec = codec.decode(codes)
-    if dec.shape == t.shape:
-        err = np.add.reduceat(sq_error(x, t, dec), pooled.offsets[:-1]) / pooled.lengths
-    else:
-        err = np.full(len(pooled), np.nan)
+    n = pooled.n_tokens
+    codes = np.empty((n, codec.code_size), np.uint8)
+    terms = np.empty(n, np.int32)
+    vec_err = np.empty(n, np.float64)
+    for a in range(0, n, ENCODE_CHUNK):
+        x = np.ascontiguousarray(pooled.values[a : a + ENCODE_CHUNK], dtype=np.float32)
+        t = codec.transform(x)
+        c = codes[a : a + len(x)] = codec.quantizer.encode(t)
+        terms[a : a + len(x)] = codec.coarse_terms(c) if codec.has_coarse else assign_terms(t, st.centroids)
+        dec = codec.decode(c)
+        vec_err[a : a + len(x)] = sq_error(x, t, dec) if dec.shape == t.shape else np.nan
+    err = np.add.reduceat(vec_err, pooled.offsets[:-1]) / pooled.lengths if n else np.zeros(0)
     cols = {
         "n_vectors": pa.array(pooled.lengths.astype(np.int32)),
         "codes": binary_column(codes, pooled.offsets * codec.code_size),
@@ -827,7 +835,8 @@ def encode_pooled(st: _State, pooled: Ragged, keep_source: bool) -> dict[str, pa
         "recon_err": pa.array(err.astype(np.float32)),
     }
     if keep_source:
-        cols["source"] = binary_column(x.astype(np.float16), pooled.offsets * x.shape[1] * 2)
+        src = pooled.values.astype(np.float16)
+        cols["source"] = binary_column(src, pooled.offsets * src.shape[1] * 2)
     return cols
 
 
@@ -838,8 +847,11 @@ def sq_error(x: np.ndarray, t: np.ndarray, dec: np.ndarray) -> np.ndarray:
     >>> x = np.array([[3.0, 4.0]]); t = x[:, :1]; sq_error(x, t, t + 0.5).tolist()
     [16.25]
     """
-    drop = np.maximum((x * x).sum(1) - (t * t).sum(1), 0.0) if t.shape[1] != x.shape[1] else 0.0
-    return drop + ((t - dec) ** 2).sum(1)
+    r = t - dec
+    out = np.einsum("ij,ij->i", r, r, dtype=np.float64)
+    if t.shape[1] != x.shape[1]:
+        out += np.maximum(np.einsum("ij,ij->i", x, x, dtype=np.float64) - np.einsum("ij,ij->i", t, t), 0.0)
+    return out
 
 
 def drift(current: float | None, train: float | None, energy: float = 1.0) -> float | None:
