@@ -1,0 +1,534 @@
+"""Token pooling: fewer vectors per document with little retrieval loss (Clavié et al., 2024).
+
+:func:`pool` clusters each document's token vectors and keeps one re-normalized mean per cluster,
+``ceil(n / factor)`` clusters for ``n`` poolable tokens. The default is hierarchical clustering with
+Ward linkage **on the token vectors themselves** (the widely copied reference code instead feeds an
+``n x n`` distance matrix to ``scipy.cluster.hierarchy.linkage`` as if its rows were vectors).
+:func:`pool_patches` does the same for ColPali-style patch grids, or merges neighbouring patches.
+
+The Ward clusters are exactly those of ``linkage(X, "ward")`` + ``fcluster(Z, k, "maxclust")``
+(up to label names, on data without exact distance ties), computed for many documents at once:
+
+* Ward is *reducible*, so every pair of reciprocal nearest neighbours can be merged in the same
+  step and the dendrogram is unchanged (the nearest-neighbour-chain argument). Each step merges all
+  reciprocal pairs of all documents of a padded batch with vectorized Lance-Williams updates; only
+  rows whose nearest neighbour was merged are searched again. A document stops as soon as its
+  ``n - k`` lowest merges are known (no future merge can be lower than the current smallest distance).
+* On the CPU the distance matrix comes from a float32 Gram matrix (3x faster than float64). Every
+  entry then carries a rigorous error bound (float32 dot-product error, carried through the
+  Lance-Williams updates); whenever a nearest-neighbour choice is not decided by the bounds, the
+  candidates are re-scored exactly in float64 from the cluster centroids. Merge heights (which
+  decide the cut) are always exact float64. On CUDA the Gram matrix is float64 throughout.
+
+Protected tokens (e.g. ``[CLS]`` or a query-marker prefix) are the first ``protected`` tokens of each
+document; they are kept unchanged, in front, and never clustered. Output order is deterministic:
+protected tokens, then clusters ordered by their first token.
+
+>>> import numpy as np
+>>> from mvstore import Ragged
+>>> x = np.array([[1, 0], [0.96, 0.28], [0, 1], [0.28, 0.96], [-1, 0]], np.float32)
+>>> docs = Ragged.from_list([x])
+>>> pooled = pool(docs, 2)
+>>> pooled.lengths.tolist(), pool_labels(docs, 2).tolist()
+([3], [0, 0, 1, 1, 2])
+>>> np.round(pooled[0].astype(float), 2).tolist()
+[[0.99, 0.14], [0.14, 0.99], [-1.0, 0.0]]
+>>> pool(docs, 2, protected=1)[0][0].tolist()  # the first token is kept as it was
+[1.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+import numpy as np
+
+from .exceptions import InvalidDtypeError, InvalidVectorsError, SpecError
+from .ragged import Ragged, as_ragged
+
+__all__ = ["pool", "pool_labels", "pool_patches", "n_clusters", "METHODS", "PATCH_MODES"]
+
+#: pooling methods accepted by :func:`pool`
+METHODS = ("ward", "kmeans")
+#: modes accepted by :func:`pool_patches`
+PATCH_MODES = ("spatial", "semantic")
+
+#: bound on the float64 distance matrices of one padded batch (elements): 2**23 = 64 MiB
+_BATCH_ELEMS = 1 << 23
+_U32 = 2.0**-24  # unit roundoff of float32
+_INF = float("inf")
+
+
+# --------------------------------------------------------------------------------------- arguments
+def n_clusters(n: Any, factor: float) -> Any:
+    """Clusters kept for ``n`` poolable tokens: ``ceil(n / factor)``, at least 1 when ``n >= 1``.
+
+    A quotient within ``1e-9`` of an integer counts as that integer, so ``n_clusters(6, 1.2) == 5``
+    even though ``6 / 1.2 == 5.000000000000001`` in floating point. Works on ints and int arrays.
+
+    >>> n_clusters(240, 2), n_clusters(5, 2), n_clusters(1, 4), n_clusters(0, 2), n_clusters(6, 1.2)
+    (120, 3, 1, 0, 5)
+    >>> n_clusters(np.array([3, 4]), 3).tolist()
+    [1, 2]
+    """
+    q = np.asarray(n, dtype=np.float64) / float(factor)
+    k = np.ceil(q - 1e-9 * np.maximum(1.0, q)).astype(np.int64)
+    k = np.where(np.asarray(n) > 0, np.maximum(k, 1), 0)
+    return int(k) if np.ndim(k) == 0 else k
+
+
+def _check_factor(factor: Any) -> float:
+    if isinstance(factor, bool) or not isinstance(factor, Real):
+        raise InvalidDtypeError(
+            f"pooling factor must be a real number >= 1 (e.g. 2 keeps half the tokens), got {type(factor).__name__}"
+        )
+    f = float(factor)
+    if not math.isfinite(f) or f < 1:
+        raise SpecError(
+            f"pooling factor must be a finite number >= 1, got {factor!r}; use 1 for no pooling, "
+            "2 to keep about half of each document's vectors"
+        )
+    return f
+
+
+def _check_protected(protected: Any) -> int:
+    if isinstance(protected, bool) or not isinstance(protected, (int, np.integer)):
+        raise InvalidDtypeError(f"protected must be an int (tokens kept at the front), got {type(protected).__name__}")
+    if protected < 0:
+        raise SpecError(f"protected must be >= 0 (number of leading tokens kept unpooled), got {protected}")
+    return int(protected)
+
+
+def _check_method(method: Any, allowed: tuple[str, ...], what: str) -> str:
+    if method not in allowed:
+        raise SpecError(f"unknown {what} {method!r}; use one of {', '.join(map(repr, allowed))}")
+    return method
+
+
+def _torch_device(device: Any):
+    from .device import resolve_device
+
+    return resolve_device(device)
+
+
+# ------------------------------------------------------------------------------------ Ward engine
+def _exact_ward(sums, counts, fi, fj):
+    """Exact float64 Ward merge costs ``|c_i - c_j|^2 / (1/n_i + 1/n_j)`` of clusters ``fi`` and ``fj`` (flat
+    indices into ``sums`` (M, d) and ``counts`` (M,)); half of scipy's squared height, same order."""
+    ni, nj = counts[fi], counts[fj]
+    diff = sums.index_select(0, fi) / ni[:, None] - sums.index_select(0, fj) / nj[:, None]
+    return (diff * diff).sum(1) / (1.0 / ni + 1.0 / nj)
+
+
+def _ward_batch(x, lengths, ks, *, exact_gram: bool):
+    """Ward clusters of a padded batch ``x`` (B, N, d) with ``lengths`` (B,) real tokens and ``ks`` (B,)
+    clusters wanted -> ((B, N) int64 cluster ordinal of each token, ordered by first token, -1 on padding;
+    number of merge steps). Torch tensors, all on one device.
+
+    State per document: ``cd[i, j] = |c_i - c_j|^2`` between the centroids of active clusters (inf
+    elsewhere, exactly symmetric), updated on a merge of i and j by the centroid Lance-Williams formula
+    ``cd[i+j, k] = a cd[i, k] + b cd[j, k] - a b cd[i, j]`` (a, b = n_i, n_j over n_i + n_j); the Ward
+    merge cost is ``cd / (1/n_i + 1/n_j)``. ``cd`` is an exact bilinear function of the Gram matrix, so
+    a Gram matrix off by <= eps per entry (diagonal exact) leaves every ``cd`` off by <= 4 eps; rounding
+    in the updates adds <= 2 x (sum of per-step roundings), since later values are again a direct
+    combination (absolute weights summing to <= 2) of any earlier state.
+    """
+    import torch
+
+    dev = x.device
+    B, N, d = x.shape
+    f64 = torch.float64
+    i64 = torch.int64
+    ar = torch.arange(N, device=dev)
+    valid = ar[None, :] < lengths[:, None]
+    need = (lengths - ks).to(i64)  # merges to keep per document
+
+    wd = f64 if exact_gram else torch.float32  # working precision of the distance matrix
+    u = 2.0**-53 if exact_gram else _U32
+    gamma = (d + 2) * u / (1.0 - (d + 2) * u)
+    xw = x.to(wd)
+    sq = (xw * xw).sum(-1)
+    maxsq = sq.max(1).values.to(f64).clamp_min(1e-300)
+    sq_inf = sq.masked_fill(~valid, _INF)  # padding rows/columns become inf distances
+    cd = torch.baddbmm(sq_inf[:, :, None] + sq_inf[:, None, :], xw, xw.transpose(1, 2), alpha=-2.0)
+    cd.diagonal(dim1=1, dim2=2).fill_(_INF)
+    # Error bound on every cd entry (any summation order, FMA or not): the initial squared distances are
+    # off by <= (4 gamma + 4 u) maxsq; a later value is a combination of them with absolute weights
+    # summing to <= 2; each merge step rounds values <= 4 maxsq by <= 16 u, again weighted <= 2.
+    err0 = 2.0 * (4.0 * gamma + 4.0 * u) * maxsq  # (B,)
+    err_step = 2.0 * 16.0 * u * 4.0 * maxsq
+    err = err0 + err_step
+
+    cd2 = cd.view(B * N, N)
+    cdf = cd.view(-1)
+    sums = x.to(f64).reshape(B * N, d)
+    counts = valid.to(f64).view(-1)
+    invc = counts.to(wd, copy=True)  # 1 / n for active clusters, 0 elsewhere
+    active = valid.clone()
+    parent = ar.expand(B, N).clone()
+    height = torch.full((B, N), _INF, dtype=f64, device=dev)
+    nn = ar.expand(B, N).clone()
+    low = torch.full((B, N), _INF, dtype=f64, device=dev)  # lower bound of each row's exact NN cost
+    nn_f, low_f, height_f = nn.view(-1), low.view(-1), height.view(-1)
+    col_step = ar * N
+
+    def resolve(fq, cost, scale=1.0):
+        """Exact nearest neighbour (by Ward cost ``scale * cost``) of flat rows ``fq``."""
+        bq = torch.div(fq, N, rounding_mode="floor")
+        top, idx = cost.topk(min(2, N), dim=1, largest=False)
+        top = top.to(f64) * scale
+        best = idx[:, 0]
+        v1 = top[:, 0]
+        fin = torch.isfinite(v1)
+        slack = err[bq] / invc[fq].to(f64) + 4.0 * u * v1.abs()
+        low_f[fq] = torch.where(fin, v1 - slack, _INF)
+        if top.shape[1] > 1:
+            amb = fin & (top[:, 1] - slack <= v1 + slack) & torch.isfinite(top[:, 1])
+            if bool(amb.any()):
+                qa = torch.nonzero(amb).squeeze(1)
+                cand = (cost.index_select(0, qa).to(f64) * scale - slack[qa, None]) <= (v1[qa] + slack[qa])[:, None]
+                sub, col = torch.nonzero(cand, as_tuple=True)
+                q = qa[sub]
+                ex = _exact_ward(sums, counts, fq[q], bq[q] * N + col)
+                rowmin = torch.full((len(qa),), _INF, dtype=f64, device=dev).scatter_reduce(0, sub, ex, "amin")
+                key = torch.where(ex == rowmin[sub], col, N)
+                best[qa] = torch.full((len(qa),), N, dtype=i64, device=dev).scatter_reduce(0, sub, key, "amin")
+        nn_f[fq] = torch.where(fin, best, fq - bq * N)
+
+    if N > 1:  # all singletons: cost = cd / 2
+        resolve(torch.arange(B * N, device=dev), cd2, 0.5)
+    live = need > 0
+    steps = 0
+    while bool(live.any()):
+        steps += 1
+        mutual = active & live[:, None] & (nn.gather(1, nn) == ar) & (ar < nn)
+        bi, ii = torch.nonzero(mutual, as_tuple=True)
+        if len(bi) == 0:  # pragma: no cover - the globally closest pair is always reciprocal
+            raise RuntimeError("Ward pooling found no reciprocal nearest neighbours; please report this bug")
+        jj = nn[bi, ii]
+        base = bi * N
+        fi, fj = base + ii, base + jj
+        height_f[fj] = _exact_ward(sums, counts, fi, fj)
+        ni, nj = counts[fi], counts[fj]
+        a = (ni / (ni + nj)).to(wd)
+        b = (nj / (ni + nj)).to(wd)
+        ri = cd2.index_select(0, fi)
+        g = a * b * ri.gather(1, jj[:, None]).squeeze(1)
+        # new cluster i+j against every old cluster (entries of inactive columns are stale: masked later)
+        rows = ri.mul_(a[:, None]).add_(cd2.index_select(0, fj).mul_(b[:, None])).sub_(g[:, None])
+        # new against new, when a document merges several pairs at once (p < q, both orders written)
+        per_doc = torch.bincount(bi, minlength=B)
+        if int(per_doc.max()) > 1:
+            m = per_doc[bi]
+            start = torch.cumsum(per_doc, 0)[bi] - m  # first merge of the same document
+            p = torch.repeat_interleave(torch.arange(len(bi), device=dev), m)
+            q = start[p] + torch.arange(len(p), device=dev) - torch.repeat_interleave(torch.cumsum(m, 0) - m, m)
+            keep = p < q
+            p, q = p[keep], q[keep]
+            val = a[q] * rows[p, ii[q]] + b[q] * rows[p, jj[q]] - g[q]
+            rows[p, ii[q]] = val
+            rows[q, ii[p]] = val
+        cd2.index_copy_(0, fi, rows)
+        cdf.index_put_(((base * N + ii)[:, None] + col_step[None, :],), rows)
+        sums.index_add_(0, fi, sums.index_select(0, fj))
+        counts[fi] = ni + nj
+        counts[fj] = 0.0
+        invc[fi] = (1.0 / (ni + nj)).to(wd)
+        invc[fj] = 0.0
+        active[bi, jj] = False
+        parent[bi, jj] = ii
+        low_f[fj] = _INF
+        nn_f[fj] = jj
+        err = err + err_step
+        touched = torch.zeros(B * N, dtype=torch.bool, device=dev)
+        touched[fi] = True
+        touched[fj] = True
+        touched = touched.view(B, N)
+        redo = active & live[:, None] & (touched | touched.gather(1, nn))
+        fq = torch.nonzero(redo.view(-1)).squeeze(1)
+        if len(fq):
+            bq = torch.div(fq, N, rounding_mode="floor")
+            den = invc.view(B, N).index_select(0, bq).add_(invc[fq][:, None])
+            cost = cd2.index_select(0, fq).div_(den)
+            cost.masked_fill_(~active.index_select(0, bq), _INF)
+            resolve(fq, cost)
+        # no future merge costs less than the smallest current distance (reducibility), so a document
+        # is done once `need` of its merges are at or below that floor
+        floor = low.min(1).values
+        live = live & ((height <= floor[:, None]).sum(1) < need)
+
+    # cut: keep each document's `need` lowest merges (exact costs), then follow parents to the roots
+    order = torch.sort(height, dim=1, stable=True).indices
+    rank = torch.empty_like(order).scatter_(1, order, ar.expand(B, N).contiguous())
+    root = torch.where(rank < need[:, None], parent, ar[None, :])
+    while True:
+        nxt = root.gather(1, root)
+        if bool((nxt == root).all()):
+            break
+        root = nxt
+    is_root = (root == ar) & valid
+    ordinal = torch.cumsum(is_root.to(i64), 1) - 1
+    return torch.where(valid, ordinal.gather(1, root), -1), steps
+
+
+# ---------------------------------------------------------------------------------- k-means engine
+def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
+    """k-means (k-means++ seeding with a fixed seed, then Lloyd) of a padded batch -> (B, N) cluster
+    ordinals ordered by first token (-1 on padding). Every wanted cluster ends non-empty."""
+    import torch
+
+    dev = x.device
+    B, N, d = x.shape
+    K = int(ks.max())
+    ar = torch.arange(N, device=dev)
+    valid = ar[None, :] < lengths[:, None]
+    xf = x.float()
+    sq = (xf * xf).sum(-1)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gumbel = -torch.log(-torch.log(torch.rand((K, B, N), generator=gen, dtype=torch.float64).clamp_(1e-300, 1.0)))
+    gumbel = gumbel.to(dev)
+    # k-means++: next centre drawn with probability proportional to the squared distance to the chosen ones
+    # (Gumbel-max over log weights; uniform over unchosen tokens when all weights are 0, e.g. duplicates)
+    chosen = torch.zeros((B, N), dtype=torch.bool, device=dev)
+    centres = torch.zeros((B, K, d), dtype=torch.float32, device=dev)
+    mind = torch.full((B, N), float("inf"), dtype=torch.float64, device=dev)
+    bidx = torch.arange(B, device=dev)
+    for t in range(K):
+        w = torch.where(torch.isinf(mind), torch.ones_like(mind), mind.clamp_min(0.0))
+        zero = (w.masked_fill(~valid | chosen, 0.0).sum(1) <= 0)[:, None]
+        logw = torch.where(zero, torch.zeros_like(w), w.log())
+        logw = logw.masked_fill(~valid | chosen, -float("inf"))
+        pick = (logw + gumbel[t]).argmax(1)
+        todo = t < ks
+        chosen[bidx[todo], pick[todo]] = True
+        c = xf[bidx, pick]
+        centres[:, t] = torch.where(todo[:, None], c, centres[:, t])
+        dist = (sq - 2.0 * (xf @ c[:, :, None]).squeeze(2) + (c * c).sum(1, keepdim=True)).to(torch.float64)
+        mind = torch.where(todo[:, None], torch.minimum(mind, dist.clamp_min(0.0)), mind)
+    slot_ok = torch.arange(K, device=dev)[None, :] < ks[:, None]  # (B, K)
+
+    def assign(c):
+        dist = (c * c).sum(-1)[:, None, :] - 2.0 * torch.bmm(xf, c.transpose(1, 2))  # (B, N, K) minus |x|^2
+        return dist.masked_fill(~slot_ok[:, None, :], float("inf")).argmin(2)
+
+    lab = assign(centres)
+    for _ in range(iters):
+        onehot = torch.zeros((B, N, K), dtype=torch.float32, device=dev)
+        onehot.scatter_(2, lab[:, :, None], valid[:, :, None].float())
+        cnt = onehot.sum(1)  # (B, K)
+        new = torch.bmm(onehot.transpose(1, 2), xf) / cnt.clamp_min(1.0)[:, :, None]
+        centres = torch.where((cnt > 0)[:, :, None], new, centres)  # an empty cluster keeps its centre
+        nxt = assign(centres)
+        if bool(((nxt == lab) | ~valid).all()):
+            break
+        lab = nxt
+    # an empty cluster takes the token farthest from its centre among clusters with >= 2 tokens
+    lab = lab.cpu().numpy().copy()
+    xs, cs = xf.cpu().numpy(), centres.cpu().numpy()
+    lens, kk = lengths.cpu().numpy(), ks.cpu().numpy()
+    for b in range(B):
+        n, k = int(lens[b]), int(kk[b])
+        lb = lab[b, :n]
+        cnt = np.bincount(lb, minlength=k)
+        for e in np.flatnonzero(cnt[:k] == 0):
+            far = ((xs[b, :n] - cs[b, lb]) ** 2).sum(1)
+            far[cnt[lb] < 2] = -1.0
+            t = int(np.argmax(far))
+            cnt[lb[t]] -= 1
+            lb[t] = e
+            cnt[e] = 1
+    lab = torch.from_numpy(lab).to(dev)
+    # ordinals by first token
+    first = torch.full((B, K), N, dtype=torch.int64, device=dev)
+    first.scatter_reduce_(1, lab.clamp_min(0), ar.expand(B, N).masked_fill(~valid, N), "amin")
+    order = torch.argsort(first, dim=1)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(K, device=dev).expand(B, K).contiguous())
+    return torch.where(valid, rank.gather(1, lab.clamp_min(0)), -1)
+
+
+# --------------------------------------------------------------------------------------- public API
+def _batches(lengths: np.ndarray, max_elems: int):
+    """Group document indices (sorted by length, longest first) into padded batches of bounded size."""
+    order = np.argsort(-lengths, kind="stable")
+    i = 0
+    while i < len(order):
+        n = int(lengths[order[i]])
+        size = max(1, max_elems // max(n * n, 1))
+        yield order[i : i + size]
+        i += size
+
+
+def _cluster_labels(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, ks: np.ndarray, method: str,
+                    device: Any, *, exact_gram: bool | None = None, seed: int = 0, iters: int = 20,
+                    max_elems: int = _BATCH_ELEMS) -> np.ndarray:
+    """Cluster ordinal (within its document) of every token of the segments ``values[starts[i]:+lengths[i]]``
+    -> one int64 array, segments concatenated. Segments with ``ks >= lengths`` keep every token."""
+    import torch
+
+    dev = _torch_device(device)
+    if exact_gram is None:
+        exact_gram = dev.type != "cpu"
+    out_off = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=out_off[1:])
+    labels = np.empty(int(out_off[-1]), np.int64)
+    todo = np.flatnonzero(ks < lengths)
+    for i in np.flatnonzero(ks >= lengths):
+        labels[out_off[i] : out_off[i + 1]] = np.arange(lengths[i])
+    if not len(todo):
+        return labels
+    for sel in _batches(lengths[todo], max_elems):
+        docs = todo[sel]
+        n_max = int(lengths[docs].max())
+        lens = lengths[docs]
+        tok = np.repeat(starts[docs], lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))
+        pos = np.repeat(np.arange(len(docs)), lens) * n_max + (tok - np.repeat(starts[docs], lens))
+        x = np.zeros((len(docs) * n_max, values.shape[1]), np.float32)
+        x[pos] = values[tok]
+        xt = torch.from_numpy(x.reshape(len(docs), n_max, -1)).to(dev)
+        lt = torch.from_numpy(lens.astype(np.int64)).to(dev)
+        kt = torch.from_numpy(ks[docs].astype(np.int64)).to(dev)
+        if method == "ward":
+            lab, _ = _ward_batch(xt, lt, kt, exact_gram=exact_gram)
+        else:
+            lab = _kmeans_batch(xt, lt, kt, seed=seed, iters=iters)
+        lab = lab.cpu().numpy().reshape(-1)
+        dst = np.repeat(out_off[docs], lens) + (tok - np.repeat(starts[docs], lens))
+        labels[dst] = lab[pos]
+    return labels
+
+
+def _pool_from_labels(docs: Ragged, protected: int, n_out: np.ndarray, labels: np.ndarray) -> Ragged:
+    """Output batch from per-token labels (protected tokens are their own, unnormalized, outputs)."""
+    import torch
+
+    out_off = np.zeros(len(docs) + 1, np.int64)
+    np.cumsum(n_out, out=out_off[1:])
+    seg = docs.segment_ids()
+    dest = out_off[seg] + labels
+    v = torch.from_numpy(np.ascontiguousarray(docs.values, dtype=np.float32))
+    acc = torch.zeros((int(out_off[-1]), docs.dim), dtype=torch.float64)
+    acc.index_add_(0, torch.from_numpy(dest), v.to(torch.float64))
+    norms = torch.linalg.vector_norm(acc, dim=1, keepdim=True)
+    res = (acc / norms.clamp_min(1e-300)).to(torch.float32).numpy()
+    if protected:
+        local = np.arange(docs.n_tokens) - docs.offsets[seg]
+        prot = local < protected
+        res[dest[prot]] = docs.values[prot]
+    return Ragged(res.astype(docs.values.dtype, copy=False), out_off)
+
+
+def _labels(docs: Ragged, factor: float, method: str, protected: int, device: Any, seed: int,
+            exact_gram: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels of every token within its document's output, output count per document)."""
+    lengths = docs.lengths
+    p = np.minimum(lengths, protected)
+    n = lengths - p
+    ks = n_clusters(n, factor)
+    starts = docs.offsets[:-1] + p
+    lab = _cluster_labels(docs.values, starts, n, ks, method, device, exact_gram=exact_gram, seed=seed)
+    seg = docs.segment_ids()
+    local = np.arange(docs.n_tokens) - docs.offsets[seg]
+    labels = local.copy()
+    rest = local >= p[seg]
+    labels[rest] = p[seg][rest] + lab
+    return labels, p + ks
+
+
+def _prepare(docs: Any, factor: Any, method: Any, protected: Any) -> tuple[Ragged, float, str, int]:
+    method = _check_method(method, METHODS, "pooling method")
+    f = _check_factor(factor)
+    protected = _check_protected(protected)
+    return as_ragged(docs), f, method, protected
+
+
+def pool(docs: Any, factor: float, *, method: str = "ward", protected: int = 0, device: Any = "cpu",
+         seed: int = 0, return_labels: bool = False) -> Any:
+    """Pool each document's token vectors into ``ceil(n / factor)`` re-normalized cluster means.
+
+    ``docs`` is a :class:`~mvstore.Ragged` (or a list of ``(n_i, dim)`` arrays). ``method="ward"`` is
+    hierarchical Ward clustering on the vectors (exactly scipy's ``linkage(x, "ward")`` cut with
+    ``fcluster(..., k, "maxclust")``); ``"kmeans"`` is k-means++ seeded with ``seed`` then Lloyd. The first
+    ``protected`` tokens of each document are kept unchanged in front and ``n`` counts the others; a
+    document with ``n >= 1`` keeps at least one cluster. ``factor=1`` returns ``docs`` unchanged.
+    ``device`` is ``"cpu"``, ``"cuda[:N]"`` or ``"auto"`` (CPU and CUDA give the same Ward clusters).
+
+    Returns a Ragged with the same number of documents; with ``return_labels=True`` also the
+    ``(n_tokens,)`` int64 index of each input token's output vector within its document.
+    """
+    docs, f, method, protected = _prepare(docs, factor, method, protected)
+    if f == 1.0:
+        if return_labels:
+            return docs, np.arange(docs.n_tokens) - np.repeat(docs.offsets[:-1], docs.lengths)
+        return docs
+    labels, n_out = _labels(docs, f, method, protected, device, seed)
+    out = _pool_from_labels(docs, protected, n_out, labels)
+    return (out, labels) if return_labels else out
+
+
+def pool_labels(docs: Any, factor: float, *, method: str = "ward", protected: int = 0, device: Any = "cpu",
+                seed: int = 0) -> np.ndarray:
+    """The ``(n_tokens,)`` int64 output index (within its document) that :func:`pool` gives each token:
+    protected tokens ``0..protected-1``, then clusters numbered in order of their first token."""
+    docs, f, method, protected = _prepare(docs, factor, method, protected)
+    if f == 1.0:
+        return np.arange(docs.n_tokens) - np.repeat(docs.offsets[:-1], docs.lengths)
+    return _labels(docs, f, method, protected, device, seed)[0]
+
+
+def _check_grid(grid: Any) -> tuple[int, int]:
+    ok = isinstance(grid, (tuple, list)) and len(grid) == 2
+    ok = ok and all(isinstance(g, (int, np.integer)) and not isinstance(g, bool) and g >= 1 for g in grid)
+    if not ok:
+        raise SpecError(f"grid must be a (rows, cols) pair of positive ints, e.g. (32, 32) for ColPali; got {grid!r}")
+    return int(grid[0]), int(grid[1])
+
+
+def pool_patches(docs: Any, grid: tuple[int, int], *, factor: float | None = None, mode: str = "spatial",
+                 protected: int = 0, block: tuple[int, int] | None = None, device: Any = "cpu",
+                 return_labels: bool = False) -> Any:
+    """Pool image-patch documents laid out as ``protected`` leading tokens then a row-major ``grid`` of
+    patches (every document must have exactly ``protected + rows * cols`` tokens).
+
+    ``mode="spatial"`` averages neighbouring patches in ``block = (bh, bw)`` tiles (default from a square
+    ``factor``: 4 -> 2x2; tiles at the right/bottom edges are smaller when the grid does not divide),
+    outputs in row-major tile order. ``mode="semantic"`` is Ward clustering of each document's patches
+    (Light-ColPali), ``ceil(rows * cols / factor)`` clusters (default factor 4). Means are re-normalized;
+    protected tokens are kept unchanged in front. ``return_labels`` as in :func:`pool`.
+    """
+    mode = _check_method(mode, PATCH_MODES, "patch pooling mode")
+    rows, cols = _check_grid(grid)
+    protected = _check_protected(protected)
+    docs = as_ragged(docs)
+    expect = protected + rows * cols
+    bad = np.flatnonzero(docs.lengths != expect)
+    if len(bad):
+        i = int(bad[0])
+        raise InvalidVectorsError(
+            f"document {i} has {int(docs.lengths[i])} tokens but grid {rows}x{cols} with protected={protected} "
+            f"needs {expect}; pass the grid the encoder used (and protected= for extra leading tokens)"
+        )
+    if mode == "semantic":
+        if block is not None:
+            raise SpecError("block= only applies to mode='spatial'; semantic pooling takes factor=")
+        return pool(docs, 4.0 if factor is None else factor, method="ward", protected=protected, device=device,
+                    return_labels=return_labels)
+    if block is None:
+        f = 4.0 if factor is None else _check_factor(factor)
+        s = math.isqrt(int(round(f)))
+        if s * s != f:
+            raise SpecError(f"spatial factor {factor!r} is not a square number; pass block=(bh, bw), e.g. (1, 2)")
+        block = (s, s)
+    bh, bw = _check_grid(block)
+    if factor is not None and _check_factor(factor) != bh * bw:
+        raise SpecError(f"factor={factor!r} does not match block={block!r} (factor must be bh * bw = {bh * bw})")
+    tiles_w = -(-cols // bw)
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    tile = (r // bh) * tiles_w + (c // bw)
+    n_tiles = int(tile.max()) + 1
+    local = np.concatenate([np.arange(protected), protected + tile])
+    labels = np.tile(local, len(docs))
+    n_out = np.full(len(docs), protected + n_tiles, np.int64)
+    out = _pool_from_labels(docs, protected, n_out, labels)
+    return (out, labels) if return_labels else out
