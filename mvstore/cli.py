@@ -1,0 +1,716 @@
+"""The ``mvstore`` command line: build, search, eval, info, bench, tune, report.
+
+::
+
+    mvstore build INDEX --input docs.jsonl --spec pool2,pca96,rq2      # texts, encoded by the bundled MiniLM
+    mvstore build INDEX --input vectors.npz --spec pq16                # precomputed token vectors
+    mvstore search INDEX "what causes tides" -k 5 --where "year > 2020" [--json]
+    mvstore eval BEIR_DIR --index INDEX | --spec SPEC [--max-docs N] [--json]
+    mvstore info INDEX [--json]
+    mvstore bench BEIR_DIR --spec fp16 --spec pool2,pca96,rq2 [--json]
+    mvstore tune BEIR_DIR --budget 20 [--json]          (or: tune docs.jsonl --queries queries.txt)
+    mvstore report frontier.jsonl -o frontier.png
+
+Inputs: JSONL (one object per line), Parquet, or ``.npz`` with packed token vectors (``ids`` (n,),
+``vectors`` (n_tokens, dim) float, ``offsets`` (n + 1,) int). A row's token vectors come from the
+``--vectors-column`` (a list of vectors) when present, else its ``--text-column`` is encoded. Other scalar
+columns are stored as metadata (filterable with ``--where``).
+
+User mistakes print one line ``mvstore: error: ...`` on stderr and exit with code 2 (``--debug`` shows the
+traceback). The encoder used by ``build`` is recorded in ``INDEX/mvstore-cli.json`` and reused for text
+queries by ``search`` and ``eval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "build_parser"]
+
+CLI_META = "mvstore-cli.json"
+TEXT_CHUNK = 256
+
+
+class UsageError(ValueError):
+    """A command-line input that cannot work (the message says what to pass instead)."""
+
+
+def _progress(iterable: Any = None, **kw: Any) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=kw.pop("disable", False) or None, file=sys.stderr, **kw)
+
+
+def _emit(rows: Sequence[dict], as_json: bool, columns: Sequence[str] | None = None) -> None:
+    if as_json:
+        for r in rows:
+            print(json.dumps(r, default=_jsonable))
+    else:
+        from .report import format_table
+
+        print(format_table([{k: _short(v) for k, v in r.items()} for r in rows], columns))
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return str(v)
+
+
+def _short(v: Any, n: int = 60) -> Any:
+    return v if not isinstance(v, str) or len(v) <= n else v[: n - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def _read_table(path: str) -> Any:
+    """A JSONL or Parquet file as an Arrow table."""
+    import pyarrow as pa
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"input file {path!r} does not exist")
+    name = p.name.lower()
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(p)
+    if name.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson")):
+        import gzip
+
+        rows = []
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(p, "rt", encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise UsageError(f"{path}:{n} is not valid JSON ({e.msg}); expected one object per line") from None
+        if not rows:
+            raise UsageError(f"{path} holds no records")
+        try:
+            return pa.Table.from_pylist(rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise UsageError(f"{path}: records do not form a table ({e}); give every line the same fields") from e
+    raise UsageError(f"cannot read {path!r}: use a .jsonl, .jsonl.gz, .parquet or .npz file")
+
+
+def _read_npz(path: str) -> tuple[list, Any]:
+    from .ragged import Ragged
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"input file {path!r} does not exist")
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("vectors", "offsets") if k not in z.files]
+        if missing:
+            raise UsageError(
+                f"{path} lacks array(s) {missing}; an .npz input holds 'vectors' (n_tokens, dim), 'offsets' "
+                f"(n_docs + 1,) and optionally 'ids' (n_docs,); it has {z.files}"
+            )
+        docs = Ragged(np.asarray(z["vectors"]), np.asarray(z["offsets"]))
+        ids = z["ids"].tolist() if "ids" in z.files else list(range(len(docs)))
+    if len(ids) != len(docs):
+        raise UsageError(f"{path}: 'ids' has {len(ids)} entries but 'offsets' describes {len(docs)} documents")
+    return ids, docs
+
+
+class Source:
+    """Documents of an input file: ids, optional texts, optional vectors, metadata table."""
+
+    def __init__(self, path: str, args: argparse.Namespace):
+        self.texts: list[str] | None = None
+        self.vectors = None
+        self.metadata = None
+        if path.lower().endswith(".npz"):
+            self.ids, self.vectors = _read_npz(path)
+            return
+        tbl = _read_table(path)
+        cols = tbl.column_names
+        if args.id_column not in cols:
+            raise UsageError(f"{path} has no id column {args.id_column!r} (columns: {cols}); pass --id-column NAME")
+        self.ids = tbl.column(args.id_column).to_pylist()
+        if args.vectors_column in cols:
+            from .ragged import Ragged
+
+            mats = tbl.column(args.vectors_column).to_pylist()
+            self.vectors = Ragged.from_list([np.asarray(m, np.float32) for m in mats])
+        elif args.text_column in cols:
+            texts = tbl.column(args.text_column).to_pylist()
+            if args.title_column:
+                if args.title_column not in cols:
+                    raise UsageError(f"{path} has no title column {args.title_column!r} (columns: {cols})")
+                titles = tbl.column(args.title_column).to_pylist()
+                texts = [f"{t or ''} {x or ''}".strip() for t, x in zip(titles, texts)]
+            bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+            if bad:
+                raise UsageError(f"record {bad[0]} (id {self.ids[bad[0]]!r}) has an empty text; drop it first")
+            self.texts = texts
+        else:
+            raise UsageError(
+                f"{path} has neither a vectors column {args.vectors_column!r} nor a text column "
+                f"{args.text_column!r} (columns: {cols}); pass --text-column or --vectors-column"
+            )
+        self.metadata = self._metadata(tbl, args)
+
+    @staticmethod
+    def _metadata(tbl: Any, args: argparse.Namespace) -> Any:
+        import pyarrow as pa
+
+        skip = {args.id_column, args.vectors_column}
+        if args.metadata is not None:
+            names = [c for c in args.metadata.split(",") if c]
+            unknown = [c for c in names if c not in tbl.column_names]
+            if unknown:
+                raise UsageError(f"--metadata names unknown column(s) {unknown}; the input has {tbl.column_names}")
+        else:
+            scalar = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer, pa.types.is_floating,
+                      pa.types.is_boolean, pa.types.is_timestamp, pa.types.is_date)
+            names = [f.name for f in tbl.schema if f.name not in skip and any(t(f.type) for t in scalar)]
+        names = [c for c in names if not c.startswith("_")]
+        return tbl.select(names) if names else None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+# ---------------------------------------------------------------------------------------- encoders
+def _encoder_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"model": args.model, "query_max_length": args.query_max_length, "doc_max_length": args.doc_max_length}
+
+
+def _make_encoder(settings: dict[str, Any], cache: str | None = None) -> Any:
+    from .encoders import CachedEncoder, HFTokenEncoder
+
+    enc = HFTokenEncoder(
+        settings.get("model"),
+        query_max_length=int(settings.get("query_max_length") or 64),
+        doc_max_length=int(settings.get("doc_max_length") or 256),
+    )
+    return CachedEncoder(enc, cache, progress=False) if cache else enc
+
+
+def _encode(encoder: Any, texts: Sequence[str], role: str, quiet: bool) -> Any:
+    from .ragged import Ragged
+
+    fn = encoder.encode_documents if role == "doc" else encoder.encode_queries
+    if len(texts) <= TEXT_CHUNK:
+        return fn(list(texts))
+    parts = []
+    with _progress(total=len(texts), desc=f"encoding {role}s", unit="text", disable=quiet) as bar:
+        for s in range(0, len(texts), TEXT_CHUNK):
+            parts.append(fn(list(texts[s : s + TEXT_CHUNK])))
+            bar.update(len(parts[-1]))
+    return Ragged.concat(parts)
+
+
+def _index_meta(root: str) -> dict[str, Any]:
+    p = Path(root) / CLI_META
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _index_encoder(idx: Any, args: argparse.Namespace) -> Any:
+    """The encoder a CLI-built index was built with (overridable by --model)."""
+    meta = _index_meta(idx.root).get("encoder")
+    if args.model is not None or meta is None:
+        if meta is None and args.model is None and idx.dim != 384:
+            raise UsageError(
+                f"the index holds {idx.dim}-d vectors and records no encoder; pass --model (the encoder it was "
+                "built with) or query with vectors (--query-file queries.npz)"
+            )
+        meta = {"model": args.model, "query_max_length": args.query_max_length, "doc_max_length": 256}
+    return _make_encoder(meta, getattr(args, "cache", None))
+
+
+# -------------------------------------------------------------------------------------------- build
+def _build(root: str, spec: str, ids: list, docs: Any, metadata: Any, args: argparse.Namespace,
+           texts: list[str] | None = None, encoder: Any = None) -> Any:
+    """Create the index at ``root`` and fill it: train on a random sample of documents, then stream
+    batches (encode -> pool -> compress -> write) with progress bars; one Lance commit."""
+    import mvstore.store as ms
+
+    from .ragged import Ragged
+
+    quiet = args.quiet
+    n = len(ids)
+    if n == 0:
+        raise UsageError("the input has no documents")
+    if getattr(args, "overwrite", False) and os.path.exists(os.path.join(root, "mvstore.json")):
+        import shutil
+
+        shutil.rmtree(root)
+    dim = encoder.dim if docs is None else docs.dim
+    idx = ms.create(root, spec=spec, dim=dim, keep_source=getattr(args, "keep_source", False))
+    rng = np.random.default_rng(0)
+    sample_rows = np.sort(rng.choice(n, min(n, args.train_docs), replace=False))
+    cached: dict[int, np.ndarray] = {}
+    if docs is None:
+        sample = _encode(encoder, [texts[i] for i in sample_rows], "doc", quiet)
+        cached = {int(r): sample[j] for j, r in enumerate(sample_rows)}
+    else:
+        sample = docs.take(sample_rows)
+    with _progress(total=1, desc=f"training {spec}", unit="step", disable=quiet) as bar:
+        idx.train(sample)
+        bar.update(1)
+    del sample
+
+    bs = args.batch_size
+    bar = _progress(total=n, desc="encoding + pooling + writing" if docs is None else "pooling + writing",
+                    unit="doc", disable=quiet)
+
+    def batches() -> Iterator[tuple]:
+        for a in range(0, n, bs):
+            b = min(n, a + bs)
+            if docs is None:
+                todo = [i for i in range(a, b) if i not in cached]
+                enc = encoder.encode_documents([texts[i] for i in todo]) if todo else None
+                got = {i: enc[j] for j, i in enumerate(todo)}
+                part = Ragged.from_list([cached.pop(i) if i in cached else got[i] for i in range(a, b)])
+            else:
+                part = docs[a:b]
+            meta = None if metadata is None else metadata.slice(a, b - a)
+            yield ids[a:b], part, meta
+            bar.update(b - a)
+
+    try:
+        idx.add_batches(batches())
+    finally:
+        bar.close()
+    meta = {"encoder": None if encoder is None else getattr(args, "_encoder_settings", None),
+            "input": getattr(args, "input", None), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (Path(idx.root) / CLI_META).write_text(json.dumps(meta, indent=2))
+    return idx
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import mvstore.spec as spec_mod
+
+    spec_mod.parse(args.spec)
+    src = Source(args.input, args)
+    encoder = None
+    if src.vectors is None:
+        args._encoder_settings = _encoder_settings(args)
+        encoder = _make_encoder(args._encoder_settings, args.cache)
+    t = time.perf_counter()
+    idx = _build(args.index, args.spec, src.ids, src.vectors, src.metadata, args, src.texts, encoder)
+    st = idx.stats()
+    row = {"index": idx.root, "spec": st["spec"], "docs": st["docs"], "tokens": st["tokens"],
+           "vectors": st["vectors"], "bytes_per_token": round(st["bytes_per_token"], 2),
+           "version": st["version"], "build_s": round(time.perf_counter() - t, 1)}
+    _emit([row], args.json)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- search
+def _user_columns(idx: Any) -> list[str]:
+    import lance
+
+    from .store._layout import DOCS, DOCS_SYSTEM_COLUMNS
+
+    if idx.version == 0:
+        return []
+    ds = lance.dataset(os.path.join(idx.root, DOCS), version=idx.version)
+    return [c for c in ds.schema.names if c not in DOCS_SYSTEM_COLUMNS]
+
+
+def _search_params(args: argparse.Namespace) -> dict[str, Any]:
+    p = {"candidates": args.candidates, "device": args.device}
+    if args.nprobe is not None:
+        p["nprobe"] = args.nprobe
+    if args.n_rerank is not None:
+        p["n_rerank"] = args.n_rerank
+    return p
+
+
+def _open(path: str, version: int | None = None) -> Any:
+    import mvstore.store as ms
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no index at {path!r}; build one with `mvstore build {path} --input FILE`")
+    return ms.open(path, version=version)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    idx = _open(args.index, args.version)
+    if args.query_file and args.query_file.lower().endswith(".npz"):
+        if args.queries:
+            raise UsageError("give query texts or --query-file, not both")
+        _, queries = _read_npz(args.query_file)
+        labels = [f"q{i}" for i in range(len(queries))]
+    else:
+        texts = list(args.queries)
+        if args.query_file:
+            if not Path(args.query_file).is_file():
+                raise FileNotFoundError(f"query file {args.query_file!r} does not exist")
+            texts += [ln.strip() for ln in Path(args.query_file).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if not texts:
+            raise UsageError("no query: pass query texts, or --query-file (text lines or .npz vectors)")
+        queries = _index_encoder(idx, args).encode_queries(texts)
+        labels = texts
+    columns = args.columns.split(",") if args.columns else _user_columns(idx)
+    t = time.perf_counter()
+    res = idx.search(queries, k=args.k, where=args.where, params=_search_params(args), columns=columns)
+    elapsed = time.perf_counter() - t
+    rows = res.to_pylist()
+    for r in rows:
+        r["query"] = labels[r["query"]]
+        r["score"] = round(float(r["score"]), 4)
+    if args.json:
+        _emit(rows, True)
+    else:
+        _emit(rows, False)
+        print(f"({len(rows)} results for {len(labels)} queries in {elapsed * 1e3:.0f} ms)", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- info
+def cmd_info(args: argparse.Namespace) -> int:
+    idx = _open(args.index, args.version)
+    st = idx.stats()
+    files = {}
+    for sub in sorted(Path(idx.root).iterdir()):
+        size = sum(f.stat().st_size for f in sub.rglob("*") if f.is_file()) if sub.is_dir() else sub.stat().st_size
+        files[sub.name] = size
+    info = {
+        **st,
+        "path": idx.root,
+        "options": idx.options,
+        "columns": _user_columns(idx),
+        "versions": idx.versions(),
+        "files": files,
+        "encoder": _index_meta(idx.root).get("encoder"),
+    }
+    if args.json:
+        print(json.dumps(info, default=_jsonable))
+        return 0
+    print(f"{'index':<16} {idx.root}")
+    for k in ("spec", "dim", "version", "docs", "tokens", "vectors", "code_size", "stored_bytes",
+              "bytes_per_token", "disk_bytes", "n_centroids", "train_error", "drift"):
+        v = st.get(k)
+        print(f"{k:<16} {round(v, 4) if isinstance(v, float) else v}")
+    print(f"{'columns':<16} {', '.join(info['columns']) or '-'}")
+    print(f"{'encoder':<16} {info['encoder'] or '-'}")
+    print(f"{'files':<16} " + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in files.items()))
+    print("versions")
+    from .report import format_table
+
+    print(format_table([{k: _jsonable(v) if k == "timestamp" else v for k, v in r.items()} for r in info["versions"]]))
+    return 0
+
+
+# --------------------------------------------------------------------------------------- eval/bench
+def _beir(args: argparse.Namespace) -> tuple[list, list, list, list, dict]:
+    from .eval import load_beir
+
+    if not Path(args.beir).is_dir():
+        raise FileNotFoundError(f"BEIR directory {args.beir!r} does not exist")
+    ds = load_beir(args.beir, args.split)
+    doc_ids = list(ds.corpus)
+    if args.max_docs:
+        rel = {d for q in ds.qrels.values() for d in q}
+        doc_ids = [d for d in doc_ids if d in rel] + [d for d in doc_ids if d not in rel]
+        doc_ids = doc_ids[: max(args.max_docs, 1)]
+    qids = [q for q in ds.qrels if q in ds.queries]
+    return doc_ids, [ds.corpus[d] for d in doc_ids], qids, [ds.queries[q] for q in qids], ds.qrels
+
+
+def _run(res: Any, qids: list) -> dict[str, list[str]]:
+    run: dict[str, list[str]] = {q: [] for q in qids}
+    for qi, did in zip(res.column("query").to_pylist(), res.column("id").to_pylist()):
+        run[qids[qi]].append(str(did))
+    return run
+
+
+def _metrics(run: dict, qrels: dict, k: int) -> dict[str, float]:
+    from .eval import ndcg_at_k, recall_at_k
+
+    qrels = {q: r for q, r in qrels.items() if q in run}
+    return {f"ndcg{k}": round(ndcg_at_k(run, qrels, k), 4), f"recall{k}": round(recall_at_k(run, qrels, k), 4),
+            "recall100": round(recall_at_k(run, qrels, 100), 4)}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if (args.index is None) == (args.spec is None):
+        raise UsageError("pass --index INDEX (evaluate an existing index) or --spec SPEC (build one), not both")
+    doc_ids, doc_texts, qids, qtexts, qrels = _beir(args)
+    args._encoder_settings = _encoder_settings(args)
+    with tempfile.TemporaryDirectory(prefix="mvstore-eval-") as tmp:
+        if args.index is not None:
+            idx = _open(args.index)
+            encoder = _index_encoder(idx, args)
+        else:
+            encoder = _make_encoder(args._encoder_settings, args.cache)
+            args.input = args.beir
+            root = args.index_dir or os.path.join(tmp, "index")
+            idx = _build(root, args.spec, doc_ids, None, None, args, doc_texts, encoder)
+        queries = _encode(encoder, qtexts, "query", args.quiet)
+        t = time.perf_counter()
+        res = idx.search(queries, k=max(100, args.k), params=_search_params(args))
+        row = {"spec": str(idx.spec), **_metrics(_run(res, qids), qrels, args.k),
+               "bytes_per_token": round(idx.stats()["bytes_per_token"], 2), "docs": len(idx), "queries": len(qids),
+               "search_s": round(time.perf_counter() - t, 2)}
+        if args.index is not None or args.index_dir:
+            row["index"] = idx.root
+    _emit([row], args.json)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import resource
+
+    from .eval import recall_vs_reference, run_from_scores
+    from .search.maxsim import maxsim_batch
+
+    doc_ids, doc_texts, qids, qtexts, qrels = _beir(args)
+    args._encoder_settings = _encoder_settings(args)
+    encoder = _make_encoder(args._encoder_settings, args.cache)
+    docs = _encode(encoder, doc_texts, "doc", args.quiet)
+    queries = _encode(encoder, qtexts, "query", args.quiet)
+
+    def rss_mb() -> float:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+    def latency(fn) -> tuple[float, float]:
+        n = min(args.latency_queries, len(queries))
+        fn(queries[0:1])
+        times = []
+        for i in range(n):
+            t = time.perf_counter()
+            fn(queries[i : i + 1])
+            times.append((time.perf_counter() - t) * 1e3)
+        return round(float(np.percentile(times, 50)), 2), round(float(np.percentile(times, 95)), 2)
+
+    scores = maxsim_batch(queries, docs)
+    exact = run_from_scores(scores, qids, doc_ids, 100)
+    p50, p95 = latency(lambda q: maxsim_batch(q, docs))
+    rows = [{"spec": "exact-fp32", **_metrics(exact, qrels, 10), "recall10_vs_exact": 1.0,
+             "bytes_per_token": docs.dim * 4, "build_s": 0.0, "p50_ms": p50, "p95_ms": p95,
+             "peak_rss_mb": rss_mb()}]
+    if args.json:
+        _emit(rows[-1:], True)
+    for spec in args.spec:
+        with tempfile.TemporaryDirectory(prefix="mvstore-bench-") as tmp:
+            t = time.perf_counter()
+            idx = _build(os.path.join(tmp, "ix"), spec, doc_ids, docs, None, args)
+            build_s = time.perf_counter() - t
+            params = _search_params(args)
+            res = idx.search(queries, k=100, params=params)
+            run = _run(res, qids)
+            p50, p95 = latency(lambda q, idx=idx, params=params: idx.search(q, k=10, params=params))
+            rows.append({"spec": spec, **_metrics(run, qrels, 10),
+                         "recall10_vs_exact": round(recall_vs_reference(run, exact, 10), 4),
+                         "bytes_per_token": round(idx.stats()["bytes_per_token"], 2), "build_s": round(build_s, 1),
+                         "p50_ms": p50, "p95_ms": p95, "peak_rss_mb": rss_mb()})
+        if args.json:
+            _emit(rows[-1:], True)
+    if not args.json:
+        _emit(rows, False)
+    return 0
+
+
+# ------------------------------------------------------------------------------------- tune/report
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import tune
+
+    rng = np.random.default_rng(args.seed)
+    args._encoder_settings = _encoder_settings(args)
+    if Path(args.input).is_dir():
+        args.beir, args.max_docs = args.input, None
+        doc_ids, doc_texts, qids, qtexts, _ = _beir(args)
+        keep = np.sort(rng.choice(len(doc_texts), min(len(doc_texts), args.sample_docs), replace=False))
+        encoder = _make_encoder(args._encoder_settings, args.cache)
+        docs = _encode(encoder, [doc_texts[i] for i in keep], "doc", args.quiet)
+        qkeep = np.sort(rng.choice(len(qtexts), min(len(qtexts), args.sample_queries), replace=False))
+        queries = _encode(encoder, [qtexts[i] for i in qkeep], "query", args.quiet)
+    else:
+        if not args.queries:
+            raise UsageError("tune on a documents file needs --queries (text lines, .jsonl with --text-column, "
+                             "or .npz vectors); or pass a BEIR directory")
+        src = Source(args.input, args)
+        keep = np.sort(rng.choice(len(src), min(len(src), args.sample_docs), replace=False))
+        encoder = None
+        if src.vectors is not None:
+            docs = src.vectors.take(keep)
+        else:
+            encoder = _make_encoder(args._encoder_settings, args.cache)
+            docs = _encode(encoder, [src.texts[i] for i in keep], "doc", args.quiet)
+        if args.queries.lower().endswith(".npz"):
+            _, queries = _read_npz(args.queries)
+        else:
+            if not Path(args.queries).is_file():
+                raise FileNotFoundError(f"queries file {args.queries!r} does not exist")
+            if args.queries.lower().endswith((".jsonl", ".parquet", ".jsonl.gz")):
+                qtexts = _read_table(args.queries).column(args.text_column).to_pylist()
+            else:
+                qtexts = [ln.strip() for ln in Path(args.queries).read_text(encoding="utf-8").splitlines() if ln.strip()]
+            if encoder is None:
+                raise UsageError("text queries need text documents; with vector documents pass --queries queries.npz")
+            queries = _encode(encoder, qtexts[: args.sample_queries], "query", args.quiet)
+    cands = args.candidates.split(";") if args.candidates else None
+    res = tune(docs, queries, max_bytes_per_token=args.budget, candidates=cands, k=args.k,
+               sample_docs=args.sample_docs, sample_queries=args.sample_queries, progress=not args.quiet)
+    if args.json:
+        _emit(res.table, True)
+    else:
+        print(res.to_text(pareto_only=args.pareto_only))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import format_table, load_rows, pareto_front, plot_frontier
+
+    rows = load_rows(args.rows)
+    out = plot_frontier(rows, args.output, x=args.x, y=args.y, title=args.title)
+    front = [rows[i] for i in pareto_front(rows, args.x, args.y)]
+    cols = [c for c in ("spec", args.x, args.y) if any(c in r for r in front)]
+    if args.json:
+        _emit(front, True)
+    else:
+        print(format_table(front, cols))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- parser
+def _encoder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="Hugging Face encoder (path or id); default: bundled all-MiniLM-L6-v2")
+    p.add_argument("--query-max-length", type=int, default=64)
+    p.add_argument("--doc-max-length", type=int, default=256)
+    p.add_argument("--cache", default=None, help="directory of an on-disk embedding cache (encode each text once)")
+
+
+def _input_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--id-column", default="id")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--title-column", default=None, help="prepended to the text (e.g. 'title' for BEIR corpora)")
+    p.add_argument("--vectors-column", default="vectors", help="column of precomputed token vectors (list of lists)")
+    p.add_argument("--metadata", default=None, help="comma-separated metadata columns (default: all scalar columns)")
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--candidates", default="auto", help="stage 1: auto | centroid | sparse | exhaustive")
+    p.add_argument("--nprobe", type=int, default=None)
+    p.add_argument("--n-rerank", type=int, default=None)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+
+
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=1024, help="documents per streamed write batch")
+    p.add_argument("--train-docs", type=int, default=2000, help="random documents the codec is trained on")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mvstore", description=__doc__.split("\n")[0])
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("build", help="build an index from texts or token vectors")
+    p.add_argument("index", help="index directory to create")
+    p.add_argument("--input", "-i", required=True, help=".jsonl / .parquet (texts or vectors) or .npz (vectors)")
+    p.add_argument("--spec", default="fp16", help="compression spec, e.g. pool2,pca96,rq2 (default fp16)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index at that path")
+    p.add_argument("--keep-source", action="store_true", help="also store pooled vectors (fp16) for retraining")
+    p.add_argument("--json", action="store_true")
+    _input_args(p), _encoder_args(p), _build_args(p)
+    p.set_defaults(fn=cmd_build)
+
+    p = sub.add_parser("search", help="search an index with query texts or vectors")
+    p.add_argument("index")
+    p.add_argument("queries", nargs="*", help="query texts")
+    p.add_argument("--query-file", default=None, help="text lines, or .npz query vectors (vectors, offsets)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--where", default=None, help="SQL filter on metadata, e.g. \"lang = 'en'\"")
+    p.add_argument("--columns", default=None, help="metadata columns to show (default: all)")
+    p.add_argument("--version", type=int, default=None, help="search an older version (time travel)")
+    p.add_argument("--json", action="store_true", help="one JSON object per result")
+    _encoder_args(p), _search_args(p)
+    p.set_defaults(fn=cmd_search)
+
+    p = sub.add_parser("eval", help="nDCG/recall on a BEIR dataset, of an index or of a spec")
+    p.add_argument("beir", help="BEIR directory (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    p.add_argument("--index", default=None, help="evaluate this index (built from the BEIR corpus)")
+    p.add_argument("--spec", default=None, help="build an index with this spec first")
+    p.add_argument("--index-dir", default=None, help="where to build (default: a temporary directory)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-docs", type=int, default=None, help="judged documents + others up to N")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    _encoder_args(p), _search_args(p), _build_args(p)
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("info", help="layout, versions and footprint of an index")
+    p.add_argument("index")
+    p.add_argument("--version", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_info)
+
+    p = sub.add_parser("bench", help="benchmark rows (quality, footprint, latency) on a BEIR dataset")
+    p.add_argument("beir")
+    p.add_argument("--spec", action="append", default=[], help="spec to benchmark (repeatable)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-docs", type=int, default=None)
+    p.add_argument("--latency-queries", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    _encoder_args(p), _search_args(p), _build_args(p)
+    p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("tune", help="pick the best spec within a bytes-per-token budget on a sample")
+    p.add_argument("input", help="a BEIR directory, or a documents file (.jsonl/.parquet/.npz) with --queries")
+    p.add_argument("--budget", type=float, required=True, help="max bytes per original token, e.g. 20")
+    p.add_argument("--queries", default=None, help="query texts (one per line, .jsonl) or .npz vectors")
+    p.add_argument("--candidates", default=None, help="';'-separated specs (default: a grid within budget)")
+    p.add_argument("--sample-docs", type=int, default=1000)
+    p.add_argument("--sample-queries", type=int, default=100)
+    p.add_argument("--split", default="test")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pareto-only", action="store_true", help="print only the Pareto rows")
+    p.add_argument("--json", action="store_true")
+    _input_args(p), _encoder_args(p)
+    p.set_defaults(fn=cmd_tune)
+
+    p = sub.add_parser("report", help="plot the quality/footprint Pareto front of benchmark JSON rows")
+    p.add_argument("rows", help="JSONL rows (a benchmark's --json output)")
+    p.add_argument("-o", "--output", default="frontier.png", help="PNG to write")
+    p.add_argument("--x", default="bytes_per_token")
+    p.add_argument("--y", default="ndcg10")
+    p.add_argument("--title", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_report)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .exceptions import MvstoreError
+
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return int(args.fn(args) or 0)
+    except KeyboardInterrupt:
+        print("mvstore: interrupted", file=sys.stderr)
+        return 130
+    except (MvstoreError, ValueError, TypeError, OSError, ImportError, KeyError) as e:
+        if args.debug:
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, KeyError):
+            msg = f"missing key {msg}"
+        print(f"mvstore: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The `mvstore` command line end to end, each command through a subprocess; plus report.plot_frontier."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks.data import synthetic_docs
+from mvstore.report import ReportError, load_rows, pareto_front, plot_frontier
+
+REPO = Path(__file__).resolve().parents[1]
+
+TEXTS = [
+    ("Solar panels convert sunlight into electricity using photovoltaic cells.", "energy"),
+    ("The solar system has eight planets orbiting the sun.", "space"),
+    ("Wind turbines generate electricity from moving air.", "energy"),
+    ("Photovoltaic panels on rooftops lower household electricity bills.", "energy"),
+    ("Panels of experts discussed the economy at the summit.", "economy"),
+    ("Sunlight exposure helps the body produce vitamin D.", "health"),
+    ("Electricity prices rose sharply during the winter.", "economy"),
+    ("Battery storage smooths out the output of solar farms.", "energy"),
+    ("A solar eclipse happens when the moon blocks the sun.", "space"),
+    ("Hydroelectric dams turn flowing water into electric power.", "energy"),
+    ("Tides are caused by the gravitational pull of the moon.", "space"),
+    ("Regular exercise lowers the risk of heart disease.", "health"),
+    ("Vaccines train the immune system to recognise a virus.", "health"),
+    ("Interest rates shape how much households borrow.", "economy"),
+]
+QUERIES = {
+    "q1": ("how do solar panels make electricity", {"d0": 2, "d3": 1}),
+    "q2": ("what causes ocean tides", {"d10": 2}),
+    "q3": ("how does the immune system respond to vaccines", {"d12": 2}),
+}
+
+
+def mvstore(*args, check_rc=0, env=None):
+    e = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {}))
+    p = subprocess.run([sys.executable, "-m", "mvstore.cli", *map(str, args)], capture_output=True, text=True,
+                       cwd=REPO, env=e, timeout=600)
+    if check_rc is not None:
+        assert p.returncode == check_rc, f"rc={p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    return p
+
+
+def json_rows(stdout):
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def beir(tmp_path_factory):
+    """A tiny BEIR-format dataset (corpus, queries, qrels) in a temporary directory."""
+    root = tmp_path_factory.mktemp("beir")
+    with open(root / "corpus.jsonl", "w") as f:
+        for i, (t, topic) in enumerate(TEXTS):
+            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": t, "topic": topic}) + "\n")
+    with open(root / "queries.jsonl", "w") as f:
+        for q, (t, _) in QUERIES.items():
+            f.write(json.dumps({"_id": q, "text": t}) + "\n")
+    (root / "qrels").mkdir()
+    with open(root / "qrels" / "test.tsv", "w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for q, (_, rel) in QUERIES.items():
+            for d, g in rel.items():
+                f.write(f"{q}\t{d}\t{g}\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def vector_files(tmp_path_factory):
+    """Precomputed token vectors: a Parquet file (id, vectors, lang) and query vectors in an .npz."""
+    root = tmp_path_factory.mktemp("vec")
+    docs = synthetic_docs(60, 16, n_topics=12, min_len=5, max_len=20, seed=0)
+    queries = synthetic_docs(4, 16, n_topics=12, min_len=3, max_len=5, seed=1)
+    tbl = pa.table({
+        "id": pa.array(np.arange(1000, 1060), pa.int64()),
+        "vectors": [d.tolist() for d in docs],
+        "lang": ["en" if i % 3 else "fr" for i in range(60)],
+    })
+    pq.write_table(tbl, root / "docs.parquet")
+    np.savez(root / "docs.npz", ids=np.arange(1000, 1060), vectors=docs.values, offsets=docs.offsets)
+    np.savez(root / "queries.npz", vectors=queries.values, offsets=queries.offsets)
+    return root, docs, queries
+
+
+# ------------------------------------------------------------------------- vectors (no model load)
+def test_build_search_info_from_vectors(vector_files, tmp_path):
+    root, docs, queries = vector_files
+    ix = tmp_path / "ix"
+    out = json_rows(mvstore("-q", "build", ix, "--input", root / "docs.parquet", "--spec", "sq8", "--json").stdout)
+    assert out[0]["docs"] == 60 and out[0]["tokens"] == docs.n_tokens and out[0]["bytes_per_token"] == 20.0
+    res = json_rows(mvstore("search", ix, "--query-file", root / "queries.npz", "-k", "4", "--where", "lang = 'fr'",
+                            "--json", "--candidates", "exhaustive").stdout)
+    assert len(res) == 16 and {r["lang"] for r in res} == {"fr"}
+    # the top hit equals exact MaxSim restricted to the filtered documents
+    from mvstore.search.maxsim import maxsim
+
+    fr = np.array([i for i in range(60) if i % 3 == 0])
+    best = 1000 + fr[int(np.argmax(maxsim(queries[0], docs[fr])))]
+    assert [r["id"] for r in res if r["query"] == "q0"][0] == best
+    info = json.loads(mvstore("info", ix, "--json").stdout)
+    assert info["spec"] == "sq8" and info["docs"] == 60 and info["columns"] == ["lang"]
+    assert [v["version"] for v in info["versions"]] == [1] and "docs.lance" in info["files"]
+    text = mvstore("info", ix).stdout
+    assert "bytes_per_token" in text and "versions" in text
+    # table output (not JSON) carries a header and the results
+    table = mvstore("search", ix, "--query-file", root / "queries.npz", "-k", "2").stdout
+    assert table.splitlines()[0].split() == ["query", "rank", "id", "score", "lang"]
+
+
+def test_build_from_npz_and_tune_on_vectors(vector_files, tmp_path):
+    root, docs, _ = vector_files
+    out = json_rows(mvstore("-q", "build", tmp_path / "ix", "--input", root / "docs.npz", "--spec", "pca8,sq4",
+                            "--json").stdout)
+    assert out[0]["docs"] == 60 and out[0]["bytes_per_token"] == 4.0 + 4  # 4 B codes + 4 B stage-1 term
+    rows = json_rows(mvstore("-q", "tune", root / "docs.npz", "--queries", root / "queries.npz", "--budget", "8",
+                             "--candidates", "sq8;sq4;bin;pca8,sq8", "-k", "5", "--json").stdout)
+    assert {r["spec"] for r in rows} == {"sq8", "sq4", "bin", "pca8,sq8"}
+    picked = [r for r in rows if r["picked"]]
+    assert len(picked) == 1 and picked[0]["bytes_per_token"] <= 8
+    assert picked[0]["fidelity"] == max(r["fidelity"] for r in rows if r["within_budget"])
+    text = mvstore("-q", "tune", root / "docs.npz", "--queries", root / "queries.npz", "--budget", "8",
+                   "--candidates", "sq4;bin", "-k", "5").stdout
+    assert text.startswith("picked 'sq4'") and "pareto" in text
+
+
+def test_report_command_and_plot(tmp_path):
+    rows = [
+        {"spec": "exact-fp32", "bytes_per_token": 1536, "ndcg10": 0.707},
+        {"spec": "fp16", "bytes_per_token": 768, "ndcg10": 0.706},
+        {"spec": "pca96,rq2", "bytes_per_token": 26, "ndcg10": 0.69},
+        {"spec": "pq16", "bytes_per_token": 16, "ndcg10": 0.62},
+        {"spec": "bin", "bytes_per_token": 48, "ndcg10": 0.60},
+        {"spec": "search-row", "p50_ms": 3.0},
+    ]
+    src = tmp_path / "rows.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    png = tmp_path / "frontier.png"
+    p = mvstore("report", src, "-o", png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["spec", "bytes_per_token", "ndcg10"]
+    assert [ln.split()[0] for ln in lines[1:]] == ["pq16", "pca96,rq2", "fp16", "exact-fp32"]  # bin is dominated
+    assert [rows[i]["spec"] for i in pareto_front(rows)] == ["pq16", "pca96,rq2", "fp16", "exact-fp32"]
+    with pytest.warns(UserWarning, match="1 of 6 rows lack"):
+        plot_frontier(rows, tmp_path / "b.png")
+    assert load_rows(src) == rows
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(ReportError, match="none of the 1 rows has numbers in both 'bytes_per_token' and 'ndcg10'.*x=/y="):
+        plot_frontier([{"spec": "a", "p50_ms": 1.0}], tmp_path / "a.png")
+    with pytest.raises(ReportError, match="must end in .png"):
+        plot_frontier([{"bytes_per_token": 1, "ndcg10": 0.5}], tmp_path / "a.jpg")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"spec": "a"}\nspec=b ndcg10=0.5\n')
+    with pytest.raises(ReportError, match="bad.jsonl:2 is not JSON.*--json"):
+        load_rows(bad)
+    p = mvstore("report", bad, "-o", tmp_path / "x.png", check_rc=2)
+    assert p.stderr.strip().count("\n") == 0 and "bad.jsonl:2 is not JSON" in p.stderr
+
+
+# ------------------------------------------------------------------------------- error handling
+def test_errors_are_one_line_with_exit_code_2(vector_files, tmp_path):
+    root, _, _ = vector_files
+    p = mvstore("build", tmp_path / "ix", "--input", tmp_path / "missing.jsonl", check_rc=2)
+    assert p.stderr.strip() == f"mvstore: error: input file {str(tmp_path / 'missing.jsonl')!r} does not exist"
+    p = mvstore("build", tmp_path / "ix", "--input", root / "docs.parquet", "--spec", "pca16,sq9", check_rc=2)
+    err = p.stderr.strip()
+    assert err.startswith("mvstore: error: at offset 6 in 'pca16,sq9': unknown stage 'sq9'") and "\n" not in err
+    assert "Traceback" not in p.stderr
+    p = mvstore("search", tmp_path / "nope", "hello", check_rc=2)
+    assert "no index at" in p.stderr and "mvstore build" in p.stderr
+    p = mvstore("build", tmp_path / "ix2", "--input", root / "docs.parquet", "--id-column", "doc_id", check_rc=2)
+    assert "no id column 'doc_id'" in p.stderr and "--id-column" in p.stderr
+    p = mvstore("tune", root / "docs.npz", "--budget", "8", check_rc=2)
+    assert "needs --queries" in p.stderr
+    p = mvstore("--debug", "build", tmp_path / "ix", "--input", tmp_path / "missing.jsonl", check_rc=1)
+    assert "Traceback" in p.stderr and "FileNotFoundError" in p.stderr
+    p = mvstore("search", check_rc=2)  # argparse usage error
+    assert "usage:" in p.stderr
+
+
+# ----------------------------------------------------------------------- texts (bundled encoder)
+def test_text_build_search_eval_bench(beir, tmp_path):
+    cache = tmp_path / "cache"
+    ix = tmp_path / "ix"
+    out = json_rows(mvstore("-q", "build", ix, "--input", beir / "corpus.jsonl", "--id-column", "_id",
+                            "--spec", "pca96,sq8", "--cache", cache, "--json").stdout)
+    assert out[0]["docs"] == len(TEXTS)
+    res = json_rows(mvstore("search", ix, "what causes ocean tides", "how do solar panels work", "-k", "3",
+                            "--json", "--where", "topic != 'economy'", "--cache", cache).stdout)
+    assert [r["id"] for r in res if r["rank"] == 0] == ["d10", "d0"]
+    assert all(r["topic"] != "economy" for r in res) and "text" in res[0]
+    ev = json_rows(mvstore("-q", "eval", beir, "--index", ix, "--json", "--cache", cache).stdout)[0]
+    assert ev["spec"] == "pca96,sq8" and ev["queries"] == 3 and ev["ndcg10"] > 0.8 and ev["recall100"] == 1.0
+    bench = json_rows(mvstore("-q", "bench", beir, "--spec", "fp16", "--spec", "pca32,sq4", "--json",
+                              "--cache", cache).stdout)
+    assert [r["spec"] for r in bench] == ["exact-fp32", "fp16", "pca32,sq4"]
+    assert bench[1]["recall10_vs_exact"] == 1.0 and abs(bench[1]["ndcg10"] - bench[0]["ndcg10"]) < 0.02
+    assert bench[2]["bytes_per_token"] < bench[1]["bytes_per_token"] < bench[0]["bytes_per_token"]
+    assert all(r["p50_ms"] > 0 and r["peak_rss_mb"] > 0 for r in bench)
+
+
+@pytest.mark.slow
+def test_eval_builds_its_own_index(beir, tmp_path):
+    ev = json_rows(mvstore("-q", "eval", beir, "--spec", "pca96,sq8", "--json").stdout)[0]
+    assert ev["spec"] == "pca96,sq8" and ev["docs"] == len(TEXTS) and ev["ndcg10"] > 0.8 and "index" not in ev
+    ev2 = json_rows(mvstore("-q", "eval", beir, "--spec", "fp16", "--index-dir", tmp_path / "ix", "--json").stdout)[0]
+    assert ev2["index"] == str(tmp_path / "ix") and (tmp_path / "ix" / "mvstore.json").exists()
