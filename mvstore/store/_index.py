@@ -608,10 +608,10 @@ class Index:
                 out = lance.write_dataset(
                     reader, self._docs_uri, schema=schema, mode="append" if ds is not None else "create"
                 )
-            except BaseException as e:
-                if failure:
+            except BaseException:
+                if failure:  # our own validation error or the user's iterator's exception, not Lance's wrapper
                     raise failure[0] from None
-                raise IndexCorruptedError(f"writing to {self._docs_uri} failed: {e}") from e
+                raise  # a Lance/IO failure: nothing was committed, the previous version is still current
             self._view = _View(out.version, out, st)
             if ds is not None and out.version == ds.version + 1:  # nobody else committed in between
                 self._ids_cache = (out.version, seen)
