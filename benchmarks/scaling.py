@@ -1,0 +1,202 @@
+"""Search scaling on synthetic corpora drawn to look like real token vectors (clustered, unit norm, 30-300
+tokens per document): build time, stored bytes, single-query p50/p95 latency and peak RSS per corpus size,
+at FIXED search params. Each size runs in a fresh subprocess so its peak RSS is its own.
+
+    python benchmarks/scaling.py [--sizes 10000 100000 1000000] [--dim 64] [--spec rq2c1024] [--json]
+
+Documents are generated and encoded in streaming batches (never the whole float corpus in memory): the codec
+is fitted on a sample of the first batch, every batch is encoded to uint8 codes plus its stage-1 terms (the
+rq codec's coarse centroid ids), and the snapshot holds only codes, offsets and terms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
+DEFAULT_SPEC = "rq2c1024"
+DEFAULT_PARAMS = {"nprobe": 4, "n_rerank": 64, "interaction": "probed"}
+BATCH_DOCS = 20_000
+
+
+class Corpus:
+    """A reproducible synthetic corpus: ``n_topics`` unit topic directions; each document mixes 4 topics and
+    its tokens are noisy copies of them (per-token noise ~ the spread of real contextual embeddings)."""
+
+    def __init__(self, n_docs: int, dim: int, *, n_topics: int = 4096, seed: int = 0, noise: float = 0.8):
+        self.n_docs, self.dim, self.seed, self.noise = n_docs, dim, seed, noise
+        rng = np.random.default_rng(seed)
+        t = rng.standard_normal((n_topics, dim)).astype(np.float32)
+        self.topics = t / np.linalg.norm(t, axis=1, keepdims=True)
+
+    def batch(self, a: int, b: int):
+        from mvstore.ragged import Ragged
+
+        rng = np.random.default_rng([self.seed, a])
+        lengths = rng.integers(30, 301, b - a)
+        offsets = np.zeros(b - a + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        mix = rng.integers(0, len(self.topics), (b - a, 4))
+        pick = mix[np.repeat(np.arange(b - a), lengths), rng.integers(0, 4, offsets[-1])]
+        v = self.topics[pick] + rng.standard_normal((offsets[-1], self.dim), dtype=np.float32) * (
+            self.noise / np.sqrt(self.dim)
+        )
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        return Ragged(v, offsets)
+
+    def queries(self, n: int, n_tok: int = 24):
+        """Queries: noisy tokens of random documents (regenerated from their batches)."""
+        from mvstore.ragged import Ragged
+
+        rng = np.random.default_rng([self.seed, 10**9])
+        out = []
+        for d in rng.integers(0, self.n_docs, n):
+            a = (d // BATCH_DOCS) * BATCH_DOCS
+            doc = self.batch(a, min(a + BATCH_DOCS, self.n_docs))[int(d - a)]
+            q = doc[rng.integers(0, len(doc), n_tok)] + rng.standard_normal((n_tok, self.dim)).astype(
+                np.float32
+            ) * (0.5 / np.sqrt(self.dim))
+            out.append(q / np.linalg.norm(q, axis=1, keepdims=True))
+        return Ragged.from_list(out)
+
+
+def build(corpus: Corpus, spec: str):
+    """Stream the corpus through the codec -> Snapshot (codes, offsets, terms, centroids)."""
+    from mvstore.search.postings import assign_terms, default_n_centroids, fit_centroids
+    from mvstore.search.snapshot import Snapshot
+    from mvstore.spec import build_pipeline
+
+    first = corpus.batch(0, min(BATCH_DOCS, corpus.n_docs))
+    rng = np.random.default_rng(0)
+    sample = first.values[rng.choice(first.n_tokens, min(first.n_tokens, 200_000), replace=False)]
+    codec = build_pipeline(spec, corpus.dim).fit(sample)
+    if codec.has_coarse:
+        centroids = np.ascontiguousarray(codec.coarse_centroids, np.float32)
+    else:
+        est = corpus.n_docs * 165
+        centroids = fit_centroids(codec.transform(sample), min(default_n_centroids(est), 4096))
+    codes, terms, lengths = [], [], []
+    for a in range(0, corpus.n_docs, BATCH_DOCS):
+        r = first if a == 0 else corpus.batch(a, min(a + BATCH_DOCS, corpus.n_docs))
+        c = codec.encode(r.values)
+        codes.append(c)
+        terms.append(codec.coarse_terms(c).astype(np.int32) if codec.has_coarse
+                     else assign_terms(codec.transform(r.values), centroids))
+        lengths.append(r.lengths)
+        del r
+    first = None
+    lengths = np.concatenate(lengths)
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    codes = np.concatenate(codes)
+    terms = np.concatenate(terms)
+    return Snapshot(version=1, ids=np.arange(corpus.n_docs), codes=codes, offsets=offsets, codec=codec,
+                    n_tokens=lengths, terms=terms, centroids=centroids)
+
+
+def measure(n_docs: int, dim: int, spec: str, n_queries: int, check_recall: bool) -> dict:
+    from mvstore.search.params import SearchParams
+    from mvstore.search.searcher import Searcher
+
+    corpus = Corpus(n_docs, dim)
+    t = time.perf_counter()
+    snap = build(corpus, spec)
+    encode_s = time.perf_counter() - t
+    t = time.perf_counter()
+    searcher = Searcher(snap, SearchParams(device="cpu", **DEFAULT_PARAMS))
+    _ = searcher.generator  # posting lists (built once per snapshot)
+    postings_s = time.perf_counter() - t
+    queries = corpus.queries(n_queries)
+    searcher.search(queries[0:1], 10)
+    lat = []
+    results = []
+    for i in range(len(queries)):
+        t = time.perf_counter()
+        results.append(searcher.search(queries[i : i + 1], 10)[0])
+        lat.append((time.perf_counter() - t) * 1e3)
+    row = {
+        "docs": n_docs,
+        "tokens": int(snap.offsets[-1]),
+        "dim": dim,
+        "spec": spec,
+        **DEFAULT_PARAMS,
+        "centroids": int(len(snap.centroids)),
+        "build_s": round(encode_s + postings_s, 1),
+        "encode_s": round(encode_s, 1),
+        "postings_s": round(postings_s, 1),
+        "stored_bytes": int(snap.codes.nbytes + snap.terms.nbytes),
+        "bytes_per_token": round((snap.codes.nbytes + snap.terms.nbytes) / snap.offsets[-1], 2),
+        "postings_bytes": int(searcher.generator.postings.nbytes),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p95_ms": round(float(np.percentile(lat, 95)), 2),
+        "queries": len(queries),
+    }
+    if check_recall:
+        oracle = Searcher(snap, SearchParams(candidates="exhaustive", device="cpu", batch_size=len(queries)))
+        ex = oracle.search(queries, 10)
+        row["recall10_vs_exhaustive"] = round(
+            float(np.mean([len(np.intersect1d(a[0], b[0])) / 10 for a, b in zip(results, ex)])), 4
+        )
+    row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--spec", default=DEFAULT_SPEC)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--recall-up-to", type=int, default=100_000,
+                    help="also measure recall vs the exhaustive oracle for sizes up to this")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds per size")
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child mode: one size, here
+    ap.add_argument("--json", action="store_true", help="print JSON lines only")
+    args = ap.parse_args(argv)
+    if args.one:
+        n = args.sizes[0]
+        print(json.dumps(measure(n, args.dim, args.spec, args.queries, n <= args.recall_up_to)), flush=True)
+        return 0
+    rows = []
+    for n in args.sizes:
+        cmd = [sys.executable, __file__, "--one", "--sizes", str(n), "--dim", str(args.dim), "--spec", args.spec,
+               "--queries", str(args.queries), "--recall-up-to", str(args.recall_up_to)]
+        t = time.perf_counter()
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        except subprocess.TimeoutExpired:
+            row = {"docs": n, "error": f"did not finish within --timeout {args.timeout:.0f}s"}
+        else:
+            if p.returncode != 0:
+                row = {"docs": n, "error": (p.stderr.strip().splitlines() or ["?"])[-1][:300],
+                       "returncode": p.returncode}
+            else:
+                row = json.loads(p.stdout.strip().splitlines()[-1])
+        row["wall_s"] = round(time.perf_counter() - t, 1)
+        rows.append(row)
+        print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    ok = [r for r in rows if "p50_ms" in r]
+    if len(ok) >= 2:
+        a, b = ok[0], ok[-1]
+        growth = (b["p50_ms"] / a["p50_ms"]) / (b["docs"] / a["docs"])
+        summary = {"summary": "latency growth vs corpus growth", "from_docs": a["docs"], "to_docs": b["docs"],
+                   "p50_ratio": round(b["p50_ms"] / a["p50_ms"], 2), "docs_ratio": b["docs"] / a["docs"],
+                   "sublinear": bool(growth < 1.0)}
+        print(json.dumps(summary) if args.json else summary, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""Two-stage search on SciFact: operating points (nprobe, n_rerank, interaction) of the centroid prefilter +
+exact MaxSim rerank, side by side with LanceDB's own multivector search on the same vectors.
+
+    python benchmarks/search_bench.py [--spec pool2,pca128,rq2] [--max-docs N] [--no-lancedb] [--json]
+
+One JSON object per row. Every row: system, spec, ndcg10, recall10_vs_exhaustive (top-10 overlap with
+exhaustive exact MaxSim over the SAME index's decoded vectors), recall10_vs_exact (overlap with uncompressed
+exact MaxSim over all original tokens), p50_ms / p95_ms (single-query latency, query encoding excluded, one
+query at a time on the CPU), bytes_per_token (stored bytes per ORIGINAL token). The index is built through
+``mvstore.store`` (pooling, codec and stage-1 terms exactly as users get them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mvstore.eval import ndcg_at_k, recall_vs_reference  # noqa: E402
+from mvstore.ragged import Ragged  # noqa: E402
+from mvstore.search.params import SearchParams  # noqa: E402
+from mvstore.search.searcher import Searcher  # noqa: E402
+
+#: the default spec measured here (the codec engineer's pick may differ; pass --spec)
+DEFAULT_SPEC = "pool2,pca128,rq2"
+#: (nprobe, n_rerank, interaction) operating points
+DEFAULT_POINTS = [
+    (1, 32, "probed"),
+    (2, 32, "probed"),
+    (2, 64, "probed"),
+    (4, 32, "probed"),
+    (4, 64, "probed"),
+    (8, 64, "probed"),
+    (8, 128, "probed"),
+    (4, 64, "full"),
+    (8, 64, "full"),
+]
+#: the operating point recommended as SearchParams' default (measured below; see the report)
+RECOMMENDED = (4, 64, "probed")
+
+
+def _latency(fn, queries: Ragged, n: int) -> tuple[float, float]:
+    fn(queries[0:1])
+    times = []
+    for i in range(min(n, len(queries))):
+        q = queries[i : i + 1]
+        t = time.perf_counter()
+        fn(q)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def _run(results, query_ids, doc_ids, k: int = 10) -> dict[str, list[str]]:
+    return {q: [doc_ids[r] for r in rows[:k]] for q, (rows, _) in zip(query_ids, results)}
+
+
+def build_index(data, spec: str, workdir: str):
+    """Build the index through the store; returns (index, build_s)."""
+    from mvstore import store
+
+    t = time.perf_counter()
+    idx = store.create(str(Path(workdir) / "index"), spec=spec, dim=data.docs.dim)
+    idx.add(list(data.doc_ids), data.docs)
+    snap = idx.snapshot()
+    return idx, snap, time.perf_counter() - t
+
+
+def lancedb_rows(data, snap, pooled: Ragged, workdir: str, *, exhaustive_run, exact_run, n_latency: int,
+                 bytes_scale: float) -> list[dict]:
+    """LanceDB multivector search over the index's (pooled, transformed, unquantized) vectors: flat (exact
+    MaxSim, cosine) and with an IVF_PQ index (per-token ANN, LanceDB's default approximation)."""
+    import lancedb
+    import pyarrow as pa
+    from lancedb.index import IvfPq
+
+    vecs = np.ascontiguousarray(snap.codec.transform(pooled.values), np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)  # LanceDB multivector is cosine-only
+    d = vecs.shape[1]
+    fsl = pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), d)
+    col = pa.ListArray.from_arrays(pa.array(pooled.offsets.astype(np.int32)), fsl)
+    db = lancedb.connect(str(Path(workdir) / "lancedb"))
+    tbl = db.create_table("docs", pa.table({"row": pa.array(np.arange(len(pooled))), "vector": col}))
+    qt = [snap.codec.transform_query(q) for q in data.queries]
+    qt = [q / np.linalg.norm(q, axis=1, keepdims=True) for q in qt]
+    rows = []
+    n_tok = int(data.docs.n_tokens)
+
+    def search(q, nprobes=None):
+        s = tbl.search(q).limit(10).select(["row"])
+        if nprobes:
+            s = s.nprobes(nprobes)
+        return s.to_arrow()["row"].to_numpy()
+
+    for label, nprobes in (("lancedb-flat", None), ("lancedb-ivfpq", 20), ("lancedb-ivfpq", 80)):
+        build_s = 0.0
+        if label == "lancedb-ivfpq" and not tbl.list_indices():
+            t = time.perf_counter()
+            n_part = int(2 ** np.floor(np.log2(np.sqrt(len(vecs)))))
+            tbl.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=n_part,
+                                                    num_sub_vectors=d // 8))
+            build_s = time.perf_counter() - t
+        res = [search(q, nprobes) for q in qt]
+        run = {q: [data.doc_ids[r] for r in rr] for q, rr in zip(data.query_ids, res)}
+        lat = []
+        for q in qt[:n_latency]:
+            t = time.perf_counter()
+            search(q, nprobes)
+            lat.append((time.perf_counter() - t) * 1e3)
+        stored = len(vecs) * d * 4 + (len(vecs) * (d // 8) if label != "lancedb-flat" else 0)
+        rows.append({
+            "system": label,
+            "spec": f"{snap.codec.spec()} vectors as float32" + (", IVF_PQ" if nprobes else ""),
+            "nprobe": nprobes,
+            "n_rerank": None,
+            "ndcg10": round(ndcg_at_k(run, data.qrels, 10), 4),
+            "recall10_vs_exhaustive": round(recall_vs_reference(run, exhaustive_run, 10), 4),
+            "recall10_vs_exact": round(recall_vs_reference(run, exact_run, 10), 4),
+            "p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "p95_ms": round(float(np.percentile(lat, 95)), 2),
+            "bytes_per_token": round(stored / n_tok * bytes_scale, 2),
+            "index_build_s": round(build_s, 1),
+        })
+    return rows
+
+
+def search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, exact_run=None, n_latency: int = 300,
+                with_lancedb: bool = True) -> list[dict]:
+    """Rows for the exhaustive oracle and each operating point (and LanceDB, side by side)."""
+    from mvstore.pooling import pool
+    from mvstore.spec import parse
+
+    points = list(operating_points or DEFAULT_POINTS)
+    exact_run = exact_run if exact_run is not None else data.exact_run(100)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="mvstore_search_bench_") as work:
+        idx, snap, build_s = build_index(data, spec, work)
+        st = idx.stats()
+        bpt = float(st["bytes_per_token"])
+        base = {"spec": spec, "docs": snap.n_docs, "vectors": snap.n_vectors,
+                "centroids": int(len(snap.centroids)), "queries": len(data.queries)}
+
+        t = time.perf_counter()
+        oracle = Searcher(snap, SearchParams(candidates="exhaustive", device="cpu", batch_size=len(data.queries)))
+        ex = oracle.search(data.queries, 10)
+        ex_s = time.perf_counter() - t
+        exhaustive_run = _run(ex, data.query_ids, data.doc_ids)
+        p50, p95 = _latency(lambda q: oracle.search(q, 10), data.queries, min(n_latency, 10))
+        out.append({**base, "system": "mvstore-exhaustive", "nprobe": None, "n_rerank": None,
+                    "interaction": None,
+                    "ndcg10": round(ndcg_at_k(exhaustive_run, data.qrels, 10), 4),
+                    "recall10_vs_exhaustive": 1.0,
+                    "recall10_vs_exact": round(recall_vs_reference(exhaustive_run, exact_run, 10), 4),
+                    "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "bytes_per_token": round(bpt, 2),
+                    "build_s": round(build_s, 1), "batch_search_s": round(ex_s, 1)})
+        for nprobe, n_rerank, inter in points:
+            params = SearchParams(candidates="centroid", nprobe=nprobe, n_rerank=n_rerank, interaction=inter,
+                                  device="cpu")
+            s = Searcher(snap, params)
+            t = time.perf_counter()
+            res = s.search(data.queries, 10)
+            batch_s = time.perf_counter() - t
+            run = _run(res, data.query_ids, data.doc_ids)
+            p50, p95 = _latency(lambda q, s=s: s.search(q, 10), data.queries, n_latency)
+            out.append({**base, "system": "mvstore", "nprobe": nprobe, "n_rerank": n_rerank, "interaction": inter,
+                        "ndcg10": round(ndcg_at_k(run, data.qrels, 10), 4),
+                        "recall10_vs_exhaustive": round(recall_vs_reference(run, exhaustive_run, 10), 4),
+                        "recall10_vs_exact": round(recall_vs_reference(run, exact_run, 10), 4),
+                        "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "bytes_per_token": round(bpt, 2),
+                        "batch_qps": round(len(data.queries) / batch_s, 1),
+                        "recommended": (nprobe, n_rerank, inter) == RECOMMENDED})
+        # end to end through Index.search (Arrow result), at the recommended point
+        nprobe, n_rerank, inter = RECOMMENDED
+        params = SearchParams(nprobe=nprobe, n_rerank=n_rerank, interaction=inter, device="cpu")
+        p50, p95 = _latency(lambda q: idx.search(q, 10, params=params), data.queries, n_latency)
+        out.append({**base, "system": "mvstore-Index.search", "nprobe": nprobe, "n_rerank": n_rerank,
+                    "interaction": inter, "p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
+                    "bytes_per_token": round(bpt, 2)})
+        if with_lancedb:
+            sp = parse(spec)
+            pooled = pool(data.docs, sp.pool_factor, method=sp.pool_method) if sp.pool_factor > 1 else data.docs
+            for row in lancedb_rows(data, snap, pooled, work, exhaustive_run=exhaustive_run, exact_run=exact_run,
+                                    n_latency=min(n_latency, 50), bytes_scale=1.0):
+                out.append({**base, **row})
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spec", default=DEFAULT_SPEC)
+    ap.add_argument("--max-docs", type=int, default=None)
+    ap.add_argument("--no-lancedb", action="store_true", help="skip the LanceDB rows")
+    ap.add_argument("--latency-queries", type=int, default=300)
+    ap.add_argument("--json", action="store_true", help="print JSON lines only")
+    args = ap.parse_args(argv)
+    from benchmarks.data import load_scifact
+
+    data = load_scifact(args.max_docs)
+    for row in search_rows(data, args.spec, exact_run=data.exact_run(100), n_latency=args.latency_queries,
+                           with_lancedb=not args.no_lancedb):
+        print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
