@@ -224,6 +224,24 @@ def test_delete_keeps_ids_stable_through_compaction_and_cleanup(uri, docs):
     )
 
 
+def test_metadata_as_arrow_pandas_dicts_or_columns(uri, docs):
+    pd = pytest.importorskip("pandas")
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=8)
+    idx.add([0, 1], docs[:2], metadata=pa.table({"lang": ["en", "fr"], "score_x": [0.5, 1.5]}))
+    idx.add(
+        [2, 3], docs[2:4], metadata=pd.DataFrame({"lang": ["de", "it"], "score_x": [2.5, 3.5]}, index=[7, 8])
+    )
+    idx.add([4], docs[4:5], metadata=[{"lang": "es", "score_x": 4.5}])
+    idx.add([5], docs[5:6], metadata={"score_x": [5.5]})
+    got = lancedb.connect(uri).open_table("docs").to_arrow().select(["id", "lang", "score_x"]).to_pylist()
+    assert got == [
+        {"id": i, "lang": lang, "score_x": i + 0.5}
+        for i, lang in enumerate(["en", "fr", "de", "it", "es", None])
+    ]
+    df = idx.search(docs[:2], k=6, columns=["lang", "score_x"], where="score_x > 2").to_pandas()
+    assert len(df) == 8 and set(df["id"]) == {2, 3, 4, 5}
+
+
 def test_upsert_replaces_vectors_and_metadata(uri, docs):
     idx = build(uri, docs, n=50)
     idx.upsert(
