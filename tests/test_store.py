@@ -384,6 +384,14 @@ def test_opening_non_index_or_corrupted_index(uri, tmp_path, docs):
         (data_dir / f).write_bytes(b"garbage" * 10)
     with pytest.raises(IndexCorruptedError, match="codec state 1"):
         ms.open(str(tmp_path / "b"))
+    shutil.copytree(uri, str(tmp_path / "c"))
+    with open(tmp_path / "c" / "mvstore.json", "w") as f:
+        f.write((tmp_path / "a" / "mvstore.json").read_text())
+    docs_data = tmp_path / "c" / "docs.lance" / "data"
+    for f in os.listdir(docs_data):
+        (docs_data / f).write_bytes(b"garbage" * 10)
+    with pytest.raises(IndexCorruptedError, match="docs table version 1 cannot be read"):
+        ms.open(str(tmp_path / "c")).search(docs[0], k=1)
 
 
 # -------------------------------------------------------------------------------------- crash safety

@@ -135,11 +135,17 @@ class _View:
             codes, offsets, n_tok = np.zeros((0, cs), np.uint8), np.zeros(1, np.int64), np.zeros(0, np.int64)
             terms, rowaddr = np.zeros(0, np.int32), np.zeros(0, np.uint64)
         else:
-            tbl = self.ds.to_table(
-                columns=["id", "n_tokens", "n_vectors", "codes", "terms"],
-                with_row_address=True,
-                scan_in_order=True,
-            )
+            try:
+                tbl = self.ds.to_table(
+                    columns=["id", "n_tokens", "n_vectors", "codes", "terms"],
+                    with_row_address=True,
+                    scan_in_order=True,
+                )
+            except (OSError, ValueError) as e:
+                raise IndexCorruptedError(
+                    f"docs table version {self.version} cannot be read ({str(e).splitlines()[0][:200]}); the index "
+                    "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
+                ) from e
             id_col = tbl.column("id")
             ids = ids_numpy(id_col)
             if ids.dtype.kind == "U":
@@ -609,7 +615,9 @@ class Index:
                     reader, self._docs_uri, schema=schema, mode="append" if ds is not None else "create"
                 )
             except BaseException:
-                if failure:  # our own validation error or the user's iterator's exception, not Lance's wrapper
+                if (
+                    failure
+                ):  # our own validation error or the user's iterator's exception, not Lance's wrapper
                     raise failure[0] from None
                 raise  # a Lance/IO failure: nothing was committed, the previous version is still current
             self._view = _View(out.version, out, st)
