@@ -43,14 +43,16 @@ class SciFact:
     doc_texts: list[str] = field(repr=False, default_factory=list)
     query_texts: list[str] = field(repr=False, default_factory=list)
 
-    def exact_run(self, k: int = 100) -> dict[str, list[str]]:
-        """Top-k of exact uncompressed MaxSim (fp32, all tokens), cached on disk per doc subset."""
+    def exact_run(self, k: int = 100, scores: np.ndarray | None = None) -> dict[str, list[str]]:
+        """Top-k of exact uncompressed MaxSim (fp32, all tokens), cached on disk per doc subset.
+        ``scores``: the already computed ``(n_queries, n_docs)`` exact scores, to fill the cache."""
         key = hashlib.sha256(("\n".join(self.doc_ids) + f"|{k}|{MAX_LENGTH}").encode()).hexdigest()[:16]
         path = CACHE / "runs" / f"scifact_exact_{key}.json.gz"
-        if path.exists():
+        if path.exists() and scores is None:
             with gzip.open(path, "rt") as f:
                 return json.load(f)
-        scores = maxsim_batch(self.queries, self.docs)
+        if scores is None:
+            scores = maxsim_batch(self.queries, self.docs)
         run = run_from_scores(scores, self.query_ids, self.doc_ids, k)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

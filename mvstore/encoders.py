@@ -261,7 +261,7 @@ class CachedEncoder:
             except (FileNotFoundError, ValueError, OSError):
                 missing.append(i)
         fn = self.encoder.encode_documents if role == "doc" else self.encoder.encode_queries
-        bar = _progress(len(missing), f"encoding {role}s", self.progress)
+        bar = _progress(len(missing), "encoding documents" if role == "doc" else "encoding queries", self.progress)
         for s in range(0, len(missing), self.chunk):  # saved chunk by chunk: an interrupted run keeps its work
             part = missing[s : s + self.chunk]
             new = fn([texts[i] for i in part])
