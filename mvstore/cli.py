@@ -240,9 +240,6 @@ def _build(root: str, spec: str, ids: list, docs: Any, metadata: Any, args: argp
     batches (encode -> pool -> compress -> write) with progress bars; one Lance commit."""
     import mvstore.store as ms
 
-    from .ragged import Ragged
-
-    quiet = args.quiet
     n = len(ids)
     if n == 0:
         raise UsageError("the input has no documents")
@@ -252,6 +249,21 @@ def _build(root: str, spec: str, ids: list, docs: Any, metadata: Any, args: argp
         shutil.rmtree(root)
     dim = encoder.dim if docs is None else docs.dim
     idx = ms.create(root, spec=spec, dim=dim, keep_source=getattr(args, "keep_source", False))
+    try:
+        return _fill(idx, spec, ids, docs, metadata, args, texts, encoder)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(idx.root, ignore_errors=True)  # a failed build leaves no half-made index behind
+        raise
+
+
+def _fill(idx: Any, spec: str, ids: list, docs: Any, metadata: Any, args: argparse.Namespace,
+          texts: list[str] | None, encoder: Any) -> Any:
+    from .ragged import Ragged
+
+    quiet = args.quiet
+    n = len(ids)
     rng = np.random.default_rng(0)
     sample_rows = np.sort(rng.choice(n, min(n, args.train_docs), replace=False))
     cached: dict[int, np.ndarray] = {}

@@ -180,6 +180,11 @@ def test_errors_are_one_line_with_exit_code_2(vector_files, tmp_path):
     assert "no id column 'doc_id'" in p.stderr and "--id-column" in p.stderr
     p = mvstore("tune", root / "docs.npz", "--budget", "8", check_rc=2)
     assert "needs --queries" in p.stderr
+    dup = tmp_path / "dup.jsonl"  # token vectors in JSONL, with a repeated id
+    dup.write_text("".join(json.dumps({"id": i % 3, "vectors": [[1.0, 0.0], [0.6, 0.8]]}) + "\n" for i in range(4)))
+    p = mvstore("build", tmp_path / "ix3", "--input", dup, "--spec", "fp16", check_rc=2)
+    assert "mvstore: error:" in p.stderr and "0" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "ix3").exists()  # a failed build leaves no half-made index behind
     p = mvstore("--debug", "build", tmp_path / "ix", "--input", tmp_path / "missing.jsonl", check_rc=1)
     assert "Traceback" in p.stderr and "FileNotFoundError" in p.stderr
     p = mvstore("search", check_rc=2)  # argparse usage error
