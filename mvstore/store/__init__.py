@@ -67,7 +67,8 @@ from pathlib import Path
 
 from .. import spec as spec_mod
 from ..exceptions import IndexCorruptedError, SpecError
-from ._index import Index, drift, where_columns
+from ._encode import drift
+from ._index import Index
 from ._layout import (
     MANIFEST,
     FilterError,
@@ -78,6 +79,7 @@ from ._layout import (
     read_manifest,
     write_manifest,
 )
+from ._view import where_columns
 
 __all__ = [
     "create",

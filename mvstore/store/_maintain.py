@@ -12,8 +12,9 @@ import numpy as np
 import pyarrow as pa
 
 from ..ragged import Ragged
-from ._index import _View, encode_pooled
+from ._encode import encode_pooled
 from ._layout import STATE_KEY, InvalidOperationError, binary_values
+from ._view import _View
 
 #: rows per record batch when streaming the docs table through retraining
 _SCAN_ROWS = 2048

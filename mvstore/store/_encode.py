@@ -1,0 +1,71 @@
+"""Encoding pooled documents into docs-table columns; the reconstruction error and drift measures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ..ragged import Ragged
+from ._layout import binary_column, list_int32_column
+from ._view import _State
+
+#: vectors encoded at a time inside one batch (bounds the float temporaries of transform/decode/error)
+ENCODE_CHUNK = 1 << 16
+
+
+def encode_pooled(st: _State, pooled: Ragged, keep_source: bool) -> dict[str, pa.Array]:
+    """Codes, stage-1 terms, per-document reconstruction error (and fp16 source) of pooled documents, computed
+    in chunks of ``ENCODE_CHUNK`` vectors."""
+    from ..search.postings import assign_terms
+
+    codec = st.codec
+    n = pooled.n_tokens
+    codes = np.empty((n, codec.code_size), np.uint8)
+    terms = np.empty(n, np.int32)
+    vec_err = np.empty(n, np.float64)
+    for a in range(0, n, ENCODE_CHUNK):
+        x = np.ascontiguousarray(pooled.values[a : a + ENCODE_CHUNK], dtype=np.float32)
+        t = codec.transform(x)
+        c = codes[a : a + len(x)] = codec.quantizer.encode(t)
+        terms[a : a + len(x)] = codec.coarse_terms(c) if codec.has_coarse else assign_terms(t, st.centroids)
+        dec = codec.decode(c)
+        vec_err[a : a + len(x)] = sq_error(x, t, dec) if dec.shape == t.shape else np.nan
+    err = np.add.reduceat(vec_err, pooled.offsets[:-1]) / pooled.lengths if n else np.zeros(0)
+    cols = {
+        "n_vectors": pa.array(pooled.lengths.astype(np.int32)),
+        "codes": binary_column(codes, pooled.offsets * codec.code_size),
+        "terms": list_int32_column(terms, pooled.offsets),
+        "recon_err": pa.array(err.astype(np.float32)),
+    }
+    if keep_source:
+        src = pooled.values.astype(np.float16)
+        cols["source"] = binary_column(src, pooled.offsets * src.shape[1] * 2)
+    return cols
+
+
+def sq_error(x: np.ndarray, t: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Per-vector squared error of the stored representation: what the transforms drop (``||x||^2 - ||t||^2``,
+    exact for the orthonormal projections pca/trunc) plus the quantization error ``||t - decode(codes)||^2``.
+
+    >>> x = np.array([[3.0, 4.0]]); t = x[:, :1]; sq_error(x, t, t + 0.5).tolist()
+    [16.25]
+    """
+    r = t - dec
+    out = np.einsum("ij,ij->i", r, r, dtype=np.float64)
+    if t.shape[1] != x.shape[1]:
+        out += np.maximum(np.einsum("ij,ij->i", x, x, dtype=np.float64) - np.einsum("ij,ij->i", t, t), 0.0)
+    return out
+
+
+def drift(current: float | None, train: float | None, energy: float = 1.0) -> float | None:
+    """Drift = mean per-vector reconstruction error of the stored documents / the error on the training sample.
+
+    1.0 means the data looks like the training sample. None when the error cannot be measured or the codec is
+    (near) lossless: training error below 1e-6 of the sample's mean squared norm ``energy`` (e.g. fp16).
+
+    >>> drift(0.5, 0.25), drift(0.1, 1e-9), drift(None, 0.2)
+    (2.0, None, None)
+    """
+    if current is None or train is None or train <= 1e-6 * energy:
+        return None
+    return current / train

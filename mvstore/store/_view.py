@@ -1,0 +1,208 @@
+"""One index version's read state (:class:`_View`), the loaded codec state, ``where=`` column checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from typing import Any
+
+import lance
+import numpy as np
+import pyarrow as pa
+
+from ..exceptions import IndexCorruptedError, NotFittedError
+from ..search.params import SearchParams
+from ..search.snapshot import Snapshot
+from ._layout import FilterError, binary_values, ids_numpy, list_values, unknown_field
+
+_SQL_WORDS = {
+    "and", "or", "not", "in", "is", "null", "like", "ilike", "between", "true", "false", "cast", "as",
+    "case", "when", "then", "else", "end", "date", "timestamp", "interval", "escape", "distinct", "from",
+    "int", "integer", "bigint", "smallint", "tinyint", "float", "double", "real", "decimal", "varchar",
+    "string", "text", "boolean", "bool", "any",
+}  # fmt: skip
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def where_columns(where: str) -> list[str]:
+    """Column names a SQL filter refers to (string literals, keywords and function names skipped).
+
+    >>> where_columns("lang = 'en and x' AND year > 2020 OR lower(title) LIKE 'a%' AND \\"My Col\\" IS NULL")
+    ['lang', 'year', 'title', 'My Col']
+    """
+    out: list[str] = []
+    i, n = 0, len(where)
+    while i < n:
+        c = where[i]
+        if c == "'":  # string literal, '' escapes a quote
+            i += 1
+            while i < n and not (where[i] == "'" and (i + 1 >= n or where[i + 1] != "'")):
+                i += 2 if where[i] == "'" else 1
+            i += 1
+        elif c in '"`':
+            j = where.find(c, i + 1)
+            j = n if j < 0 else j
+            out.append(where[i + 1 : j])
+            i = j + 1
+        elif c.isdigit():
+            while i < n and (where[i].isalnum() or where[i] in "._"):
+                i += 1
+        else:
+            m = _IDENT.match(where, i)
+            if not m:
+                i += 1
+                continue
+            word, i = m.group(0), m.end()
+            rest = where[i:].lstrip()
+            if word.lower() not in _SQL_WORDS and not rest.startswith("("):
+                out.append(word)
+    return list(dict.fromkeys(out))
+
+
+@dataclasses.dataclass
+class _State:
+    """A loaded codec state: the fitted pipeline, stage-1 centroids and training facts."""
+
+    state_id: int
+    codec: Any
+    centroids: np.ndarray | None
+    meta: dict[str, Any]
+
+
+class _View:
+    """Everything one version needs for reading; built lazily, never mutated after a write (a write makes a
+    new view), so searches running in other threads keep a consistent version."""
+
+    def __init__(self, version: int, ds: lance.LanceDataset | None, state: _State | None):
+        self.version = version
+        self.ds = ds
+        self.state = state
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._rowaddr_sorted: np.ndarray | None = None
+        self._rowaddr_order: np.ndarray | None = None
+        self._searchers: dict[str, Any] = {}
+
+    @property
+    def n_docs(self) -> int:
+        return 0 if self.ds is None else self.ds.count_rows()
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            if self._snapshot is None:
+                self._snapshot = self._read_snapshot()
+            return self._snapshot
+
+    def _read_snapshot(self) -> Snapshot:
+        st = self.state
+        if st is None:
+            raise NotFittedError("this index has no documents yet: call index.add(ids, vectors) first")
+        cs = st.codec.code_size
+        if self.ds is None:
+            ids = np.zeros(0, np.int64)
+            codes, offsets, n_tok = np.zeros((0, cs), np.uint8), np.zeros(1, np.int64), np.zeros(0, np.int64)
+            terms, rowaddr = np.zeros(0, np.int32), np.zeros(0, np.uint64)
+        else:
+            try:
+                tbl = self.ds.to_table(
+                    columns=["id", "n_tokens", "n_vectors", "codes", "terms"],
+                    with_row_address=True,
+                    scan_in_order=True,
+                )
+            except (OSError, ValueError) as e:
+                raise IndexCorruptedError(
+                    f"docs table version {self.version} cannot be read ({str(e).splitlines()[0][:200]}); the index "
+                    "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
+                ) from e
+            id_col = tbl.column("id")
+            ids = ids_numpy(id_col)
+            if ids.dtype.kind == "U":
+                ids = ids.astype(object)
+            n_vec = tbl.column("n_vectors").to_numpy().astype(np.int64)
+            offsets = np.zeros(len(n_vec) + 1, np.int64)
+            np.cumsum(n_vec, out=offsets[1:])
+            raw = binary_values(tbl.column("codes"))
+            if raw.size != offsets[-1] * cs:
+                raise IndexCorruptedError(
+                    f"docs table version {self.version} holds {raw.size} code bytes but n_vectors says "
+                    f"{int(offsets[-1])} vectors x {cs} bytes; the index is corrupted: rebuild it"
+                )
+            codes = raw.reshape(-1, cs) if cs else np.zeros((int(offsets[-1]), 0), np.uint8)
+            terms = list_values(tbl.column("terms"))
+            if len(terms) != offsets[-1]:
+                raise IndexCorruptedError(
+                    f"docs table version {self.version} has {len(terms)} terms for {int(offsets[-1])} vectors; "
+                    "the index is corrupted: rebuild it"
+                )
+            n_tok = tbl.column("n_tokens").to_numpy().astype(np.int64)
+            rowaddr = tbl.column("_rowaddr").to_numpy()
+        order = np.argsort(rowaddr, kind="stable")
+        self._rowaddr_order, self._rowaddr_sorted = order, rowaddr[order]
+        return Snapshot(
+            version=self.version,
+            ids=ids,
+            codes=codes,
+            offsets=offsets,
+            codec=st.codec,
+            n_tokens=n_tok,
+            terms=terms,
+            centroids=st.centroids,
+        )
+
+    def mask(self, where: str) -> np.ndarray:
+        """Lance evaluates ``where`` -> boolean mask over snapshot rows."""
+        snap = self.snapshot()
+        if self.ds is None:
+            return np.zeros(0, bool)
+        check_columns(self.ds.schema, where_columns(where), "where=")
+        try:
+            hit = (
+                self.ds.to_table(columns=[], filter=where, with_row_address=True)
+                .column("_rowaddr")
+                .to_numpy()
+            )
+        except (OSError, ValueError) as e:
+            name = unknown_field(e)
+            if name is not None:
+                check_columns(self.ds.schema, [name], "where=")
+            raise FilterError(
+                f"where={where!r} could not be evaluated by Lance: {str(e).splitlines()[0][:300]}; "
+                f"write a SQL predicate over the columns {user_columns(self.ds.schema)}, e.g. \"lang = 'en'\""
+            ) from e
+        pos = np.searchsorted(self._rowaddr_sorted, hit)
+        srt = self._rowaddr_sorted
+        if len(hit) and (
+            pos.max() >= len(srt) or (srt[np.minimum(pos, len(srt) - 1)] != hit).any()
+        ):  # pragma: no cover - Lance returned a row outside this version
+            raise IndexCorruptedError(
+                "the where= scan returned rows that are not in this version; reopen the index"
+            )
+        m = np.zeros(snap.n_docs, bool)
+        m[self._rowaddr_order[pos]] = True
+        return m
+
+    def searcher(self, params: SearchParams) -> Any:
+        from ..search.searcher import Searcher
+
+        key = repr(params)
+        with self._lock:
+            s = self._searchers.get(key)
+        if s is None:
+            s = Searcher(self.snapshot(), params)
+            with self._lock:
+                if len(self._searchers) > 8:
+                    self._searchers.clear()
+                s = self._searchers.setdefault(key, s)
+        return s
+
+
+def user_columns(schema: pa.Schema) -> list[str]:
+    return [n for n in schema.names if n not in ("codes", "terms", "source")]
+
+
+def check_columns(schema: pa.Schema, names: list[str], what: str) -> None:
+    avail = user_columns(schema)
+    for n in names:
+        if n not in avail:
+            raise FilterError(f"{what} names unknown column {n!r}; available columns: {', '.join(avail)}")
