@@ -95,7 +95,9 @@ def _check_factor(factor: Any) -> float:
 
 def _check_protected(protected: Any) -> int:
     if isinstance(protected, bool) or not isinstance(protected, (int, np.integer)):
-        raise InvalidDtypeError(f"protected must be an int (tokens kept at the front), got {type(protected).__name__}")
+        raise InvalidDtypeError(
+            f"protected must be an int (tokens kept at the front), got {type(protected).__name__}"
+        )
     if protected < 0:
         raise SpecError(f"protected must be >= 0 (number of leading tokens kept unpooled), got {protected}")
     return int(protected)
@@ -114,30 +116,54 @@ def _torch_device(device: Any):
 
 
 # ------------------------------------------------------------------------------------ Ward engine
-def _exact_ward(sums, counts, fi, fj):
-    """Exact float64 Ward merge costs ``|c_i - c_j|^2 / (1/n_i + 1/n_j)`` of clusters ``fi`` and ``fj`` (flat
-    indices into ``sums`` (M, d) and ``counts`` (M,)); half of scipy's squared height, same order."""
-    ni, nj = counts[fi], counts[fj]
-    diff = sums.index_select(0, fi) / ni[:, None] - sums.index_select(0, fj) / nj[:, None]
-    return (diff * diff).sum(1) / (1.0 / ni + 1.0 / nj)
+class _Workspace:
+    """Reusable scratch tensors: fresh multi-MiB allocations cost page faults on every call, which
+    dominate the merge loop otherwise. ``get(name, shape, dtype)`` returns a view of a buffer kept
+    across steps and batches (contents undefined)."""
+
+    def __init__(self, device):
+        self.device = device
+        self._bufs: dict[str, Any] = {}
+
+    def get(self, name, shape, dtype):
+        import torch
+
+        n = math.prod(shape)
+        buf = self._bufs.get(name)
+        if buf is None or buf.dtype != dtype or buf.numel() < n:
+            buf = torch.empty(max(n, 1), dtype=dtype, device=self.device)
+            self._bufs[name] = buf
+        return buf[:n].view(shape)
 
 
-def _ward_batch(x, lengths, ks, *, exact_gram: bool):
+def _exact_ward(si, sj, ni, nj, tmp):
+    """Exact float64 Ward merge costs ``|c_i - c_j|^2 / (1/n_i + 1/n_j)`` of clusters with sums ``si``, ``sj``
+    (P, d) and sizes ``ni``, ``nj`` (P,): ``|n_j s_i - n_i s_j|^2 / (n_i n_j (n_i + n_j))``. Half of scipy's
+    squared merge height (same order). ``tmp`` is (P, d) float64 scratch."""
+    import torch
+
+    torch.mul(si, nj[:, None], out=tmp)
+    tmp.addcmul_(sj, ni[:, None], value=-1.0)
+    return tmp.square_().sum(1) / (ni * nj * (ni + nj))
+
+
+def _ward_batch(x, lengths, ks, *, exact_gram: bool, ws: _Workspace | None = None):
     """Ward clusters of a padded batch ``x`` (B, N, d) with ``lengths`` (B,) real tokens and ``ks`` (B,)
     clusters wanted -> ((B, N) int64 cluster ordinal of each token, ordered by first token, -1 on padding;
-    number of merge steps). Torch tensors, all on one device.
+    dict of counters). Torch tensors, all on one device.
 
-    State per document: ``cd[i, j] = |c_i - c_j|^2`` between the centroids of active clusters (inf
-    elsewhere, exactly symmetric), updated on a merge of i and j by the centroid Lance-Williams formula
+    State per document: ``cd[i, j] = |c_i - c_j|^2`` between the centroids of active clusters (inf at
+    inactive columns), updated on a merge of i and j by the centroid Lance-Williams formula
     ``cd[i+j, k] = a cd[i, k] + b cd[j, k] - a b cd[i, j]`` (a, b = n_i, n_j over n_i + n_j); the Ward
-    merge cost is ``cd / (1/n_i + 1/n_j)``. ``cd`` is an exact bilinear function of the Gram matrix, so
-    a Gram matrix off by <= eps per entry (diagonal exact) leaves every ``cd`` off by <= 4 eps; rounding
-    in the updates adds <= 2 x (sum of per-step roundings), since later values are again a direct
-    combination (absolute weights summing to <= 2) of any earlier state.
+    merge cost is ``cd / (1/n_i + 1/n_j)``. ``cd`` is an exact linear function of the initial squared
+    distances (absolute weights summing to <= 2), so initial errors <= e leave every ``cd`` off by <= 2e;
+    rounding in the updates adds <= 2 x (sum of per-step roundings), since later values are again such a
+    combination of any earlier state.
     """
     import torch
 
     dev = x.device
+    ws = ws or _Workspace(dev)
     B, N, d = x.shape
     f64 = torch.float64
     i64 = torch.int64
@@ -152,18 +178,21 @@ def _ward_batch(x, lengths, ks, *, exact_gram: bool):
     sq = (xw * xw).sum(-1)
     maxsq = sq.max(1).values.to(f64).clamp_min(1e-300)
     sq_inf = sq.masked_fill(~valid, _INF)  # padding rows/columns become inf distances
-    cd = torch.baddbmm(sq_inf[:, :, None] + sq_inf[:, None, :], xw, xw.transpose(1, 2), alpha=-2.0)
+    cd = ws.get("cd", (B, N, N), wd)
+    torch.add(sq_inf[:, :, None], sq_inf[:, None, :], out=cd)
+    cd.baddbmm_(xw, xw.transpose(1, 2), alpha=-2.0)
     cd.diagonal(dim1=1, dim2=2).fill_(_INF)
     # Error bound on every cd entry (any summation order, FMA or not): the initial squared distances are
-    # off by <= (4 gamma + 4 u) maxsq; a later value is a combination of them with absolute weights
-    # summing to <= 2; each merge step rounds values <= 4 maxsq by <= 16 u, again weighted <= 2.
+    # off by <= (4 gamma + 4 u) maxsq; each merge step rounds values <= 4 maxsq by <= 16 u; both weighted
+    # by <= 2 (see above)
     err0 = 2.0 * (4.0 * gamma + 4.0 * u) * maxsq  # (B,)
     err_step = 2.0 * 16.0 * u * 4.0 * maxsq
     err = err0 + err_step
 
     cd2 = cd.view(B * N, N)
-    cdf = cd.view(-1)
-    sums = x.to(f64).reshape(B * N, d)
+    xflat = x.reshape(B * N, d)
+    sums = ws.get("sums", (B * N, d), f64)  # float64 sums of merged clusters (lazy)
+    merged = torch.zeros(B * N, dtype=torch.bool, device=dev)
     counts = valid.to(f64).view(-1)
     invc = counts.to(wd, copy=True)  # 1 / n for active clusters, 0 elsewhere
     active = valid.clone()
@@ -172,67 +201,104 @@ def _ward_batch(x, lengths, ks, *, exact_gram: bool):
     nn = ar.expand(B, N).clone()
     low = torch.full((B, N), _INF, dtype=f64, device=dev)  # lower bound of each row's exact NN cost
     nn_f, low_f, height_f = nn.view(-1), low.view(-1), height.view(-1)
-    col_step = ar * N
+    stats = {"steps": 0, "merges": 0, "resolved_rows": 0, "rescored_rows": 0}
 
-    def resolve(fq, cost, scale=1.0):
+    def cluster_sums(f, name):
+        """float64 sums of clusters ``f`` (flat indices), in scratch buffer ``name``."""
+        s32 = torch.index_select(xflat, 0, f, out=ws.get(name + "32", (len(f), d), x.dtype))
+        s = ws.get(name, (len(f), d), f64)
+        s.copy_(s32)
+        m = merged[f]
+        if bool(m.any()):
+            s[m] = sums.index_select(0, f[m])
+        return s
+
+    def resolve(fq, cost, v12=None, scale=1.0):
         """Exact nearest neighbour (by Ward cost ``scale * cost``) of flat rows ``fq``."""
         bq = torch.div(fq, N, rounding_mode="floor")
-        top, idx = cost.topk(min(2, N), dim=1, largest=False)
-        top = top.to(f64) * scale
-        best = idx[:, 0]
-        v1 = top[:, 0]
+        if v12 is None:
+            top, idx = cost.topk(min(2, N), dim=1, largest=False)
+            best, v1 = idx[:, 0], top[:, 0].to(f64) * scale
+            v2 = top[:, 1].to(f64) * scale if N > 1 else torch.full_like(v1, _INF)
+        else:
+            v1, best, v2 = v12
         fin = torch.isfinite(v1)
         slack = err[bq] / invc[fq].to(f64) + 4.0 * u * v1.abs()
         low_f[fq] = torch.where(fin, v1 - slack, _INF)
-        if top.shape[1] > 1:
-            amb = fin & (top[:, 1] - slack <= v1 + slack) & torch.isfinite(top[:, 1])
-            if bool(amb.any()):
-                qa = torch.nonzero(amb).squeeze(1)
-                cand = (cost.index_select(0, qa).to(f64) * scale - slack[qa, None]) <= (v1[qa] + slack[qa])[:, None]
-                sub, col = torch.nonzero(cand, as_tuple=True)
-                q = qa[sub]
-                ex = _exact_ward(sums, counts, fq[q], bq[q] * N + col)
-                rowmin = torch.full((len(qa),), _INF, dtype=f64, device=dev).scatter_reduce(0, sub, ex, "amin")
-                key = torch.where(ex == rowmin[sub], col, N)
-                best[qa] = torch.full((len(qa),), N, dtype=i64, device=dev).scatter_reduce(0, sub, key, "amin")
+        amb = fin & (v2 - slack <= v1 + slack) & torch.isfinite(v2)
+        stats["resolved_rows"] += len(fq)
+        if bool(amb.any()):
+            qa = torch.nonzero(amb).squeeze(1)
+            stats["rescored_rows"] += len(qa)
+            lim = (v1[qa] + slack[qa])[:, None]
+            cand = cost.index_select(0, qa).to(f64).mul_(scale).sub_(slack[qa, None]) <= lim
+            sub, col = torch.nonzero(cand, as_tuple=True)
+            q = qa[sub]
+            fa, fb = fq[q], bq[q] * N + col
+            si, sj = cluster_sums(fa, "ea"), cluster_sums(fb, "eb")
+            ex = _exact_ward(si, sj, counts[fa], counts[fb], ws.get("et", si.shape, f64))
+            rowmin = torch.full((len(qa),), _INF, dtype=f64, device=dev).scatter_reduce(0, sub, ex, "amin")
+            key = torch.where(ex == rowmin[sub], col, N)
+            pick = torch.full((len(qa),), N, dtype=i64, device=dev).scatter_reduce(0, sub, key, "amin")
+            best = best.clone()
+            best[qa] = pick
         nn_f[fq] = torch.where(fin, best, fq - bq * N)
 
-    if N > 1:  # all singletons: cost = cd / 2
-        resolve(torch.arange(B * N, device=dev), cd2, 0.5)
+    if N > 1:  # all singletons: cost = cd / 2; two min passes instead of a top-2
+        v1, best = cd2.min(1)
+        hold = cd2.gather(1, best[:, None])
+        cd2.scatter_(1, best[:, None], _INF)
+        v2 = cd2.min(1).values
+        cd2.scatter_(1, best[:, None], hold)
+        resolve(torch.arange(B * N, device=dev), cd2, (v1.to(f64) * 0.5, best, v2.to(f64) * 0.5), 0.5)
     live = need > 0
-    steps = 0
     while bool(live.any()):
-        steps += 1
+        stats["steps"] += 1
         mutual = active & live[:, None] & (nn.gather(1, nn) == ar) & (ar < nn)
         bi, ii = torch.nonzero(mutual, as_tuple=True)
         if len(bi) == 0:  # pragma: no cover - the globally closest pair is always reciprocal
             raise RuntimeError("Ward pooling found no reciprocal nearest neighbours; please report this bug")
+        P = len(bi)
+        stats["merges"] += P
         jj = nn[bi, ii]
         base = bi * N
         fi, fj = base + ii, base + jj
-        height_f[fj] = _exact_ward(sums, counts, fi, fj)
         ni, nj = counts[fi], counts[fj]
+        si, sj = cluster_sums(fi, "si"), cluster_sums(fj, "sj")
+        height_f[fj] = _exact_ward(si, sj, ni, nj, ws.get("st", si.shape, f64))
+        sums.index_copy_(0, fi, si.add_(sj))
+        merged[fi] = True
         a = (ni / (ni + nj)).to(wd)
         b = (nj / (ni + nj)).to(wd)
-        ri = cd2.index_select(0, fi)
+        ri = torch.index_select(cd2, 0, fi, out=ws.get("ri", (P, N), wd))
+        rj = torch.index_select(cd2, 0, fj, out=ws.get("rj", (P, N), wd))
         g = a * b * ri.gather(1, jj[:, None]).squeeze(1)
-        # new cluster i+j against every old cluster (entries of inactive columns are stale: masked later)
-        rows = ri.mul_(a[:, None]).add_(cd2.index_select(0, fj).mul_(b[:, None])).sub_(g[:, None])
+        # new cluster i+j against every old cluster (inactive columns stay inf)
+        rows = ri.mul_(a[:, None]).add_(rj.mul_(b[:, None])).sub_(g[:, None])
         # new against new, when a document merges several pairs at once (p < q, both orders written)
         per_doc = torch.bincount(bi, minlength=B)
-        if int(per_doc.max()) > 1:
-            m = per_doc[bi]
-            start = torch.cumsum(per_doc, 0)[bi] - m  # first merge of the same document
-            p = torch.repeat_interleave(torch.arange(len(bi), device=dev), m)
-            q = start[p] + torch.arange(len(p), device=dev) - torch.repeat_interleave(torch.cumsum(m, 0) - m, m)
-            keep = p < q
-            p, q = p[keep], q[keep]
-            val = a[q] * rows[p, ii[q]] + b[q] * rows[p, jj[q]] - g[q]
-            rows[p, ii[q]] = val
-            rows[q, ii[p]] = val
+        pm = int(per_doc.max())
+        if pm > 1:  # dense per document: V[b, p, q] = cd(p+, q+) from row p, mirrored from p < q
+            loc = torch.arange(P, device=dev) - (torch.cumsum(per_doc, 0) - per_doc)[bi]
+            cols_i = torch.full((B, pm), N, dtype=i64, device=dev)  # padding slots: trash column N
+            cols_j = torch.full((B, pm), N, dtype=i64, device=dev)
+            cols_i[bi, loc] = ii
+            cols_j[bi, loc] = jj
+            coef = torch.zeros((3, B, pm), dtype=wd, device=dev)
+            coef[0, bi, loc], coef[1, bi, loc], coef[2, bi, loc] = a, b, g
+            rpad = ws.get("rpad", (B, pm, N + 1), wd)
+            rpad[bi, loc, :N] = rows
+            gi = rpad.gather(2, cols_i[:, None, :].expand(B, pm, pm))
+            gj = rpad.gather(2, cols_j[:, None, :].expand(B, pm, pm))
+            val = gi.mul_(coef[0][:, None, :]).add_(gj.mul_(coef[1][:, None, :])).sub_(coef[2][:, None, :])
+            upper = torch.ones((pm, pm), dtype=torch.bool, device=dev).triu_(1)
+            val = torch.where(upper, val, val.transpose(1, 2))
+            val.diagonal(dim1=1, dim2=2).fill_(_INF)
+            rpad.scatter_(2, cols_i[:, None, :].expand(B, pm, pm), val)
+            rows = rpad[bi, loc, :N]
         cd2.index_copy_(0, fi, rows)
-        cdf.index_put_(((base * N + ii)[:, None] + col_step[None, :],), rows)
-        sums.index_add_(0, fi, sums.index_select(0, fj))
+        cd[bi, :, ii] = rows
+        cd[bi, :, jj] = _INF
         counts[fi] = ni + nj
         counts[fj] = 0.0
         invc[fi] = (1.0 / (ni + nj)).to(wd)
@@ -250,9 +316,9 @@ def _ward_batch(x, lengths, ks, *, exact_gram: bool):
         fq = torch.nonzero(redo.view(-1)).squeeze(1)
         if len(fq):
             bq = torch.div(fq, N, rounding_mode="floor")
-            den = invc.view(B, N).index_select(0, bq).add_(invc[fq][:, None])
-            cost = cd2.index_select(0, fq).div_(den)
-            cost.masked_fill_(~active.index_select(0, bq), _INF)
+            den = torch.index_select(invc.view(B, N), 0, bq, out=ws.get("den", (len(fq), N), wd))
+            den.add_(invc[fq][:, None])
+            cost = torch.index_select(cd2, 0, fq, out=ws.get("cost", (len(fq), N), wd)).div_(den)
             resolve(fq, cost)
         # no future merge costs less than the smallest current distance (reducibility), so a document
         # is done once `need` of its merges are at or below that floor
@@ -270,7 +336,7 @@ def _ward_batch(x, lengths, ks, *, exact_gram: bool):
         root = nxt
     is_root = (root == ar) & valid
     ordinal = torch.cumsum(is_root.to(i64), 1) - 1
-    return torch.where(valid, ordinal.gather(1, root), -1), steps
+    return torch.where(valid, ordinal.gather(1, root), -1), stats
 
 
 # ---------------------------------------------------------------------------------- k-means engine
@@ -287,7 +353,9 @@ def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
     xf = x.float()
     sq = (xf * xf).sum(-1)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    gumbel = -torch.log(-torch.log(torch.rand((K, B, N), generator=gen, dtype=torch.float64).clamp_(1e-300, 1.0)))
+    gumbel = -torch.log(
+        -torch.log(torch.rand((K, B, N), generator=gen, dtype=torch.float64).clamp_(1e-300, 1.0))
+    )
     gumbel = gumbel.to(dev)
     # k-means++: next centre drawn with probability proportional to the squared distance to the chosen ones
     # (Gumbel-max over log weights; uniform over unchosen tokens when all weights are 0, e.g. duplicates)
@@ -360,9 +428,19 @@ def _batches(lengths: np.ndarray, max_elems: int):
         i += size
 
 
-def _cluster_labels(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, ks: np.ndarray, method: str,
-                    device: Any, *, exact_gram: bool | None = None, seed: int = 0, iters: int = 20,
-                    max_elems: int = _BATCH_ELEMS) -> np.ndarray:
+def _cluster_labels(
+    values: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    ks: np.ndarray,
+    method: str,
+    device: Any,
+    *,
+    exact_gram: bool | None = None,
+    seed: int = 0,
+    iters: int = 20,
+    max_elems: int = _BATCH_ELEMS,
+) -> np.ndarray:
     """Cluster ordinal (within its document) of every token of the segments ``values[starts[i]:+lengths[i]]``
     -> one int64 array, segments concatenated. Segments with ``ks >= lengths`` keep every token."""
     import torch
@@ -378,11 +456,14 @@ def _cluster_labels(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
         labels[out_off[i] : out_off[i + 1]] = np.arange(lengths[i])
     if not len(todo):
         return labels
+    ws = _Workspace(dev)
     for sel in _batches(lengths[todo], max_elems):
         docs = todo[sel]
         n_max = int(lengths[docs].max())
         lens = lengths[docs]
-        tok = np.repeat(starts[docs], lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))
+        tok = np.repeat(starts[docs], lens) + (
+            np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+        )
         pos = np.repeat(np.arange(len(docs)), lens) * n_max + (tok - np.repeat(starts[docs], lens))
         x = np.zeros((len(docs) * n_max, values.shape[1]), np.float32)
         x[pos] = values[tok]
@@ -390,7 +471,7 @@ def _cluster_labels(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
         lt = torch.from_numpy(lens.astype(np.int64)).to(dev)
         kt = torch.from_numpy(ks[docs].astype(np.int64)).to(dev)
         if method == "ward":
-            lab, _ = _ward_batch(xt, lt, kt, exact_gram=exact_gram)
+            lab, _ = _ward_batch(xt, lt, kt, exact_gram=exact_gram, ws=ws)
         else:
             lab = _kmeans_batch(xt, lt, kt, seed=seed, iters=iters)
         lab = lab.cpu().numpy().reshape(-1)
@@ -419,8 +500,15 @@ def _pool_from_labels(docs: Ragged, protected: int, n_out: np.ndarray, labels: n
     return Ragged(res.astype(docs.values.dtype, copy=False), out_off)
 
 
-def _labels(docs: Ragged, factor: float, method: str, protected: int, device: Any, seed: int,
-            exact_gram: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _labels(
+    docs: Ragged,
+    factor: float,
+    method: str,
+    protected: int,
+    device: Any,
+    seed: int,
+    exact_gram: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(labels of every token within its document's output, output count per document)."""
     lengths = docs.lengths
     p = np.minimum(lengths, protected)
@@ -443,8 +531,16 @@ def _prepare(docs: Any, factor: Any, method: Any, protected: Any) -> tuple[Ragge
     return as_ragged(docs), f, method, protected
 
 
-def pool(docs: Any, factor: float, *, method: str = "ward", protected: int = 0, device: Any = "cpu",
-         seed: int = 0, return_labels: bool = False) -> Any:
+def pool(
+    docs: Any,
+    factor: float,
+    *,
+    method: str = "ward",
+    protected: int = 0,
+    device: Any = "cpu",
+    seed: int = 0,
+    return_labels: bool = False,
+) -> Any:
     """Pool each document's token vectors into ``ceil(n / factor)`` re-normalized cluster means.
 
     ``docs`` is a :class:`~mvstore.Ragged` (or a list of ``(n_i, dim)`` arrays). ``method="ward"`` is
@@ -467,8 +563,9 @@ def pool(docs: Any, factor: float, *, method: str = "ward", protected: int = 0, 
     return (out, labels) if return_labels else out
 
 
-def pool_labels(docs: Any, factor: float, *, method: str = "ward", protected: int = 0, device: Any = "cpu",
-                seed: int = 0) -> np.ndarray:
+def pool_labels(
+    docs: Any, factor: float, *, method: str = "ward", protected: int = 0, device: Any = "cpu", seed: int = 0
+) -> np.ndarray:
     """The ``(n_tokens,)`` int64 output index (within its document) that :func:`pool` gives each token:
     protected tokens ``0..protected-1``, then clusters numbered in order of their first token."""
     docs, f, method, protected = _prepare(docs, factor, method, protected)
@@ -481,13 +578,23 @@ def _check_grid(grid: Any) -> tuple[int, int]:
     ok = isinstance(grid, (tuple, list)) and len(grid) == 2
     ok = ok and all(isinstance(g, (int, np.integer)) and not isinstance(g, bool) and g >= 1 for g in grid)
     if not ok:
-        raise SpecError(f"grid must be a (rows, cols) pair of positive ints, e.g. (32, 32) for ColPali; got {grid!r}")
+        raise SpecError(
+            f"grid must be a (rows, cols) pair of positive ints, e.g. (32, 32) for ColPali; got {grid!r}"
+        )
     return int(grid[0]), int(grid[1])
 
 
-def pool_patches(docs: Any, grid: tuple[int, int], *, factor: float | None = None, mode: str = "spatial",
-                 protected: int = 0, block: tuple[int, int] | None = None, device: Any = "cpu",
-                 return_labels: bool = False) -> Any:
+def pool_patches(
+    docs: Any,
+    grid: tuple[int, int],
+    *,
+    factor: float | None = None,
+    mode: str = "spatial",
+    protected: int = 0,
+    block: tuple[int, int] | None = None,
+    device: Any = "cpu",
+    return_labels: bool = False,
+) -> Any:
     """Pool image-patch documents laid out as ``protected`` leading tokens then a row-major ``grid`` of
     patches (every document must have exactly ``protected + rows * cols`` tokens).
 
@@ -512,17 +619,27 @@ def pool_patches(docs: Any, grid: tuple[int, int], *, factor: float | None = Non
     if mode == "semantic":
         if block is not None:
             raise SpecError("block= only applies to mode='spatial'; semantic pooling takes factor=")
-        return pool(docs, 4.0 if factor is None else factor, method="ward", protected=protected, device=device,
-                    return_labels=return_labels)
+        return pool(
+            docs,
+            4.0 if factor is None else factor,
+            method="ward",
+            protected=protected,
+            device=device,
+            return_labels=return_labels,
+        )
     if block is None:
         f = 4.0 if factor is None else _check_factor(factor)
         s = math.isqrt(int(round(f)))
         if s * s != f:
-            raise SpecError(f"spatial factor {factor!r} is not a square number; pass block=(bh, bw), e.g. (1, 2)")
+            raise SpecError(
+                f"spatial factor {factor!r} is not a square number; pass block=(bh, bw), e.g. (1, 2)"
+            )
         block = (s, s)
     bh, bw = _check_grid(block)
     if factor is not None and _check_factor(factor) != bh * bw:
-        raise SpecError(f"factor={factor!r} does not match block={block!r} (factor must be bh * bw = {bh * bw})")
+        raise SpecError(
+            f"factor={factor!r} does not match block={block!r} (factor must be bh * bw = {bh * bw})"
+        )
     tiles_w = -(-cols // bw)
     r, c = np.divmod(np.arange(rows * cols), cols)
     tile = (r // bh) * tiles_w + (c // bw)

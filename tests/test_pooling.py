@@ -11,7 +11,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 
 from mvstore import Ragged
 from mvstore.exceptions import DeviceUnavailableError, InvalidDtypeError, InvalidVectorsError, SpecError
-from mvstore.pooling import _cluster_labels, n_clusters, pool, pool_labels, pool_patches
+from mvstore.pooling import _cluster_labels, _ward_batch, n_clusters, pool, pool_labels, pool_patches
 
 
 def canon(labels: np.ndarray) -> np.ndarray:
@@ -84,6 +84,10 @@ def test_float32_gram_and_float64_gram_give_scipy_partitions_on_near_ties(rng):
     exact = _cluster_labels(docs.values, docs.offsets[:-1], lengths, ks, "ward", "cpu", exact_gram=True)
     assert_same_as_scipy(docs, 3, fast)
     assert_same_as_scipy(docs, 3, exact)
+    # the exact re-scoring path really ran
+    x = torch.from_numpy(np.stack([d for d in docs]))
+    _, stats = _ward_batch(x, torch.from_numpy(lengths), torch.from_numpy(ks), exact_gram=False)
+    assert stats["rescored_rows"] > 0 and stats["merges"] >= (lengths - ks).sum()
 
 
 def test_ward_small_batches_equal_one_batch(rng):
