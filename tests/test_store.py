@@ -187,12 +187,18 @@ def test_streaming_add_batches_is_one_commit(uri, docs):
     batches = ((np.arange(i, i + 20), docs[i : i + 20], meta(range(i, i + 20))) for i in range(0, 120, 20))
     assert idx.add_batches(batches) == 1
     assert len(idx) == 120 and idx.versions()[-1]["n_docs"] == 120
+    assert idx.add((np.arange(i, i + 2) + 500, docs[i : i + 2]) for i in range(0, 6, 2)) == 2  # add(iterable)
+    assert len(idx) == 126
+    with pytest.raises(InvalidVectorsError, match="add\\(\\) got no vectors"):
+        idx.add(np.arange(3))
+    with pytest.raises(InvalidDtypeError, match="batch 0 is a int"):
+        idx.add([1, 2])
     assert idx.search(docs[111], k=1, columns=["year"]).to_pylist()[0]["year"] == 2000 + 111 % 30
     with pytest.raises(DuplicateIdError, match="id 0 is already in the index.*upsert"):
         idx.add_batches([(np.arange(200, 210), docs[:10]), (np.arange(0, 10), docs[:10])])
     with pytest.raises(DuplicateIdError, match="id 300 is already"):  # repeated across batches of one stream
         idx.add_batches([(np.arange(300, 305), docs[:5]), (np.arange(300, 305), docs[:5])])
-    assert idx.version == 1 and len(ms.open(uri)) == 120
+    assert idx.version == 2 and len(ms.open(uri)) == 126
 
 
 def test_delete_keeps_ids_stable_through_compaction_and_cleanup(uri, docs):

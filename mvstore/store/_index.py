@@ -353,12 +353,24 @@ class Index:
             fields.append(pa.field("source", pa.large_binary()))
         return pa.schema(fields, metadata={STATE_KEY: str(st.state_id).encode()}), meta_fields
 
-    def add(self, ids: Any, vectors: Any, metadata: Any = None) -> int:
+    def add(self, ids: Any, vectors: Any = None, metadata: Any = None) -> int:
         """Add documents: ``ids`` (ints or strings, new and unique), ``vectors`` (a Ragged or a list of
         ``(n_i, dim)`` float arrays), optional ``metadata`` (Arrow table, pandas frame, dict of columns or list
         of dicts, one row per document). The whole batch is validated before anything is written; one Lance
         commit. The first add trains the codec on a sample of this batch unless :meth:`train` was called.
+        ``add(batches)`` with one iterable of ``(ids, vectors[, metadata])`` tuples is :meth:`add_batches`.
         Returns the new version."""
+        if vectors is None:
+            if (
+                metadata is None
+                and hasattr(ids, "__iter__")
+                and not isinstance(ids, (str, bytes, np.ndarray))
+            ):
+                return self.add_batches(ids)
+            raise InvalidVectorsError(
+                "add() got no vectors: call add(ids, vectors, metadata=None), or add(batches) with an iterable "
+                "of (ids, vectors[, metadata]) tuples"
+            )
         return self.add_batches([(ids, vectors, metadata)])
 
     def add_batches(self, batches: Iterable[Any]) -> int:
