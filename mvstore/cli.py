@@ -623,10 +623,20 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mvstore", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="mvstore", description=__doc__.split("\n")[0].replace("``", ""))
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    # the same two flags after the command name (SUPPRESS: absent there, the top-level value stays)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add = sub.add_parser
+
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return _add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser("build", help="build an index from texts or token vectors")
     p.add_argument("index", help="index directory to create")

@@ -187,6 +187,8 @@ def test_errors_are_one_line_with_exit_code_2(vector_files, tmp_path):
     assert not (tmp_path / "ix3").exists()  # a failed build leaves no half-made index behind
     p = mvstore("--debug", "build", tmp_path / "ix", "--input", tmp_path / "missing.jsonl", check_rc=1)
     assert "Traceback" in p.stderr and "FileNotFoundError" in p.stderr
+    p = mvstore("info", tmp_path / "nope", "--debug", check_rc=1)  # the flag also works after the command
+    assert "Traceback" in p.stderr
     p = mvstore("search", check_rc=2)  # argparse usage error
     assert "usage:" in p.stderr
 
