@@ -156,6 +156,7 @@ def plot_frontier(
     require("matplotlib", extra="plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     usable = [r for r in rows if _number(r.get(x)) is not None and _number(r.get(y)) is not None]
     if not usable:
@@ -189,11 +190,17 @@ def plot_frontier(
         ax.axhline(float(r[y]), color="tab:red", ls="--", lw=1, zorder=1,
                    label=f"{r.get(label)} ({float(r[y]):.3f} at {float(r[x]):g} {x})")
     ax.set_xscale("log")
+    xs = [float(r[x]) for r in usable]
+    lo, hi = min(xs), max(xs)
+    ticks = [2.0**e for e in range(math.floor(math.log2(lo)), math.ceil(math.log2(hi)) + 1)]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.06, y=0.08)
     ax.set_xlabel(f"{x} (log scale)")
     ax.set_ylabel(y)
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title or f"{y} vs {x}")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(out, format="png")
     return out
