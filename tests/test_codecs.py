@@ -429,3 +429,39 @@ def test_rq_default_centroids_and_wide_ids():
 def test_pq_needs_enough_samples():
     with pytest.raises(InvalidVectorsError, match="at least 256 sample vectors"):
         build_pipeline("pq8", DIM).fit(X[:100])
+
+
+# ------------------------------------------------------------------------------- the frontier benchmark
+def test_frontier_rows_on_synthetic_data(tmp_path):
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.frontier import frontier_rows
+    from mvstore.eval import run_from_scores
+    from mvstore.ragged import Ragged
+    from mvstore.search.maxsim import maxsim_batch
+
+    rng = np.random.default_rng(2)
+    x = clustered(3000, 32, seed=2, k=16)
+    lengths = rng.integers(10, 30, 60)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    docs = Ragged(x[: offsets[-1]], offsets)
+    queries = Ragged(x[offsets[-1] : offsets[-1] + 40], np.arange(11) * 4)
+    doc_ids = [f"d{i}" for i in range(len(docs))]
+    query_ids = [f"q{i}" for i in range(len(queries))]
+    exact = run_from_scores(maxsim_batch(queries, docs), query_ids, doc_ids, 100)
+    qrels = {q: {exact[q][0]: 1} for q in query_ids}  # the exact top-1 is "relevant"
+    data = SimpleNamespace(docs=docs, queries=queries, doc_ids=doc_ids, query_ids=query_ids, qrels=qrels)
+    specs = ["fp32", "pool2,pca16,sq8", "pool2,rq2c16"]
+    rows = frontier_rows(data, specs, exact_run=exact, latency_queries=2, cache_dir=tmp_path)
+    assert [r["spec"] for r in rows] == specs
+    assert rows[0]["ndcg10"] == 1.0 and rows[0]["recall10_vs_exact"] == 1.0 and rows[0]["bytes_per_token"] == 128
+    pooled = rows[1]
+    assert pooled["bytes_per_token"] == pytest.approx(16 * docs.n_tokens / 2 / docs.n_tokens, rel=0.1)
+    assert pooled["pool_tokens_per_s"] > 0 and pooled["pool_time_from_cache"] is False
+    assert rows[2]["pool_time_from_cache"] is False  # reused in memory within the run
+    assert 0.5 < pooled["recall10_vs_exact"] <= 1.0
+    again = frontier_rows(data, specs[1:2], exact_run=exact, latency_queries=1, cache_dir=tmp_path)
+    assert again[0]["pool_time_from_cache"] is True and again[0]["ndcg10"] == pooled["ndcg10"]
