@@ -60,14 +60,16 @@ class Corpus:
         from mvstore.ragged import Ragged
 
         rng = np.random.default_rng([self.seed, 10**9])
-        out = []
-        for d in rng.integers(0, self.n_docs, n):
-            a = (d // BATCH_DOCS) * BATCH_DOCS
-            doc = self.batch(a, min(a + BATCH_DOCS, self.n_docs))[int(d - a)]
-            q = doc[rng.integers(0, len(doc), n_tok)] + rng.standard_normal((n_tok, self.dim)).astype(
-                np.float32
-            ) * (0.5 / np.sqrt(self.dim))
-            out.append(q / np.linalg.norm(q, axis=1, keepdims=True))
+        picks = rng.integers(0, self.n_docs, n)
+        out: list = [None] * n
+        for a in np.unique((picks // BATCH_DOCS) * BATCH_DOCS):  # each needed batch is generated once
+            batch = self.batch(int(a), min(int(a) + BATCH_DOCS, self.n_docs))
+            for i in np.flatnonzero((picks // BATCH_DOCS) * BATCH_DOCS == a):
+                doc = batch[int(picks[i] - a)]
+                q = doc[rng.integers(0, len(doc), n_tok)] + rng.standard_normal((n_tok, self.dim)).astype(
+                    np.float32
+                ) * (0.5 / np.sqrt(self.dim))
+                out[i] = q / np.linalg.norm(q, axis=1, keepdims=True)
         return Ragged.from_list(out)
 
 
