@@ -200,22 +200,28 @@ def sparse_maxsim_codes(
 
     ``q_dense``: ``(n_query_tokens, V)`` dense sparse vectors of all queries packed (boundaries in
     ``q_offsets``, ``(n_queries + 1,)``); ``term_ids``/``weights``: ``(n_vectors, t)`` of the documents packed by ``offsets``.
-    Returns ``(n_queries, n_docs)`` float32. Pure numpy, chunked over document vectors (``block`` bounds the
-    gathered ``(vectors, t, query tokens)`` block).
+    Returns ``(n_queries, n_docs)`` float32: a scipy CSR product per chunk of document vectors (``block``
+    bounds the ``(vectors, query tokens)`` similarity block).
     """
+    from scipy.sparse import csr_matrix
+
     q_dense = np.asarray(q_dense, np.float32)
     offsets = np.asarray(offsets, np.int64)
     q_offsets = np.asarray(q_offsets, np.int64)
     n_docs = len(offsets) - 1
     qt = np.ascontiguousarray(q_dense.T)  # (V, n_query_tokens): row v = every query token's weight on term v
-    nq = qt.shape[1]
+    vocab, nq = qt.shape
     out = np.empty((len(q_offsets) - 1, n_docs), np.float32)
     lengths = np.diff(offsets)
     t = term_ids.shape[1]
-    for a, b in doc_chunks(offsets, max(1, block // max(t * nq, 1))):
+    for a, b in doc_chunks(offsets, max(1, block // max(t, nq, 1))):
         lo, hi = offsets[a], offsets[b]
-        # <s(q_i), s(d_j)> = sum over d_j's slots k of w_jk * q_i[term_jk] (unused slots have w = 0)
-        sim = np.einsum("nk,nkq->nq", weights[lo:hi], qt[term_ids[lo:hi]])
+        n = int(hi - lo)
+        # <s(q_i), s(d_j)> = sum over d_j's slots k of w_jk * q_i[term_jk]: a CSR (vectors x V) product
+        mat = csr_matrix(
+            (weights[lo:hi].ravel(), term_ids[lo:hi].ravel(), np.arange(0, n * t + 1, t)), shape=(n, vocab)
+        )
+        sim = np.asarray(mat @ qt, np.float32)  # (n, n_query_tokens)
         mx = np.zeros((b - a, nq), np.float32)
         nonempty = lengths[a:b] > 0
         if nonempty.any():
