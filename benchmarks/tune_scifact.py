@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.data import SCIFACT_DIR, _encoder, load_scifact  # noqa: E402
 from benchmarks.frontier import DEFAULT_SPECS, iter_frontier_rows  # noqa: E402
-from mvstore.eval import load_beir  # noqa: E402
+from mvstore.eval import load_beir, ndcg_at_k  # noqa: E402
 from mvstore.report import load_rows  # noqa: E402
 from mvstore.spec import bytes_per_token  # noqa: E402
 from mvstore.tune import tune  # noqa: E402
@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--query-split", default="train", help="split the tuning queries come from (train or test)")
     ap.add_argument("--frontier-rows", default=None, help="frontier.py --json output to take the frontier from")
     ap.add_argument("--also-top", type=int, default=1, help="also evaluate the tune's next-best N candidates")
+    ap.add_argument("--fit-sample", type=int, default=65536,
+                    help="vectors each evaluated codec is fitted on (the store's default train_size)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -97,8 +99,12 @@ def main(argv=None) -> int:
                 to_eval.setdefault(s, "frontier")
 
     exact = data.exact_run(100)
+    emit({"kind": "eval", "source": "exact", "spec": "exact-fp32", "ndcg10": round(ndcg_at_k(exact, data.qrels, 10), 4),
+          "recall10_vs_exact": 1.0, "bytes_per_token": data.docs.dim * 4, "docs": len(data.docs),
+          "orig_tokens": data.docs.n_tokens})
     evals = {}
-    for row in iter_frontier_rows(data, list(to_eval), exact_run=exact, latency_queries=5):
+    for row in iter_frontier_rows(data, list(to_eval), exact_run=exact, latency_queries=5,
+                                  fit_sample=args.fit_sample):
         row = {"kind": "eval", "source": to_eval[row["spec"]], **row}
         if row["spec"] in {r["spec"] for r in res.table}:
             row["tune_fidelity"] = next(r["fidelity"] for r in res.table if r["spec"] == row["spec"])
