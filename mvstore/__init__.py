@@ -1,5 +1,11 @@
-"""mvstore: compressed multi-vector (late-interaction) retrieval on Lance tables."""
+"""mvstore: compressed multi-vector (late-interaction) retrieval on Lance tables.
 
+>>> import mvstore
+>>> mvstore.code_size("pool2,pca64,sq8", 384), mvstore.bytes_per_token("pool2,pca64,sq8", 384)
+(64, 32.0)
+"""
+
+from . import codecs
 from .exceptions import (
     DeviceUnavailableError,
     DimensionMismatchError,
@@ -12,16 +18,34 @@ from .exceptions import (
     NotFittedError,
     SpecError,
 )
+from .pooling import pool, pool_patches
 from .ragged import Ragged, as_ragged
-from .search.maxsim import maxsim, maxsim_batch
+from .search import Searcher, SearchParams, maxsim, maxsim_batch
+from .spec import DEFAULT_SPEC, build_pipeline, bytes_per_token, code_size, parse
+from .store import Index, create, open
+from .tune import tune
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_SPEC",
+    "Index",
     "Ragged",
+    "SearchParams",
+    "Searcher",
     "as_ragged",
+    "build_pipeline",
+    "bytes_per_token",
+    "code_size",
+    "codecs",
+    "create",
     "maxsim",
     "maxsim_batch",
+    "open",
+    "parse",
+    "pool",
+    "pool_patches",
+    "tune",
     "MvstoreError",
     "InvalidVectorsError",
     "DimensionMismatchError",

@@ -286,7 +286,7 @@ def _progress(total: int, desc: str, enabled: bool | None):
     """A tqdm bar on long steps (shown when ``enabled`` or, if None, when there is real work)."""
     from tqdm.auto import tqdm
 
-    show = enabled if enabled is not None else total > 256
+    show = total > 0 and (enabled if enabled is not None else total > 256)
     return tqdm(total=total, desc=desc, unit="text", disable=not show)
 
 

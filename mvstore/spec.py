@@ -34,7 +34,7 @@ from typing import Any
 
 from .exceptions import SpecError
 
-__all__ = ["Spec", "Stage", "parse", "build_pipeline", "code_size", "bytes_per_token", "known_forms"]
+__all__ = ["DEFAULT_SPEC", "Spec", "Stage", "parse", "build_pipeline", "code_size", "bytes_per_token", "known_forms"]
 
 _POOL = re.compile(r"(k?pool)(.*)")
 _FACTOR = re.compile(r"[1-9][0-9]*(\.[0-9]*[1-9])?|0\.[0-9]*[1-9]")
@@ -225,3 +225,7 @@ def bytes_per_token(spec: str | Spec, dim: int) -> float:
     """Stored bytes per *original* token: ``code_size / pool_factor``."""
     sp = parse(spec)
     return code_size(sp, dim) / sp.pool_factor
+
+
+#: The recommended spec: Ward pooling by 2, PCA to 128-d, 2-bit residuals (measured in README.md)
+DEFAULT_SPEC = "pool2,pca128,rq2"
