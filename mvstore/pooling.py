@@ -15,10 +15,14 @@ The Ward clusters are exactly those of ``linkage(X, "ward")`` + ``fcluster(Z, k,
   rows whose nearest neighbour was merged are searched again. A document stops as soon as its
   ``n - k`` lowest merges are known (no future merge can be lower than the current smallest distance).
 * On the CPU the distance matrix comes from a float32 Gram matrix (3x faster than float64). Every
-  entry then carries a rigorous error bound (float32 dot-product error, carried through the
-  Lance-Williams updates); whenever a nearest-neighbour choice is not decided by the bounds, the
-  candidates are re-scored exactly in float64 from the cluster centroids. Merge heights (which
-  decide the cut) are always exact float64. On CUDA the Gram matrix is float64 throughout.
+  entry carries a rigorous error bound (float32 dot-product error, carried through the Lance-Williams
+  updates); whenever a nearest-neighbour choice is not decided by the bounds, the candidates are
+  re-scored exactly in float64 from their member tokens. Merge heights keep their bounds too; a document
+  whose ``n - k`` lowest merges are not certain from them (about 3% of real documents) is clustered
+  again with a float64 Gram matrix. On CUDA the Gram matrix is float64 throughout.
+* On the CPU batches run in ``torch.get_num_threads()`` Python threads with single-threaded torch ops
+  (the merge loop is many small ops; OpenMP barriers between them stall badly on a busy machine).
+  The intra-op thread count is set to 1 for the duration of the call and then restored.
 
 Protected tokens (e.g. ``[CLS]`` or a query-marker prefix) are the first ``protected`` tokens of each
 document; they are kept unchanged, in front, and never clustered. Output order is deterministic:
@@ -40,6 +44,8 @@ protected tokens, then clusters ordered by their first token.
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import contextmanager
 from numbers import Real
 from typing import Any
 
@@ -147,6 +153,21 @@ def _exact_ward(si, sj, ni, nj, tmp):
     return tmp.square_().sum(1) / (ni * nj * (ni + nj))
 
 
+def _two_smallest(rows):
+    """(smallest value, its column, second smallest value) of each row: two min passes (faster than
+    ``topk(2)`` on CPU); ``rows`` is left as it was."""
+    import torch
+
+    v1, best = rows.min(1)
+    if rows.shape[1] < 2:
+        return v1, best, torch.full_like(v1, _INF)
+    hold = rows.gather(1, best[:, None])
+    rows.scatter_(1, best[:, None], _INF)
+    v2 = rows.min(1).values
+    rows.scatter_(1, best[:, None], hold)
+    return v1, best, v2
+
+
 def _ward_batch(x, lengths, ks, *, exact_gram: bool, ws: _Workspace | None = None):
     """Ward clusters of a padded batch ``x`` (B, N, d) with ``lengths`` (B,) real tokens and ``ks`` (B,)
     clusters wanted -> ((B, N) int64 cluster ordinal of each token, ordered by first token, -1 on padding;
@@ -183,48 +204,54 @@ def _ward_batch(x, lengths, ks, *, exact_gram: bool, ws: _Workspace | None = Non
     cd.baddbmm_(xw, xw.transpose(1, 2), alpha=-2.0)
     cd.diagonal(dim1=1, dim2=2).fill_(_INF)
     # Error bound on every cd entry (any summation order, FMA or not): the initial squared distances are
-    # off by <= (4 gamma + 4 u) maxsq; each merge step rounds values <= 4 maxsq by <= 16 u; both weighted
-    # by <= 2 (see above)
-    err0 = 2.0 * (4.0 * gamma + 4.0 * u) * maxsq  # (B,)
-    err_step = 2.0 * 16.0 * u * 4.0 * maxsq
+    # off by <= 4 gamma maxsq + 3 u M (M = 4 maxsq bounds every centroid distance); each merge step
+    # rounds values <= M about 6 times, twice where pairs of new clusters meet; all weighted by <= 2
+    err0 = 2.0 * (4.0 * gamma + 12.0 * u) * maxsq  # (B,)
+    err_step = 2.0 * 12.0 * u * 4.0 * maxsq
     err = err0 + err_step
 
     cd2 = cd.view(B * N, N)
     xflat = x.reshape(B * N, d)
-    sums = ws.get("sums", (B * N, d), f64)  # float64 sums of merged clusters (lazy)
-    merged = torch.zeros(B * N, dtype=torch.bool, device=dev)
+    member = ar.expand(B, N).clone()  # cluster (representative index) of every token
     counts = valid.to(f64).view(-1)
     invc = counts.to(wd, copy=True)  # 1 / n for active clusters, 0 elsewhere
     active = valid.clone()
     parent = ar.expand(B, N).clone()
-    height = torch.full((B, N), _INF, dtype=f64, device=dev)
+    height = torch.full((B, N), _INF, dtype=f64, device=dev)  # approximate cost of the merge absorbing j
+    hslack = torch.zeros((B, N), dtype=f64, device=dev)  # ... and its error bound
+    nnv = torch.full((B, N), _INF, dtype=f64, device=dev)  # approximate cost to the nearest neighbour
+    nns = torch.zeros((B, N), dtype=f64, device=dev)  # ... and its error bound
     nn = ar.expand(B, N).clone()
     low = torch.full((B, N), _INF, dtype=f64, device=dev)  # lower bound of each row's exact NN cost
-    nn_f, low_f, height_f = nn.view(-1), low.view(-1), height.view(-1)
+    nn_f, low_f, height_f, hslack_f = nn.view(-1), low.view(-1), height.view(-1), hslack.view(-1)
+    nnv_f, nns_f = nnv.view(-1), nns.view(-1)
     stats = {"steps": 0, "merges": 0, "resolved_rows": 0, "rescored_rows": 0}
 
-    def cluster_sums(f, name):
-        """float64 sums of clusters ``f`` (flat indices), in scratch buffer ``name``."""
-        s32 = torch.index_select(xflat, 0, f, out=ws.get(name + "32", (len(f), d), x.dtype))
-        s = ws.get(name, (len(f), d), f64)
-        s.copy_(s32)
-        m = merged[f]
-        if bool(m.any()):
-            s[m] = sums.index_select(0, f[m])
-        return s
+    def cluster_sums(f):
+        """Exact float64 sums of the current clusters ``f`` (flat indices), from their member tokens."""
+        uniq, inv = torch.unique(f, return_inverse=True)
+        wanted = torch.zeros(B * N, dtype=torch.bool, device=dev)
+        wanted[uniq] = True
+        owner = (member + (torch.arange(B, device=dev) * N)[:, None]).view(-1)
+        tok = torch.nonzero(wanted[owner] & valid.view(-1)).squeeze(1)
+        slot = torch.searchsorted(uniq, owner[tok])
+        out = torch.zeros((len(uniq), d), dtype=f64, device=dev)
+        out.index_add_(0, slot, xflat.index_select(0, tok).to(f64))
+        return out[inv]
 
     def resolve(fq, cost, v12=None, scale=1.0):
         """Exact nearest neighbour (by Ward cost ``scale * cost``) of flat rows ``fq``."""
         bq = torch.div(fq, N, rounding_mode="floor")
         if v12 is None:
-            top, idx = cost.topk(min(2, N), dim=1, largest=False)
-            best, v1 = idx[:, 0], top[:, 0].to(f64) * scale
-            v2 = top[:, 1].to(f64) * scale if N > 1 else torch.full_like(v1, _INF)
+            v1, best, v2 = _two_smallest(cost)
+            v1, v2 = v1.to(f64) * scale, v2.to(f64) * scale
         else:
             v1, best, v2 = v12
         fin = torch.isfinite(v1)
         slack = err[bq] / invc[fq].to(f64) + 4.0 * u * v1.abs()
         low_f[fq] = torch.where(fin, v1 - slack, _INF)
+        nnv_f[fq] = v1
+        nns_f[fq] = slack
         amb = fin & (v2 - slack <= v1 + slack) & torch.isfinite(v2)
         stats["resolved_rows"] += len(fq)
         if bool(amb.any()):
@@ -235,21 +262,19 @@ def _ward_batch(x, lengths, ks, *, exact_gram: bool, ws: _Workspace | None = Non
             sub, col = torch.nonzero(cand, as_tuple=True)
             q = qa[sub]
             fa, fb = fq[q], bq[q] * N + col
-            si, sj = cluster_sums(fa, "ea"), cluster_sums(fb, "eb")
-            ex = _exact_ward(si, sj, counts[fa], counts[fb], ws.get("et", si.shape, f64))
+            si, sj = cluster_sums(fa), cluster_sums(fb)
+            ex = _exact_ward(si, sj, counts[fa], counts[fb], torch.empty_like(si))
             rowmin = torch.full((len(qa),), _INF, dtype=f64, device=dev).scatter_reduce(0, sub, ex, "amin")
             key = torch.where(ex == rowmin[sub], col, N)
             pick = torch.full((len(qa),), N, dtype=i64, device=dev).scatter_reduce(0, sub, key, "amin")
             best = best.clone()
             best[qa] = pick
+            nnv_f[fq[qa]] = rowmin
+            nns_f[fq[qa]] = 0.0
         nn_f[fq] = torch.where(fin, best, fq - bq * N)
 
-    if N > 1:  # all singletons: cost = cd / 2; two min passes instead of a top-2
-        v1, best = cd2.min(1)
-        hold = cd2.gather(1, best[:, None])
-        cd2.scatter_(1, best[:, None], _INF)
-        v2 = cd2.min(1).values
-        cd2.scatter_(1, best[:, None], hold)
+    if N > 1:  # all singletons: cost = cd / 2
+        v1, best, v2 = _two_smallest(cd2)
         resolve(torch.arange(B * N, device=dev), cd2, (v1.to(f64) * 0.5, best, v2.to(f64) * 0.5), 0.5)
     live = need > 0
     while bool(live.any()):
@@ -264,10 +289,10 @@ def _ward_batch(x, lengths, ks, *, exact_gram: bool, ws: _Workspace | None = Non
         base = bi * N
         fi, fj = base + ii, base + jj
         ni, nj = counts[fi], counts[fj]
-        si, sj = cluster_sums(fi, "si"), cluster_sums(fj, "sj")
-        height_f[fj] = _exact_ward(si, sj, ni, nj, ws.get("st", si.shape, f64))
-        sums.index_copy_(0, fi, si.add_(sj))
-        merged[fi] = True
+        height_f[fj] = nnv_f[fi]
+        # pair bound err / (1/n_i + 1/n_j) (tighter than the row's); 0 where the cost was computed exactly
+        pair = err[bi] / (1.0 / ni + 1.0 / nj) + 4.0 * u * nnv_f[fi].abs()
+        hslack_f[fj] = torch.where(nns_f[fi] == 0, 0.0, pair)
         a = (ni / (ni + nj)).to(wd)
         b = (nj / (ni + nj)).to(wd)
         ri = torch.index_select(cd2, 0, fi, out=ws.get("ri", (P, N), wd))
@@ -305,6 +330,9 @@ def _ward_batch(x, lengths, ks, *, exact_gram: bool, ws: _Workspace | None = Non
         invc[fj] = 0.0
         active[bi, jj] = False
         parent[bi, jj] = ii
+        step_map = ar.expand(B, N).clone()
+        step_map[bi, jj] = ii
+        member = step_map.gather(1, member)
         low_f[fj] = _INF
         nn_f[fj] = jj
         err = err + err_step
@@ -323,12 +351,19 @@ def _ward_batch(x, lengths, ks, *, exact_gram: bool, ws: _Workspace | None = Non
         # no future merge costs less than the smallest current distance (reducibility), so a document
         # is done once `need` of its merges are at or below that floor
         floor = low.min(1).values
-        live = live & ((height <= floor[:, None]).sum(1) < need)
+        live = live & ((height + hslack <= floor[:, None]).sum(1) < need)
 
-    # cut: keep each document's `need` lowest merges (exact costs), then follow parents to the roots
+    # cut: keep each document's `need` lowest merges, then follow parents to the roots. The choice is
+    # certain when every kept merge's upper bound is below every other merge's lower bound (future ones
+    # included: they cost >= floor); documents where it is not are reported back as uncertain.
     order = torch.sort(height, dim=1, stable=True).indices
     rank = torch.empty_like(order).scatter_(1, order, ar.expand(B, N).contiguous())
-    root = torch.where(rank < need[:, None], parent, ar[None, :])
+    keep = rank < need[:, None]
+    kept_hi = (height + hslack).masked_fill(~keep, -_INF).max(1).values
+    rest_lo = (height - hslack).masked_fill(keep, _INF).min(1).values
+    floor = low.min(1).values
+    stats["uncertain"] = (need > 0) & ~(kept_hi < torch.minimum(rest_lo, floor))
+    root = torch.where(keep, parent, ar[None, :])
     while True:
         nxt = root.gather(1, root)
         if bool((nxt == root).all()):
@@ -417,15 +452,30 @@ def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
 
 
 # --------------------------------------------------------------------------------------- public API
-def _batches(lengths: np.ndarray, max_elems: int):
-    """Group document indices (sorted by length, longest first) into padded batches of bounded size."""
+def _batches(lengths: np.ndarray, max_elems: int, parts: int = 1):
+    """Group document indices (sorted by length, longest first) into padded batches of bounded size,
+    at least ``parts`` batches when there are enough documents."""
     order = np.argsort(-lengths, kind="stable")
+    cap = max(1, -(-len(order) // max(1, parts)))
     i = 0
     while i < len(order):
         n = int(lengths[order[i]])
-        size = max(1, max_elems // max(n * n, 1))
+        size = min(cap, max(1, max_elems // max(n * n, 1)))
         yield order[i : i + size]
         i += size
+
+
+@contextmanager
+def _intra_op_threads(n: int):
+    """Temporarily set torch's intra-op thread count (process-wide), restoring it afterwards."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _cluster_labels(
@@ -440,6 +490,7 @@ def _cluster_labels(
     seed: int = 0,
     iters: int = 20,
     max_elems: int = _BATCH_ELEMS,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Cluster ordinal (within its document) of every token of the segments ``values[starts[i]:+lengths[i]]``
     -> one int64 array, segments concatenated. Segments with ``ks >= lengths`` keep every token."""
@@ -448,6 +499,8 @@ def _cluster_labels(
     dev = _torch_device(device)
     if exact_gram is None:
         exact_gram = dev.type != "cpu"
+    if workers is None:
+        workers = torch.get_num_threads()
     out_off = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=out_off[1:])
     labels = np.empty(int(out_off[-1]), np.int64)
@@ -456,27 +509,49 @@ def _cluster_labels(
         labels[out_off[i] : out_off[i + 1]] = np.arange(lengths[i])
     if not len(todo):
         return labels
-    ws = _Workspace(dev)
-    for sel in _batches(lengths[todo], max_elems):
+    batches = list(_batches(lengths[todo], max_elems, workers if dev.type == "cpu" else 1))
+
+    vt = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+    def run(sel, ws):
         docs = todo[sel]
         n_max = int(lengths[docs].max())
         lens = lengths[docs]
-        tok = np.repeat(starts[docs], lens) + (
-            np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-        )
-        pos = np.repeat(np.arange(len(docs)), lens) * n_max + (tok - np.repeat(starts[docs], lens))
-        x = np.zeros((len(docs) * n_max, values.shape[1]), np.float32)
-        x[pos] = values[tok]
-        xt = torch.from_numpy(x.reshape(len(docs), n_max, -1)).to(dev)
+        within = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+        tok = np.repeat(starts[docs], lens) + within
+        pos = np.repeat(np.arange(len(docs)), lens) * n_max + within
+        x = torch.zeros((len(docs) * n_max, values.shape[1]), dtype=torch.float32)
+        x.index_copy_(0, torch.from_numpy(pos), vt.index_select(0, torch.from_numpy(tok)))
+        xt = x.view(len(docs), n_max, -1).to(dev)
         lt = torch.from_numpy(lens.astype(np.int64)).to(dev)
         kt = torch.from_numpy(ks[docs].astype(np.int64)).to(dev)
         if method == "ward":
-            lab, _ = _ward_batch(xt, lt, kt, exact_gram=exact_gram, ws=ws)
+            lab, stats = _ward_batch(xt, lt, kt, exact_gram=exact_gram, ws=ws)
+            redo = torch.nonzero(stats["uncertain"]).squeeze(1)
+            if len(redo) and not exact_gram:  # merge order too close to call from float32: float64 rerun
+                lab[redo] = _ward_batch(xt[redo], lt[redo], kt[redo], exact_gram=True)[0]
         else:
             lab = _kmeans_batch(xt, lt, kt, seed=seed, iters=iters)
-        lab = lab.cpu().numpy().reshape(-1)
-        dst = np.repeat(out_off[docs], lens) + (tok - np.repeat(starts[docs], lens))
-        labels[dst] = lab[pos]
+        labels[np.repeat(out_off[docs], lens) + within] = lab.cpu().numpy().reshape(-1)[pos]
+
+    if dev.type != "cpu" or workers <= 1 or len(batches) == 1:
+        ws = _Workspace(dev)
+        for sel in batches:
+            run(sel, ws)
+        return labels
+    # CPU: single-threaded torch ops in `workers` threads, one batch each at a time (ops release the GIL;
+    # no OpenMP barriers between the many small ops of the merge loop, which stall on a busy machine)
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+
+    def job(sel):
+        if not hasattr(local, "ws"):
+            local.ws = _Workspace(dev)
+        run(sel, local.ws)
+
+    with _intra_op_threads(1), ThreadPoolExecutor(workers) as ex:
+        list(ex.map(job, batches))
     return labels
 
 

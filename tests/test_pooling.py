@@ -90,6 +90,26 @@ def test_float32_gram_and_float64_gram_give_scipy_partitions_on_near_ties(rng):
     assert stats["rescored_rows"] > 0 and stats["merges"] >= (lengths - ks).sum()
 
 
+def test_near_equal_merge_heights_fall_back_to_float64(rng):
+    # 8 well separated pairs whose distances differ by 1e-6 relative: which 4 merges are the lowest
+    # cannot be told from the float32 Gram matrix, so the document is redone in float64
+    dim, docs = 16, []
+    for _ in range(3):
+        centres = 10.0 * rng.standard_normal((8, dim))
+        dirs = rng.standard_normal((8, dim))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        r = (1.0 + 1e-6 * rng.permutation(8))[:, None] / 2
+        docs.append(rng.permutation(np.concatenate([centres + r * dirs, centres - r * dirs])))
+    docs = Ragged.from_list([d.astype(np.float32) for d in docs])
+    lengths = docs.lengths
+    ks = n_clusters(lengths, 4 / 3)
+    assert ks.tolist() == [12, 12, 12]
+    x = torch.from_numpy(np.stack(list(docs)))
+    _, stats = _ward_batch(x, torch.from_numpy(lengths), torch.from_numpy(ks), exact_gram=False)
+    assert bool(stats["uncertain"].all())
+    assert_same_as_scipy(docs, 4 / 3, pool_labels(docs, 4 / 3))
+
+
 def test_ward_small_batches_equal_one_batch(rng):
     docs = random_docs(rng, 30, 16, 2, 60)
     lengths = docs.lengths
