@@ -211,10 +211,13 @@ def main(argv=None) -> int:
     ap.add_argument("--side-map", default="spk4096t8", help="sparse map fitted on the dense index's vectors")
     ap.add_argument("--counts", type=int, nargs="+", default=list(DEFAULT_COUNTS), help="candidate counts")
     ap.add_argument("--latency-queries", type=int, default=100)
+    ap.add_argument("--parts", default="ab", help="'a' sparse-only rows, 'b' prefilter rows (default both)")
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
     data = load_scifact(args.max_docs)
-    for row in slim_rows(data, sparse_specs=args.sparse_spec or DEFAULT_SPARSE, dense_spec=args.dense_spec,
+    sparse_specs = (args.sparse_spec or DEFAULT_SPARSE) if "a" in args.parts else ()
+    dense_spec = args.dense_spec if "b" in args.parts else ""
+    for row in slim_rows(data, sparse_specs=sparse_specs, dense_spec=dense_spec,
                          side_map=args.side_map, counts=args.counts, latency_queries=args.latency_queries):
         print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     return 0
