@@ -61,8 +61,8 @@ METHODS = ("ward", "kmeans")
 #: modes accepted by :func:`pool_patches`
 PATCH_MODES = ("spatial", "semantic")
 
-#: bound on the float64 distance matrices of one padded batch (elements): 2**23 = 64 MiB
-_BATCH_ELEMS = 1 << 23
+#: bound on the distance matrices of one padded batch (elements): 2**22 (16 MiB in float32)
+_BATCH_ELEMS = 1 << 22
 _U32 = 2.0**-24  # unit roundoff of float32
 _INF = float("inf")
 
@@ -262,7 +262,8 @@ def _ward_batch(x, lengths, ks, *, exact_gram: bool, ws: _Workspace | None = Non
             sub, col = torch.nonzero(cand, as_tuple=True)
             q = qa[sub]
             fa, fb = fq[q], bq[q] * N + col
-            si, sj = cluster_sums(fa), cluster_sums(fb)
+            sab = cluster_sums(torch.cat([fa, fb]))
+            si, sj = sab[: len(fa)], sab[len(fa) :]
             ex = _exact_ward(si, sj, counts[fa], counts[fb], torch.empty_like(si))
             rowmin = torch.full((len(qa),), _INF, dtype=f64, device=dev).scatter_reduce(0, sub, ex, "amin")
             key = torch.where(ex == rowmin[sub], col, N)
