@@ -24,7 +24,7 @@ if [ "$DRY" = 0 ]; then
   "$PY" -m pytest -q -m gpu tests/test_search.py -p no:cacheprovider
 fi
 
-DRY="$DRY" DOCS="${DOCS:-20000}" DIM="${DIM:-128}" SPEC="${SPEC:-rq2c1024}" "$PY" - <<'EOF'
+DRY="$DRY" DOCS="${DOCS:-20000}" DIM="${DIM:-128}" SPEC="${SPEC:-rq2c256}" "$PY" - <<'EOF'
 import json, os, sys, time
 import numpy as np
 import torch

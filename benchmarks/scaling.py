@@ -2,7 +2,7 @@
 tokens per document): build time, stored bytes, single-query p50/p95 latency and peak RSS per corpus size,
 at FIXED search params. Each size runs in a fresh subprocess so its peak RSS is its own.
 
-    python benchmarks/scaling.py [--sizes 10000 100000 1000000] [--dim 64] [--spec rq2c1024] [--json]
+    python benchmarks/scaling.py [--sizes 10000 100000 1000000] [--dim 64] [--spec rq2c256] [--json]
 
 Documents are generated and encoded in streaming batches (never the whole float corpus in memory): the codec
 is fitted on a sample of the first batch, every batch is encoded to uint8 codes plus its stage-1 terms (the
@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
-DEFAULT_SPEC = "rq2c1024"
+DEFAULT_SPEC = "rq2c256"
 DEFAULT_PARAMS = {"nprobe": 4, "n_rerank": 64, "interaction": "probed"}
 BATCH_DOCS = 20_000
 
@@ -61,6 +61,7 @@ class Corpus:
 
         rng = np.random.default_rng([self.seed, 10**9])
         picks = rng.integers(0, self.n_docs, n)
+        self.query_sources = picks  # the document each query was drawn from
         out: list = [None] * n
         for a in np.unique((picks // BATCH_DOCS) * BATCH_DOCS):  # each needed batch is generated once
             batch = self.batch(int(a), min(int(a) + BATCH_DOCS, self.n_docs))
@@ -81,7 +82,7 @@ def build(corpus: Corpus, spec: str):
 
     first = corpus.batch(0, min(BATCH_DOCS, corpus.n_docs))
     rng = np.random.default_rng(0)
-    sample = first.values[rng.choice(first.n_tokens, min(first.n_tokens, 200_000), replace=False)]
+    sample = first.values[rng.choice(first.n_tokens, min(first.n_tokens, 65_536), replace=False)]
     codec = build_pipeline(spec, corpus.dim).fit(sample)
     if codec.has_coarse:
         centroids = np.ascontiguousarray(codec.coarse_centroids, np.float32)
@@ -143,6 +144,7 @@ def measure(n_docs: int, dim: int, spec: str, n_queries: int, check_recall: bool
         "p50_ms": round(float(np.percentile(lat, 50)), 2),
         "p95_ms": round(float(np.percentile(lat, 95)), 2),
         "queries": len(queries),
+        "source_doc_in_top10": round(float(np.mean([src in r[0] for src, r in zip(corpus.query_sources, results)])), 4),
     }
     if check_recall:
         oracle = Searcher(snap, SearchParams(candidates="exhaustive", device="cpu", batch_size=len(queries)))

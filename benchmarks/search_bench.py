@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("LANCE_LOG", "error")  # LanceDB warns on every multivector query (scoring autoprojection)
 
 from mvstore.eval import ndcg_at_k, recall_vs_reference  # noqa: E402
 from mvstore.ragged import Ragged  # noqa: E402
@@ -61,19 +63,20 @@ def _run(results, query_ids, doc_ids, k: int = 10) -> dict[str, list[str]]:
     return {q: [doc_ids[r] for r in rows[:k]] for q, (rows, _) in zip(query_ids, results)}
 
 
-def build_index(data, spec: str, workdir: str):
-    """Build the index through the store; returns (index, build_s)."""
+def build_index(pooled: Ragged, doc_ids, codec_spec: str, workdir: str):
+    """Build the index through the store from already pooled documents (pooling once serves both the index and
+    the LanceDB baseline; the store pools with the same function). Returns (index, snapshot, build_s)."""
     from mvstore import store
 
     t = time.perf_counter()
-    idx = store.create(str(Path(workdir) / "index"), spec=spec, dim=data.docs.dim)
-    idx.add(list(data.doc_ids), data.docs)
+    idx = store.create(str(Path(workdir) / "index"), spec=codec_spec, dim=pooled.dim)
+    idx.add(list(doc_ids), pooled)
     snap = idx.snapshot()
     return idx, snap, time.perf_counter() - t
 
 
 def lancedb_rows(data, snap, pooled: Ragged, workdir: str, *, exhaustive_run, exact_run, n_latency: int,
-                 bytes_scale: float) -> list[dict]:
+                 base: dict):
     """LanceDB multivector search over the index's (pooled, transformed, unquantized) vectors: flat (exact
     MaxSim, cosine) and with an IVF_PQ index (per-token ANN, LanceDB's default approximation)."""
     import lancedb
@@ -89,7 +92,6 @@ def lancedb_rows(data, snap, pooled: Ragged, workdir: str, *, exhaustive_run, ex
     tbl = db.create_table("docs", pa.table({"row": pa.array(np.arange(len(pooled))), "vector": col}))
     qt = [snap.codec.transform_query(q) for q in data.queries]
     qt = [q / np.linalg.norm(q, axis=1, keepdims=True) for q in qt]
-    rows = []
     n_tok = int(data.docs.n_tokens)
 
     def search(q, nprobes=None):
@@ -114,7 +116,8 @@ def lancedb_rows(data, snap, pooled: Ragged, workdir: str, *, exhaustive_run, ex
             search(q, nprobes)
             lat.append((time.perf_counter() - t) * 1e3)
         stored = len(vecs) * d * 4 + (len(vecs) * (d // 8) if label != "lancedb-flat" else 0)
-        rows.append({
+        yield {
+            **base,
             "system": label,
             "spec": f"{snap.codec.spec()} vectors as float32" + (", IVF_PQ" if nprobes else ""),
             "nprobe": nprobes,
@@ -124,25 +127,35 @@ def lancedb_rows(data, snap, pooled: Ragged, workdir: str, *, exhaustive_run, ex
             "recall10_vs_exact": round(recall_vs_reference(run, exact_run, 10), 4),
             "p50_ms": round(float(np.percentile(lat, 50)), 2),
             "p95_ms": round(float(np.percentile(lat, 95)), 2),
-            "bytes_per_token": round(stored / n_tok * bytes_scale, 2),
+            "bytes_per_token": round(stored / n_tok, 2),
             "index_build_s": round(build_s, 1),
-        })
-    return rows
+        }
 
 
 def search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, exact_run=None, n_latency: int = 300,
                 with_lancedb: bool = True) -> list[dict]:
-    """Rows for the exhaustive oracle and each operating point (and LanceDB, side by side)."""
+    """Rows for the exhaustive oracle, each operating point, and LanceDB side by side."""
+    return list(iter_search_rows(data, spec, operating_points, exact_run=exact_run, n_latency=n_latency,
+                                 with_lancedb=with_lancedb))
+
+
+def iter_search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, exact_run=None,
+                     n_latency: int = 300, with_lancedb: bool = True):
+    """:func:`search_rows`, one row at a time (so a long run prints what it has)."""
     from mvstore.pooling import pool
     from mvstore.spec import parse
 
     points = list(operating_points or DEFAULT_POINTS)
     exact_run = exact_run if exact_run is not None else data.exact_run(100)
-    out = []
+    sp = parse(spec)
+    n_tok = int(data.docs.n_tokens)
+    t = time.perf_counter()
+    pooled = pool(data.docs, sp.pool_factor, method=sp.pool_method) if sp.pool_factor > 1 else data.docs
+    pool_s = time.perf_counter() - t
+    codec_spec = ",".join(str(st) for st in sp.codec_stages) or "fp32"
     with tempfile.TemporaryDirectory(prefix="mvstore_search_bench_") as work:
-        idx, snap, build_s = build_index(data, spec, work)
-        st = idx.stats()
-        bpt = float(st["bytes_per_token"])
+        idx, snap, build_s = build_index(pooled, data.doc_ids, codec_spec, work)
+        bpt = float(idx.stats()["stored_bytes"]) / n_tok  # per ORIGINAL token
         base = {"spec": spec, "docs": snap.n_docs, "vectors": snap.n_vectors,
                 "centroids": int(len(snap.centroids)), "queries": len(data.queries)}
 
@@ -152,13 +165,12 @@ def search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, exact_
         ex_s = time.perf_counter() - t
         exhaustive_run = _run(ex, data.query_ids, data.doc_ids)
         p50, p95 = _latency(lambda q: oracle.search(q, 10), data.queries, min(n_latency, 10))
-        out.append({**base, "system": "mvstore-exhaustive", "nprobe": None, "n_rerank": None,
-                    "interaction": None,
-                    "ndcg10": round(ndcg_at_k(exhaustive_run, data.qrels, 10), 4),
-                    "recall10_vs_exhaustive": 1.0,
-                    "recall10_vs_exact": round(recall_vs_reference(exhaustive_run, exact_run, 10), 4),
-                    "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "bytes_per_token": round(bpt, 2),
-                    "build_s": round(build_s, 1), "batch_search_s": round(ex_s, 1)})
+        yield {**base, "system": "mvstore-exhaustive", "nprobe": None, "n_rerank": None, "interaction": None,
+               "ndcg10": round(ndcg_at_k(exhaustive_run, data.qrels, 10), 4),
+               "recall10_vs_exhaustive": 1.0,
+               "recall10_vs_exact": round(recall_vs_reference(exhaustive_run, exact_run, 10), 4),
+               "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "bytes_per_token": round(bpt, 2),
+               "pool_s": round(pool_s, 1), "build_s": round(build_s, 1), "batch_search_s": round(ex_s, 1)}
         for nprobe, n_rerank, inter in points:
             params = SearchParams(candidates="centroid", nprobe=nprobe, n_rerank=n_rerank, interaction=inter,
                                   device="cpu")
@@ -167,28 +179,26 @@ def search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, exact_
             res = s.search(data.queries, 10)
             batch_s = time.perf_counter() - t
             run = _run(res, data.query_ids, data.doc_ids)
+            c0 = time.process_time()
             p50, p95 = _latency(lambda q, s=s: s.search(q, 10), data.queries, n_latency)
-            out.append({**base, "system": "mvstore", "nprobe": nprobe, "n_rerank": n_rerank, "interaction": inter,
-                        "ndcg10": round(ndcg_at_k(run, data.qrels, 10), 4),
-                        "recall10_vs_exhaustive": round(recall_vs_reference(run, exhaustive_run, 10), 4),
-                        "recall10_vs_exact": round(recall_vs_reference(run, exact_run, 10), 4),
-                        "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "bytes_per_token": round(bpt, 2),
-                        "batch_qps": round(len(data.queries) / batch_s, 1),
-                        "recommended": (nprobe, n_rerank, inter) == RECOMMENDED})
+            cpu_ms = (time.process_time() - c0) / (min(n_latency, len(data.queries)) + 1) * 1e3
+            yield {**base, "system": "mvstore", "nprobe": nprobe, "n_rerank": n_rerank, "interaction": inter,
+                   "ndcg10": round(ndcg_at_k(run, data.qrels, 10), 4),
+                   "recall10_vs_exhaustive": round(recall_vs_reference(run, exhaustive_run, 10), 4),
+                   "recall10_vs_exact": round(recall_vs_reference(run, exact_run, 10), 4),
+                   "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "cpu_ms_per_query": round(cpu_ms, 2),
+                   "bytes_per_token": round(bpt, 2), "batch_qps": round(len(data.queries) / batch_s, 1),
+                   "recommended": (nprobe, n_rerank, inter) == RECOMMENDED}
         # end to end through Index.search (Arrow result), at the recommended point
         nprobe, n_rerank, inter = RECOMMENDED
         params = SearchParams(nprobe=nprobe, n_rerank=n_rerank, interaction=inter, device="cpu")
         p50, p95 = _latency(lambda q: idx.search(q, 10, params=params), data.queries, n_latency)
-        out.append({**base, "system": "mvstore-Index.search", "nprobe": nprobe, "n_rerank": n_rerank,
-                    "interaction": inter, "p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
-                    "bytes_per_token": round(bpt, 2)})
+        yield {**base, "system": "mvstore-Index.search", "nprobe": nprobe, "n_rerank": n_rerank,
+               "interaction": inter, "p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
+               "bytes_per_token": round(bpt, 2)}
         if with_lancedb:
-            sp = parse(spec)
-            pooled = pool(data.docs, sp.pool_factor, method=sp.pool_method) if sp.pool_factor > 1 else data.docs
-            for row in lancedb_rows(data, snap, pooled, work, exhaustive_run=exhaustive_run, exact_run=exact_run,
-                                    n_latency=min(n_latency, 50), bytes_scale=1.0):
-                out.append({**base, **row})
-    return out
+            yield from lancedb_rows(data, snap, pooled, work, exhaustive_run=exhaustive_run, exact_run=exact_run,
+                                    n_latency=min(n_latency, 30), base=base)
 
 
 def main(argv=None) -> int:
@@ -202,8 +212,8 @@ def main(argv=None) -> int:
     from benchmarks.data import load_scifact
 
     data = load_scifact(args.max_docs)
-    for row in search_rows(data, args.spec, exact_run=data.exact_run(100), n_latency=args.latency_queries,
-                           with_lancedb=not args.no_lancedb):
+    for row in iter_search_rows(data, args.spec, exact_run=data.exact_run(100), n_latency=args.latency_queries,
+                                with_lancedb=not args.no_lancedb):
         print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     return 0
 

@@ -355,3 +355,11 @@ def test_cuda_filtered_and_auto_device(corpus):
     got = s.search(queries, 10, allowed=allowed)
     assert all(allowed[r].all() for r, _ in got)
     same_ranking(got, Searcher(snap, SearchParams(device="cpu")).search(queries, 10, allowed=allowed), atol=1e-3)
+
+
+def test_postings_are_built_once_per_snapshot():
+    docs = clustered_docs(40, seed=5)
+    snap = make_snapshot(docs, n_centroids=8)
+    a = Searcher(snap, SearchParams(nprobe=2, device="cpu"))
+    b = Searcher(snap, SearchParams(nprobe=3, interaction="full", device="cpu"))
+    assert a.generator.postings is b.generator.postings is snap.extras["postings"]

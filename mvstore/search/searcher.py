@@ -113,13 +113,16 @@ class Searcher:
             if kind == "exhaustive":
                 self._generator = ExhaustiveCandidates(s.n_docs)
             elif kind == "centroid":
-                self._generator = CentroidCandidates.from_snapshot(
+                gen = CentroidCandidates.from_snapshot(
                     s,
                     nprobe=self.params.nprobe,
                     interaction=self.params.interaction,
                     device=self.device if self.use_torch else "cpu",
                     postings=s.extras.get("postings"),
                 )
+                # posting lists depend only on the snapshot: every Searcher of this version shares them
+                s.extras.setdefault("postings", gen.postings)
+                self._generator = gen
             else:
                 self._generator = load_sparse_generator(s, self.params)
         return self._generator
