@@ -399,6 +399,7 @@ def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
     centres = torch.zeros((B, K, d), dtype=torch.float32, device=dev)
     mind = torch.full((B, N), float("inf"), dtype=torch.float64, device=dev)
     bidx = torch.arange(B, device=dev)
+    gram = torch.bmm(xf, xf.transpose(1, 2))  # distances to a chosen token come from its Gram row
     for t in range(K):
         w = torch.where(torch.isinf(mind), torch.ones_like(mind), mind.clamp_min(0.0))
         zero = (w.masked_fill(~valid | chosen, 0.0).sum(1) <= 0)[:, None]
@@ -409,7 +410,8 @@ def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
         chosen[bidx[todo], pick[todo]] = True
         c = xf[bidx, pick]
         centres[:, t] = torch.where(todo[:, None], c, centres[:, t])
-        dist = (sq - 2.0 * (xf @ c[:, :, None]).squeeze(2) + (c * c).sum(1, keepdim=True)).to(torch.float64)
+        row = gram[bidx, pick]  # (B, N)
+        dist = (sq - 2.0 * row + sq[bidx, pick][:, None]).to(torch.float64)
         mind = torch.where(todo[:, None], torch.minimum(mind, dist.clamp_min(0.0)), mind)
     slot_ok = torch.arange(K, device=dev)[None, :] < ks[:, None]  # (B, K)
 
