@@ -39,22 +39,21 @@ from mvstore.spec import build_pipeline, parse  # noqa: E402
 #: pool factors 1-4, PCA/trunc dims and every quantizer; grouped by pooling so each pooled corpus is built once
 DEFAULT_SPECS = [
     "pool4",
-    "pool4,pca128,rq2",
-    "pool4,pca80,rq2",
-    "pool4,pca64,rq1",
+    "pool4,pca184,rq2",
+    "pool4,pq48",
+    "pool4,pca176,rq1",
+    "pool4,pq24",
+    "pool4,pca80,rq1",
     "pool4,pq12",
-    "pool4,pca96,pq24",
+    "pool4,pca128,rq2",
     "pool4,pca192,rq4",
-    "pool4,pca128,bin",
-    "pool4,pca160,rq2",
+    "pool4,pca192,bin",
+    "pool4,fp16",
     "pool2",
-    "pool2,pca160,rq2",
-    "pool2,pca96,pq48",
-    "pool2,pca192,sq8",
-    "pool2,trunc192,sq8",
-    "pool2,sq4",
-    "pca128,sq8",
-    "fp16",
+    "pool2,pca192,rq2",
+    "pool2,trunc192,sq4",
+    "pool2,sq8",
+    "sq8",
 ]
 
 
@@ -177,6 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from benchmarks.data import CACHE, load_scifact
+
+    if args.threads:
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)
 
     data = load_scifact(args.max_docs)
     exact = data.exact_run(100)
