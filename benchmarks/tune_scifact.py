@@ -4,8 +4,9 @@
    ``--sample-queries`` queries from the **train** split (default 100; disjoint from the test queries), the
    default candidate grid within ``--budget`` bytes per original token. Fidelity = recall@10 vs exact MaxSim
    on the sample.
-2. Evaluate the picked spec on the full corpus with all 300 test queries (nDCG@10), with the same exhaustive
-   protocol as ``benchmarks/frontier.py`` (pool, fit, encode/decode, exact MaxSim over everything).
+2. Evaluate the picked spec with all 300 test queries (nDCG@10) on the full corpus, or with ``--max-docs N`` on
+   the frontier's subset (every judged document + others up to N), with the same exhaustive protocol as
+   ``benchmarks/frontier.py`` (pool, fit on ``--fit-sample`` vectors, encode/decode, exact MaxSim over all).
 3. Compare with the best spec within the budget from the frontier: rows read from ``--frontier-rows`` (a
    ``frontier.py --json`` output) when given, else the frontier's default specs within the budget are
    evaluated here; the tune's next-best candidates (``--also-top``) are evaluated too.
@@ -15,7 +16,7 @@ table: every candidate's sample fidelity and bytes per token), ``kind="eval"`` (
 one per spec, ``source`` = picked | frontier | tune-top), then ``kind="summary"`` with
 ``delta_points = 100 * (best frontier nDCG@10 - picked nDCG@10)`` and ``within_1_point``.
 
-    python benchmarks/tune_scifact.py --budget 20 --json [--frontier-rows /tmp/frontier.jsonl]
+    python benchmarks/tune_scifact.py --budget 20 --json [--max-docs 1500] [--frontier-rows /tmp/frontier.jsonl]
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-docs", type=int, default=1000)
     ap.add_argument("--sample-queries", type=int, default=100)
     ap.add_argument("--query-split", default="train", help="split the tuning queries come from (train or test)")
+    ap.add_argument("--max-docs", type=int, default=None,
+                    help="evaluate on a corpus subset (all judged docs + others up to N; all 300 test queries)")
     ap.add_argument("--frontier-rows", default=None, help="frontier.py --json output to take the frontier from")
     ap.add_argument("--also-top", type=int, default=1, help="also evaluate the tune's next-best N candidates")
     ap.add_argument("--fit-sample", type=int, default=65536,
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
         print(res.to_text())
 
     del sample_docs, tune_queries
-    data = load_scifact()  # phase 2: the full corpus and the 300 test queries
+    data = load_scifact(args.max_docs)  # phase 2: the corpus (or subset) and the 300 test queries
     ranked = sorted((r for r in res.table if r["within_budget"]), key=lambda r: -r["fidelity"])
     to_eval = {res.spec: "picked"}
     for r in ranked[1 : 1 + args.also_top]:
@@ -115,7 +118,8 @@ def main(argv=None) -> int:
     best = max(frontier, key=lambda r: r["ndcg10"])
     picked = evals[res.spec]
     delta = round(100 * (best["ndcg10"] - picked["ndcg10"]), 2)
-    emit({"kind": "summary", "budget": args.budget, "picked": res.spec, "picked_ndcg10": picked["ndcg10"],
+    emit({"kind": "summary", "budget": args.budget, "eval_docs": len(data.docs), "eval_queries": len(data.queries),
+          "picked": res.spec, "picked_ndcg10": picked["ndcg10"],
           "picked_bytes_per_token": picked["bytes_per_token"], "best_frontier_spec": best["spec"],
           "best_frontier_ndcg10": best["ndcg10"], "best_frontier_bytes_per_token": best["bytes_per_token"],
           "frontier_specs_within_budget": len(frontier),
