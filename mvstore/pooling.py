@@ -567,10 +567,10 @@ def _pool_from_labels(docs: Ragged, protected: int, n_out: np.ndarray, labels: n
     seg = docs.segment_ids()
     dest = out_off[seg] + labels
     v = torch.from_numpy(np.ascontiguousarray(docs.values, dtype=np.float32))
-    acc = torch.zeros((int(out_off[-1]), docs.dim), dtype=torch.float64)
-    acc.index_add_(0, torch.from_numpy(dest), v.to(torch.float64))
-    norms = torch.linalg.vector_norm(acc, dim=1, keepdim=True)
-    res = (acc / norms.clamp_min(1e-300)).to(torch.float32).numpy()
+    acc = torch.zeros((int(out_off[-1]), docs.dim), dtype=torch.float32)
+    acc.index_add_(0, torch.from_numpy(dest), v)  # float32 sums: clusters hold few vectors
+    acc /= torch.linalg.vector_norm(acc, dim=1, keepdim=True).clamp_min(1e-30)
+    res = acc.numpy()
     if protected:
         local = np.arange(docs.n_tokens) - docs.offsets[seg]
         prot = local < protected
