@@ -125,7 +125,7 @@ def _exhaustive_sparse(snap: Snapshot, data) -> list:
     return out
 
 
-def sparse_only_rows(data, exact_run, specs, counts, *, latency_queries: int = 100, alpha: float = 0.5):
+def sparse_only_rows(data, exact_run, specs, counts, *, latency_queries: int = 100, alpha: float = 1.0):
     """Rows (a): sparse-only indexes, SLIM two-stage search at each candidate count (and, at the second
     count, each stage-1 mix in ``ALPHAS``)."""
     from mvstore.search.params import SearchParams

@@ -136,12 +136,14 @@ def bounds(
     q_weights: np.ndarray,
     n_query_tokens: int,
     *,
+    lower: bool = True,
     block: int = 1 << 23,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray | None, np.ndarray]:
     """SLIM's bounds of the sparse MaxSim of one query against every document -> ``(lower, upper)``,
     each ``(n_docs,)`` float32. The query is given as its non-zero entries: token index ``q_tok``, term
     ``q_terms`` and weight ``q_weights`` (all 1-D, same length; weights non-negative; each (token, term)
-    at most once, as in a sparse vector)."""
+    at most once, as in a sparse vector). ``lower=False`` skips the lower bound (returned as None): the upper
+    bound is one ``bincount``, the lower bound a max per query token and costs about as much again."""
     p = postings
     q_tok = np.asarray(q_tok, np.int64)
     q_terms = np.asarray(q_terms, np.int64)
@@ -156,6 +158,8 @@ def bounds(
     val = np.repeat(q_weights, lens) * p.weights[idx]
     tok = np.repeat(q_tok, lens)
     upper = np.bincount(docs, weights=val, minlength=p.n_docs).astype(np.float32)
+    if not lower:
+        return None, upper
     lower = np.zeros(p.n_docs, np.float32)
     # per query token, the max over its terms. Entry e of a token is its slot-th term; within one slot the
     # (token, doc) pairs are unique, so a gather/max/scatter per slot needs no unbuffered ufunc.at.
@@ -325,11 +329,12 @@ class SparseCandidates(CandidateGenerator):
 
     ``queries`` given to :meth:`candidates` are *transformed* by the snapshot's codec (the searcher's
     convention): the ``(n, V)`` sparse vectors for a sparse index, dense ``(n, dim_out)`` vectors for a dense
-    index with a side map (the map is applied here). ``alpha=1`` ranks by the upper bound (SLIM's first
-    stage), ``alpha=0`` by the lower bound.
+    index with a side map (the map is applied here). ``alpha=1`` (the default) ranks by the upper bound
+    alone, SLIM's first stage and the cheapest (on SciFact its top 32 already hold the exhaustive sparse
+    top 10: see benchmarks/slim_bench.py); ``alpha=0`` by the lower bound.
     """
 
-    def __init__(self, postings: SparsePostings, sparse_map: Any, *, own: bool, alpha: float = 0.5):
+    def __init__(self, postings: SparsePostings, sparse_map: Any, *, own: bool, alpha: float = 1.0):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
             raise SearchParamsError(f"alpha={alpha!r} must be a number in [0, 1] (1 = upper bound, 0 = lower)")
         self.postings = postings
@@ -340,7 +345,7 @@ class SparseCandidates(CandidateGenerator):
 
     @classmethod
     def from_snapshot(
-        cls, snapshot: Any, params: SearchParams | None = None, *, sparse_map: Any = None, alpha: float = 0.5
+        cls, snapshot: Any, params: SearchParams | None = None, *, sparse_map: Any = None, alpha: float = 1.0
     ) -> SparseCandidates:
         """Generator for ``snapshot`` (posting lists cached in ``snapshot.extras``); ``params`` is accepted for
         the searcher's loader (stage 1 needs none of its knobs)."""
@@ -363,9 +368,9 @@ class SparseCandidates(CandidateGenerator):
             out.append((tok, term, w, len(q)))
         return out
 
-    def scores(self, queries: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query ``(lower, upper)`` bounds for every document."""
-        return [bounds(self.postings, t, v, w, nq) for t, v, w, nq in self.sparse_queries(queries)]
+    def scores(self, queries: Any, *, lower: bool = True) -> list[tuple[np.ndarray | None, np.ndarray]]:
+        """Per query ``(lower, upper)`` bounds for every document (``lower`` None when not asked for)."""
+        return [bounds(self.postings, t, v, w, nq, lower=lower) for t, v, w, nq in self.sparse_queries(queries)]
 
     def candidates(self, queries: Any, n: int, allowed: np.ndarray | None = None) -> list[np.ndarray]:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -373,8 +378,8 @@ class SparseCandidates(CandidateGenerator):
         mask = check_allowed(allowed, self.n_docs)
         rows = np.arange(self.n_docs, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
         out = []
-        for lower, upper in self.scores(queries):
-            s = (self.alpha * upper + (1.0 - self.alpha) * lower)[rows]
+        for lower, upper in self.scores(queries, lower=self.alpha < 1.0):
+            s = (upper if lower is None else self.alpha * upper + (1.0 - self.alpha) * lower)[rows]
             out.append(_best(rows, s, int(n)))
         return out
 
@@ -405,7 +410,7 @@ class SparseSearcher:
         params: SearchParams | None = None,
         *,
         sparse_map: Any = None,
-        alpha: float = 0.5,
+        alpha: float = 1.0,
         rerank: str = "auto",
     ):
         if params is not None and not isinstance(params, SearchParams):
@@ -434,17 +439,20 @@ class SparseSearcher:
             raise SearchParamsError(f"k={k!r} must be a positive integer (the number of results per query)")
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
         mask = check_allowed(allowed, s.n_docs)
+        from .searcher import single_thread_blas
+
         out = []
         n = max(self.params.n_rerank, int(k))
         bs = self.params.batch_size
-        for a in range(0, len(queries), bs):
-            batch = queries[a : a + bs]
-            qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
-            cands = self.generator.candidates(qt, n, mask)
-            for i, rows in enumerate(cands):
-                sc = self.score_rows(qt[i : i + 1], rows)[0]
-                order = np.lexsort((rows, -sc))[: int(k)]
-                out.append((rows[order], sc[order]))
+        with single_thread_blas():  # small per-query products: threads cost more than they save
+            for a in range(0, len(queries), bs):
+                batch = queries[a : a + bs]
+                qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
+                cands = self.generator.candidates(qt, n, mask)
+                for i, rows in enumerate(cands):
+                    sc = self.score_rows(qt[i : i + 1], rows)[0]
+                    order = np.lexsort((rows, -sc))[: int(k)]
+                    out.append((rows[order], sc[order]))
         return out
 
     def score_rows(self, qt: Ragged, rows: np.ndarray) -> np.ndarray:
