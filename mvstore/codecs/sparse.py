@@ -124,6 +124,8 @@ class SparseCodec(Codec):
     #: spec prefix; subclasses override
     name: ClassVar[str] = ""
     _TOKEN: ClassVar[re.Pattern] = re.compile(r"(?!)")
+    #: an example token for error messages
+    _EXAMPLE: ClassVar[str] = ""
 
     def __init__(self, dim_in: int, vocab: int, top: int, threshold: float = 0.0):
         super().__init__(dim_in)
@@ -166,8 +168,6 @@ class SparseCodec(Codec):
         if self.threshold > 0:
             p = "p" + np.format_float_positional(self.threshold, trim="-")
         return f"{self.name}{self.vocab}t{self.top}{p}"
-
-    _EXAMPLE: ClassVar[str] = ""
 
     # ---- sizes
     @property
