@@ -14,6 +14,11 @@ __all__ = [
     "IndexCorruptedError",
     "DeviceUnavailableError",
     "MissingDependencyError",
+    "InvalidMetadataError",
+    "FilterError",
+    "UnknownIdError",
+    "IndexExistsError",
+    "InvalidOperationError",
 ]
 
 
@@ -55,6 +60,26 @@ class DeviceUnavailableError(MvstoreError, RuntimeError):
 
 class MissingDependencyError(MvstoreError, ImportError):
     """An optional dependency that is not installed; the message gives the pip command."""
+
+
+class InvalidMetadataError(MvstoreError, ValueError):
+    """Document metadata that cannot be stored: wrong length, unknown/reserved columns, bad types."""
+
+
+class FilterError(MvstoreError, ValueError):
+    """A ``where=`` filter or ``columns=`` selection naming columns the index does not have."""
+
+
+class UnknownIdError(MvstoreError, ValueError):
+    """Ids that are not in the index (e.g. deleting an id that was never added)."""
+
+
+class IndexExistsError(MvstoreError, FileExistsError):
+    """``create`` on a path that already holds an index (or other files)."""
+
+
+class InvalidOperationError(MvstoreError, ValueError):
+    """An operation this index cannot do in its current state (e.g. writing to a time-travel version)."""
 
 
 def require(module: str, pip_name: str | None = None, extra: str | None = None):

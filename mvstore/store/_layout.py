@@ -20,11 +20,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..exceptions import (
+from ..exceptions import (  # noqa: F401 - the store's errors are re-exported from here
     DuplicateIdError,
+    FilterError,
     IndexCorruptedError,
+    IndexExistsError,
     InvalidDtypeError,
-    MvstoreError,
+    InvalidMetadataError,
+    InvalidOperationError,
+    UnknownIdError,
 )
 
 FORMAT = "mvstore"
@@ -47,26 +51,6 @@ STATE_SCHEMA = pa.schema(
     ]
 )
 _META_ROW = "__meta__"
-
-
-class InvalidMetadataError(MvstoreError, ValueError):
-    """Document metadata that cannot be stored: wrong length, unknown/reserved columns, bad types."""
-
-
-class FilterError(MvstoreError, ValueError):
-    """A ``where=`` filter or ``columns=`` selection naming columns the index does not have."""
-
-
-class UnknownIdError(MvstoreError, ValueError):
-    """Ids that are not in the index (e.g. deleting an id that was never added)."""
-
-
-class IndexExistsError(MvstoreError, FileExistsError):
-    """``create`` on a path that already holds an index (or other files)."""
-
-
-class InvalidOperationError(MvstoreError, ValueError):
-    """An operation this index cannot do in its current state (e.g. writing to a time-travel version)."""
 
 
 # ----------------------------------------------------------------------------------------- manifest
