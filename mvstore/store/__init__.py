@@ -23,7 +23,8 @@ Layout (also in docs/LAYOUT.md). An index is a local directory::
                            n_tokens    int32: original (pre-pooling) token count
                            n_vectors   int32: stored (pooled) vector count
                            codes       large_binary: n_vectors x code_size bytes, the codec's codes
-                           terms       list<int32>: each stored vector's stage-1 centroid id
+                           terms       list<int32>: each stored vector's stage-1 centroid id (empty for
+                                       rq, whose codes carry it)
                            recon_err   float32: mean squared reconstruction error of the doc's vectors
                            source      large_binary (only with keep_source=True): pooled vectors as fp16
                          schema metadata "mvstore.state_id" = the codec state the codes were written with

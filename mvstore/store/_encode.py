@@ -21,20 +21,23 @@ def encode_pooled(st: _State, pooled: Ragged, keep_source: bool) -> dict[str, pa
     codec = st.codec
     n = pooled.n_tokens
     codes = np.empty((n, codec.code_size), np.uint8)
-    terms = np.empty(n, np.int32)
+    terms = np.empty(0 if codec.has_coarse else n, np.int32)
     vec_err = np.empty(n, np.float64)
     for a in range(0, n, ENCODE_CHUNK):
         x = np.ascontiguousarray(pooled.values[a : a + ENCODE_CHUNK], dtype=np.float32)
         t = codec.transform(x)
         c = codes[a : a + len(x)] = codec.quantizer.encode(t)
-        terms[a : a + len(x)] = codec.coarse_terms(c) if codec.has_coarse else assign_terms(t, st.centroids)
+        if not codec.has_coarse:  # rq codes carry their centroid id: nothing extra to store
+            terms[a : a + len(x)] = assign_terms(t, st.centroids)
         dec = codec.decode(c)
         vec_err[a : a + len(x)] = sq_error(x, t, dec) if dec.shape == t.shape else np.nan
     err = np.add.reduceat(vec_err, pooled.offsets[:-1]) / pooled.lengths if n else np.zeros(0)
     cols = {
         "n_vectors": pa.array(pooled.lengths.astype(np.int32)),
         "codes": binary_column(codes, pooled.offsets * codec.code_size),
-        "terms": list_int32_column(terms, pooled.offsets),
+        "terms": list_int32_column(terms, pooled.offsets)
+        if not codec.has_coarse
+        else list_int32_column(terms[:0], np.zeros(len(pooled) + 1, np.int64)),
         "recon_err": pa.array(err.astype(np.float32)),
     }
     if keep_source:

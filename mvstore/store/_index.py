@@ -586,7 +586,7 @@ class Index:
                 cur_err = float((err * nvec).sum() / n_vec)
             vinfo = next((v for v in view.ds.versions() if v["version"] == view.version), None)
             disk = int(vinfo["metadata"].get("total_files_size", 0)) if vinfo else 0
-        stored = n_vec * (code_size + 4)
+        stored = n_vec * (code_size + (0 if st is not None and st.codec.has_coarse else 4))  # + int32 terms
         train_err = st.meta.get("train_error") if st else None
         return {
             "version": view.version,

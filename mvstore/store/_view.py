@@ -129,7 +129,8 @@ class _View:
                     f"{int(offsets[-1])} vectors x {cs} bytes; the index is corrupted: rebuild it"
                 )
             codes = raw.reshape(-1, cs) if cs else np.zeros((int(offsets[-1]), 0), np.uint8)
-            terms = list_values(tbl.column("terms"))
+            # rq-style codes carry their stage-1 term (centroid id); other codecs store it per vector
+            terms = st.codec.coarse_terms(codes).astype(np.int32) if st.codec.has_coarse else list_values(tbl.column("terms"))
             if len(terms) != offsets[-1]:
                 raise IndexCorruptedError(
                     f"docs table version {self.version} has {len(terms)} terms for {int(offsets[-1])} vectors; "
