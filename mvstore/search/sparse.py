@@ -50,6 +50,7 @@ from .candidates import CandidateGenerator, as_query_list, check_allowed
 from .maxsim import doc_chunks, maxsim_batch
 from .params import SearchParams, SearchParamsError
 from .postings import ranges
+from .searcher import single_thread_blas, top_k
 
 __all__ = [
     "SparsePostings",
@@ -380,17 +381,8 @@ class SparseCandidates(CandidateGenerator):
         out = []
         for lower, upper in self.scores(queries, lower=self.alpha < 1.0):
             s = (upper if lower is None else self.alpha * upper + (1.0 - self.alpha) * lower)[rows]
-            out.append(_best(rows, s, int(n)))
+            out.append(top_k(rows, s, int(n))[0])
         return out
-
-
-def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
-    """Best ``n`` rows by score, best first, ties by ascending row (deterministic)."""
-    if len(rows) > n:
-        kth = np.partition(-scores, n - 1)[n - 1]
-        keep = np.flatnonzero(-scores <= kth)  # every tie at the cut, then trim by row
-        rows, scores = rows[keep], scores[keep]
-    return rows[np.lexsort((rows, -scores))][:n]
 
 
 # ------------------------------------------------------------------------------------------ two stages
@@ -439,8 +431,6 @@ class SparseSearcher:
             raise SearchParamsError(f"k={k!r} must be a positive integer (the number of results per query)")
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
         mask = check_allowed(allowed, s.n_docs)
-        from .searcher import single_thread_blas
-
         out = []
         n = max(self.params.n_rerank, int(k))
         bs = self.params.batch_size
@@ -449,10 +439,7 @@ class SparseSearcher:
                 batch = queries[a : a + bs]
                 qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
                 cands = self.generator.candidates(qt, n, mask)
-                for i, rows in enumerate(cands):
-                    sc = self.score_rows(qt[i : i + 1], rows)[0]
-                    order = np.lexsort((rows, -sc))[: int(k)]
-                    out.append((rows[order], sc[order]))
+                out.extend(top_k(rows, self.score_rows(qt[i : i + 1], rows)[0], int(k)) for i, rows in enumerate(cands))
         return out
 
     def score_rows(self, qt: Ragged, rows: np.ndarray) -> np.ndarray:
