@@ -39,6 +39,7 @@ def time_pooling(
     device: str = "cpu",
     protected: int = 0,
     repeats: int = 1,
+    workers: int | None = None,
 ) -> dict:
     """Pool ``docs`` ``repeats`` times (after one warm-up on a few documents); best wall time.
 
@@ -50,7 +51,7 @@ def time_pooling(
     best, best_cpu, out = float("inf"), float("inf"), None
     for _ in range(max(1, repeats)):
         t, c = time.perf_counter(), time.process_time()
-        out = pool(docs, factor, method=method, device=device, protected=protected)
+        out = pool(docs, factor, method=method, device=device, protected=protected, workers=workers)
         best = min(best, time.perf_counter() - t)
         best_cpu = min(best_cpu, time.process_time() - c)
     return {
@@ -121,10 +122,12 @@ def pooling_rows(
     device: str = "cpu",
     repeats: int = 2,
     check: bool = True,
+    workers: int | None = None,
 ):
     import torch
 
     threads = torch.get_num_threads()
+    workers = workers or threads
     for factor in factors:
         ref, scipy_s, scipy_cpu = (None, None, None)
         if "ward" in methods:
@@ -141,7 +144,7 @@ def pooling_rows(
                 "data": data,
             }
         for method in methods:
-            t = time_pooling(docs, factor, method=method, device=device, repeats=repeats)
+            t = time_pooling(docs, factor, method=method, device=device, repeats=repeats, workers=workers)
             row = {
                 "impl": "mvstore",
                 "method": method,
@@ -155,6 +158,7 @@ def pooling_rows(
                 "pooled_vectors": t["pooled_vectors"],
                 "device": device,
                 "threads": threads,
+                "workers": workers,
             }
             if method == "ward":
                 row["scipy_tokens_per_s"] = round(docs.n_tokens / scipy_s)
@@ -177,12 +181,19 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per row (best is reported)")
+    ap.add_argument("--workers", type=int, default=None, help="CPU worker threads (default: torch threads)")
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
 
     docs, data = load_docs(args.docs)
     for row in pooling_rows(
-        docs, data, args.factor or [2.0], args.method or ["ward"], args.device, args.repeats
+        docs,
+        data,
+        args.factor or [2.0],
+        args.method or ["ward"],
+        args.device,
+        args.repeats,
+        workers=args.workers,
     ):
         print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     return 0

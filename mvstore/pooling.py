@@ -109,6 +109,16 @@ def _check_protected(protected: Any) -> int:
     return int(protected)
 
 
+def _check_workers(workers: Any) -> int | None:
+    if workers is None:
+        return None
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise SpecError(
+            f"workers must be a positive int (CPU threads) or None for the default, got {workers!r}"
+        )
+    return int(workers)
+
+
 def _check_method(method: Any, allowed: tuple[str, ...], what: str) -> str:
     if method not in allowed:
         raise SpecError(f"unknown {what} {method!r}; use one of {', '.join(map(repr, allowed))}")
@@ -586,6 +596,7 @@ def _labels(
     device: Any,
     seed: int,
     exact_gram: bool | None = None,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels of every token within its document's output, output count per document)."""
     lengths = docs.lengths
@@ -593,7 +604,9 @@ def _labels(
     n = lengths - p
     ks = n_clusters(n, factor)
     starts = docs.offsets[:-1] + p
-    lab = _cluster_labels(docs.values, starts, n, ks, method, device, exact_gram=exact_gram, seed=seed)
+    lab = _cluster_labels(
+        docs.values, starts, n, ks, method, device, exact_gram=exact_gram, seed=seed, workers=workers
+    )
     seg = docs.segment_ids()
     local = np.arange(docs.n_tokens) - docs.offsets[seg]
     labels = local.copy()
@@ -617,6 +630,7 @@ def pool(
     protected: int = 0,
     device: Any = "cpu",
     seed: int = 0,
+    workers: int | None = None,
     return_labels: bool = False,
 ) -> Any:
     """Pool each document's token vectors into ``ceil(n / factor)`` re-normalized cluster means.
@@ -627,6 +641,8 @@ def pool(
     ``protected`` tokens of each document are kept unchanged in front and ``n`` counts the others; a
     document with ``n >= 1`` keeps at least one cluster. ``factor=1`` returns ``docs`` unchanged.
     ``device`` is ``"cpu"``, ``"cuda[:N]"`` or ``"auto"`` (CPU and CUDA give the same Ward clusters).
+    ``workers``: CPU threads over batches (default ``torch.get_num_threads()``; 1 is best on a machine
+    that is already fully busy).
 
     Returns a Ragged with the same number of documents; with ``return_labels=True`` also the
     ``(n_tokens,)`` int64 index of each input token's output vector within its document.
@@ -636,20 +652,27 @@ def pool(
         if return_labels:
             return docs, np.arange(docs.n_tokens) - np.repeat(docs.offsets[:-1], docs.lengths)
         return docs
-    labels, n_out = _labels(docs, f, method, protected, device, seed)
+    labels, n_out = _labels(docs, f, method, protected, device, seed, workers=_check_workers(workers))
     out = _pool_from_labels(docs, protected, n_out, labels)
     return (out, labels) if return_labels else out
 
 
 def pool_labels(
-    docs: Any, factor: float, *, method: str = "ward", protected: int = 0, device: Any = "cpu", seed: int = 0
+    docs: Any,
+    factor: float,
+    *,
+    method: str = "ward",
+    protected: int = 0,
+    device: Any = "cpu",
+    seed: int = 0,
+    workers: int | None = None,
 ) -> np.ndarray:
     """The ``(n_tokens,)`` int64 output index (within its document) that :func:`pool` gives each token:
     protected tokens ``0..protected-1``, then clusters numbered in order of their first token."""
     docs, f, method, protected = _prepare(docs, factor, method, protected)
     if f == 1.0:
         return np.arange(docs.n_tokens) - np.repeat(docs.offsets[:-1], docs.lengths)
-    return _labels(docs, f, method, protected, device, seed)[0]
+    return _labels(docs, f, method, protected, device, seed, workers=_check_workers(workers))[0]
 
 
 def _check_grid(grid: Any) -> tuple[int, int]:

@@ -119,6 +119,16 @@ def test_ward_small_batches_equal_one_batch(rng):
     np.testing.assert_array_equal(one, many)
 
 
+def test_worker_threads_give_the_same_labels(rng):
+    docs = random_docs(rng, 40, 16, 2, 60)
+    before = torch.get_num_threads()
+    one = pool_labels(docs, 2, workers=1)
+    np.testing.assert_array_equal(one, pool_labels(docs, 2, workers=3))
+    assert torch.get_num_threads() == before  # the single-threaded section restores the setting
+    with pytest.raises(SpecError, match="workers must be a positive int"):
+        pool(docs, 2, workers=0)
+
+
 def test_ward_on_scifact_tokens_matches_scipy():
     data = pytest.importorskip("benchmarks.data")
     if not data.scifact_available() or not (data.CACHE / "embeddings").exists():
