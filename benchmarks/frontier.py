@@ -169,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-docs", type=int, default=None, help="subset: all judged docs + others up to N")
     ap.add_argument("--fit-sample", type=int, default=200_000, help="pooled tokens the codec is fitted on")
     ap.add_argument("--latency-queries", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=None, help="faiss OpenMP threads (default: faiss's own)")
     ap.add_argument(
         "--no-pool-cache", action="store_true", help="pool again instead of reusing cached pooling"
     )
