@@ -36,13 +36,12 @@ DEFAULT_SPEC = "pool2,pca128,rq2"
 DEFAULT_POINTS = [
     (1, 32, "probed"),
     (2, 32, "probed"),
-    (2, 64, "probed"),
     (4, 32, "probed"),
     (4, 64, "probed"),
     (8, 64, "probed"),
-    (8, 128, "probed"),
+    (8, 96, "probed"),
+    (16, 96, "probed"),
     (4, 64, "full"),
-    (8, 64, "full"),
 ]
 #: the operating point recommended as SearchParams' default (measured below; see the report)
 RECOMMENDED = (4, 64, "probed")
@@ -70,13 +69,15 @@ def build_index(pooled: Ragged, doc_ids, codec_spec: str, workdir: str):
 
     t = time.perf_counter()
     idx = store.create(str(Path(workdir) / "index"), spec=codec_spec, dim=pooled.dim)
-    idx.add(list(doc_ids), pooled)
+    ids = list(doc_ids)
+    step = 500  # streaming add: memory bounded by one batch (the first batch trains the codec)
+    idx.add_batches((ids[a : a + step], pooled[a : a + step]) for a in range(0, len(ids), step))
     snap = idx.snapshot()
     return idx, snap, time.perf_counter() - t
 
 
 def lancedb_rows(data, snap, pooled: Ragged, workdir: str, *, exhaustive_run, exact_run, n_latency: int,
-                 base: dict):
+                 base: dict, n_tok: int):
     """LanceDB multivector search over the index's (pooled, transformed, unquantized) vectors: flat (exact
     MaxSim, cosine) and with an IVF_PQ index (per-token ANN, LanceDB's default approximation)."""
     import lancedb
@@ -92,7 +93,6 @@ def lancedb_rows(data, snap, pooled: Ragged, workdir: str, *, exhaustive_run, ex
     tbl = db.create_table("docs", pa.table({"row": pa.array(np.arange(len(pooled))), "vector": col}))
     qt = [snap.codec.transform_query(q) for q in data.queries]
     qt = [q / np.linalg.norm(q, axis=1, keepdims=True) for q in qt]
-    n_tok = int(data.docs.n_tokens)
 
     def search(q, nprobes=None):
         s = tbl.search(q).limit(10).select(["row"])
@@ -140,8 +140,9 @@ def search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, exact_
 
 
 def iter_search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, exact_run=None,
-                     n_latency: int = 300, with_lancedb: bool = True):
-    """:func:`search_rows`, one row at a time (so a long run prints what it has)."""
+                     n_latency: int = 300, with_lancedb: bool = True, drop_raw: bool = False):
+    """:func:`search_rows`, one row at a time (so a long run prints what it has). ``drop_raw`` releases
+    ``data.docs`` (the raw float tokens, ~2 GB) once pooled, to keep peak memory down."""
     from mvstore.pooling import pool
     from mvstore.spec import parse
 
@@ -152,6 +153,8 @@ def iter_search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, e
     t = time.perf_counter()
     pooled = pool(data.docs, sp.pool_factor, method=sp.pool_method) if sp.pool_factor > 1 else data.docs
     pool_s = time.perf_counter() - t
+    if drop_raw:
+        data.docs = None
     codec_spec = ",".join(str(st) for st in sp.codec_stages) or "fp32"
     with tempfile.TemporaryDirectory(prefix="mvstore_search_bench_") as work:
         idx, snap, build_s = build_index(pooled, data.doc_ids, codec_spec, work)
@@ -198,7 +201,7 @@ def iter_search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, e
                "bytes_per_token": round(bpt, 2)}
         if with_lancedb:
             yield from lancedb_rows(data, snap, pooled, work, exhaustive_run=exhaustive_run, exact_run=exact_run,
-                                    n_latency=min(n_latency, 30), base=base)
+                                    n_latency=min(n_latency, 30), base=base, n_tok=n_tok)
 
 
 def main(argv=None) -> int:
@@ -212,8 +215,9 @@ def main(argv=None) -> int:
     from benchmarks.data import load_scifact
 
     data = load_scifact(args.max_docs)
-    for row in iter_search_rows(data, args.spec, exact_run=data.exact_run(100), n_latency=args.latency_queries,
-                                with_lancedb=not args.no_lancedb):
+    exact = data.exact_run(100)
+    for row in iter_search_rows(data, args.spec, exact_run=exact, n_latency=args.latency_queries,
+                                with_lancedb=not args.no_lancedb, drop_raw=True):
         print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     return 0
 

@@ -9,10 +9,9 @@ rows, or None) is applied here, before any scoring: a filtered-out document neve
 * :class:`CentroidCandidates`: PLAID-style centroid posting lists. Each query token probes its ``nprobe``
   most similar centroids; the documents on those posting lists are scored by *centroid interaction*
   (sum over query tokens of the best query-centroid similarity among the document's centroids) and the
-  best ``n`` are kept. ``interaction="probed"`` counts only each token's probed centroids (a document
-  missing a token's probed centroids gets that token's ``nprobe``-th best similarity, an upper bound on
-  what its unprobed centroids could score); ``interaction="full"`` takes the max over every centroid the
-  document holds (``doc -> terms`` CSR).
+  best ``n`` are kept. ``interaction="probed"`` counts only each token's probed centroids (a token none
+  of whose probed centroids the document holds contributes 0, as PLAID's pruned centroids);
+  ``interaction="full"`` takes the max over every centroid the document holds (``doc -> terms`` CSR).
 * ``SearchParams(candidates="sparse")`` loads the SLIM generator from ``mvstore.search.sparse``.
 
 >>> import numpy as np
@@ -232,8 +231,10 @@ class CentroidCandidates(CandidateGenerator):
         cand = cand.astype(np.int64)
         if len(cand) == 0:
             return _top_rows(cand, np.zeros(0, np.float32), n, with_scores)
-        floor = pv.reshape(nq, nprobe).min(1)
-        m = np.broadcast_to(floor, (len(cand), nq)).copy()
+        # a token none of whose probed centroids the document holds contributes 0 (PLAID's pruned centroids);
+        # imputing the token's nprobe-th similarity instead (XTR-style upper bound) erases the signal at
+        # nprobe=1 (every document then scores the same) and measured worse on SciFact
+        m = np.zeros((len(cand), nq), np.float32)
         np.maximum.at(m, (inv, tok), val)
         return _top_rows(cand, m.sum(1), n, with_scores)
 
@@ -327,8 +328,7 @@ class CentroidCandidates(CandidateGenerator):
         cand, inv = torch.unique(docs, return_inverse=True)
         if len(cand) == 0:
             return cand
-        floor = pv.min(1).values
-        m = floor.expand(len(cand), nq).contiguous().reshape(-1)
+        m = torch.zeros(len(cand) * nq, dtype=s.dtype, device=dev)
         m.scatter_reduce_(0, inv * nq + tok, val, reduce="amax", include_self=True)
         return _top_rows_torch(cand, m.reshape(len(cand), nq).sum(1), n)
 
