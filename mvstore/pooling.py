@@ -547,24 +547,30 @@ def _cluster_labels(
             lab = _kmeans_batch(xt, lt, kt, seed=seed, iters=iters)
         labels[np.repeat(out_off[docs], lens) + within] = lab.cpu().numpy().reshape(-1)[pos]
 
-    if dev.type != "cpu" or workers <= 1 or len(batches) == 1:
+    if dev.type != "cpu":
         ws = _Workspace(dev)
         for sel in batches:
             run(sel, ws)
         return labels
-    # CPU: single-threaded torch ops in `workers` threads, one batch each at a time (ops release the GIL;
-    # no OpenMP barriers between the many small ops of the merge loop, which stall on a busy machine)
-    from concurrent.futures import ThreadPoolExecutor
+    # CPU: single-threaded torch ops, batches spread over `workers` Python threads (ops release the GIL).
+    # The merge loop is many small ops; OpenMP barriers between them stall badly on a busy machine.
+    with _intra_op_threads(1):
+        if workers <= 1 or len(batches) == 1:
+            ws = _Workspace(dev)
+            for sel in batches:
+                run(sel, ws)
+            return labels
+        from concurrent.futures import ThreadPoolExecutor
 
-    local = threading.local()
+        local = threading.local()
 
-    def job(sel):
-        if not hasattr(local, "ws"):
-            local.ws = _Workspace(dev)
-        run(sel, local.ws)
+        def job(sel):
+            if not hasattr(local, "ws"):
+                local.ws = _Workspace(dev)
+            run(sel, local.ws)
 
-    with _intra_op_threads(1), ThreadPoolExecutor(workers) as ex:
-        list(ex.map(job, batches))
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(job, batches))
     return labels
 
 
