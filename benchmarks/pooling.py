@@ -127,7 +127,7 @@ def pooling_rows(
     import torch
 
     threads = torch.get_num_threads()
-    workers = workers or threads
+    workers = workers or 1
     for factor in factors:
         ref, scipy_s, scipy_cpu = (None, None, None)
         if "ward" in methods:
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per row (best is reported)")
-    ap.add_argument("--workers", type=int, default=None, help="CPU worker threads (default: torch threads)")
+    ap.add_argument("--workers", type=int, default=None, help="CPU worker threads (default 1)")
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
 

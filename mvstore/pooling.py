@@ -20,9 +20,10 @@ The Ward clusters are exactly those of ``linkage(X, "ward")`` + ``fcluster(Z, k,
   re-scored exactly in float64 from their member tokens. Merge heights keep their bounds too; a document
   whose ``n - k`` lowest merges are not certain from them (about 3% of real documents) is clustered
   again with a float64 Gram matrix. On CUDA the Gram matrix is float64 throughout.
-* On the CPU batches run in ``torch.get_num_threads()`` Python threads with single-threaded torch ops
-  (the merge loop is many small ops; OpenMP barriers between them stall badly on a busy machine).
-  The intra-op thread count is set to 1 for the duration of the call and then restored.
+* On the CPU torch ops run single-threaded (the merge loop is many small ops; OpenMP barriers between
+  them stall badly on a busy machine: 5-10x slower measured here); ``workers=`` spreads batches over
+  Python threads instead (default 1: on the shared 2-core machine 2 workers measured slower, the GIL and
+  the load eat the gain). The intra-op thread count is set to 1 for the call and then restored.
 
 Protected tokens (e.g. ``[CLS]`` or a query-marker prefix) are the first ``protected`` tokens of each
 document; they are kept unchanged, in front, and never clustered. Output order is deterministic:
@@ -513,7 +514,7 @@ def _cluster_labels(
     if exact_gram is None:
         exact_gram = dev.type != "cpu"
     if workers is None:
-        workers = torch.get_num_threads()
+        workers = 1
     out_off = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=out_off[1:])
     labels = np.empty(int(out_off[-1]), np.int64)
@@ -647,8 +648,7 @@ def pool(
     ``protected`` tokens of each document are kept unchanged in front and ``n`` counts the others; a
     document with ``n >= 1`` keeps at least one cluster. ``factor=1`` returns ``docs`` unchanged.
     ``device`` is ``"cpu"``, ``"cuda[:N]"`` or ``"auto"`` (CPU and CUDA give the same Ward clusters).
-    ``workers``: CPU threads over batches (default ``torch.get_num_threads()``; 1 is best on a machine
-    that is already fully busy).
+    ``workers``: CPU threads over batches (default 1; more may help on an idle multi-core machine).
 
     Returns a Ragged with the same number of documents; with ``return_labels=True`` also the
     ``(n_tokens,)`` int64 index of each input token's output vector within its document.
