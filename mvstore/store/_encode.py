@@ -29,8 +29,8 @@ def encode_pooled(st: _State, pooled: Ragged, keep_source: bool) -> dict[str, pa
         c = codes[a : a + len(x)] = codec.quantizer.encode(t)
         if not codec.has_coarse:  # rq codes carry their centroid id: nothing extra to store
             terms[a : a + len(x)] = assign_terms(t, st.centroids)
-        dec = codec.decode(c)
-        vec_err[a : a + len(x)] = sq_error(x, t, dec) if dec.shape == t.shape else np.nan
+        # sparse maps decode into another (V-dim) space: no reconstruction error, and no wasted dense decode
+        vec_err[a : a + len(x)] = sq_error(x, t, codec.decode(c)) if codec.dim_out == t.shape[1] else np.nan
     err = np.add.reduceat(vec_err, pooled.offsets[:-1]) / pooled.lengths if n else np.zeros(0)
     cols = {
         "n_vectors": pa.array(pooled.lengths.astype(np.int32)),

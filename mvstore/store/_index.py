@@ -213,8 +213,9 @@ class Index:
             vectors = vectors[np.sort(rng.choice(len(vectors), opts["train_size"], replace=False))]
         codec = spec_mod.build_pipeline(self.spec, self.dim).fit(vectors)
         t = codec.transform(vectors)
-        dec = codec.decode(codec.encode(vectors))
-        train_err = float(sq_error(vectors, t, dec).mean()) if t.shape == dec.shape else None
+        train_err = None
+        if codec.dim_out == t.shape[1]:  # sparse maps decode into another (V-dim) space: no error to measure
+            train_err = float(sq_error(vectors, t, codec.decode(codec.encode(vectors))).mean())
         energy = float(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64).mean())
         arrays = {"codec." + k: v for k, v in codec.get_state()[0].items()}
         if codec.has_coarse:
