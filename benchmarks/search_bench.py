@@ -39,8 +39,8 @@ DEFAULT_POINTS = [
     (4, 32, "probed"),
     (4, 64, "probed"),
     (8, 64, "probed"),
-    (8, 96, "probed"),
-    (16, 96, "probed"),
+    (8, 128, "probed"),
+    (16, 128, "probed"),
     (4, 64, "full"),
 ]
 #: the operating point recommended as SearchParams' default (measured below; see the report)
