@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -127,7 +128,7 @@ def pooling_rows(
     import torch
 
     threads = torch.get_num_threads()
-    workers = workers or 1
+    workers = workers or (os.cpu_count() or 1)
     for factor in factors:
         ref, scipy_s, scipy_cpu = (None, None, None)
         if "ward" in methods:
@@ -181,7 +182,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per row (best is reported)")
-    ap.add_argument("--workers", type=int, default=None, help="CPU worker threads (default 1)")
+    ap.add_argument("--workers", type=int, default=None, help="CPU worker threads (default: all cores)")
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
 

@@ -7,23 +7,18 @@ Ward linkage **on the token vectors themselves** (the widely copied reference co
 :func:`pool_patches` does the same for ColPali-style patch grids, or merges neighbouring patches.
 
 The Ward clusters are exactly those of ``linkage(X, "ward")`` + ``fcluster(Z, k, "maxclust")``
-(up to label names, on data without exact distance ties), computed for many documents at once:
+(up to label names, on data without exact distance ties):
 
-* Ward is *reducible*, so every pair of reciprocal nearest neighbours can be merged in the same
-  step and the dendrogram is unchanged (the nearest-neighbour-chain argument). Each step merges all
-  reciprocal pairs of all documents of a padded batch with vectorized Lance-Williams updates; only
-  rows whose nearest neighbour was merged are searched again. A document stops as soon as its
-  ``n - k`` lowest merges are known (no future merge can be lower than the current smallest distance).
-* On the CPU the distance matrix comes from a float32 Gram matrix (3x faster than float64). Every
-  entry carries a rigorous error bound (float32 dot-product error, carried through the Lance-Williams
-  updates); whenever a nearest-neighbour choice is not decided by the bounds, the candidates are
-  re-scored exactly in float64 from their member tokens. Merge heights keep their bounds too; a document
-  whose ``n - k`` lowest merges are not certain from them (about 3% of real documents) is clustered
-  again with a float64 Gram matrix. On CUDA the Gram matrix is float64 throughout.
-* On the CPU torch ops run single-threaded (the merge loop is many small ops; OpenMP barriers between
-  them stall badly on a busy machine: 5-10x slower measured here); ``workers=`` spreads batches over
-  Python threads instead (default 1: on the shared 2-core machine 2 workers measured slower, the GIL and
-  the load eat the gain). The intra-op thread count is set to 1 for the call and then restored.
+* On the CPU (``mvstore._ward``): scipy's own nearest-neighbour-chain algorithm, step for step, compiled
+  with numba, on distances from a float64 Gram matrix (single-threaded BLAS per document); documents are
+  spread over ``workers`` threads (default: all cores) that run without the GIL. The Gram matrix is ~2/3 of
+  the time, the chain ~1/3; no per-merge Python loop.
+* On CUDA (and as its CPU twin in the tests) a batched torch path: Ward is *reducible*, so every pair of
+  reciprocal nearest neighbours can be merged in the same step and the dendrogram is unchanged. Each step
+  merges all reciprocal pairs of all documents of a padded batch with vectorized Lance-Williams updates;
+  a document stops as soon as its ``n - k`` lowest merges are known. With ``exact_gram=False`` (CPU twin
+  only) distances come from a float32 Gram matrix with rigorous error bounds, re-scored in float64 where
+  the bounds cannot decide; on CUDA the Gram matrix is float64 throughout.
 
 Protected tokens (e.g. ``[CLS]`` or a query-marker prefix) are the first ``protected`` tokens of each
 document; they are kept unchanged, in front, and never clustered. Output order is deterministic:
@@ -505,12 +500,20 @@ def _cluster_labels(
     iters: int = 20,
     max_elems: int = _BATCH_ELEMS,
     workers: int | None = None,
+    backend: str | None = None,
 ) -> np.ndarray:
     """Cluster ordinal (within its document) of every token of the segments ``values[starts[i]:+lengths[i]]``
     -> one int64 array, segments concatenated. Segments with ``ks >= lengths`` keep every token."""
     import torch
 
     dev = _torch_device(device)
+    if backend is None:
+        backend = "compiled" if (method == "ward" and dev.type == "cpu") else "torch"
+    if backend == "compiled":  # scipy's nearest-neighbour chain, compiled, documents over `workers` threads
+        from ._ward import ward_labels
+
+        return ward_labels(values, starts, lengths, ks, workers=workers)
+    # the torch path: batched reciprocal-nearest-neighbour merges; on CUDA, and its CPU twin in the tests
     if exact_gram is None:
         exact_gram = dev.type != "cpu"
     if workers is None:
@@ -648,7 +651,7 @@ def pool(
     ``protected`` tokens of each document are kept unchanged in front and ``n`` counts the others; a
     document with ``n >= 1`` keeps at least one cluster. ``factor=1`` returns ``docs`` unchanged.
     ``device`` is ``"cpu"``, ``"cuda[:N]"`` or ``"auto"`` (CPU and CUDA give the same Ward clusters).
-    ``workers``: CPU threads over batches (default 1; more may help on an idle multi-core machine).
+    ``workers``: CPU threads (Ward: default all cores; k-means: default 1).
 
     Returns a Ragged with the same number of documents; with ``return_labels=True`` also the
     ``(n_tokens,)`` int64 index of each input token's output vector within its document.

@@ -80,10 +80,16 @@ def test_float32_gram_and_float64_gram_give_scipy_partitions_on_near_ties(rng):
     docs = Ragged.from_list(docs)
     lengths = docs.lengths
     ks = n_clusters(lengths, 3)
-    fast = _cluster_labels(docs.values, docs.offsets[:-1], lengths, ks, "ward", "cpu", exact_gram=False)
-    exact = _cluster_labels(docs.values, docs.offsets[:-1], lengths, ks, "ward", "cpu", exact_gram=True)
+    fast = _cluster_labels(
+        docs.values, docs.offsets[:-1], lengths, ks, "ward", "cpu", exact_gram=False, backend="torch"
+    )
+    exact = _cluster_labels(
+        docs.values, docs.offsets[:-1], lengths, ks, "ward", "cpu", exact_gram=True, backend="torch"
+    )
+    compiled = _cluster_labels(docs.values, docs.offsets[:-1], lengths, ks, "ward", "cpu", backend="compiled")
     assert_same_as_scipy(docs, 3, fast)
     assert_same_as_scipy(docs, 3, exact)
+    assert_same_as_scipy(docs, 3, compiled)
     # the exact re-scoring path really ran
     x = torch.from_numpy(np.stack([d for d in docs]))
     _, stats = _ward_batch(x, torch.from_numpy(lengths), torch.from_numpy(ks), exact_gram=False)
@@ -114,8 +120,10 @@ def test_ward_small_batches_equal_one_batch(rng):
     docs = random_docs(rng, 30, 16, 2, 60)
     lengths = docs.lengths
     ks = n_clusters(lengths, 2)
-    one = _cluster_labels(docs.values, docs.offsets[:-1], lengths, ks, "ward", "cpu")
-    many = _cluster_labels(docs.values, docs.offsets[:-1], lengths, ks, "ward", "cpu", max_elems=5000)
+    one = _cluster_labels(docs.values, docs.offsets[:-1], lengths, ks, "ward", "cpu", backend="torch")
+    many = _cluster_labels(
+        docs.values, docs.offsets[:-1], lengths, ks, "ward", "cpu", max_elems=5000, backend="torch"
+    )
     np.testing.assert_array_equal(one, many)
 
 
