@@ -44,7 +44,7 @@ DEFAULT_POINTS = [
     (4, 64, "full"),
 ]
 #: the operating point recommended as SearchParams' default (measured below; see the report)
-RECOMMENDED = (4, 64, "probed")
+RECOMMENDED = (8, 128, "probed")
 
 
 def _latency(fn, queries: Ragged, n: int) -> tuple[float, float]:

@@ -50,7 +50,7 @@ class SearchParams:
     """
 
     candidates: str = "auto"
-    nprobe: int = 4
+    nprobe: int = 8
     n_rerank: int = 128
     interaction: str = "probed"
     batch_size: int = 32
