@@ -50,10 +50,13 @@ DEFAULT_SPECS = [
     "pool4,pca176,rq1",
     "pool4,pca192,bin",
     "pool4,pq16",
-    "pool4,pca72,rq1",
     "pool2",
-    "pool2,sq8",
-    "sq8",
+    "pool8",
+    "pool8,trunc368,pq46",
+    "pool8,trunc368,bin",
+    "pool8,pca184,bin",
+    "pool8,trunc368,pq23",
+    "pool16,trunc368,pq46",
 ]
 
 
