@@ -378,6 +378,8 @@ def test_search_param_errors(sparse_snap, corpus):
         SparseSearcher(sparse_snap, rerank="dense")
     with pytest.raises(SearchParamsError, match="must be 'auto', 'sparse' or 'dense'"):
         SparseSearcher(sparse_snap, rerank="lexical")
+    with pytest.raises(SearchParamsError, match="runs on the CPU only"):
+        SparseSearcher(sparse_snap, SearchParams(device="cuda"))
     with pytest.raises(SearchParamsError, match="positive integer"):
         SparseSearcher(sparse_snap).search(queries, 0)
     with pytest.raises(SearchParamsError, match="positive integer"):

@@ -409,6 +409,10 @@ class SparseSearcher:
             raise InvalidDtypeError(f"params must be a SearchParams, got {type(params).__name__}")
         self.snapshot = snapshot
         self.params = params or SearchParams(candidates="sparse")
+        if str(self.params.device).startswith("cuda"):
+            raise SearchParamsError(
+                f"device={self.params.device!r}: SLIM sparse search runs on the CPU only; use device='cpu' or 'auto'"
+            )
         self.generator = SparseCandidates.from_snapshot(snapshot, sparse_map=sparse_map, alpha=alpha)
         own = self.generator.own
         if rerank == "auto":

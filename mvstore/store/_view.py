@@ -184,13 +184,21 @@ class _View:
         return m
 
     def searcher(self, params: SearchParams) -> Any:
+        from ..codecs.sparse import is_sparse_codec
         from ..search.searcher import Searcher
 
         key = repr(params)
         with self._lock:
             s = self._searchers.get(key)
         if s is None:
-            s = Searcher(self.snapshot(), params)
+            snap = self.snapshot()
+            if params.candidates in ("auto", "sparse") and is_sparse_codec(snap.codec):
+                # sparse codes: posting-list stage 1 + exact sparse MaxSim on the codes (no V-dim dense decode)
+                from ..search.sparse import SparseSearcher
+
+                s = SparseSearcher(snap, params)
+            else:
+                s = Searcher(snap, params)
             with self._lock:
                 if len(self._searchers) > 8:
                     self._searchers.clear()
