@@ -1,7 +1,7 @@
 """Two-stage search on SciFact: operating points (nprobe, n_rerank, interaction) of the centroid prefilter +
 exact MaxSim rerank, side by side with LanceDB's own multivector search on the same vectors.
 
-    python benchmarks/search_bench.py [--spec pool2,pca128,rq2] [--max-docs N] [--no-lancedb] [--json]
+    python benchmarks/search_bench.py [--spec SPEC (default mvstore.DEFAULT_SPEC)] [--max-docs N] [--no-lancedb] [--json]
 
 One JSON object per row. Every row: system, spec, ndcg10, recall10_vs_exhaustive (top-10 overlap with
 exhaustive exact MaxSim over the SAME index's decoded vectors), recall10_vs_exact (overlap with uncompressed
@@ -29,9 +29,8 @@ from mvstore.eval import ndcg_at_k, recall_vs_reference  # noqa: E402
 from mvstore.ragged import Ragged  # noqa: E402
 from mvstore.search.params import SearchParams  # noqa: E402
 from mvstore.search.searcher import Searcher  # noqa: E402
+from mvstore.spec import DEFAULT_SPEC  # noqa: E402
 
-#: the default spec measured here (the codec engineer's pick may differ; pass --spec)
-DEFAULT_SPEC = "pool2,pca128,rq2"
 #: (nprobe, n_rerank, interaction) operating points
 DEFAULT_POINTS = [
     (1, 32, "probed"),

@@ -227,5 +227,6 @@ def bytes_per_token(spec: str | Spec, dim: int) -> float:
     return code_size(sp, dim) / sp.pool_factor
 
 
-#: The recommended spec: Ward pooling by 2, PCA to 128-d, 2-bit residuals (measured in README.md)
-DEFAULT_SPEC = "pool2,pca128,rq2"
+#: The recommended spec: Ward pooling by 8, Matryoshka-truncate to 368 dims, 1 bit per dimension with learned
+#: levels: 5.8 code bytes per original token at nDCG@10 0.709 on SciFact (exact 0.707; README.md has the table)
+DEFAULT_SPEC = "pool8,trunc368,bin"
