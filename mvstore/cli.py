@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from .spec import DEFAULT_SPEC
+
 __all__ = ["main", "build_parser"]
 
 CLI_META = "mvstore-cli.json"
@@ -641,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build an index from texts or token vectors")
     p.add_argument("index", help="index directory to create")
     p.add_argument("--input", "-i", required=True, help=".jsonl / .parquet (texts or vectors) or .npz (vectors)")
-    p.add_argument("--spec", default="fp16", help="compression spec, e.g. pool2,pca96,rq2 (default fp16)")
+    p.add_argument("--spec", default=DEFAULT_SPEC, help="compression spec (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at that path")
     p.add_argument("--keep-source", action="store_true", help="also store pooled vectors (fp16) for retraining")
     p.add_argument("--json", action="store_true")
