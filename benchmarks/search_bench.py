@@ -69,7 +69,10 @@ def build_index(pooled: Ragged, doc_ids, codec_spec: str, workdir: str):
     t = time.perf_counter()
     idx = store.create(str(Path(workdir) / "index"), spec=codec_spec, dim=pooled.dim)
     ids = list(doc_ids)
-    step = 500  # streaming add: memory bounded by one batch (the first batch trains the codec)
+    # train on the whole corpus's pooled vectors (the store samples them), not on the first batch alone:
+    # a representative sample gives the stage-1 centroids their full count
+    idx.train(pooled.values)
+    step = 500  # streaming add: memory bounded by one batch
     idx.add_batches((ids[a : a + step], pooled[a : a + step]) for a in range(0, len(ids), step))
     snap = idx.snapshot()
     return idx, snap, time.perf_counter() - t
