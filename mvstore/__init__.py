@@ -5,19 +5,8 @@
 (64, 32.0)
 """
 
-from . import codecs
-from .exceptions import (
-    DeviceUnavailableError,
-    DimensionMismatchError,
-    DuplicateIdError,
-    IndexCorruptedError,
-    InvalidDtypeError,
-    InvalidVectorsError,
-    MissingDependencyError,
-    MvstoreError,
-    NotFittedError,
-    SpecError,
-)
+from . import codecs, exceptions
+from .exceptions import *  # noqa: F403 - every error class, listed in exceptions.__all__
 from .pooling import pool, pool_patches
 from .ragged import Ragged, as_ragged
 from .search import Searcher, SearchParams, maxsim, maxsim_batch
@@ -46,14 +35,4 @@ __all__ = [
     "pool",
     "pool_patches",
     "tune",
-    "MvstoreError",
-    "InvalidVectorsError",
-    "DimensionMismatchError",
-    "InvalidDtypeError",
-    "SpecError",
-    "NotFittedError",
-    "DuplicateIdError",
-    "IndexCorruptedError",
-    "DeviceUnavailableError",
-    "MissingDependencyError",
-]
+] + exceptions.__all__
