@@ -220,18 +220,20 @@ class Binary(Codec):
         return _bits.pack((x > thr).astype(np.uint8), 1)
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
-        b = _bits.unpack(codes, self.dim_in, 1).astype(bool)
-        return np.where(b, self.high_, self.low_).astype(np.float32)
+        # low + bit * (high - low), with numpy's C bit unpacking: ~7x faster than selecting per element, and
+        # stage-2 search decodes every candidate. decode_torch computes the very same float32 operations.
+        out = np.unpackbits(codes, axis=1, count=self.dim_in, bitorder="little") * (self.high_ - self.low_)
+        out += self.low_
+        return out
 
     def decode_torch(self, codes: Any) -> Any:
         import torch
 
         self._check_fitted()
         codes = check_codes_torch(codes, self.code_size)
-        b = _bits.unpack_torch(codes, self.dim_in, 1).bool()
-        hi = torch.from_numpy(self.high_).to(codes.device)
-        lo = torch.from_numpy(self.low_).to(codes.device)
-        return torch.where(b, hi, lo)
+        b = _bits.unpack_torch(codes, self.dim_in, 1)
+        gap = torch.from_numpy(self.high_ - self.low_).to(codes.device)
+        return b * gap + torch.from_numpy(self.low_).to(codes.device)
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         return {"low": self.low_, "high": self.high_}
