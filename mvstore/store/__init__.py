@@ -67,19 +67,18 @@ import os
 from pathlib import Path
 
 from .. import spec as spec_mod
-from ..exceptions import IndexCorruptedError, SpecError
-from ._encode import drift
-from ._index import Index
-from ._layout import (
-    MANIFEST,
+from ..exceptions import (
     FilterError,
+    IndexCorruptedError,
     IndexExistsError,
     InvalidMetadataError,
     InvalidOperationError,
+    SpecError,
     UnknownIdError,
-    read_manifest,
-    write_manifest,
 )
+from ._encode import drift
+from ._index import Index
+from ._layout import MANIFEST, read_manifest, write_manifest
 from ._view import where_columns
 
 __all__ = [

@@ -15,9 +15,12 @@ import pyarrow as pa
 from .. import spec as spec_mod
 from ..exceptions import (
     DuplicateIdError,
+    FilterError,
     IndexCorruptedError,
     InvalidDtypeError,
+    InvalidOperationError,
     InvalidVectorsError,
+    UnknownIdError,
 )
 from ..ragged import Ragged, as_ragged
 from ..search.params import SearchParams
@@ -28,9 +31,6 @@ from ._layout import (
     DOCS_SYSTEM_COLUMNS,
     STATE,
     STATE_KEY,
-    FilterError,
-    InvalidOperationError,
-    UnknownIdError,
     conform_metadata,
     ids_numpy,
     normalize_ids,
@@ -40,6 +40,17 @@ from ._layout import (
     state_table,
 )
 from ._view import _State, _View, check_columns
+
+
+def _open_table(uri: str, what: str) -> lance.LanceDataset:
+    """Open one of the index's Lance tables; unreadable data is IndexCorruptedError."""
+    try:
+        return lance.dataset(uri)
+    except (OSError, ValueError) as e:
+        raise IndexCorruptedError(
+            f"the {what} {uri} cannot be opened ({str(e).splitlines()[0][:200]}); "
+            "the index is corrupted: restore it from a backup or rebuild it"
+        ) from e
 
 
 # --------------------------------------------------------------------------------------------- index
@@ -75,13 +86,7 @@ class Index:
     def _latest_docs(self) -> lance.LanceDataset | None:
         if not self._docs_exists():
             return None
-        try:
-            return lance.dataset(self._docs_uri)
-        except (OSError, ValueError) as e:
-            raise IndexCorruptedError(
-                f"the docs table {self._docs_uri} cannot be opened ({str(e).splitlines()[0][:200]}); "
-                "the index is corrupted: restore it from a backup or rebuild it"
-            ) from e
+        return _open_table(self._docs_uri, "docs table")
 
     def _make_view(self, version: int | None) -> _View:
         ds = self._latest_docs()
@@ -145,13 +150,7 @@ class Index:
         vdir = os.path.join(self._state_uri, "_versions")
         if not os.path.isdir(vdir):
             return None
-        try:
-            return lance.dataset(self._state_uri)
-        except (OSError, ValueError) as e:
-            raise IndexCorruptedError(
-                f"the codec state table {self._state_uri} cannot be opened ({str(e).splitlines()[0][:200]}); "
-                "the index is corrupted: restore it from a backup or rebuild it"
-            ) from e
+        return _open_table(self._state_uri, "codec state table")
 
     def _load_state(self, sid: int) -> _State:
         if sid in self._states:

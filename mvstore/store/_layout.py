@@ -20,16 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..exceptions import (  # noqa: F401 - the store's errors are re-exported from here
-    DuplicateIdError,
-    FilterError,
-    IndexCorruptedError,
-    IndexExistsError,
-    InvalidDtypeError,
-    InvalidMetadataError,
-    InvalidOperationError,
-    UnknownIdError,
-)
+from ..exceptions import DuplicateIdError, IndexCorruptedError, InvalidDtypeError, InvalidMetadataError
 
 FORMAT = "mvstore"
 FORMAT_VERSION = 1

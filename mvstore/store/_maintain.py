@@ -11,9 +11,10 @@ import lance
 import numpy as np
 import pyarrow as pa
 
+from ..exceptions import InvalidOperationError
 from ..ragged import Ragged
 from ._encode import encode_pooled
-from ._layout import STATE_KEY, InvalidOperationError, binary_values
+from ._layout import STATE_KEY, binary_values
 from ._view import _View
 
 #: rows per record batch when streaming the docs table through retraining

@@ -11,10 +11,10 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from ..exceptions import IndexCorruptedError, NotFittedError
+from ..exceptions import FilterError, IndexCorruptedError, NotFittedError
 from ..search.params import SearchParams
 from ..search.snapshot import Snapshot
-from ._layout import FilterError, binary_values, ids_numpy, list_values, unknown_field
+from ._layout import binary_values, ids_numpy, list_values, unknown_field
 
 _SQL_WORDS = {
     "and", "or", "not", "in", "is", "null", "like", "ilike", "between", "true", "false", "cast", "as",
