@@ -2,7 +2,7 @@
 # CPU/GPU agreement and GPU latency/throughput of the two-stage search, as JSON lines. Installs nothing.
 #
 #   bash benchmarks/gpu_check.sh                 # needs CUDA; exits 2 with a message when there is none
-#   DOCS=50000 DIM=128 SPEC=rq2c1024 bash benchmarks/gpu_check.sh
+#   DOCS=50000 DIM=128 SPEC=pool4,sq8 bash benchmarks/gpu_check.sh
 #   bash benchmarks/gpu_check.sh --dry-run-cpu   # runs the GPU code path (torch) on the CPU, to test the script
 #
 # Steps: (1) the GPU tests of tests/test_search.py (pytest -m gpu); (2) a synthetic corpus (benchmarks/scaling.py
@@ -24,7 +24,7 @@ if [ "$DRY" = 0 ]; then
   "$PY" -m pytest -q -m gpu tests/test_search.py -p no:cacheprovider
 fi
 
-DRY="$DRY" DOCS="${DOCS:-20000}" DIM="${DIM:-128}" SPEC="${SPEC:-rq2c256}" "$PY" - <<'EOF'
+DRY="$DRY" DOCS="${DOCS:-20000}" DIM="${DIM:-128}" SPEC="${SPEC:-pool8,bin}" "$PY" - <<'EOF'
 import json, os, sys, time
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ docs, dim, spec = int(os.environ["DOCS"]), int(os.environ["DIM"]), os.environ["S
 dev = "cpu" if dry else "cuda"
 corpus = Corpus(docs, dim)
 t = time.perf_counter()
-snap = build(corpus, spec)
+snap, _ = build(corpus, spec, 4096)
 queries = corpus.queries(200)
 info = {"check": "setup", "docs": docs, "dim": dim, "spec": spec, "vectors": int(snap.n_vectors),
         "build_s": round(time.perf_counter() - t, 1), "dry_run_cpu": dry,
@@ -53,9 +53,9 @@ def sync():
 
 
 failed = False
-points = [(4, 64, "probed"), (8, 128, "probed"), (8, 64, "full"), (len(snap.centroids), 256, "probed")]
+points = [(4, 64, "probed"), (8, 128, "probed"), (8, 160, "full"), (len(snap.centroids), 256, "probed")]
 for nprobe, n_rerank, inter in points:
-    kw = dict(nprobe=nprobe, n_rerank=n_rerank, interaction=inter, batch_size=32)
+    kw = dict(nprobe=nprobe, n_rerank=n_rerank, interaction=inter, batch_size=32)  # n_full: the default
     cpu = Searcher(snap, SearchParams(device="cpu", **kw)).search(queries, 10)
     gpu_s = Searcher(snap, SearchParams(device=dev, **kw), backend="torch")
     gpu = gpu_s.search(queries, 10)

@@ -1,12 +1,16 @@
 """Search scaling on synthetic corpora drawn to look like real token vectors (clustered, unit norm, 30-300
 tokens per document): build time, stored bytes, single-query p50/p95 latency and peak RSS per corpus size,
-at FIXED search params. Each size runs in a fresh subprocess so its peak RSS is its own.
+at FIXED search params (``SearchParams()`` defaults). Each size runs in a fresh subprocess so its peak RSS is
+its own.
 
-    python benchmarks/scaling.py [--sizes 10000 100000 1000000] [--dim 64] [--spec rq2c256] [--json]
+    python benchmarks/scaling.py [--sizes 10000 100000 1000000] [--dim 128] [--spec pool8,bin] [--json]
 
-Documents are generated and encoded in streaming batches (never the whole float corpus in memory): the codec
-is fitted on a sample of the first batch, every batch is encoded to uint8 codes plus its stage-1 terms (the
-rq codec's coarse centroid ids), and the snapshot holds only codes, offsets and terms.
+Documents are generated, pooled and encoded in streaming batches (never the whole float corpus in memory):
+the codec and the stage-1 centroids are fitted on the first batch (centroid count by the store's rule,
+capped by ``--max-centroids`` so k-means stays affordable on a laptop), every batch is pooled, encoded to
+uint8 codes and assigned its stage-1 terms, and the in-memory snapshot holds only codes, offsets and terms:
+exactly what ``Index.snapshot()`` holds. ``build_s`` is that pipeline (synthetic generation excluded); the
+Lance write path is measured by ``benchmarks/streaming_build.py``.
 """
 
 from __future__ import annotations
@@ -25,8 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
-DEFAULT_SPEC = "rq2c256"
-DEFAULT_PARAMS = {"nprobe": 4, "n_rerank": 64, "interaction": "probed"}
+DEFAULT_SPEC = "pool8,bin"
 BATCH_DOCS = 20_000
 
 
@@ -74,72 +77,90 @@ class Corpus:
         return Ragged.from_list(out)
 
 
-def build(corpus: Corpus, spec: str):
-    """Stream the corpus through the codec -> Snapshot (codes, offsets, terms, centroids)."""
-    from mvstore.search.postings import assign_terms, default_n_centroids, fit_centroids
+def build(corpus: Corpus, spec: str, max_centroids: int):
+    """Stream the corpus through pooling and the codec -> (Snapshot, seconds spent generating data)."""
+    from mvstore.pooling import pool
+    from mvstore.search.postings import CENTROID_SAMPLE, assign_terms, default_n_centroids, fit_centroids
     from mvstore.search.snapshot import Snapshot
+    from mvstore.spec import parse
+
+    sp = parse(spec)
+    codec_spec = ",".join(str(st) for st in sp.codec_stages) or "fp32"
     from mvstore.spec import build_pipeline
 
-    first = corpus.batch(0, min(BATCH_DOCS, corpus.n_docs))
+    gen_s = 0.0
+
+    def pooled_batch(a: int):
+        nonlocal gen_s
+        t = time.perf_counter()
+        raw = corpus.batch(a, min(a + BATCH_DOCS, corpus.n_docs))
+        gen_s += time.perf_counter() - t
+        return raw.lengths, (pool(raw, sp.pool_factor, method=sp.pool_method) if sp.pool_factor > 1 else raw)
+
+    first_tokens, first = pooled_batch(0)
     rng = np.random.default_rng(0)
-    sample = first.values[rng.choice(first.n_tokens, min(first.n_tokens, 65_536), replace=False)]
-    codec = build_pipeline(spec, corpus.dim).fit(sample)
-    if codec.has_coarse:
-        centroids = np.ascontiguousarray(codec.coarse_centroids, np.float32)
-    else:
-        est = corpus.n_docs * 165
-        centroids = fit_centroids(codec.transform(sample), min(default_n_centroids(est), 4096))
-    codes, terms, lengths = [], [], []
+    est_vectors = int(first.n_tokens * corpus.n_docs / len(first))
+    n_c = min(default_n_centroids(est_vectors), max_centroids)
+    n_fit = min(first.n_tokens, max(65_536, CENTROID_SAMPLE * n_c))
+    sample = first.values[np.sort(rng.choice(first.n_tokens, n_fit, replace=False))]
+    codec = build_pipeline(codec_spec, corpus.dim).fit(sample[:65_536])
+    centroids = fit_centroids(codec.transform(sample), n_c)
+    del sample
+    codes, terms, lengths, n_tokens = [], [], [], []
     for a in range(0, corpus.n_docs, BATCH_DOCS):
-        r = first if a == 0 else corpus.batch(a, min(a + BATCH_DOCS, corpus.n_docs))
-        c = codec.encode(r.values)
-        codes.append(c)
-        terms.append(codec.coarse_terms(c).astype(np.int32) if codec.has_coarse
-                     else assign_terms(codec.transform(r.values), centroids))
+        raw_lengths, r = (first_tokens, first) if a == 0 else pooled_batch(a)
+        codes.append(codec.encode(r.values))
+        terms.append(assign_terms(codec.transform(r.values), centroids))
         lengths.append(r.lengths)
+        n_tokens.append(raw_lengths)
         del r
-    first = None
+        first = None
     lengths = np.concatenate(lengths)
     offsets = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    codes = np.concatenate(codes)
-    terms = np.concatenate(terms)
-    return Snapshot(version=1, ids=np.arange(corpus.n_docs), codes=codes, offsets=offsets, codec=codec,
-                    n_tokens=lengths, terms=terms, centroids=centroids)
+    snap = Snapshot(version=1, ids=np.arange(corpus.n_docs), codes=np.concatenate(codes), offsets=offsets,
+                    codec=codec, n_tokens=np.concatenate(n_tokens), terms=np.concatenate(terms), centroids=centroids)
+    return snap, gen_s
 
 
-def measure(n_docs: int, dim: int, spec: str, n_queries: int, check_recall: bool) -> dict:
+def measure(n_docs: int, dim: int, spec: str, n_queries: int, check_recall: bool, max_centroids: int) -> dict:
     from mvstore.search.params import SearchParams
     from mvstore.search.searcher import Searcher
 
     corpus = Corpus(n_docs, dim)
     t = time.perf_counter()
-    snap = build(corpus, spec)
-    encode_s = time.perf_counter() - t
+    snap, gen_s = build(corpus, spec, max_centroids)
+    encode_s = time.perf_counter() - t - gen_s
     t = time.perf_counter()
-    searcher = Searcher(snap, SearchParams(device="cpu", **DEFAULT_PARAMS))
+    params = SearchParams(device="cpu")
+    searcher = Searcher(snap, params)
     _ = searcher.generator  # posting lists (built once per snapshot)
     postings_s = time.perf_counter() - t
     queries = corpus.queries(n_queries)
-    searcher.search(queries[0:1], 10)
+    for i in range(min(10, len(queries))):  # warm-up (compiled kernels, caches)
+        searcher.search(queries[i : i + 1], 10)
     lat = []
     results = []
     for i in range(len(queries)):
         t = time.perf_counter()
         results.append(searcher.search(queries[i : i + 1], 10)[0])
         lat.append((time.perf_counter() - t) * 1e3)
+    stored = snap.codes.nbytes + snap.terms.nbytes
     row = {
         "docs": n_docs,
-        "tokens": int(snap.offsets[-1]),
+        "tokens": int(snap.n_tokens.sum()),
+        "vectors": snap.n_vectors,
         "dim": dim,
         "spec": spec,
-        **DEFAULT_PARAMS,
+        "nprobe": params.nprobe,
+        "n_rerank": params.n_rerank,
+        "n_full": params.n_full,
+        "threads": searcher.threads,
         "centroids": int(len(snap.centroids)),
         "build_s": round(encode_s + postings_s, 1),
-        "encode_s": round(encode_s, 1),
-        "postings_s": round(postings_s, 1),
-        "stored_bytes": int(snap.codes.nbytes + snap.terms.nbytes),
-        "bytes_per_token": round((snap.codes.nbytes + snap.terms.nbytes) / snap.offsets[-1], 2),
+        "generate_s": round(gen_s, 1),
+        "stored_bytes": int(stored),
+        "bytes_per_token": round(stored / snap.n_tokens.sum(), 2),
         "postings_bytes": int(searcher.generator.postings.nbytes),
         "p50_ms": round(float(np.percentile(lat, 50)), 2),
         "p95_ms": round(float(np.percentile(lat, 95)), 2),
@@ -159,23 +180,26 @@ def measure(n_docs: int, dim: int, spec: str, n_queries: int, check_recall: bool
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
-    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--spec", default=DEFAULT_SPEC)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--recall-up-to", type=int, default=100_000,
                     help="also measure recall vs the exhaustive oracle for sizes up to this")
+    ap.add_argument("--max-centroids", type=int, default=8192, help="cap on the stage-1 centroid count")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per size")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child mode: one size, here
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
     if args.one:
         n = args.sizes[0]
-        print(json.dumps(measure(n, args.dim, args.spec, args.queries, n <= args.recall_up_to)), flush=True)
+        print(json.dumps(measure(n, args.dim, args.spec, args.queries, n <= args.recall_up_to, args.max_centroids)),
+              flush=True)
         return 0
     rows = []
     for n in args.sizes:
         cmd = [sys.executable, __file__, "--one", "--sizes", str(n), "--dim", str(args.dim), "--spec", args.spec,
-               "--queries", str(args.queries), "--recall-up-to", str(args.recall_up_to)]
+               "--queries", str(args.queries), "--recall-up-to", str(args.recall_up_to),
+               "--max-centroids", str(args.max_centroids)]
         t = time.perf_counter()
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,

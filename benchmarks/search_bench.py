@@ -31,19 +31,21 @@ from mvstore.search.params import SearchParams  # noqa: E402
 from mvstore.search.searcher import Searcher  # noqa: E402
 from mvstore.spec import DEFAULT_SPEC  # noqa: E402
 
-#: (nprobe, n_rerank, interaction) operating points
+#: (nprobe, n_rerank, interaction, n_full, threads) operating points; threads None = every core
 DEFAULT_POINTS = [
-    (1, 32, "probed"),
-    (2, 32, "probed"),
-    (4, 32, "probed"),
-    (4, 64, "probed"),
-    (8, 64, "probed"),
-    (8, 128, "probed"),
-    (16, 128, "probed"),
-    (4, 64, "full"),
+    (2, 32, "probed", None, None),
+    (4, 64, "probed", None, None),
+    (8, 128, "probed", None, None),
+    (4, 64, "full", 256, None),
+    (8, 128, "full", 512, None),
+    (8, 160, "full", 768, None),
+    (8, 160, "full", 768, 1),
+    (8, 192, "full", 768, None),
+    (16, 256, "full", 1024, None),
 ]
-#: the operating point recommended as SearchParams' default (measured below; see the report)
-RECOMMENDED = (8, 128, "probed")
+_DEFAULT = SearchParams()
+#: SearchParams' defaults, the recommended operating point (measured below; see the report)
+RECOMMENDED = (_DEFAULT.nprobe, _DEFAULT.n_rerank, _DEFAULT.interaction, _DEFAULT.n_full, None)
 
 
 def _latency(fn, queries: Ragged, n: int) -> tuple[float, float]:
@@ -176,9 +178,9 @@ def iter_search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, e
                "recall10_vs_exact": round(recall_vs_reference(exhaustive_run, exact_run, 10), 4),
                "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "bytes_per_token": round(bpt, 2),
                "pool_s": round(pool_s, 1), "build_s": round(build_s, 1), "batch_search_s": round(ex_s, 1)}
-        for nprobe, n_rerank, inter in points:
+        for nprobe, n_rerank, inter, n_full, threads in points:
             params = SearchParams(candidates="centroid", nprobe=nprobe, n_rerank=n_rerank, interaction=inter,
-                                  device="cpu")
+                                  n_full=n_full or _DEFAULT.n_full, threads=threads, device="cpu")
             s = Searcher(snap, params)
             t = time.perf_counter()
             res = s.search(data.queries, 10)
@@ -188,19 +190,19 @@ def iter_search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, e
             p50, p95 = _latency(lambda q, s=s: s.search(q, 10), data.queries, n_latency)
             cpu_ms = (time.process_time() - c0) / (min(n_latency, len(data.queries)) + 1) * 1e3
             yield {**base, "system": "mvstore", "nprobe": nprobe, "n_rerank": n_rerank, "interaction": inter,
+                   "n_full": n_full, "threads": s.threads,
                    "ndcg10": round(ndcg_at_k(run, data.qrels, 10), 4),
                    "recall10_vs_exhaustive": round(recall_vs_reference(run, exhaustive_run, 10), 4),
                    "recall10_vs_exact": round(recall_vs_reference(run, exact_run, 10), 4),
                    "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "cpu_ms_per_query": round(cpu_ms, 2),
                    "bytes_per_token": round(bpt, 2), "batch_qps": round(len(data.queries) / batch_s, 1),
-                   "recommended": (nprobe, n_rerank, inter) == RECOMMENDED}
-        # end to end through Index.search (Arrow result), at the recommended point
-        nprobe, n_rerank, inter = RECOMMENDED
-        params = SearchParams(nprobe=nprobe, n_rerank=n_rerank, interaction=inter, device="cpu")
+                   "recommended": (nprobe, n_rerank, inter, n_full, threads) == RECOMMENDED}
+        # end to end through Index.search (Arrow result) with the default SearchParams
+        params = SearchParams(device="cpu")
         p50, p95 = _latency(lambda q: idx.search(q, 10, params=params), data.queries, n_latency)
-        yield {**base, "system": "mvstore-Index.search", "nprobe": nprobe, "n_rerank": n_rerank,
-               "interaction": inter, "p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
-               "bytes_per_token": round(bpt, 2)}
+        yield {**base, "system": "mvstore-Index.search", "nprobe": params.nprobe, "n_rerank": params.n_rerank,
+               "interaction": params.interaction, "n_full": params.n_full, "threads": Searcher(snap, params).threads,
+               "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "bytes_per_token": round(bpt, 2)}
         if with_lancedb:
             yield from lancedb_rows(data, snap, pooled, work, exhaustive_run=exhaustive_run, exact_run=exact_run,
                                     n_latency=min(n_latency, 30), base=base, n_tok=n_tok)

@@ -227,6 +227,27 @@ def test_decode_torch_matches_decode(param, fitted):
 
 
 @pytest.mark.parametrize("param", CASES)
+def test_score_table_scores_like_decode(param, fitted):
+    """A codec that offers a score table must score every code exactly like decode-then-multiply."""
+    c = fitted(param)
+    _, x = _case(param)
+    if c.kind == "transform":
+        pytest.skip("transforms store float vectors, not codes")
+    codes = c.encode(x[:200])
+    q = c.transform_query(x[200:213])
+    table = c.score_table(q)
+    fam = _family(c)
+    if table is None:
+        assert fam not in ("bin", "pq"), f"{fam} decodes byte by byte and should offer a score table"
+        return
+    assert table.dtype == np.float32 and table.flags.c_contiguous
+    assert table.shape == (c.code_size, 256, 16)  # 13 query tokens padded to a multiple of 8
+    assert not table[:, :, 13:].any()  # padding columns are zero
+    via_table = table[np.arange(c.code_size)[None, :], codes].sum(1)[:, :13]  # (n_codes, n_tokens)
+    np.testing.assert_allclose(via_table, c.decode(codes) @ q.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("param", CASES)
 def test_bad_inputs(param, fitted):
     c = fitted(param)
     factory, x = _case(param)

@@ -142,6 +142,9 @@ def test_top_k_orders_ties_by_row():
         ({"nprobe": 2.5}, InvalidDtypeError, "nprobe must be an int"),
         ({"n_rerank": True}, InvalidDtypeError, "n_rerank must be an int"),
         ({"interaction": "maxsim"}, SearchParamsError, "interaction='maxsim'.*use 'probed'"),
+        ({"n_full": 0}, SearchParamsError, "n_full=0 must be >= 1"),
+        ({"threads": 0}, SearchParamsError, "threads=0 must be >= 1"),
+        ({"threads": 1.5}, InvalidDtypeError, "threads must be an int"),
         ({"device": "gpu"}, SearchParamsError, "device='gpu' is not a device; use 'auto'"),
     ],
 )
@@ -197,6 +200,27 @@ def test_sparse_without_module_is_a_clear_error(corpus, monkeypatch):
         Searcher(snap, SearchParams(candidates="sparse", device="cpu")).search(queries, 3)
 
 
+def test_assign_terms_exact_then_inverted(rng):
+    """Up to EXACT_ASSIGN_MAX centroids terms are the exact nearest; beyond, an inverted index over the
+    centroids finds the exact nearest for most vectors and a near-best centroid for the rest."""
+    from mvstore.search.postings import EXACT_ASSIGN_MAX
+
+    dim = 32
+    cent = rng.standard_normal((EXACT_ASSIGN_MAX * 2, dim)).astype(np.float32)
+    cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+    x = cent[rng.integers(0, len(cent), 5000)] + 0.3 * rng.standard_normal((5000, dim)).astype(np.float32) / np.sqrt(dim)
+    exact = np.argmax(x @ cent.T, axis=1)
+    small = assign_terms(x, cent[:EXACT_ASSIGN_MAX])
+    assert np.array_equal(small, np.argmax(x @ cent[:EXACT_ASSIGN_MAX].T, axis=1))
+    got = assign_terms(x, cent)
+    assert got.dtype == np.int32 and got.min() >= 0
+    agree = float(np.mean(got == exact))
+    best = (x * cent[exact]).sum(1)
+    mine = (x * cent[got]).sum(1)
+    assert agree >= 0.9, agree
+    assert np.all(mine <= best + 1e-5) and np.mean(best - mine) < 0.02
+
+
 # ----------------------------------------------------------------------------------- ranking
 def test_oracle_is_exact_maxsim(corpus):
     _, snap, queries = corpus
@@ -212,6 +236,68 @@ def test_full_probe_equals_oracle(corpus, interaction, backend):
     p = SearchParams(candidates="centroid", nprobe=n_c, n_rerank=snap.n_docs, interaction=interaction, device="cpu")
     got = Searcher(snap, p, backend=backend).search(queries, 10)
     same_ranking(got, brute_force(snap, queries, 10))
+
+
+@pytest.fixture(scope="module")
+def table_snapshots():
+    """Snapshots whose codecs score through per-query tables (bin, pq) on the CPU path."""
+    docs = clustered_docs(200, seed=3)
+    return {spec: make_snapshot(docs, spec=spec) for spec in ("bin", "pca16,pq4")}, queries_from(docs, 10, seed=4)
+
+
+@pytest.mark.parametrize("spec", ["bin", "pca16,pq4"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_table_scoring_equals_oracle(table_snapshots, spec, threads):
+    """CPU stage 2 through the codec's score table (no decoding), split over threads, ranks like exact
+    MaxSim over decoded vectors; so does the torch twin (which decodes)."""
+    snaps, queries = table_snapshots
+    snap = snaps[spec]
+    oracle = brute_force(snap, queries, 10)
+    p = SearchParams(candidates="centroid", nprobe=len(snap.centroids), n_rerank=snap.n_docs, device="cpu",
+                     threads=threads)
+    cpu = Searcher(snap, p)
+    assert cpu.has_tables
+    same_ranking(cpu.search(queries, 10), oracle)
+    same_ranking(Searcher(snap, p, backend="torch").search(queries, 10), oracle)
+    # a realistic operating point: threads never change the result
+    p1 = SearchParams(nprobe=2, n_rerank=30, n_full=60, device="cpu", threads=1)
+    pn = SearchParams(nprobe=2, n_rerank=30, n_full=60, device="cpu", threads=threads)
+    for a, b in zip(Searcher(snap, p1).search(queries, 10), Searcher(snap, pn).search(queries, 10)):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_top_probes_match_sorting(rng):
+    from mvstore.search._kernels import top_probes
+
+    st = rng.standard_normal((50, 8)).astype(np.float32)
+    st[7, :] = st[3, :]  # ties: the smaller centroid id comes first
+    for nprobe in (1, 3, 49, 50, 80):
+        probe, bound = top_probes(st, 5, nprobe)
+        for t in range(5):
+            order = np.lexsort((np.arange(50), -st[:, t]))
+            assert probe[t].tolist() == order[: min(nprobe, 50)].tolist()
+            assert bound[t] == (st[order[nprobe], t] if nprobe < 50 else -np.inf)
+
+
+def test_full_interaction_reranks_the_best_probed(corpus):
+    """interaction='full': the n_full best documents by probed interaction, re-scored by the max over every
+    centroid each holds, best n by that (ties by row) -- checked against a direct implementation."""
+    _, snap, queries = corpus
+    q = snap.codec.transform_query(queries[2])
+    probed = CentroidCandidates.from_snapshot(snap, nprobe=2, interaction="probed")
+    rows, scores = probed._one(probed._similarities(q), len(q), snap.n_docs, None, 2, with_scores=True)
+    pool_rows = np.sort(rows[:25])
+    sims = q @ snap.centroids.T
+    full = np.array([sims[:, np.unique(snap.terms[snap.offsets[d] : snap.offsets[d + 1]])].max(1).sum()
+                     for d in pool_rows])
+    expect = pool_rows[np.lexsort((pool_rows, -full))][:10]
+    gen = CentroidCandidates.from_snapshot(snap, nprobe=2, interaction="full", n_full=25)
+    got, got_scores = gen._one(gen._similarities(q), len(q), 10, None, 2, with_scores=True)
+    same_ranking([(got, got_scores)], [(expect, np.sort(full)[::-1][:10])], atol=1e-5)
+    # torch twin: same candidates
+    tgen = CentroidCandidates.from_snapshot(snap, nprobe=2, interaction="full", n_full=25, device=torch.device("cpu"))
+    assert tgen.candidates([q], 10)[0].tolist() == gen.candidates([q], 10)[0].tolist()
 
 
 @pytest.mark.parametrize("backend", [None, "torch"])
@@ -286,11 +372,10 @@ def test_torch_twin_candidates_equal_numpy(corpus, interaction):
     a = gen_np.candidates(qt, 30, allowed)
     b = CentroidCandidates.from_snapshot(snap, device=torch.device("cpu"), **kw).candidates(qt, 30, allowed)
     # each generator's own scores for every candidate, to compare up to float ties at the cut
-    s = qt.values @ snap.centroids.T
     for i, (x, y) in enumerate(zip(a, b)):
         assert len(x) == len(y) == 30 and allowed[x].all() and allowed[y].all()
-        si = s[qt.offsets[i] : qt.offsets[i + 1]]
-        cand, score = gen_np._one(si, snap.n_docs, allowed, 3, with_scores=True)
+        q = qt[i]
+        cand, score = gen_np._one(gen_np._similarities(q), len(q), snap.n_docs, allowed, 3, with_scores=True)
         by_row = dict(zip(cand.tolist(), score.tolist()))
         cut = score[29]
         assert min(by_row[r] for r in y) >= cut - 1e-4 and min(by_row[r] for r in x) >= cut - 1e-4
@@ -370,6 +455,6 @@ def test_nprobe_one_still_ranks(corpus):
     """Regression: at nprobe=1 the probed interaction must still separate documents (not all tie)."""
     _, snap, queries = corpus
     q = snap.codec.transform_query(queries[0])
-    gen = CentroidCandidates.from_snapshot(snap, nprobe=1)
-    _, scores = gen._one(q @ snap.centroids.T, snap.n_docs, None, 1, with_scores=True)
+    gen = CentroidCandidates.from_snapshot(snap, nprobe=1, interaction="probed")
+    _, scores = gen._one(gen._similarities(q), len(q), snap.n_docs, None, 1, with_scores=True)
     assert len(np.unique(np.round(scores, 5))) > 3

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["packed_size", "pack", "unpack", "unpack_torch"]
+__all__ = ["packed_size", "pack", "unpack", "unpack_torch", "affine_score_table", "table_width"]
 
 BITS = (1, 2, 4, 8)
 
@@ -69,3 +69,36 @@ def unpack_torch(codes: Any, d: int, bits: int) -> Any:
     shifts = torch.arange(per, device=codes.device, dtype=torch.int32) * bits
     vals = (codes.to(torch.int32).unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
     return vals.reshape(len(codes), -1)[:, :d].long()
+
+
+def table_width(n_queries_tokens: int) -> int:
+    """Columns of a score table: the query token count rounded up to 8 (SIMD-friendly; padding is zero)."""
+    return max(8, -(-n_queries_tokens // 8) * 8)
+
+
+def affine_score_table(q: np.ndarray, low: np.ndarray, step: np.ndarray, bits: int) -> np.ndarray:
+    """Score table of per-dimension affine codes (``decode = low + level * step``, levels packed by
+    :func:`pack`): ``T`` of shape ``(packed_size(d, bits), 256, table_width(nq))`` float32 with
+    ``q[t] . decode(code) == sum_j T[j, code[j], t]`` (up to float rounding), so a code is scored against
+    every query token by one table row per byte instead of decoding it.
+
+    >>> q = np.array([[1.0, -2.0, 0.5]], np.float32)
+    >>> low, step = np.array([0.1, 0.2, 0.3], np.float32), np.array([1.0, 0.5, 0.25], np.float32)
+    >>> code = pack(np.array([[1, 0, 1]], np.uint8), 1)
+    >>> t = affine_score_table(q, low, step, 1)
+    >>> dec = low + unpack(code, 3, 1) * step
+    >>> bool(np.isclose(t[np.arange(t.shape[0]), code[0], 0].sum(), float(q[0] @ dec[0])))
+    True
+    """
+    q = np.asarray(q, np.float32)
+    nq, d = q.shape
+    per = 8 // bits
+    nb = packed_size(d, bits)
+    width = table_width(nq)
+    w = np.zeros((nb * per, width), np.float32)
+    w[:d, :nq] = (q * step).T
+    byte = np.arange(256, dtype=np.uint16)[:, None]
+    levels = ((byte >> (np.arange(per, dtype=np.uint16) * bits)) & ((1 << bits) - 1)).astype(np.float32)
+    table = np.matmul(levels[None], w.reshape(nb, per, width))  # (nb, 256, width)
+    table[0, :, :nq] += q @ low  # the constant part, once per code
+    return np.ascontiguousarray(table, np.float32)

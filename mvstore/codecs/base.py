@@ -225,6 +225,16 @@ class Codec(ABC):
 
         return torch.from_numpy(self.decode(codes.cpu().numpy())).to(codes.device)
 
+    def score_table(self, q: np.ndarray) -> np.ndarray | None:
+        """Asymmetric scoring table for transformed query tokens ``q`` ``(nq, dim_out)``, or None.
+
+        When ``q[t] . decode(code)`` is a sum of one term per code byte, returns ``T`` of shape
+        ``(code_size, 256, width)`` float32 (``width`` = nq rounded up to 8, padding zero) with
+        ``q[t] . decode(code) == sum_j T[j, code[j], t]``: search then scores codes without decoding them
+        (:func:`mvstore.search._kernels.table_maxsim`). None (the default): search decodes and multiplies.
+        """
+        return None
+
     def transform_query(self, q: np.ndarray) -> np.ndarray:
         """Map query token vectors into the space decoded vectors live in (identity for quantizers)."""
         self._check_fitted()

@@ -122,6 +122,11 @@ class Pipeline(Codec):
         self._check_fitted()
         return self.quantizer.decode_torch(codes)
 
+    def score_table(self, q: np.ndarray) -> np.ndarray | None:
+        """The quantizer's table for already transformed query tokens (see :meth:`Codec.score_table`)."""
+        self._check_fitted()
+        return self.quantizer.score_table(q)
+
     def transform_query(self, q: np.ndarray) -> np.ndarray:
         """Apply the transforms (and the quantizer's query mapping, the identity for dense quantizers)."""
         self._check_fitted()

@@ -109,6 +109,17 @@ class PQ(Codec):
         sub = self.centroids_[np.arange(self.m), codes]  # (n, m, dsub)
         return sub.reshape(len(codes), self.dim_in)
 
+    def score_table(self, q: np.ndarray) -> np.ndarray | None:
+        """ADC lookup table: ``T[j, c, t] = q[t, sub j] . centroids_[j, c]``."""
+        from ._bits import table_width
+
+        self._check_fitted()
+        q = np.asarray(q, np.float32)
+        width = table_width(len(q))
+        qs = np.zeros((self.m, self.dsub, width), np.float32)
+        qs[:, :, : len(q)] = q.reshape(len(q), self.m, self.dsub).transpose(1, 2, 0)
+        return np.ascontiguousarray(np.matmul(self.centroids_, qs), np.float32)  # (m, 256, width)
+
     def decode_torch(self, codes: Any) -> Any:
         import torch
 

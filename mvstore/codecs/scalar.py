@@ -226,6 +226,10 @@ class Binary(Codec):
         out += self.low_
         return out
 
+    def score_table(self, q: np.ndarray) -> np.ndarray | None:
+        self._check_fitted()
+        return _bits.affine_score_table(q, self.low_, self.high_ - self.low_, 1)
+
     def decode_torch(self, codes: Any) -> Any:
         import torch
 

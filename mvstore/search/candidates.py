@@ -12,7 +12,10 @@ rows, or None) is applied here, before any scoring: a filtered-out document neve
   best ``n`` are kept. ``interaction="probed"`` counts only each token's probed centroids (a token none
   of whose probed centroids the document holds gets its ``(nprobe+1)``-th best similarity, the tightest
   upper bound on what the document's unprobed centroids could score);
-  ``interaction="full"`` takes the max over every centroid the document holds (``doc -> terms`` CSR).
+  ``interaction="full"`` (PLAID) re-scores the best ``n_full`` of those by the max over every centroid the
+  document holds (``doc -> terms`` CSR) and ranks by that. Ranking: score descending, ties by ascending row.
+  The CPU path is one compiled kernel per query (:mod:`mvstore.search._kernels`); the torch twin (CUDA, or
+  ``device`` a torch CPU device in tests) computes the same.
 * ``SearchParams(candidates="sparse")`` loads the SLIM generator from ``mvstore.search.sparse``.
 
 >>> import numpy as np
@@ -28,6 +31,7 @@ rows, or None) is applied here, before any scoring: a filtered-out document neve
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -40,8 +44,9 @@ from ..exceptions import (
     MissingDependencyError,
 )
 from ..ragged import Ragged
+from ._parallel import split_run
 from .params import INTERACTIONS, SearchParamsError
-from .postings import Postings, build_postings, ranges
+from .postings import Postings, build_postings
 
 __all__ = [
     "CandidateGenerator",
@@ -89,6 +94,19 @@ def check_allowed(allowed: Any, n_docs: int) -> np.ndarray | None:
     return mask
 
 
+_NO_MASK = np.ones(1, bool)  # placeholder the kernel never reads (use_mask=False)
+
+
+def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``n`` of ``rows`` (ascending) by score, best first, ties by ascending row -> (int64, scores)."""
+    if len(rows) > n:
+        kth = scores[np.argpartition(-scores, n - 1)[:n]].min()
+        keep = np.flatnonzero(scores >= kth)  # every tie at the n-th score, so the row order decides
+        rows, scores = rows[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")[:n]
+    return rows[order].astype(np.int64), scores[order]
+
+
 def _check_n(n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise SearchParamsError(f"number of candidates n={n!r} must be a positive integer")
@@ -120,16 +138,6 @@ class ExhaustiveCandidates(CandidateGenerator):
         return [rows for _ in qs]
 
 
-def _top_rows(rows: np.ndarray, scores: np.ndarray, n: int, with_scores: bool = False) -> Any:
-    """The ``n`` best rows by score, best first, ties by ascending row (and their scores if asked)."""
-    if len(rows) > n:
-        keep = np.argpartition(-scores, n - 1)[:n]
-        rows, scores = rows[keep], scores[keep]
-    order = np.lexsort((rows, -scores))
-    out = rows[order].astype(np.int64, copy=False)
-    return (out, scores[order]) if with_scores else out
-
-
 class CentroidCandidates(CandidateGenerator):
     """PLAID-style centroid prefilter over ``terms`` (nearest-centroid id of every stored vector).
 
@@ -145,6 +153,8 @@ class CentroidCandidates(CandidateGenerator):
         *,
         nprobe: int = 4,
         interaction: str = "probed",
+        n_full: int = 1024,
+        threads: int = 1,
         device: Any = "cpu",
         postings: Postings | None = None,
     ):
@@ -159,9 +169,14 @@ class CentroidCandidates(CandidateGenerator):
         self.postings = postings if postings is not None else build_postings(terms, offsets, len(c))
         self.n_docs = self.postings.n_docs
         self.nprobe = int(min(nprobe, len(c)))
+        if isinstance(n_full, bool) or not isinstance(n_full, (int, np.integer)) or n_full < 1:
+            raise SearchParamsError(f"n_full={n_full!r} must be a positive integer")
         self.interaction = interaction
+        self.n_full = int(n_full)
+        self.threads = max(1, int(threads))
         self.device = device
         self._t: dict[str, Any] | None = None
+        self._local = threading.local()  # per-thread kernel scratch: concurrent searches share a generator
 
     @classmethod
     def from_snapshot(cls, snapshot: Any, **kw: Any) -> CentroidCandidates:
@@ -191,74 +206,61 @@ class CentroidCandidates(CandidateGenerator):
         if self.is_torch:
             return self._candidates_torch(queries, n, mask, need)
         qs = as_query_list(queries, self.centroids.shape[1])
-        sims = np.concatenate(qs) @ self.centroids.T  # one GEMM for the whole batch
-        out, a = [], 0
+        out = []
         for q in qs:
-            s = sims[a : a + len(q)]
+            st = self._similarities(q)
             nprobe = self.nprobe
-            rows = self._one(s, n, mask, nprobe)
+            rows = self._one(st, len(q), n, mask, nprobe)
             while len(rows) < need and nprobe < len(self.centroids):
                 nprobe = min(2 * nprobe, len(self.centroids))
-                rows = self._one(s, n, mask, nprobe)
+                rows = self._one(st, len(q), n, mask, nprobe)
             out.append(rows)
-            a += len(q)
         return out
 
     # ------------------------------------------------------------------------------ numpy path
-    def _one(self, s: np.ndarray, n: int, mask: np.ndarray | None, nprobe: int, with_scores: bool = False) -> Any:
-        """Candidates of one query from its ``(n_tokens, n_centroids)`` similarities (numpy)."""
+    def _similarities(self, q: np.ndarray) -> np.ndarray:
+        """``(n_centroids, width)`` query-centroid similarities of one query's tokens, transposed (a centroid's
+        similarities to every token are contiguous) and padded with zero columns to a SIMD-friendly width;
+        row blocks are computed on ``threads`` threads."""
+        from ..codecs._bits import table_width
+
+        c = self.centroids
+        qp = np.zeros((table_width(len(q)), c.shape[1]), np.float32)
+        qp[: len(q)] = q
+        st = np.empty((len(c), len(qp)), np.float32)
+
+        def part(a: int, b: int) -> None:
+            np.matmul(c[a:b], qp.T, out=st[a:b])
+
+        split_run(part, len(c), self.threads, min_part=1024)
+        return st
+
+    def _one(
+        self, st: np.ndarray, nq: int, n: int, mask: np.ndarray | None, nprobe: int, with_scores: bool = False
+    ) -> Any:
+        """Candidates of one query (and their stage-1 scores if asked) from its transposed similarities
+        (:meth:`_similarities`), with the compiled kernels."""
+        from ._kernels import full_interaction, probed_interaction, top_probes
+
         p = self.postings
-        nq, n_c = s.shape
-        if nprobe < n_c:
-            part = np.argpartition(-s, nprobe, axis=1)
-            probe = part[:, :nprobe]
-            # the (nprobe+1)-th best similarity: no unprobed centroid can score more for this token
-            bound = np.take_along_axis(s, part[:, nprobe : nprobe + 1], axis=1)[:, 0]
-        else:
-            probe = np.broadcast_to(np.arange(n_c), (nq, n_c))
-            bound = s.min(1)  # never used: every centroid is probed
-        pv = np.take_along_axis(s, probe, axis=1)  # (nq, nprobe) probed similarities
-        probe, pv = probe.ravel(), pv.ravel()
-        lens = p.term_offsets[probe + 1] - p.term_offsets[probe]
-        docs = p.term_docs[ranges(p.term_offsets[probe], lens)]
+        slot = getattr(self._local, "slot", None)
+        if slot is None:
+            slot = self._local.slot = np.full(self.n_docs, -1, np.int32)
+        # each token's nprobe best centroids, and its (nprobe+1)-th best similarity: the tightest upper bound
+        # on what an unprobed centroid could score for it
+        probe, bound = top_probes(st, nq, nprobe)
+        rows, scores = probed_interaction(
+            st, probe, bound, p.term_offsets, p.term_docs, _NO_MASK if mask is None else mask, mask is not None, slot
+        )
         if self.interaction == "full":
-            if mask is not None:
-                docs = docs[mask[docs]]
-            cand = np.unique(docs).astype(np.int64)
-            return _top_rows(cand, self._full_scores(s, cand) if len(cand) else np.zeros(0, np.float32), n, with_scores)
-        nprobe = probe.shape[0] // nq
-        tok = np.repeat(np.arange(nq * nprobe) // nprobe, lens)
-        val = np.repeat(pv, lens)
-        if mask is not None:
-            keep = mask[docs]
-            docs, tok, val = docs[keep], tok[keep], val[keep]
-        cand, inv = np.unique(docs, return_inverse=True)
-        cand = cand.astype(np.int64)
-        if len(cand) == 0:
-            return _top_rows(cand, np.zeros(0, np.float32), n, with_scores)
-        # a token none of whose probed centroids the document holds gets the tightest upper bound on its
-        # unprobed centroids, the token's (nprobe+1)-th best similarity (XTR-style imputation). Measured on
-        # SciFact: the nprobe-th similarity ties every document at nprobe=1; 0 loses recall at nprobe >= 2.
-        m = np.broadcast_to(bound.astype(np.float32), (len(cand), nq)).copy()
-        np.maximum.at(m, (inv, tok), val)
-        return _top_rows(cand, m.sum(1), n, with_scores)
-
-    def _full_scores(self, s: np.ndarray, cand: np.ndarray, block: int = 1 << 22) -> np.ndarray:
-        """Centroid interaction with every centroid each candidate holds, chunked over (doc, term) pairs."""
-        p = self.postings
-        st = s.T  # (n_c, nq)
-        nq = s.shape[0]
-        out = np.empty(len(cand), np.float32)
-        lens = p.doc_offsets[cand + 1] - p.doc_offsets[cand]
-        cum = np.zeros(len(cand) + 1, np.int64)
-        np.cumsum(lens, out=cum[1:])
-        from .maxsim import doc_chunks
-
-        for a, b in doc_chunks(cum, max(1, block // max(nq, 1))):
-            terms = p.doc_terms[ranges(p.doc_offsets[cand[a:b]], lens[a:b])]
-            g = st[terms]
-            out[a:b] = np.maximum.reduceat(g, cum[a:b] - cum[a], axis=0).sum(1)
-        return out
+            rows = np.sort(_best(rows, scores, max(self.n_full, n))[0])
+            parts = split_run(
+                lambda a, b: full_interaction(st, nq, rows[a:b], p.doc_offsets, p.doc_terms),
+                len(rows), self.threads, min_part=128,
+            )
+            scores = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        best = _best(rows, scores, n)
+        return best if with_scores else best[0]
 
     # ------------------------------------------------------------------------------ torch twin
     def _tensors(self) -> dict[str, Any]:
@@ -319,19 +321,6 @@ class CentroidCandidates(CandidateGenerator):
         starts = t["to"][probe]
         lens = t["to"][probe + 1] - starts
         docs = t["td"][_ranges_torch(starts, lens)]
-        if self.interaction == "full":
-            if mask is not None:
-                docs = docs[mask[docs]]
-            cand = torch.unique(docs)
-            if len(cand) == 0:
-                return cand
-            dstarts = t["do"][cand]
-            dlens = t["do"][cand + 1] - dstarts
-            terms = t["dt"][_ranges_torch(dstarts, dlens)]
-            seg = torch.repeat_interleave(torch.arange(len(cand), device=dev), dlens)
-            m = torch.full((len(cand), nq), float("-inf"), device=dev)
-            m.scatter_reduce_(0, seg.unsqueeze(1).expand(-1, nq), s.T[terms], reduce="amax", include_self=True)
-            return _top_rows_torch(cand, m.sum(1), n)
         tok = torch.repeat_interleave(torch.arange(nq * nprobe, device=dev) // nprobe, lens)
         val = torch.repeat_interleave(pvf, lens)
         if mask is not None:
@@ -342,7 +331,17 @@ class CentroidCandidates(CandidateGenerator):
             return cand
         m = bound.expand(len(cand), nq).contiguous().reshape(-1)
         m.scatter_reduce_(0, inv * nq + tok, val, reduce="amax", include_self=True)
-        return _top_rows_torch(cand, m.reshape(len(cand), nq).sum(1), n)
+        probed = m.reshape(len(cand), nq).sum(1)
+        if self.interaction == "probed":
+            return _top_rows_torch(cand, probed, n)
+        cand = torch.sort(_top_rows_torch(cand, probed, max(self.n_full, n))).values
+        dstarts = t["do"][cand]
+        dlens = t["do"][cand + 1] - dstarts
+        terms = t["dt"][_ranges_torch(dstarts, dlens)]
+        seg = torch.repeat_interleave(torch.arange(len(cand), device=dev), dlens)
+        mx = torch.full((len(cand), nq), float("-inf"), device=dev)
+        mx.scatter_reduce_(0, seg.unsqueeze(1).expand(-1, nq), s.T[terms], reduce="amax", include_self=True)
+        return _top_rows_torch(cand, mx.sum(1), n)
 
 
 def _ranges_torch(starts: Any, lengths: Any) -> Any:

@@ -42,18 +42,24 @@ class SearchParams:
       exhaustive), ``"centroid"``, ``"sparse"`` (SLIM posting lists), ``"exhaustive"`` (every document).
     * ``nprobe``: centroids probed per query token by the centroid prefilter.
     * ``n_rerank``: candidates kept after stage 1 and rescored by exact MaxSim over decoded vectors.
-    * ``interaction``: how the centroid prefilter scores candidates: ``"probed"`` counts, per query token,
-      only the similarity of that token's probed centroids (cheap: read off the posting lists),
-      ``"full"`` takes the max over every centroid the document holds (PLAID's centroid interaction).
+    * ``interaction``: how the centroid prefilter ranks candidates: ``"probed"`` counts, per query token,
+      only the similarity of that token's probed centroids (cheap: read off the posting lists);
+      ``"full"`` re-scores the best ``n_full`` of those by the max over every centroid the document holds
+      (PLAID's centroid interaction), a closer estimate of MaxSim.
+    * ``n_full``: candidates re-scored by full centroid interaction (``interaction="full"`` only).
     * ``batch_size``: queries processed together.
+    * ``threads``: CPU threads one query's heavy steps are split over (query-centroid product, stage-2
+      scoring); None: every core this process may use. Ignored on CUDA.
     * ``device``: ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"``.
     """
 
     candidates: str = "auto"
     nprobe: int = 8
-    n_rerank: int = 128
-    interaction: str = "probed"
+    n_rerank: int = 160
+    interaction: str = "full"
+    n_full: int = 768
     batch_size: int = 32
+    threads: int | None = None
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -69,7 +75,10 @@ class SearchParams:
             )
         _positive_int("nprobe", self.nprobe)
         _positive_int("n_rerank", self.n_rerank)
+        _positive_int("n_full", self.n_full)
         _positive_int("batch_size", self.batch_size)
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
         dev = str(self.device) if type(self.device).__module__.startswith("torch") else self.device
         if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
             raise SearchParamsError(

@@ -1,10 +1,12 @@
 """Two-stage search over a :class:`~mvstore.search.snapshot.Snapshot`.
 
 Stage 1 (:mod:`mvstore.search.candidates`) picks candidate rows per query, with the ``allowed`` mask
-applied before any scoring. Stage 2 gathers the candidates' packed codes, decodes them (numpy on the
-CPU, ``codec.decode_torch`` on CUDA), scores them by exact MaxSim and keeps the top ``k``. Work is
-chunked over decoded vectors so memory stays bounded for any candidate count (the exhaustive oracle
-reranks the whole corpus this way).
+applied before any scoring. Stage 2 scores the candidates' packed codes by exact MaxSim and keeps the top
+``k``. On the CPU, codecs whose decode is a sum of one term per code byte (``bin``, ``pq``) are scored
+through a per-query table (``Codec.score_table``, built on the thread pool while stage 1 runs) by a
+compiled kernel, without decoding; others are decoded and multiplied (numpy); on CUDA, ``codec.decode_torch``
+and a matrix product. Decoding is chunked over vectors so memory stays bounded for any candidate count (the
+exhaustive oracle reranks the whole corpus this way).
 
 On CUDA both stages run on the GPU (torch); the CPU path is numpy. Both give the same ranking (ties
 aside); ``backend="torch"`` runs the GPU code path on the CPU, which is how the tests check it without
@@ -13,6 +15,7 @@ a GPU.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -21,6 +24,7 @@ import numpy as np
 from ..device import resolve_device
 from ..exceptions import InvalidDtypeError, InvalidVectorsError
 from ..ragged import Ragged, as_ragged
+from ._parallel import cpu_threads, split_run, submit
 from .candidates import (
     CandidateGenerator,
     CentroidCandidates,
@@ -44,7 +48,8 @@ _BLAS = None
 def single_thread_blas() -> AbstractContextManager:
     """Limit BLAS to one thread (threadpoolctl, a scikit-learn dependency) for the small matrix products of
     a two-stage search: OpenBLAS spreading a (10k x 128) @ (128 x 32) product over threads costs ~9x more
-    CPU time than one thread on a busy machine (measured), and query-level parallelism belongs to callers."""
+    CPU time than one thread on a busy machine (measured). A query's heavy steps are split over the
+    searcher's own ``threads`` instead (:mod:`mvstore.search._parallel`), each part single-threaded BLAS."""
     global _BLAS
     if _BLAS is None:
         from threadpoolctl import ThreadpoolController
@@ -92,7 +97,10 @@ class Searcher:
         if backend == "numpy" and self.device.type != "cpu":
             raise SearchParamsError("backend='numpy' runs on the CPU only; use device='cpu' or backend=None")
         self.use_torch = backend == "torch" or self.device.type != "cpu"
+        #: CPU threads one query's heavy steps are split over
+        self.threads = self.params.threads or cpu_threads()
         self._generator: CandidateGenerator | None = None
+        self._has_tables: bool | None = None
         self._codes_t: Any = None
 
     # ------------------------------------------------------------------------------- stage 1
@@ -117,6 +125,8 @@ class Searcher:
                     s,
                     nprobe=self.params.nprobe,
                     interaction=self.params.interaction,
+                    n_full=self.params.n_full,
+                    threads=self.threads,
                     device=self.device if self.use_torch else "cpu",
                     postings=s.extras.get("postings"),
                 )
@@ -151,8 +161,13 @@ class Searcher:
             for a in range(0, len(queries), bs):
                 batch = queries[a : a + bs]
                 qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
-                cands = self.stage1(qt, k, mask)
-                scores = self._score_torch(qt, cands) if self.use_torch else self._score_numpy(qt, cands)
+                if self.use_torch:
+                    cands = self.stage1(qt, k, mask)
+                    scores = self._score_torch(qt, cands)
+                else:
+                    tables = self._tables(qt)  # built on the pool while stage 1 runs
+                    cands = self.stage1(qt, k, mask)
+                    scores = self._score_numpy(qt, cands, tables)
                 out.extend(top_k(c, sc, k) for c, sc in zip(cands, scores))
         return out
 
@@ -185,12 +200,43 @@ class Searcher:
         np.cumsum(lens, out=offs[1:])
         return ranges(starts, lens), offs
 
-    def _score_numpy(self, qt: Ragged, cands: list[np.ndarray]) -> list[np.ndarray]:
+    @property
+    def has_tables(self) -> bool:
+        """Whether the codec scores codes through per-query tables (``Codec.score_table``) on the CPU."""
+        if self._has_tables is None:
+            s = self.snapshot
+            self._has_tables = s.codec.score_table(np.zeros((1, s.codec.dim_out), np.float32)) is not None
+        return self._has_tables
+
+    def _tables(self, qt: Ragged) -> list[Future] | None:
+        """Each query's score table, as futures (on the pool when this searcher has threads), or None."""
+        if self.candidate_kind == "exhaustive" or not self.has_tables:
+            return None
+        return [submit(self.snapshot.codec.score_table, q, background=self.threads > 1) for q in qt]
+
+    def _score_numpy(self, qt: Ragged, cands: list[np.ndarray], tables: list[Future] | None = None) -> list[np.ndarray]:
         union = self._plan(qt, cands)
         if union is not None:
             scores = self._maxsim_rows_numpy(qt, union)
             return [scores[i, np.searchsorted(union, c)] for i, c in enumerate(cands)]
-        return [self._maxsim_rows_numpy(qt[i : i + 1], c)[0] for i, c in enumerate(cands)]
+        if tables is None:
+            return [self._maxsim_rows_numpy(qt[i : i + 1], c)[0] for i, c in enumerate(cands)]
+        return [self._maxsim_table(len(q), t.result(), c) for q, t, c in zip(qt, tables, cands)]
+
+    def _maxsim_table(self, nq: int, table: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """One query's MaxSim over ``rows`` through its score table (no decoding: one table row per code
+        byte), the rows split over this searcher's threads."""
+        from ._kernels import table_maxsim
+
+        s = self.snapshot
+
+        starts = s.offsets[rows]
+        lengths = s.offsets[rows + 1] - starts
+        parts = split_run(
+            lambda a, b: table_maxsim(s.codes, starts[a:b], lengths[a:b], table, nq),
+            len(rows), self.threads, min_part=32,
+        )
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _maxsim_rows_numpy(self, qt: Ragged, rows: np.ndarray) -> np.ndarray:
         s = self.snapshot

@@ -204,10 +204,11 @@ class Index:
 
     def _fit_state(self, vectors: np.ndarray, n_total: int, *, explicit: bool) -> _State:
         """Fit the codec and stage-1 centroids on a sample of (pooled) vectors and store them (one commit)."""
-        from ..search.postings import default_n_centroids, fit_centroids
+        from ..search.postings import CENTROID_SAMPLE, default_n_centroids, fit_centroids
 
         opts = self.options
         rng = np.random.default_rng(opts.get("seed", 0))
+        everything = vectors
         if len(vectors) > opts["train_size"]:
             vectors = vectors[np.sort(rng.choice(len(vectors), opts["train_size"], replace=False))]
         codec = spec_mod.build_pipeline(self.spec, self.dim).fit(vectors)
@@ -222,6 +223,13 @@ class Index:
             n_c = int(codec.coarse_centroids.shape[0])
         else:
             n_c = opts.get("n_centroids") or default_n_centroids(max(n_total, 1))
+            # k-means wants CENTROID_SAMPLE points per centroid (faiss warns below 39): the codec's sample may
+            # be too small for that, so the centroids get their own, larger one (measured on SciFact: 4096
+            # centroids fit on 156k instead of 65k vectors recall more of the exhaustive top-10 at equal cost)
+            n_fit = min(len(everything), max(len(t), CENTROID_SAMPLE * n_c))
+            if n_fit > len(t):
+                pick = np.sort(rng.choice(len(everything), n_fit, replace=False)) if n_fit < len(everything) else None
+                t = codec.transform(everything if pick is None else everything[pick])
             n_c = int(min(n_c, 2 ** int(np.floor(np.log2(len(t))))))
             cent, source = fit_centroids(t, n_c, seed=opts.get("seed", 0)), "kmeans"
             arrays["index.centroids"] = cent

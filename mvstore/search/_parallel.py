@@ -1,0 +1,69 @@
+"""Intra-query parallelism for CPU search: split one query's heavy steps (the query-centroid product, the
+stage-2 scoring) into contiguous parts run on a shared thread pool. The parts are numpy BLAS calls and
+numba ``nogil`` kernels, which release the GIL, so threads run them in parallel; BLAS itself stays
+single-threaded (see :func:`mvstore.search.searcher.single_thread_blas`), so nothing is oversubscribed.
+
+Parts never submit work themselves (no nesting), so the shared pool cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+__all__ = ["cpu_threads", "split_run", "submit"]
+
+T = TypeVar("T")
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def cpu_threads() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="mvstore-search")
+        return _POOL
+
+
+def submit(fn: Callable[..., T], *args: object, background: bool = True) -> Future:
+    """``fn(*args)`` on the shared pool (``background``), or now in the calling thread; a Future either way."""
+    if background:
+        return _pool().submit(fn, *args)
+    f: Future = Future()
+    try:
+        f.set_result(fn(*args))
+    except BaseException as e:  # noqa: BLE001 - re-raised by f.result()
+        f.set_exception(e)
+    return f
+
+
+def split_run(fn: Callable[[int, int], T], n: int, parts: int, min_part: int = 1) -> list[T]:
+    """``[fn(a0, b0), fn(a1, b1), ...]`` over ``parts`` contiguous ranges covering ``[0, n)``, each at least
+    ``min_part`` long (fewer parts when ``n`` is small). The first part runs in the calling thread, the others
+    on the shared pool.
+
+    >>> split_run(lambda a, b: (a, b), 10, 3)
+    [(0, 3), (3, 6), (6, 10)]
+    >>> split_run(lambda a, b: (a, b), 10, 3, min_part=8)
+    [(0, 10)]
+    """
+    parts = max(1, min(int(parts), n // max(1, int(min_part))))
+    if parts <= 1:
+        return [fn(0, n)]
+    bounds = [n * i // parts for i in range(parts + 1)]
+    futures = [_pool().submit(fn, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+    first = fn(bounds[0], bounds[1])
+    return [first] + [f.result() for f in futures]
