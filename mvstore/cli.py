@@ -342,8 +342,9 @@ def _search_params(args: argparse.Namespace) -> dict[str, Any]:
     p = {"candidates": args.candidates, "device": args.device}
     if args.nprobe is not None:
         p["nprobe"] = args.nprobe
-    if args.n_rerank is not None:
-        p["n_rerank"] = args.n_rerank
+    for name in ("n_rerank", "n_full", "threads"):
+        if getattr(args, name) is not None:
+            p[name] = getattr(args, name)
     return p
 
 
@@ -615,7 +616,9 @@ def _input_args(p: argparse.ArgumentParser) -> None:
 def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", default="auto", help="stage 1: auto | centroid | sparse | exhaustive")
     p.add_argument("--nprobe", type=int, default=None)
-    p.add_argument("--n-rerank", type=int, default=None)
+    p.add_argument("--n-rerank", type=int, default=None, help="candidates scored by exact MaxSim")
+    p.add_argument("--n-full", type=int, default=None, help="candidates re-ranked by full centroid interaction")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per query (default: all cores)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
 
 

@@ -108,6 +108,12 @@ def test_build_search_info_from_vectors(vector_files, tmp_path):
     assert [v["version"] for v in info["versions"]] == [1] and "docs.lance" in info["files"]
     text = mvstore("info", ix).stdout
     assert "bytes_per_token" in text and "versions" in text
+    # the stage-1 knobs reach SearchParams: probing every centroid and re-ranking every document is exact
+    knobs = json_rows(mvstore("search", ix, "--query-file", root / "queries.npz", "-k", "4", "--where", "lang = 'fr'",
+                              "--json", "--nprobe", "4096", "--n-full", "60", "--n-rerank", "60", "--threads", "1").stdout)
+    assert [(r["query"], r["id"]) for r in knobs] == [(r["query"], r["id"]) for r in res]
+    bad = mvstore("search", ix, "--query-file", root / "queries.npz", "--threads", "0", check_rc=2)
+    assert "threads=0 must be >= 1" in bad.stderr
     # table output (not JSON) carries a header and the results
     table = mvstore("search", ix, "--query-file", root / "queries.npz", "-k", "2").stdout
     assert table.splitlines()[0].split() == ["query", "rank", "id", "score", "lang"]

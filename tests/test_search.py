@@ -386,7 +386,7 @@ def test_probed_scores_match_definition(corpus):
     """Probed interaction: per token, max over the doc's probed centroids, else the (nprobe+1)-th sim."""
     _, snap, queries = corpus
     q = snap.codec.transform_query(queries[0])
-    gen = CentroidCandidates.from_snapshot(snap, nprobe=2)
+    gen = CentroidCandidates.from_snapshot(snap, nprobe=2, interaction="probed")
     rows = gen.candidates([q], snap.n_docs)[0]
     s = q @ snap.centroids.T
     order = np.argsort(-s, axis=1)

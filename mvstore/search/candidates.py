@@ -14,8 +14,8 @@ rows, or None) is applied here, before any scoring: a filtered-out document neve
   upper bound on what the document's unprobed centroids could score);
   ``interaction="full"`` (PLAID) re-scores the best ``n_full`` of those by the max over every centroid the
   document holds (``doc -> terms`` CSR) and ranks by that. Ranking: score descending, ties by ascending row.
-  The CPU path is one compiled kernel per query (:mod:`mvstore.search._kernels`); the torch twin (CUDA, or
-  ``device`` a torch CPU device in tests) computes the same.
+  The CPU path runs compiled kernels (:mod:`mvstore.search._kernels`); the torch twin (CUDA, or ``device``
+  a torch CPU device in tests) computes the same with tensor ops.
 * ``SearchParams(candidates="sparse")`` loads the SLIM generator from ``mvstore.search.sparse``.
 
 >>> import numpy as np
@@ -45,7 +45,7 @@ from ..exceptions import (
 )
 from ..ragged import Ragged
 from ._parallel import split_run
-from .params import INTERACTIONS, SearchParamsError
+from .params import INTERACTIONS, SearchParams, SearchParamsError
 from .postings import Postings, build_postings
 
 __all__ = [
@@ -151,9 +151,9 @@ class CentroidCandidates(CandidateGenerator):
         offsets: np.ndarray,
         centroids: np.ndarray,
         *,
-        nprobe: int = 4,
-        interaction: str = "probed",
-        n_full: int = 1024,
+        nprobe: int = SearchParams.nprobe,
+        interaction: str = SearchParams.interaction,
+        n_full: int = SearchParams.n_full,
         threads: int = 1,
         device: Any = "cpu",
         postings: Postings | None = None,
