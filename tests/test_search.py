@@ -267,6 +267,33 @@ def test_table_scoring_equals_oracle(table_snapshots, spec, threads):
         np.testing.assert_array_equal(a[1], b[1])
 
 
+def test_concurrent_searches_share_a_searcher(table_snapshots):
+    """Many threads searching one Searcher (shared kernels scratch is per thread, the pool is shared) get
+    exactly the sequential results; an error inside a split part reaches the caller."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mvstore.search._parallel import split_run, submit
+
+    snaps, queries = table_snapshots
+    s = Searcher(snaps["bin"], SearchParams(nprobe=2, n_rerank=20, n_full=40, device="cpu", threads=2))
+    seq = [s.search(queries[i : i + 1], 5)[0] for i in range(len(queries))]
+    with ThreadPoolExecutor(6) as ex:
+        par = list(ex.map(lambda i: s.search(queries[i : i + 1], 5)[0], list(range(len(queries))) * 4))
+    for i, (rows, scores) in enumerate(par):
+        np.testing.assert_array_equal(rows, seq[i % len(queries)][0])
+        np.testing.assert_array_equal(scores, seq[i % len(queries)][1])
+
+    def boom(a, b):
+        if a > 0:
+            raise ValueError("part failed")
+        return b - a
+
+    with pytest.raises(ValueError, match="part failed"):
+        split_run(boom, 100, 2)
+    with pytest.raises(ZeroDivisionError):
+        submit(lambda: 1 / 0, background=False).result()
+
+
 def test_top_probes_match_sorting(rng):
     from mvstore.search._kernels import top_probes
 
