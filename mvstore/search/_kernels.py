@@ -1,11 +1,13 @@
-"""Compiled (numba) CPU kernel of the centroid prefilter: one query's candidates in one pass.
+"""Compiled (numba, ``nogil``) CPU kernels of one query's search; the callers split them over threads.
 
-It computes what :class:`~mvstore.search.candidates.CentroidCandidates` specifies, without building the
-intermediate (posting entry) arrays numpy needs: a stamp array over documents deduplicates the probed
-posting lists in place, and the per-candidate, per-token maxima live in one small buffer.
+Stage 1 computes what :class:`~mvstore.search.candidates.CentroidCandidates` specifies without the
+intermediate (posting entry) arrays numpy would need: :func:`top_probes` picks each token's probes in one
+pass, :func:`probed_interaction` deduplicates the probed posting lists in place (a slot array over
+documents) and keeps the per-candidate, per-token maxima in one small buffer, :func:`full_interaction`
+re-scores candidates over every centroid they hold. Candidates come back in ascending row order; the caller
+ranks them (score descending, ties by ascending row, as the torch twin does).
 
-Candidates come back in ascending row order; the caller ranks them (score descending, ties by ascending row,
-as the torch twin does).
+Stage 2: :func:`table_maxsim` scores codes through a query's score table (``Codec.score_table``).
 """
 
 from __future__ import annotations

@@ -229,7 +229,6 @@ class Searcher:
         from ._kernels import table_maxsim
 
         s = self.snapshot
-
         starts = s.offsets[rows]
         lengths = s.offsets[rows + 1] - starts
         parts = split_run(
