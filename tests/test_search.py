@@ -294,6 +294,28 @@ def test_concurrent_searches_share_a_searcher(table_snapshots):
         submit(lambda: 1 / 0, background=False).result()
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_search_in_a_forked_child(table_snapshots):
+    """A child forked after the parent searched (pool threads started) searches with its own pool."""
+    import multiprocessing as mp
+
+    snaps, queries = table_snapshots
+    s = Searcher(snaps["bin"], SearchParams(nprobe=2, n_rerank=20, n_full=40, device="cpu", threads=2))
+    expect = s.search(queries[:2], 5)[0][0].tolist()
+    _FORKED.update(searcher=s, queries=queries[:2])  # inherited by the forked child, not pickled
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_child_search).get(timeout=60)
+    assert got == expect
+
+
+_FORKED: dict = {}
+
+
+def _child_search():
+    return _FORKED["searcher"].search(_FORKED["queries"], 5)[0][0].tolist()
+
+
 def test_top_probes_match_sorting(rng):
     from mvstore.search._kernels import top_probes
 

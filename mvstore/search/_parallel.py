@@ -22,6 +22,17 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
+def _forget_pool_in_child() -> None:
+    """A forked child inherits the pool object but not its threads: give it a fresh pool on first use."""
+    global _POOL, _POOL_LOCK
+    _POOL = None
+    _POOL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def cpu_threads() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
     try:
