@@ -1,5 +1,6 @@
-"""Two-stage search on SciFact: operating points (nprobe, n_rerank, interaction) of the centroid prefilter +
-exact MaxSim rerank, side by side with LanceDB's own multivector search on the same vectors.
+"""Two-stage search on SciFact: operating points (nprobe, n_full, n_rerank, interaction, threads) of the
+centroid prefilter + exact MaxSim rerank, side by side with LanceDB's own multivector search on the same
+vectors. The row marked ``recommended`` is ``SearchParams()``'s defaults.
 
     python benchmarks/search_bench.py [--spec SPEC (default mvstore.DEFAULT_SPEC)] [--max-docs N] [--no-lancedb] [--json]
 

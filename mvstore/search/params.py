@@ -51,6 +51,9 @@ class SearchParams:
     * ``threads``: CPU threads one query's heavy steps are split over (query-centroid product, stage-2
       scoring); None: every core this process may use. Ignored on CUDA.
     * ``device``: ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"``.
+
+    The defaults are the operating point measured by ``benchmarks/search_bench.py`` on full SciFact (default
+    spec, 2 cores): recall@10 vs exhaustive 0.984, nDCG@10 0.7055, p50 4.2-4.9 ms over two runs.
     """
 
     candidates: str = "auto"
