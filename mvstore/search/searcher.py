@@ -208,20 +208,31 @@ class Searcher:
             self._has_tables = s.codec.score_table(np.zeros((1, s.codec.dim_out), np.float32)) is not None
         return self._has_tables
 
+    @property
+    def _uses_tables(self) -> bool:
+        """Stage 2 scores through tables, except for the exhaustive oracle, which stays on decode-and-multiply
+        (an independent check of the tables)."""
+        return self.candidate_kind != "exhaustive" and self.has_tables
+
     def _tables(self, qt: Ragged) -> list[Future] | None:
-        """Each query's score table, as futures (on the pool when this searcher has threads), or None."""
-        if self.candidate_kind == "exhaustive" or not self.has_tables:
+        """A single query's score table, started on the pool (when this searcher has threads) so it is built
+        while stage 1 runs; None otherwise. Batches build tables in stage 2, once the plan needs them."""
+        if len(qt) != 1 or not self._uses_tables:
             return None
-        return [submit(self.snapshot.codec.score_table, q, background=self.threads > 1) for q in qt]
+        return [submit(self.snapshot.codec.score_table, qt.values, background=self.threads > 1)]
 
     def _score_numpy(self, qt: Ragged, cands: list[np.ndarray], tables: list[Future] | None = None) -> list[np.ndarray]:
         union = self._plan(qt, cands)
         if union is not None:
             scores = self._maxsim_rows_numpy(qt, union)
             return [scores[i, np.searchsorted(union, c)] for i, c in enumerate(cands)]
-        if tables is None:
+        if not self._uses_tables:
             return [self._maxsim_rows_numpy(qt[i : i + 1], c)[0] for i, c in enumerate(cands)]
-        return [self._maxsim_table(len(q), t.result(), c) for q, t, c in zip(qt, tables, cands)]
+        codec = self.snapshot.codec
+        return [
+            self._maxsim_table(len(q), tables[i].result() if tables else codec.score_table(q), c)
+            for i, (q, c) in enumerate(zip(qt, cands))
+        ]
 
     def _maxsim_table(self, nq: int, table: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """One query's MaxSim over ``rows`` through its score table (no decoding: one table row per code
