@@ -84,11 +84,10 @@ def build(corpus: Corpus, spec: str, max_centroids: int):
     from mvstore.pooling import pool
     from mvstore.search.postings import CENTROID_SAMPLE, assign_terms, default_n_centroids, fit_centroids
     from mvstore.search.snapshot import Snapshot
-    from mvstore.spec import parse
+    from mvstore.spec import build_pipeline, parse
 
     sp = parse(spec)
     codec_spec = ",".join(str(st) for st in sp.codec_stages) or "fp32"
-    from mvstore.spec import build_pipeline
 
     gen_s = 0.0
 

@@ -632,6 +632,11 @@ def _prepare(docs: Any, factor: Any, method: Any, protected: Any) -> tuple[Ragge
     return as_ragged(docs), f, method, protected
 
 
+def _identity_labels(docs: Ragged) -> np.ndarray:
+    """Labels of an unpooled batch: each token is its own output vector (its index within its document)."""
+    return np.arange(docs.n_tokens) - np.repeat(docs.offsets[:-1], docs.lengths)
+
+
 def pool(
     docs: Any,
     factor: float,
@@ -658,9 +663,7 @@ def pool(
     """
     docs, f, method, protected = _prepare(docs, factor, method, protected)
     if f == 1.0:
-        if return_labels:
-            return docs, np.arange(docs.n_tokens) - np.repeat(docs.offsets[:-1], docs.lengths)
-        return docs
+        return (docs, _identity_labels(docs)) if return_labels else docs
     labels, n_out = _labels(docs, f, method, protected, device, seed, workers=_check_workers(workers))
     out = _pool_from_labels(docs, protected, n_out, labels)
     return (out, labels) if return_labels else out
@@ -680,7 +683,7 @@ def pool_labels(
     protected tokens ``0..protected-1``, then clusters numbered in order of their first token."""
     docs, f, method, protected = _prepare(docs, factor, method, protected)
     if f == 1.0:
-        return np.arange(docs.n_tokens) - np.repeat(docs.offsets[:-1], docs.lengths)
+        return _identity_labels(docs)
     return _labels(docs, f, method, protected, device, seed, workers=_check_workers(workers))[0]
 
 
