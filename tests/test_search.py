@@ -457,6 +457,18 @@ def test_probed_scores_match_definition(corpus):
     assert np.all(np.diff(got_scores) <= 1e-4) and len(want) == len(rows)
 
 
+@pytest.mark.parametrize(
+    "kw, match",
+    [({"nprobe": 0}, "nprobe=0 must be a positive integer"), ({"n_full": 0}, "n_full=0 must be a positive integer"),
+     ({"interaction": "maxsim"}, "interaction='maxsim' is not one of")],
+)
+def test_centroid_generator_rejects_bad_knobs(corpus, kw, match):
+    """The generator validates its own knobs when built directly (not through SearchParams)."""
+    _, snap, _ = corpus
+    with pytest.raises(SearchParamsError, match=match):
+        CentroidCandidates.from_snapshot(snap, **kw)
+
+
 def test_exhaustive_candidates_interface():
     gen = ExhaustiveCandidates(4)
     q = [np.ones((2, 3), np.float32)]
