@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mvstore.codecs import REGISTRY, Pipeline
+from mvstore.codecs import REGISTRY, Pipeline, _bits
 from mvstore.codecs.base import Codec
 from mvstore.exceptions import (
     DimensionMismatchError,
@@ -238,12 +238,17 @@ def test_score_table_scores_like_decode(param, fitted):
     table = c.score_table(q)
     fam = _family(c)
     if table is None:
-        assert fam not in ("bin", "pq"), f"{fam} decodes byte by byte and should offer a score table"
+        assert fam not in ("bin", "pq", "sq4"), f"{fam} decodes unit by unit and should offer a score table"
         return
+    # bit codes get nibble tables (16 rows per unit, cache-resident), product codes one table per byte
+    assert table.shape[1] == (16 if fam in ("bin", "sq4") else 256)
     assert table.dtype == np.float32 and table.flags.c_contiguous
-    assert table.shape == (c.code_size, 256, 16)  # 13 query tokens padded to a multiple of 8
+    levels = table.shape[1]
+    n_units = {16: 2 * c.code_size, 256: c.code_size}[levels]
+    assert table.shape == (n_units, levels, 16)  # 13 query tokens padded to a multiple of 8
     assert not table[:, :, 13:].any()  # padding columns are zero
-    via_table = table[np.arange(c.code_size)[None, :], codes].sum(1)[:, :13]  # (n_codes, n_tokens)
+    units = _bits.table_units(codes, levels)
+    via_table = table[np.arange(n_units)[None, :], units].sum(1)[:, :13]  # (n_codes, n_tokens)
     np.testing.assert_allclose(via_table, c.decode(codes) @ q.T, rtol=1e-5, atol=1e-5)
 
 

@@ -272,7 +272,7 @@ def test_concurrent_searches_share_a_searcher(table_snapshots):
     exactly the sequential results; an error inside a split part reaches the caller."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mvstore.search._parallel import split_run, submit
+    from mvstore.search._parallel import split_run
 
     snaps, queries = table_snapshots
     s = Searcher(snaps["bin"], SearchParams(nprobe=2, n_rerank=20, n_full=40, device="cpu", threads=2))
@@ -290,8 +290,8 @@ def test_concurrent_searches_share_a_searcher(table_snapshots):
 
     with pytest.raises(ValueError, match="part failed"):
         split_run(boom, 100, 2)
-    with pytest.raises(ZeroDivisionError):
-        submit(lambda: 1 / 0, background=False).result()
+    # chunks cover the range in order whichever thread ran them
+    assert [r for chunk in split_run(lambda a, b: list(range(a, b)), 1000, 2) for r in chunk] == list(range(1000))
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
@@ -327,6 +327,46 @@ def test_top_probes_match_sorting(rng):
             order = np.lexsort((np.arange(50), -st[:, t]))
             assert probe[t].tolist() == order[: min(nprobe, 50)].tolist()
             assert bound[t] == (st[order[nprobe], t] if nprobe < 50 else -np.inf)
+
+
+@pytest.mark.parametrize("width", [8, 24, 64, 72, 136])
+def test_simd_kernels_match_numpy(rng, width):
+    """The compiled folds (SIMD lanes in column blocks of 64) against numpy, at widths below, at and above
+    one block: MaxSim through byte and nibble tables, and the max over a document's centroid rows."""
+    from mvstore.codecs._bits import table_units
+    from mvstore.search._kernels import full_interaction, table_maxsim
+
+    nq = width - 5 if width > 8 else 3
+    codes = rng.integers(0, 256, (300, 7), dtype=np.uint8)
+    starts, lengths = np.array([0, 40, 41, 120, 299]), np.array([40, 1, 0, 150, 1])
+    for levels in (16, 256):
+        n_units = 7 * (2 if levels == 16 else 1)
+        table = rng.standard_normal((n_units, levels, width)).astype(np.float32)
+        sims = table[np.arange(n_units)[None, :], table_units(codes, levels)].sum(1)  # (300, width)
+        expect = [sims[a : a + n, :nq].max(0).sum() if n else -np.inf for a, n in zip(starts, lengths)]
+        got = table_maxsim(codes, starts, lengths, table, nq)
+        np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-4)
+    st = rng.standard_normal((50, width)).astype(np.float32)
+    doc_terms = rng.integers(0, 50, 60).astype(np.int32)
+    doc_offsets = np.array([0, 1, 10, 60])
+    rows = np.array([2, 0, 1])
+    expect = [st[doc_terms[doc_offsets[d] : doc_offsets[d + 1]], :nq].max(0).sum() for d in rows]
+    np.testing.assert_allclose(full_interaction(st, nq, rows, doc_offsets, doc_terms), expect, rtol=1e-5)
+
+
+def test_simd_kernels_reject_mismatched_shapes(rng):
+    from mvstore.search._kernels import full_interaction, table_maxsim
+
+    codes = rng.integers(0, 256, (10, 4), dtype=np.uint8)
+    one = (np.array([0]), np.array([3]))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        table_maxsim(codes, *one, np.zeros((8, 16, 12), np.float32), 3)
+    with pytest.raises(ValueError, match="does not match the codes"):
+        table_maxsim(codes, *one, np.zeros((4, 16, 8), np.float32), 3)  # a nibble table needs 8 units
+    with pytest.raises(IndexError, match="outside the codes"):
+        table_maxsim(codes, np.array([8]), np.array([3]), np.zeros((4, 256, 8), np.float32), 3)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        full_interaction(np.zeros((5, 12), np.float32), 3, np.array([0]), np.array([0, 1]), np.array([0], np.int32))
 
 
 def test_full_interaction_reranks_the_best_probed(corpus):

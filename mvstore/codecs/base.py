@@ -228,10 +228,13 @@ class Codec(ABC):
     def score_table(self, q: np.ndarray) -> np.ndarray | None:
         """Asymmetric scoring table for transformed query tokens ``q`` ``(nq, dim_out)``, or None.
 
-        When ``q[t] . decode(code)`` is a sum of one term per code byte, returns ``T`` of shape
-        ``(code_size, 256, width)`` float32 (``width`` = nq rounded up to 8, padding zero) with
-        ``q[t] . decode(code) == sum_j T[j, code[j], t]``: search then scores codes without decoding them
-        (:func:`mvstore.search._kernels.table_maxsim`). None (the default): search decodes and multiplies.
+        When ``q[t] . decode(code)`` is a sum of one term per code *unit*, returns ``T`` of shape
+        ``(n_units, levels, width)`` float32 (``width`` = nq rounded up to 8, padding zero) with
+        ``q[t] . decode(code) == sum_u T[u, unit_u(code), t]``. Units are the code's bytes
+        (``levels=256``, ``n_units = code_size``) or its nibbles, low nibble first (``levels=16``,
+        ``n_units = 2 * code_size``), see :func:`mvstore.codecs._bits.table_units`. Search then scores
+        codes without decoding them (:func:`mvstore.search._kernels.table_maxsim`). None (the default):
+        search decodes and multiplies.
         """
         return None
 

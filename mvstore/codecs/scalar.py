@@ -141,6 +141,14 @@ class _UniformSQ(Codec):
         q = _bits.unpack(codes, self.dim_in, self.bits)
         return (self.lo_ + q.astype(np.float32) * self.step_).astype(np.float32)
 
+    def score_table(self, q: np.ndarray) -> np.ndarray | None:
+        """Nibble tables for codes of at most 4 bits per dimension; 8-bit codes decode and multiply (a table
+        per dimension byte would be 256 rows per dimension, far from any cache)."""
+        self._check_fitted()
+        if self.bits > 4:
+            return None
+        return _bits.affine_score_table(q, self.lo_, self.step_, self.bits)
+
     def decode_torch(self, codes: Any) -> Any:
         import torch
 

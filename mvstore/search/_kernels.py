@@ -8,12 +8,17 @@ re-scores candidates over every centroid they hold. Candidates come back in asce
 ranks them (score descending, ties by ascending row, as the torch twin does).
 
 Stage 2: :func:`table_maxsim` scores codes through a query's score table (``Codec.score_table``).
+
+The two row folds (max over a document's centroid rows, sum of table rows per stored vector) keep their
+running values in SIMD registers (:mod:`mvstore.search._simd`), one lane per query token.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+
+from ._simd import LANES, MAX_CHUNKS, rows_max, table_fold_max
 
 __all__ = ["top_probes", "probed_interaction", "full_interaction", "table_maxsim"]
 
@@ -110,20 +115,71 @@ def probed_interaction(
     return rows, scores
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fold_rows(mat, rows, a, b, col, mx, chunks):  # pragma: no cover - compiled
+    """:func:`~mvstore.search._simd.rows_max` with ``chunks`` (1..8) made a literal."""
+    if chunks == 1:
+        rows_max(mat, rows, a, b, col, mx, 1)
+    elif chunks == 2:
+        rows_max(mat, rows, a, b, col, mx, 2)
+    elif chunks == 3:
+        rows_max(mat, rows, a, b, col, mx, 3)
+    elif chunks == 4:
+        rows_max(mat, rows, a, b, col, mx, 4)
+    elif chunks == 5:
+        rows_max(mat, rows, a, b, col, mx, 5)
+    elif chunks == 6:
+        rows_max(mat, rows, a, b, col, mx, 6)
+    elif chunks == 7:
+        rows_max(mat, rows, a, b, col, mx, 7)
+    else:
+        rows_max(mat, rows, a, b, col, mx, 8)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fold_table(table, codes, v, col, mx, chunks):  # pragma: no cover - compiled
+    """:func:`~mvstore.search._simd.table_fold_max` with ``chunks`` (1..8) made a literal."""
+    if chunks == 1:
+        table_fold_max(table, codes, v, col, mx, 1)
+    elif chunks == 2:
+        table_fold_max(table, codes, v, col, mx, 2)
+    elif chunks == 3:
+        table_fold_max(table, codes, v, col, mx, 3)
+    elif chunks == 4:
+        table_fold_max(table, codes, v, col, mx, 4)
+    elif chunks == 5:
+        table_fold_max(table, codes, v, col, mx, 5)
+    elif chunks == 6:
+        table_fold_max(table, codes, v, col, mx, 6)
+    elif chunks == 7:
+        table_fold_max(table, codes, v, col, mx, 7)
+    else:
+        table_fold_max(table, codes, v, col, mx, 8)
+
+
 @numba.njit(cache=True, nogil=True)
 def full_interaction(st, nq, rows, doc_offsets, doc_terms):  # pragma: no cover - compiled
     """*Full* centroid interaction of documents ``rows``: per query token the max similarity over every
-    centroid the document holds (doc -> unique terms CSR), summed over the ``nq`` tokens -> float32."""
+    centroid the document holds (doc -> unique terms CSR, whose terms index rows of ``st``), summed over
+    the ``nq`` tokens -> float32. ``st``: C-contiguous, width a multiple of 8 (padding columns ignored)."""
     width = st.shape[1]
+    if width % LANES != 0 or nq > width:
+        raise ValueError("similarity matrix width must be a multiple of 8 and cover the query tokens")
     out = np.empty(len(rows), np.float32)
     mx = np.empty(width, np.float32)
     for i in range(len(rows)):
         d = rows[i]
         mx[:] = -np.inf
-        for j in range(doc_offsets[d], doc_offsets[d + 1]):
-            row = st[doc_terms[j]]
-            for t in range(width):
-                mx[t] = max(mx[t], row[t])
+        for col in range(0, width, LANES * MAX_CHUNKS):
+            _fold_rows(
+                st,
+                doc_terms,
+                doc_offsets[d],
+                doc_offsets[d + 1],
+                col,
+                mx,
+                min(MAX_CHUNKS, (width - col) // LANES),
+            )
         acc = np.float32(0.0)
         for t in range(nq):
             acc += mx[t]
@@ -131,27 +187,34 @@ def full_interaction(st, nq, rows, doc_offsets, doc_terms):  # pragma: no cover 
     return out
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True)
 def table_maxsim(codes, starts, lengths, table, nq):  # pragma: no cover - compiled
     """MaxSim of one query against documents ``i`` = vectors ``codes[starts[i]:starts[i] + lengths[i]]``,
     scored through the query's table (``Codec.score_table``): a vector's similarity to every query token is
-    the sum of one table row per code byte, so nothing is decoded. -> ``(n_docs,)`` float32 (-inf when empty).
-    ``fastmath`` lets the row sums vectorize; they equal decode-then-multiply up to float rounding."""
+    the sum of one table row per code unit (nibble or byte), so nothing is decoded. -> ``(n_docs,)`` float32
+    (-inf when empty). Equal to decode-then-multiply up to float rounding (the sum order differs)."""
+    n_units, levels, width = table.shape
+    if width % LANES != 0 or nq > width:
+        raise ValueError("score table width must be a multiple of 8 and cover the query tokens")
+    if not (
+        (levels == 16 and n_units == 2 * codes.shape[1]) or (levels == 256 and n_units == codes.shape[1])
+    ):
+        raise ValueError(
+            "score table does not match the codes: expected (2 * code_size, 16, w) or (code_size, 256, w)"
+        )
     n_docs = len(starts)
-    n_bytes, _, width = table.shape
     out = np.empty(n_docs, np.float32)
-    acc = np.empty(width, np.float32)
     mx = np.empty(width, np.float32)
     for i in range(n_docs):
+        a = starts[i]
+        b = a + lengths[i]
+        if a < 0 or b > codes.shape[0] or b < a:
+            raise IndexError("document vector range outside the codes")
         mx[:] = -np.inf
-        for v in range(starts[i], starts[i] + lengths[i]):
-            acc[:] = 0.0
-            for j in range(n_bytes):
-                row = table[j, codes[v, j]]
-                for t in range(width):
-                    acc[t] += row[t]
-            for t in range(width):
-                mx[t] = max(mx[t], acc[t])
+        for col in range(0, width, LANES * MAX_CHUNKS):
+            chunks = min(MAX_CHUNKS, (width - col) // LANES)
+            for v in range(a, b):
+                _fold_table(table, codes, v, col, mx, chunks)
         total = np.float32(0.0)
         for t in range(nq):
             total += mx[t]

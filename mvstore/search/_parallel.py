@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["cpu_threads", "split_run", "submit"]
+__all__ = ["cpu_threads", "split_run"]
 
 T = TypeVar("T")
 
@@ -49,18 +49,6 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
-def submit(fn: Callable[..., T], *args: object, background: bool = True) -> Future:
-    """``fn(*args)`` on the shared pool (``background``), or now in the calling thread; a Future either way."""
-    if background:
-        return _pool().submit(fn, *args)
-    f: Future = Future()
-    try:
-        f.set_result(fn(*args))
-    except BaseException as e:  # noqa: BLE001 - re-raised by f.result()
-        f.set_exception(e)
-    return f
-
-
 def split_run(fn: Callable[[int, int], T], n: int, parts: int, min_part: int = 1) -> list[T]:
     """``[fn(a0, b0), fn(a1, b1), ...]`` over ``parts`` contiguous ranges covering ``[0, n)``, each at least
     ``min_part`` long (fewer parts when ``n`` is small). The first part runs in the calling thread, the others
@@ -76,5 +64,8 @@ def split_run(fn: Callable[[int, int], T], n: int, parts: int, min_part: int = 1
         return [fn(0, n)]
     bounds = [n * i // parts for i in range(parts + 1)]
     futures = [_pool().submit(fn, bounds[i], bounds[i + 1]) for i in range(1, parts)]
-    first = fn(bounds[0], bounds[1])
-    return [first] + [f.result() for f in futures]
+    try:
+        first = fn(bounds[0], bounds[1])
+    finally:
+        rest = [f.result() for f in futures]  # wait for every part, even when the first one failed
+    return [first] + rest

@@ -254,9 +254,9 @@ class CentroidCandidates(CandidateGenerator):
         )
         if self.interaction == "full":
             rows = np.sort(_best(rows, scores, max(self.n_full, n))[0])
-            parts = split_run(
+            parts = split_run(  # ~0.2 ms for 768 rows: a thread hand-off costs more than it saves below ~1k
                 lambda a, b: full_interaction(st, nq, rows[a:b], p.doc_offsets, p.doc_terms),
-                len(rows), self.threads, min_part=128,
+                len(rows), self.threads, min_part=1024,
             )
             scores = parts[0] if len(parts) == 1 else np.concatenate(parts)
         best = _best(rows, scores, n)

@@ -2,11 +2,11 @@
 
 Stage 1 (:mod:`mvstore.search.candidates`) picks candidate rows per query, with the ``allowed`` mask
 applied before any scoring. Stage 2 scores the candidates' packed codes by exact MaxSim and keeps the top
-``k``. On the CPU, codecs whose decode is a sum of one term per code byte (``bin``, ``pq``) are scored
-through a per-query table (``Codec.score_table``, built on the thread pool while stage 1 runs) by a
-compiled kernel, without decoding; others are decoded and multiplied (numpy); on CUDA, ``codec.decode_torch``
-and a matrix product. Decoding is chunked over vectors so memory stays bounded for any candidate count (the
-exhaustive oracle reranks the whole corpus this way).
+``k``. On the CPU, codecs whose decode is a sum of one term per code nibble or byte (``bin``, ``sq4``,
+``pq``) are scored through a per-query table (``Codec.score_table``) by a compiled kernel, without
+decoding; others are decoded and multiplied (numpy); on CUDA, ``codec.decode_torch`` and a matrix product.
+Decoding is chunked over vectors so memory stays bounded for any candidate count (the exhaustive oracle
+reranks the whole corpus this way).
 
 On CUDA both stages run on the GPU (torch); the CPU path is numpy. Both give the same ranking (ties
 aside); ``backend="torch"`` runs the GPU code path on the CPU, which is how the tests check it without
@@ -15,7 +15,6 @@ a GPU.
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 from ..device import resolve_device
 from ..exceptions import InvalidDtypeError, InvalidVectorsError
 from ..ragged import Ragged, as_ragged
-from ._parallel import cpu_threads, split_run, submit
+from ._parallel import cpu_threads, split_run
 from .candidates import (
     CandidateGenerator,
     CentroidCandidates,
@@ -165,9 +164,8 @@ class Searcher:
                     cands = self.stage1(qt, k, mask)
                     scores = self._score_torch(qt, cands)
                 else:
-                    tables = self._tables(qt)  # built on the pool while stage 1 runs
                     cands = self.stage1(qt, k, mask)
-                    scores = self._score_numpy(qt, cands, tables)
+                    scores = self._score_numpy(qt, cands)
                 out.extend(top_k(c, sc, k) for c, sc in zip(cands, scores))
         return out
 
@@ -214,14 +212,7 @@ class Searcher:
         (an independent check of the tables)."""
         return self.candidate_kind != "exhaustive" and self.has_tables
 
-    def _tables(self, qt: Ragged) -> list[Future] | None:
-        """A single query's score table, started on the pool (when this searcher has threads) so it is built
-        while stage 1 runs; None otherwise. Batches build tables in stage 2, once the plan needs them."""
-        if len(qt) != 1 or not self._uses_tables:
-            return None
-        return [submit(self.snapshot.codec.score_table, qt.values, background=self.threads > 1)]
-
-    def _score_numpy(self, qt: Ragged, cands: list[np.ndarray], tables: list[Future] | None = None) -> list[np.ndarray]:
+    def _score_numpy(self, qt: Ragged, cands: list[np.ndarray]) -> list[np.ndarray]:
         union = self._plan(qt, cands)
         if union is not None:
             scores = self._maxsim_rows_numpy(qt, union)
@@ -229,10 +220,7 @@ class Searcher:
         if not self._uses_tables:
             return [self._maxsim_rows_numpy(qt[i : i + 1], c)[0] for i, c in enumerate(cands)]
         codec = self.snapshot.codec
-        return [
-            self._maxsim_table(len(q), tables[i].result() if tables else codec.score_table(q), c)
-            for i, (q, c) in enumerate(zip(qt, cands))
-        ]
+        return [self._maxsim_table(len(q), codec.score_table(q), c) for q, c in zip(qt, cands)]
 
     def _maxsim_table(self, nq: int, table: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """One query's MaxSim over ``rows`` through its score table (no decoding: one table row per code
