@@ -329,12 +329,21 @@ def test_top_probes_match_sorting(rng):
             assert bound[t] == (st[order[nprobe], t] if nprobe < 50 else -np.inf)
 
 
-@pytest.mark.parametrize("width", [8, 24, 64, 72, 136])
+@pytest.mark.parametrize("width", [8, 24, 32, 40, 72])
 def test_simd_kernels_match_numpy(rng, width):
-    """The compiled folds (SIMD lanes in column blocks of 64) against numpy, at widths below, at and above
-    one block: MaxSim through byte and nibble tables, and the max over a document's centroid rows."""
+    """The compiled SIMD kernels against numpy, at widths below, at and above one column block (32 lanes):
+    query-centroid similarities over a row range that leaves a
+    remainder below the row block, MaxSim through byte and nibble tables, and the max over a document's
+    centroid rows."""
     from mvstore.codecs._bits import table_units
-    from mvstore.search._kernels import full_interaction, table_maxsim
+    from mvstore.search._kernels import full_interaction, similarities, table_maxsim
+
+    c = rng.standard_normal((50, 37)).astype(np.float32)
+    qt = rng.standard_normal((37, width)).astype(np.float32)
+    out = np.full((50, width), np.nan, np.float32)
+    similarities(c, qt, 3, 48, out)
+    np.testing.assert_allclose(out[3:48], c[3:48] @ qt, rtol=1e-5, atol=1e-5)
+    assert np.isnan(out[:3]).all() and np.isnan(out[48:]).all()  # rows outside the range untouched
 
     nq = width - 5 if width > 8 else 3
     codes = rng.integers(0, 256, (300, 7), dtype=np.uint8)
@@ -355,7 +364,7 @@ def test_simd_kernels_match_numpy(rng, width):
 
 
 def test_simd_kernels_reject_mismatched_shapes(rng):
-    from mvstore.search._kernels import full_interaction, table_maxsim
+    from mvstore.search._kernels import full_interaction, similarities, table_maxsim
 
     codes = rng.integers(0, 256, (10, 4), dtype=np.uint8)
     one = (np.array([0]), np.array([3]))
@@ -367,6 +376,10 @@ def test_simd_kernels_reject_mismatched_shapes(rng):
         table_maxsim(codes, np.array([8]), np.array([3]), np.zeros((4, 256, 8), np.float32), 3)
     with pytest.raises(ValueError, match="multiple of 8"):
         full_interaction(np.zeros((5, 12), np.float32), 3, np.array([0]), np.array([0, 1]), np.array([0], np.int32))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        similarities(np.zeros((5, 4), np.float32), np.zeros((4, 12), np.float32), 0, 5, np.zeros((5, 12), np.float32))
+    with pytest.raises(IndexError, match="outside the centroids"):
+        similarities(np.zeros((5, 4), np.float32), np.zeros((4, 8), np.float32), 0, 6, np.zeros((5, 8), np.float32))
 
 
 def test_full_interaction_reranks_the_best_probed(corpus):

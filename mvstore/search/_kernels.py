@@ -18,9 +18,60 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._simd import LANES, MAX_CHUNKS, rows_max, table_fold_max
+from ._simd import DOT_ROWS, LANES, MAX_CHUNKS, dot_rows, rows_max, table_fold_max
 
-__all__ = ["top_probes", "probed_interaction", "full_interaction", "table_maxsim"]
+__all__ = ["similarities", "top_probes", "probed_interaction", "full_interaction", "table_maxsim"]
+
+
+_DOT_ROWS = np.array([0] + [DOT_ROWS[k] for k in range(1, MAX_CHUNKS + 1)], np.int64)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _dot(a, bt, row, col, out, chunks, rows):  # pragma: no cover - compiled
+    """:func:`~mvstore.search._simd.dot_rows` with ``chunks`` (1..4) and ``rows`` (its block or 1) literal."""
+    if chunks == 1:
+        if rows == 8:
+            dot_rows(a, bt, row, col, out, 1, 8)
+        else:
+            dot_rows(a, bt, row, col, out, 1, 1)
+    elif chunks == 2:
+        if rows == 4:
+            dot_rows(a, bt, row, col, out, 2, 4)
+        else:
+            dot_rows(a, bt, row, col, out, 2, 1)
+    elif chunks == 3:
+        if rows == 3:
+            dot_rows(a, bt, row, col, out, 3, 3)
+        else:
+            dot_rows(a, bt, row, col, out, 3, 1)
+    else:
+        if rows == 3:
+            dot_rows(a, bt, row, col, out, 4, 3)
+        else:
+            dot_rows(a, bt, row, col, out, 4, 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def similarities(c, qt, a, b, out):  # pragma: no cover - compiled
+    """``out[a:b] = c[a:b] @ qt``: query-centroid similarities of centroid rows ``a..b`` (``c`` (n_c, d)) against
+    the transposed, zero-padded query ``qt`` (d, width), width a multiple of 8, all float32 C arrays. Blocks of
+    rows and up to 32 columns in registers; ~20% faster than BLAS on one core for a 24-wide query."""
+    n_c, d = c.shape
+    width = qt.shape[1]
+    if width % LANES != 0 or qt.shape[0] != d or out.shape[0] != n_c or out.shape[1] != width:
+        raise ValueError("similarities: shapes must be c (n, d), qt (d, w), out (n, w) with w a multiple of 8")
+    if a < 0 or b > n_c:
+        raise IndexError("similarities: row range outside the centroids")
+    for col in range(0, width, LANES * MAX_CHUNKS):
+        chunks = min(MAX_CHUNKS, (width - col) // LANES)
+        block = _DOT_ROWS[chunks]
+        i = a
+        while i + block <= b:
+            _dot(c, qt, i, col, out, chunks, block)
+            i += block
+        while i < b:
+            _dot(c, qt, i, col, out, chunks, 1)
+            i += 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -117,44 +168,28 @@ def probed_interaction(
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _fold_rows(mat, rows, a, b, col, mx, chunks):  # pragma: no cover - compiled
-    """:func:`~mvstore.search._simd.rows_max` with ``chunks`` (1..8) made a literal."""
+    """:func:`~mvstore.search._simd.rows_max` with ``chunks`` (1..4) made a literal."""
     if chunks == 1:
         rows_max(mat, rows, a, b, col, mx, 1)
     elif chunks == 2:
         rows_max(mat, rows, a, b, col, mx, 2)
     elif chunks == 3:
         rows_max(mat, rows, a, b, col, mx, 3)
-    elif chunks == 4:
-        rows_max(mat, rows, a, b, col, mx, 4)
-    elif chunks == 5:
-        rows_max(mat, rows, a, b, col, mx, 5)
-    elif chunks == 6:
-        rows_max(mat, rows, a, b, col, mx, 6)
-    elif chunks == 7:
-        rows_max(mat, rows, a, b, col, mx, 7)
     else:
-        rows_max(mat, rows, a, b, col, mx, 8)
+        rows_max(mat, rows, a, b, col, mx, 4)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _fold_table(table, codes, v, col, mx, chunks):  # pragma: no cover - compiled
-    """:func:`~mvstore.search._simd.table_fold_max` with ``chunks`` (1..8) made a literal."""
+    """:func:`~mvstore.search._simd.table_fold_max` with ``chunks`` (1..4) made a literal."""
     if chunks == 1:
         table_fold_max(table, codes, v, col, mx, 1)
     elif chunks == 2:
         table_fold_max(table, codes, v, col, mx, 2)
     elif chunks == 3:
         table_fold_max(table, codes, v, col, mx, 3)
-    elif chunks == 4:
-        table_fold_max(table, codes, v, col, mx, 4)
-    elif chunks == 5:
-        table_fold_max(table, codes, v, col, mx, 5)
-    elif chunks == 6:
-        table_fold_max(table, codes, v, col, mx, 6)
-    elif chunks == 7:
-        table_fold_max(table, codes, v, col, mx, 7)
     else:
-        table_fold_max(table, codes, v, col, mx, 8)
+        table_fold_max(table, codes, v, col, mx, 4)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -223,16 +223,13 @@ class CentroidCandidates(CandidateGenerator):
         similarities to every token are contiguous) and padded with zero columns to a SIMD-friendly width;
         row blocks are computed on ``threads`` threads."""
         from ..codecs._bits import table_width
+        from ._kernels import similarities
 
         c = self.centroids
-        qp = np.zeros((table_width(len(q)), c.shape[1]), np.float32)
-        qp[: len(q)] = q
-        st = np.empty((len(c), len(qp)), np.float32)
-
-        def part(a: int, b: int) -> None:
-            np.matmul(c[a:b], qp.T, out=st[a:b])
-
-        split_run(part, len(c), self.threads, min_part=1024)
+        qt = np.zeros((c.shape[1], table_width(len(q))), np.float32)
+        qt[:, : len(q)] = q.T
+        st = np.empty((len(c), qt.shape[1]), np.float32)
+        split_run(lambda a, b: similarities(c, qt, a, b, st), len(c), self.threads, min_part=1024)
         return st
 
     def _one(
