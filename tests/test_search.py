@@ -363,6 +363,14 @@ def test_simd_kernels_match_numpy(rng, width):
     np.testing.assert_allclose(full_interaction(st, nq, rows, doc_offsets, doc_terms), expect, rtol=1e-5)
 
 
+def test_candidate_ids_sort(rng):
+    from mvstore.search._kernels import _sort_ids
+
+    for a in (np.zeros(0, np.int32), np.array([7], np.int32), rng.integers(0, 5000, 3000).astype(np.int32),
+              rng.integers(0, 2**31 - 1, 1000).astype(np.int32), np.array([2**31 - 1, 0, 2048, 2047], np.int32)):
+        np.testing.assert_array_equal(_sort_ids(a), np.sort(a))
+
+
 def test_simd_kernels_reject_mismatched_shapes(rng):
     from mvstore.search._kernels import full_interaction, similarities, table_maxsim
 
