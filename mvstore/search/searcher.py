@@ -224,7 +224,7 @@ class Searcher:
 
     def _maxsim_table(self, nq: int, table: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """One query's MaxSim over ``rows`` through its score table (no decoding: one table row per code
-        byte), the rows split over this searcher's threads."""
+        nibble or byte), the rows split over this searcher's threads."""
         from ._kernels import table_maxsim
 
         s = self.snapshot
