@@ -9,8 +9,9 @@ ranks them (score descending, ties by ascending row, as the torch twin does).
 
 Stage 2: :func:`table_maxsim` scores codes through a query's score table (``Codec.score_table``).
 
-The two row folds (max over a document's centroid rows, sum of table rows per stored vector) keep their
-running values in SIMD registers (:mod:`mvstore.search._simd`), one lane per query token.
+The query-centroid product (:func:`similarities`) and the two row folds (max over a document's centroid rows,
+sum of table rows per stored vector) keep their running values in SIMD registers
+(:mod:`mvstore.search._simd`), one lane per query token.
 """
 
 from __future__ import annotations
@@ -24,29 +25,31 @@ __all__ = ["similarities", "top_probes", "probed_interaction", "full_interaction
 
 
 _DOT_ROWS = np.array([0] + [DOT_ROWS[k] for k in range(1, MAX_CHUNKS + 1)], np.int64)
+_R1, _R2, _R3, _R4 = (DOT_ROWS[k] for k in range(1, MAX_CHUNKS + 1))  # compile-time constants below
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _dot(a, bt, row, col, out, chunks, rows):  # pragma: no cover - compiled
-    """:func:`~mvstore.search._simd.dot_rows` with ``chunks`` (1..4) and ``rows`` (its block or 1) literal."""
+def _dot(a, bt, row, col, out, chunks, full_block):  # pragma: no cover - compiled
+    """:func:`~mvstore.search._simd.dot_rows` with ``chunks`` (1..4) literal, over the chunk count's row block
+    (``DOT_ROWS``) when ``full_block``, else over one row."""
     if chunks == 1:
-        if rows == 8:
-            dot_rows(a, bt, row, col, out, 1, 8)
+        if full_block:
+            dot_rows(a, bt, row, col, out, 1, _R1)
         else:
             dot_rows(a, bt, row, col, out, 1, 1)
     elif chunks == 2:
-        if rows == 4:
-            dot_rows(a, bt, row, col, out, 2, 4)
+        if full_block:
+            dot_rows(a, bt, row, col, out, 2, _R2)
         else:
             dot_rows(a, bt, row, col, out, 2, 1)
     elif chunks == 3:
-        if rows == 3:
-            dot_rows(a, bt, row, col, out, 3, 3)
+        if full_block:
+            dot_rows(a, bt, row, col, out, 3, _R3)
         else:
             dot_rows(a, bt, row, col, out, 3, 1)
     else:
-        if rows == 3:
-            dot_rows(a, bt, row, col, out, 4, 3)
+        if full_block:
+            dot_rows(a, bt, row, col, out, 4, _R4)
         else:
             dot_rows(a, bt, row, col, out, 4, 1)
 
@@ -67,10 +70,10 @@ def similarities(c, qt, a, b, out):  # pragma: no cover - compiled
         block = _DOT_ROWS[chunks]
         i = a
         while i + block <= b:
-            _dot(c, qt, i, col, out, chunks, block)
+            _dot(c, qt, i, col, out, chunks, True)
             i += block
         while i < b:
-            _dot(c, qt, i, col, out, chunks, 1)
+            _dot(c, qt, i, col, out, chunks, False)
             i += 1
 
 
@@ -113,7 +116,7 @@ def top_probes(st, nq, nprobe):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True)
 def _sort_ids(a):  # pragma: no cover - compiled
     """Non-negative int32 ids, ascending: an LSD radix sort on 11-bit digits (a few thousand candidates in
-    ~10 us). numba's ``np.sort`` would do as well but takes ~2 s to compile on first use."""
+    ~10 us). numba's ``np.sort`` would do as well but added ~1 s to the first-use compile."""
     src = a.copy()
     dst = np.empty_like(a)
     count = np.empty(2049, np.int64)
