@@ -15,6 +15,8 @@ and index beforehand: the intrinsics read through raw pointers without bounds ch
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -39,8 +41,30 @@ def _literal_int(t: types.Type) -> int | None:
     return None
 
 
-def _byte_ptr(builder: ir.IRBuilder, base: ir.Value, offset: ir.Value) -> ir.Value:
-    return builder.gep(builder.bitcast(base, _I8P), [offset])
+class _Array(NamedTuple):
+    """An array argument as the codegens address it: a byte pointer, shape and strides (in bytes)."""
+
+    data: ir.Value
+    shape: list
+    strides: list
+
+
+def _unpack(context, builder: ir.IRBuilder, signature, args) -> list:
+    """An intrinsic's arguments for its codegen: arrays as :class:`_Array`, integers widened to int64."""
+    out = []
+    for ty, val in zip(signature.args, args):
+        if isinstance(ty, types.Array):
+            a = context.make_array(ty)(context, builder, val)
+            shape = cgutils.unpack_tuple(builder, a.shape, ty.ndim)
+            strides = cgutils.unpack_tuple(builder, a.strides, ty.ndim)
+            out.append(_Array(builder.bitcast(a.data, _I8P), shape, strides))
+        else:
+            out.append(context.cast(builder, val, ty, types.int64))
+    return out
+
+
+def _col_bytes(builder: ir.IRBuilder, col: ir.Value) -> ir.Value:
+    return builder.mul(col, ir.Constant(_I64, 4))  # float32 lanes -> bytes
 
 
 def _load_vec(builder: ir.IRBuilder, base_i8: ir.Value, offset: ir.Value) -> ir.Value:
@@ -74,23 +98,13 @@ def table_fold_max(typingctx, table, codes, v, col, mx, chunks):
     sig = types.void(table, codes, v, col, mx, chunks)
 
     def codegen(context, builder, signature, args):
-        tab = context.make_array(signature.args[0])(context, builder, args[0])
-        cod = context.make_array(signature.args[1])(context, builder, args[1])
-        mxa = context.make_array(signature.args[4])(context, builder, args[4])
-        v_ = context.cast(builder, args[2], signature.args[2], types.int64)
-        col_bytes = builder.mul(
-            context.cast(builder, args[3], signature.args[3], types.int64), ir.Constant(_I64, 4)
-        )
-        t_shape = cgutils.unpack_tuple(builder, tab.shape, 3)
-        t_stride = cgutils.unpack_tuple(builder, tab.strides, 3)
-        c_shape = cgutils.unpack_tuple(builder, cod.shape, 2)
-        c_stride = cgutils.unpack_tuple(builder, cod.strides, 2)
-        t_i8 = builder.bitcast(tab.data, _I8P)
-        row_codes = _byte_ptr(builder, cod.data, builder.mul(v_, c_stride[0]))
+        tab, cod, v_, col, mxa = _unpack(context, builder, signature, args)[:5]
+        col_bytes = _col_bytes(builder, col)
+        row_codes = builder.gep(cod.data, [builder.mul(v_, cod.strides[0])])
         accs = [cgutils.alloca_once_value(builder, ir.Constant(_VEC, None)) for _ in range(k)]
 
         def fold(nibble: bool) -> None:
-            with cgutils.for_range(builder, c_shape[1]) as loop:
+            with cgutils.for_range(builder, cod.shape[1]) as loop:
                 j = loop.index
                 byte = builder.zext(builder.load(builder.gep(row_codes, [j])), _I64)
                 if nibble:
@@ -104,7 +118,8 @@ def table_fold_max(typingctx, table, codes, v, col, mx, chunks):
                     units = [(j, byte)]
                 offs = [
                     builder.add(
-                        builder.add(builder.mul(u, t_stride[0]), builder.mul(level, t_stride[1])), col_bytes
+                        builder.add(builder.mul(u, tab.strides[0]), builder.mul(level, tab.strides[1])),
+                        col_bytes,
                     )
                     for u, level in units
                 ]
@@ -112,16 +127,16 @@ def table_fold_max(typingctx, table, codes, v, col, mx, chunks):
                     lane = ir.Constant(_I64, 4 * LANES * c)
                     total = builder.load(acc)
                     for o in offs:
-                        total = builder.fadd(total, _load_vec(builder, t_i8, builder.add(o, lane)))
+                        total = builder.fadd(total, _load_vec(builder, tab.data, builder.add(o, lane)))
                     builder.store(total, acc)
 
-        is_nibble = builder.icmp_signed("==", t_shape[1], ir.Constant(_I64, 16))
+        is_nibble = builder.icmp_signed("==", tab.shape[1], ir.Constant(_I64, 16))
         with builder.if_else(is_nibble) as (nibble, whole_byte):
             with nibble:
                 fold(True)
             with whole_byte:
                 fold(False)
-        _store_max(builder, builder.bitcast(mxa.data, _I8P), col_bytes, [builder.load(a) for a in accs])
+        _store_max(builder, mxa.data, col_bytes, [builder.load(a) for a in accs])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -139,26 +154,24 @@ def rows_max(typingctx, mat, rows, a, b, col, mx, chunks):
     sig = types.void(mat, rows, a, b, col, mx, chunks)
 
     def codegen(context, builder, signature, args):
-        m = context.make_array(signature.args[0])(context, builder, args[0])
-        r = context.make_array(signature.args[1])(context, builder, args[1])
-        mxa = context.make_array(signature.args[5])(context, builder, args[5])
-        a_, b_, c_ = (context.cast(builder, args[i], signature.args[i], types.int64) for i in (2, 3, 4))
-        col_bytes = builder.mul(c_, ir.Constant(_I64, 4))
-        m_stride = cgutils.unpack_tuple(builder, m.strides, 2)
-        m_i8 = builder.bitcast(m.data, _I8P)
+        m, r, a_, b_, col, mxa = _unpack(context, builder, signature, args)[:6]
+        col_bytes = _col_bytes(builder, col)
         row_ty = signature.args[1].dtype
+        row_ptr_ty = context.get_data_type(row_ty).as_pointer()
         ninf = ir.Constant(_VEC, [ir.Constant(_F32, float("-inf"))] * LANES)
         accs = [cgutils.alloca_once_value(builder, ninf) for _ in range(k)]
         n = builder.sub(b_, a_)
         with cgutils.for_range(builder, n) as loop:
             i = builder.add(a_, loop.index)
-            row = builder.load(builder.gep(r.data, [i]))
+            row = builder.load(
+                builder.bitcast(builder.gep(r.data, [builder.mul(i, r.strides[0])]), row_ptr_ty)
+            )
             row = context.cast(builder, row, row_ty, types.int64)
-            off = builder.add(builder.mul(row, m_stride[0]), col_bytes)
+            off = builder.add(builder.mul(row, m.strides[0]), col_bytes)
             for c, acc in enumerate(accs):
-                x = _load_vec(builder, m_i8, builder.add(off, ir.Constant(_I64, 4 * LANES * c)))
+                x = _load_vec(builder, m.data, builder.add(off, ir.Constant(_I64, 4 * LANES * c)))
                 builder.store(_vmax(builder, builder.load(acc), x), acc)
-        _store_max(builder, builder.bitcast(mxa.data, _I8P), col_bytes, [builder.load(acc) for acc in accs])
+        _store_max(builder, mxa.data, col_bytes, [builder.load(acc) for acc in accs])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -188,30 +201,27 @@ def dot_rows(typingctx, a, bt, row, col, out, chunks, rows):
     sig = types.void(a, bt, row, col, out, chunks, rows)
 
     def codegen(context, builder, signature, args):
-        am = context.make_array(signature.args[0])(context, builder, args[0])
-        bm = context.make_array(signature.args[1])(context, builder, args[1])
-        om = context.make_array(signature.args[4])(context, builder, args[4])
-        row_ = context.cast(builder, args[2], signature.args[2], types.int64)
-        col_bytes = builder.mul(
-            context.cast(builder, args[3], signature.args[3], types.int64), ir.Constant(_I64, 4)
-        )
-        a_shape = cgutils.unpack_tuple(builder, am.shape, 2)
-        a_stride = cgutils.unpack_tuple(builder, am.strides, 2)
-        b_stride = cgutils.unpack_tuple(builder, bm.strides, 2)
-        o_stride = cgutils.unpack_tuple(builder, om.strides, 2)
-        a_i8, b_i8, o_i8 = (builder.bitcast(m.data, _I8P) for m in (am, bm, om))
+        am, bm, row_, col, om = _unpack(context, builder, signature, args)[:5]
+        col_bytes = _col_bytes(builder, col)
         fmuladd = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]), "llvm.fmuladd.v8f32"
         )
-        row_offs = [builder.mul(builder.add(row_, ir.Constant(_I64, r)), a_stride[0]) for r in range(n_rows)]
-        accs = [[cgutils.alloca_once_value(builder, ir.Constant(_VEC, None)) for _ in range(k)] for _ in range(n_rows)]
-        with cgutils.for_range(builder, a_shape[1]) as loop:
+        row_offs = [
+            builder.mul(builder.add(row_, ir.Constant(_I64, r)), am.strides[0]) for r in range(n_rows)
+        ]
+        accs = [
+            [cgutils.alloca_once_value(builder, ir.Constant(_VEC, None)) for _ in range(k)]
+            for _ in range(n_rows)
+        ]
+        with cgutils.for_range(builder, am.shape[1]) as loop:
             d = loop.index
-            b_off = builder.add(builder.mul(d, b_stride[0]), col_bytes)
+            b_off = builder.add(builder.mul(d, bm.strides[0]), col_bytes)
             d_bytes = builder.mul(d, ir.Constant(_I64, 4))
             splats = []
             for r in range(n_rows):
-                x_ptr = builder.bitcast(builder.gep(a_i8, [builder.add(row_offs[r], d_bytes)]), _F32.as_pointer())
+                x_ptr = builder.bitcast(
+                    builder.gep(am.data, [builder.add(row_offs[r], d_bytes)]), _F32.as_pointer()
+                )
                 x = builder.load(x_ptr, align=4)
                 splats.append(
                     builder.shuffle_vector(
@@ -221,13 +231,17 @@ def dot_rows(typingctx, a, bt, row, col, out, chunks, rows):
                     )
                 )
             for c in range(k):
-                bv = _load_vec(builder, b_i8, builder.add(b_off, ir.Constant(_I64, 4 * LANES * c)))
+                bv = _load_vec(builder, bm.data, builder.add(b_off, ir.Constant(_I64, 4 * LANES * c)))
                 for r in range(n_rows):
-                    builder.store(builder.call(fmuladd, [splats[r], bv, builder.load(accs[r][c])]), accs[r][c])
+                    builder.store(
+                        builder.call(fmuladd, [splats[r], bv, builder.load(accs[r][c])]), accs[r][c]
+                    )
         for r in range(n_rows):
-            o_off = builder.add(builder.mul(builder.add(row_, ir.Constant(_I64, r)), o_stride[0]), col_bytes)
+            o_off = builder.add(
+                builder.mul(builder.add(row_, ir.Constant(_I64, r)), om.strides[0]), col_bytes
+            )
             for c in range(k):
-                ptr = builder.gep(o_i8, [builder.add(o_off, ir.Constant(_I64, 4 * LANES * c))])
+                ptr = builder.gep(om.data, [builder.add(o_off, ir.Constant(_I64, 4 * LANES * c))])
                 builder.store(builder.load(accs[r][c]), builder.bitcast(ptr, _VEC.as_pointer()), align=4)
         return context.get_dummy_value()
 
