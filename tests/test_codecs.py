@@ -491,3 +491,14 @@ def test_frontier_rows_on_synthetic_data(tmp_path):
     assert 0.5 < pooled["recall10_vs_exact"] <= 1.0
     again = frontier_rows(data, specs[1:2], exact_run=exact, latency_queries=1, cache_dir=tmp_path)
     assert again[0]["pool_time_from_cache"] is True and again[0]["ndcg10"] == pooled["ndcg10"]
+
+
+def test_score_table_helpers_reject_bad_input():
+    q = np.ones((2, 4), np.float32)
+    low, step = np.zeros(4, np.float32), np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="need 1, 2 or 4 bits per value, got 8"):
+        _bits.affine_score_table(q, low, step, 8)
+    with pytest.raises(ValueError, match=r"must be \(nq, d\) with low/step of shape \(d,\)"):
+        _bits.affine_score_table(q, low[:3], step, 1)
+    with pytest.raises(ValueError, match="16 \\(nibble\\) or 256 \\(byte\\) levels per unit, got 4"):
+        _bits.table_units(np.zeros((1, 2), np.uint8), 4)
