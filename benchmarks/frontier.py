@@ -60,15 +60,16 @@ DEFAULT_SPECS = [
 ]
 
 
-def _pooled(data: Any, factor: float, method: str, cache_dir: Path | None) -> tuple[Ragged, float, bool]:
-    """Pool ``data.docs`` (or read the result cached by an earlier run); returns ``(docs, pool_s, cached)``.
-    ``pool_s`` is the measured pooling time of the run that computed it (stored with the cache)."""
-    from mvstore.pooling import pool
-
+def _pooled(data: Any, spec: Any, cache_dir: Path | None) -> tuple[Ragged, float, bool]:
+    """Pool ``data.docs`` as ``spec`` says (or read the result cached by an earlier run); returns
+    ``(docs, pool_s, cached)``. ``pool_s`` is the measured pooling time of the run that computed it (stored
+    with the cache)."""
+    sp = parse(spec)
     path = None
     if cache_dir is not None:
+        model = getattr(data, "model", "minilm")
         key = hashlib.sha256(
-            ("\n".join(map(str, data.doc_ids)) + f"|{factor}|{method}").encode()
+            ("\n".join(map(str, data.doc_ids)) + f"|{sp.pool_stage}|{model}").encode()
         ).hexdigest()[:16]
         path = cache_dir / f"pooled_{key}"
         if (path / "values.npy").exists():
@@ -77,14 +78,14 @@ def _pooled(data: Any, factor: float, method: str, cache_dir: Path | None) -> tu
             offsets = np.load(path / "offsets.npy", allow_pickle=False)
             return Ragged(values, offsets), float(meta["pool_s"]), True
     t = time.perf_counter()
-    docs = pool(data.docs, factor, method=method)
+    docs = sp.pool(data.docs)
     pool_s = time.perf_counter() - t
     if path is not None:
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
         tmp.mkdir(parents=True, exist_ok=True)
         np.save(tmp / "values.npy", docs.values, allow_pickle=False)
         np.save(tmp / "offsets.npy", docs.offsets, allow_pickle=False)
-        (tmp / "meta.json").write_text(json.dumps({"pool_s": pool_s, "factor": factor, "method": method}))
+        (tmp / "meta.json").write_text(json.dumps({"pool_s": pool_s, "pool": str(sp.pool_stage)}))
         if not path.exists():
             os.replace(tmp, path)
     return docs, pool_s, False
@@ -110,17 +111,17 @@ def iter_frontier_rows(
     if exact_run is None:
         exact_run = data.exact_run(100)
     n_orig = data.docs.n_tokens
-    pooled_cache: dict[tuple[float, str], tuple[Ragged, float, bool]] = {}
+    pooled_cache: dict[str, tuple[Ragged, float, bool]] = {}
     for spec in specs:
         sp = parse(spec)
         with PeakRSS() as mem:
-            key = (sp.pool_factor, sp.pool_method or "none")
+            key = str(sp.pool_stage)
             if key not in pooled_cache:
                 pooled_cache.clear()  # hold one pooled corpus at a time (group specs by pooling to reuse it)
                 if sp.pool_factor == 1:
                     pooled_cache[key] = (data.docs, 0.0, False)
                 else:
-                    pooled_cache[key] = _pooled(data, sp.pool_factor, sp.pool_method, cache_dir)
+                    pooled_cache[key] = _pooled(data, sp, cache_dir)
             docs, pool_s, pool_cached = pooled_cache[key]
             t = time.perf_counter()
             codec = build_pipeline(sp, data.docs.dim).fit(_sample(docs.values, fit_sample, seed))
@@ -132,9 +133,11 @@ def iter_frontier_rows(
             queries = Ragged(codec.transform_query(data.queries.values), data.queries.offsets)
             scores = maxsim_batch(queries, decoded)
             run = run_from_scores(scores, data.query_ids, data.doc_ids, 100)
-            p50, p95 = latency_ms(
-                lambda q, c=codec, d=decoded: maxsim(c.transform_query(q), d), data.queries, latency_queries
-            )
+            p50 = p95 = None
+            if latency_queries:
+                p50, p95 = latency_ms(
+                    lambda q, c=codec, d=decoded: maxsim(c.transform_query(q), d), data.queries, latency_queries
+                )
         yield {
             "spec": spec,
             "ndcg10": round(ndcg_at_k(run, data.qrels, 10), 4),
@@ -146,8 +149,8 @@ def iter_frontier_rows(
             "pool_s": round(pool_s, 2),
             "fit_s": round(fit_s, 2),
             "encode_s": round(encode_s, 2),
-            "p50_ms": round(p50, 2),
-            "p95_ms": round(p95, 2),
+            "p50_ms": None if p50 is None else round(p50, 2),
+            "p95_ms": None if p95 is None else round(p95, 2),
             "peak_rss_mb": mem.mb,
             "pool_tokens_per_s": round(n_orig / pool_s) if sp.pool_factor > 1 and pool_s > 0 else None,
             "pool_time_from_cache": pool_cached,

@@ -81,7 +81,6 @@ class Corpus:
 
 def build(corpus: Corpus, spec: str, max_centroids: int):
     """Stream the corpus through pooling and the codec -> (Snapshot, seconds spent generating data)."""
-    from mvstore.pooling import pool
     from mvstore.search.postings import CENTROID_SAMPLE, assign_terms, default_n_centroids, fit_centroids
     from mvstore.search.snapshot import Snapshot
     from mvstore.spec import build_pipeline, parse
@@ -96,7 +95,7 @@ def build(corpus: Corpus, spec: str, max_centroids: int):
         t = time.perf_counter()
         raw = corpus.batch(a, min(a + BATCH_DOCS, corpus.n_docs))
         gen_s += time.perf_counter() - t
-        return raw.lengths, (pool(raw, sp.pool_factor, method=sp.pool_method) if sp.pool_factor > 1 else raw)
+        return raw.lengths, sp.pool(raw)
 
     first_tokens, first = pooled_batch(0)
     est_vectors = int(first.n_tokens * corpus.n_docs / len(first))

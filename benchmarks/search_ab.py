@@ -1,6 +1,6 @@
 """Interleaved A/B of single-query search latency on SciFact: the working tree against a base git revision.
 
-    python benchmarks/search_ab.py --base REV [--max-docs N] [--rounds 3] [--json]
+    python benchmarks/search_ab.py --base REV [--spec SPEC] [--max-docs N] [--rounds 3] [--json]
 
 The base revision's ``mvstore`` package is extracted with ``git archive`` into a temporary directory and
 imported as a second package (``mvstore_base``); both open the same index, built once by the working tree.
@@ -59,8 +59,11 @@ def _index_top(idx):
 
 
 def main(argv=None) -> int:
+    from benchmarks.search_bench import BENCH_SPEC
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", required=True, help="git revision to compare the working tree against")
+    ap.add_argument("--spec", default=BENCH_SPEC, help="index spec (default: the README's latency spec)")
     ap.add_argument("--max-docs", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=3, help="passes over the queries (samples per query)")
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
@@ -68,13 +71,12 @@ def main(argv=None) -> int:
 
     import mvstore
     from benchmarks.data import load_scifact
-    from mvstore.pooling import pool
-    from mvstore.spec import DEFAULT_SPEC, parse
+    from mvstore.spec import parse
 
     data = load_scifact(args.max_docs)
     queries = [np.asarray(q, np.float32) for q in data.queries]
-    sp = parse(DEFAULT_SPEC)
-    pooled = pool(data.docs, sp.pool_factor, method=sp.pool_method)
+    sp = parse(args.spec)
+    pooled = sp.pool(data.docs)
     codec_spec = ",".join(str(st) for st in sp.codec_stages)
     with tempfile.TemporaryDirectory(prefix="mvstore_search_ab_") as work:
         base = import_revision(args.base, Path(work) / "base")

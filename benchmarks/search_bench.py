@@ -2,7 +2,7 @@
 centroid prefilter + exact MaxSim rerank, side by side with LanceDB's own multivector search on the same
 vectors. The row marked ``recommended`` is ``SearchParams()``'s defaults.
 
-    python benchmarks/search_bench.py [--spec SPEC (default mvstore.DEFAULT_SPEC)] [--max-docs N] [--no-lancedb] [--json]
+    python benchmarks/search_bench.py [--spec SPEC (default BENCH_SPEC)] [--max-docs N] [--no-lancedb] [--json]
 
 One JSON object per row. Every row: system, spec, ndcg10, recall10_vs_exhaustive (top-10 overlap with
 exhaustive exact MaxSim over the SAME index's decoded vectors), recall10_vs_exact (overlap with uncompressed
@@ -30,8 +30,9 @@ from mvstore.eval import ndcg_at_k, recall_vs_reference  # noqa: E402
 from mvstore.ragged import Ragged  # noqa: E402
 from mvstore.search.params import SearchParams  # noqa: E402
 from mvstore.search.searcher import Searcher  # noqa: E402
-from mvstore.spec import DEFAULT_SPEC  # noqa: E402
 
+#: the spec of the README's latency tables (mvstore's default before default_spec(dim); --spec for others)
+BENCH_SPEC = "pool8,trunc368,bin"
 #: (nprobe, n_rerank, interaction, n_full, threads) operating points; threads None = every core
 DEFAULT_POINTS = [
     (2, 32, "probed", None, None),
@@ -137,18 +138,17 @@ def lancedb_rows(data, snap, pooled: Ragged, workdir: str, *, exhaustive_run, ex
         }
 
 
-def search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, exact_run=None, n_latency: int = 300,
+def search_rows(data, spec: str = BENCH_SPEC, operating_points=None, *, exact_run=None, n_latency: int = 300,
                 with_lancedb: bool = True) -> list[dict]:
     """Rows for the exhaustive oracle, each operating point, and LanceDB side by side."""
     return list(iter_search_rows(data, spec, operating_points, exact_run=exact_run, n_latency=n_latency,
                                  with_lancedb=with_lancedb))
 
 
-def iter_search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, exact_run=None,
+def iter_search_rows(data, spec: str = BENCH_SPEC, operating_points=None, *, exact_run=None,
                      n_latency: int = 300, with_lancedb: bool = True, drop_raw: bool = False):
     """:func:`search_rows`, one row at a time (so a long run prints what it has). ``drop_raw`` releases
     ``data.docs`` (the raw float tokens, ~2 GB) once pooled, to keep peak memory down."""
-    from mvstore.pooling import pool
     from mvstore.spec import parse
 
     points = list(operating_points or DEFAULT_POINTS)
@@ -156,7 +156,7 @@ def iter_search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, e
     sp = parse(spec)
     n_tok = int(data.docs.n_tokens)
     t = time.perf_counter()
-    pooled = pool(data.docs, sp.pool_factor, method=sp.pool_method) if sp.pool_factor > 1 else data.docs
+    pooled = sp.pool(data.docs)
     pool_s = time.perf_counter() - t
     if drop_raw:
         data.docs = None
@@ -211,7 +211,7 @@ def iter_search_rows(data, spec: str = DEFAULT_SPEC, operating_points=None, *, e
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--spec", default=DEFAULT_SPEC)
+    ap.add_argument("--spec", default=BENCH_SPEC)
     ap.add_argument("--max-docs", type=int, default=None)
     ap.add_argument("--no-lancedb", action="store_true", help="skip the LanceDB rows")
     ap.add_argument("--latency-queries", type=int, default=300)

@@ -59,7 +59,7 @@ def build_snapshot(data, spec: str, *, train_size: int = 65536, seed: int = 0, c
         from benchmarks.data import CACHE
         from benchmarks.frontier import _pooled
 
-        docs, pool_s, cached = _pooled(data, sp.pool_factor, sp.pool_method, CACHE / "pooled")
+        docs, pool_s, cached = _pooled(data, sp, CACHE / "pooled")
         t0 -= pool_s if cached else 0.0  # build time includes pooling, as measured when it was computed
     rng = np.random.default_rng(seed)
     n = docs.n_tokens

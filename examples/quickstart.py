@@ -44,7 +44,7 @@ QUERIES = [
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--spec", default=mvstore.DEFAULT_SPEC, help="compression spec (default %(default)s)")
+    ap.add_argument("--spec", default=None, help="compression spec (default: mvstore.default_spec(dim))")
     ap.add_argument("--dir", default=".mvstore-demo/pydoc", help="where to write the index")
     args = ap.parse_args()
 
@@ -62,7 +62,7 @@ def main() -> None:
     t0 = time.perf_counter()
     index = mvstore.create(args.dir, spec=args.spec, dim=docs.dim)
     index.add(ids, docs, metadata=[{"topic": n, "text": t} for n, t in zip(names, texts)])
-    print(f"built index {args.dir!r} with spec {args.spec!r} in {time.perf_counter() - t0:.1f}s")
+    print(f"built index {args.dir!r} with spec {str(index.spec)!r} in {time.perf_counter() - t0:.1f}s")
 
     qv = enc.encode_queries(QUERIES)
     t0 = time.perf_counter()

@@ -10,14 +10,13 @@ from .exceptions import *  # noqa: F403 - every error class, listed in exception
 from .pooling import pool, pool_patches
 from .ragged import Ragged, as_ragged
 from .search import Searcher, SearchParams, maxsim, maxsim_batch
-from .spec import DEFAULT_SPEC, build_pipeline, bytes_per_token, code_size, parse
+from .spec import build_pipeline, bytes_per_token, code_size, default_spec, parse
 from .store import Index, create, open
 from .tune import tune
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_SPEC",
     "Index",
     "Ragged",
     "SearchParams",
@@ -28,6 +27,7 @@ __all__ = [
     "code_size",
     "codecs",
     "create",
+    "default_spec",
     "maxsim",
     "maxsim_batch",
     "open",

@@ -35,8 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from .spec import DEFAULT_SPEC
-
 __all__ = ["main", "build_parser"]
 
 CLI_META = "mvstore-cli.json"
@@ -250,7 +248,8 @@ def _build(root: str, spec: str, ids: list, docs: Any, metadata: Any, args: argp
 
         shutil.rmtree(root)
     dim = encoder.dim if docs is None else docs.dim
-    idx = ms.create(root, spec=spec, dim=dim, keep_source=getattr(args, "keep_source", False))
+    idx = ms.create(root, spec=spec, dim=dim, keep_source=getattr(args, "keep_source", False),
+                    max_bytes_per_token=getattr(args, "max_bytes_per_token", None))
     try:
         return _fill(idx, spec, ids, docs, metadata, args, texts, encoder)
     except BaseException:
@@ -274,7 +273,8 @@ def _fill(idx: Any, spec: str, ids: list, docs: Any, metadata: Any, args: argpar
         cached = {int(r): sample[j] for j, r in enumerate(sample_rows)}
     else:
         sample = docs.take(sample_rows)
-    with _progress(total=1, desc=f"training {spec}", unit="step", disable=quiet) as bar:
+    what = "picking a spec and training" if spec == "auto" else f"training {idx.spec}"
+    with _progress(total=1, desc=what, unit="step", disable=quiet) as bar:
         idx.train(sample)
         bar.update(1)
     del sample
@@ -310,7 +310,12 @@ def _fill(idx: Any, spec: str, ids: list, docs: Any, metadata: Any, args: argpar
 def cmd_build(args: argparse.Namespace) -> int:
     import mvstore.spec as spec_mod
 
-    spec_mod.parse(args.spec)
+    if args.spec != "auto" and args.max_bytes_per_token is not None:
+        raise UsageError("--max-bytes-per-token only applies to --spec auto; drop one of the two")
+    if args.spec == "auto" and args.max_bytes_per_token is None:
+        raise UsageError("--spec auto needs --max-bytes-per-token B (e.g. 16): the size budget it picks within")
+    if args.spec not in (None, "auto"):
+        spec_mod.parse(args.spec)
     src = Source(args.input, args)
     encoder = None
     if src.vectors is None:
@@ -322,6 +327,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     row = {"index": idx.root, "spec": st["spec"], "docs": st["docs"], "tokens": st["tokens"],
            "vectors": st["vectors"], "bytes_per_token": round(st["bytes_per_token"], 2),
            "version": st["version"], "build_s": round(time.perf_counter() - t, 1)}
+    if st["auto"]:  # what --spec auto measured when it picked (fidelity: recall@10 vs exact MaxSim, no labels)
+        row.update({f"auto_{k}": st["auto"][k] for k in ("budget", "fidelity", "seconds", "sample_tokens")})
     _emit([row], args.json)
     return 0
 
@@ -646,7 +653,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build an index from texts or token vectors")
     p.add_argument("index", help="index directory to create")
     p.add_argument("--input", "-i", required=True, help=".jsonl / .parquet (texts or vectors) or .npz (vectors)")
-    p.add_argument("--spec", default=DEFAULT_SPEC, help="compression spec (default %(default)s)")
+    p.add_argument("--spec", default=None,
+                   help="compression spec, or 'auto' with --max-bytes-per-token (default: mvstore.default_spec(dim))")
+    p.add_argument("--max-bytes-per-token", type=float, default=None,
+                   help="with --spec auto: the size budget the picked spec fits (bytes per original token)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at that path")
     p.add_argument("--keep-source", action="store_true", help="also store pooled vectors (fp16) for retraining")
     p.add_argument("--json", action="store_true")

@@ -64,8 +64,10 @@ _INF = float("inf")
 
 
 # --------------------------------------------------------------------------------------- arguments
-def n_clusters(n: Any, factor: float) -> Any:
-    """Clusters kept for ``n`` poolable tokens: ``ceil(n / factor)``, at least 1 when ``n >= 1``.
+def n_clusters(n: Any, factor: float, min_vectors: int = 0) -> Any:
+    """Clusters kept for ``n`` poolable tokens: ``ceil(n / factor)``, at least 1 when ``n >= 1``, and at
+    least ``min(n, min_vectors)``: a floor that leaves short documents (almost) unpooled, where every
+    vector carries more of the document.
 
     A quotient within ``1e-9`` of an integer counts as that integer, so ``n_clusters(6, 1.2) == 5``
     even though ``6 / 1.2 == 5.000000000000001`` in floating point. Works on ints and int arrays.
@@ -74,10 +76,14 @@ def n_clusters(n: Any, factor: float) -> Any:
     (120, 3, 1, 0, 5)
     >>> n_clusters(np.array([3, 4]), 3).tolist()
     [1, 2]
+    >>> n_clusters(np.array([10, 40, 200]), 4, min_vectors=16).tolist()
+    [10, 16, 50]
     """
     q = np.asarray(n, dtype=np.float64) / float(factor)
     k = np.ceil(q - 1e-9 * np.maximum(1.0, q)).astype(np.int64)
     k = np.where(np.asarray(n) > 0, np.maximum(k, 1), 0)
+    if min_vectors:
+        k = np.maximum(k, np.minimum(np.asarray(n), int(min_vectors)))
     return int(k) if np.ndim(k) == 0 else k
 
 
@@ -103,6 +109,16 @@ def _check_protected(protected: Any) -> int:
     if protected < 0:
         raise SpecError(f"protected must be >= 0 (number of leading tokens kept unpooled), got {protected}")
     return int(protected)
+
+
+def _check_min_vectors(min_vectors: Any) -> int:
+    if isinstance(min_vectors, bool) or not isinstance(min_vectors, (int, np.integer)):
+        raise InvalidDtypeError(
+            f"min_vectors must be an int (the fewest vectors a document keeps), got {type(min_vectors).__name__}"
+        )
+    if min_vectors < 0:
+        raise SpecError(f"min_vectors must be >= 0 (0: no floor), got {min_vectors}")
+    return int(min_vectors)
 
 
 def _check_workers(workers: Any) -> int | None:
@@ -607,12 +623,13 @@ def _labels(
     seed: int,
     exact_gram: bool | None = None,
     workers: int | None = None,
+    min_vectors: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels of every token within its document's output, output count per document)."""
     lengths = docs.lengths
     p = np.minimum(lengths, protected)
     n = lengths - p
-    ks = n_clusters(n, factor)
+    ks = n_clusters(n, factor, min_vectors)
     starts = docs.offsets[:-1] + p
     lab = _cluster_labels(
         docs.values, starts, n, ks, method, device, exact_gram=exact_gram, seed=seed, workers=workers
@@ -625,11 +642,13 @@ def _labels(
     return labels, p + ks
 
 
-def _prepare(docs: Any, factor: Any, method: Any, protected: Any) -> tuple[Ragged, float, str, int]:
+def _prepare(
+    docs: Any, factor: Any, method: Any, protected: Any, min_vectors: Any
+) -> tuple[Ragged, float, str, int, int]:
     method = _check_method(method, METHODS, "pooling method")
     f = _check_factor(factor)
     protected = _check_protected(protected)
-    return as_ragged(docs), f, method, protected
+    return as_ragged(docs), f, method, protected, _check_min_vectors(min_vectors)
 
 
 def _identity_labels(docs: Ragged) -> np.ndarray:
@@ -643,12 +662,14 @@ def pool(
     *,
     method: str = "ward",
     protected: int = 0,
+    min_vectors: int = 0,
     device: Any = "cpu",
     seed: int = 0,
     workers: int | None = None,
     return_labels: bool = False,
 ) -> Any:
-    """Pool each document's token vectors into ``ceil(n / factor)`` re-normalized cluster means.
+    """Pool each document's token vectors into ``ceil(n / factor)`` re-normalized cluster means
+    (at least ``min(n, min_vectors)``: see :func:`n_clusters`).
 
     ``docs`` is a :class:`~mvstore.Ragged` (or a list of ``(n_i, dim)`` arrays). ``method="ward"`` is
     hierarchical Ward clustering on the vectors (exactly scipy's ``linkage(x, "ward")`` cut with
@@ -661,10 +682,12 @@ def pool(
     Returns a Ragged with the same number of documents; with ``return_labels=True`` also the
     ``(n_tokens,)`` int64 index of each input token's output vector within its document.
     """
-    docs, f, method, protected = _prepare(docs, factor, method, protected)
+    docs, f, method, protected, min_vectors = _prepare(docs, factor, method, protected, min_vectors)
     if f == 1.0:
         return (docs, _identity_labels(docs)) if return_labels else docs
-    labels, n_out = _labels(docs, f, method, protected, device, seed, workers=_check_workers(workers))
+    labels, n_out = _labels(
+        docs, f, method, protected, device, seed, workers=_check_workers(workers), min_vectors=min_vectors
+    )
     out = _pool_from_labels(docs, protected, n_out, labels)
     return (out, labels) if return_labels else out
 
@@ -675,16 +698,19 @@ def pool_labels(
     *,
     method: str = "ward",
     protected: int = 0,
+    min_vectors: int = 0,
     device: Any = "cpu",
     seed: int = 0,
     workers: int | None = None,
 ) -> np.ndarray:
     """The ``(n_tokens,)`` int64 output index (within its document) that :func:`pool` gives each token:
     protected tokens ``0..protected-1``, then clusters numbered in order of their first token."""
-    docs, f, method, protected = _prepare(docs, factor, method, protected)
+    docs, f, method, protected, min_vectors = _prepare(docs, factor, method, protected, min_vectors)
     if f == 1.0:
         return _identity_labels(docs)
-    return _labels(docs, f, method, protected, device, seed, workers=_check_workers(workers))[0]
+    return _labels(
+        docs, f, method, protected, device, seed, workers=_check_workers(workers), min_vectors=min_vectors
+    )[0]
 
 
 def _check_grid(grid: Any) -> tuple[int, int]:

@@ -3,8 +3,9 @@
 Grammar: comma-separated stages, no spaces::
 
     spec      := [pool ","] {transform ","} [quantizer]     (at least one stage)
-    pool      := "pool" F | "kpool" F                      (Ward / k-means token pooling, F >= 1)
+    pool      := ("pool" | "kpool") F ["min" M]             (Ward / k-means token pooling, F >= 1)
     F         := integer or decimal without trailing zeros, e.g. 2, 1.5
+    M         := positive integer: a document keeps at least min(n, M) of its n vectors
     transform := pca<d> | trunc<d> | ...                   (registered codecs of kind "transform")
     quantizer := fp32 | fp16 | sq8 | sq4 | bin | pq<m> | rq<b>[c<n>] | ...  (kind "quantizer")
 
@@ -20,6 +21,8 @@ from the string and the input dimension alone.
 (64, 32.0)
 >>> code_size("pca64", 384), code_size("fp16", 384)
 (256, 768)
+>>> parse("pool4min32,sq4").pool_min_vectors
+32
 >>> parse("pca64,sq9")
 Traceback (most recent call last):
 ...
@@ -34,9 +37,9 @@ from typing import Any
 
 from .exceptions import SpecError
 
-__all__ = ["DEFAULT_SPEC", "Spec", "Stage", "parse", "build_pipeline", "code_size", "bytes_per_token", "known_forms"]
+__all__ = ["default_spec", "Spec", "Stage", "parse", "build_pipeline", "code_size", "bytes_per_token", "known_forms"]
 
-_POOL = re.compile(r"(k?pool)(.*)")
+_POOL = re.compile(r"(k?pool)(.*?)(?:min([0-9]*))?")
 _FACTOR = re.compile(r"[1-9][0-9]*(\.[0-9]*[1-9])?|0\.[0-9]*[1-9]")
 _POOL_METHODS = {"pool": "ward", "kpool": "kmeans"}
 
@@ -93,6 +96,21 @@ class Spec:
         """``"ward"`` (``pool<f>``), ``"kmeans"`` (``kpool<f>``) or None without pooling."""
         p = self.pool_stage
         return p.params["method"] if p else None
+
+    @property
+    def pool_min_vectors(self) -> int:
+        """The floor on vectors kept per document (``pool4min32``: 32); 0 without one."""
+        p = self.pool_stage
+        return p.params["min_vectors"] if p else 0
+
+    def pool(self, docs: Any, **kwargs: Any) -> Any:
+        """Pool a :class:`~mvstore.Ragged` as this spec's pooling stage says (unchanged without one);
+        ``kwargs`` go to :func:`mvstore.pooling.pool` (``device``, ``workers``, ...)."""
+        from .pooling import pool
+
+        if self.pool_factor == 1.0:
+            return docs
+        return pool(docs, self.pool_factor, method=self.pool_method, min_vectors=self.pool_min_vectors, **kwargs)
 
     @property
     def codec_stages(self) -> tuple[Stage, ...]:
@@ -164,6 +182,13 @@ def parse(s: str | Spec) -> Spec:
                     f"bad pooling stage {token!r}; expected {m.group(1)}<f> with f a number "
                     f"without trailing zeros, e.g. {m.group(1)}2 or {m.group(1)}1.5",
                 )
+            if m.group(3) is not None and not re.fullmatch(r"[1-9][0-9]*", m.group(3)):
+                raise _err(
+                    s,
+                    offset,
+                    f"bad pooling floor in {token!r}; expected {m.group(1)}<f>min<n> with n a positive "
+                    f"integer, e.g. {m.group(1)}4min32",
+                )
             factor = float(m.group(2))
             if factor < 1:
                 raise _err(
@@ -172,9 +197,8 @@ def parse(s: str | Spec) -> Spec:
                     f"pool factor {m.group(2)} is below 1; use a factor >= 1 (e.g. pool2 keeps "
                     "half the tokens) or drop the stage",
                 )
-            stages.append(
-                Stage(token, offset, "pool", None, {"factor": factor, "method": _POOL_METHODS[m.group(1)]})
-            )
+            params = {"factor": factor, "method": _POOL_METHODS[m.group(1)], "min_vectors": int(m.group(3) or 0)}
+            stages.append(Stage(token, offset, "pool", None, params))
         else:
             cls, params = _parse_codec_token(s, token, offset)
             kind = "transform" if cls.kind == "transform" else "quantizer"
@@ -222,11 +246,30 @@ def code_size(spec: str | Spec, dim: int) -> int:
 
 
 def bytes_per_token(spec: str | Spec, dim: int) -> float:
-    """Stored bytes per *original* token: ``code_size / pool_factor``."""
+    """Stored bytes per *original* token: ``code_size / pool_factor`` (with a floor, ``pool4min32``, documents
+    shorter than ``factor * min`` tokens keep more vectors: the measured figure is then higher)."""
     sp = parse(spec)
     return code_size(sp, dim) / sp.pool_factor
 
 
-#: The recommended spec: Ward pooling by 8, Matryoshka-truncate to 368 dims, 1 bit per dimension with learned
-#: levels: 5.8 code bytes per original token at nDCG@10 0.709 on SciFact (exact 0.707; README.md has the table)
-DEFAULT_SPEC = "pool8,trunc368,bin"
+#: :func:`default_spec`'s pieces (chosen in benchmarks/robustness.py; README "Defaults" has the measurements)
+DEFAULT_POOL = "pool2min32"
+DEFAULT_QUANTIZER = "sq4"
+
+
+def default_spec(dim: int) -> str:
+    """The spec ``mvstore.create(uri, dim=dim)`` uses when none is given, for token vectors of any dimension.
+
+    The rule: Ward-pool each document by 2 but keep at least 32 vectors (short documents stay unpooled), then
+    quantize every dimension to 4 bits with a learned per-dimension range (``sq4``); no dimension is dropped,
+    since a trained late-interaction model (96-128-d) leaves none to spare. Bytes per original token:
+    ``dim / 4`` for long documents, up to ``dim / 2`` for documents of 32 tokens or fewer.
+
+    >>> default_spec(128), default_spec(384)
+    ('pool2min32,sq4', 'pool2min32,sq4')
+    >>> bytes_per_token(default_spec(128), 128)
+    32.0
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+        raise SpecError(f"dim must be a positive integer (the token vectors' dimension), got {dim!r}")
+    return f"{DEFAULT_POOL},{DEFAULT_QUANTIZER}"

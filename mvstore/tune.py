@@ -16,6 +16,11 @@ and scoring is exhaustive MaxSim over the (small) sample.
 ['pca64,bin', 'pq8', 'pca96,pq8', 'pca64,pq8', 'pca48,rq1']
 >>> all(bytes_per_token(s, 128) <= 8.0 for s in default_candidates(128, 8.0))
 True
+
+:func:`auto_spec` is ``create(uri, dim=d, spec="auto", max_bytes_per_token=B)``'s picker: no queries exist when
+an index is built, so it ranks a sample of the documents against *pseudo-queries* (windows of consecutive token
+vectors of other documents of the same batch) and keeps the spec whose ranking agrees best with exact MaxSim,
+over a small grid (:func:`auto_candidates`) sized to take seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -23,25 +28,36 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .eval import recall_vs_reference, run_from_scores
-from .exceptions import DimensionMismatchError, InvalidDtypeError, MvstoreError, SpecError
+from .exceptions import (
+    DimensionMismatchError,
+    InvalidDtypeError,
+    InvalidVectorsError,
+    MvstoreError,
+    SpecError,
+)
 from .ragged import Ragged, as_ragged
 from .report import format_table, pareto_front
 from .search.maxsim import maxsim_batch
 from .spec import build_pipeline, bytes_per_token, parse
 
-__all__ = ["TuneError", "TuneResult", "tune", "default_candidates"]
+__all__ = ["TuneError", "TuneResult", "tune", "default_candidates", "auto_candidates", "auto_spec", "pseudo_queries"]
 
 #: pool factors the default grid explores
 POOL_FACTORS = (1, 2, 3, 4)
 #: quantizer families the default grid explores (``<m>``: PQ sub-quantizer counts)
 QUANTIZERS = ("fp16", "sq8", "sq4", "bin", "pq<m>", "rq1", "rq2", "rq4")
 PQ_M = (8, 16, 24, 32, 48, 64, 96)
+#: auto_candidates: pooling stages (every factor with and without a floor of AUTO_MIN_VECTORS vectors per doc)
+AUTO_POOL_FACTORS = (1, 2, 4, 8)
+AUTO_MIN_VECTORS = 32
+#: auto_spec: fewest documents a first add needs for a pick (pseudo-query sources + a corpus of > k docs)
+AUTO_MIN_DOCS = 50
 #: smallest PCA output dim the default grid tries
 MIN_DIM = 32
 #: per (pool factor, quantizer family) the default grid keeps the candidates using the most bytes within
@@ -74,6 +90,8 @@ class TuneResult:
     n_queries: int
     n_tokens: int
     seconds: float
+    #: candidates that could not be fit on the sample (spec -> why), e.g. ``pq`` on fewer vectors than its centroids
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def front(self) -> list[dict[str, Any]]:
@@ -144,14 +162,6 @@ def _check_budget(b: Any) -> float:
 
 
 # ------------------------------------------------------------------------------------ tuning
-def _pool(docs: Ragged, factor: float, method: str) -> Ragged:
-    if factor == 1:
-        return docs
-    from .pooling import pool
-
-    return pool(docs, factor, method=method)
-
-
 def _sample_rows(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
     return np.arange(n) if n <= m else np.sort(rng.choice(n, m, replace=False))
 
@@ -226,24 +236,29 @@ def tune(
     dids = [str(i) for i in range(len(docs))]
     reference = run_from_scores(maxsim_batch(queries, docs), qids, dids, k)
 
-    pooled: dict[tuple[float, str | None], Ragged] = {}
-    fit_rows: dict[tuple[float, str | None], np.ndarray] = {}
+    pooled: dict[str, Ragged] = {}
+    fit_rows: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
     from tqdm.auto import tqdm
 
     # group by pooling so each pooled sample is computed once and dropped when no longer needed
-    order = sorted(range(len(parsed)), key=lambda i: (parsed[i][0].pool_factor, parsed[i][0].pool_method or ""))
+    order = sorted(range(len(parsed)), key=lambda i: str(parsed[i][0].pool_stage))
     for i in tqdm(order, desc="tuning specs", unit="spec", disable=not progress):
         sp, nominal = parsed[i]
-        key = (sp.pool_factor, sp.pool_method)
+        key = str(sp.pool_stage)
         if key not in pooled:
             pooled.clear()
-            pooled[key] = _pool(docs, sp.pool_factor, sp.pool_method or "ward")
+            pooled[key] = sp.pool(docs)
             n = pooled[key].n_tokens
             fit_rows[key] = _sample_rows(n, fit_vectors, np.random.default_rng(seed + 1))
         pd = pooled[key]
         t = time.perf_counter()
-        pipe = build_pipeline(sp, dim).fit(pd.values[fit_rows[key]])
+        try:
+            pipe = build_pipeline(sp, dim).fit(pd.values[fit_rows[key]])
+        except InvalidVectorsError as e:  # e.g. pq on fewer pooled vectors than its 256 centroids
+            skipped[str(sp)] = str(e)
+            continue
         dec = Ragged(np.ascontiguousarray(pipe.decode(pipe.encode(pd.values)), np.float32), pd.offsets)
         qt = Ragged(np.ascontiguousarray(pipe.transform_query(queries.values), np.float32), queries.offsets)
         run = run_from_scores(maxsim_batch(qt, dec), qids, dids, k)
@@ -266,6 +281,11 @@ def tune(
         r["picked"] = False
     fitting = [r for r in rows if r["within_budget"]]
     if not fitting:
+        if not rows:
+            raise TuneError(
+                f"none of the {len(skipped)} candidate specs could be fit on this sample ({next(iter(skipped.values()))}): "
+                "pass a larger sample"
+            )
         cheapest = rows[0]
         raise TuneError(
             f"none of the {len(rows)} candidate specs fits within {budget:g} bytes per token on this sample "
@@ -285,4 +305,99 @@ def tune(
         n_queries=len(queries),
         n_tokens=docs.n_tokens,
         seconds=round(time.perf_counter() - t_start, 1),
+        skipped=skipped,
+    )
+
+
+# ------------------------------------------------------------------------------------ spec="auto"
+def auto_candidates(dim: int, max_bytes_per_token: float) -> list[str]:
+    """``spec="auto"``'s grid: Ward pooling by each of :data:`AUTO_POOL_FACTORS` (from 2 on, also with a floor
+    of :data:`AUTO_MIN_VECTORS` vectors per document), then every dimension kept at 8, 4 or 1 bit (``sq8``,
+    ``sq4``, ``bin``) or product-quantized with the most sub-quantizers that fit (``pq<m>``, at least 2 dims
+    each); only the specs whose nominal bytes per token fit the budget.
+
+    >>> auto_candidates(128, 8)[:6]
+    ['pq8', 'pool2,bin', 'pool2,pq16', 'pool2min32,bin', 'pool2min32,pq16', 'pool4,bin']
+    """
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
+        raise TuneError(f"dim must be a positive integer, got {dim!r}")
+    budget = _check_budget(max_bytes_per_token)
+    out: list[str] = []
+    for f in AUTO_POOL_FACTORS:
+        pools = [""] if f == 1 else [f"pool{f}", f"pool{f}min{AUTO_MIN_VECTORS}"]
+        for pool in pools:
+            pq = [m for m in range(1, int(dim) // 2 + 1) if dim % m == 0 and m <= budget * f]
+            quantizers = ["sq8", "sq4", "bin"] + ([f"pq{max(pq)}"] if pq else [])
+            for q in quantizers:
+                s = ",".join(x for x in (pool, q) if x)
+                if bytes_per_token(s, int(dim)) <= budget and s not in out:
+                    out.append(s)
+    return out
+
+
+def pseudo_queries(docs: Ragged, n: int, *, min_len: int = 8, max_len: int = 32, seed: int = 0) -> Ragged:
+    """``n`` stand-in queries: from each of the first ``n`` documents, a window of ``min_len``-``max_len``
+    consecutive token vectors (the whole document when shorter) at a random position.
+
+    >>> from mvstore import Ragged
+    >>> d = Ragged.from_list([np.eye(40, 4, dtype=np.float32), np.eye(5, 4, dtype=np.float32)])
+    >>> q = pseudo_queries(d, 2, seed=0)
+    >>> int(q.lengths[1]), bool(8 <= q.lengths[0] <= 32)
+    (5, True)
+    """
+    rng = np.random.default_rng(seed)
+    parts = []
+    for i in range(n):
+        x = docs[i]
+        w = int(min(len(x), rng.integers(min_len, max_len + 1)))
+        a = int(rng.integers(0, len(x) - w + 1))
+        parts.append(x[a : a + w])
+    return Ragged.from_list(parts, dim=docs.dim)
+
+
+def auto_spec(
+    docs: Any,
+    max_bytes_per_token: float,
+    *,
+    sample_tokens: int = 100_000,
+    n_queries: int = 64,
+    k: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+) -> TuneResult:
+    """Pick a spec for ``docs`` (the first add of an index) within ``max_bytes_per_token``, without queries or
+    labels: :func:`tune` over :func:`auto_candidates`, with :func:`pseudo_queries` cut from ``n_queries``
+    random documents, ranking about ``sample_tokens`` tokens of *other* random documents. Raises
+    :class:`TuneError` when the batch has fewer than :data:`AUTO_MIN_DOCS` documents or nothing fits."""
+    docs = as_ragged(docs, what="docs")
+    budget = _check_budget(max_bytes_per_token)
+    if len(docs) < AUTO_MIN_DOCS:
+        raise TuneError(
+            f'spec="auto" picks its spec on the first add, which has {len(docs)} documents; it needs at least '
+            f"{AUTO_MIN_DOCS}: add a larger first batch, call index.train(sample) with more documents first, or "
+            "pass a spec (mvstore.default_spec(dim) is the default)"
+        )
+    specs = auto_candidates(docs.dim, budget)
+    if not specs:
+        raise TuneError(
+            f"no spec fits within {budget:g} bytes per token at dim {docs.dim} (the smallest auto candidate, "
+            f"pool8,bin, needs {bytes_per_token('pool8,bin', docs.dim):g}): raise max_bytes_per_token"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(docs))
+    n_q = min(int(n_queries), len(docs) // 4)
+    rest = order[n_q:]
+    n_corpus = int(np.searchsorted(np.cumsum(docs.lengths[rest]), sample_tokens)) + 1
+    corpus = docs.take(np.sort(rest[: max(n_corpus, 2 * k)]))
+    queries = pseudo_queries(docs.take(order[:n_q]), n_q, seed=seed)
+    return tune(
+        corpus,
+        queries,
+        max_bytes_per_token=budget,
+        candidates=specs,
+        k=k,
+        sample_docs=len(corpus),
+        sample_queries=len(queries),
+        seed=seed,
+        progress=progress,
     )

@@ -9,7 +9,6 @@ import pytest
 
 from mvstore.eval import ndcg_at_k, recall_vs_reference
 from mvstore.search.params import SearchParams
-from mvstore.spec import DEFAULT_SPEC
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +19,7 @@ def scifact_index(tmp_path_factory):
     import mvstore.store as ms
 
     sf = data.load_scifact(max_docs=1000)  # every judged doc + fillers
-    idx = ms.create(tmp_path_factory.mktemp("sf") / "ix", spec=DEFAULT_SPEC, dim=sf.docs.dim)
+    idx = ms.create(tmp_path_factory.mktemp("sf") / "ix", dim=sf.docs.dim)
     idx.add(sf.doc_ids, sf.docs)
     return sf, idx
 

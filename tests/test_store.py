@@ -360,7 +360,7 @@ def test_create_errors(uri, tmp_path, docs):
     with pytest.raises(IndexExistsError, match="already exists.*exist_ok=True"):
         ms.create(uri, spec="fp16", dim=DIM)
     assert len(ms.create(uri, spec="fp16", dim=DIM, exist_ok=True)) == 10
-    with pytest.raises(SpecError, match="has spec 'fp16' and dim 32, not 'sq8'"):
+    with pytest.raises(SpecError, match="created with spec 'fp16' and dim 32, not 'sq8'"):
         ms.create(uri, spec="sq8", dim=DIM, exist_ok=True)
     other = tmp_path / "other"
     other.mkdir()

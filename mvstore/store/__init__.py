@@ -106,9 +106,10 @@ def _root(uri: str | os.PathLike) -> str:
 
 def create(
     uri: str | os.PathLike,
-    spec: str,
-    dim: int,
+    spec: str | None = None,
+    dim: int | None = None,
     *,
+    max_bytes_per_token: float | None = None,
     exist_ok: bool = False,
     n_centroids: int | None = None,
     train_size: int = 65536,
@@ -117,16 +118,40 @@ def create(
     drift_threshold: float = 1.5,
 ) -> Index:
     """Create an empty index directory at ``uri`` for ``dim``-dimensional token vectors compressed by ``spec``
-    (e.g. ``"fp16"``, ``"pool2,pca64,sq8"``). ``exist_ok=True`` opens an existing index with the same spec and
-    dim instead of failing. ``n_centroids`` fixes the stage-1 centroid count (default: derived from the first
-    add); ``train_size`` caps the codec training sample; ``keep_source`` also stores the pooled vectors (fp16)
-    so :meth:`Index.optimize` can retrain the codec; ``drift_threshold`` is the drift above which
-    ``optimize(retrain="auto")`` retrains."""
+    (e.g. ``"fp16"``, ``"pool2,pca64,sq8"``; None: :func:`mvstore.default_spec` of ``dim``; ``"auto"``: picked
+    on the first add as the spec closest to exact MaxSim within ``max_bytes_per_token``, see
+    :func:`mvstore.tune.auto_spec`, reported by ``stats()["auto"]``). ``exist_ok=True`` opens an existing
+    index with the same spec and dim instead of failing. ``n_centroids`` fixes the stage-1 centroid count
+    (default: derived from the first add); ``train_size`` caps the codec training sample; ``keep_source`` also
+    stores the pooled vectors (fp16) so :meth:`Index.optimize` can retrain the codec; ``drift_threshold`` is the
+    drift above which ``optimize(retrain="auto")`` retrains."""
+    from ..tune import _check_budget
+
     root = _root(uri)
-    sp = spec_mod.parse(spec)
     if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-        raise ValueError(f"dim must be a positive integer (the token vectors' dimension), got {dim!r}")
-    spec_mod.build_pipeline(sp, dim)  # validates the spec against dim (e.g. pca96 on 64-d vectors)
+        raise ValueError(
+            f"dim must be a positive integer (the token vectors' dimension, e.g. 128), got {dim!r}: "
+            "create(uri, dim=128)"
+        )
+    if spec is None:
+        spec = spec_mod.default_spec(dim)
+    if spec == "auto":
+        if max_bytes_per_token is None:
+            raise SpecError(
+                'spec="auto" picks the spec with the best fidelity within a size budget: pass '
+                "max_bytes_per_token=, e.g. create(uri, dim=128, spec=\"auto\", max_bytes_per_token=16)"
+            )
+        _check_budget(max_bytes_per_token)
+        sp_text = "auto"
+    else:
+        if max_bytes_per_token is not None:
+            raise SpecError(
+                f'max_bytes_per_token only applies to spec="auto"; spec {spec!r} fixes the size already: '
+                "drop one of the two"
+            )
+        sp = spec_mod.parse(spec)
+        spec_mod.build_pipeline(sp, dim)  # validates the spec against dim (e.g. pca96 on 64-d vectors)
+        sp_text = str(sp)
     for name, val, lo in (("train_size", train_size, 1), ("n_centroids", n_centroids, 1)):
         if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < lo):
             raise ValueError(f"{name} must be a positive integer, got {val!r}")
@@ -139,10 +164,10 @@ def create(
                 "exist_ok=True, or choose another path"
             )
         idx = open(root)
-        if str(idx.spec) != str(sp) or idx.dim != dim:
+        if idx.manifest["spec"] != sp_text or idx.dim != dim:
             raise SpecError(
-                f"the index at {root!r} has spec {str(idx.spec)!r} and dim {idx.dim}, not {str(sp)!r} and dim {dim}; "
-                "open it with mvstore.store.open(uri) or create a new index at another path"
+                f"the index at {root!r} was created with spec {idx.manifest['spec']!r} and dim {idx.dim}, not "
+                f"{sp_text!r} and dim {dim}; open it with mvstore.store.open(uri) or create a new index at another path"
             )
         return idx
     if os.path.exists(root) and (not os.path.isdir(root) or os.listdir(root)):
@@ -157,7 +182,9 @@ def create(
         "keep_source": bool(keep_source),
         "drift_threshold": float(drift_threshold),
     }
-    return Index(root, write_manifest(root, str(sp), dim, options))
+    if max_bytes_per_token is not None:
+        options["max_bytes_per_token"] = float(max_bytes_per_token)
+    return Index(root, write_manifest(root, sp_text, dim, options))
 
 
 def open(uri: str | os.PathLike, version: int | None = None) -> Index:  # noqa: A001 - mirrors lance/lancedb

@@ -61,7 +61,8 @@ class Index:
     def __init__(self, root: str, manifest: dict[str, Any], version: int | None = None):
         self.root = root
         self.manifest = manifest
-        self.spec = spec_mod.parse(manifest["spec"])
+        # the spec create() was given; None for spec="auto" (each codec state records the spec it was fit for)
+        self._created_spec = None if manifest["spec"] == "auto" else spec_mod.parse(manifest["spec"])
         self.dim = int(manifest["dim"])
         self.options = dict(manifest["options"])
         self._write_lock = threading.RLock()
@@ -69,6 +70,13 @@ class Index:
         self._ids_cache: tuple[int, Any] | None = None
         self._pinned = version is not None
         self._view = self._make_view(version)
+
+    @property
+    def spec(self) -> spec_mod.Spec | None:
+        """The spec of this version's codec state; before the first add, the spec given to create() (None for
+        ``spec="auto"``, which the first add or :meth:`train` picks)."""
+        st = self._view.state
+        return st.spec if st is not None else self._created_spec
 
     # ------------------------------------------------------------------------------------ versions
     @property
@@ -166,21 +174,22 @@ class Index:
         except (OSError, ValueError) as e:
             raise IndexCorruptedError(f"codec state {sid} cannot be read ({e}); rebuild the index") from e
         arrays, meta = parse_state(tbl, sid, self._state_uri)
-        codec = spec_mod.build_pipeline(self.spec, self.dim)
-        try:
+        try:  # states record their spec (spec="auto" picks one per index); older ones use the manifest's
+            spec = spec_mod.parse(meta.get("spec") or self.manifest["spec"])
+            codec = spec_mod.build_pipeline(spec, self.dim)
             codec.set_state(
                 {k[6:]: v for k, v in arrays.items() if k.startswith("codec.")}, meta.get("codec", {})
             )
         except (KeyError, ValueError, TypeError) as e:
             raise IndexCorruptedError(
-                f"codec state {sid} does not fit spec {self.spec!s}: {e}; rebuild it"
+                f"codec state {sid} does not fit spec {meta.get('spec') or self.manifest['spec']!r}: {e}; rebuild it"
             ) from e
         cent = arrays.get("index.centroids")
         if cent is None and codec.has_coarse:
             cent = np.ascontiguousarray(codec.coarse_centroids, np.float32)
         if cent is None:
             raise IndexCorruptedError(f"codec state {sid} has no stage-1 centroids; rebuild the index")
-        st = _State(sid, codec, cent, meta)
+        st = _State(sid, codec, cent, meta, spec)
         self._states[sid] = st
         return st
 
@@ -202,16 +211,37 @@ class Index:
             return 1
         return int(pa.compute.max(sds.to_table(columns=["state_id"]).column("state_id")).as_py()) + 1
 
-    def _fit_state(self, vectors: np.ndarray, n_total: int, *, explicit: bool) -> _State:
-        """Fit the codec and stage-1 centroids on a sample of (pooled) vectors and store them (one commit)."""
+    def _pick_spec(self, docs: Ragged) -> tuple[spec_mod.Spec, dict[str, Any] | None]:
+        """The spec a first codec state is fit for: create()'s, or for ``spec="auto"`` the pick of
+        :func:`mvstore.tune.auto_spec` on ``docs`` (with what it measured, kept in the state)."""
+        if self._created_spec is not None:
+            return self._created_spec, None
+        from ..tune import auto_spec
+
+        res = auto_spec(docs, self.options["max_bytes_per_token"], seed=self.options.get("seed", 0))
+        info = {
+            "budget": res.budget, "spec": res.spec, "fidelity": res.fidelity, "bytes_per_token": res.bytes_per_token,
+            "seconds": res.seconds, "sample_docs": res.n_docs, "sample_tokens": res.n_tokens,
+            "pseudo_queries": res.n_queries,
+            "table": [{k: r[k] for k in ("spec", "bytes_per_token", "fidelity", "within_budget")} for r in res.table],
+        }  # fmt: skip
+        return spec_mod.parse(res.spec), info
+
+    def _fit_state(
+        self, vectors: np.ndarray, n_total: int, *, explicit: bool, spec: spec_mod.Spec | None = None,
+        auto: dict[str, Any] | None = None,
+    ) -> _State:
+        """Fit the codec and stage-1 centroids for ``spec`` (default: the current one) on a sample of (pooled)
+        vectors and store them (one commit)."""
         from ..search.postings import CENTROID_SAMPLE, default_n_centroids, fit_centroids
 
+        spec = spec or self.spec
         opts = self.options
         rng = np.random.default_rng(opts.get("seed", 0))
         everything = vectors
         if len(vectors) > opts["train_size"]:
             vectors = vectors[np.sort(rng.choice(len(vectors), opts["train_size"], replace=False))]
-        codec = spec_mod.build_pipeline(self.spec, self.dim).fit(vectors)
+        codec = spec_mod.build_pipeline(spec, self.dim).fit(vectors)
         t = codec.transform(vectors)
         train_err = None
         if codec.dim_out == t.shape[1]:  # sparse maps decode into another (V-dim) space: no error to measure
@@ -234,6 +264,8 @@ class Index:
             cent, source = fit_centroids(t, n_c, seed=opts.get("seed", 0)), "kmeans"
             arrays["index.centroids"] = cent
         meta = {
+            "spec": str(spec),
+            "auto": auto,
             "codec": codec.get_state()[1],
             "explicit": explicit,
             "terms": source,
@@ -250,7 +282,7 @@ class Index:
             lance.write_dataset(tbl, self._state_uri, mode="append")
         if cent is None:
             cent = np.ascontiguousarray(codec.coarse_centroids, np.float32)
-        st = _State(sid, codec, cent, meta)
+        st = _State(sid, codec, cent, meta, spec)
         self._states[sid] = st
         return st
 
@@ -266,12 +298,20 @@ class Index:
                     "index.optimize(retrain=True) (needs create(..., keep_source=True))"
                 )
             if isinstance(sample, np.ndarray) and sample.ndim == 2:
+                if self.spec is None:
+                    raise InvalidOperationError(
+                        'spec="auto" picks its spec (pooling included) from documents: pass train() a Ragged '
+                        "or a list of (n_i, dim) arrays, not one 2-D array of vectors"
+                    )
+                spec, auto = self.spec, None
                 vecs = Ragged.from_list([sample], dim=self.dim).values
             else:
-                vecs = self._pool(as_ragged(sample, dim=self.dim, what="training sample")).values
+                docs = as_ragged(sample, dim=self.dim, what="training sample")
+                spec, auto = self._pick_spec(docs) if len(docs) else (self.spec, None)
+                vecs = spec.pool(docs).values if len(docs) else docs.values
             if len(vecs) == 0:
                 raise InvalidVectorsError("the training sample is empty; pass at least one document")
-            st = self._fit_state(np.asarray(vecs, np.float32), len(vecs), explicit=True)
+            st = self._fit_state(np.asarray(vecs, np.float32), len(vecs), explicit=True, spec=spec, auto=auto)
             self._view = _View(0, None, st)
         return self
 
@@ -282,14 +322,6 @@ class Index:
                 f"this index was opened at version {self.version} for reading (time travel); call "
                 "index.checkout() to move to the latest version before writing"
             )
-
-    def _pool(self, r: Ragged) -> Ragged:
-        f = float(self.spec.pool_factor)
-        if f <= 1.0 or len(r) == 0:
-            return r
-        from ..pooling import pool
-
-        return pool(r, f, method=self.spec.pool_method)
 
     def _prepare(self, ids: Any, vectors: Any, metadata: Any, id_type: pa.DataType | None) -> dict[str, Any]:
         """Validate one batch completely (nothing is written) and pool it."""
@@ -309,7 +341,8 @@ class Index:
         for f, arr in zip(fields, conform_metadata(b["meta"], fields, len(r))):
             cols[f.name] = arr
         cols["n_tokens"] = pa.array(r.lengths.astype(np.int32))
-        cols.update(encode_pooled(st, self._pool(r), keep_source))
+        pooled = b.pop("pooled", None)  # the first add's first batch was pooled to fit the codec
+        cols.update(encode_pooled(st, st.spec.pool(r) if pooled is None else pooled, keep_source))
         return pa.RecordBatch.from_pydict(cols)
 
     def _existing_ids(self, ds: lance.LanceDataset | None) -> tuple[pa.DataType | None, Any]:
@@ -417,8 +450,11 @@ class Index:
                 conform_metadata(first["meta"], fields, len(first["ragged"]))
             else:
                 if st is None:
-                    pooled = self._pool(first["ragged"])
-                    st = self._fit_state(pooled.values.astype(np.float32), pooled.n_tokens, explicit=False)
+                    spec, auto = self._pick_spec(first["ragged"])
+                    first["pooled"] = pooled = spec.pool(first["ragged"])
+                    st = self._fit_state(
+                        pooled.values.astype(np.float32), pooled.n_tokens, explicit=False, spec=spec, auto=auto
+                    )
                 schema, fields = self._docs_schema(first, st)
             keep_source = "source" in schema.names
             failure: list[BaseException] = []
@@ -579,7 +615,8 @@ class Index:
         bytes per original token, data-file bytes on disk, spec, version, codec training error and drift."""
         view = self._view
         st = view.state
-        code_size = st.codec.code_size if st else spec_mod.code_size(self.spec, self.dim)
+        spec = self.spec
+        code_size = st.codec.code_size if st else (None if spec is None else spec_mod.code_size(spec, self.dim))
         n_docs = n_tok = n_vec = 0
         cur_err = None
         disk = 0
@@ -594,11 +631,12 @@ class Index:
                 cur_err = float((err * nvec).sum() / n_vec)
             vinfo = next((v for v in view.ds.versions() if v["version"] == view.version), None)
             disk = int(vinfo["metadata"].get("total_files_size", 0)) if vinfo else 0
-        stored = n_vec * (code_size + (0 if st is not None and st.codec.has_coarse else 4))  # + int32 terms
+        stored = n_vec * ((code_size or 0) + (0 if st is not None and st.codec.has_coarse else 4))  # + int32 terms
         train_err = st.meta.get("train_error") if st else None
         return {
             "version": view.version,
-            "spec": str(self.spec),
+            "spec": "auto" if spec is None else str(spec),
+            "auto": st.meta.get("auto") if st else None,
             "dim": self.dim,
             "docs": n_docs,
             "tokens": n_tok,
@@ -634,4 +672,5 @@ class Index:
             return optimize(self, compact=compact, cleanup=cleanup, older_than=older_than, retrain=retrain)
 
     def __repr__(self) -> str:
-        return f"Index({self.root!r}, spec={str(self.spec)!r}, dim={self.dim}, version={self.version})"
+        spec = "auto" if self.spec is None else str(self.spec)
+        return f"Index({self.root!r}, spec={spec!r}, dim={self.dim}, version={self.version})"

@@ -68,6 +68,7 @@ class _State:
     codec: Any
     centroids: np.ndarray | None
     meta: dict[str, Any]
+    spec: Any  # the parsed spec (mvstore.spec.Spec) the codec was fit for: pooling + codec stages
 
 
 class _View:
