@@ -94,9 +94,6 @@ def check_allowed(allowed: Any, n_docs: int) -> np.ndarray | None:
     return mask
 
 
-_NO_MASK = np.ones(1, bool)  # placeholder the kernel never reads (use_mask=False)
-
-
 def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The best ``n`` of ``rows`` (ascending) by score, best first, ties by ascending row -> (int64, scores)."""
     if len(rows) > n:
@@ -167,6 +164,11 @@ class CentroidCandidates(CandidateGenerator):
             raise SearchParamsError(f"nprobe={nprobe!r} must be a positive integer")
         self.centroids = np.ascontiguousarray(c, dtype=np.float32)
         self.postings = postings if postings is not None else build_postings(terms, offsets, len(c))
+        if not isinstance(self.postings, Postings) or self.postings.n_terms != len(c):
+            raise DimensionMismatchError(
+                f"postings for {getattr(self.postings, 'n_terms', '?')} terms do not fit {len(c)} centroids; "
+                "pass the snapshot's own postings (or none: they are built from its terms)"
+            )
         self.n_docs = self.postings.n_docs
         self.nprobe = int(min(nprobe, len(c)))
         if isinstance(n_full, bool) or not isinstance(n_full, (int, np.integer)) or n_full < 1:
@@ -246,13 +248,11 @@ class CentroidCandidates(CandidateGenerator):
         # each token's nprobe best centroids, and its (nprobe+1)-th best similarity: the tightest upper bound
         # on what an unprobed centroid could score for it
         probe, bound = top_probes(st, nq, nprobe)
-        rows, scores = probed_interaction(
-            st, probe, bound, p.term_offsets, p.term_docs, _NO_MASK if mask is None else mask, mask is not None, slot
-        )
+        rows, scores = probed_interaction(st, probe, bound, p, mask, slot)
         if self.interaction == "full":
             rows = np.sort(_best(rows, scores, max(self.n_full, n))[0])
             parts = split_run(  # ~0.2 ms for 768 rows: a thread hand-off costs more than it saves below ~1k
-                lambda a, b: full_interaction(st, nq, rows[a:b], p.doc_offsets, p.doc_terms),
+                lambda a, b: full_interaction(st, nq, rows[a:b], p),
                 len(rows), self.threads, min_part=1024,
             )
             scores = parts[0] if len(parts) == 1 else np.concatenate(parts)
