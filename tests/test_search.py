@@ -294,6 +294,38 @@ def test_concurrent_searches_share_a_searcher(table_snapshots):
     assert [r for chunk in split_run(lambda a, b: list(range(a, b)), 1000, 2) for r in chunk] == list(range(1000))
 
 
+def test_searches_never_touch_the_blas_thread_limit(monkeypatch):
+    """Regression: every CPU search limited BLAS to one thread (threadpoolctl, process-wide) and restored the
+    limit on exit, so two overlapping searches restored each other's limit of 1 and left the whole process at
+    one BLAS thread. Searches (centroid, sparse) now leave it alone: inside overlapping searches and after
+    them it is what the process set."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from mvstore.search.sparse import SparseSearcher, attach_sparse_map
+
+    def blas():
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    docs = clustered_docs(80, seed=9)
+    snap = make_snapshot(docs, spec="sq8", n_centroids=16)  # decode-and-multiply stage 2: numpy products
+    attach_sparse_map(snap, "spk32t4")
+    queries = queries_from(docs, 8, seed=10)
+    seen = []
+    transform = snap.codec.transform_query
+    monkeypatch.setattr(snap.codec, "transform_query", lambda x: (seen.append(blas()), transform(x))[1])
+    searchers = [Searcher(snap, SearchParams(nprobe=2, n_rerank=20, device="cpu", threads=2)),
+                 SparseSearcher(snap, SearchParams(candidates="sparse", n_rerank=20))]
+    with threadpool_limits(limits=2, user_api="blas"):  # above 1 on any machine, so a limit of 1 would show
+        before = blas()
+        with ThreadPoolExecutor(4) as ex:
+            list(ex.map(lambda i: searchers[i % 2].search(queries[i % 8 : i % 8 + 1], 5), range(32)))
+        # (libraries loaded meanwhile, e.g. scipy's BLAS by the sparse searcher, come with their own setting)
+        assert len(seen) == 32 and all({f: x[f] for f in before} == before for x in seen), (before, seen)
+        assert {f: n for f, n in blas().items() if f in before} == before
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 def test_search_in_a_forked_child(table_snapshots):
     """A child forked after the parent searched (pool threads started) searches with its own pool."""
