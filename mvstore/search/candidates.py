@@ -16,7 +16,7 @@ rows, or None) is applied here, before any scoring: a filtered-out document neve
   document holds (``doc -> terms`` CSR) and ranks by that. Ranking: score descending, ties by ascending row.
   The CPU path runs compiled kernels (:mod:`mvstore.search._kernels`); the torch twin (CUDA, or ``device``
   a torch CPU device in tests) computes the same with tensor ops.
-* ``SearchParams(candidates="sparse")`` loads the SLIM generator from ``mvstore.search.sparse``.
+* ``SearchParams(candidates="sparse")``: the SLIM generator, :class:`mvstore.search.sparse.SparseCandidates`.
 
 >>> import numpy as np
 >>> from mvstore import Ragged
@@ -41,7 +41,6 @@ from ..exceptions import (
     DimensionMismatchError,
     InvalidDtypeError,
     InvalidVectorsError,
-    MissingDependencyError,
 )
 from ..ragged import Ragged
 from ._parallel import split_run
@@ -54,7 +53,6 @@ __all__ = [
     "CentroidCandidates",
     "as_query_list",
     "check_allowed",
-    "load_sparse_generator",
 ]
 
 
@@ -363,29 +361,3 @@ def _top_rows_torch(rows: Any, scores: Any, n: int) -> Any:
     else:
         order = torch.sort(scores, descending=True, stable=True).indices
     return rows[order]
-
-
-def load_sparse_generator(snapshot: Any, params: Any) -> CandidateGenerator:
-    """The SLIM sparse-term generator from ``mvstore.search.sparse`` (written separately).
-
-    Raises MissingDependencyError when that module is not part of this installation: never falls back.
-    """
-    import importlib
-
-    try:
-        mod = importlib.import_module("mvstore.search.sparse")
-    except ModuleNotFoundError as e:
-        if e.name not in ("mvstore.search.sparse",):
-            raise
-        raise MissingDependencyError(
-            "SearchParams(candidates='sparse') needs mvstore.search.sparse (the SLIM generator), which this "
-            "installation lacks; use candidates='centroid' or 'exhaustive', or upgrade mvstore"
-        ) from e
-    factory = getattr(mod, "SparseCandidates", None)
-    if factory is None:
-        raise MissingDependencyError(
-            "mvstore.search.sparse has no SparseCandidates generator; use candidates='centroid' or 'exhaustive'"
-        )
-    if hasattr(factory, "from_snapshot"):
-        return factory.from_snapshot(snapshot, params=params)
-    return factory(snapshot, params=params)

@@ -28,7 +28,6 @@ from .candidates import (
     CentroidCandidates,
     ExhaustiveCandidates,
     check_allowed,
-    load_sparse_generator,
 )
 from .maxsim import doc_chunks, maxsim_batch, maxsim_torch_tensors
 from .params import SearchParams, SearchParamsError
@@ -116,7 +115,9 @@ class Searcher:
                 s.extras.setdefault("postings", gen.postings)
                 self._generator = gen
             else:
-                self._generator = load_sparse_generator(s, self.params)
+                from .sparse import SparseCandidates  # imports this module: loaded on first use
+
+                self._generator = SparseCandidates.from_snapshot(s, self.params)
         return self._generator
 
     # ------------------------------------------------------------------------------- search
