@@ -277,3 +277,17 @@ def test_entry_points_check_per_query_arrays(rng):
     for call, err, match in cases:
         with pytest.raises(err, match=match):
             call()
+
+
+def test_generator_refuses_postings_of_other_centroids(rng):
+    """The generator's centroids fix the rows of every similarity matrix its kernels index with the postings'
+    terms: postings built for another centroid count are refused up front."""
+    from mvstore.search.candidates import CentroidCandidates
+
+    p, terms, offsets = _postings(rng, n_docs=5, n_terms=10)
+    with pytest.raises(DimensionMismatchError, match="postings for 10 terms do not fit 8 centroids"):
+        CentroidCandidates(terms, offsets, np.eye(8, 4, dtype=np.float32), postings=p)
+    with pytest.raises(DimensionMismatchError, match="postings for \\? terms"):
+        CentroidCandidates(terms, offsets, np.eye(10, 4, dtype=np.float32), postings=object())
+    gen = CentroidCandidates(terms, offsets, np.eye(10, 4, dtype=np.float32), postings=p)
+    assert gen.postings is p
