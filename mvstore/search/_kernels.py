@@ -86,8 +86,26 @@ def _width(name: str, width: int, nq: Any) -> None:
         raise DimensionMismatchError(f"nq={nq!r} query tokens must be an int in [1, {width}] (the {name} columns)")
 
 
+@numba.njit(cache=True, nogil=True)
+def _outside(ids, n):  # pragma: no cover - compiled
+    """Whether any of the integer ``ids`` (any shape) lies outside ``[0, n)``: one pass, no temporaries."""
+    for x in ids.flat:
+        if x < 0 or x >= n:
+            return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _ranges_outside(starts, lengths, n):  # pragma: no cover - compiled
+    """Whether any range ``[starts[i], starts[i] + lengths[i])`` is reversed or reaches outside ``[0, n)``."""
+    for i in range(len(starts)):
+        if starts[i] < 0 or lengths[i] < 0 or starts[i] + lengths[i] > n:
+            return True
+    return False
+
+
 def _ids_in(name: str, ids: np.ndarray, n: int, what: str) -> None:
-    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= n):
+    if _outside(ids, n):
         raise InvalidVectorsError(
             f"{name} holds ids in [{int(ids.min())}, {int(ids.max())}] but {what} has {n}; take them from the "
             "same snapshot"
@@ -453,7 +471,7 @@ def probed_interaction(
             f"probed_interaction needs st ({p.n_terms}, >= nq), probe (nq, nprobe), bound (nq,), slot ({p.n_docs},); "
             f"got st {st.shape}, probe {probe.shape}, bound {bound.shape}, slot {slot.shape}"
         )
-    _ids_in("probe", probe.ravel(), p.n_terms, "the postings' term count")
+    _ids_in("probe", probe, p.n_terms, "the postings' term count")
     if mask is not None:
         mask = _array("mask", mask, np.bool_, 1)
         if len(mask) != p.n_docs:
@@ -500,7 +518,7 @@ def table_maxsim(codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, tab
         )
     if starts.shape != lengths.shape:
         raise DimensionMismatchError(f"starts {starts.shape} and lengths {lengths.shape} must have one entry per document")
-    if len(starts) and (int(starts.min()) < 0 or int(lengths.min()) < 0 or int((starts + lengths).max()) > len(codes)):
+    if _ranges_outside(starts, lengths, len(codes)):
         raise InvalidVectorsError(
             f"document vector ranges reach outside the {len(codes)} codes; take starts/lengths from the same snapshot"
         )

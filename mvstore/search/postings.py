@@ -53,9 +53,8 @@ class Postings:
         """Check, once per snapshot, what the compiled search kernels rely on without bounds checks: C-contiguous
         int64 offsets from 0 to the pair count, non-decreasing, and int32 ids inside ``[0, n_docs)`` /
         ``[0, n_terms)`` (:mod:`mvstore.search._kernels` only checks per-query arrays against these counts)."""
-        for name, off, ids, dtype in (("term", self.term_offsets, self.term_docs, np.int32),
-                                      ("doc", self.doc_offsets, self.doc_terms, np.int32)):
-            for what, a, want in ((f"{name}_offsets", off, np.int64), (f"{name} ids", ids, dtype)):
+        for name, off, ids in (("term", self.term_offsets, self.term_docs), ("doc", self.doc_offsets, self.doc_terms)):
+            for what, a, want in ((f"{name}_offsets", off, np.int64), (f"{name} ids", ids, np.int32)):
                 if not (isinstance(a, np.ndarray) and a.dtype == want and a.ndim == 1 and a.flags.c_contiguous):
                     raise InvalidDtypeError(f"Postings {what} must be a C-contiguous 1-D {np.dtype(want)} array; "
                                             "build postings with build_postings")
