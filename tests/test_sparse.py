@@ -140,7 +140,7 @@ def test_sparse_codecs_are_registered_and_spec_grammar():
                     ("slim100000t8p1.5", 40)]:
         assert str(parse(s)) == s
         assert code_size(s, 384) == size
-        assert build_pipeline(s, 384).spec() == s.split(",", 1)[1] if s.startswith("pool") else s
+        assert build_pipeline(s, 384).spec() == (s.split(",", 1)[1] if s.startswith("pool") else s)
     assert bytes_per_token("pool2,spk4096t8", 384) == 12.0
     assert is_sparse_codec(build_pipeline("pca64,spk1024t8", 384)) and not is_sparse_codec(build_pipeline("fp16", 8))
     for bad, match in [("spk4096", r"expected spk<V>t<t>\[p<thr>\]"), ("slimhead", "expected slim<V>t<t>"),
@@ -341,7 +341,7 @@ def test_searcher_loads_sparse_generator(sparse_snap, corpus):
     _, queries = corpus
     res = Searcher(sparse_snap, SearchParams(candidates="sparse", n_rerank=1000)).search(queries, 5)
     ours = SparseSearcher(sparse_snap, SearchParams(n_rerank=1000)).search(queries, 5)
-    for (a, sa), (b, sb) in zip(res, ours):
+    for (a, sa), (b, sb) in zip(res, ours, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(sa, sb, rtol=1e-4, atol=1e-5)
 
@@ -355,7 +355,7 @@ def test_sparse_prefilter_dense_rerank(corpus):
     assert snap.extras["sparse_map"] is m and m.dim_in == 32
     oracle = Searcher(snap, SearchParams(candidates="exhaustive")).search(queries, 10)
     full = SparseSearcher(snap, SearchParams(n_rerank=snap.n_docs)).search(queries, 10)
-    for (a, sa), (b, sb) in zip(full, oracle):
+    for (a, sa), (b, sb) in zip(full, oracle, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(sa, sb, rtol=1e-5)
     res = Searcher(snap, SearchParams(candidates="sparse", n_rerank=30)).search(queries, 10)

@@ -1,7 +1,9 @@
 """Intra-query parallelism for CPU search: split one query's heavy steps (the query-centroid product, the
-stage-2 scoring) into contiguous parts run on a shared thread pool. The parts are numpy BLAS calls and
-numba ``nogil`` kernels, which release the GIL, so threads run them in parallel; BLAS itself stays
-single-threaded (see :func:`mvstore.search.searcher.single_thread_blas`), so nothing is oversubscribed.
+full centroid interaction, the stage-2 table scoring) into contiguous parts run on a shared thread pool. The
+parts are numba ``nogil`` kernels (:mod:`mvstore.search._kernels`), which release the GIL, so threads run
+them in parallel. Parts must not call BLAS: BLAS runs its own threads, and keeping it to one thread per part
+would need a process-wide limit (threadpoolctl), which overlapping searches would leave set and which
+would slow the caller's own numpy code.
 
 Parts never submit work themselves (no nesting), so the shared pool cannot deadlock.
 """

@@ -9,8 +9,11 @@ similarities, first copies the whole centroid matrix into packed panels. These i
 values in vector registers (``chunks`` x 8 float32 lanes, a compile-time constant). LLVM lowers the 8-lane
 vectors to the target's SIMD (AVX2 here, two SSE/NEON registers elsewhere), so they are portable.
 
-Callers pass ``chunks`` (and ``rows``) as literal constants, one specialization each, and check every shape
-and index beforehand: the intrinsics read through raw pointers without bounds checks.
+Callers pass ``chunks`` (and ``rows``) as literal constants, one specialization each. The intrinsics read
+through raw pointers without bounds checks: they accept (at typing time) only C-contiguous arrays of the
+documented dtypes, and every shape and index must be checked beforehand, which the checked entry points of
+:mod:`mvstore.search._kernels` do. Every load and address computation names its LLVM type explicitly
+(``typ=``, ``source_etype=``), so the IR does not depend on typed pointers.
 """
 
 from __future__ import annotations
@@ -32,13 +35,25 @@ MAX_CHUNKS = 4
 _F32 = ir.FloatType()
 _VEC = ir.VectorType(_F32, LANES)
 _I64 = ir.IntType(64)
-_I8P = ir.IntType(8).as_pointer()
+_I8 = ir.IntType(8)
+_I8P = _I8.as_pointer()
 
 
 def _literal_int(t: types.Type) -> int | None:
     if isinstance(t, types.IntegerLiteral) and 1 <= t.literal_value <= MAX_CHUNKS:
         return int(t.literal_value)
     return None
+
+
+def _c_array(t: types.Type, dtype: types.Type | None, ndim: int) -> bool:
+    """Whether ``t`` is a C-contiguous ``ndim``-D array of ``dtype`` (any integer dtype when None)."""
+    if not (isinstance(t, types.Array) and t.ndim == ndim and t.layout == "C"):
+        return False
+    return isinstance(t.dtype, types.Integer) if dtype is None else t.dtype == dtype
+
+
+def _ints(*ts: types.Type) -> bool:
+    return all(isinstance(t, types.Integer) for t in ts)
 
 
 class _Array(NamedTuple):
@@ -67,8 +82,18 @@ def _col_bytes(builder: ir.IRBuilder, col: ir.Value) -> ir.Value:
     return builder.mul(col, ir.Constant(_I64, 4))  # float32 lanes -> bytes
 
 
+def _byte_gep(builder: ir.IRBuilder, base_i8: ir.Value, offset: ir.Value) -> ir.Value:
+    """``base_i8 + offset`` (bytes)."""
+    return builder.gep(base_i8, [offset], source_etype=_I8)
+
+
 def _load_vec(builder: ir.IRBuilder, base_i8: ir.Value, offset: ir.Value) -> ir.Value:
-    return builder.load(builder.bitcast(builder.gep(base_i8, [offset]), _VEC.as_pointer()), align=4)
+    return builder.load(builder.bitcast(_byte_gep(builder, base_i8, offset), _VEC.as_pointer()), align=4, typ=_VEC)
+
+
+def _load_acc(builder: ir.IRBuilder, acc: ir.Value) -> ir.Value:
+    """A running vector (an ``alloca`` of one ``<8 x float>``)."""
+    return builder.load(acc, typ=_VEC)
 
 
 def _vmax(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
@@ -79,8 +104,8 @@ def _store_max(builder: ir.IRBuilder, mx_i8: ir.Value, col_bytes: ir.Value, accs
     """``mx[col + 8k : col + 8k + 8] = max(mx[...], accs[k])`` for every chunk ``k``."""
     for k, acc in enumerate(accs):
         off = builder.add(col_bytes, ir.Constant(_I64, 4 * LANES * k))
-        ptr = builder.bitcast(builder.gep(mx_i8, [off]), _VEC.as_pointer())
-        builder.store(_vmax(builder, acc, builder.load(ptr, align=4)), ptr, align=4)
+        ptr = builder.bitcast(_byte_gep(builder, mx_i8, off), _VEC.as_pointer())
+        builder.store(_vmax(builder, acc, builder.load(ptr, align=4, typ=_VEC)), ptr, align=4)
 
 
 @intrinsic
@@ -93,20 +118,23 @@ def table_fold_max(typingctx, table, codes, v, col, mx, chunks):
     table: float32 3-D C array; codes: uint8 2-D C array; v, col: ints; mx: float32 1-D C array.
     """
     k = _literal_int(chunks)
-    if k is None:
+    if k is None or not (
+        _c_array(table, types.float32, 3) and _c_array(codes, types.uint8, 2) and _ints(v, col)
+        and _c_array(mx, types.float32, 1)
+    ):
         return None
     sig = types.void(table, codes, v, col, mx, chunks)
 
     def codegen(context, builder, signature, args):
         tab, cod, v_, col, mxa = _unpack(context, builder, signature, args)[:5]
         col_bytes = _col_bytes(builder, col)
-        row_codes = builder.gep(cod.data, [builder.mul(v_, cod.strides[0])])
+        row_codes = _byte_gep(builder, cod.data, builder.mul(v_, cod.strides[0]))
         accs = [cgutils.alloca_once_value(builder, ir.Constant(_VEC, None)) for _ in range(k)]
 
         def fold(nibble: bool) -> None:
             with cgutils.for_range(builder, cod.shape[1]) as loop:
                 j = loop.index
-                byte = builder.zext(builder.load(builder.gep(row_codes, [j])), _I64)
+                byte = builder.zext(builder.load(_byte_gep(builder, row_codes, j), typ=_I8), _I64)
                 if nibble:
                     lo = builder.mul(j, ir.Constant(_I64, 2))
                     hi = builder.add(lo, ir.Constant(_I64, 1))
@@ -125,7 +153,7 @@ def table_fold_max(typingctx, table, codes, v, col, mx, chunks):
                 ]
                 for c, acc in enumerate(accs):
                     lane = ir.Constant(_I64, 4 * LANES * c)
-                    total = builder.load(acc)
+                    total = _load_acc(builder, acc)
                     for o in offs:
                         total = builder.fadd(total, _load_vec(builder, tab.data, builder.add(o, lane)))
                     builder.store(total, acc)
@@ -136,7 +164,7 @@ def table_fold_max(typingctx, table, codes, v, col, mx, chunks):
                 fold(True)
             with whole_byte:
                 fold(False)
-        _store_max(builder, mxa.data, col_bytes, [builder.load(a) for a in accs])
+        _store_max(builder, mxa.data, col_bytes, [_load_acc(builder, a) for a in accs])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -146,10 +174,13 @@ def table_fold_max(typingctx, table, codes, v, col, mx, chunks):
 def rows_max(typingctx, mat, rows, a, b, col, mx, chunks):
     """``mx[col:col + 8*chunks] = max(mx[...], mat[rows[i], col:...] for i in [a, b))``.
 
-    mat: float32 2-D C array; rows: integer 1-D C array; a, b, col: ints; mx: float32 1-D C array.
+    mat: float32 2-D C array; rows: integer 1-D array (any stride); a, b, col: ints; mx: float32 1-D C array.
     """
     k = _literal_int(chunks)
-    if k is None:
+    if k is None or not (
+        _c_array(mat, types.float32, 2) and isinstance(rows, types.Array) and rows.ndim == 1
+        and isinstance(rows.dtype, types.Integer) and _ints(a, b, col) and _c_array(mx, types.float32, 1)
+    ):
         return None
     sig = types.void(mat, rows, a, b, col, mx, chunks)
 
@@ -157,21 +188,22 @@ def rows_max(typingctx, mat, rows, a, b, col, mx, chunks):
         m, r, a_, b_, col, mxa = _unpack(context, builder, signature, args)[:6]
         col_bytes = _col_bytes(builder, col)
         row_ty = signature.args[1].dtype
-        row_ptr_ty = context.get_data_type(row_ty).as_pointer()
+        row_llty = context.get_data_type(row_ty)
         ninf = ir.Constant(_VEC, [ir.Constant(_F32, float("-inf"))] * LANES)
         accs = [cgutils.alloca_once_value(builder, ninf) for _ in range(k)]
         n = builder.sub(b_, a_)
         with cgutils.for_range(builder, n) as loop:
             i = builder.add(a_, loop.index)
             row = builder.load(
-                builder.bitcast(builder.gep(r.data, [builder.mul(i, r.strides[0])]), row_ptr_ty)
+                builder.bitcast(_byte_gep(builder, r.data, builder.mul(i, r.strides[0])), row_llty.as_pointer()),
+                typ=row_llty,
             )
             row = context.cast(builder, row, row_ty, types.int64)
             off = builder.add(builder.mul(row, m.strides[0]), col_bytes)
             for c, acc in enumerate(accs):
                 x = _load_vec(builder, m.data, builder.add(off, ir.Constant(_I64, 4 * LANES * c)))
-                builder.store(_vmax(builder, builder.load(acc), x), acc)
-        _store_max(builder, mxa.data, col_bytes, [builder.load(acc) for acc in accs])
+                builder.store(_vmax(builder, _load_acc(builder, acc), x), acc)
+        _store_max(builder, mxa.data, col_bytes, [_load_acc(builder, acc) for acc in accs])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -194,6 +226,10 @@ def dot_rows(typingctx, a, bt, row, col, out, chunks, rows):
     """
     k = _literal_int(chunks)
     if k is None or not isinstance(rows, types.IntegerLiteral):
+        return None
+    if not (_c_array(a, types.float32, 2) and _c_array(bt, types.float32, 2) and _c_array(out, types.float32, 2)):
+        return None
+    if not _ints(row, col):
         return None
     if not 1 <= rows.literal_value <= DOT_ROWS[k]:
         return None
@@ -220,9 +256,9 @@ def dot_rows(typingctx, a, bt, row, col, out, chunks, rows):
             splats = []
             for r in range(n_rows):
                 x_ptr = builder.bitcast(
-                    builder.gep(am.data, [builder.add(row_offs[r], d_bytes)]), _F32.as_pointer()
+                    _byte_gep(builder, am.data, builder.add(row_offs[r], d_bytes)), _F32.as_pointer()
                 )
-                x = builder.load(x_ptr, align=4)
+                x = builder.load(x_ptr, align=4, typ=_F32)
                 splats.append(
                     builder.shuffle_vector(
                         builder.insert_element(ir.Constant(_VEC, None), x, ir.Constant(ir.IntType(32), 0)),
@@ -234,15 +270,15 @@ def dot_rows(typingctx, a, bt, row, col, out, chunks, rows):
                 bv = _load_vec(builder, bm.data, builder.add(b_off, ir.Constant(_I64, 4 * LANES * c)))
                 for r in range(n_rows):
                     builder.store(
-                        builder.call(fmuladd, [splats[r], bv, builder.load(accs[r][c])]), accs[r][c]
+                        builder.call(fmuladd, [splats[r], bv, _load_acc(builder, accs[r][c])]), accs[r][c]
                     )
         for r in range(n_rows):
             o_off = builder.add(
                 builder.mul(builder.add(row_, ir.Constant(_I64, r)), om.strides[0]), col_bytes
             )
             for c in range(k):
-                ptr = builder.gep(om.data, [builder.add(o_off, ir.Constant(_I64, 4 * LANES * c))])
-                builder.store(builder.load(accs[r][c]), builder.bitcast(ptr, _VEC.as_pointer()), align=4)
+                ptr = _byte_gep(builder, om.data, builder.add(o_off, ir.Constant(_I64, 4 * LANES * c)))
+                builder.store(_load_acc(builder, accs[r][c]), builder.bitcast(ptr, _VEC.as_pointer()), align=4)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -16,7 +16,7 @@ rows, or None) is applied here, before any scoring: a filtered-out document neve
   document holds (``doc -> terms`` CSR) and ranks by that. Ranking: score descending, ties by ascending row.
   The CPU path runs compiled kernels (:mod:`mvstore.search._kernels`); the torch twin (CUDA, or ``device``
   a torch CPU device in tests) computes the same with tensor ops.
-* ``SearchParams(candidates="sparse")`` loads the SLIM generator from ``mvstore.search.sparse``.
+* ``SearchParams(candidates="sparse")``: the SLIM generator, :class:`mvstore.search.sparse.SparseCandidates`.
 
 >>> import numpy as np
 >>> from mvstore import Ragged
@@ -41,7 +41,6 @@ from ..exceptions import (
     DimensionMismatchError,
     InvalidDtypeError,
     InvalidVectorsError,
-    MissingDependencyError,
 )
 from ..ragged import Ragged
 from ._parallel import split_run
@@ -54,7 +53,6 @@ __all__ = [
     "CentroidCandidates",
     "as_query_list",
     "check_allowed",
-    "load_sparse_generator",
 ]
 
 
@@ -92,9 +90,6 @@ def check_allowed(allowed: Any, n_docs: int) -> np.ndarray | None:
     if mask.shape != (n_docs,):
         raise DimensionMismatchError(f"allowed has shape {mask.shape} but the snapshot has {n_docs} rows")
     return mask
-
-
-_NO_MASK = np.ones(1, bool)  # placeholder the kernel never reads (use_mask=False)
 
 
 def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +162,11 @@ class CentroidCandidates(CandidateGenerator):
             raise SearchParamsError(f"nprobe={nprobe!r} must be a positive integer")
         self.centroids = np.ascontiguousarray(c, dtype=np.float32)
         self.postings = postings if postings is not None else build_postings(terms, offsets, len(c))
+        if not isinstance(self.postings, Postings) or self.postings.n_terms != len(c):
+            raise DimensionMismatchError(
+                f"postings for {getattr(self.postings, 'n_terms', '?')} terms do not fit {len(c)} centroids; "
+                "pass the snapshot's own postings (or none: they are built from its terms)"
+            )
         self.n_docs = self.postings.n_docs
         self.nprobe = int(min(nprobe, len(c)))
         if isinstance(n_full, bool) or not isinstance(n_full, (int, np.integer)) or n_full < 1:
@@ -246,13 +246,11 @@ class CentroidCandidates(CandidateGenerator):
         # each token's nprobe best centroids, and its (nprobe+1)-th best similarity: the tightest upper bound
         # on what an unprobed centroid could score for it
         probe, bound = top_probes(st, nq, nprobe)
-        rows, scores = probed_interaction(
-            st, probe, bound, p.term_offsets, p.term_docs, _NO_MASK if mask is None else mask, mask is not None, slot
-        )
+        rows, scores = probed_interaction(st, probe, bound, p, mask, slot)
         if self.interaction == "full":
             rows = np.sort(_best(rows, scores, max(self.n_full, n))[0])
             parts = split_run(  # ~0.2 ms for 768 rows: a thread hand-off costs more than it saves below ~1k
-                lambda a, b: full_interaction(st, nq, rows[a:b], p.doc_offsets, p.doc_terms),
+                lambda a, b: full_interaction(st, nq, rows[a:b], p),
                 len(rows), self.threads, min_part=1024,
             )
             scores = parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -363,29 +361,3 @@ def _top_rows_torch(rows: Any, scores: Any, n: int) -> Any:
     else:
         order = torch.sort(scores, descending=True, stable=True).indices
     return rows[order]
-
-
-def load_sparse_generator(snapshot: Any, params: Any) -> CandidateGenerator:
-    """The SLIM sparse-term generator from ``mvstore.search.sparse`` (written separately).
-
-    Raises MissingDependencyError when that module is not part of this installation: never falls back.
-    """
-    import importlib
-
-    try:
-        mod = importlib.import_module("mvstore.search.sparse")
-    except ModuleNotFoundError as e:
-        if e.name not in ("mvstore.search.sparse",):
-            raise
-        raise MissingDependencyError(
-            "SearchParams(candidates='sparse') needs mvstore.search.sparse (the SLIM generator), which this "
-            "installation lacks; use candidates='centroid' or 'exhaustive', or upgrade mvstore"
-        ) from e
-    factory = getattr(mod, "SparseCandidates", None)
-    if factory is None:
-        raise MissingDependencyError(
-            "mvstore.search.sparse has no SparseCandidates generator; use candidates='centroid' or 'exhaustive'"
-        )
-    if hasattr(factory, "from_snapshot"):
-        return factory.from_snapshot(snapshot, params=params)
-    return factory(snapshot, params=params)

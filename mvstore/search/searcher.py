@@ -15,7 +15,6 @@ a GPU.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,6 @@ from .candidates import (
     CentroidCandidates,
     ExhaustiveCandidates,
     check_allowed,
-    load_sparse_generator,
 )
 from .maxsim import doc_chunks, maxsim_batch, maxsim_torch_tensors
 from .params import SearchParams, SearchParamsError
@@ -40,22 +38,6 @@ __all__ = ["Searcher", "top_k"]
 
 #: decoded vectors held at once in stage 2 (per chunk), bounding memory for large candidate sets
 MAX_DECODED_VECTORS = 1 << 17
-
-_BLAS = None
-
-
-def single_thread_blas() -> AbstractContextManager:
-    """Limit BLAS to one thread (threadpoolctl, a scikit-learn dependency) for the small matrix products of
-    a two-stage search: OpenBLAS spreading a (10k x 128) @ (128 x 32) product over threads costs ~9x more
-    CPU time than one thread on a busy machine (measured). A query's heavy steps are split over the
-    searcher's own ``threads`` instead (:mod:`mvstore.search._parallel`), each part single-threaded BLAS."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
-
 
 def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` of ``rows`` by ``scores`` -> ``(rows int64, scores float32)``, best first, ties by row.
@@ -133,7 +115,9 @@ class Searcher:
                 s.extras.setdefault("postings", gen.postings)
                 self._generator = gen
             else:
-                self._generator = load_sparse_generator(s, self.params)
+                from .sparse import SparseCandidates  # imports this module: loaded on first use
+
+                self._generator = SparseCandidates.from_snapshot(s, self.params)
         return self._generator
 
     # ------------------------------------------------------------------------------- search
@@ -155,18 +139,14 @@ class Searcher:
         if s.n_docs == 0:
             return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in range(len(queries))]
         bs = self.params.batch_size
-        small = not self.use_torch and self.candidate_kind != "exhaustive"
-        with single_thread_blas() if small else nullcontext():
-            for a in range(0, len(queries), bs):
-                batch = queries[a : a + bs]
-                qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
-                if self.use_torch:
-                    cands = self.stage1(qt, k, mask)
-                    scores = self._score_torch(qt, cands)
-                else:
-                    cands = self.stage1(qt, k, mask)
-                    scores = self._score_numpy(qt, cands)
-                out.extend(top_k(c, sc, k) for c, sc in zip(cands, scores))
+        # no BLAS thread limit here: it is process-wide state (overlapping searches would leave it set, and it
+        # slows the caller's own numpy); the steps split over the search pool call no BLAS
+        for a in range(0, len(queries), bs):
+            batch = queries[a : a + bs]
+            qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
+            cands = self.stage1(qt, k, mask)
+            scores = self._score_torch(qt, cands) if self.use_torch else self._score_numpy(qt, cands)
+            out.extend(top_k(c, sc, k) for c, sc in zip(cands, scores))
         return out
 
     def stage1(self, qt: Ragged, k: int, mask: np.ndarray | None) -> list[np.ndarray]:

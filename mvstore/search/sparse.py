@@ -50,7 +50,7 @@ from .candidates import CandidateGenerator, as_query_list, check_allowed
 from .maxsim import doc_chunks, maxsim_batch
 from .params import SearchParams, SearchParamsError
 from .postings import ranges
-from .searcher import single_thread_blas, top_k
+from .searcher import top_k
 
 __all__ = [
     "SparsePostings",
@@ -438,12 +438,11 @@ class SparseSearcher:
         out = []
         n = max(self.params.n_rerank, int(k))
         bs = self.params.batch_size
-        with single_thread_blas():  # small per-query products: threads cost more than they save
-            for a in range(0, len(queries), bs):
-                batch = queries[a : a + bs]
-                qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
-                cands = self.generator.candidates(qt, n, mask)
-                out.extend(top_k(rows, self.score_rows(qt[i : i + 1], rows)[0], int(k)) for i, rows in enumerate(cands))
+        for a in range(0, len(queries), bs):
+            batch = queries[a : a + bs]
+            qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
+            cands = self.generator.candidates(qt, n, mask)
+            out.extend(top_k(rows, self.score_rows(qt[i : i + 1], rows)[0], int(k)) for i, rows in enumerate(cands))
         return out
 
     def score_rows(self, qt: Ragged, rows: np.ndarray) -> np.ndarray:
