@@ -133,7 +133,8 @@ class Ragged:
             _check_float(a, f"document {i}")
             if a.ndim != 2:
                 raise InvalidVectorsError(
-                    f"document {i} has shape {a.shape}; each document must be a 2-D (n_tokens, dim) matrix"
+                    f"document {i} has shape {a.shape}; each document must be a 2-D (n_tokens, dim) matrix "
+                    "(one token vector: x.reshape(1, -1))"
                 )
             if a.shape[0] == 0 and not allow_empty:
                 raise InvalidVectorsError(
@@ -294,6 +295,11 @@ def as_ragged(x: Any, *, dim: int | None = None, what: str = "token vectors") ->
             )
         return x.check_finite()
     if isinstance(x, np.ndarray) or type(x).__module__.startswith("torch"):
+        if getattr(x, "ndim", 0) < 2:
+            raise InvalidVectorsError(
+                f"{what}: got a {x.ndim}-D array of shape {tuple(x.shape)}, not a list of (n_tokens, dim) "
+                "matrices; one token vector is a (1, dim) matrix: pass [x.reshape(1, -1)]"
+            )
         if getattr(x, "ndim", 0) == 2:
             raise InvalidVectorsError(
                 f"{what}: got one 2-D matrix of shape {tuple(x.shape)}; pass a list of per-document "

@@ -92,6 +92,9 @@ def test_as_ragged_coerces_and_validates(rng):
         as_ragged(d[0])
     with pytest.raises(InvalidVectorsError, match="from_padded"):
         as_ragged(np.zeros((2, 3, 4), np.float32))
+    for one_vector in (d[0][0], torch.from_numpy(d[0][0])):  # not "document 0 is a float32"
+        with pytest.raises(InvalidVectorsError, match=r"1-D array of shape \(4,\).*x.reshape\(1, -1\)"):
+            as_ragged(one_vector)
     with pytest.raises(DimensionMismatchError, match="dim 4 but dim 8"):
         as_ragged(r, dim=8)
     with pytest.raises(InvalidDtypeError, match="sequence"):
