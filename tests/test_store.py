@@ -519,6 +519,11 @@ def test_metadata_struct_fields_are_never_dropped(uri, docs):
     with pytest.raises(InvalidMetadataError, match=r"field 'tags\[\].v' is not in this index's column 'tags'"):
         idx.upsert([0], docs[3:4], metadata=[{"tags": [{"k": "b", "v": 1}]}])
     assert idx.version == 1
+    for name in ("a.b", "a`b", ""):  # Lance refuses a '.'; a '`' would break every filter on the table
+        with pytest.raises(InvalidMetadataError, match="without '.' or '`'; rename it"):
+            idx.add([3], docs[3:4], metadata={name: [1]})
+    with pytest.raises(InvalidMetadataError, match="column name 3 is a int; use a str name"):
+        idx.add([3], docs[3:4], metadata=[{3: "x"}])
     idx.add([3], docs[3:4], metadata=[{"src": {"page": 3}}])  # a subset of the fields is fine
     assert stored(uri, ["src"])[-1] == {"id": 3, "src": {"page": 3}}
 

@@ -334,6 +334,12 @@ def normalize_metadata(metadata: Any, n: int) -> pa.Table | None:
         raise InvalidMetadataError(
             f"metadata has {tbl.num_rows} rows but there are {n} documents; pass exactly one row per document"
         )
+    odd = next((c for c in tbl.column_names if not c or "." in c or "`" in c), None)
+    if odd is not None:  # Lance refuses '.' in a column name; a '`' breaks every filter on the table
+        raise InvalidMetadataError(
+            f"metadata column name {odd!r} cannot be stored: names must be non-empty without '.' or '`'; "
+            "rename it (e.g. " + repr(odd.replace(".", "_").replace("`", "") or "col") + ")"
+        )
     reserved = [c for c in tbl.column_names if c in DOCS_SYSTEM_COLUMNS or c.startswith("_")]
     if reserved:
         raise InvalidMetadataError(
@@ -349,8 +355,8 @@ def _columns_table(columns: dict[Any, Any]) -> pa.Table:
     """A dict of columns -> Arrow table, converting (and blaming) one column at a time."""
     arrays = {}
     for name, values in columns.items():
-        if not isinstance(name, str) or not name:
-            raise InvalidMetadataError(f"metadata column name {name!r} is not a non-empty string; rename it")
+        if not isinstance(name, str):
+            raise InvalidMetadataError(f"metadata column name {name!r} is a {type(name).__name__}; use a str name")
         if isinstance(values, (pa.Array, pa.ChunkedArray)):
             arrays[name] = values
             continue
