@@ -567,6 +567,8 @@ def test_ids_and_metadata_outside_what_can_be_stored(uri, docs):
         s_idx.add(["a\udc80"], docs[:1])
     with pytest.raises(InvalidMetadataError, match=r"column 'text'.*lone surrogate '\\ud800' at position 0"):
         s_idx.add(["a"], docs[:1], metadata={"text": ["\ud800x"]})
+    with pytest.raises(InvalidDtypeError, match=r"types \['int', 'str'\]; ids must be all ints or all strings"):
+        s_idx.add([1, "a"], docs[:2])  # numpy would have made them the strings "1" and "a"
     assert idx.version == 2 and s_idx.version == 0
 
 

@@ -437,7 +437,7 @@ class Index:
                     if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                         raise InvalidDtypeError(
                             f"batch {i} is a {type(item).__name__}; each batch must be (ids, vectors) or "
-                            "(ids, vectors, metadata)"
+                            "(ids, vectors, metadata); to add one batch call add(ids, vectors)"
                         )
                     b = self._prepare(item[0], item[1], item[2] if len(item) == 3 else None, id_type)
                     seen = self._check_new(b["ids"], seen)

@@ -182,13 +182,14 @@ def normalize_ids(ids: Any, n: int | None = None, *, id_type: pa.DataType | None
     else:
         if hasattr(ids, "to_numpy") and not isinstance(ids, np.ndarray):  # pandas
             ids = ids.to_numpy()
-        a = np.asarray(ids)
+        # a Python sequence is read element by element: numpy would turn [1, "a"] into the strings "1", "a"
+        a = np.asarray(ids, dtype=object) if isinstance(ids, (list, tuple)) and len(ids) else np.asarray(ids)
         if a.dtype == object:
-            kinds = {type(x) for x in a.tolist()}
+            kinds = {type(x) for x in a.reshape(-1).tolist()}
             if kinds <= {str}:
                 a = a.astype(str)
             elif all(issubclass(k, (int, np.integer)) and not issubclass(k, (bool, np.bool_)) for k in kinds):
-                big = next((x for x in a.tolist() if not _INT64_MIN <= x <= _INT64_MAX), None)
+                big = next((x for x in a.reshape(-1).tolist() if not _INT64_MIN <= x <= _INT64_MAX), None)
                 if big is not None:
                     raise InvalidIdError(
                         f"id {big} is outside the int64 range [-2**63, 2**63 - 1]; use string ids (str(i)) instead"
@@ -196,7 +197,8 @@ def normalize_ids(ids: Any, n: int | None = None, *, id_type: pa.DataType | None
                 a = a.astype(np.int64)
             else:
                 raise InvalidDtypeError(
-                    f"ids mix types {sorted(k.__name__ for k in kinds)}; use all ints or all strings"
+                    f"ids have the types {sorted(k.__name__ for k in kinds)}; ids must be all ints or all strings "
+                    "(e.g. np.arange(n) or ['doc1', ...])"
                 )
         if a.ndim != 1:
             raise InvalidDtypeError(f"ids must be 1-D (one per document), got shape {a.shape}")
