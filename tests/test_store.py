@@ -644,6 +644,14 @@ def test_create_and_open_argument_errors(uri, docs):
     assert ms.open(uri, version=1).version == 1 and idx.version == 2
     with pytest.raises(InvalidArgumentError, match="missing must be 'error' or 'ignore'"):
         idx.delete([1], missing="skip")
+    for kw, err, match in [
+        (dict(retrain="yes"), InvalidArgumentError, "retrain must be True, False or 'auto'"),
+        (dict(older_than=7), InvalidDtypeError, r"timedelta\(days=7\)"),
+        (dict(cleanup="all"), InvalidDtypeError, "compact and cleanup must be True or False"),
+    ]:
+        with pytest.raises(err, match=match):
+            idx.optimize(**kw)
+    assert idx.version == 2
 
 
 def test_writes_through_plain_lancedb(uri, docs):

@@ -206,6 +206,8 @@ def _mistakes(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
         ("open_version_missing", plain(lambda: ms.open(root, version=99), "InvalidArgumentError", r"available versions: \[1\]")),
         ("checkout_version_str", plain(lambda: ms.open(root).checkout("1"), "InvalidDtypeError", "use version=1")),
         ("write_to_pinned_version", pinned_write),
+        ("optimize_retrain_str", on_base(lambda i: i.optimize(retrain="yes"), "InvalidArgumentError", "True, False or 'auto'")),
+        ("optimize_older_than_int", on_base(lambda i: i.optimize(cleanup=True, older_than=7), "InvalidDtypeError", r"timedelta\(days=7\)")),
         ("train_after_add", on_base(lambda i: i.train(d[:5]), "InvalidOperationError", r"optimize\(retrain=True\)")),
         # search
         ("search_1d_query", on_base(lambda i: i.search(q[0]), "InvalidVectorsError", r"reshape\(1, -1\)")),

@@ -675,6 +675,15 @@ class Index:
         time travel to them stops working). Ids never change. Returns what was done."""
         from ._maintain import optimize
 
+        if not any(retrain is v for v in (True, False)) and retrain != "auto":
+            raise InvalidArgumentError(f"retrain must be True, False or 'auto', got {retrain!r}")
+        if older_than is not None and not isinstance(older_than, timedelta):
+            raise InvalidDtypeError(
+                f"older_than must be a datetime.timedelta (e.g. timedelta(days=7)) or None, got "
+                f"{type(older_than).__name__} {older_than!r:.80}"
+            )
+        if not isinstance(compact, bool) or not isinstance(cleanup, bool):
+            raise InvalidDtypeError(f"compact and cleanup must be True or False, got {compact!r} and {cleanup!r}")
         self._check_writable()
         with self._write_lock:
             return optimize(self, compact=compact, cleanup=cleanup, older_than=older_than, retrain=retrain)
