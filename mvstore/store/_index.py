@@ -490,7 +490,8 @@ class Index:
     def upsert(self, ids: Any, vectors: Any, metadata: Any = None) -> int:
         """Insert or replace documents by id; one commit. The vectors and the metadata columns given replace the
         stored ones; metadata columns not given keep their stored values (null for new ids), so
-        ``upsert(ids, vectors)`` keeps every document's metadata. Returns the new version."""
+        ``upsert(ids, vectors)`` keeps every document's metadata. A column given is written for every row of
+        the batch (null where a dict of a list of dicts lacks the key). Returns the new version."""
         self._check_writable()
         with self._write_lock:
             ds = self._latest_docs()
