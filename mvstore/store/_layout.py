@@ -264,11 +264,11 @@ def _type_word(t: pa.DataType) -> str:
     return "integer" if pa.types.is_integer(t) else "string"
 
 
-def first_duplicate(arr: pa.Array | np.ndarray) -> Any:
-    """First (smallest) repeated value of an id array (Arrow, or numpy from :func:`ids_numpy`), or None."""
+def first_duplicate(arr: pa.Array) -> Any:
+    """First (smallest) repeated value of an id array, or None."""
     if len(arr) < 2:
         return None
-    vals = np.sort(arr if isinstance(arr, np.ndarray) else ids_numpy(arr))
+    vals = np.sort(ids_numpy(arr))
     rep = np.flatnonzero(vals[1:] == vals[:-1])
     return _py(vals[rep[0]]) if len(rep) else None
 

@@ -11,6 +11,7 @@ from typing import Any
 import lance
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..exceptions import FilterError, IndexCorruptedError, InvalidDtypeError, NotFittedError
 from ..search.params import SearchParams
@@ -138,8 +139,8 @@ class _View:
                     "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
                 ) from e
             id_col = tbl.column("id")
+            check_unique_ids(id_col, self.version)
             ids = ids_numpy(id_col)
-            check_unique_ids(ids, self.version)
             if ids.dtype.kind == "U":
                 ids = ids.astype(object)
             n_vec = tbl.column("n_vectors").to_numpy().astype(np.int64)
@@ -229,11 +230,11 @@ class _View:
         return s
 
 
-def check_unique_ids(ids: np.ndarray, version: int) -> None:
+def check_unique_ids(ids: pa.ChunkedArray, version: int) -> None:
     """IndexCorruptedError naming an id stored twice: rows written to docs.lance directly (e.g. LanceDB's
     ``tbl.add``, which has no id check) would make search return the document twice."""
-    dup = first_duplicate(ids)
-    if dup is not None:
+    if pc.count_distinct(ids).as_py() != len(ids):
+        dup = first_duplicate(ids.combine_chunks())
         raise IndexCorruptedError(
             f"id {dup!r} is stored more than once in docs table version {version}: rows were added to docs.lance "
             "directly (e.g. LanceDB's tbl.add), which mvstore does not support (see docs/LAYOUT.md); remove the "
