@@ -641,7 +641,7 @@ def test_create_and_open_argument_errors(uri, docs):
             ms.open(uri, version=version)
         with pytest.raises(err, match=match):
             idx.checkout(version)
-    assert ms.open(uri, version=1).version == 1 and idx.version == 2
+    assert ms.open(uri, version=np.int64(1)).version == 1 and idx.version == 2
     with pytest.raises(InvalidArgumentError, match="missing must be 'error' or 'ignore'"):
         idx.delete([1], missing="skip")
     for kw, err, match in [

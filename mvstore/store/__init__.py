@@ -196,7 +196,7 @@ def open(uri: str | os.PathLike, version: int | None = None) -> Index:  # noqa: 
     """Open the index at ``uri``: its latest version, or ``version`` (time travel, read-only until
     :meth:`Index.checkout`). IndexCorruptedError if the path is not an mvstore index or its state is damaged."""
     root = _root(uri)
-    check_version(version)
+    version = check_version(version)
     manifest = read_manifest(root)
     try:
         return Index(root, manifest, version)

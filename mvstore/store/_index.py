@@ -56,10 +56,10 @@ def _open_table(uri: str, what: str) -> lance.LanceDataset:
         ) from e
 
 
-def check_version(version: Any) -> None:
-    """``version=`` of open / checkout: None (the latest) or a non-negative int."""
+def check_version(version: Any) -> int | None:
+    """``version=`` of open / checkout: None (the latest) or a non-negative int (returned as a Python int)."""
     if version is None:
-        return
+        return None
     if isinstance(version, bool) or not isinstance(version, (int, np.integer)):
         fix = f"; use version={int(version)}" if isinstance(version, str) and version.isdigit() else ""
         raise InvalidDtypeError(
@@ -68,6 +68,7 @@ def check_version(version: Any) -> None:
         )
     if version < 0:
         raise InvalidArgumentError(f"version={version} must be >= 0 (see index.versions()) or None for the latest")
+    return int(version)
 
 
 def _column_list(columns: Any) -> list[str]:
@@ -173,7 +174,7 @@ class Index:
 
     def checkout(self, version: int | None = None) -> Index:
         """Read ``version`` (None: the latest, and follow writes again). Returns self."""
-        check_version(version)
+        version = check_version(version)
         self._view = self._make_view(version)
         self._pinned = version is not None
         return self
