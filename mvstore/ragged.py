@@ -67,8 +67,8 @@ def _check_finite(values: np.ndarray, offsets: np.ndarray, what: str) -> None:
         tok = int(np.flatnonzero(~finite)[0])
         doc = int(np.searchsorted(offsets, tok, side="right") - 1)
         raise InvalidVectorsError(
-            f"{what}: document {doc} has a NaN or Inf value at token {tok - int(offsets[doc])}; "
-            "clean or drop that document before adding it"
+            f"{what}: document {doc} has a NaN or Inf value at token {tok - int(offsets[doc])} (or one beyond "
+            "float32's range ±3.4e38); clean or drop that document before adding it"
         )
 
 
@@ -155,7 +155,8 @@ class Ragged:
         lengths = np.fromiter((a.shape[0] for a in arrays), np.int64, len(arrays))
         offsets = np.zeros(len(arrays) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        values = np.concatenate(arrays, axis=0).astype(dtype, copy=False)
+        with np.errstate(over="ignore"):  # a value beyond the dtype's range becomes inf: reported just below
+            values = np.concatenate(arrays, axis=0).astype(dtype, copy=False)
         out = cls(values, offsets)
         if check_finite:
             _check_finite(out.values, out.offsets, "token vectors")
