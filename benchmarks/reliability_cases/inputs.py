@@ -149,6 +149,7 @@ def _mistakes(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
         # vectors
         ("add_nan", on_base(lambda i: i.add([30, 31, 32], bad_nan), "InvalidVectorsError", r"document 1 .*NaN.*clean or drop")),
         ("add_inf", on_base(lambda i: i.add([30, 31, 32], bad_inf), "InvalidVectorsError", r"document 2 .*Inf.*clean or drop")),
+        ("add_float64_beyond_float32", on_base(lambda i: i.add([30], [d[30].astype(np.float64) * 1e39]), "InvalidVectorsError", "beyond float32's range")),
         ("add_empty_doc", on_base(lambda i: i.add([30, 31], [d[30], d[31][:0]]), "InvalidVectorsError", "drop empty documents")),
         ("add_wrong_dim", on_base(lambda i: i.add([30], [d[30][:, :8]]), "DimensionMismatchError", "dim 8 but the index has dim 16")),
         ("add_int_vectors", on_base(lambda i: i.add([30], [np.ones((3, DIM), np.int64)]), "InvalidDtypeError", r"astype\(np\.float32\)")),
