@@ -18,6 +18,7 @@ of keys, added and upserted in batches) checked against a dict oracle.
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
 import re
 import shutil
@@ -348,7 +349,7 @@ def _valid(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
         t = idx.search(d[44], k=10, params=exact, columns=["lang"]).to_pylist()
         return _same([(r["id"], r["lang"]) for r in t if r["id"] == 4], [(4, "zz")], "re-added id once, new metadata")
 
-    return [
+    cases = [
         ("meta_union_of_keys_add", union_add),
         ("meta_union_of_keys_upsert", union_upsert),
         ("meta_null_of_known_type", null_of_known_type),
@@ -357,10 +358,12 @@ def _valid(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
         ("where_quotes_inside_literals", quotes_inside_literals),
         ("ids_and_metadata_at_int64_bounds", int64_bounds),
         ("string_ids_quotes_unicode", text_ids),
-        ("torch_2d_query", torch_query),
         ("float64_documents", other_float_dtypes),
         ("readd_after_delete", readd_after_delete),
     ]
+    if importlib.util.find_spec("torch") is not None:  # torch is an optional extra
+        cases.append(("torch_2d_query", torch_query))
+    return cases
 
 
 def _random_metadata(ctx: _Ctx, rng: np.random.Generator, trial: int) -> tuple[str, str]:
