@@ -19,6 +19,9 @@ __all__ = [
     "UnknownIdError",
     "IndexExistsError",
     "InvalidOperationError",
+    "InvalidArgumentError",
+    "SearchParamsError",
+    "InvalidIdError",
 ]
 
 
@@ -80,6 +83,19 @@ class IndexExistsError(MvstoreError, FileExistsError):
 
 class InvalidOperationError(MvstoreError, ValueError):
     """An operation this index cannot do in its current state (e.g. writing to a time-travel version)."""
+
+
+class InvalidArgumentError(MvstoreError, ValueError):
+    """An argument with a value the call cannot take (e.g. ``seed=-1``, a version that does not exist)."""
+
+
+class SearchParamsError(InvalidArgumentError):
+    """A search-time knob (``k``, a :class:`~mvstore.search.params.SearchParams` field) with a value it cannot
+    take."""
+
+
+class InvalidIdError(MvstoreError, ValueError):
+    """A document id the index cannot store: an integer outside int64, a string that is not valid UTF-8."""
 
 
 def require(module: str, pip_name: str | None = None, extra: str | None = None):

@@ -67,8 +67,8 @@ def _check_finite(values: np.ndarray, offsets: np.ndarray, what: str) -> None:
         tok = int(np.flatnonzero(~finite)[0])
         doc = int(np.searchsorted(offsets, tok, side="right") - 1)
         raise InvalidVectorsError(
-            f"{what}: document {doc} has a NaN or Inf value at token {tok - int(offsets[doc])}; "
-            "clean or drop that document before adding it"
+            f"{what}: document {doc} has a NaN or Inf value at token {tok - int(offsets[doc])} (or one beyond "
+            "float32's range ±3.4e38); clean or drop that document before adding it"
         )
 
 
@@ -133,7 +133,8 @@ class Ragged:
             _check_float(a, f"document {i}")
             if a.ndim != 2:
                 raise InvalidVectorsError(
-                    f"document {i} has shape {a.shape}; each document must be a 2-D (n_tokens, dim) matrix"
+                    f"document {i} has shape {a.shape}; each document must be a 2-D (n_tokens, dim) matrix "
+                    "(one token vector: x.reshape(1, -1))"
                 )
             if a.shape[0] == 0 and not allow_empty:
                 raise InvalidVectorsError(
@@ -154,7 +155,8 @@ class Ragged:
         lengths = np.fromiter((a.shape[0] for a in arrays), np.int64, len(arrays))
         offsets = np.zeros(len(arrays) + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        values = np.concatenate(arrays, axis=0).astype(dtype, copy=False)
+        with np.errstate(over="ignore"):  # a value beyond the dtype's range becomes inf: reported just below
+            values = np.concatenate(arrays, axis=0).astype(dtype, copy=False)
         out = cls(values, offsets)
         if check_finite:
             _check_finite(out.values, out.offsets, "token vectors")
@@ -294,6 +296,11 @@ def as_ragged(x: Any, *, dim: int | None = None, what: str = "token vectors") ->
             )
         return x.check_finite()
     if isinstance(x, np.ndarray) or type(x).__module__.startswith("torch"):
+        if getattr(x, "ndim", 0) < 2:
+            raise InvalidVectorsError(
+                f"{what}: got a {x.ndim}-D array of shape {tuple(x.shape)}, not a list of (n_tokens, dim) "
+                "matrices; one token vector is a (1, dim) matrix: pass [x.reshape(1, -1)]"
+            )
         if getattr(x, "ndim", 0) == 2:
             raise InvalidVectorsError(
                 f"{what}: got one 2-D matrix of shape {tuple(x.shape)}; pass a list of per-document "

@@ -502,3 +502,17 @@ def test_score_table_helpers_reject_bad_input():
         _bits.affine_score_table(q, low[:3], step, 1)
     with pytest.raises(ValueError, match="16 \\(nibble\\) or 256 \\(byte\\) levels per unit, got 4"):
         _bits.table_units(np.zeros((1, 2), np.uint8), 4)
+
+
+def test_fp16_refuses_values_beyond_its_range():
+    """float16 tops out at 65504: a larger value would be stored as inf, so encoding it is an error."""
+    from mvstore.codecs import FP16
+
+    c = FP16(4).fit(np.zeros((1, 4), np.float32))
+    ok = np.array([[65504.0, -65504.0, 1.0, 0.0]], np.float32)
+    assert np.isfinite(c.decode(c.encode(ok))).all()
+    with pytest.raises(InvalidVectorsError, match="vector 1 has the value 7e\\+04 at dimension 2.*spec 'fp32'"):
+        c.encode(np.vstack([ok, [[0.0, 0.0, 7e4, 0.0]]]).astype(np.float32))
+    p = build_pipeline("pca2,fp16", 4).fit(np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32))
+    with pytest.raises(InvalidVectorsError, match="beyond float16's range"):  # also after a transform
+        p.encode(np.full((1, 4), 1e5, np.float32))

@@ -56,6 +56,8 @@ def test_from_padded_drops_padding():
 
 def test_bad_inputs_each_name_the_problem(rng):
     good = docs(rng)
+    with pytest.raises(InvalidVectorsError, match=r"document 0 has a NaN or Inf value at token 1 \(or one beyond"):
+        Ragged.from_list([np.array([[0.0, 1.0], [1e39, 0.0]])])  # finite float64, inf as float32
     with pytest.raises(InvalidVectorsError, match="document 1 has a NaN or Inf value at token 0"):
         Ragged.from_list([good[0], np.array([[np.nan, 0, 0, 0]], np.float32)])
     with pytest.raises(InvalidVectorsError, match="NaN or Inf"):
@@ -92,6 +94,9 @@ def test_as_ragged_coerces_and_validates(rng):
         as_ragged(d[0])
     with pytest.raises(InvalidVectorsError, match="from_padded"):
         as_ragged(np.zeros((2, 3, 4), np.float32))
+    for one_vector in (d[0][0], torch.from_numpy(d[0][0])):  # not "document 0 is a float32"
+        with pytest.raises(InvalidVectorsError, match=r"1-D array of shape \(4,\).*x.reshape\(1, -1\)"):
+            as_ragged(one_vector)
     with pytest.raises(DimensionMismatchError, match="dim 4 but dim 8"):
         as_ragged(r, dim=8)
     with pytest.raises(InvalidDtypeError, match="sequence"):

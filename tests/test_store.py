@@ -17,8 +17,11 @@ from mvstore.exceptions import (
     DimensionMismatchError,
     DuplicateIdError,
     IndexCorruptedError,
+    InvalidArgumentError,
     InvalidDtypeError,
+    InvalidIdError,
     InvalidVectorsError,
+    SearchParamsError,
     SpecError,
 )
 from mvstore.search.maxsim import maxsim_batch
@@ -301,7 +304,7 @@ def test_where_filters_before_scoring(uri, docs):
         idx.search(q, where="lang = ")
     with pytest.raises(FilterError, match="columns= names unknown column 'title'"):
         idx.search(q, columns=["title"])
-    with pytest.raises(ValueError, match="k must be a positive integer"):
+    with pytest.raises(SearchParamsError, match="k=0 must be a positive integer"):
         idx.search(q, k=0)
 
 
@@ -354,7 +357,7 @@ def test_bad_vectors_and_ids_are_rejected_before_writing(uri, docs):
 def test_create_errors(uri, tmp_path, docs):
     with pytest.raises(SpecError, match="sq9|unknown|expected"):
         ms.create(uri, spec="sq9", dim=DIM)
-    with pytest.raises(ValueError, match="dim must be a positive integer"):
+    with pytest.raises(InvalidArgumentError, match=r"dim=0 must be >= 1 \(the token vectors' dimension\)"):
         ms.create(uri, spec="fp16", dim=0)
     build(uri, docs, n=10)
     with pytest.raises(IndexExistsError, match="already exists.*exist_ok=True"):
@@ -470,3 +473,201 @@ def test_retrain_without_sources_is_reported_not_silent(uri):
 def test_where_columns_parser():
     assert ms.where_columns("a = 'x''y' AND b IN (1, 2) AND NOT c IS NULL") == ["a", "b", "c"]
     assert ms.where_columns("lower(name) LIKE '%x%' OR `odd col` > 2.5e3") == ["name", "odd col"]
+    assert ms.where_columns('"My ""x"" col" = 1 AND `a``b` = 2') == ['My "x" col', "a`b"]
+
+
+# ------------------------------------------------------------------------------------------- user inputs
+def stored(uri, columns):
+    t = lancedb.connect(uri).open_table("docs").to_arrow().select(["id", *columns]).sort_by("id")
+    return t.to_pylist()
+
+
+def test_metadata_rows_take_the_union_of_keys(uri, docs):
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=8)
+    idx.add([0, 1, 2], docs[:3], metadata=[{"lang": "en"}, {"lang": "fr", "year": 2001}, {"year": 2002}])
+    assert stored(uri, ["lang", "year"]) == [
+        {"id": 0, "lang": "en", "year": None},
+        {"id": 1, "lang": "fr", "year": 2001},
+        {"id": 2, "lang": None, "year": 2002},
+    ]
+    idx.upsert([1, 3], docs[3:5], metadata=[{"lang": "de"}, {"lang": "it", "year": 1999}])
+    assert stored(uri, ["lang", "year"])[1:] == [
+        {"id": 1, "lang": "de", "year": None},  # the batch gives "year": a row without it is null
+        {"id": 2, "lang": None, "year": 2002},
+        {"id": 3, "lang": "it", "year": 1999},
+    ]
+    version = idx.version
+    # a key that only a later row has is never dropped: it is an error naming it, on add and on upsert
+    for write in (idx.add, idx.upsert):
+        with pytest.raises(InvalidMetadataError, match="column 'genre' is not in this index.*'lang', 'year'"):
+            write([5, 6], docs[5:7], metadata=[{"lang": "en"}, {"lang": "en", "genre": "x"}])
+    # null of a known type is stored as null; a first add cannot type an all-null column
+    idx.add([7], docs[7:8], metadata=[{"year": None}])
+    assert stored(uri, ["lang", "year"])[-1] == {"id": 7, "lang": None, "year": None}
+    assert idx.version == version + 1
+    with pytest.raises(InvalidMetadataError, match="'note' holds only nulls in the first add.*pa.string"):
+        ms.create(uri + "2", spec="fp16", dim=DIM).add([0], docs[:1], metadata=[{"note": None}])
+    assert not os.path.exists(os.path.join(uri + "2", "codec.lance"))  # refused before training
+
+
+def test_metadata_struct_fields_are_never_dropped(uri, docs):
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=8)
+    src = [{"src": {"page": i}, "tags": [{"k": "a"}]} for i in range(3)]
+    idx.add([0, 1, 2], docs[:3], metadata=src)
+    with pytest.raises(InvalidMetadataError, match=r"field 'src.line' is not in this index's column 'src'"):
+        idx.add([3], docs[3:4], metadata=[{"src": {"page": 3, "line": 7}}])
+    with pytest.raises(InvalidMetadataError, match=r"field 'tags\[\].v' is not in this index's column 'tags'"):
+        idx.upsert([0], docs[3:4], metadata=[{"tags": [{"k": "b", "v": 1}]}])
+    assert idx.version == 1
+    for name in ("a.b", "a`b", ""):  # Lance refuses a '.'; a '`' would break every filter on the table
+        with pytest.raises(InvalidMetadataError, match="without '.' or '`'; rename it"):
+            idx.add([3], docs[3:4], metadata={name: [1]})
+    with pytest.raises(InvalidMetadataError, match="column name 3 is a int; use a str name"):
+        idx.add([3], docs[3:4], metadata=[{3: "x"}])
+    idx.add([3], docs[3:4], metadata=[{"src": {"page": 3}}])  # a subset of the fields is fine
+    assert stored(uri, ["src"])[-1] == {"id": 3, "src": {"page": 3}}
+
+
+def test_upsert_keeps_the_metadata_columns_it_is_not_given(uri, docs):
+    idx = build(uri, docs, n=10)
+    idx.upsert([3, 70], [docs[60], docs[61]])
+    idx.upsert([4], [docs[62]], metadata={"year": [1]})
+    rows = {r["id"]: r for r in stored(uri, ["lang", "year"])}
+    assert rows[3] == {"id": 3, "lang": "en", "year": 2003}
+    assert rows[4] == {"id": 4, "lang": "fr", "year": 1}
+    assert rows[70] == {"id": 70, "lang": None, "year": None}
+    assert idx.search(docs[60], k=1, params=EXACT)["id"].to_pylist() == [3]  # the vectors were replaced
+    assert ms.open(uri).search(docs[62], k=1, params=EXACT, columns=["lang"]).to_pylist()[0]["lang"] == "fr"
+
+
+def test_where_double_quotes_name_a_column(uri, docs):
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=8)
+    idx.add(np.arange(20), docs[:20], metadata={"My Col": [f"v{i % 3}" for i in range(20)], **meta(range(20))})
+    want = {i for i in range(20) if i % 3 == 1}
+    for where in ('"My Col" = \'v1\'', "`My Col` = 'v1'", '"My Col" = \'v1\' AND "year" >= 2000'):
+        assert set(idx.search(docs[0], k=20, where=where, params=EXACT)["id"].to_pylist()) == want, where
+    with pytest.raises(FilterError, match="unknown column 'en'.*write a string value in single quotes"):
+        idx.search(docs[0], where='lang = "en"')
+
+
+def test_ids_and_metadata_outside_what_can_be_stored(uri, docs):
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=8)
+    lo, hi = -(2**63), 2**63 - 1
+    idx.add([lo, hi, 0], docs[:3])
+    assert set(idx.search(docs[0], k=3)["id"].to_pylist()) == {lo, hi, 0}
+    idx.delete([lo])  # Lance reads the literal -9223372036854775808 as a float: it must still match
+    assert sorted(ms.open(uri).search(docs[0], k=3)["id"].to_pylist()) == [0, hi]
+    for ids in ([2**70], [-(2**63) - 1], np.array([2**64 - 1], np.uint64), pa.array([2**63], pa.uint64())):
+        with pytest.raises(InvalidIdError, match="outside the int64 range|exceed the int64 range.*string ids"):
+            idx.add(ids, docs[3:4])
+    with pytest.raises(InvalidMetadataError, match="'n' cannot be stored.*outside the int64 range"):
+        idx.add([3], docs[3:4], metadata=[{"n": 2**70}])
+    s_idx = ms.create(uri + "s", spec="fp16", dim=DIM, n_centroids=8)
+    with pytest.raises(InvalidIdError, match=r"lone surrogate '\\udc80' at position 1.*'replace'"):
+        s_idx.add(["a\udc80"], docs[:1])
+    with pytest.raises(InvalidMetadataError, match=r"column 'text'.*lone surrogate '\\ud800' at position 0"):
+        s_idx.add(["a"], docs[:1], metadata={"text": ["\ud800x"]})
+    with pytest.raises(InvalidDtypeError, match=r"types \['int', 'str'\]; ids must be all ints or all strings"):
+        s_idx.add([1, "a"], docs[:2])  # numpy would have made them the strings "1" and "a"
+    assert idx.version == 2 and s_idx.version == 0
+
+
+def test_fp16_values_beyond_its_range_are_an_error(uri, docs):
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=8)
+    big = docs[1] * 1e6  # unit vectors: the largest entries become ~1e5
+    with pytest.raises(InvalidVectorsError, match="beyond float16's range of ±65504.*or use spec 'fp32'"):
+        idx.add([0, 1], [docs[0], big])
+    assert idx.version == 0
+    src = ms.create(uri + "k", spec="sq8", dim=DIM, n_centroids=8, keep_source=True)
+    with pytest.raises(InvalidVectorsError, match="document 1 has the value.*without keep_source"):
+        src.add([0, 1], [docs[0], big])
+    ms.create(uri + "f", spec="fp32", dim=DIM, n_centroids=8).add([0, 1], [docs[0], big])  # fp32 takes them
+
+
+def test_search_argument_errors(uri, docs):
+    torch = pytest.importorskip("torch")
+    idx = build(uri, docs, n=20)
+    q = docs[2]
+    cases = [
+        (dict(where=5), InvalidDtypeError, "where= must be a SQL filter string"),
+        (dict(where="  "), FilterError, "empty string; pass where=None"),
+        (dict(columns="lang"), InvalidDtypeError, r"columns= must be a list.*columns=\['lang'\]"),
+        (dict(columns=[1]), InvalidDtypeError, "must hold column names"),
+        (dict(params="exhaustive"), InvalidDtypeError, r"params=SearchParams\(candidates='exhaustive'\)"),
+        (dict(params={"nprob": 2}), SearchParamsError, "no field 'nprob'; SearchParams fields are"),
+        (dict(k=2.0), InvalidDtypeError, "k must be an int"),
+        (dict(k=0), SearchParamsError, "k=0 must be a positive integer"),
+    ]
+    for kw, err, match in cases:
+        with pytest.raises(err, match=match):
+            idx.search(q, **kw)
+    with pytest.raises(InvalidVectorsError, match=r"1-D array of shape \(32,\).*reshape\(1, -1\)"):
+        idx.search(q[0])
+    want = idx.search(q, k=3)
+    assert idx.search(torch.from_numpy(q), k=3).equals(want)  # one query as a 2-D tensor, like numpy
+    assert idx.search([q], k=3, params={"candidates": "exhaustive"})["id"].to_pylist()[0] == 2
+    empty = ms.create(uri + "e", spec="fp16", dim=DIM)
+    with pytest.raises(InvalidDtypeError, match="where= must be a SQL filter string"):
+        empty.search(q, where=5)
+
+
+def test_create_and_open_argument_errors(uri, docs):
+    cases = [
+        (dict(seed=-1), InvalidArgumentError, r"seed=-1 must be in \[0, 2147483647\]"),
+        (dict(seed=2**40), InvalidArgumentError, "seed=1099511627776 must be in"),
+        (dict(seed=1.5), InvalidDtypeError, "seed must be an int"),
+        (dict(n_centroids=0), InvalidArgumentError, "n_centroids=0 must be >= 1"),
+        (dict(train_size=True), InvalidDtypeError, "train_size must be an int"),
+        (dict(drift_threshold=float("nan")), InvalidArgumentError, "drift_threshold must be a finite number"),
+        (dict(keep_source="yes"), InvalidDtypeError, "must be True or False"),
+    ]
+    for kw, err, match in cases:
+        with pytest.raises(err, match=match):
+            ms.create(uri, spec="fp16", dim=DIM, **kw)
+    assert not os.path.exists(uri)
+    with pytest.raises(InvalidDtypeError, match="uri must be a local directory path"):
+        ms.create(3, spec="fp16", dim=DIM)
+    with pytest.raises(InvalidArgumentError, match="only local directories"):
+        ms.open("s3://bucket/ix")
+    idx = build(uri, docs, n=10, seed=7)
+    idx.add([10], docs[10:11])
+    for version, err, match in [
+        ("1", InvalidDtypeError, "version must be an int.*got str '1'; use version=1"),
+        (True, InvalidDtypeError, "version must be an int.*got bool True"),
+        (-1, InvalidArgumentError, "version=-1 must be >= 0"),
+        (9, InvalidArgumentError, r"version 9 does not exist; available versions: \[1, 2\]"),
+    ]:
+        with pytest.raises(err, match=match):
+            ms.open(uri, version=version)
+        with pytest.raises(err, match=match):
+            idx.checkout(version)
+    assert ms.open(uri, version=np.int64(1)).version == 1 and idx.version == 2
+    with pytest.raises(InvalidArgumentError, match="missing must be 'error' or 'ignore'"):
+        idx.delete([1], missing="skip")
+    for kw, err, match in [
+        (dict(retrain="yes"), InvalidArgumentError, "retrain must be True, False or 'auto'"),
+        (dict(older_than=7), InvalidDtypeError, r"timedelta\(days=7\)"),
+        (dict(cleanup="all"), InvalidDtypeError, "compact and cleanup must be True or False"),
+    ]:
+        with pytest.raises(err, match=match):
+            idx.optimize(**kw)
+    assert idx.version == 2
+
+
+def test_writes_through_plain_lancedb(uri, docs):
+    """docs/LAYOUT.md: LanceDB's delete and metadata updates are supported; an added row that repeats an id
+    is reported at search, never returned twice."""
+    idx = build(uri, docs, n=10)
+    tbl = lancedb.connect(uri).open_table("docs")
+    tbl.delete("id = 4")
+    tbl.update(where="id = 5", values={"lang": "xx"})
+    ix = ms.open(uri)
+    assert ix.search(docs[4], k=10, params=EXACT)["id"].to_pylist().count(4) == 0
+    assert ix.search(docs[5], k=1, params=EXACT, columns=["lang"]).to_pylist()[0]["lang"] == "xx"
+    tbl.add(idx.refresh()._view.ds.to_table(filter="id = 1"))
+    with pytest.raises(IndexCorruptedError, match=r"id 1 is stored more than once.*index.delete\(\[1\]\)"):
+        ms.open(uri).search(docs[1], k=5)
+    ix = ms.open(uri)
+    ix.delete([1])
+    ix.add([1], docs[1:2])
+    assert ix.search(docs[1], k=10, params=EXACT)["id"].to_pylist().count(1) == 1

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import IndexCorruptedError
+from ..exceptions import IndexCorruptedError, InvalidVectorsError
 from . import _bits
 from .base import Codec, check_codes_torch, register, state_array
 
@@ -86,11 +86,41 @@ class FP32(_FloatCodec):
 
 @register
 class FP16(_FloatCodec):
-    """Half precision (2 bytes per dimension); values beyond float16's range become ±inf, so inputs are
-    expected to be normalised embeddings."""
+    """Half precision (2 bytes per dimension). Values beyond float16's range (±65504) would become ±inf, so
+    encoding them is an error (:func:`check_fp16_range`): normalise the embeddings or use ``fp32``."""
 
     name = "fp16"
     _dtype = np.float16
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        check_fp16_range(x, "spec 'fp16'", "use spec 'fp32'")
+        return super()._encode(x)
+
+
+#: the largest finite float16
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def check_fp16_range(x: np.ndarray, who: str, alternative: str, offsets: np.ndarray | None = None) -> None:
+    """InvalidVectorsError when a value of ``x`` is beyond float16's range, which ``who`` would store as inf;
+    with the ``offsets`` of a Ragged the message names the document instead of the row.
+
+    >>> check_fp16_range(np.array([[1.0, -7e4]]), "spec 'fp16'", "use spec 'fp32'")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mvstore.exceptions.InvalidVectorsError: vector 0 has the value -7e+04 at dimension 1, beyond float16's ...
+    """
+    if x.size == 0:
+        return
+    big = np.abs(x) > FP16_MAX
+    if big.any():
+        row, col = (int(v[0]) for v in np.nonzero(big))
+        where = f"vector {row}" if offsets is None else f"document {int(np.searchsorted(offsets, row, 'right')) - 1}"
+        raise InvalidVectorsError(
+            f"{where} has the value {x[row, col]:.3g} at dimension {col}, beyond float16's range of ±65504 "
+            f"that {who} stores it in (it would become inf): normalise the vectors (e.g. L2, as ColBERT-style "
+            f"encoders do) or {alternative}"
+        )
 
 
 class _UniformSQ(Codec):

@@ -5,14 +5,15 @@
 >>> SearchParams(candidates="centroids")
 Traceback (most recent call last):
 ...
-mvstore.search.params.SearchParamsError: SearchParams.candidates='centroids' is not one of 'auto', 'centroid', 'sparse', 'exhaustive'; pick one of those (e.g. candidates='centroid')
+mvstore.exceptions.SearchParamsError: SearchParams.candidates='centroids' is not one of 'auto', 'centroid', 'sparse', 'exhaustive'; pick one of those (e.g. candidates='centroid')
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
-from ..exceptions import InvalidDtypeError, MvstoreError
+from ..exceptions import InvalidDtypeError, SearchParamsError
 
 __all__ = ["SearchParams", "SearchParamsError", "CANDIDATE_KINDS", "INTERACTIONS"]
 
@@ -20,10 +21,6 @@ __all__ = ["SearchParams", "SearchParamsError", "CANDIDATE_KINDS", "INTERACTIONS
 CANDIDATE_KINDS = ("auto", "centroid", "sparse", "exhaustive")
 #: how the centroid prefilter scores a candidate (see mvstore.search.candidates.CentroidCandidates)
 INTERACTIONS = ("probed", "full")
-
-
-class SearchParamsError(MvstoreError, ValueError):
-    """A search-time knob with a value it cannot take (the message names the knob and the fix)."""
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -88,3 +85,28 @@ class SearchParams:
                 f"SearchParams.device={self.device!r} is not a device; use 'auto', 'cpu' or 'cuda[:N]'"
             )
         self.device = dev
+
+    @classmethod
+    def of(cls, params: Any) -> SearchParams:
+        """The ``params=`` argument of a search: None (the defaults), a SearchParams, or a dict of its fields.
+
+        >>> SearchParams.of({"nprobe": 4}).nprobe, SearchParams.of(None) == SearchParams()
+        (4, True)
+        """
+        if params is None:
+            return cls()
+        if isinstance(params, cls):
+            return params
+        if isinstance(params, dict):
+            names = [f.name for f in fields(cls)]
+            unknown = [k for k in params if k not in names]
+            if unknown:
+                raise SearchParamsError(
+                    f"params has no field {unknown[0]!r}; SearchParams fields are {', '.join(names)}"
+                )
+            return cls(**params)
+        key, val = ("candidates", params) if isinstance(params, str) and params in CANDIDATE_KINDS else ("nprobe", 8)
+        raise InvalidDtypeError(
+            f"params must be a SearchParams or a dict of its fields, got {type(params).__name__} {params!r:.80}; "
+            f"e.g. params=SearchParams({key}={val!r}) or params={{{key!r}: {val!r}}}"
+        )

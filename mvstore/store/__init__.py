@@ -19,7 +19,8 @@ Layout (also in docs/LAYOUT.md). An index is a local directory::
     <uri>/docs.lance     Lance table "docs", one row per document:
                            id          int64 or string: the user's id, unique, never renumbered
                            <metadata>  the user's columns, fixed by the first add (later batches may omit some:
-                                       those become null; unknown columns are an error)
+                                       those become null, upsert keeps their stored values; unknown columns
+                                       and struct fields are an error)
                            n_tokens    int32: original (pre-pooling) token count
                            n_vectors   int32: stored (pooled) vector count
                            codes       large_binary: n_vectors x code_size bytes, the codec's codes
@@ -66,18 +67,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from .. import spec as spec_mod
 from ..exceptions import (
     FilterError,
     IndexCorruptedError,
     IndexExistsError,
+    InvalidArgumentError,
+    InvalidDtypeError,
     InvalidMetadataError,
     InvalidOperationError,
     SpecError,
     UnknownIdError,
 )
 from ._encode import drift
-from ._index import Index
+from ._index import Index, check_version
 from ._layout import MANIFEST, read_manifest, write_manifest
 from ._view import where_columns
 
@@ -97,11 +102,24 @@ __all__ = [
 
 def _root(uri: str | os.PathLike) -> str:
     if not isinstance(uri, (str, os.PathLike)):
-        raise TypeError(f"uri must be a local directory path (str or Path), got {type(uri).__name__}")
+        raise InvalidDtypeError(f"uri must be a local directory path (str or Path), got {type(uri).__name__}")
     s = os.fspath(uri)
+    if not isinstance(s, str):
+        raise InvalidDtypeError(f"uri must be a str path, got {type(s).__name__} {s!r:.80}; decode it (os.fsdecode)")
     if "://" in s and not s.startswith("file://"):
-        raise ValueError(f"uri {s!r}: only local directories are supported; pass a filesystem path")
+        raise InvalidArgumentError(f"uri {s!r}: only local directories are supported; pass a filesystem path")
+    if not s.strip():
+        raise InvalidArgumentError("uri is an empty string; pass the index's directory path")
     return os.path.abspath(s.removeprefix("file://"))
+
+
+def _check_int(name: str, value: object, lo: int, hi: int | None, what: str) -> None:
+    """InvalidDtypeError for a non-int (bools included), InvalidArgumentError outside [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidDtypeError(f"{name} must be an int ({what}), got {type(value).__name__} {value!r:.80}")
+    if value < lo or (hi is not None and value > hi):
+        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise InvalidArgumentError(f"{name}={value} must be {bounds} ({what})")
 
 
 def create(
@@ -128,13 +146,12 @@ def create(
     from ..tune import _check_budget
 
     root = _root(uri)
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-        raise ValueError(
-            f"dim must be a positive integer (the token vectors' dimension, e.g. 128), got {dim!r}: "
-            "create(uri, dim=128)"
-        )
+    _check_int("dim", dim, 1, None, "the token vectors' dimension, e.g. create(uri, dim=128)")
+    dim = int(dim)
     if spec is None:
         spec = spec_mod.default_spec(dim)
+    if not isinstance(spec, str):
+        raise InvalidDtypeError(f"spec must be a string such as 'fp16' or 'pool2,pca64,sq8', got {type(spec).__name__}")
     if spec == "auto":
         if max_bytes_per_token is None:
             raise SpecError(
@@ -152,11 +169,23 @@ def create(
         sp = spec_mod.parse(spec)
         spec_mod.build_pipeline(sp, dim)  # validates the spec against dim (e.g. pca96 on 64-d vectors)
         sp_text = str(sp)
-    for name, val, lo in (("train_size", train_size, 1), ("n_centroids", n_centroids, 1)):
-        if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < lo):
-            raise ValueError(f"{name} must be a positive integer, got {val!r}")
-    if not (isinstance(drift_threshold, (int, float)) and drift_threshold > 1.0):
-        raise ValueError(f"drift_threshold must be a number > 1.0 (1.0 = no drift), got {drift_threshold!r}")
+    _check_int("train_size", train_size, 1, None, "vectors sampled to train the codec")
+    if n_centroids is not None:
+        _check_int("n_centroids", n_centroids, 1, None, "stage-1 centroids; None derives it from the first add")
+    _check_int("seed", seed, 0, 2**31 - 1, "the training random seed")  # faiss takes a C int
+    if (
+        isinstance(drift_threshold, bool)
+        or not isinstance(drift_threshold, (int, float))
+        or not drift_threshold > 1.0
+        or not np.isfinite(drift_threshold)
+    ):
+        raise InvalidArgumentError(
+            f"drift_threshold must be a finite number > 1.0 (1.0 = no drift), got {drift_threshold!r}"
+        )
+    if not isinstance(exist_ok, bool) or not isinstance(keep_source, bool):
+        raise InvalidDtypeError(
+            f"exist_ok and keep_source must be True or False, got {exist_ok!r} and {keep_source!r}"
+        )
     if os.path.exists(os.path.join(root, MANIFEST)):
         if not exist_ok:
             raise IndexExistsError(
@@ -176,7 +205,7 @@ def create(
         )
     os.makedirs(root, exist_ok=True)
     options = {
-        "n_centroids": n_centroids,
+        "n_centroids": None if n_centroids is None else int(n_centroids),
         "train_size": int(train_size),
         "seed": int(seed),
         "keep_source": bool(keep_source),
@@ -191,6 +220,7 @@ def open(uri: str | os.PathLike, version: int | None = None) -> Index:  # noqa: 
     """Open the index at ``uri``: its latest version, or ``version`` (time travel, read-only until
     :meth:`Index.checkout`). IndexCorruptedError if the path is not an mvstore index or its state is damaged."""
     root = _root(uri)
+    version = check_version(version)
     manifest = read_manifest(root)
     try:
         return Index(root, manifest, version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from ..codecs.scalar import check_fp16_range
 from ..ragged import Ragged
 from ._layout import binary_column, list_int32_column
 from ._view import _State
@@ -41,6 +42,10 @@ def encode_pooled(st: _State, pooled: Ragged, keep_source: bool) -> dict[str, pa
         "recon_err": pa.array(err.astype(np.float32)),
     }
     if keep_source:
+        check_fp16_range(
+            pooled.values, "keep_source=True (vectors kept as fp16)", "create the index without keep_source",
+            pooled.offsets,
+        )
         src = pooled.values.astype(np.float16)
         cols["source"] = binary_column(src, pooled.offsets * src.shape[1] * 2)
     return cols

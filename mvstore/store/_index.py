@@ -17,9 +17,11 @@ from ..exceptions import (
     DuplicateIdError,
     FilterError,
     IndexCorruptedError,
+    InvalidArgumentError,
     InvalidDtypeError,
     InvalidOperationError,
     InvalidVectorsError,
+    SearchParamsError,
     UnknownIdError,
 )
 from ..ragged import Ragged, as_ragged
@@ -33,13 +35,14 @@ from ._layout import (
     STATE_KEY,
     conform_metadata,
     ids_numpy,
+    new_metadata_fields,
     normalize_ids,
     normalize_metadata,
     parse_state,
     sql_literal_list,
     state_table,
 )
-from ._view import _State, _View, check_columns
+from ._view import _State, _View, check_columns, check_where
 
 
 def _open_table(uri: str, what: str) -> lance.LanceDataset:
@@ -51,6 +54,36 @@ def _open_table(uri: str, what: str) -> lance.LanceDataset:
             f"the {what} {uri} cannot be opened ({str(e).splitlines()[0][:200]}); "
             "the index is corrupted: restore it from a backup or rebuild it"
         ) from e
+
+
+def check_version(version: Any) -> int | None:
+    """``version=`` of open / checkout: None (the latest) or a non-negative int (returned as a Python int)."""
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)):
+        fix = f"; use version={int(version)}" if isinstance(version, str) and version.isdigit() else ""
+        raise InvalidDtypeError(
+            f"version must be an int (see index.versions()) or None for the latest, got "
+            f"{type(version).__name__} {version!r:.80}{fix}"
+        )
+    if version < 0:
+        raise InvalidArgumentError(f"version={version} must be >= 0 (see index.versions()) or None for the latest")
+    return int(version)
+
+
+def _column_list(columns: Any) -> list[str]:
+    """The ``columns=`` argument of a search as a list of names."""
+    if columns is None:
+        return []
+    if isinstance(columns, str) or not isinstance(columns, (list, tuple)):
+        raise InvalidDtypeError(
+            f"columns= must be a list of column names, got {type(columns).__name__} {columns!r:.80}; "
+            f"e.g. columns={[columns] if isinstance(columns, str) else ['lang']!r}"
+        )
+    bad = next((c for c in columns if not isinstance(c, str)), None)
+    if bad is not None:
+        raise InvalidDtypeError(f"columns= must hold column names (str), got {type(bad).__name__} {bad!r:.80}")
+    return list(dict.fromkeys(columns))
 
 
 # --------------------------------------------------------------------------------------------- index
@@ -101,11 +134,15 @@ class Index:
         if version is not None:
             if ds is None or version == 0:
                 if version != 0:
-                    raise ValueError(f"version {version} does not exist: this index has no versions yet")
+                    raise InvalidArgumentError(
+                        f"version {version} does not exist: this index has no versions yet; open it with version=None"
+                    )
                 return _View(0, None, self._pending_state())
             known = [v["version"] for v in ds.versions()]
             if version not in known:
-                raise ValueError(f"version {version} does not exist; available versions: {known}")
+                raise InvalidArgumentError(
+                    f"version {version} does not exist; available versions: {known} (index.versions())"
+                )
             ds = ds.checkout_version(version)
         if ds is None:
             return _View(0, None, self._pending_state())
@@ -145,6 +182,7 @@ class Index:
 
     def checkout(self, version: int | None = None) -> Index:
         """Read ``version`` (None: the latest, and follow writes again). Returns self."""
+        version = check_version(version)
         self._view = self._make_view(version)
         self._pinned = version is not None
         return self
@@ -380,9 +418,10 @@ class Index:
             )
         return np.union1d(seen, vals)
 
-    def _docs_schema(self, b: dict[str, Any], st: _State) -> tuple[pa.Schema, list[pa.Field]]:
-        meta_fields = [] if b["meta"] is None else list(b["meta"].schema)
-        fields = [pa.field("id", b["ids"].type), *meta_fields]
+    def _docs_schema(
+        self, id_type: pa.DataType, meta_fields: list[pa.Field], st: _State
+    ) -> tuple[pa.Schema, list[pa.Field]]:
+        fields = [pa.field("id", id_type), *meta_fields]
         fields += [
             pa.field("n_tokens", pa.int32()),
             pa.field("n_vectors", pa.int32()),
@@ -432,7 +471,7 @@ class Index:
                     if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                         raise InvalidDtypeError(
                             f"batch {i} is a {type(item).__name__}; each batch must be (ids, vectors) or "
-                            "(ids, vectors, metadata)"
+                            "(ids, vectors, metadata); to add one batch call add(ids, vectors)"
                         )
                     b = self._prepare(item[0], item[1], item[2] if len(item) == 3 else None, id_type)
                     seen = self._check_new(b["ids"], seen)
@@ -449,13 +488,14 @@ class Index:
                 schema = ds.schema
                 conform_metadata(first["meta"], fields, len(first["ragged"]))
             else:
+                meta_fields = new_metadata_fields(first["meta"])  # checked before anything is trained
                 if st is None:
                     spec, auto = self._pick_spec(first["ragged"])
                     first["pooled"] = pooled = spec.pool(first["ragged"])
                     st = self._fit_state(
                         pooled.values.astype(np.float32), pooled.n_tokens, explicit=False, spec=spec, auto=auto
                     )
-                schema, fields = self._docs_schema(first, st)
+                schema, fields = self._docs_schema(first["ids"].type, meta_fields, st)
             keep_source = "source" in schema.names
             failure: list[BaseException] = []
 
@@ -485,8 +525,10 @@ class Index:
             return out.version
 
     def upsert(self, ids: Any, vectors: Any, metadata: Any = None) -> int:
-        """Insert or replace documents by id (whole rows: absent metadata columns become null); one commit.
-        Returns the new version."""
+        """Insert or replace documents by id; one commit. The vectors and the metadata columns given replace the
+        stored ones; metadata columns not given keep their stored values (null for new ids), so
+        ``upsert(ids, vectors)`` keeps every document's metadata. A column given is written for every row of
+        the batch (null where a dict of a list of dicts lacks the key). Returns the new version."""
         self._check_writable()
         with self._write_lock:
             ds = self._latest_docs()
@@ -496,8 +538,10 @@ class Index:
             st = self._make_view(None).state
             fields = [ds.schema.field(n) for n in ds.schema.names if n not in DOCS_SYSTEM_COLUMNS]
             batch = self._encode(b, st, fields, "source" in ds.schema.names).cast(ds.schema)
+            given = set(DOCS_SYSTEM_COLUMNS) | set([] if b["meta"] is None else b["meta"].column_names)
+            # Lance's merge keeps the stored values of the columns the source leaves out
             ds.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
-                pa.Table.from_batches([batch])
+                pa.Table.from_batches([batch]).select([n for n in ds.schema.names if n in given])
             )
             out = lance.dataset(self._docs_uri)
             self._view = _View(out.version, out, st)
@@ -508,7 +552,7 @@ class Index:
         Other documents keep their ids. Returns the new version."""
         self._check_writable()
         if missing not in ("error", "ignore"):
-            raise ValueError(f"missing must be 'error' or 'ignore', got {missing!r}")
+            raise InvalidArgumentError(f"missing must be 'error' or 'ignore', got {missing!r}")
         with self._write_lock:
             ds = self._latest_docs()
             id_type = None if ds is None else ds.schema.field("id").type
@@ -560,15 +604,19 @@ class Index:
         Returns an Arrow table with ``query`` (int32), ``rank`` (int32, 0-based), ``id``, ``score`` (float32)
         and the requested metadata ``columns``, sorted by query then rank."""
         view = self._view
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        if isinstance(queries, np.ndarray) and queries.ndim == 2:
-            queries = [queries]
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise InvalidDtypeError(f"k must be an int (results per query), got {type(k).__name__} {k!r}; e.g. k=10")
+        if k < 1:
+            raise SearchParamsError(f"k={k} must be a positive integer (the number of results per query)")
+        if getattr(queries, "ndim", None) == 2 and (
+            isinstance(queries, np.ndarray) or type(queries).__module__.startswith("torch")
+        ):
+            queries = [queries]  # one query: a (n_q, dim) numpy array or torch tensor
         q = as_ragged(queries, dim=self.dim, what="queries")
-        if isinstance(params, dict):
-            params = SearchParams(**params)
-        params = params or SearchParams()
-        columns = list(columns or [])
+        params = SearchParams.of(params)
+        columns = _column_list(columns)
+        if where is not None:
+            check_where(None if view.ds is None else view.ds.schema, where)
         if view.ds is not None and columns:
             check_columns(view.ds.schema, columns, "columns=")
         id_type = pa.int64() if view.ds is None else view.ds.schema.field("id").type
@@ -667,6 +715,15 @@ class Index:
         time travel to them stops working). Ids never change. Returns what was done."""
         from ._maintain import optimize
 
+        if not any(retrain is v for v in (True, False)) and retrain != "auto":
+            raise InvalidArgumentError(f"retrain must be True, False or 'auto', got {retrain!r}")
+        if older_than is not None and not isinstance(older_than, timedelta):
+            raise InvalidDtypeError(
+                f"older_than must be a datetime.timedelta (e.g. timedelta(days=7)) or None, got "
+                f"{type(older_than).__name__} {older_than!r:.80}"
+            )
+        if not isinstance(compact, bool) or not isinstance(cleanup, bool):
+            raise InvalidDtypeError(f"compact and cleanup must be True or False, got {compact!r} and {cleanup!r}")
         self._check_writable()
         with self._write_lock:
             return optimize(self, compact=compact, cleanup=cleanup, older_than=older_than, retrain=retrain)

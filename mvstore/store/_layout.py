@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..exceptions import DuplicateIdError, IndexCorruptedError, InvalidDtypeError, InvalidMetadataError
+from ..exceptions import (
+    DuplicateIdError,
+    IndexCorruptedError,
+    InvalidDtypeError,
+    InvalidIdError,
+    InvalidMetadataError,
+)
 
 FORMAT = "mvstore"
 FORMAT_VERSION = 1
@@ -176,25 +182,37 @@ def normalize_ids(ids: Any, n: int | None = None, *, id_type: pa.DataType | None
     else:
         if hasattr(ids, "to_numpy") and not isinstance(ids, np.ndarray):  # pandas
             ids = ids.to_numpy()
-        a = np.asarray(ids)
+        # a Python sequence is read element by element: numpy would turn [1, "a"] into the strings "1", "a"
+        a = np.asarray(ids, dtype=object) if isinstance(ids, (list, tuple)) and len(ids) else np.asarray(ids)
         if a.dtype == object:
-            kinds = {type(x) for x in a.tolist()}
+            kinds = {type(x) for x in a.reshape(-1).tolist()}
             if kinds <= {str}:
                 a = a.astype(str)
             elif all(issubclass(k, (int, np.integer)) and not issubclass(k, (bool, np.bool_)) for k in kinds):
+                big = next((x for x in a.reshape(-1).tolist() if not _INT64_MIN <= x <= _INT64_MAX), None)
+                if big is not None:
+                    raise InvalidIdError(
+                        f"id {big} is outside the int64 range [-2**63, 2**63 - 1]; use string ids (str(i)) instead"
+                    )
                 a = a.astype(np.int64)
             else:
                 raise InvalidDtypeError(
-                    f"ids mix types {sorted(k.__name__ for k in kinds)}; use all ints or all strings"
+                    f"ids have the types {sorted(k.__name__ for k in kinds)}; ids must be all ints or all strings "
+                    "(e.g. np.arange(n) or ['doc1', ...])"
                 )
         if a.ndim != 1:
             raise InvalidDtypeError(f"ids must be 1-D (one per document), got shape {a.shape}")
         if a.dtype.kind in "iu":
-            if a.dtype.kind == "u" and len(a) and a.max() > np.iinfo(np.int64).max:
-                raise InvalidDtypeError("ids exceed the int64 range; use string ids instead")
+            if a.dtype.kind == "u" and len(a) and a.max() > _INT64_MAX:
+                raise InvalidIdError(
+                    f"id {a.max()} is outside the int64 range [-2**63, 2**63 - 1]; use string ids (str(i)) instead"
+                )
             arr = pa.array(a.astype(np.int64), pa.int64())
         elif a.dtype.kind == "U":
-            arr = pa.array(a.tolist(), pa.string())
+            try:
+                arr = pa.array(a.tolist(), pa.string())
+            except UnicodeEncodeError as e:
+                raise InvalidIdError(surrogate_message(e, "id")) from None
         elif len(a) == 0:
             arr = pa.array([], id_type or pa.int64())
         else:
@@ -202,7 +220,13 @@ def normalize_ids(ids: Any, n: int | None = None, *, id_type: pa.DataType | None
                 f"ids have dtype {a.dtype}; ids must be integers or strings (e.g. np.arange(n) or ['doc1', ...])"
             )
     if pa.types.is_integer(arr.type):
-        arr = arr.cast(pa.int64())
+        try:
+            arr = arr.cast(pa.int64())
+        except pa.ArrowInvalid:
+            raise InvalidIdError(
+                f"ids of Arrow type {arr.type} exceed the int64 range [-2**63, 2**63 - 1] (largest "
+                f"{pa.compute.max(arr).as_py()}); use string ids (str(i)) instead"
+            ) from None
     elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         arr = arr.cast(pa.string())
     else:
@@ -224,19 +248,29 @@ def normalize_ids(ids: Any, n: int | None = None, *, id_type: pa.DataType | None
     return arr
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def surrogate_message(e: UnicodeEncodeError, what: str) -> str:
+    """The message for a string that UTF-8 (Arrow, Lance) cannot store: a lone surrogate, e.g. from
+    ``open(errors="surrogateescape")`` or a bad JSON escape."""
+    return (
+        f"the {what} {e.object!r:.80} holds a lone surrogate {e.object[e.start]!r} at position {e.start}, which "
+        "UTF-8 cannot store; repair the text first, e.g. s.encode('utf-8', 'replace').decode()"
+    )
+
+
 def _type_word(t: pa.DataType) -> str:
     return "integer" if pa.types.is_integer(t) else "string"
 
 
 def first_duplicate(arr: pa.Array) -> Any:
-    """First repeated value of an id array, or None."""
+    """First (smallest) repeated value of an id array, or None."""
     if len(arr) < 2:
         return None
-    vals = ids_numpy(arr)
-    uniq, counts = np.unique(vals, return_counts=True)
-    if (counts > 1).any():
-        return _py(uniq[np.flatnonzero(counts > 1)[0]])
-    return None
+    vals = np.sort(ids_numpy(arr))
+    rep = np.flatnonzero(vals[1:] == vals[:-1])
+    return _py(vals[rep[0]]) if len(rep) else None
 
 
 def ids_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -253,44 +287,60 @@ def _py(x: Any) -> Any:
 def sql_literal_list(ids: np.ndarray) -> str:
     """``(1, 2)`` or ``('a', 'b''s')``: ids quoted for a Lance SQL predicate.
 
-    >>> sql_literal_list(np.array([1, 2])), sql_literal_list(np.array(["a", "b's"]))
-    ('(1, 2)', "('a', 'b''s')")
+    >>> sql_literal_list(np.array([1, -2**63])), sql_literal_list(np.array(["a", "b's"]))
+    ('(1, (-9223372036854775807 - 1))', "('a', 'b''s')")
     """
-    if ids.dtype.kind in "iu":
-        return "(" + ", ".join(str(int(i)) for i in ids) + ")"
+    if ids.dtype.kind in "iu":  # Lance parses -9223372036854775808 as a float: write it as an expression
+        return "(" + ", ".join(str(int(i)) if i != _INT64_MIN else f"({_INT64_MIN + 1} - 1)" for i in ids) + ")"
     return "(" + ", ".join("'" + str(s).replace("'", "''") + "'" for s in ids) + ")"
 
 
 # ----------------------------------------------------------------------------------------- metadata
 def normalize_metadata(metadata: Any, n: int) -> pa.Table | None:
-    """Arrow table / record batch / pandas frame / list of dicts / dict of columns -> Arrow table of n rows."""
+    """Arrow table / record batch / pandas frame / list of dicts / dict of columns -> Arrow table of n rows.
+
+    A list of dicts takes the union of the keys of every row (a key a row lacks is null there). A column that
+    holds only nulls keeps Arrow's null type here; :func:`conform_metadata` gives it the index's type.
+
+    >>> normalize_metadata([{"a": 1}, {"b": "x"}], 2).to_pylist()
+    [{'a': 1, 'b': None}, {'a': None, 'b': 'x'}]
+    """
     if metadata is None:
         return None
-    try:
-        if isinstance(metadata, pa.Table):
-            tbl = metadata
-        elif isinstance(metadata, pa.RecordBatch):
-            tbl = pa.Table.from_batches([metadata])
-        elif type(metadata).__module__.startswith("pandas"):
+    if isinstance(metadata, pa.Table):
+        tbl = metadata
+    elif isinstance(metadata, pa.RecordBatch):
+        tbl = pa.Table.from_batches([metadata])
+    elif type(metadata).__module__.startswith("pandas"):
+        try:
             tbl = pa.Table.from_pandas(metadata, preserve_index=False)
-        elif isinstance(metadata, dict):
-            tbl = pa.table(metadata)
-        elif isinstance(metadata, (list, tuple)):
-            if not all(isinstance(r, dict) for r in metadata):
-                raise InvalidMetadataError(
-                    "metadata given as a list must hold one dict per document, e.g. [{'lang': 'en'}, ...]"
-                )
-            tbl = pa.Table.from_pylist(list(metadata)) if metadata else pa.table({})
-        else:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError) as e:
+            raise InvalidMetadataError(f"metadata cannot be converted to an Arrow table: {_why(e)}") from e
+    elif isinstance(metadata, dict):
+        tbl = _columns_table(metadata)
+    elif isinstance(metadata, (list, tuple)):
+        bad = next((i for i, r in enumerate(metadata) if not isinstance(r, dict)), None)
+        if bad is not None:
             raise InvalidMetadataError(
-                f"metadata is a {type(metadata).__name__}; pass an Arrow table, a pandas DataFrame, a dict of "
-                "columns or a list of dicts (one per document)"
+                f"metadata row {bad} is a {type(metadata[bad]).__name__}; metadata given as a list must hold "
+                "one dict per document, e.g. [{'lang': 'en'}, ...]"
             )
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise InvalidMetadataError(f"metadata cannot be converted to an Arrow table: {e}") from e
+        keys = dict.fromkeys(k for r in metadata for k in r)  # every row's keys, in order of appearance
+        tbl = _columns_table({k: [r.get(k) for r in metadata] for k in keys})
+    else:
+        raise InvalidMetadataError(
+            f"metadata is a {type(metadata).__name__}; pass an Arrow table, a pandas DataFrame, a dict of "
+            "columns or a list of dicts (one per document)"
+        )
     if tbl.num_rows != n and tbl.num_columns:
         raise InvalidMetadataError(
             f"metadata has {tbl.num_rows} rows but there are {n} documents; pass exactly one row per document"
+        )
+    odd = next((c for c in tbl.column_names if not c or "." in c or "`" in c), None)
+    if odd is not None:  # Lance refuses '.' in a column name; a '`' breaks every filter on the table
+        raise InvalidMetadataError(
+            f"metadata column name {odd!r} cannot be stored: names must be non-empty without '.' or '`'; "
+            "rename it (e.g. " + repr(odd.replace(".", "_").replace("`", "") or "col") + ")"
         )
     reserved = [c for c in tbl.column_names if c in DOCS_SYSTEM_COLUMNS or c.startswith("_")]
     if reserved:
@@ -300,17 +350,62 @@ def normalize_metadata(metadata: Any, n: int) -> pa.Table | None:
         )
     if len(set(tbl.column_names)) != tbl.num_columns:
         raise InvalidMetadataError(f"metadata has repeated column names {tbl.column_names}; make them unique")
-    for f in tbl.schema:
-        if pa.types.is_null(f.type):
-            raise InvalidMetadataError(
-                f"metadata column {f.name!r} holds only nulls so its type is unknown; pass an Arrow table "
-                f"with a typed column (e.g. pa.array([None, ...], pa.string()))"
-            )
     return tbl.replace_schema_metadata(None) if tbl.num_columns else None
 
 
+def _columns_table(columns: dict[Any, Any]) -> pa.Table:
+    """A dict of columns -> Arrow table, converting (and blaming) one column at a time."""
+    arrays = {}
+    for name, values in columns.items():
+        if not isinstance(name, str):
+            raise InvalidMetadataError(f"metadata column name {name!r} is a {type(name).__name__}; use a str name")
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            arrays[name] = values
+            continue
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+            raise InvalidMetadataError(
+                f"metadata[{name!r}] is a {type(values).__name__}; a dict of columns needs one value per "
+                f"document, e.g. {{{name!r}: [{values!r:.40}]}}, or pass a list of dicts (one per document)"
+            )
+        try:
+            if isinstance(values, np.ndarray) and values.dtype == object:
+                values = values.tolist()  # Arrow infers Python objects, not numpy's object dtype
+            arrays[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError) as e:
+            raise InvalidMetadataError(f"metadata column {name!r} cannot be stored: {_why(e)}") from e
+    try:
+        return pa.table(arrays) if arrays else pa.table({})
+    except (pa.ArrowInvalid, ValueError) as e:
+        raise InvalidMetadataError(
+            f"metadata columns cannot form one table ({e}); give every column one value per document"
+        ) from e
+
+
+def _why(e: BaseException) -> str:
+    """What went wrong converting metadata, with the fix."""
+    if isinstance(e, OverflowError):
+        return "it holds an integer outside the int64 range; store such numbers as strings or floats"
+    if isinstance(e, UnicodeEncodeError):
+        return surrogate_message(e, "value")
+    return f"{e}; give each column values of one type (e.g. all str or all int)"
+
+
+def new_metadata_fields(meta: pa.Table | None) -> list[pa.Field]:
+    """The metadata fields of a new docs table (the first add): every column needs a known type."""
+    if meta is None:
+        return []
+    for f in meta.schema:
+        if pa.types.is_null(f.type):
+            raise InvalidMetadataError(
+                f"metadata column {f.name!r} holds only nulls in the first add, so its type is unknown; pass an "
+                f"Arrow table with a typed column (e.g. pa.array([None, ...], pa.string())) or leave it out"
+            )
+    return list(meta.schema)
+
+
 def conform_metadata(meta: pa.Table | None, fields: list[pa.Field], n: int) -> list[pa.Array]:
-    """Metadata columns in the docs table's order and types; absent columns become nulls."""
+    """Metadata columns in the docs table's order and types; absent columns become nulls. Unknown columns, and
+    struct fields the index's column lacks, are errors (never silently dropped)."""
     names = [f.name for f in fields]
     if meta is not None:
         unknown = [c for c in meta.column_names if c not in names]
@@ -326,6 +421,12 @@ def conform_metadata(meta: pa.Table | None, fields: list[pa.Field], n: int) -> l
             continue
         col = meta.column(f.name).combine_chunks()
         if col.type != f.type:
+            extra = _extra_field(col.type, f.type, f.name)
+            if extra is not None:
+                raise InvalidMetadataError(
+                    f"metadata field {extra!r} is not in this index's column {f.name!r} (type {f.type}), fixed by "
+                    "the first add: drop the field or build a new index"
+                )
             try:
                 col = col.cast(f.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
@@ -335,6 +436,22 @@ def conform_metadata(meta: pa.Table | None, fields: list[pa.Field], n: int) -> l
                 ) from e
         out.append(col)
     return out
+
+
+def _extra_field(src: pa.DataType, dst: pa.DataType, path: str) -> str | None:
+    """The dotted path of the first struct field of ``src`` that ``dst`` lacks (Arrow's cast drops it)."""
+    if pa.types.is_struct(src) and pa.types.is_struct(dst):
+        for i in range(src.num_fields):
+            name = src.field(i).name
+            j = dst.get_field_index(name)
+            if j < 0:
+                return f"{path}.{name}"
+            deeper = _extra_field(src.field(i).type, dst.field(j).type, f"{path}.{name}")
+            if deeper is not None:
+                return deeper
+    elif hasattr(src, "value_type") and hasattr(dst, "value_type"):  # list, large_list, fixed_size_list
+        return _extra_field(src.value_type, dst.value_type, path + "[]")
+    return None
 
 
 # ------------------------------------------------------------------------------ packed binary columns

@@ -5,16 +5,18 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import lance
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ..exceptions import FilterError, IndexCorruptedError, NotFittedError
+from ..exceptions import FilterError, IndexCorruptedError, InvalidDtypeError, NotFittedError
 from ..search.params import SearchParams
 from ..search.snapshot import Snapshot
-from ._layout import binary_values, ids_numpy, list_values, unknown_field
+from ._layout import binary_values, first_duplicate, ids_numpy, list_values, unknown_field
 
 _SQL_WORDS = {
     "and", "or", "not", "in", "is", "null", "like", "ilike", "between", "true", "false", "cast", "as",
@@ -25,39 +27,60 @@ _SQL_WORDS = {
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _where_tokens(where: str) -> Iterator[tuple[str, str, str]]:
+    """Split a SQL filter into ``(kind, text, raw)``: kind "literal" ('...', '' escapes a quote), "quoted"
+    ("..." or `...`: a column name, doubled quote escapes it; text is the name), "column" (a bare name that
+    is not a keyword or function), or "other" (numbers, keywords, functions, operators, spaces)."""
+    i, n = 0, len(where)
+    while i < n:
+        c = where[i]
+        if c in "'\"`":
+            j = i + 1
+            while j < n and not (where[j] == c and (j + 1 >= n or where[j + 1] != c)):
+                j += 2 if where[j] == c else 1
+            raw = where[i : j + 1]
+            if c == "'":
+                yield "literal", raw, raw
+            else:
+                yield "quoted", where[i + 1 : j].replace(c + c, c), raw
+            i = j + 1
+        elif c.isdigit():
+            j = i
+            while j < n and (where[j].isalnum() or where[j] in "._"):
+                j += 1
+            yield "other", where[i:j], where[i:j]
+            i = j
+        else:
+            m = _IDENT.match(where, i)
+            if not m:
+                yield "other", c, c
+                i += 1
+                continue
+            word, i = m.group(0), m.end()
+            rest = where[i:].lstrip()
+            is_col = word.lower() not in _SQL_WORDS and not rest.startswith("(")
+            yield ("column" if is_col else "other"), word, word
+
+
 def where_columns(where: str) -> list[str]:
     """Column names a SQL filter refers to (string literals, keywords and function names skipped).
 
     >>> where_columns("lang = 'en and x' AND year > 2020 OR lower(title) LIKE 'a%' AND \\"My Col\\" IS NULL")
     ['lang', 'year', 'title', 'My Col']
     """
-    out: list[str] = []
-    i, n = 0, len(where)
-    while i < n:
-        c = where[i]
-        if c == "'":  # string literal, '' escapes a quote
-            i += 1
-            while i < n and not (where[i] == "'" and (i + 1 >= n or where[i + 1] != "'")):
-                i += 2 if where[i] == "'" else 1
-            i += 1
-        elif c in '"`':
-            j = where.find(c, i + 1)
-            j = n if j < 0 else j
-            out.append(where[i + 1 : j])
-            i = j + 1
-        elif c.isdigit():
-            while i < n and (where[i].isalnum() or where[i] in "._"):
-                i += 1
-        else:
-            m = _IDENT.match(where, i)
-            if not m:
-                i += 1
-                continue
-            word, i = m.group(0), m.end()
-            rest = where[i:].lstrip()
-            if word.lower() not in _SQL_WORDS and not rest.startswith("("):
-                out.append(word)
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(text for kind, text, _ in _where_tokens(where) if kind in ("column", "quoted")))
+
+
+def lance_filter(where: str) -> str:
+    """``where`` as Lance reads it: a double-quoted name (standard SQL, and how mvstore documents column names
+    with spaces) becomes backtick-quoted, since Lance reads double quotes as a string literal.
+
+    >>> print(lance_filter('"My Col" = ' + "'it''s \\"x\\"' AND `a b` > 1"))
+    `My Col` = 'it''s "x"' AND `a b` > 1
+    """
+    return "".join(
+        "`" + text.replace("`", "``") + "`" if kind == "quoted" else raw for kind, text, raw in _where_tokens(where)
+    )
 
 
 @dataclasses.dataclass
@@ -117,6 +140,7 @@ class _View:
                     "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
                 ) from e
             id_col = tbl.column("id")
+            check_unique_ids(id_col, self.version)
             ids = ids_numpy(id_col)
             if ids.dtype.kind == "U":
                 ids = ids.astype(object)
@@ -157,10 +181,10 @@ class _View:
         snap = self.snapshot()
         if self.ds is None:
             return np.zeros(0, bool)
-        check_columns(self.ds.schema, where_columns(where), "where=")
+        check_where(self.ds.schema, where)
         try:
             hit = (
-                self.ds.to_table(columns=[], filter=where, with_row_address=True)
+                self.ds.to_table(columns=[], filter=lance_filter(where), with_row_address=True)
                 .column("_rowaddr")
                 .to_numpy()
             )
@@ -207,8 +231,44 @@ class _View:
         return s
 
 
+def check_unique_ids(ids: pa.ChunkedArray, version: int) -> None:
+    """IndexCorruptedError naming an id stored twice: rows written to docs.lance directly (e.g. LanceDB's
+    ``tbl.add``, which has no id check) would make search return the document twice."""
+    if pc.count_distinct(ids).as_py() != len(ids):
+        dup = first_duplicate(ids.combine_chunks())
+        raise IndexCorruptedError(
+            f"id {dup!r} is stored more than once in docs table version {version}: rows were added to docs.lance "
+            "directly (e.g. LanceDB's tbl.add), which mvstore does not support (see docs/LAYOUT.md); remove the "
+            f"copies with index.delete([{dup!r}]) and add the document again with index.add"
+        )
+
+
 def user_columns(schema: pa.Schema) -> list[str]:
     return [n for n in schema.names if n not in ("codes", "terms", "source")]
+
+
+def check_where(schema: pa.Schema | None, where: Any) -> None:
+    """FilterError / InvalidDtypeError for a ``where=`` that is not a SQL string or names columns ``schema``
+    does not have (None: check the type only)."""
+    if not isinstance(where, str):
+        raise InvalidDtypeError(
+            f"where= must be a SQL filter string such as \"lang = 'en'\", got {type(where).__name__} {where!r:.80}"
+        )
+    if not where.strip():
+        raise FilterError(
+            "where= is an empty string; pass where=None for no filter, or a predicate like \"lang = 'en'\""
+        )
+    if schema is None:
+        return
+    avail = user_columns(schema)
+    for kind, name, raw in _where_tokens(where):
+        if kind in ("column", "quoted") and name not in avail:
+            hint = ""
+            if raw.startswith('"'):
+                hint = f"; double quotes name a column: write a string value in single quotes ('{name}')"
+            raise FilterError(
+                f"where= names unknown column {name!r}; available columns: {', '.join(avail)}{hint}"
+            )
 
 
 def check_columns(schema: pa.Schema, names: list[str], what: str) -> None:
