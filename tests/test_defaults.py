@@ -95,7 +95,7 @@ def test_auto_errors_name_the_fix(tmp_path):
         ms.create(tmp_path / "a", dim=32, spec="auto")
     with pytest.raises(SpecError, match='only applies to spec="auto"'):
         ms.create(tmp_path / "b", dim=32, spec="sq8", max_bytes_per_token=8)
-    with pytest.raises(ValueError, match="dim must be a positive integer"):
+    with pytest.raises(TypeError, match=r"dim must be an int .*create\(uri, dim=128\)"):
         ms.create(tmp_path / "c")
     idx = ms.create(tmp_path / "d", dim=32, spec="auto", max_bytes_per_token=8)
     few = synthetic_docs(AUTO_MIN_DOCS - 1, 32, seed=5)
