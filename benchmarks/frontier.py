@@ -179,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--no-pool-cache", action="store_true", help="pool again instead of reusing cached pooling"
     )
+    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
+                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
 
@@ -189,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         faiss.omp_set_num_threads(args.threads)
 
-    data = load_scifact(args.max_docs)
+    data = load_scifact(args.max_docs, model=args.model)
     exact = data.exact_run(100)
     for row in iter_frontier_rows(
         data,

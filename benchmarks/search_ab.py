@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--spec", default=BENCH_SPEC, help="index spec (default: the README's latency spec)")
     ap.add_argument("--max-docs", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=3, help="passes over the queries (samples per query)")
+    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
+                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
 
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
     from benchmarks.data import load_scifact
     from mvstore.spec import parse
 
-    data = load_scifact(args.max_docs)
+    data = load_scifact(args.max_docs, model=args.model)
     queries = [np.asarray(q, np.float32) for q in data.queries]
     sp = parse(args.spec)
     pooled = sp.pool(data.docs)

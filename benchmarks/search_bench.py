@@ -215,11 +215,13 @@ def main(argv=None) -> int:
     ap.add_argument("--max-docs", type=int, default=None)
     ap.add_argument("--no-lancedb", action="store_true", help="skip the LanceDB rows")
     ap.add_argument("--latency-queries", type=int, default=300)
+    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
+                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
     from benchmarks.data import load_scifact
 
-    data = load_scifact(args.max_docs)
+    data = load_scifact(args.max_docs, model=args.model)
     exact = data.exact_run(100)
     for row in iter_search_rows(data, args.spec, exact_run=exact, n_latency=args.latency_queries,
                                 with_lancedb=not args.no_lancedb, drop_raw=True):

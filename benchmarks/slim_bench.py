@@ -212,9 +212,11 @@ def main(argv=None) -> int:
     ap.add_argument("--counts", type=int, nargs="+", default=list(DEFAULT_COUNTS), help="candidate counts")
     ap.add_argument("--latency-queries", type=int, default=100)
     ap.add_argument("--parts", default="ab", help="'a' sparse-only rows, 'b' prefilter rows (default both)")
+    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
+                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
-    data = load_scifact(args.max_docs)
+    data = load_scifact(args.max_docs, model=args.model)
     sparse_specs = (args.sparse_spec or DEFAULT_SPARSE) if "a" in args.parts else ()
     dense_spec = args.dense_spec if "b" in args.parts else ""
     for row in slim_rows(data, sparse_specs=sparse_specs, dense_spec=dense_spec,

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.data import SCIFACT_DIR, _encoder, load_scifact  # noqa: E402
+from benchmarks.data import SCIFACT_DIR, encoder, load_scifact  # noqa: E402
 from benchmarks.frontier import DEFAULT_SPECS, iter_frontier_rows  # noqa: E402
 from mvstore.eval import load_beir, ndcg_at_k  # noqa: E402
 from mvstore.report import load_rows  # noqa: E402
@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fit-sample", type=int, default=65536,
                     help="vectors each evaluated codec is fitted on (the store's default train_size)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
+                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
     test = load_beir(SCIFACT_DIR, "test")
     corpus_ids = list(test.corpus)
     doc_rows = np.sort(rng.choice(len(corpus_ids), min(args.sample_docs, len(corpus_ids)), replace=False))
-    enc = _encoder()
+    enc = encoder(args.model)
     sample_docs = enc.encode_documents([test.corpus[corpus_ids[i]] for i in doc_rows])
     split = test if args.query_split == "test" else load_beir(SCIFACT_DIR, args.query_split)
     qids = sorted(split.queries, key=int)
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
         print(res.to_text())
 
     del sample_docs, tune_queries
-    data = load_scifact(args.max_docs)  # phase 2: the corpus (or subset) and the 300 test queries
+    data = load_scifact(args.max_docs, model=args.model)  # phase 2: the corpus (or subset) and the 300 test queries
     ranked = sorted((r for r in res.table if r["within_budget"]), key=lambda r: -r["fidelity"])
     to_eval = {res.spec: "picked"}
     for r in ranked[1 : 1 + args.also_top]:

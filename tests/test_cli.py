@@ -226,3 +226,19 @@ def test_eval_builds_its_own_index(beir, tmp_path):
     assert ev["spec"] == "pca96,sq8" and ev["docs"] == len(TEXTS) and ev["ndcg10"] > 0.8 and "index" not in ev
     ev2 = json_rows(mvstore("-q", "eval", beir, "--spec", "fp16", "--index-dir", tmp_path / "ix", "--json").stdout)[0]
     assert ev2["index"] == str(tmp_path / "ix") and (tmp_path / "ix" / "mvstore.json").exists()
+
+
+def test_build_default_and_auto_spec(vector_files, tmp_path):
+    root, docs, _ = vector_files
+    out = json_rows(mvstore("-q", "build", tmp_path / "a", "--input", root / "docs.npz", "--json").stdout)
+    from mvstore.spec import default_spec
+
+    assert out[0]["spec"] == default_spec(16) and "auto_fidelity" not in out[0]
+    out = json_rows(mvstore("-q", "build", tmp_path / "b", "--input", root / "docs.npz", "--spec", "auto",
+                            "--max-bytes-per-token", "4", "--json").stdout)
+    assert out[0]["auto_budget"] == 4 and 0 <= out[0]["auto_fidelity"] <= 1 and out[0]["spec"] != "auto"
+    err = mvstore("build", tmp_path / "c", "--input", root / "docs.npz", "--spec", "auto", check_rc=2).stderr
+    assert "--max-bytes-per-token" in err and not (tmp_path / "c").exists()
+    err = mvstore("build", tmp_path / "d", "--input", root / "docs.npz", "--max-bytes-per-token", "4",
+                  check_rc=2).stderr
+    assert "only applies to --spec auto" in err
