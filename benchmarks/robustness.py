@@ -100,9 +100,9 @@ def _search_row(idx, data, exact_run) -> dict[str, Any]:
     }
 
 
-def default_rows(data, exact_run, exact_ndcg) -> Iterator[dict]:
+def default_rows(data, exact_run, exact_ndcg, spec: str | None = None) -> Iterator[dict]:
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        idx, build_s = _build(data, tmp + "/ix")
+        idx, build_s = _build(data, tmp + "/ix", spec=spec)
         row = _search_row(idx, data, exact_run)
     row["loss_points"] = round(100 * (exact_ndcg - row["ndcg10_search"]), 2)
     yield {"part": "default", **row, "build_s": round(build_s, 1)}
@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--collections", nargs="+", default=None, help="default: every collection in ../shared/data")
     ap.add_argument("--part", nargs="+", choices=("default", "grid", "auto"), default=["default", "grid", "auto"])
     ap.add_argument("--grid", nargs="+", default=list(GRID), help="specs for --part grid")
+    ap.add_argument("--spec", default=None, help="--part default with this spec instead of default_spec(dim)")
     ap.add_argument("--budgets", nargs="+", type=float, default=[4.0, 8.0, 16.0], help="bytes/token for --part auto")
     ap.add_argument("--split", default="test")
     ap.add_argument("--max-queries", type=int, default=None, help="first N judged queries (choosing on train)")
@@ -167,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             emit({"part": "exact", **head})
             for part in args.part:
                 if part == "default":
-                    part_rows = default_rows(data, exact_run, exact_ndcg)
+                    part_rows = default_rows(data, exact_run, exact_ndcg, args.spec)
                 elif part == "grid":
                     part_rows = grid_rows(data, exact_run, exact_ndcg, args.grid)
                 else:
