@@ -19,6 +19,8 @@ __all__ = [
     "UnknownIdError",
     "IndexExistsError",
     "InvalidOperationError",
+    "IndexBusyError",
+    "VersionCleanedUpError",
 ]
 
 
@@ -80,6 +82,15 @@ class IndexExistsError(MvstoreError, FileExistsError):
 
 class InvalidOperationError(MvstoreError, ValueError):
     """An operation this index cannot do in its current state (e.g. writing to a time-travel version)."""
+
+
+class IndexBusyError(MvstoreError, RuntimeError):
+    """Another process held the index's write lock for longer than the wait allows."""
+
+
+class VersionCleanedUpError(MvstoreError, RuntimeError):
+    """The version an :class:`Index` reads was deleted by ``optimize(cleanup=True)`` (here or in another
+    process); ``index.refresh()`` moves to the latest version."""
 
 
 def require(module: str, pip_name: str | None = None, extra: str | None = None):
