@@ -334,3 +334,57 @@ def test_reader_of_a_cleaned_up_version_is_told_to_refresh(tmp_path):
     for reader in (warm, cold):
         t = reader.refresh().search(docs[1][:4], k=1, where="lang = 'en'", columns=["lang"])
         assert t["id"].to_pylist() == [1] and t["lang"].to_pylist() == ["en"]
+
+
+LOCK_HOLDER = """
+import sys, time
+from mvstore.store._layout import write_lock
+with write_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_write_lock_waits_for_a_live_writer_and_not_for_a_killed_one(tmp_path, monkeypatch):
+    from mvstore.exceptions import IndexBusyError
+    from mvstore.store import _layout
+
+    uri = str(tmp_path / "ix")
+    docs = make_docs(10, seed=0)
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=4)
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, uri], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(_layout, "WRITE_LOCK_TIMEOUT_S", 0.5)
+        with pytest.raises(IndexBusyError, match=f"pid {holder.pid}.*retry"):
+            idx.add(np.arange(10), docs)
+        assert idx.version == 0 and ms.open(uri).version == 0
+        holder.send_signal(signal.SIGKILL)  # dies holding the lock: the kernel releases it
+        holder.wait(30)
+        assert idx.add(np.arange(10), docs) == 1
+    finally:
+        holder.kill()
+        holder.wait(30)
+
+
+def test_cleanup_keeps_young_unreferenced_files(tmp_path):
+    """Files no version references may belong to a write that has not committed yet (a plain Lance writer does
+    not take mvstore's lock): cleanup deletes them only once they are older than ORPHAN_GRACE."""
+    from mvstore.store._maintain import ORPHAN_GRACE
+
+    uri = str(tmp_path / "ix")
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=4)
+    idx.add(np.arange(10), make_docs(10, seed=0))
+    data = os.path.join(uri, "docs.lance", "data")
+    orphan = os.path.join(data, "0000inflight.lance")
+    with open(orphan, "wb") as f:
+        f.write(b"\0" * 64)
+    idx.optimize(cleanup=True)
+    assert os.path.exists(orphan)  # young: kept
+    old = time.time() - ORPHAN_GRACE.total_seconds() - 60
+    for name in os.listdir(data):
+        os.utime(os.path.join(data, name), (old, old))
+    idx.optimize(cleanup=True)
+    assert not os.path.exists(orphan)  # a crashed write's leftover: removed
+    assert len(ms.open(uri)) == 10

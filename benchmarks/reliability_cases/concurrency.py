@@ -97,12 +97,6 @@ def _check(case: str, uri: Path, outs: list[list[list[Any]]], errs: str, want_id
     raw = [s for s in steps if s[0] != "ok" and not s[1]]
     if raw:
         return result(GROUP, case, "raw_error", f"non-mvstore errors: {raw[:3]}")
-    failed: dict[str, int] = {}
-    for s in steps:
-        if s[0] != "ok":
-            failed[s[0]] = failed.get(s[0], 0) + 1
-    if failed != (allowed or {}):
-        return result(GROUP, case, "data_loss", f"steps failed {failed}, expected {allowed or {}}: {steps}")
     try:
         ids = ms.open(uri).snapshot().ids.tolist()
     except Exception as e:
@@ -112,6 +106,12 @@ def _check(case: str, uri: Path, outs: list[list[list[Any]]], errs: str, want_id
     if set(ids) != want_ids:
         return result(GROUP, case, "data_loss", f"missing {sorted(want_ids - set(ids))[:5]}, "
                       f"unexpected {sorted(set(ids) - want_ids)[:5]}")
+    failed: dict[str, int] = {}
+    for s in steps:
+        if s[0] != "ok":
+            failed[s[0]] = failed.get(s[0], 0) + 1
+    if failed != (allowed or {}):
+        return result(GROUP, case, "silent_wrong", f"steps failed {failed}, expected {allowed or {}}: {steps}")
     notes = "; ".join(s[2] for s in steps if s[2] and s[0] == "ok")
     return result(GROUP, case, "ok", f"{len(ids)} docs{'; ' + notes if notes else ''}")
 
