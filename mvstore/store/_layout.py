@@ -124,17 +124,17 @@ def has_versions(table_uri: str) -> bool:
 
 # ------------------------------------------------------------------------------------------ writing
 @contextlib.contextmanager
-def write_lock(root: str, timeout: float | None = None) -> Iterator[None]:
+def write_lock(root: str) -> Iterator[None]:
     """Hold the index's cross-process write lock: an exclusive ``flock`` on ``<root>/mvstore.lock``. Every
     write (add, upsert, delete, train, optimize) holds it from reading the latest version to its commit, so
     writers in several processes (or several Index objects) run one after the other and each one's id checks
     see every earlier commit. The kernel drops the lock when its holder dies (even by SIGKILL): a crashed
-    writer never leaves a stale lock. Waits up to ``timeout`` seconds (default WRITE_LOCK_TIMEOUT_S), then
-    raises IndexBusyError."""
+    writer never leaves a stale lock. Waits up to WRITE_LOCK_TIMEOUT_S seconds, then raises IndexBusyError."""
     path = os.path.join(root, LOCK)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + (WRITE_LOCK_TIMEOUT_S if timeout is None else timeout)
+        timeout = WRITE_LOCK_TIMEOUT_S
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -144,7 +144,7 @@ def write_lock(root: str, timeout: float | None = None) -> Iterator[None]:
                     holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
                     raise IndexBusyError(
                         f"another writer (pid {holder}) has held the write lock of {root!r} for more than "
-                        f"{WRITE_LOCK_TIMEOUT_S if timeout is None else timeout:g} s; wait for it to finish "
+                        f"{timeout:g} s; wait for it to finish "
                         "(or stop it) and retry the write"
                     ) from None
                 time.sleep(0.02)
