@@ -88,7 +88,7 @@ def test_sigkill_during_add_leaves_previous_version(tmp_path, first_add):
     assert rows(after.search(queries, k=5)) == before
     if first_add:
         assert not after.stats()["trained"]  # the state fitted by the killed first add is not adopted
-    # the index keeps working after the crash, and cleanup removes the orphaned files
+    # the index keeps working after the crash (a cleanup deletes the orphaned files once older than ORPHAN_GRACE)
     after.add(np.arange(500, 510), docs[:10])
     after.optimize(cleanup=True)
     assert len(ms.open(uri)) == (10 if first_add else 50)
