@@ -4,8 +4,7 @@ must open and hold exactly the old or the new version, and take a further write.
 
 from __future__ import annotations
 
-import contextlib
-import io
+import os
 import shutil
 import signal
 import time
@@ -20,19 +19,23 @@ from . import fingerprint, is_mvstore_error, result, spawn, unit_docs
 
 GROUP = "crash"
 DIM = 16
-#: writes whose committed codes come from a codec trained inside the write: faiss k-means may differ in the last
-#: bit between the calibration run (this process) and the killed child, so their versions are compared by ids
-#: and token counts only
+#: writes whose committed codes come from a codec trained inside the write (faiss k-means need not be bitwise
+#: reproducible from run to run): their versions are compared by ids and token counts only
 TRAINS = {"first_add", "retrain", "build_overwrite"}
 OPS = ("add", "add_batches", "upsert", "delete", "optimize", "retrain", "first_add", "build_overwrite")
+#: kills at the instant a table's ``_versions/`` changes (Lance writing or renaming the new manifest): the
+#: first add's codec state commit runs in quick mode, the others only in the full matrix
+AT_COMMIT = {"first_add": "codec.lance", "add": "docs.lance", "upsert": "docs.lance", "delete": "docs.lance",
+             "optimize": "docs.lance", "retrain": "codec.lance"}
 
 CHILD = """
-import sys
+import sys, time
 from benchmarks.reliability_cases.crash import prepare
 fn = prepare(sys.argv[1], sys.argv[2])
 print("go", flush=True)
+t = time.perf_counter()
 fn()
-print("done", flush=True)
+print("done", time.perf_counter() - t, flush=True)
 """
 
 
@@ -92,8 +95,25 @@ def _version(uri: Path, op: str) -> Any:
     return {k: v[0] for k, v in fp.items()} if op in TRAINS else fp
 
 
+def _wait_for_commit(child: Any, vdir: Path, seconds: float) -> str:
+    """Poll ``vdir`` until its entries change (a manifest appears), or the child exits; returns what happened."""
+    def entries() -> set[str]:
+        try:
+            return set(os.listdir(vdir))
+        except FileNotFoundError:
+            return set()
+
+    before, deadline = entries(), time.monotonic() + 30 + 10 * seconds
+    while child.poll() is None and time.monotonic() < deadline:
+        now = entries()
+        if now != before:
+            return f"killed as {sorted(now - before)[:1]} appeared in {vdir.parent.name}/_versions"
+        time.sleep(0.0003)
+    return "the commit was not seen before the write ended"
+
+
 def _kill_once(src: Path, work: Path, op: str, seconds: float, old: Any, new: Any, rng: np.random.Generator,
-               case: str) -> dict[str, str]:
+               case: str, at_commit: str | None = None) -> dict[str, str]:
     import mvstore.store as ms
 
     uri = work / "ix"
@@ -104,15 +124,19 @@ def _kill_once(src: Path, work: Path, op: str, seconds: float, old: Any, new: An
         if line != "go":
             child.kill()
             return result(GROUP, case, "raw_error", f"the writer did not start: {line!r} {child.stderr.read()[-800:]}")
-        delay = float(rng.uniform(0, 1.3 * seconds))
-        time.sleep(delay)
+        if at_commit:
+            how = _wait_for_commit(child, uri / at_commit / "_versions", seconds)
+        else:
+            delay = float(rng.uniform(0, 1.3 * seconds))
+            time.sleep(delay)
+            how = f"killed {delay:.3f} s into a {seconds:.3f} s write"
         child.send_signal(signal.SIGKILL)
         rc = child.wait(60)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait(60)
-    when = f"killed {delay:.3f} s into a {seconds:.3f} s write ({'finished first' if rc == 0 else 'mid-write'})"
+    when = f"{how} ({'it finished first' if rc == 0 else 'killed'})"
     try:
         got = _version(uri, op)
     except Exception as e:
@@ -134,23 +158,33 @@ def _kill_once(src: Path, work: Path, op: str, seconds: float, old: Any, new: An
     return result(GROUP, case, "ok", when + ("; old version" if got == old else "; new version"))
 
 
+def _calibrate(src: Path, work: Path, op: str) -> tuple[float, Any]:
+    """Run ``op`` to the end in a child process like the killed ones: its duration there and the new version."""
+    uri = work / "ix"
+    shutil.copytree(src, uri)
+    out, err = spawn(CHILD, uri, op).communicate(timeout=600)
+    done = [line for line in out.splitlines() if line.startswith("done ")]
+    if not done:
+        raise RuntimeError(f"the calibration run of {op} failed: {err[-1500:]}")
+    return float(done[0].split()[1]), _version(uri, op)
+
+
 def run(workdir: Path, *, quick: bool, seed: int = 0) -> list[dict[str, str]]:
     base, empty = make_base(workdir)
     rng = np.random.default_rng(seed)
     kills = 1 if quick else 12
-    jobs = []
-    for op in OPS:
-        src = empty if op == "first_add" else base
-        calib = workdir / f"calib-{op}" / "ix"
-        shutil.copytree(src, calib)
-        fn = prepare(str(calib), op)
-        t = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):  # the CLI's report table
-            fn()
-        seconds = time.perf_counter() - t
-        old, new = _version(src, op), _version(calib, op)
-        for k in range(kills):
-            jobs.append((src, workdir / f"{op}-{k}", op, seconds, old, new,
-                         np.random.default_rng(rng.integers(2**32)), f"{op}#{k}"))
+    src = {op: empty if op == "first_add" else base for op in OPS}
     with ThreadPoolExecutor(max_workers=3) as ex:
+        calib = dict(zip(OPS, ex.map(lambda op: _calibrate(src[op], workdir / f"calib-{op}", op), OPS)))
+        jobs = []
+        for op in OPS:
+            seconds, new = calib[op]
+            old = _version(src[op], op)
+            for k in range(kills):
+                jobs.append((src[op], workdir / f"{op}-{k}", op, seconds, old, new,
+                             np.random.default_rng(rng.integers(2**32)), f"{op}#{k}"))
+            if op in AT_COMMIT and (not quick or op == "first_add"):
+                for k in range(1 if quick else 3):
+                    jobs.append((src[op], workdir / f"{op}-commit-{k}", op, seconds, old, new, None,
+                                 f"{op}@{AT_COMMIT[op]}-commit#{k}", AT_COMMIT[op]))
         return list(ex.map(lambda j: _kill_once(*j), jobs))
