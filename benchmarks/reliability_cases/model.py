@@ -74,6 +74,8 @@ def _sequence(uri: Path, spec: str, steps: int, seed: int) -> dict[str, str]:
     case = f"{spec}#seed{seed}"
     rng = np.random.default_rng(seed)
     idx = ms.create(uri, spec=spec, dim=DIM, n_centroids=8)
+    if spec.startswith("pq"):  # 256 centroids per sub-quantizer: more vectors than a first add of <= 14 docs
+        idx.train(unit_docs(80, DIM, seed=seed + 10_000, lo=4, hi=12))
     oracle: dict[int, tuple[np.ndarray, int]] = {}
     history: dict[int, dict[int, tuple[np.ndarray, int]]] = {}
     next_id, done = 0, []
