@@ -276,6 +276,7 @@ uri, go, op, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 idx = ms.open(uri)
 rng = np.random.default_rng(seed)
 out = []
+print("ready", flush=True)
 for r in range(3):
     ids = np.arange(10_000 * (r + 1), 10_000 * (r + 1) + 50)
     docs = [rng.normal(size=(20, DIM)).astype(np.float32) for _ in range(50)]
@@ -298,11 +299,11 @@ def test_two_processes_writing_the_same_new_ids_never_store_duplicates(tmp_path,
     go = str(tmp_path / "go")
     kids = [subprocess.Popen([sys.executable, "-c", RACE_CHILD, uri, go, op, str(s)], env=_env(), cwd=ROOT,
                              stdout=subprocess.PIPE, text=True) for s in (1, 2)]
-    time.sleep(8)  # both children imported and opened the index
+    assert [k.stdout.readline().strip() for k in kids] == ["ready", "ready"]
     for r in range(3):
         open(go + str(r), "w").close()
         time.sleep(1.0)
-    results = [json.loads(k.communicate(timeout=180)[0]) for k in kids]
+    results = [json.loads(k.communicate(timeout=180)[0].splitlines()[-1]) for k in kids]
     assert all(k.returncode == 0 for k in kids)
     ids = ms.open(uri).snapshot().ids
     assert len(ids) == len(set(ids.tolist())) == 40 + 3 * 50  # every id once
