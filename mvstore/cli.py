@@ -236,27 +236,98 @@ def _index_encoder(idx: Any, args: argparse.Namespace) -> Any:
 # -------------------------------------------------------------------------------------------- build
 def _build(root: str, spec: str, ids: list, docs: Any, metadata: Any, args: argparse.Namespace,
            texts: list[str] | None = None, encoder: Any = None) -> Any:
-    """Create the index at ``root`` and fill it: train on a random sample of documents, then stream
-    batches (encode -> pool -> compress -> write) with progress bars; one Lance commit."""
+    """Build the index for ``root`` in a sibling directory (train on a random sample of documents, then stream
+    batches: encode -> pool -> compress -> write, with progress bars), and only once it is complete move it
+    to ``root``. With ``--overwrite`` the old index is swapped out in one atomic exchange and deleted after:
+    a failed or killed build leaves the old index (or nothing, for a new path) exactly as it was."""
+    import shutil
+
     import mvstore.store as ms
+
+    from .exceptions import IndexExistsError
+    from .store._layout import MANIFEST, write_lock
 
     n = len(ids)
     if n == 0:
         raise UsageError("the input has no documents")
-    if getattr(args, "overwrite", False) and os.path.exists(os.path.join(root, "mvstore.json")):
-        import shutil
-
-        shutil.rmtree(root)
+    root = os.path.abspath(root)
+    replace = os.path.exists(os.path.join(root, MANIFEST))
+    if replace and not getattr(args, "overwrite", False):
+        raise IndexExistsError(
+            f"an mvstore index already exists at {root!r}: pass --overwrite to replace it, or choose another path"
+        )
+    if os.path.exists(root) and not replace and (not os.path.isdir(root) or os.listdir(root)):
+        raise IndexExistsError(f"{root!r} exists and is not an empty directory (nor an mvstore index); choose a new path")
+    parent, name = os.path.split(root)
+    os.makedirs(parent, exist_ok=True)
+    _remove_stale_builds(parent, name)
+    tmp = os.path.join(parent, f".{name}{_BUILDING}{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
     dim = encoder.dim if docs is None else docs.dim
-    idx = ms.create(root, spec=spec, dim=dim, keep_source=getattr(args, "keep_source", False),
-                    max_bytes_per_token=getattr(args, "max_bytes_per_token", None))
     try:
-        return _fill(idx, spec, ids, docs, metadata, args, texts, encoder)
-    except BaseException:
-        import shutil
+        idx = ms.create(tmp, spec=spec, dim=dim, keep_source=getattr(args, "keep_source", False),
+                        max_bytes_per_token=getattr(args, "max_bytes_per_token", None))
+        _fill(idx, spec, ids, docs, metadata, args, texts, encoder)
+        if replace:
+            with write_lock(root):  # not in the middle of another process's write to the old index
+                _exchange_dirs(tmp, root)
+        else:
+            os.rename(tmp, root)  # onto a missing path or an empty directory
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the unfinished build, or the old index swapped out
+    return ms.open(root)
 
-        shutil.rmtree(idx.root, ignore_errors=True)  # a failed build leaves no half-made index behind
-        raise
+
+#: infix of the sibling directory a build writes to: ``.<name>.mvstore-build-<pid>``
+_BUILDING = ".mvstore-build-"
+
+
+def _remove_stale_builds(parent: str, name: str) -> None:
+    """Delete build directories for ``name`` left by builds that were killed (their pid is gone)."""
+    import shutil
+
+    prefix = f".{name}{_BUILDING}"
+    for entry in os.listdir(parent):
+        pid = entry[len(prefix):]
+        if not entry.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+def _exchange_dirs(a: str, b: str) -> None:
+    """Atomically swap two directories (Linux ``renameat2(RENAME_EXCHANGE)``, macOS ``renamex_np(RENAME_SWAP)``):
+    at every instant ``b`` is either the old or the new directory. Where the filesystem cannot exchange, ``b`` is
+    renamed aside to ``<b>.mvstore-replaced`` first and then replaced (a crash between the two renames leaves
+    the old index there, complete)."""
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fa, fb = os.fsencode(a), os.fsencode(b)
+    rc, err = -1, errno.ENOSYS
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        fn = libc.renameat2
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        rc = fn(-100, fa, -100, fb, 2)  # AT_FDCWD, RENAME_EXCHANGE
+        err = ctypes.get_errno()
+    elif sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        fn = libc.renamex_np
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint]
+        rc = fn(fa, fb, 2)  # RENAME_SWAP
+        err = ctypes.get_errno()
+    if rc == 0:
+        return
+    if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        raise OSError(err, f"cannot swap the new index into place: {os.strerror(err)}", b)
+    aside = b + ".mvstore-replaced"
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)
 
 
 def _fill(idx: Any, spec: str, ids: list, docs: Any, metadata: Any, args: argparse.Namespace,

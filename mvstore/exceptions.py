@@ -22,6 +22,8 @@ __all__ = [
     "InvalidArgumentError",
     "SearchParamsError",
     "InvalidIdError",
+    "IndexBusyError",
+    "VersionCleanedUpError",
 ]
 
 
@@ -96,6 +98,15 @@ class SearchParamsError(InvalidArgumentError):
 
 class InvalidIdError(MvstoreError, ValueError):
     """A document id the index cannot store: an integer outside int64, a string that is not valid UTF-8."""
+
+
+class IndexBusyError(MvstoreError, RuntimeError):
+    """Another process held the index's write lock for longer than the wait allows."""
+
+
+class VersionCleanedUpError(MvstoreError, RuntimeError):
+    """The version an :class:`Index` reads was deleted by ``optimize(cleanup=True)`` (here or in another
+    process); ``index.refresh()`` moves to the latest version."""
 
 
 def require(module: str, pip_name: str | None = None, extra: str | None = None):

@@ -83,7 +83,7 @@ def as_rows(t: pa.Table):
 # ----------------------------------------------------------------------------------------- lifecycle
 def test_layout_readable_by_plain_lancedb(uri, docs):
     idx = build(uri, docs)
-    assert sorted(os.listdir(uri)) == ["codec.lance", "docs.lance", "mvstore.json"]
+    assert sorted(os.listdir(uri)) == ["codec.lance", "docs.lance", "mvstore.json", "mvstore.lock"]
     m = json.load(open(os.path.join(uri, "mvstore.json")))
     assert (m["format"], m["spec"], m["dim"]) == ("mvstore", "fp16", DIM)
     tbl = lancedb.connect(uri).open_table("docs").to_arrow()

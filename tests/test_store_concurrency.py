@@ -88,7 +88,7 @@ def test_sigkill_during_add_leaves_previous_version(tmp_path, first_add):
     assert rows(after.search(queries, k=5)) == before
     if first_add:
         assert not after.stats()["trained"]  # the state fitted by the killed first add is not adopted
-    # the index keeps working after the crash, and cleanup removes the orphaned files
+    # the index keeps working after the crash (a cleanup deletes the orphaned files once older than ORPHAN_GRACE)
     after.add(np.arange(500, 510), docs[:10])
     after.optimize(cleanup=True)
     assert len(ms.open(uri)) == (10 if first_add else 50)
@@ -176,3 +176,216 @@ def test_other_process_reads_consistent_versions_during_writes(tmp_path):
             expected[v] = [t["id"].to_pylist(), np.round(t["score"].to_numpy(), 4).tolist()]
         assert [ids, scores] == expected[v], f"reader saw a mixed state at version {v}"
     assert len(expected) >= 2  # it did read across several commits
+
+
+# ------------------------------------------------------------------------ issue 12: crash and writer safety
+def _npz(path, docs, ids):
+    lens = np.array([len(d) for d in docs])
+    np.savez(path, vectors=np.concatenate(docs), offsets=np.concatenate([[0], np.cumsum(lens)]), ids=np.asarray(ids))
+    return str(path)
+
+
+@pytest.mark.parametrize("bad", ["duplicate-id", "spec-misfit"])
+def test_cli_overwrite_keeps_the_old_index_when_the_new_build_fails(tmp_path, bad):
+    from mvstore import cli
+
+    docs = make_docs(30, seed=0)
+    uri = str(tmp_path / "ix")
+    assert cli.main(["-q", "build", uri, "--input", _npz(tmp_path / "a.npz", docs, np.arange(30)), "--spec", "fp16"]) == 0
+    before = rows(ms.open(uri).search([d[:4] for d in docs[:3]], k=3))
+    ids, spec = (np.array([0, 1, 1] + list(range(3, 30))), "sq8") if bad == "duplicate-id" else (np.arange(30), "pca64")
+    args = ["-q", "build", uri, "--input", _npz(tmp_path / "b.npz", docs, ids), "--spec", spec, "--overwrite"]
+    assert cli.main(args) == 2  # the new build is refused ...
+    after = ms.open(uri)  # ... and the old index is still there, unchanged
+    assert str(after.spec) == "fp16" and len(after) == 30
+    assert rows(after.search([d[:4] for d in docs[:3]], k=3)) == before
+    assert sorted(os.listdir(tmp_path)) == ["a.npz", "b.npz", "ix"]  # no build directory left behind
+    # a valid overwrite replaces it
+    assert cli.main(["-q", "build", uri, "--input", str(tmp_path / "a.npz"), "--spec", "sq8", "--overwrite"]) == 0
+    assert str(ms.open(uri).spec) == "sq8" and len(ms.open(uri)) == 30
+
+
+def test_killed_first_codec_commit_is_an_absent_state(tmp_path):
+    """A kill -9 at the codec table's first commit leaves only a temporary manifest in codec.lance/_versions:
+    no state was stored, so the index opens as untrained and the next add trains it."""
+    uri = str(tmp_path / "ix")
+    docs = make_docs(20, seed=0)
+    ms.create(uri, spec="sq8", dim=DIM, n_centroids=8).train(docs)
+    vdir = os.path.join(uri, "codec.lance", "_versions")
+    for f in os.listdir(vdir):  # what Lance leaves when killed between writing and renaming the manifest
+        if f.endswith(".manifest"):
+            os.rename(os.path.join(vdir, f), os.path.join(vdir, f + "-3f2a9c1e.tmp"))
+        else:
+            os.remove(os.path.join(vdir, f))
+    idx = ms.open(uri)
+    assert idx.version == 0 and not idx.stats()["trained"]
+    assert idx.add(np.arange(20), docs) == 1
+    assert ms.open(uri).search(docs[5][:4], k=1)["id"].to_pylist() == [5]
+
+
+CLEANUP_RACE_CHILD = """
+import os, sys, time, numpy as np
+import mvstore.store as ms
+uri, marker, go = sys.argv[1:4]
+idx = ms.open(uri)
+rng = np.random.default_rng(1)
+def batches():
+    for b in range(6):
+        docs = [rng.normal(size=(30, DIM)).astype(np.float32) for _ in range(20)]
+        yield np.arange(1000 + 20 * b, 1020 + 20 * b), [d / np.linalg.norm(d, axis=1, keepdims=True) for d in docs]
+        if b == 3:  # data files written, not yet committed: let the parent clean up now
+            open(marker, "w").close()
+            while not os.path.exists(go):
+                time.sleep(0.02)
+print(idx.add_batches(batches()), flush=True)
+""".replace("DIM", str(DIM))
+
+
+def test_cleanup_never_deletes_a_live_writers_files(tmp_path):
+    uri = str(tmp_path / "ix")
+    docs = make_docs(40, seed=0)
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=16)
+    idx.add(np.arange(40), docs)
+    idx.add(np.arange(40, 60), make_docs(20, seed=1))
+    marker, go = str(tmp_path / "written"), str(tmp_path / "go")
+    child = subprocess.Popen([sys.executable, "-c", CLEANUP_RACE_CHILD, uri, marker, go], env=_env(), cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not os.path.exists(marker):
+        assert child.poll() is None and time.time() < deadline, "the writer never got going"
+        time.sleep(0.05)
+    done = []
+    cleaner = threading.Thread(target=lambda: done.append(ms.open(uri).optimize(cleanup=True)))
+    cleaner.start()
+    time.sleep(1.5)  # cleanup runs now (old code) or waits for the writer's lock (fixed code)
+    open(go, "w").close()
+    out, _ = child.communicate(timeout=120)
+    cleaner.join(120)
+    assert child.returncode == 0 and done
+    latest = ms.open(uri)
+    assert len(latest) == 180 and latest.snapshot().n_docs == 180  # every file of the latest version is there
+    t = latest.search(docs[7][:5], k=1)
+    assert t["id"].to_pylist() == [7]
+
+
+RACE_CHILD = """
+import os, sys, time, json, numpy as np
+import mvstore.store as ms
+from mvstore.exceptions import DuplicateIdError
+uri, go, op, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+idx = ms.open(uri)
+rng = np.random.default_rng(seed)
+out = []
+print("ready", flush=True)
+for r in range(3):
+    ids = np.arange(10_000 * (r + 1), 10_000 * (r + 1) + 50)
+    docs = [rng.normal(size=(20, DIM)).astype(np.float32) for _ in range(50)]
+    while not os.path.exists(go + str(r)):
+        time.sleep(0.002)
+    try:
+        getattr(idx, op)(ids, docs)
+        out.append("ok")
+    except DuplicateIdError:
+        out.append("duplicate")
+print(json.dumps(out), flush=True)
+""".replace("DIM", str(DIM))
+
+
+@pytest.mark.parametrize("op", ["add", "upsert"])
+def test_two_processes_writing_the_same_new_ids_never_store_duplicates(tmp_path, op):
+    uri = str(tmp_path / "ix")
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=16)
+    idx.add(np.arange(40), make_docs(40, seed=0))
+    go = str(tmp_path / "go")
+    kids = [subprocess.Popen([sys.executable, "-c", RACE_CHILD, uri, go, op, str(s)], env=_env(), cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True) for s in (1, 2)]
+    assert [k.stdout.readline().strip() for k in kids] == ["ready", "ready"]
+    for r in range(3):
+        open(go + str(r), "w").close()
+        time.sleep(1.0)
+    results = [json.loads(k.communicate(timeout=180)[0].splitlines()[-1]) for k in kids]
+    assert all(k.returncode == 0 for k in kids)
+    ids = ms.open(uri).snapshot().ids
+    assert len(ids) == len(set(ids.tolist())) == 40 + 3 * 50  # every id once
+    if op == "add":  # per round exactly one add wins, the other is told the ids exist
+        assert all(sorted(pair) == ["duplicate", "ok"] for pair in zip(*results))
+
+
+def test_reader_of_a_cleaned_up_version_is_told_to_refresh(tmp_path):
+    from mvstore.exceptions import VersionCleanedUpError
+
+    uri = str(tmp_path / "ix")
+    docs = make_docs(40, seed=0)
+    meta = [{"lang": "en" if i % 2 else "fr"} for i in range(40)]
+    w = ms.create(uri, spec="fp16", dim=DIM, n_centroids=16)
+    w.add(np.arange(20), docs[:20], metadata=meta[:20])
+    w.add(np.arange(20, 40), docs[20:], metadata=meta[20:])
+    w.delete([3])
+    warm, cold = ms.open(uri), ms.open(uri)
+    warm.search(docs[0][:4], k=2)  # its snapshot is in memory; cold has read nothing yet
+    w.optimize(compact=True, cleanup=True)  # rewrites the fragments and deletes the old versions' files
+    for reader, call in [
+        (warm, lambda ix: ix.search(docs[0][:4], k=2, where="lang = 'en'")),
+        (warm, lambda ix: ix.search(docs[0][:4], k=2, columns=["lang"])),
+        (cold, lambda ix: ix.search(docs[0][:4], k=2)),
+        (cold, lambda ix: ix.stats()),
+    ]:
+        with pytest.raises(VersionCleanedUpError, match=r"refresh\(\)"):
+            call(reader)
+    for reader in (warm, cold):
+        t = reader.refresh().search(docs[1][:4], k=1, where="lang = 'en'", columns=["lang"])
+        assert t["id"].to_pylist() == [1] and t["lang"].to_pylist() == ["en"]
+
+
+LOCK_HOLDER = """
+import sys, time
+from mvstore.store._layout import write_lock
+with write_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_write_lock_waits_for_a_live_writer_and_not_for_a_killed_one(tmp_path, monkeypatch):
+    from mvstore.exceptions import IndexBusyError
+    from mvstore.store import _layout
+
+    uri = str(tmp_path / "ix")
+    docs = make_docs(10, seed=0)
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=4)
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, uri], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(_layout, "WRITE_LOCK_TIMEOUT_S", 0.5)
+        with pytest.raises(IndexBusyError, match=f"pid {holder.pid}.*retry"):
+            idx.add(np.arange(10), docs)
+        assert idx.version == 0 and ms.open(uri).version == 0
+        holder.send_signal(signal.SIGKILL)  # dies holding the lock: the kernel releases it
+        holder.wait(30)
+        assert idx.add(np.arange(10), docs) == 1
+    finally:
+        holder.kill()
+        holder.wait(30)
+
+
+def test_cleanup_keeps_young_unreferenced_files(tmp_path):
+    """Files no version references may belong to a write that has not committed yet (a plain Lance writer does
+    not take mvstore's lock): cleanup deletes them only once they are older than ORPHAN_GRACE."""
+    from mvstore.store._maintain import ORPHAN_GRACE
+
+    uri = str(tmp_path / "ix")
+    idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=4)
+    idx.add(np.arange(10), make_docs(10, seed=0))
+    data = os.path.join(uri, "docs.lance", "data")
+    orphan = os.path.join(data, "0000inflight.lance")
+    with open(orphan, "wb") as f:
+        f.write(b"\0" * 64)
+    idx.optimize(cleanup=True)
+    assert os.path.exists(orphan)  # young: kept
+    old = time.time() - ORPHAN_GRACE.total_seconds() - 60
+    for name in os.listdir(data):
+        os.utime(os.path.join(data, name), (old, old))
+    idx.optimize(cleanup=True)
+    assert not os.path.exists(orphan)  # a crashed write's leftover: removed
+    assert len(ms.open(uri)) == 10

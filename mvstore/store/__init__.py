@@ -58,8 +58,12 @@ first and becomes visible in ONE Lance commit; a failure or a SIGKILL before the
 version current (orphan data files are removed by ``optimize(cleanup=True)``). An :class:`Index` object reads
 one version (a per-version in-memory :class:`~mvstore.search.snapshot.Snapshot`) until its own write or
 :meth:`Index.refresh`; searches in other threads or processes during a write see one consistent version.
-Writers: one process at a time per index (Lance resolves concurrent commits, but duplicate-id checks are
-per-writer). Only local directories are supported.
+Writers in several threads or processes are safe: every write holds the index's cross-process write lock
+(``flock`` on ``<uri>/mvstore.lock``, dropped by the kernel when its holder dies) from reading the latest version
+to its commit, so writes run one after the other and each id check sees every earlier commit; a write waits up
+to 10 minutes for another one, then raises IndexBusyError. ``optimize(cleanup=True)`` holds the lock too and
+never deletes files a writer may still commit. An Index still reading a version that a cleanup deleted raises
+VersionCleanedUpError: call :meth:`Index.refresh`. Only local directories are supported.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -34,6 +35,7 @@ from ._layout import (
     STATE,
     STATE_KEY,
     conform_metadata,
+    has_versions,
     ids_numpy,
     new_metadata_fields,
     normalize_ids,
@@ -41,6 +43,7 @@ from ._layout import (
     parse_state,
     sql_literal_list,
     state_table,
+    write_lock,
 )
 from ._view import _State, _View, check_columns, check_where
 
@@ -99,6 +102,7 @@ class Index:
         self.dim = int(manifest["dim"])
         self.options = dict(manifest["options"])
         self._write_lock = threading.RLock()
+        self._lock_depth = 0  # nesting of _writing() in this object (the file lock is taken once)
         self._states: dict[int, _State] = {}
         self._ids_cache: tuple[int, Any] | None = None
         self._pinned = version is not None
@@ -121,8 +125,7 @@ class Index:
         return os.path.join(self.root, STATE)
 
     def _docs_exists(self) -> bool:
-        vdir = os.path.join(self._docs_uri, "_versions")
-        return os.path.isdir(vdir) and any(f.endswith(".manifest") for f in os.listdir(vdir))
+        return has_versions(self._docs_uri)
 
     def _latest_docs(self) -> lance.LanceDataset | None:
         if not self._docs_exists():
@@ -193,8 +196,7 @@ class Index:
 
     # --------------------------------------------------------------------------------- codec state
     def _state_ds(self) -> lance.LanceDataset | None:
-        vdir = os.path.join(self._state_uri, "_versions")
-        if not os.path.isdir(vdir):
+        if not has_versions(self._state_uri):  # absent, or its first commit was killed: no state was stored
             return None
         return _open_table(self._state_uri, "codec state table")
 
@@ -328,8 +330,7 @@ class Index:
         """Fit the codec and stage-1 centroids on ``sample`` before the first add: documents (a Ragged or a list
         of ``(n_i, dim)`` arrays, pooled like added documents) or a 2-D ``(n, dim)`` array of vectors as they
         will be stored (after pooling). Returns self."""
-        self._check_writable()
-        with self._write_lock:
+        with self._writing():
             if self._docs_exists():
                 raise InvalidOperationError(
                     "this index already holds documents and a trained codec; to retrain use "
@@ -354,6 +355,19 @@ class Index:
         return self
 
     # ------------------------------------------------------------------------------------- writing
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write: this object's thread lock, then the index's cross-process write lock
+        (:func:`~mvstore.store._layout.write_lock`); nested writes (upsert -> add) take it once."""
+        self._check_writable()
+        with self._write_lock:
+            with write_lock(self.root) if self._lock_depth == 0 else contextlib.nullcontext():
+                self._lock_depth += 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth -= 1
+
     def _check_writable(self) -> None:
         if self._pinned:
             raise InvalidOperationError(
@@ -458,8 +472,7 @@ class Index:
         written one at a time (memory bounded by one batch), committed ONCE at the end: if any batch is invalid
         or the iterable raises, nothing is committed and the previous version stays current. Returns the new
         version."""
-        self._check_writable()
-        with self._write_lock:
+        with self._writing():
             ds = self._latest_docs()
             id_type, seen = self._existing_ids(ds)
             st = self._view.state if ds is None else self._make_view(None).state
@@ -529,8 +542,7 @@ class Index:
         stored ones; metadata columns not given keep their stored values (null for new ids), so
         ``upsert(ids, vectors)`` keeps every document's metadata. A column given is written for every row of
         the batch (null where a dict of a list of dicts lacks the key). Returns the new version."""
-        self._check_writable()
-        with self._write_lock:
+        with self._writing():
             ds = self._latest_docs()
             if ds is None:
                 return self.add(ids, vectors, metadata)
@@ -550,10 +562,9 @@ class Index:
     def delete(self, ids: Any, *, missing: str = "error") -> int:
         """Delete documents by id (one commit). Unknown ids raise UnknownIdError unless ``missing="ignore"``.
         Other documents keep their ids. Returns the new version."""
-        self._check_writable()
         if missing not in ("error", "ignore"):
             raise InvalidArgumentError(f"missing must be 'error' or 'ignore', got {missing!r}")
-        with self._write_lock:
+        with self._writing():
             ds = self._latest_docs()
             id_type = None if ds is None else ds.schema.field("id").type
             arr = normalize_ids(ids, id_type=id_type)
@@ -649,7 +660,8 @@ class Index:
         if columns:
             if len(rows_all):
                 uniq, inv = np.unique(rows_all, return_inverse=True)
-                meta = view.ds.take(uniq.tolist(), columns=columns)
+                with view.reading():
+                    meta = view.ds.take(uniq.tolist(), columns=columns)
                 for c in columns:
                     out[c] = meta.column(c).take(pa.array(inv))
             else:
@@ -669,7 +681,8 @@ class Index:
         cur_err = None
         disk = 0
         if view.ds is not None:
-            t = view.ds.to_table(columns=["n_tokens", "n_vectors", "recon_err"])
+            with view.reading():
+                t = view.ds.to_table(columns=["n_tokens", "n_vectors", "recon_err"])
             n_docs = t.num_rows
             ntok = t.column("n_tokens").to_numpy().astype(np.int64)
             nvec = t.column("n_vectors").to_numpy().astype(np.int64)
@@ -724,8 +737,7 @@ class Index:
             )
         if not isinstance(compact, bool) or not isinstance(cleanup, bool):
             raise InvalidDtypeError(f"compact and cleanup must be True or False, got {compact!r} and {cleanup!r}")
-        self._check_writable()
-        with self._write_lock:
+        with self._writing():
             return optimize(self, compact=compact, cleanup=cleanup, older_than=older_than, retrain=retrain)
 
     def __repr__(self) -> str:

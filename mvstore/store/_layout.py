@@ -5,6 +5,7 @@ A directory holding::
     mvstore.json      manifest: format, format_version, spec, dim, options (written once by create)
     docs.lance/       Lance table "docs": one row per document (see DOCS_SYSTEM_COLUMNS)
     codec.lance/      Lance table "codec": fitted codec state as named arrays + JSON, one state per state_id
+    mvstore.lock      the cross-process write lock (see :func:`write_lock`); empty or the last writer's pid
 
 The docs table's schema metadata key ``mvstore.state_id`` names the codec state its codes were written
 with, so opening any docs version (time travel) loads the matching state. Nothing is pickled.
@@ -12,9 +13,13 @@ with, so opening any docs version (time travel) loads the matching state. Nothin
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,6 +27,7 @@ import pyarrow as pa
 
 from ..exceptions import (
     DuplicateIdError,
+    IndexBusyError,
     IndexCorruptedError,
     InvalidDtypeError,
     InvalidIdError,
@@ -34,6 +40,9 @@ MANIFEST = "mvstore.json"
 DOCS = "docs.lance"
 STATE = "codec.lance"
 STATE_KEY = b"mvstore.state_id"
+LOCK = "mvstore.lock"
+#: how long a write waits for another process's write to finish before raising IndexBusyError
+WRITE_LOCK_TIMEOUT_S = 600.0
 
 #: columns the index owns in the docs table; user metadata may not use these names
 DOCS_SYSTEM_COLUMNS = ("id", "n_tokens", "n_vectors", "codes", "terms", "recon_err", "source")
@@ -105,6 +114,46 @@ def read_manifest(root: str) -> dict[str, Any]:
             "upgrade mvstore or rebuild the index"
         )
     return m
+
+
+def has_versions(table_uri: str) -> bool:
+    """Whether a Lance table directory holds at least one committed version. A writer killed at its very
+    first commit leaves ``_versions/`` with only a temporary manifest: that table was never created."""
+    vdir = os.path.join(table_uri, "_versions")
+    return os.path.isdir(vdir) and any(f.endswith(".manifest") for f in os.listdir(vdir))
+
+
+# ------------------------------------------------------------------------------------------ writing
+@contextlib.contextmanager
+def write_lock(root: str) -> Iterator[None]:
+    """Hold the index's cross-process write lock: an exclusive ``flock`` on ``<root>/mvstore.lock``. Every
+    write (add, upsert, delete, train, optimize) holds it from reading the latest version to its commit, so
+    writers in several processes (or several Index objects) run one after the other and each one's id checks
+    see every earlier commit. The kernel drops the lock when its holder dies (even by SIGKILL): a crashed
+    writer never leaves a stale lock. Waits up to WRITE_LOCK_TIMEOUT_S seconds, then raises IndexBusyError."""
+    path = os.path.join(root, LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        timeout = WRITE_LOCK_TIMEOUT_S
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    raise IndexBusyError(
+                        f"another writer (pid {holder}) has held the write lock of {root!r} for more than "
+                        f"{timeout:g} s; wait for it to finish "
+                        "(or stop it) and retry the write"
+                    ) from None
+                time.sleep(0.02)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 # -------------------------------------------------------------------------------------- codec state

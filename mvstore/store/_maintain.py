@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,6 +22,9 @@ from ._view import _View
 
 #: rows per record batch when streaming the docs table through retraining
 _SCAN_ROWS = 2048
+#: files that no version references (a crashed write's, or a live writer's not yet committed) are deleted by
+#: cleanup only when none of them is younger than this
+ORPHAN_GRACE = timedelta(minutes=15)
 
 
 def _source_batches(ds: lance.LanceDataset, dim: int, columns: list[str] | None = None) -> Iterator[Any]:
@@ -107,12 +113,41 @@ def optimize(
     return report
 
 
+def _young_orphans(uri: str, ds: lance.LanceDataset, grace: timedelta) -> list[str]:
+    """Data and deletion files younger than ``grace`` that the latest version does not reference: they may
+    belong to a write that has not committed yet (mvstore's own writers hold the write lock during cleanup,
+    but a plain Lance writer does not)."""
+    used = set()
+    for frag in ds.get_fragments():
+        used.update(os.path.join("data", f.path) for f in frag.data_files())
+        if frag.metadata.deletion_file is not None:
+            used.add(frag.metadata.deletion_file.path(frag.fragment_id))
+    cutoff = time.time() - grace.total_seconds()
+    young = []
+    for sub in ("data", "_deletions"):
+        d = os.path.join(uri, sub)
+        for name in os.listdir(d) if os.path.isdir(d) else []:
+            rel = os.path.join(sub, name)
+            with contextlib.suppress(FileNotFoundError):
+                if rel not in used and os.stat(os.path.join(d, name)).st_mtime > cutoff:
+                    young.append(rel)
+    return young
+
+
+def _clean_table(uri: str, older_than: timedelta | None) -> Any:
+    """Lance cleanup of one table: versions older than ``older_than`` (None: all but the latest); files no
+    version references are removed too (``delete_unverified``) only when cleaning everything and none of them
+    is younger than ORPHAN_GRACE, never a file a live writer may still commit."""
+    ds = lance.dataset(uri)
+    unverified = older_than is None and not _young_orphans(uri, ds, ORPHAN_GRACE)
+    return ds.cleanup_old_versions(older_than=older_than or timedelta(0), delete_unverified=unverified)
+
+
 def _cleanup(idx: Any, older_than: timedelta | None) -> dict[str, int]:
-    """Delete old docs versions' files (and orphans of crashed writes when cleaning everything), then codec
-    states no remaining docs version refers to."""
-    everything = older_than is None
-    ds = lance.dataset(idx._docs_uri)
-    s = ds.cleanup_old_versions(older_than=older_than or timedelta(0), delete_unverified=everything)
+    """Delete old docs versions' files (and orphans of crashed writes, see :func:`_clean_table`), then codec
+    states no remaining docs version refers to. Runs under the index's write lock: no mvstore writer is
+    between writing its files and committing them."""
+    s = _clean_table(idx._docs_uri, older_than)
     removed = {"bytes_removed": int(s.bytes_removed), "old_versions": int(s.old_versions)}
     ds = lance.dataset(idx._docs_uri)
     used = set()
@@ -125,9 +160,6 @@ def _cleanup(idx: Any, older_than: timedelta | None) -> dict[str, int]:
         stale = sds.count_rows(filter=f"state_id NOT IN ({', '.join(str(u) for u in sorted(used))})")
         if stale:
             sds.delete(f"state_id NOT IN ({', '.join(str(u) for u in sorted(used))})")
-            s2 = lance.dataset(idx._state_uri).cleanup_old_versions(
-                older_than=older_than or timedelta(0), delete_unverified=everything
-            )
-            removed["bytes_removed"] += int(s2.bytes_removed)
+            removed["bytes_removed"] += int(_clean_table(idx._state_uri, older_than).bytes_removed)
         removed["states_removed"] = int(stale)
     return removed

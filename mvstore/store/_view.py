@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import threading
@@ -13,7 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..exceptions import FilterError, IndexCorruptedError, InvalidDtypeError, NotFittedError
+from ..exceptions import (
+    FilterError,
+    IndexCorruptedError,
+    InvalidDtypeError,
+    NotFittedError,
+    VersionCleanedUpError,
+)
 from ..search.params import SearchParams
 from ..search.snapshot import Snapshot
 from ._layout import binary_values, first_duplicate, ids_numpy, list_values, unknown_field
@@ -110,7 +117,29 @@ class _View:
 
     @property
     def n_docs(self) -> int:
-        return 0 if self.ds is None else self.ds.count_rows()
+        if self.ds is None:
+            return 0
+        with self.reading():
+            return self.ds.count_rows()
+
+    @contextlib.contextmanager
+    def reading(self) -> Any:
+        """Around Lance reads of this version: when one fails because ``optimize(cleanup=True)`` (in this or
+        another process) deleted this version, raise VersionCleanedUpError instead of Lance's error."""
+        try:
+            yield
+        except (OSError, ValueError) as e:
+            try:
+                gone = self.version not in {v["version"] for v in lance.dataset(self.ds.uri).versions()}
+            except (OSError, ValueError):
+                gone = False  # the table itself is unreadable: the caller's own error says so
+            if gone:
+                raise VersionCleanedUpError(
+                    f"version {self.version} of this index was deleted by optimize(cleanup=True) while this "
+                    "Index still read it; call index.refresh() to read the latest version (or open(uri, "
+                    "version=v) for a version that still exists)"
+                ) from e
+            raise
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -129,11 +158,12 @@ class _View:
             terms, rowaddr = np.zeros(0, np.int32), np.zeros(0, np.uint64)
         else:
             try:
-                tbl = self.ds.to_table(
-                    columns=["id", "n_tokens", "n_vectors", "codes", "terms"],
-                    with_row_address=True,
-                    scan_in_order=True,
-                )
+                with self.reading():
+                    tbl = self.ds.to_table(
+                        columns=["id", "n_tokens", "n_vectors", "codes", "terms"],
+                        with_row_address=True,
+                        scan_in_order=True,
+                    )
             except (OSError, ValueError) as e:
                 raise IndexCorruptedError(
                     f"docs table version {self.version} cannot be read ({str(e).splitlines()[0][:200]}); the index "
@@ -183,11 +213,9 @@ class _View:
             return np.zeros(0, bool)
         check_where(self.ds.schema, where)
         try:
-            hit = (
-                self.ds.to_table(columns=[], filter=lance_filter(where), with_row_address=True)
-                .column("_rowaddr")
-                .to_numpy()
-            )
+            with self.reading():
+                hit = self.ds.to_table(columns=[], filter=lance_filter(where), with_row_address=True)
+            hit = hit.column("_rowaddr").to_numpy()
         except (OSError, ValueError) as e:
             name = unknown_field(e)
             if name is not None:
