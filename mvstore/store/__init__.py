@@ -76,6 +76,7 @@ from ..exceptions import (
     SpecError,
     UnknownIdError,
 )
+from . import _integrity
 from ._encode import drift
 from ._index import Index
 from ._layout import MANIFEST, read_manifest, write_manifest
@@ -150,6 +151,7 @@ def create(
             f"{root!r} exists and is not an empty directory (nor an mvstore index); choose a new path"
         )
     os.makedirs(root, exist_ok=True)
+    _integrity.init(root)  # before the manifest, which marks the directory as an index
     options = {
         "n_centroids": n_centroids,
         "train_size": int(train_size),

@@ -25,6 +25,7 @@ from ..exceptions import (
 from ..ragged import Ragged, as_ragged
 from ..search.params import SearchParams
 from ..search.snapshot import Snapshot
+from . import _integrity
 from ._encode import drift, encode_pooled, sq_error
 from ._layout import (
     DOCS,
@@ -46,7 +47,7 @@ def _open_table(uri: str, what: str) -> lance.LanceDataset:
     """Open one of the index's Lance tables; unreadable data is IndexCorruptedError."""
     try:
         return lance.dataset(uri)
-    except (OSError, ValueError) as e:
+    except _integrity.LANCE_ERRORS as e:
         raise IndexCorruptedError(
             f"the {what} {uri} cannot be opened ({str(e).splitlines()[0][:200]}); "
             "the index is corrupted: restore it from a backup or rebuild it"
@@ -90,14 +91,19 @@ class Index:
 
     def _make_view(self, version: int | None) -> _View:
         ds = self._latest_docs()
+        sds = self._state_ds()
+        _integrity.check_open(self.root, STATE, sds, None if sds is None else sds.version)
         if version is not None:
             if ds is None or version == 0:
                 if version != 0:
                     raise ValueError(f"version {version} does not exist: this index has no versions yet")
+                _integrity.check_open(self.root, DOCS, ds, None)
                 return _View(0, None, self._pending_state())
             known = [v["version"] for v in ds.versions()]
             if version not in known:
                 raise ValueError(f"version {version} does not exist; available versions: {known}")
+        _integrity.check_open(self.root, DOCS, ds, version if version is not None or ds is None else ds.version)
+        if version is not None:
             ds = ds.checkout_version(version)
         if ds is None:
             return _View(0, None, self._pending_state())
@@ -166,6 +172,7 @@ class Index:
         except (OSError, ValueError) as e:
             raise IndexCorruptedError(f"codec state {sid} cannot be read ({e}); rebuild the index") from e
         arrays, meta = parse_state(tbl, sid, self._state_uri)
+        _integrity.check_state(sid, arrays, meta)
         codec = spec_mod.build_pipeline(self.spec, self.dim)
         try:
             codec.set_state(
@@ -242,6 +249,7 @@ class Index:
             "train_error": train_err,
             "train_energy": energy,
         }
+        meta["checksum"] = _integrity.state_digest(arrays, meta)
         sid = self._next_state_id()
         tbl = state_table(sid, arrays, meta)
         if self._state_ds() is None:
@@ -273,6 +281,7 @@ class Index:
                 raise InvalidVectorsError("the training sample is empty; pass at least one document")
             st = self._fit_state(np.asarray(vecs, np.float32), len(vecs), explicit=True)
             self._view = _View(0, None, st)
+            _integrity.record(self.root)
         return self
 
     # ------------------------------------------------------------------------------------- writing
@@ -310,6 +319,7 @@ class Index:
             cols[f.name] = arr
         cols["n_tokens"] = pa.array(r.lengths.astype(np.int32))
         cols.update(encode_pooled(st, self._pool(r), keep_source))
+        cols[_integrity.CHECKSUM_COLUMN] = _integrity.checksum_column(cols)
         return pa.RecordBatch.from_pydict(cols)
 
     def _existing_ids(self, ds: lance.LanceDataset | None) -> tuple[pa.DataType | None, Any]:
@@ -359,6 +369,7 @@ class Index:
         ]
         if self.options.get("keep_source"):
             fields.append(pa.field("source", pa.large_binary()))
+        fields.append(pa.field(_integrity.CHECKSUM_COLUMN, pa.uint64()))
         return pa.schema(fields, metadata={STATE_KEY: str(st.state_id).encode()}), meta_fields
 
     def add(self, ids: Any, vectors: Any = None, metadata: Any = None) -> int:
@@ -444,6 +455,7 @@ class Index:
                     raise failure[0] from None
                 raise  # a Lance/IO failure: nothing was committed, the previous version is still current
             self._view = _View(out.version, out, st)
+            _integrity.record(self.root)
             if ds is not None and out.version == ds.version + 1:  # nobody else committed in between
                 self._ids_cache = (out.version, seen)
             return out.version
@@ -465,6 +477,7 @@ class Index:
             )
             out = lance.dataset(self._docs_uri)
             self._view = _View(out.version, out, st)
+            _integrity.record(self.root)
             return out.version
 
     def delete(self, ids: Any, *, missing: str = "error") -> int:
@@ -501,6 +514,7 @@ class Index:
             self._view = _View(out.version, out, self._view.state if self._view.ds is not None else None)
             if self._view.state is None:
                 self._view = self._make_view(None)
+            _integrity.record(self.root)
             return out.version
 
     # ------------------------------------------------------------------------------------- reading
@@ -631,7 +645,17 @@ class Index:
 
         self._check_writable()
         with self._write_lock:
-            return optimize(self, compact=compact, cleanup=cleanup, older_than=older_than, retrain=retrain)
+            report = optimize(self, compact=compact, cleanup=cleanup, older_than=older_than, retrain=retrain)
+            _integrity.record(self.root)
+            return report
+
+    def verify(self) -> dict[str, Any]:
+        """Full integrity check (reads every file): each file of every stored version against the sha256
+        recorded when it was committed, each version's rows against its record, the latest version's row
+        checksums, each codec state's checksum. Returns ``{"ok": True, "files_checked", "bytes_checked",
+        "states_checked", "notes"}``; raises IndexCorruptedError listing every problem. Cheaper checks run on
+        every open and snapshot load (docs/LAYOUT.md, "Integrity")."""
+        return _integrity.verify(self)
 
     def __repr__(self) -> str:
         return f"Index({self.root!r}, spec={str(self.spec)!r}, dim={self.dim}, version={self.version})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import threading
 from typing import Any
@@ -14,6 +15,7 @@ import pyarrow as pa
 from ..exceptions import FilterError, IndexCorruptedError, NotFittedError
 from ..search.params import SearchParams
 from ..search.snapshot import Snapshot
+from ._integrity import CHECKSUM_COLUMN, LANCE_ERRORS, check_rows
 from ._layout import binary_values, ids_numpy, list_values, unknown_field
 
 _SQL_WORDS = {
@@ -106,15 +108,16 @@ class _View:
         else:
             try:
                 tbl = self.ds.to_table(
-                    columns=["id", "n_tokens", "n_vectors", "codes", "terms"],
+                    columns=["id", "n_tokens", "n_vectors", "codes", "terms", CHECKSUM_COLUMN],
                     with_row_address=True,
                     scan_in_order=True,
                 )
-            except (OSError, ValueError) as e:
+            except LANCE_ERRORS as e:
                 raise IndexCorruptedError(
                     f"docs table version {self.version} cannot be read ({str(e).splitlines()[0][:200]}); the index "
                     "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
                 ) from e
+            check_rows(os.path.dirname(self.ds.uri), self.version, tbl)
             id_col = tbl.column("id")
             ids = ids_numpy(id_col)
             if ids.dtype.kind == "U":
