@@ -47,7 +47,9 @@ def _open_table(uri: str, what: str) -> lance.LanceDataset:
     """Open one of the index's Lance tables; unreadable data is IndexCorruptedError."""
     try:
         return lance.dataset(uri)
-    except _integrity.LANCE_ERRORS as e:
+    except BaseException as e:
+        if not _integrity.lance_failure(e):
+            raise
         raise IndexCorruptedError(
             f"the {what} {uri} cannot be opened ({str(e).splitlines()[0][:200]}); "
             "the index is corrupted: restore it from a backup or rebuild it"
@@ -169,7 +171,9 @@ class Index:
             )
         try:
             tbl = sds.to_table(filter=f"state_id = {int(sid)}")
-        except (OSError, ValueError) as e:
+        except BaseException as e:
+            if not _integrity.lance_failure(e):
+                raise
             raise IndexCorruptedError(f"codec state {sid} cannot be read ({e}); rebuild the index") from e
         arrays, meta = parse_state(tbl, sid, self._state_uri)
         _integrity.check_state(sid, arrays, meta)
@@ -579,7 +583,9 @@ class Index:
         if columns:
             if len(rows_all):
                 uniq, inv = np.unique(rows_all, return_inverse=True)
-                meta = view.ds.take(uniq.tolist(), columns=columns)
+                meta = _integrity.read_or_corrupted(
+                    lambda: view.ds.take(uniq.tolist(), columns=columns), f"docs table version {view.version}"
+                )
                 for c in columns:
                     out[c] = meta.column(c).take(pa.array(inv))
             else:

@@ -41,8 +41,28 @@ CHECKSUM_COLUMN = "row_checksum"
 TABLES = ("docs.lance", "codec.lance")
 _FIX = "restore the index from a backup or rebuild it (run `mvstore verify <index>` for a full report)"
 _U64 = np.uint64
-#: what Lance raises on unreadable files (OSError, ArrowInvalid, RuntimeError, ... depending on where it fails)
-LANCE_ERRORS = (Exception,)
+
+
+def lance_failure(e: BaseException) -> bool:
+    """Whether ``e`` is how Lance reports an unreadable file: any Exception (OSError, ArrowInvalid, ...) or a
+    Rust panic (pyo3's PanicException derives from BaseException and is not importable)."""
+    return isinstance(e, Exception) or type(e).__name__ == "PanicException"
+
+
+def corrupt_file_error(e: BaseException) -> bool:
+    """Whether a Lance read failed on a damaged file (a panic, or Lance's own "corrupt file" report) rather
+    than on the request (e.g. a bad filter)."""
+    return type(e).__name__ == "PanicException" or "corrupt file" in str(e).lower()
+
+
+def read_or_corrupted(fn: Any, what: str) -> Any:
+    """``fn()`` (a Lance read); a failure is IndexCorruptedError naming ``what``."""
+    try:
+        return fn()
+    except BaseException as e:
+        if not lance_failure(e):
+            raise
+        raise IndexCorruptedError(f"{what} cannot be read ({str(e).splitlines()[0][:200]}); {_FIX}") from e
 
 
 # ------------------------------------------------------------------------------------------ row checksums
@@ -429,7 +449,9 @@ def _verify_rows(
                 return [f"docs.lance version {v}: its rows differ from its record"]
     except IndexCorruptedError as e:
         return [_finding(e)]
-    except Exception as e:  # noqa: BLE001 - Lance raises many types on garbage; each is a finding
+    except BaseException as e:
+        if not lance_failure(e):
+            raise
         return [f"docs.lance version {v} cannot be read: {str(e).splitlines()[0][:200]}"]
     return []
 
@@ -461,7 +483,9 @@ def verify(idx: Any) -> dict[str, Any]:
             try:
                 ds = lance.dataset(uri)
                 live = [v["version"] for v in ds.versions()]
-            except Exception as e:  # noqa: BLE001 - Lance raises many types on garbage; each is a finding
+            except BaseException as e:
+                if not lance_failure(e):
+                    raise
                 problems.append(f"{table} cannot be opened: {str(e).splitlines()[0][:200]}")
                 continue
         else:
@@ -473,9 +497,20 @@ def verify(idx: Any) -> dict[str, Any]:
             )
         have = recorded_versions(root, table)
         for v in have:
-            if v not in live and live and v >= live[0]:
+            if v in live or not live:
+                continue
+            if v > live[0]:
                 problems.append(f"{table}: the manifest of recorded version {v} is missing")
-            elif v not in live and live and v < live[0]:
+                continue
+            # below the oldest version: cleaned up (and the record's removal interrupted) unless the files
+            # cleanup deletes with a version, its transaction file, are still there
+            rec = read_record(root, table, v)
+            txn = [r for r in (rec or {}).get("files", {}) if r.startswith("_transactions/")]
+            if any(os.path.exists(os.path.join(uri, r)) for r in txn):
+                problems.append(
+                    f"{table}: the manifest of version {v} is missing but its files remain (not a cleanup)"
+                )
+            else:
                 notes.append(f"{table}: stale record of cleaned-up version {v}")
         for v in live:
             try:

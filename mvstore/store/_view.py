@@ -15,7 +15,7 @@ import pyarrow as pa
 from ..exceptions import FilterError, IndexCorruptedError, NotFittedError
 from ..search.params import SearchParams
 from ..search.snapshot import Snapshot
-from ._integrity import CHECKSUM_COLUMN, LANCE_ERRORS, check_rows
+from ._integrity import CHECKSUM_COLUMN, check_rows, corrupt_file_error, lance_failure
 from ._layout import binary_values, ids_numpy, list_values, unknown_field
 
 _SQL_WORDS = {
@@ -112,7 +112,9 @@ class _View:
                     with_row_address=True,
                     scan_in_order=True,
                 )
-            except LANCE_ERRORS as e:
+            except BaseException as e:
+                if not lance_failure(e):
+                    raise
                 raise IndexCorruptedError(
                     f"docs table version {self.version} cannot be read ({str(e).splitlines()[0][:200]}); the index "
                     "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
@@ -166,7 +168,15 @@ class _View:
                 .column("_rowaddr")
                 .to_numpy()
             )
-        except (OSError, ValueError) as e:
+        except BaseException as e:
+            if not lance_failure(e):
+                raise
+            if corrupt_file_error(e):
+                raise IndexCorruptedError(
+                    f"docs table version {self.version} cannot be read to evaluate where= "
+                    f"({str(e).splitlines()[0][:200]}); the index is corrupted: restore it from a backup or "
+                    "rebuild it (run `mvstore verify <index>` for a full report)"
+                ) from e
             name = unknown_field(e)
             if name is not None:
                 check_columns(self.ds.schema, [name], "where=")
