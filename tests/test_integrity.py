@@ -34,7 +34,9 @@ def make_docs(n, seed=0, lo=20, hi=40):
 
 
 def rows(t: pa.Table):
-    return list(zip(t["query"].to_pylist(), t["id"].to_pylist(), np.round(np.asarray(t["score"]), 5).tolist()))
+    return list(
+        zip(t["query"].to_pylist(), t["id"].to_pylist(), np.round(np.asarray(t["score"]), 5).tolist())
+    )
 
 
 @pytest.fixture
@@ -61,7 +63,9 @@ def data_files(uri, table="docs.lance"):
 def test_flipped_code_bytes_fail_search_and_verify_instead_of_changing_results(built, uri):
     idx, docs = built
     doc = 50
-    codes = idx.snapshot().codes[idx.snapshot().offsets[doc - 3] : idx.snapshot().offsets[doc - 3 + 1]].tobytes()
+    codes = (
+        idx.snapshot().codes[idx.snapshot().offsets[doc - 3] : idx.snapshot().offsets[doc - 3 + 1]].tobytes()
+    )
     assert idx.snapshot().ids[doc - 3] == doc
     path = data_files(uri)[0]
     blob = bytearray(open(path, "rb").read())
@@ -80,14 +84,18 @@ def test_deleting_the_latest_manifest_does_not_reopen_the_previous_version(built
     idx, _ = built
     assert idx.version == 3
     os.remove(os.path.join(uri, "docs.lance", _integrity.manifest_path(os.path.join(uri, "docs.lance"), 3)))
-    assert lance.dataset(os.path.join(uri, "docs.lance")).version == 2  # Lance alone reopens version 2 (ids 3-5 back)
+    assert (
+        lance.dataset(os.path.join(uri, "docs.lance")).version == 2
+    )  # Lance alone reopens version 2 (ids 3-5 back)
     with pytest.raises(IndexCorruptedError, match="ends at version 2 but version 3 was committed"):
         ms.open(uri)
 
 
 def test_deleting_the_docs_table_is_not_an_empty_index(built, uri):
     shutil.rmtree(os.path.join(uri, "docs.lance"))
-    with pytest.raises(IndexCorruptedError, match="docs.lance is missing entirely but version 3 was committed"):
+    with pytest.raises(
+        IndexCorruptedError, match="docs.lance is missing entirely but version 3 was committed"
+    ):
         ms.open(uri)
 
 
@@ -96,7 +104,9 @@ def test_changed_rows_of_a_version_are_detected_at_load(built, uri):
     path = _integrity._record_path(uri, "docs.lance", 3)
     rec = json.load(open(path))
     rec.pop("checksum")
-    rec["row_sum"] = format(int(rec["row_sum"], 16) ^ 1, "016x")  # the rows Lance now reads differ from those committed
+    rec["row_sum"] = format(
+        int(rec["row_sum"], 16) ^ 1, "016x"
+    )  # the rows Lance now reads differ from those committed
     _integrity._write_json(path, rec)
     with pytest.raises(IndexCorruptedError, match="its record says 117"):
         ms.open(uri).search(docs[0], k=3)
@@ -162,7 +172,9 @@ def test_every_write_path_keeps_verify_clean(tmp_path):
     rep = idx.optimize(retrain=True, compact=True, cleanup=True)
     assert rep["retrained"]
     assert idx.verify()["notes"] == []
-    assert _integrity.recorded_versions(uri, "docs.lance") == [idx.version]  # cleaned versions' records dropped
+    assert _integrity.recorded_versions(uri, "docs.lance") == [
+        idx.version
+    ]  # cleaned versions' records dropped
     exact = rows(idx.search(docs[80:84], k=3, params=EXACT))
     assert [r[1] for r in exact if r[2] == max(x[2] for x in exact if x[0] == r[0])] == [80, 81, 82, 83]
 
@@ -195,7 +207,9 @@ def test_verify_cli_exit_codes(built, uri, capsys):
 def test_a_one_token_first_add_is_refused_and_commits_nothing(uri, spec):
     idx = ms.create(uri, spec=spec, dim=DIM)
     one = np.random.default_rng(0).normal(size=(1, DIM)).astype(np.float32)
-    with pytest.raises(InvalidVectorsError, match=r"needs at least (32|16) sample vectors, got 1: fit on more"):
+    with pytest.raises(
+        InvalidVectorsError, match=r"needs at least (32|16) sample vectors, got 1: fit on more"
+    ):
         idx.add([0], [one])
     assert idx.version == 0 and len(ms.open(uri)) == 0
     idx.add(np.arange(20), make_docs(20))  # enough vectors: trains and commits
@@ -204,7 +218,9 @@ def test_a_one_token_first_add_is_refused_and_commits_nothing(uri, spec):
 
 def test_pca_needs_as_many_vectors_as_components():
     x = np.random.default_rng(0).normal(size=(15, DIM)).astype(np.float32)
-    with pytest.raises(InvalidVectorsError, match="pca16 learns its state from the sample and needs at least 16"):
+    with pytest.raises(
+        InvalidVectorsError, match="pca16 learns its state from the sample and needs at least 16"
+    ):
         build_pipeline("pca16", DIM).fit(x)
     build_pipeline("pca16", DIM).fit(np.concatenate([x, x[:1] + 1]))
 

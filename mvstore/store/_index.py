@@ -94,17 +94,17 @@ class Index:
     def _make_view(self, version: int | None) -> _View:
         ds = self._latest_docs()
         sds = self._state_ds()
-        _integrity.check_open(self.root, STATE, sds, None if sds is None else sds.version)
+        _integrity.check_open(self.root, STATE, None if sds is None else sds.version)
         if version is not None:
             if ds is None or version == 0:
                 if version != 0:
                     raise ValueError(f"version {version} does not exist: this index has no versions yet")
-                _integrity.check_open(self.root, DOCS, ds, None)
+                _integrity.check_open(self.root, DOCS, None)
                 return _View(0, None, self._pending_state())
             known = [v["version"] for v in ds.versions()]
             if version not in known:
                 raise ValueError(f"version {version} does not exist; available versions: {known}")
-        _integrity.check_open(self.root, DOCS, ds, version if version is not None or ds is None else ds.version)
+        _integrity.check_open(self.root, DOCS, version if version is not None or ds is None else ds.version)
         if version is not None:
             ds = ds.checkout_version(version)
         if ds is None:

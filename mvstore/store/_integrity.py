@@ -290,6 +290,14 @@ def recorded_versions(root: str, table: str) -> list[int]:
     )
 
 
+def _has_manifest(table_uri: str, version: int) -> bool:
+    try:
+        manifest_path(table_uri, version)
+    except IndexCorruptedError:
+        return False
+    return True
+
+
 def manifest_path(table_uri: str, version: int) -> str:
     """Relative path of a Lance version's manifest (v2 naming: u64::MAX - version; v1: the version)."""
     for name in (f"{(1 << 64) - 1 - version:020d}.manifest", f"{version}.manifest"):
@@ -381,14 +389,27 @@ def record(root: str) -> None:
 
 
 # -------------------------------------------------------------------------------------------- open check
-def check_open(root: str, table: str, ds: Any, version: int | None) -> None:
-    """Cheap checks when a table is opened (``ds`` its latest dataset or None): no committed version is
-    missing; at ``version`` (None: only that) the version's record, its manifest's sha256 and every
-    referenced file's presence and size."""
+def latest_on_disk(table_uri: str) -> int:
+    """The newest committed version of a Lance table by its manifest names (0 if none), listed now."""
+    vdir = os.path.join(table_uri, "_versions")
+    best = 0
+    for f in os.listdir(vdir) if os.path.isdir(vdir) else []:
+        stem = f[: -len(".manifest")]
+        if f.endswith(".manifest") and stem.isdigit():
+            v = int(stem)
+            best = max(best, (1 << 64) - 1 - v if len(stem) == 20 else v)
+    return best
+
+
+def check_open(root: str, table: str, version: int | None) -> None:
+    """Cheap checks when a table is opened: no committed version is missing; at ``version`` (None or 0: only
+    that) the version's record, its manifest's sha256 and every referenced file's presence and size."""
     head = read_head(root)
-    latest = 0 if ds is None else ds.latest_version
+    # listed after HEAD was read: a writer records and moves HEAD only after its commit, so a concurrent
+    # write can never make HEAD look ahead of the table
+    latest = latest_on_disk(os.path.join(root, table))
     if head[table] > latest:
-        what = "is missing entirely" if ds is None else f"ends at version {latest}"
+        what = "is missing entirely" if latest == 0 else f"ends at version {latest}"
         raise IndexCorruptedError(
             f"{table} {what} but version {head[table]} was committed: its newest version(s) were deleted or "
             f"rolled back; {_FIX}"
@@ -396,11 +417,13 @@ def check_open(root: str, table: str, ds: Any, version: int | None) -> None:
     if not version:
         return
     rec = read_record(root, table, version)
-    if rec is None:
-        if version <= head[table]:
-            raise IndexCorruptedError(f"the integrity record of {table} version {version} is missing; {_FIX}")
-        return  # committed by a writer killed before it could record it: the row checksums still apply
     uri = os.path.join(root, table)
+    if rec is None:
+        # above HEAD: committed by a writer killed before it could record it (the row checksums still apply);
+        # without its manifest: cleaned up meanwhile by another process (reading it fails on its own)
+        if version <= head[table] and _has_manifest(uri, version):
+            raise IndexCorruptedError(f"the integrity record of {table} version {version} is missing; {_FIX}")
+        return
     mpath, msize, msha = rec["manifest"]
     problems = _check_file(uri, mpath, msize, msha)
     for rel, (size, _) in rec["files"].items():
