@@ -354,16 +354,15 @@ def record(root: str) -> None:
     new_head = dict(head)
     for table in TABLES:
         uri = os.path.join(root, table)
-        vdir = os.path.join(uri, "_versions")
-        if not (os.path.isdir(vdir) and any(f.endswith(".manifest") for f in os.listdir(vdir))):
+        live = versions_on_disk(uri)
+        if not live:
             continue
-        ds = lance.dataset(uri)
-        have = recorded_versions(root, table)
-        live = [v["version"] for v in ds.versions()]
-        if head[table] > ds.latest_version:
+        if head[table] > live[-1]:
             raise IndexCorruptedError(
-                f"{table} ends at version {ds.latest_version} but version {head[table]} was committed; {_FIX}"
+                f"{table} ends at version {live[-1]} but version {head[table]} was committed; {_FIX}"
             )
+        ds = lance.dataset(uri, version=live[-1])
+        have = recorded_versions(root, table)
         known: dict[str, list] = {}
         if have:
             prev = read_record(root, table, have[-1])
@@ -377,7 +376,7 @@ def record(root: str) -> None:
             if v < live[0]:  # its version was cleaned up
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(_record_path(root, table, v))
-        new_head[table] = ds.latest_version
+        new_head[table] = live[-1]
     d = os.path.join(root, INTEGRITY)
     for f in os.listdir(d):  # temp files of killed writers
         p = os.path.join(d, f)
@@ -389,16 +388,20 @@ def record(root: str) -> None:
 
 
 # -------------------------------------------------------------------------------------------- open check
-def latest_on_disk(table_uri: str) -> int:
-    """The newest committed version of a Lance table by its manifest names (0 if none), listed now."""
+def versions_on_disk(table_uri: str) -> list[int]:
+    """The committed versions of a Lance table by its manifest names, listed now (no manifest is read)."""
     vdir = os.path.join(table_uri, "_versions")
-    best = 0
+    out = []
     for f in os.listdir(vdir) if os.path.isdir(vdir) else []:
         stem = f[: -len(".manifest")]
         if f.endswith(".manifest") and stem.isdigit():
-            v = int(stem)
-            best = max(best, (1 << 64) - 1 - v if len(stem) == 20 else v)
-    return best
+            out.append((1 << 64) - 1 - int(stem) if len(stem) == 20 else int(stem))  # v2 names: u64::MAX - v
+    return sorted(out)
+
+
+def latest_on_disk(table_uri: str) -> int:
+    """The newest committed version of a Lance table (0 if none), listed now."""
+    return max(versions_on_disk(table_uri), default=0)
 
 
 def check_open(root: str, table: str, version: int | None) -> None:
