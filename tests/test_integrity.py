@@ -237,3 +237,17 @@ def test_drift_is_measured_when_the_codec_fits_its_sample_exactly(uri):
     assert st["train_error"] < 1e-9 and st["drift"] is not None and st["drift"] > 1e3
     with pytest.warns(RuntimeWarning, match="cannot retrain"):
         assert idx.optimize(retrain="auto")["retrain_skipped"]
+
+
+def test_damaged_old_manifest_is_an_index_error_in_versions_and_time_travel(built, uri):
+    idx, docs = built
+    path = os.path.join(uri, "docs.lance", _integrity.manifest_path(os.path.join(uri, "docs.lance"), 1))
+    blob = bytearray(open(path, "rb").read())
+    mid = len(blob) // 2
+    blob[mid : mid + 64] = bytes(b ^ 0xFF for b in blob[mid : mid + 64])
+    open(path, "wb").write(bytes(blob))
+    reopened = ms.open(uri)  # the latest version does not read version 1's manifest
+    assert rows(reopened.search(docs[:2], k=3)) == rows(idx.search(docs[:2], k=3))
+    for call in (reopened.versions, lambda: ms.open(uri, version=1), reopened.verify):
+        with pytest.raises(IndexCorruptedError):
+            call()

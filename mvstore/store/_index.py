@@ -101,12 +101,12 @@ class Index:
                     raise ValueError(f"version {version} does not exist: this index has no versions yet")
                 _integrity.check_open(self.root, DOCS, None)
                 return _View(0, None, self._pending_state())
-            known = [v["version"] for v in ds.versions()]
+            known = [v["version"] for v in _integrity.read_or_corrupted(ds.versions, "the docs table's versions")]
             if version not in known:
                 raise ValueError(f"version {version} does not exist; available versions: {known}")
         _integrity.check_open(self.root, DOCS, version if version is not None or ds is None else ds.version)
         if version is not None:
-            ds = ds.checkout_version(version)
+            ds = _integrity.read_or_corrupted(lambda: ds.checkout_version(version), f"docs table version {version}")
         if ds is None:
             return _View(0, None, self._pending_state())
         raw = (ds.schema.metadata or {}).get(STATE_KEY)
@@ -140,7 +140,7 @@ class Index:
                 "timestamp": v["timestamp"],
                 "n_docs": int(v["metadata"].get("total_rows", -1)),
             }
-            for v in ds.versions()
+            for v in _integrity.read_or_corrupted(ds.versions, "the docs table's versions")
         ]
 
     def checkout(self, version: int | None = None) -> Index:
