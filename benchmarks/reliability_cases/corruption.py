@@ -2,12 +2,13 @@
 reports IndexCorruptedError (on open, on search or from ``verify()``) and never a different search result.
 
 Each case copies a small index (several adds, a delete, an upsert: several data files, a deletion file,
-several manifests), damages one file, then opens it, searches (top-10 ids and scores, plus a metadata column),
-and runs ``Index.verify()``. Outcomes: "ok" when an IndexCorruptedError came before any differing result;
-"silent_wrong" when a search result differed without an error, or when nothing (not even verify) noticed
-the damage; "unopenable" when open raised something other than an mvstore error; "raw_error" when a later
-step did. Damage: 64 bytes flipped (XOR 0xFF) at one offset (quick) or several (full), truncation to half
-the size, deletion.
+several manifests), damages one file, then opens it, searches (top-10 ids, scores and a metadata column,
+with and without a ``where=`` filter on that column), and runs ``Index.verify()``. Outcomes: "ok" when an
+IndexCorruptedError came before any differing result; "silent_wrong" when a search result differed without
+an error, or when nothing (not even verify) noticed the damage; "unopenable" when open raised something
+other than an mvstore error; "raw_error" when a later step did. Damage: 64 bytes flipped (XOR 0xFF) at one
+offset (quick) or several (full), truncation to half the size, deletion. Lance's
+``latest_version_hint.json`` is only a hint: its cases pass when nothing changes and a later write works.
 """
 
 from __future__ import annotations
@@ -38,15 +39,17 @@ def _build(root: pathlib.Path, seed: int) -> list[np.ndarray]:
 
 
 def _results(idx: Any, queries: list[np.ndarray]) -> list[Any]:
-    t = idx.search(queries, k=10, columns=["lang"])
-    return list(
-        zip(
+    """Top-10 (query, id, score, lang) rows, unfiltered and with a metadata filter."""
+    out = []
+    for where in (None, "lang = 'en'"):
+        t = idx.search(queries, k=10, columns=["lang"], where=where)
+        out += zip(
             t["query"].to_pylist(),
             t["id"].to_pylist(),
             np.round(np.asarray(t["score"]), 5).tolist(),
             t["lang"].to_pylist(),
         )
-    )
+    return out
 
 
 def _targets(root: pathlib.Path) -> list[tuple[str, pathlib.Path]]:

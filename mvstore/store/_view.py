@@ -220,7 +220,7 @@ class _View:
 
 
 def user_columns(schema: pa.Schema) -> list[str]:
-    return [n for n in schema.names if n not in ("codes", "terms", "source")]
+    return [n for n in schema.names if n not in ("codes", "terms", "source", CHECKSUM_COLUMN)]
 
 
 def check_columns(schema: pa.Schema, names: list[str], what: str) -> None:
