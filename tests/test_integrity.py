@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+import mvstore
 import mvstore.store as ms
 from mvstore import cli
 from mvstore.exceptions import IndexCorruptedError, InvalidVectorsError
@@ -145,7 +146,8 @@ def test_writer_killed_between_commit_and_record_leaves_a_working_index(built, u
         "_integrity.record = lambda root: os.kill(os.getpid(), signal.SIGKILL)\n"
         f"ms.open({uri!r}).delete([10, 11])\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(mvstore.__file__)))  # the mvstore under test
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
     assert p.returncode == -9, p.stderr.decode()[-2000:]
     idx = ms.open(uri)  # version 4 is committed but not recorded: accepted, its rows are still checked
