@@ -82,7 +82,7 @@ def test_flipped_code_bytes_fail_search_and_verify_instead_of_changing_results(b
 
 
 def test_deleting_the_latest_manifest_does_not_reopen_the_previous_version(built, uri):
-    idx, _ = built
+    idx, docs = built
     assert idx.version == 3
     os.remove(os.path.join(uri, "docs.lance", _integrity.manifest_path(os.path.join(uri, "docs.lance"), 3)))
     assert (
@@ -90,6 +90,10 @@ def test_deleting_the_latest_manifest_does_not_reopen_the_previous_version(built
     )  # Lance alone reopens version 2 (ids 3-5 back)
     with pytest.raises(IndexCorruptedError, match="ends at version 2 but version 3 was committed"):
         ms.open(uri)
+    for write in (lambda: idx.delete([7]), lambda: idx.add([500], [docs[0]]), lambda: idx.upsert([8], [docs[0]])):
+        with pytest.raises(IndexCorruptedError, match="ends at version 2"):  # no write on top of the rollback
+            write()
+    assert _integrity.latest_on_disk(os.path.join(uri, "docs.lance")) == 2
 
 
 def test_deleting_the_docs_table_is_not_an_empty_index(built, uri):

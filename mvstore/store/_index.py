@@ -492,6 +492,7 @@ class Index:
             raise ValueError(f"missing must be 'error' or 'ignore', got {missing!r}")
         with self._write_lock:
             ds = self._latest_docs()
+            _integrity.check_open(self.root, DOCS, None)  # never commit on top of a rolled-back table
             id_type = None if ds is None else ds.schema.field("id").type
             arr = normalize_ids(ids, id_type=id_type)
             vals = ids_numpy(arr)
