@@ -502,6 +502,30 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- verify
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Full integrity check (Index.verify): exit 0 with a summary when every file of every version matches
+    what was recorded at its commit, 1 with the list of problems when not."""
+    from .exceptions import IndexCorruptedError
+
+    try:
+        rep = _open(args.index).verify()
+    except IndexCorruptedError as e:
+        if args.json:
+            print(json.dumps({"ok": False, "problems": str(e)}))
+        else:
+            print(f"CORRUPTED: {e}")
+        return 1
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        print(f"ok: {rep['files_checked']} files ({rep['bytes_checked'] / 2**20:.2f} MiB) and "
+              f"{rep['states_checked']} codec state(s) match their checksums")
+        for n in rep["notes"]:
+            print(f"note: {n}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------- eval/bench
 def _beir(args: argparse.Namespace) -> tuple[list, list, list, list, dict]:
     from .eval import load_beir
@@ -763,6 +787,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_info)
+
+    p = sub.add_parser("verify", help="check every file of an index against its recorded checksums")
+    p.add_argument("index")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_verify)
 
     p = sub.add_parser("bench", help="benchmark rows (quality, footprint, latency) on a BEIR dataset")
     p.add_argument("beir")

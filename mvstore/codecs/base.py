@@ -184,12 +184,25 @@ class Codec(ABC):
         x = check_vectors(x, self.dim_in, "training vectors")
         if len(x) == 0:
             raise InvalidVectorsError("cannot fit a codec on an empty sample")
+        need = self.min_fit_vectors
+        if self.requires_fit and len(x) < need:
+            raise InvalidVectorsError(
+                f"{self.spec()} learns its state from the sample and needs at least {need} sample vectors, got "
+                f"{len(x)}: fit on more vectors (an index trains on its first add: add more documents at once, "
+                "or call index.train(sample) with a larger sample first)"
+            )
         self._fit(x)
         self.fitted_ = True
         return self
 
     def _fit(self, x: np.ndarray) -> None:  # codecs without state need not override
         return None
+
+    @property
+    def min_fit_vectors(self) -> int:
+        """The smallest sample :meth:`fit` accepts: below it the learned state describes the sample, not the
+        data (e.g. one vector gives every scalar quantizer a zero-width range), and rankings go wrong."""
+        return 1
 
     @property
     def is_fitted(self) -> bool:

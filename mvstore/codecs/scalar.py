@@ -123,8 +123,15 @@ def check_fp16_range(x: np.ndarray, who: str, alternative: str, offsets: np.ndar
         )
 
 
+#: smallest training sample of the learned scalar quantizers (sq8, sq4, bin): their per-dimension ranges or
+#: levels need values on both sides of each dimension's centre; one vector (or a handful) gives zero-width
+#: ranges that decode every other vector wrongly
+MIN_SCALAR_FIT = 32
+
+
 class _UniformSQ(Codec):
     kind = "quantizer"
+    min_fit_vectors = MIN_SCALAR_FIT
     bits: int = 8
     #: candidate clipping quantiles (per tail) tried per dimension at fit time
     clip_grid: tuple[float, ...] = (0.0, 0.0005, 0.002, 0.005, 0.01, 0.02, 0.04)
@@ -224,6 +231,7 @@ class Binary(Codec):
     name = "bin"
     kind = "quantizer"
     n_iter = 8
+    min_fit_vectors = MIN_SCALAR_FIT
 
     @property
     def dim_out(self) -> int:

@@ -74,6 +74,10 @@ class PCA(_DimReduce):
     name = "pca"
     token_form = "pca<d>"
 
+    @property
+    def min_fit_vectors(self) -> int:
+        return self.d  # fewer vectors span fewer than d directions: the rest of the basis would be arbitrary
+
     def _fit(self, x: np.ndarray) -> None:
         if len(x) > FIT_SAMPLE:
             x = x[np.sort(np.random.default_rng(0).choice(len(x), FIT_SAMPLE, replace=False))]

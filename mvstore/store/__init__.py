@@ -14,8 +14,9 @@ True
 
 Layout (also in docs/LAYOUT.md). An index is a local directory::
 
-    <uri>/mvstore.json   manifest, written once by create(): {"format": "mvstore", "format_version": 1,
-                         "spec", "dim", "options": {n_centroids, train_size, seed, keep_source, drift_threshold}}
+    <uri>/mvstore.json   manifest, written once by create(): {"format": "mvstore", "format_version": 2,
+                         "spec", "dim", "options": {n_centroids, train_size, seed, keep_source, drift_threshold},
+                         "checksum"}
     <uri>/docs.lance     Lance table "docs", one row per document:
                            id          int64 or string: the user's id, unique, never renumbered
                            <metadata>  the user's columns, fixed by the first add (later batches may omit some:
@@ -28,9 +29,13 @@ Layout (also in docs/LAYOUT.md). An index is a local directory::
                                        rq, whose codes carry it)
                            recon_err   float32: mean squared reconstruction error of the doc's vectors
                            source      large_binary (only with keep_source=True): pooled vectors as fp16
+                           row_checksum uint64: hash of id, n_tokens, n_vectors, codes, terms
                          schema metadata "mvstore.state_id" = the codec state the codes were written with
     <uri>/codec.lance    Lance table "codec": state_id, name, dtype, shape, data (raw array bytes), plus one
-                         "__meta__" row per state holding JSON (codec meta, centroid source, training error)
+                         "__meta__" row per state holding JSON (codec meta, centroid source, training error,
+                         checksum of the state)
+    <uri>/integrity/     HEAD.json + one record per committed table version: files with sizes and sha256,
+                         docs row count and row-checksum sum (checked on open / first search; verify() hashes all)
 
 Both tables open with plain ``lancedb.connect(uri).open_table("docs")``. Nothing is pickled: state is raw
 numeric bytes + dtype + shape + JSON. One index version = one docs-table Lance version; its schema metadata
@@ -85,6 +90,7 @@ from ..exceptions import (
     SpecError,
     UnknownIdError,
 )
+from . import _integrity
 from ._encode import drift
 from ._index import Index, check_version
 from ._layout import MANIFEST, read_manifest, write_manifest
@@ -208,6 +214,7 @@ def create(
             f"{root!r} exists and is not an empty directory (nor an mvstore index); choose a new path"
         )
     os.makedirs(root, exist_ok=True)
+    _integrity.init(root)  # before the manifest, which marks the directory as an index
     options = {
         "n_centroids": None if n_centroids is None else int(n_centroids),
         "train_size": int(train_size),

@@ -68,12 +68,17 @@ def sq_error(x: np.ndarray, t: np.ndarray, dec: np.ndarray) -> np.ndarray:
 def drift(current: float | None, train: float | None, energy: float = 1.0) -> float | None:
     """Drift = mean per-vector reconstruction error of the stored documents / the error on the training sample.
 
-    1.0 means the data looks like the training sample. None when the error cannot be measured or the codec is
-    (near) lossless: training error below 1e-6 of the sample's mean squared norm ``energy`` (e.g. fp16).
+    1.0 means the data looks like the training sample. None when the error cannot be measured, or when both
+    errors are below ``1e-6`` of the sample's mean squared norm ``energy`` (a (near) lossless codec, e.g.
+    fp16). A training error below that floor with a larger current error is measured against the floor, so
+    a codec that fitted its sample exactly still reports data it stores badly.
 
-    >>> drift(0.5, 0.25), drift(0.1, 1e-9), drift(None, 0.2)
-    (2.0, None, None)
+    >>> drift(0.5, 0.25), drift(1e-8, 1e-9), round(drift(0.1, 1e-9)), drift(None, 0.2)
+    (2.0, None, 100000, None)
     """
-    if current is None or train is None or train <= 1e-6 * energy:
+    if current is None or train is None:
         return None
-    return current / train
+    floor = 1e-6 * energy
+    if current <= floor and train <= floor:
+        return None
+    return current / max(train, floor)

@@ -28,6 +28,7 @@ from ..exceptions import (
 from ..ragged import Ragged, as_ragged
 from ..search.params import SearchParams
 from ..search.snapshot import Snapshot
+from . import _integrity
 from ._encode import drift, encode_pooled, sq_error
 from ._layout import (
     DOCS,
@@ -52,7 +53,9 @@ def _open_table(uri: str, what: str) -> lance.LanceDataset:
     """Open one of the index's Lance tables; unreadable data is IndexCorruptedError."""
     try:
         return lance.dataset(uri)
-    except (OSError, ValueError) as e:
+    except BaseException as e:
+        if not _integrity.lance_failure(e):
+            raise
         raise IndexCorruptedError(
             f"the {what} {uri} cannot be opened ({str(e).splitlines()[0][:200]}); "
             "the index is corrupted: restore it from a backup or rebuild it"
@@ -134,19 +137,24 @@ class Index:
 
     def _make_view(self, version: int | None) -> _View:
         ds = self._latest_docs()
+        sds = self._state_ds()
+        _integrity.check_open(self.root, STATE, None if sds is None else sds.version)
         if version is not None:
             if ds is None or version == 0:
                 if version != 0:
                     raise InvalidArgumentError(
                         f"version {version} does not exist: this index has no versions yet; open it with version=None"
                     )
+                _integrity.check_open(self.root, DOCS, None)
                 return _View(0, None, self._pending_state())
-            known = [v["version"] for v in ds.versions()]
+            known = [v["version"] for v in _integrity.read_or_corrupted(ds.versions, "the docs table's versions")]
             if version not in known:
                 raise InvalidArgumentError(
                     f"version {version} does not exist; available versions: {known} (index.versions())"
                 )
-            ds = ds.checkout_version(version)
+        _integrity.check_open(self.root, DOCS, version if version is not None or ds is None else ds.version)
+        if version is not None:
+            ds = _integrity.read_or_corrupted(lambda: ds.checkout_version(version), f"docs table version {version}")
         if ds is None:
             return _View(0, None, self._pending_state())
         raw = (ds.schema.metadata or {}).get(STATE_KEY)
@@ -180,7 +188,7 @@ class Index:
                 "timestamp": v["timestamp"],
                 "n_docs": int(v["metadata"].get("total_rows", -1)),
             }
-            for v in ds.versions()
+            for v in _integrity.read_or_corrupted(ds.versions, "the docs table's versions")
         ]
 
     def checkout(self, version: int | None = None) -> Index:
@@ -211,18 +219,21 @@ class Index:
             )
         try:
             tbl = sds.to_table(filter=f"state_id = {int(sid)}")
-        except (OSError, ValueError) as e:
+        except BaseException as e:
+            if not _integrity.lance_failure(e):
+                raise
             raise IndexCorruptedError(f"codec state {sid} cannot be read ({e}); rebuild the index") from e
         arrays, meta = parse_state(tbl, sid, self._state_uri)
-        try:  # states record their spec (spec="auto" picks one per index); older ones use the manifest's
-            spec = spec_mod.parse(meta.get("spec") or self.manifest["spec"])
+        _integrity.check_state(sid, arrays, meta)
+        try:  # each state records its spec (spec="auto" picks one per index)
+            spec = spec_mod.parse(meta["spec"])
             codec = spec_mod.build_pipeline(spec, self.dim)
             codec.set_state(
                 {k[6:]: v for k, v in arrays.items() if k.startswith("codec.")}, meta.get("codec", {})
             )
         except (KeyError, ValueError, TypeError) as e:
             raise IndexCorruptedError(
-                f"codec state {sid} does not fit spec {meta.get('spec') or self.manifest['spec']!r}: {e}; rebuild it"
+                f"codec state {sid} does not fit its spec {meta.get('spec')!r}: {e}; rebuild it"
             ) from e
         cent = arrays.get("index.centroids")
         if cent is None and codec.has_coarse:
@@ -314,6 +325,7 @@ class Index:
             "train_error": train_err,
             "train_energy": energy,
         }
+        meta["checksum"] = _integrity.state_digest(arrays, meta)
         sid = self._next_state_id()
         tbl = state_table(sid, arrays, meta)
         if self._state_ds() is None:
@@ -358,7 +370,8 @@ class Index:
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """One write: this object's thread lock, then the index's cross-process write lock
-        (:func:`~mvstore.store._layout.write_lock`); nested writes (upsert -> add) take it once."""
+        (:func:`~mvstore.store._layout.write_lock`); nested writes (upsert -> add) take it once. A write that
+        succeeds records what it committed (:func:`~mvstore.store._integrity.record`) before the lock is released."""
         self._check_writable()
         with self._write_lock:
             with write_lock(self.root) if self._lock_depth == 0 else contextlib.nullcontext():
@@ -367,6 +380,8 @@ class Index:
                     yield
                 finally:
                     self._lock_depth -= 1
+                if self._lock_depth == 0:
+                    _integrity.record(self.root)
 
     def _check_writable(self) -> None:
         if self._pinned:
@@ -395,6 +410,7 @@ class Index:
         cols["n_tokens"] = pa.array(r.lengths.astype(np.int32))
         pooled = b.pop("pooled", None)  # the first add's first batch was pooled to fit the codec
         cols.update(encode_pooled(st, st.spec.pool(r) if pooled is None else pooled, keep_source))
+        cols[_integrity.CHECKSUM_COLUMN] = _integrity.checksum_column(cols)
         return pa.RecordBatch.from_pydict(cols)
 
     def _existing_ids(self, ds: lance.LanceDataset | None) -> tuple[pa.DataType | None, Any]:
@@ -445,6 +461,7 @@ class Index:
         ]
         if self.options.get("keep_source"):
             fields.append(pa.field("source", pa.large_binary()))
+        fields.append(pa.field(_integrity.CHECKSUM_COLUMN, pa.uint64()))
         return pa.schema(fields, metadata={STATE_KEY: str(st.state_id).encode()}), meta_fields
 
     def add(self, ids: Any, vectors: Any = None, metadata: Any = None) -> int:
@@ -566,6 +583,7 @@ class Index:
             raise InvalidArgumentError(f"missing must be 'error' or 'ignore', got {missing!r}")
         with self._writing():
             ds = self._latest_docs()
+            _integrity.check_open(self.root, DOCS, None)  # never commit on top of a rolled-back table
             id_type = None if ds is None else ds.schema.field("id").type
             arr = normalize_ids(ids, id_type=id_type)
             vals = ids_numpy(arr)
@@ -661,7 +679,9 @@ class Index:
             if len(rows_all):
                 uniq, inv = np.unique(rows_all, return_inverse=True)
                 with view.reading():
-                    meta = view.ds.take(uniq.tolist(), columns=columns)
+                    meta = _integrity.read_or_corrupted(
+                        lambda: view.ds.take(uniq.tolist(), columns=columns), f"docs table version {view.version}"
+                    )
                 for c in columns:
                     out[c] = meta.column(c).take(pa.array(inv))
             else:
@@ -739,6 +759,14 @@ class Index:
             raise InvalidDtypeError(f"compact and cleanup must be True or False, got {compact!r} and {cleanup!r}")
         with self._writing():
             return optimize(self, compact=compact, cleanup=cleanup, older_than=older_than, retrain=retrain)
+
+    def verify(self) -> dict[str, Any]:
+        """Full integrity check (reads every file): each file of every stored version against the sha256
+        recorded when it was committed, each version's rows against its record, the latest version's row
+        checksums, each codec state's checksum. Returns ``{"ok": True, "files_checked", "bytes_checked",
+        "states_checked", "notes"}``; raises IndexCorruptedError listing every problem. Cheaper checks run on
+        every open and snapshot load (docs/LAYOUT.md, "Integrity")."""
+        return _integrity.verify(self)
 
     def __repr__(self) -> str:
         spec = "auto" if self.spec is None else str(self.spec)

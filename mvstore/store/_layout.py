@@ -6,6 +6,7 @@ A directory holding::
     docs.lance/       Lance table "docs": one row per document (see DOCS_SYSTEM_COLUMNS)
     codec.lance/      Lance table "codec": fitted codec state as named arrays + JSON, one state per state_id
     mvstore.lock      the cross-process write lock (see :func:`write_lock`); empty or the last writer's pid
+    integrity/        HEAD.json + one record per committed table version (see ``_integrity``)
 
 The docs table's schema metadata key ``mvstore.state_id`` names the codec state its codes were written
 with, so opening any docs version (time travel) loads the matching state. Nothing is pickled.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -35,7 +37,7 @@ from ..exceptions import (
 )
 
 FORMAT = "mvstore"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: row checksums, integrity records, manifest checksum
 MANIFEST = "mvstore.json"
 DOCS = "docs.lance"
 STATE = "codec.lance"
@@ -45,7 +47,7 @@ LOCK = "mvstore.lock"
 WRITE_LOCK_TIMEOUT_S = 600.0
 
 #: columns the index owns in the docs table; user metadata may not use these names
-DOCS_SYSTEM_COLUMNS = ("id", "n_tokens", "n_vectors", "codes", "terms", "recon_err", "source")
+DOCS_SYSTEM_COLUMNS = ("id", "n_tokens", "n_vectors", "codes", "terms", "recon_err", "source", "row_checksum")
 
 STATE_SCHEMA = pa.schema(
     [
@@ -69,6 +71,7 @@ def write_manifest(root: str, spec: str, dim: int, options: dict[str, Any]) -> d
         "dim": int(dim),
         "options": options,
     }
+    manifest["checksum"] = _manifest_digest(manifest)
     tmp = os.path.join(root, MANIFEST + ".tmp")
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
@@ -76,6 +79,10 @@ def write_manifest(root: str, spec: str, dim: int, options: dict[str, Any]) -> d
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(root, MANIFEST))
     return manifest
+
+
+def _manifest_digest(m: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps({k: v for k, v in m.items() if k != "checksum"}, sort_keys=True).encode()).hexdigest()
 
 
 def read_manifest(root: str) -> dict[str, Any]:
@@ -111,7 +118,12 @@ def read_manifest(root: str) -> dict[str, Any]:
     if m.get("format_version") != FORMAT_VERSION:
         raise IndexCorruptedError(
             f"{path} has format_version {m.get('format_version')!r}; this mvstore reads version {FORMAT_VERSION}: "
-            "upgrade mvstore or rebuild the index"
+            "use the mvstore that wrote it, or rebuild the index with this one"
+        )
+    if m.get("checksum") != _manifest_digest(m):
+        raise IndexCorruptedError(
+            f"{path} does not match its checksum (it was changed or corrupted); restore it from a backup or "
+            "rebuild the index"
         )
     return m
 

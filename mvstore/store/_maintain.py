@@ -17,6 +17,7 @@ import pyarrow as pa
 from ..exceptions import InvalidOperationError
 from ..ragged import Ragged
 from ._encode import encode_pooled
+from ._integrity import CHECKSUM_COLUMN, checksum_column
 from ._layout import STATE_KEY, binary_values
 from ._view import _View
 
@@ -59,12 +60,13 @@ def retrain_codec(idx: Any) -> int:
     sample, total = _sample_sources(ds, idx.dim, idx.options["train_size"], idx.options.get("seed", 0))
     st = idx._fit_state(sample, total, explicit=False)
     schema = ds.schema.with_metadata({**(ds.schema.metadata or {}), STATE_KEY: str(st.state_id).encode()})
-    keep = [n for n in schema.names if n not in ("n_vectors", "codes", "terms", "recon_err", "source")]
+    keep = [n for n in schema.names if n not in ("n_vectors", "codes", "terms", "recon_err", "source", CHECKSUM_COLUMN)]
 
     def batches() -> Iterator[pa.RecordBatch]:
         for rb, pooled in _source_batches(ds, idx.dim):
             cols = {n: rb.column(n) for n in keep}
             cols.update(encode_pooled(st, pooled, keep_source=True))
+            cols[CHECKSUM_COLUMN] = checksum_column(cols)
             yield pa.RecordBatch.from_pydict({n: cols[n] for n in schema.names}).cast(schema)
 
     out = lance.write_dataset(

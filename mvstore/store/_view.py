@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from ..exceptions import (
 )
 from ..search.params import SearchParams
 from ..search.snapshot import Snapshot
+from ._integrity import CHECKSUM_COLUMN, check_rows, corrupt_file_error, lance_failure
 from ._layout import binary_values, first_duplicate, ids_numpy, list_values, unknown_field
 
 _SQL_WORDS = {
@@ -160,15 +162,18 @@ class _View:
             try:
                 with self.reading():
                     tbl = self.ds.to_table(
-                        columns=["id", "n_tokens", "n_vectors", "codes", "terms"],
+                        columns=["id", "n_tokens", "n_vectors", "codes", "terms", CHECKSUM_COLUMN],
                         with_row_address=True,
                         scan_in_order=True,
                     )
-            except (OSError, ValueError) as e:
+            except BaseException as e:
+                if not lance_failure(e):
+                    raise
                 raise IndexCorruptedError(
                     f"docs table version {self.version} cannot be read ({str(e).splitlines()[0][:200]}); the index "
                     "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
                 ) from e
+            check_rows(os.path.dirname(self.ds.uri), self.version, tbl)
             id_col = tbl.column("id")
             check_unique_ids(id_col, self.version)
             ids = ids_numpy(id_col)
@@ -216,7 +221,15 @@ class _View:
             with self.reading():
                 hit = self.ds.to_table(columns=[], filter=lance_filter(where), with_row_address=True)
             hit = hit.column("_rowaddr").to_numpy()
-        except (OSError, ValueError) as e:
+        except BaseException as e:
+            if not lance_failure(e):
+                raise
+            if corrupt_file_error(e):
+                raise IndexCorruptedError(
+                    f"docs table version {self.version} cannot be read to evaluate where= "
+                    f"({str(e).splitlines()[0][:200]}); the index is corrupted: restore it from a backup or "
+                    "rebuild it (run `mvstore verify <index>` for a full report)"
+                ) from e
             name = unknown_field(e)
             if name is not None:
                 check_columns(self.ds.schema, [name], "where=")
@@ -272,7 +285,7 @@ def check_unique_ids(ids: pa.ChunkedArray, version: int) -> None:
 
 
 def user_columns(schema: pa.Schema) -> list[str]:
-    return [n for n in schema.names if n not in ("codes", "terms", "source")]
+    return [n for n in schema.names if n not in ("codes", "terms", "source", CHECKSUM_COLUMN)]
 
 
 def check_where(schema: pa.Schema | None, where: Any) -> None:

@@ -1,0 +1,610 @@
+"""Integrity of an index's files: per-row checksums, per-version records, cheap checks on open and at snapshot
+load, and the full :func:`verify`.
+
+Three layers (docs/LAYOUT.md, "Integrity"):
+
+* **Row checksums** (atomic with the data): every docs row stores ``row_checksum``, a 64-bit hash of its id,
+  ``n_tokens``, ``n_vectors``, codes and terms, written in the same Lance commit as the row (so compaction,
+  deletes and upserts keep it right). Loading a snapshot (the first search of a version) recomputes them.
+* **Version records** (``integrity/<table>-<version>.json``, one per committed version of ``docs.lance`` and
+  ``codec.lance``): the version's manifest and every file it references, with size and sha256, and for docs
+  the row count and the sum of its row checksums (so a deleted, restored or corrupted deletion file changes
+  it). Written right after each commit by :func:`record` (a commit and its record cannot be one atomic step:
+  a writer killed in between leaves the newest version(s) unrecorded, which is allowed above ``HEAD``).
+* **HEAD** (``integrity/HEAD.json``): the newest recorded version of each table, rewritten after the
+  records. A table whose latest version is below HEAD lost committed versions (a deleted or rolled-back
+  manifest, a deleted table); a recorded version whose record is gone is a deleted record.
+
+Open checks HEAD, the opened version's record, its manifest's sha256 and every referenced file's size (no
+data file is read); the snapshot load checks the row checksums, row count and row-checksum sum;
+:func:`verify` hashes every file of every version. All failures raise IndexCorruptedError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+from ..exceptions import IndexCorruptedError, MvstoreError
+
+INTEGRITY = "integrity"
+HEAD = "HEAD.json"
+CHECKSUM_COLUMN = "row_checksum"
+TABLES = ("docs.lance", "codec.lance")
+_FIX = "restore the index from a backup or rebuild it (run `mvstore verify <index>` for a full report)"
+_U64 = np.uint64
+
+
+def lance_failure(e: BaseException) -> bool:
+    """Whether ``e`` is how Lance reports an unreadable file: any Exception (OSError, ArrowInvalid, ...) but
+    mvstore's own (e.g. VersionCleanedUpError, already precise), or a Rust panic (pyo3's PanicException derives
+    from BaseException and is not importable)."""
+    return (isinstance(e, Exception) and not isinstance(e, MvstoreError)) or type(e).__name__ == "PanicException"
+
+
+def corrupt_file_error(e: BaseException) -> bool:
+    """Whether a Lance read failed on a damaged file (a panic, or Lance's own "corrupt file" report) rather
+    than on the request (e.g. a bad filter)."""
+    return type(e).__name__ == "PanicException" or "corrupt file" in str(e).lower()
+
+
+def read_or_corrupted(fn: Any, what: str) -> Any:
+    """``fn()`` (a Lance read); a failure is IndexCorruptedError naming ``what``."""
+    try:
+        return fn()
+    except BaseException as e:
+        if not lance_failure(e):
+            raise
+        raise IndexCorruptedError(f"{what} cannot be read ({str(e).splitlines()[0][:200]}); {_FIX}") from e
+
+
+# ------------------------------------------------------------------------------------------ row checksums
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mix(h, w):
+    # xor then an invertible multiply-xorshift: for a fixed h each w gives a different result and vice versa,
+    # so a change confined to one 8-byte word of one row always changes that row's checksum
+    h = (h ^ w) * _U64(0x9E3779B97F4A7C15)
+    return h ^ (h >> _U64(29))
+
+
+@numba.njit(cache=True, nogil=True)
+def _hash_bytes(h, buf, words, a, b):
+    """Mix bytes ``buf[a:b]`` into ``h`` as little-endian 8-byte words, then the tail and the length. ``words``
+    is ``buf`` viewed as uint64 (empty when the buffer is not 8-byte aligned): whole words are read from it
+    when ``a`` is a multiple of 8, about 5x faster than assembling them from bytes."""
+    i = a
+    if len(words) and (a & 7) == 0:
+        j = a >> 3
+        while i + 8 <= b:
+            h = _mix(h, words[j])
+            j += 1
+            i += 8
+    while i + 8 <= b:
+        w = _U64(0)
+        for k in range(8):
+            w |= _U64(buf[i + k]) << _U64(8 * k)
+        h = _mix(h, w)
+        i += 8
+    w = _U64(0)
+    s = _U64(0)
+    while i < b:
+        w |= _U64(buf[i]) << s
+        s += _U64(8)
+        i += 1
+    h = _mix(h, w)
+    return _mix(h, _U64(b - a))
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_checksums(
+    int_ids, id_bytes, id_offs, n_tokens, n_vectors, codes, codes64, code_offs, terms, terms64, term_offs
+):
+    n = len(n_tokens)
+    out = np.empty(n, np.uint64)
+    for r in range(n):
+        h = _U64(0x6D7673746F726531)  # "mvstore1"
+        if len(int_ids):
+            h = _mix(h, _U64(int_ids[r]))
+        else:
+            h = _hash_bytes(h, id_bytes, codes64[:0], id_offs[r], id_offs[r + 1])  # byte-wise: ids are short
+        h = _mix(h, _U64(n_tokens[r]))
+        h = _mix(h, _U64(n_vectors[r]))
+        h = _hash_bytes(h, codes, codes64, code_offs[r], code_offs[r + 1])
+        h = _hash_bytes(h, terms, terms64, 4 * term_offs[r], 4 * term_offs[r + 1])
+        out[r] = h ^ (h >> _U64(31))
+    return out
+
+
+def _words(buf: np.ndarray) -> np.ndarray:
+    """``buf`` (uint8) as native uint64 words when that equals little-endian reading and it is aligned."""
+    if sys.byteorder != "little" or buf.ctypes.data % 8:
+        return np.zeros(0, np.uint64)
+    return buf[: len(buf) // 8 * 8].view(np.uint64)
+
+
+def _var_bytes(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(data bytes, int64 offsets into them, n + 1) of a (large_)binary or (large_)string array."""
+    _, obuf, dbuf = arr.buffers()[:3]
+    large = pa.types.is_large_binary(arr.type) or pa.types.is_large_string(arr.type)
+    offs = np.frombuffer(obuf, np.int64 if large else np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    data = np.frombuffer(dbuf, np.uint8) if dbuf is not None else np.zeros(0, np.uint8)
+    return data, offs.astype(np.int64)
+
+
+def row_checksums(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    """uint64 checksum of each row's id, n_tokens, n_vectors, codes and terms (the columns search reads)."""
+    parts = []
+    for rb in batch.to_batches() if isinstance(batch, pa.Table) else [batch]:
+        if rb.num_rows == 0:
+            continue
+        ids = rb.column("id")
+        if pa.types.is_integer(ids.type):
+            int_ids, id_bytes, id_offs = (
+                ids.to_numpy(zero_copy_only=False).astype(np.int64),
+                np.zeros(0, np.uint8),
+                np.zeros(1, np.int64),
+            )
+        else:
+            int_ids = np.zeros(0, np.int64)
+            id_bytes, id_offs = _var_bytes(ids)
+        codes, code_offs = _var_bytes(rb.column("codes"))
+        terms_col = rb.column("terms")
+        term_offs = terms_col.offsets.to_numpy().astype(np.int64)
+        terms = terms_col.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False).view(np.uint8)
+        parts.append(
+            _row_checksums(
+                int_ids,
+                id_bytes,
+                id_offs,
+                rb.column("n_tokens").to_numpy(zero_copy_only=False).astype(np.int64),
+                rb.column("n_vectors").to_numpy(zero_copy_only=False).astype(np.int64),
+                codes,
+                _words(codes),
+                code_offs,
+                terms,
+                _words(terms),
+                term_offs,
+            )
+        )
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+
+
+def checksum_column(cols: dict[str, pa.Array]) -> pa.Array:
+    """The ``row_checksum`` column of docs columns about to be written."""
+    names = ["id", "n_tokens", "n_vectors", "codes", "terms"]
+    return pa.array(row_checksums(pa.RecordBatch.from_pydict({n: cols[n] for n in names})), pa.uint64())
+
+
+def _row_sum(checksums: np.ndarray) -> str:
+    return format(int(checksums.sum(dtype=np.uint64)), "016x")
+
+
+def check_rows(root: str, version: int, tbl: pa.Table) -> None:
+    """At snapshot load: recompute the row checksums of ``tbl`` (a whole docs version read with
+    ``row_checksum``) and compare them, the row count and their sum with what was stored and recorded."""
+    stored = tbl.column(CHECKSUM_COLUMN)
+    if stored.null_count:
+        raise IndexCorruptedError(
+            f"docs table version {version} has {stored.null_count} row(s) without a row checksum (written "
+            f"outside mvstore?); {_FIX}"
+        )
+    stored = stored.to_numpy().astype(np.uint64, copy=False)
+    bad = np.flatnonzero(row_checksums(tbl) != stored)
+    if len(bad):
+        raise IndexCorruptedError(
+            f"docs table version {version}: {len(bad)} row(s) do not match their checksum (first at row "
+            f"{int(bad[0])}): a data file is corrupted; {_FIX}"
+        )
+    rec = read_record(root, "docs.lance", version)
+    if rec is not None and (rec["rows"] != len(stored) or rec["row_sum"] != _row_sum(stored)):
+        raise IndexCorruptedError(
+            f"docs table version {version} reads {len(stored)} rows but its record says {rec['rows']} (or the "
+            f"rows differ): a deletion file or manifest is corrupted; {_FIX}"
+        )
+
+
+# ----------------------------------------------------------------------------------------- codec state
+def state_digest(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
+    """sha256 of a codec state's arrays (name, dtype, shape, bytes) and its meta (without the digest)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{list(a.shape)}|".encode())
+        h.update(a.tobytes())
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def check_state(sid: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    if meta.get("checksum") != state_digest(arrays, meta):
+        raise IndexCorruptedError(
+            f"codec state {sid} does not match its checksum (codec.lance is corrupted); {_FIX}"
+        )
+
+
+# ------------------------------------------------------------------------------------- records and HEAD
+def _digest(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path: str, obj: dict[str, Any]) -> None:
+    """Atomically (temp file, fsync, rename, fsync of the directory)."""
+    obj = {**obj, "checksum": _digest(obj)}
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_json(path: str, what: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            obj = json.loads(f.read())
+        ok = isinstance(obj, dict) and obj.pop("checksum", None) == _digest(obj)
+    except (OSError, ValueError) as e:
+        raise IndexCorruptedError(f"{what} {path} cannot be read ({e}); {_FIX}") from e
+    if not ok:
+        raise IndexCorruptedError(f"{what} {path} does not match its checksum; {_FIX}")
+    return obj
+
+
+def _record_path(root: str, table: str, version: int) -> str:
+    return os.path.join(root, INTEGRITY, f"{table.split('.')[0]}-{version:020d}.json")
+
+
+def init(root: str) -> None:
+    """At create: the integrity directory and a HEAD with nothing recorded."""
+    os.makedirs(os.path.join(root, INTEGRITY), exist_ok=True)
+    _write_json(os.path.join(root, INTEGRITY, HEAD), {t: 0 for t in TABLES})
+
+
+def read_head(root: str) -> dict[str, Any]:
+    path = os.path.join(root, INTEGRITY, HEAD)
+    if not os.path.exists(path):
+        raise IndexCorruptedError(f"{path} is missing (every index has one from create); {_FIX}")
+    head = _read_json(path, "integrity head")
+    if not all(isinstance(head.get(t), int) for t in TABLES):
+        raise IndexCorruptedError(f"integrity head {path} is malformed; {_FIX}")
+    return head
+
+
+def read_record(root: str, table: str, version: int) -> dict[str, Any] | None:
+    path = _record_path(root, table, version)
+    if not os.path.exists(path):
+        return None
+    rec = _read_json(path, "integrity record")
+    if rec.get("version") != version or not isinstance(rec.get("files"), dict):
+        raise IndexCorruptedError(f"integrity record {path} is malformed; {_FIX}")
+    return rec
+
+
+def recorded_versions(root: str, table: str) -> list[int]:
+    prefix = table.split(".")[0] + "-"
+    d = os.path.join(root, INTEGRITY)
+    return sorted(
+        int(f[len(prefix) : -5])
+        for f in os.listdir(d)
+        if f.startswith(prefix) and f.endswith(".json") and f[len(prefix) : -5].isdigit()
+    )
+
+
+def _has_manifest(table_uri: str, version: int) -> bool:
+    try:
+        manifest_path(table_uri, version)
+    except IndexCorruptedError:
+        return False
+    return True
+
+
+def manifest_path(table_uri: str, version: int) -> str:
+    """Relative path of a Lance version's manifest (v2 naming: u64::MAX - version; v1: the version)."""
+    for name in (f"{(1 << 64) - 1 - version:020d}.manifest", f"{version}.manifest"):
+        if os.path.exists(os.path.join(table_uri, "_versions", name)):
+            return f"_versions/{name}"
+    raise IndexCorruptedError(f"the manifest of version {version} of {table_uri} is missing; {_FIX}")
+
+
+def version_files(ds: Any) -> list[str]:
+    """Relative paths of every file a checked-out Lance version reads: data, deletion and transaction files."""
+    out = []
+    for fr in ds.get_fragments():
+        m = fr.metadata
+        out += [f"data/{f.path}" for f in m.files]
+        if m.deletion_file is not None:
+            out.append(m.deletion_file.path(m.id))
+    with contextlib.suppress(Exception):  # a version written without a transaction file has none to check
+        t = ds.read_transaction(ds.version)
+        if t is not None:
+            out.append(f"_transactions/{t.read_version}-{t.uuid}.txn")
+    return sorted(set(out))
+
+
+def _make_record(table_uri: str, ds: Any, known: dict[str, list]) -> dict[str, Any]:
+    v = ds.version
+    files = {}
+    for rel in version_files(ds):
+        path = os.path.join(table_uri, rel)
+        if not os.path.exists(path):
+            continue  # e.g. a transaction file Lance did not write
+        size = os.path.getsize(path)
+        old = known.get(rel)
+        files[rel] = old if old is not None and old[0] == size else [size, _sha256_file(path)]
+    mpath = manifest_path(table_uri, v)
+    mfull = os.path.join(table_uri, mpath)
+    rec: dict[str, Any] = {
+        "version": v,
+        "manifest": [mpath, os.path.getsize(mfull), _sha256_file(mfull)],
+        "files": files,
+    }
+    if CHECKSUM_COLUMN in ds.schema.names:
+        sums = ds.to_table(columns=[CHECKSUM_COLUMN]).column(CHECKSUM_COLUMN).to_numpy().astype(np.uint64)
+        rec["rows"], rec["row_sum"] = len(sums), _row_sum(sums)
+    return rec
+
+
+def record(root: str) -> None:
+    """After a commit (the writer holds the write lock): record every not-yet-recorded version of both tables,
+    drop records of versions cleanup removed, then move HEAD. Idempotent; a crash anywhere leaves at worst
+    unrecorded versions above HEAD (accepted) or stale records below the oldest version (ignored)."""
+    import lance
+
+    head = read_head(root)
+    new_head = dict(head)
+    for table in TABLES:
+        uri = os.path.join(root, table)
+        live = versions_on_disk(uri)
+        if not live:
+            continue
+        if head[table] > live[-1]:
+            raise IndexCorruptedError(
+                f"{table} ends at version {live[-1]} but version {head[table]} was committed; {_FIX}"
+            )
+        ds = lance.dataset(uri, version=live[-1])
+        have = recorded_versions(root, table)
+        known: dict[str, list] = {}
+        if have:
+            prev = read_record(root, table, have[-1])
+            known = prev["files"] if prev else {}
+        for v in live:
+            if v > (have[-1] if have else 0):
+                rec = _make_record(uri, ds.checkout_version(v), known)
+                _write_json(_record_path(root, table, v), rec)
+                known = rec["files"]
+        for v in have:
+            if v < live[0]:  # its version was cleaned up
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(_record_path(root, table, v))
+        new_head[table] = live[-1]
+    d = os.path.join(root, INTEGRITY)
+    for f in os.listdir(d):  # temp files of killed writers
+        p = os.path.join(d, f)
+        if f.endswith(".tmp") and time.time() - os.path.getmtime(p) > 600:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(p)
+    if new_head != head:
+        _write_json(os.path.join(root, INTEGRITY, HEAD), new_head)
+
+
+# -------------------------------------------------------------------------------------------- open check
+def versions_on_disk(table_uri: str) -> list[int]:
+    """The committed versions of a Lance table by its manifest names, listed now (no manifest is read)."""
+    vdir = os.path.join(table_uri, "_versions")
+    out = []
+    for f in os.listdir(vdir) if os.path.isdir(vdir) else []:
+        stem = f[: -len(".manifest")]
+        if f.endswith(".manifest") and stem.isdigit():
+            out.append((1 << 64) - 1 - int(stem) if len(stem) == 20 else int(stem))  # v2 names: u64::MAX - v
+    return sorted(out)
+
+
+def latest_on_disk(table_uri: str) -> int:
+    """The newest committed version of a Lance table (0 if none), listed now."""
+    return max(versions_on_disk(table_uri), default=0)
+
+
+def check_open(root: str, table: str, version: int | None) -> None:
+    """Cheap checks when a table is opened: no committed version is missing; at ``version`` (None or 0: only
+    that) the version's record, its manifest's sha256 and every referenced file's presence and size."""
+    head = read_head(root)
+    # listed after HEAD was read: a writer records and moves HEAD only after its commit, so a concurrent
+    # write can never make HEAD look ahead of the table
+    latest = latest_on_disk(os.path.join(root, table))
+    if head[table] > latest:
+        what = "is missing entirely" if latest == 0 else f"ends at version {latest}"
+        raise IndexCorruptedError(
+            f"{table} {what} but version {head[table]} was committed: its newest version(s) were deleted or "
+            f"rolled back; {_FIX}"
+        )
+    if not version:
+        return
+    rec = read_record(root, table, version)
+    uri = os.path.join(root, table)
+    if rec is None:
+        # above HEAD: committed by a writer killed before it could record it (the row checksums still apply);
+        # without its manifest: cleaned up meanwhile by another process (reading it fails on its own)
+        if version <= head[table] and _has_manifest(uri, version):
+            raise IndexCorruptedError(f"the integrity record of {table} version {version} is missing; {_FIX}")
+        return
+    mpath, msize, msha = rec["manifest"]
+    problems = _check_file(uri, mpath, msize, msha)
+    for rel, (size, _) in rec["files"].items():
+        problems += _check_file(uri, rel, size, None)
+    if problems:
+        raise IndexCorruptedError(f"{table} version {version}: {'; '.join(problems[:5])}; {_FIX}")
+
+
+def _check_file(uri: str, rel: str, size: int, sha: str | None) -> list[str]:
+    path = os.path.join(uri, rel)
+    try:
+        actual = os.path.getsize(path)
+    except OSError:
+        return [f"{rel} is missing"]
+    if actual != size:
+        return [f"{rel} has {actual} bytes, {size} were written"]
+    if sha is not None and _sha256_file(path) != sha:
+        return [f"{rel} does not match its sha256"]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------- verify
+def _finding(e: BaseException) -> str:
+    return str(e).replace("; " + _FIX, "")
+
+
+def _verify_rows(
+    root: str, ds: Any, v: int, rec: dict | None, *, latest: bool, states: set[int]
+) -> list[str]:
+    """Rows of docs version ``v`` against its record (all row checksums recomputed for the latest version);
+    adds the codec state it uses to ``states``."""
+    try:
+        old = ds.checkout_version(v)
+        states.add(int((old.schema.metadata or {}).get(b"mvstore.state_id", b"-1")))
+        if latest:
+            check_rows(
+                root,
+                v,
+                old.to_table(columns=["id", "n_tokens", "n_vectors", "codes", "terms", CHECKSUM_COLUMN]),
+            )
+        elif rec is not None:
+            sums = (
+                old.to_table(columns=[CHECKSUM_COLUMN]).column(CHECKSUM_COLUMN).to_numpy().astype(np.uint64)
+            )
+            if rec.get("rows") != len(sums) or rec.get("row_sum") != _row_sum(sums):
+                return [f"docs.lance version {v}: its rows differ from its record"]
+    except IndexCorruptedError as e:
+        return [_finding(e)]
+    except BaseException as e:
+        if not lance_failure(e):
+            raise
+        return [f"docs.lance version {v} cannot be read: {str(e).splitlines()[0][:200]}"]
+    return []
+
+
+def verify(idx: Any) -> dict[str, Any]:
+    """Check every file of every version of both tables against its recorded sha256, every docs version's
+    rows against its record, the latest version's row checksums and every codec state's checksum. Returns a
+    report; raises IndexCorruptedError listing every problem found."""
+    import lance
+
+    from ._layout import read_manifest
+
+    root = idx.root
+    problems: list[str] = []
+    notes: list[str] = []
+    n_files = n_bytes = 0
+    hashed: dict[str, tuple[str, list[str]]] = {}
+    try:
+        read_manifest(root)
+        head = read_head(root)
+    except IndexCorruptedError as e:
+        raise IndexCorruptedError(f"verify: {e}") from None
+    states: set[int] = set()
+    for table in TABLES:
+        uri = os.path.join(root, table)
+        vdir = os.path.join(uri, "_versions")
+        ds = None
+        if os.path.isdir(vdir) and any(f.endswith(".manifest") for f in os.listdir(vdir)):
+            try:
+                ds = lance.dataset(uri)
+                live = [v["version"] for v in ds.versions()]
+            except BaseException as e:
+                if not lance_failure(e):
+                    raise
+                problems.append(f"{table} cannot be opened: {str(e).splitlines()[0][:200]}")
+                continue
+        else:
+            live = []
+        if head[table] > (live[-1] if live else 0):
+            problems.append(
+                f"{table}: version {head[table]} was committed but the table ends at "
+                f"{live[-1] if live else 'nothing'} (versions deleted or rolled back)"
+            )
+        have = recorded_versions(root, table)
+        for v in have:
+            if v in live or not live:
+                continue
+            if v > live[0]:
+                problems.append(f"{table}: the manifest of recorded version {v} is missing")
+                continue
+            # below the oldest version: cleaned up (and the record's removal interrupted) unless the files
+            # cleanup deletes with a version, its transaction file, are still there
+            rec = read_record(root, table, v)
+            txn = [r for r in (rec or {}).get("files", {}) if r.startswith("_transactions/")]
+            if any(os.path.exists(os.path.join(uri, r)) for r in txn):
+                problems.append(
+                    f"{table}: the manifest of version {v} is missing but its files remain (not a cleanup)"
+                )
+            else:
+                notes.append(f"{table}: stale record of cleaned-up version {v}")
+        for v in live:
+            try:
+                rec = read_record(root, table, v)
+            except IndexCorruptedError as e:
+                problems.append(_finding(e))
+                continue
+            if rec is None:
+                if v > head[table]:
+                    notes.append(
+                        f"{table} version {v} is not recorded (its writer was interrupted after committing)"
+                    )
+                else:
+                    problems.append(f"{table} version {v}: its integrity record is missing")
+            else:
+                mpath, msize, msha = rec["manifest"]
+                problems += [f"{table} version {v}: {p}" for p in _check_file(uri, mpath, msize, msha)]
+                for rel, (size, sha) in rec["files"].items():
+                    key = f"{table}/{rel}"
+                    if key not in hashed:  # data files are shared by versions: hash each once
+                        hashed[key] = (sha, _check_file(uri, rel, size, sha))
+                        n_files, n_bytes = n_files + 1, n_bytes + size
+                    first_sha, found = hashed[key]
+                    problems += [f"{table} version {v}: {p}" for p in found]
+                    if first_sha != sha:
+                        problems.append(
+                            f"{table} version {v}: {rel} was recorded with two different checksums"
+                        )
+            if table == "docs.lance":
+                problems += _verify_rows(root, ds, v, rec, latest=v == live[-1], states=states)
+    for sid in sorted(states):
+        try:
+            idx._states.pop(sid, None)
+            idx._load_state(sid)
+        except IndexCorruptedError as e:
+            problems.append(_finding(e))
+    if problems:
+        raise IndexCorruptedError(
+            f"the index at {root} is corrupted ({len(problems)} problem(s)):\n  - "
+            + "\n  - ".join(problems)
+            + "\nrestore it from a backup or rebuild it"
+        )
+    return {
+        "ok": True,
+        "files_checked": n_files,
+        "bytes_checked": n_bytes,
+        "states_checked": len(states),
+        "notes": notes,
+    }
