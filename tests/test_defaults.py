@@ -117,3 +117,14 @@ def test_explicit_train_with_auto(tmp_path):
 
 def test_top_level_exports():
     assert mvstore.default_spec is default_spec and not hasattr(mvstore, "DEFAULT_SPEC")
+
+
+def test_default_builds_print_no_kmeans_warning(tmp_path, capfd):
+    """faiss warns (on stderr, from C) when k-means gets fewer than 39 points per centroid: the store sizes
+    its centroids so that small corpora, the usual first index, build quietly."""
+    for n, dim in ((40, 16), (300, 64)):
+        docs = synthetic_docs(n, dim, n_topics=12, min_len=4, max_len=60, seed=n)
+        idx = ms.create(tmp_path / f"ix{n}", dim=dim)
+        idx.add(np.arange(n), docs)
+        assert idx.stats()["n_centroids"] >= 1
+    assert "WARNING clustering" not in capfd.readouterr().err

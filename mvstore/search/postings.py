@@ -30,10 +30,14 @@ __all__ = [
     "fit_centroids",
     "assign_terms",
     "CENTROID_SAMPLE",
+    "MIN_POINTS_PER_CENTROID",
 ]
 
 #: training vectors per stage-1 centroid the store fits k-means on (when it has that many)
 CENTROID_SAMPLE = 40
+#: fewest training vectors per centroid: the store sizes centroids to keep at least this many (faiss's own
+#: floor, 39, only prints a warning, and did on every default build under ~160k vectors)
+MIN_POINTS_PER_CENTROID = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,6 +160,7 @@ def fit_centroids(
         )
     km = faiss.Kmeans(x.shape[1], int(n_centroids), niter=niter, seed=seed, spherical=spherical, verbose=False)
     km.cp.max_points_per_centroid = 256
+    km.cp.min_points_per_centroid = MIN_POINTS_PER_CENTROID
     km.train(x)
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 

@@ -284,7 +284,12 @@ class Index:
     ) -> _State:
         """Fit the codec and stage-1 centroids for ``spec`` (default: the current one) on a sample of (pooled)
         vectors and store them (one commit)."""
-        from ..search.postings import CENTROID_SAMPLE, default_n_centroids, fit_centroids
+        from ..search.postings import (
+            CENTROID_SAMPLE,
+            MIN_POINTS_PER_CENTROID,
+            default_n_centroids,
+            fit_centroids,
+        )
 
         spec = spec or self.spec
         opts = self.options
@@ -311,7 +316,7 @@ class Index:
             if n_fit > len(t):
                 pick = np.sort(rng.choice(len(everything), n_fit, replace=False)) if n_fit < len(everything) else None
                 t = codec.transform(everything if pick is None else everything[pick])
-            n_c = int(min(n_c, 2 ** int(np.floor(np.log2(len(t))))))
+            n_c = int(min(n_c, 2 ** int(np.floor(np.log2(max(len(t) // MIN_POINTS_PER_CENTROID, 1))))))
             cent, source = fit_centroids(t, n_c, seed=opts.get("seed", 0)), "kmeans"
             arrays["index.centroids"] = cent
         meta = {
