@@ -44,7 +44,7 @@ from .exceptions import (
 from .ragged import Ragged, as_ragged
 from .report import format_table, pareto_front
 from .search.maxsim import maxsim_batch
-from .spec import build_pipeline, bytes_per_token, parse
+from .spec import build_pipeline, bytes_per_token, default_spec, parse
 
 __all__ = ["TuneError", "TuneResult", "tune", "default_candidates", "auto_candidates", "auto_spec", "pseudo_queries"]
 
@@ -125,7 +125,8 @@ def _pca_dims(dim: int) -> list[int]:
 
 def default_candidates(dim: int, max_bytes_per_token: float, pool_factors: Sequence[float] = POOL_FACTORS) -> list[str]:
     """The default grid for input ``dim`` and a budget: for each pool factor and quantizer family, the
-    spec(s) spending the most bytes per token within the budget (largest PCA dim first among equals)."""
+    spec(s) spending the most bytes per token within the budget (largest PCA dim first among equals), and
+    :func:`~mvstore.spec.default_spec` when it fits."""
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
         raise TuneError(f"dim must be a positive integer, got {dim!r}")
     _check_budget(max_bytes_per_token)
@@ -150,6 +151,9 @@ def default_candidates(dim: int, max_bytes_per_token: float, pool_factors: Seque
             top = max(b for b, _, _ in options)
             best = sorted((o for o in options if o[0] == top), key=lambda o: -o[1])[:TIES_KEPT]
             out.extend(s for _, _, s in best)
+    default = default_spec(int(dim))  # so the table shows where create()'s default stands
+    if bytes_per_token(default, int(dim)) <= max_bytes_per_token and default not in out:
+        out.append(default)
     return out
 
 

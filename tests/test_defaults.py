@@ -128,3 +128,10 @@ def test_default_builds_print_no_kmeans_warning(tmp_path, capfd):
         idx.add(np.arange(n), docs)
         assert idx.stats()["n_centroids"] >= 1
     assert "WARNING clustering" not in capfd.readouterr().err
+
+
+def test_tune_grid_shows_the_default_when_it_fits():
+    from mvstore.tune import default_candidates
+
+    assert default_spec(128) in default_candidates(128, bytes_per_token(default_spec(128), 128))
+    assert default_spec(128) not in default_candidates(128, 8)
