@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .exceptions import InvalidDtypeError, MissingDependencyError, require
+from .exceptions import InvalidDtypeError, MissingDependencyError, ModelFormatError, require
 from .ragged import Ragged
 
 __all__ = [
@@ -258,30 +258,32 @@ class ColBERTEncoder:
         cfg = self._read_json("config_sentence_transformers.json")
         modules = sorted(self._read_json("modules.json"), key=lambda m: m["idx"])
         if not modules or modules[0]["type"] != "sentence_transformers.models.Transformer" or modules[0]["path"]:
-            raise ValueError(f"{self.path}: the first module of modules.json must be the transformer at the top "
+            raise ModelFormatError(f"{self.path}: the first module of modules.json must be the transformer at the top "
                              "level, as PyLate saves it: re-save the model with pylate's model.save_pretrained(dir)")
         self.projections = []  # (weight, bias) per Dense module, applied in order
         for m in modules[1:]:
             dense = self._read_json(f"{m['path']}/config.json")
             act = dense.get("activation_function", "torch.nn.modules.linear.Identity")
             if not m["type"].endswith(".Dense") or act != "torch.nn.modules.linear.Identity":
-                raise ValueError(f"{self.path}: module {m['path']!r} ({m['type']}, activation {act}) is not a "
+                raise ModelFormatError(f"{self.path}: module {m['path']!r} ({m['type']}, activation {act}) is not a "
                                  "linear Dense projection; only PyLate's Dense modules are supported: load this "
                                  "model with PyLateEncoder instead")
             weights_file = self.path / m["path"] / "model.safetensors"
             if not weights_file.exists():
-                raise FileNotFoundError(f"{weights_file} is missing: re-save the model with safetensors "
+                raise ModelFormatError(f"{weights_file} is missing: re-save the model with safetensors "
                                         "(pylate's model.save_pretrained(dir, safe_serialization=True))")
             w = load_file(str(weights_file))
             self.projections.append((w["linear.weight"].float(), w.get("linear.bias")))
         if not self.projections:
-            raise ValueError(f"{self.path}: modules.json lists no Dense projection; is it a PyLate ColBERT model?")
+            raise ModelFormatError(f"{self.path}: modules.json lists no Dense projection, so this is no PyLate ColBERT "
+                                   "model: use HFTokenEncoder for a plain transformer's hidden states")
         st_cfg = self.path / "sentence_bert_config.json"
         self.lowercase = bool(json.loads(st_cfg.read_text()).get("do_lower_case", False)) if st_cfg.exists() else False
-        self.query_length = int(query_length or cfg["query_length"])
-        self.doc_max_length = int(doc_max_length or cfg["document_length"])
+        self.query_length = int(cfg["query_length"] if query_length is None else query_length)
+        self.doc_max_length = int(cfg["document_length"] if doc_max_length is None else doc_max_length)
         if self.query_length < 3 or self.doc_max_length < 3:
-            raise ValueError("query_length and doc_max_length must be at least 3 ([CLS], marker, [SEP])")
+            raise ValueError(f"query_length {self.query_length} / doc_max_length {self.doc_max_length}: both must be "
+                             "at least 3 ([CLS], the marker, [SEP]); pass larger values")
         self.attend_to_expansion = bool(cfg.get("attend_to_expansion_tokens", False))
         self.batch_size = int(batch_size)
         self.device = _torch_device(device)
@@ -291,7 +293,7 @@ class ColBERTEncoder:
                             for w, b in self.projections]
         ids = self.tokenizer.convert_tokens_to_ids([cfg["query_prefix"], cfg["document_prefix"]])
         if self.tokenizer.unk_token_id in ids:
-            raise ValueError(f"{self.path}: the tokenizer does not know the markers {cfg['query_prefix']!r} / "
+            raise ModelFormatError(f"{self.path}: the tokenizer does not know the markers {cfg['query_prefix']!r} / "
                              f"{cfg['document_prefix']!r}: the directory's tokenizer files are not PyLate's")
         self.query_prefix_id, self.doc_prefix_id = ids
         self.mask_id = self.tokenizer.mask_token_id
@@ -309,8 +311,8 @@ class ColBERTEncoder:
     def _read_json(self, rel: str) -> Any:
         f = self.path / rel
         if not f.exists():
-            raise FileNotFoundError(f"{f} not found: {self.path} is not a PyLate ColBERT model directory "
-                                    "(save one with pylate's model.save_pretrained(dir))")
+            raise ModelFormatError(f"{f} not found: {self.path} is not a PyLate ColBERT model directory "
+                                   "(save one with pylate's model.save_pretrained(dir))")
         return json.loads(f.read_text())
 
     def encode_documents(self, texts: Sequence[str]) -> Ragged:
@@ -344,9 +346,11 @@ class ColBERTEncoder:
                 attention.bool() & ~torch.isin(input_ids, self.skiplist))
             if is_query and self.attend_to_expansion:
                 attention.fill_(1)
+            inputs = {"input_ids": input_ids, "attention_mask": attention}
+            if "token_type_ids" in self.tokenizer.model_input_names:  # BERT yes, ModernBERT no
+                inputs["token_type_ids"] = torch.zeros_like(input_ids)
             with torch.inference_mode():
-                h = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                               token_type_ids=torch.zeros_like(input_ids).to(self.device)).last_hidden_state.float()
+                h = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).last_hidden_state.float()
                 for w, b in self.projections:
                     h = torch.nn.functional.linear(h, w, b)
             h = h.cpu()

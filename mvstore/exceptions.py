@@ -19,6 +19,7 @@ __all__ = [
     "UnknownIdError",
     "IndexExistsError",
     "InvalidOperationError",
+    "ModelFormatError",
 ]
 
 
@@ -80,6 +81,10 @@ class IndexExistsError(MvstoreError, FileExistsError):
 
 class InvalidOperationError(MvstoreError, ValueError):
     """An operation this index cannot do in its current state (e.g. writing to a time-travel version)."""
+
+
+class ModelFormatError(MvstoreError, ValueError):
+    """A model directory an encoder cannot run: missing files, or modules it does not implement."""
 
 
 def require(module: str, pip_name: str | None = None, extra: str | None = None):

@@ -11,7 +11,12 @@ from mvstore.encoders import (
     PyLateEncoder,
     SentenceTransformerTokenEncoder,
 )
-from mvstore.exceptions import DeviceUnavailableError, InvalidDtypeError, MissingDependencyError
+from mvstore.exceptions import (
+    DeviceUnavailableError,
+    InvalidDtypeError,
+    MissingDependencyError,
+    ModelFormatError,
+)
 
 
 def test_hf_encoder_real_token_vectors(minilm):
@@ -239,11 +244,13 @@ def test_colbert_encoder_rejects_what_it_cannot_run(colbert_dir, tmp_path):
     import json
     import shutil
 
-    with pytest.raises(FileNotFoundError, match="not a PyLate ColBERT model directory.*save_pretrained"):
+    with pytest.raises(ModelFormatError, match="not a PyLate ColBERT model directory.*save_pretrained"):
         ColBERTEncoder(tmp_path)
     bad = tmp_path / "tanh"
     shutil.copytree(colbert_dir, bad, copy_function=os.symlink)
     (bad / "1_Dense" / "config.json").unlink()
     (bad / "1_Dense" / "config.json").write_text(json.dumps({"activation_function": "torch.nn.modules.activation.Tanh"}))
-    with pytest.raises(ValueError, match="not a linear Dense projection.*PyLateEncoder"):
+    with pytest.raises(ModelFormatError, match="not a linear Dense projection.*PyLateEncoder"):
         ColBERTEncoder(bad)
+    with pytest.raises(ValueError, match="at least 3.*pass larger values"):
+        ColBERTEncoder(colbert_dir, query_length=2)
