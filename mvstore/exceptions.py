@@ -24,6 +24,7 @@ __all__ = [
     "InvalidIdError",
     "IndexBusyError",
     "VersionCleanedUpError",
+    "ModelFormatError",
 ]
 
 
@@ -107,6 +108,10 @@ class IndexBusyError(MvstoreError, RuntimeError):
 class VersionCleanedUpError(MvstoreError, RuntimeError):
     """The version an :class:`Index` reads was deleted by ``optimize(cleanup=True)`` (here or in another
     process); ``index.refresh()`` moves to the latest version."""
+
+
+class ModelFormatError(MvstoreError, ValueError):
+    """A model directory an encoder cannot run: missing files, or modules it does not implement."""
 
 
 def require(module: str, pip_name: str | None = None, extra: str | None = None):

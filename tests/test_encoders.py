@@ -1,9 +1,22 @@
+import os
+
 import numpy as np
 import pytest
 
 from mvstore import Ragged
-from mvstore.encoders import CachedEncoder, HFTokenEncoder, PyLateEncoder, SentenceTransformerTokenEncoder
-from mvstore.exceptions import DeviceUnavailableError, InvalidDtypeError, MissingDependencyError
+from mvstore.encoders import (
+    CachedEncoder,
+    ColBERTEncoder,
+    HFTokenEncoder,
+    PyLateEncoder,
+    SentenceTransformerTokenEncoder,
+)
+from mvstore.exceptions import (
+    DeviceUnavailableError,
+    InvalidDtypeError,
+    MissingDependencyError,
+    ModelFormatError,
+)
 
 
 def test_hf_encoder_real_token_vectors(minilm):
@@ -102,3 +115,142 @@ def test_missing_optional_dependency_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(MissingDependencyError, match=r'pip install "mvstore\[pylate\]"'):
         PyLateEncoder("lightonai/colbertv2.0")
+
+
+# --- ColBERTEncoder: a PyLate-layout model run without PyLate -----------------------------------------------
+
+COLBERT_TEXTS = ["What does p53 do in cancer cells?", "Vitamin D (25-OH) and fractures: a trial of 2,686 adults."]
+# pylate 1.2.0 (transformers 4.48.2, torch 2.13 CPU): ColBERT(<build_pylate_dir(...)>).encode(COLBERT_TEXTS, ...)
+PYLATE_DOC_LENGTHS = [11, 16]
+PYLATE_QUERY_HEAD = [[0.099480, 0.036368, -0.081973, 0.043598],  # query vectors 0, 5, 31, first 4 dims
+                     [-0.003119, 0.236789, -0.005986, 0.217147],
+                     [-0.106931, -0.073108, -0.049089, -0.034661]]
+PYLATE_DOC_HEAD = [[0.112271, 0.039389, -0.014429, 0.080427],  # document vectors 0, 5, last
+                   [-0.002089, 0.228871, 0.008722, 0.217188],
+                   [0.083820, -0.038111, -0.108809, -0.014589]]
+PYLATE_MAXSIM = [[18.635033, 7.041051], [4.309778, 23.292112]]
+
+
+def build_pylate_dir(path, *, seed: int = 0, dim: int = 128):
+    """The bundled MiniLM plus [Q]/[D] marker tokens and a seeded Dense 384->dim, in the layout
+    ``pylate.models.ColBERT.save_pretrained`` writes (transformer at the top level, ``1_Dense/``)."""
+    import json
+
+    import torch
+    from safetensors.numpy import save_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from mvstore.encoders import default_model_path
+
+    src = default_model_path()
+    tok, model = AutoTokenizer.from_pretrained(src), AutoModel.from_pretrained(src)
+    tok.add_tokens(["[Q] ", "[D] "])
+    model.resize_token_embeddings(len(tok))
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():  # PyLate draws the two new rows at random; here they are seeded numpy draws
+        model.get_input_embeddings().weight[-2:] = torch.from_numpy(0.05 * rng.standard_normal((2, 384)))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "1_Dense").mkdir()
+    w = (rng.standard_normal((dim, 384)) / np.sqrt(384)).astype(np.float32)
+    save_file({"linear.weight": w}, str(path / "1_Dense" / "model.safetensors"))
+    files = {
+        "modules.json": [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                         {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}],
+        "sentence_bert_config.json": {"max_seq_length": 256, "do_lower_case": False},
+        "1_Dense/config.json": {"in_features": 384, "out_features": dim, "bias": False,
+                                "activation_function": "torch.nn.modules.linear.Identity"},
+        "config_sentence_transformers.json": {
+            "similarity_fn_name": "MaxSim", "query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 32,
+            "document_length": 180, "attend_to_expansion_tokens": False,
+            "skiplist_words": list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")},
+    }
+    for name, obj in files.items():
+        (path / name).write_text(json.dumps(obj))
+    return path
+
+
+def variant(base, path, **config):
+    """A copy of ``base`` (files symlinked) whose config_sentence_transformers.json is updated by ``config``."""
+    import json
+    import shutil
+
+    shutil.copytree(base, path, copy_function=os.symlink)
+    cfg = path / "config_sentence_transformers.json"
+    new = {**json.loads(cfg.read_text()), **config}
+    cfg.unlink()
+    cfg.write_text(json.dumps(new))
+    return path
+
+
+@pytest.fixture(scope="module")
+def colbert_dir(tmp_path_factory):
+    return build_pylate_dir(tmp_path_factory.mktemp("colbert") / "model")
+
+
+def test_colbert_encoder_reproduces_pylate(colbert_dir):
+    from mvstore.search.maxsim import maxsim_batch
+
+    enc = ColBERTEncoder(colbert_dir)
+    assert enc.dim == 128 and "q32:d180:exp0" in enc.name
+    q, d = enc.encode_queries(COLBERT_TEXTS), enc.encode_documents(COLBERT_TEXTS)
+    # expected: pylate 1.2.0's ColBERT(<this directory>).encode(COLBERT_TEXTS, is_query=True/False)
+    assert q.lengths.tolist() == [32, 32]  # [CLS] [Q] tokens [SEP], then [MASK] expansion to 32
+    assert d.lengths.tolist() == PYLATE_DOC_LENGTHS  # punctuation dropped
+    np.testing.assert_allclose(q.values[[0, 5, 31], :4], PYLATE_QUERY_HEAD, atol=1e-4)
+    np.testing.assert_allclose(d.values[[0, 5, -1], :4], PYLATE_DOC_HEAD, atol=1e-4)
+    np.testing.assert_allclose(maxsim_batch(q, d), PYLATE_MAXSIM, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(d.values, axis=1), 1.0, atol=1e-5)
+    # a text encodes the same alone as next to a longer one (batch padding is masked out)
+    np.testing.assert_allclose(enc.encode_documents(COLBERT_TEXTS[:1])[0], d[0], atol=1e-5)
+
+
+def test_colbert_encoder_lengths_and_skiplist(colbert_dir):
+    enc = ColBERTEncoder(colbert_dir, query_length=12, doc_max_length=20)
+    long_text = " ".join(["protein"] * 300)
+    assert enc.encode_queries([long_text, "p53"]).lengths.tolist() == [12, 12]
+    assert enc.encode_documents([long_text]).lengths.tolist() == [20]
+    n = len(enc.tokenizer("cells , grow ; fast .")["input_ids"])  # [CLS] cells , grow ; fast . [SEP]
+    assert enc.encode_documents(["cells , grow ; fast ."]).lengths.tolist() == [n + 1 - 3]  # + [D], - 3 marks
+    assert "q12:d20" in enc.name
+
+
+def test_colbert_encoder_reads_its_settings(colbert_dir, tmp_path):
+    base = ColBERTEncoder(colbert_dir)
+    attend = ColBERTEncoder(variant(colbert_dir, tmp_path / "attend", attend_to_expansion_tokens=True))
+    # attending to the [MASK] expansion changes the queries' vectors, not the documents'
+    assert not np.allclose(attend.encode_queries(COLBERT_TEXTS).values, base.encode_queries(COLBERT_TEXTS).values)
+    np.testing.assert_array_equal(attend.encode_documents(COLBERT_TEXTS).values,
+                                  base.encode_documents(COLBERT_TEXTS).values)
+    swapped = ColBERTEncoder(variant(colbert_dir, tmp_path / "swap", query_prefix="[D] ", document_prefix="[Q] "))
+    assert not np.allclose(swapped.encode_documents(COLBERT_TEXTS).values,
+                           base.encode_documents(COLBERT_TEXTS).values)
+    # the cache key follows the files: another configuration is another key
+    assert len({base.name, attend.name, swapped.name}) == 3
+
+
+def test_colbert_encoder_with_cache(colbert_dir, tmp_path):
+    enc = ColBERTEncoder(colbert_dir)
+    cached = CachedEncoder(enc, tmp_path / "cache")
+    a = cached.encode_queries(COLBERT_TEXTS)
+    b = cached.encode_queries(COLBERT_TEXTS)  # from disk
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.values, enc.encode_queries(COLBERT_TEXTS).values)
+    with pytest.raises(InvalidDtypeError, match="wrap it in a list"):
+        enc.encode_documents("one string")
+
+
+def test_colbert_encoder_rejects_what_it_cannot_run(colbert_dir, tmp_path):
+    import json
+    import shutil
+
+    with pytest.raises(ModelFormatError, match="not a PyLate ColBERT model directory.*save_pretrained"):
+        ColBERTEncoder(tmp_path)
+    bad = tmp_path / "tanh"
+    shutil.copytree(colbert_dir, bad, copy_function=os.symlink)
+    (bad / "1_Dense" / "config.json").unlink()
+    (bad / "1_Dense" / "config.json").write_text(json.dumps({"activation_function": "torch.nn.modules.activation.Tanh"}))
+    with pytest.raises(ModelFormatError, match="not a linear Dense projection.*PyLateEncoder"):
+        ColBERTEncoder(bad)
+    with pytest.raises(ValueError, match="at least 3.*pass larger values"):
+        ColBERTEncoder(colbert_dir, query_length=2)
