@@ -33,11 +33,12 @@ def require_torch(feature: str, extra: str | None = None) -> Any:
     try:
         import torch
     except ImportError as e:
-        cmd = f'pip install "mvstore[{extra}]"' if extra else "pip install torch"
+        cmd = f'`pip install "mvstore[{extra}]"`' if extra else "`pip install torch`"
+        if extra != "gpu":
+            cmd += f" (on a machine without a GPU, first `{TORCH_CPU_HINT}`: PyTorch's CPU-only build)"
         raise MissingDependencyError(
-            f"{feature} needs torch, which is not installed ({e}): run `{cmd}` (on a machine without a GPU, "
-            f"first `{TORCH_CPU_HINT}` for the CPU-only build); the CPU search itself needs no torch: "
-            "device='cpu' or 'auto'"
+            f"{feature} needs torch, which is not installed ({e}): run {cmd}; "
+            "the CPU search itself needs no torch: device='cpu' or 'auto'"
         ) from e
     return torch
 

@@ -56,6 +56,7 @@ SCRIPT = textwrap.dedent(
 
     errors = {}
     if sys.argv[2] == "hide":
+        from mvstore.encoders import HFTokenEncoder
         from mvstore.pooling import pool
         from mvstore.search import maxsim_torch
 
@@ -65,6 +66,7 @@ SCRIPT = textwrap.dedent(
             "kmeans": lambda: pool(flat, 2, method="kmeans"),
             "maxsim_torch": lambda: maxsim_torch(docs[0], flat),
             "ragged": lambda: flat.torch(),
+            "encoder": lambda: HFTokenEncoder(None),
         }
         for name, ask in asks.items():
             try:
@@ -95,7 +97,8 @@ def test_cpu_search_runs_without_torch_installed(tmp_path):
     assert out["first"][0] == 5 and 5 not in out["again"] and out["auto"] == [6]
     assert out["rcs"] == [0, 0, 0]
     errors = out["errors"]
-    assert 'pip install "mvstore[gpu]"' in errors["cuda"] and "device='cuda'" in errors["cuda"]
+    assert '`pip install "mvstore[gpu]"`' in errors["cuda"] and "device='cuda'" in errors["cuda"]
+    assert '`pip install "mvstore[encoders]"`' in errors["encoder"]
     for name, what in [("backend", "backend='torch'"), ("kmeans", "method='kmeans'"),
                        ("maxsim_torch", "maxsim_torch"), ("ragged", "Ragged.torch")]:
         assert errors[name] is not None, f"{name} ran without torch"
