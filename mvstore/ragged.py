@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .device import require_torch
 from .exceptions import DimensionMismatchError, InvalidDtypeError, InvalidVectorsError
 
 __all__ = ["Ragged", "as_ragged"]
@@ -265,7 +266,7 @@ class Ragged:
 
     def torch(self, device: Any = "cpu") -> tuple[Any, Any]:
         """``(values, offsets)`` as torch tensors (a zero-copy view on CPU)."""
-        import torch
+        torch = require_torch("Ragged.torch()")
 
         return (
             torch.from_numpy(np.ascontiguousarray(self.values)).to(device),

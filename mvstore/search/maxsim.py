@@ -100,7 +100,7 @@ def maxsim_torch(
 
     from ..device import resolve_device
 
-    dev = resolve_device(device)
+    dev = resolve_device(device, feature="maxsim_torch")
     single = not isinstance(queries, Ragged) and getattr(queries, "ndim", 0) == 2
     if single:
         q = _as_query(queries)

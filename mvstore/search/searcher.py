@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..device import resolve_device
+from ..device import device_name, resolve_device
 from ..exceptions import InvalidDtypeError, InvalidVectorsError
 from ..ragged import Ragged, as_ragged
 from ._parallel import cpu_threads, split_run
@@ -74,10 +74,12 @@ class Searcher:
             raise SearchParamsError(f"backend={backend!r} must be None, 'numpy' or 'torch'")
         self.snapshot = snapshot
         self.params = params or SearchParams()
-        self.device = resolve_device(self.params.device)
-        if backend == "numpy" and self.device.type != "cpu":
+        name = device_name(self.params.device)
+        if backend == "numpy" and name != "cpu":
             raise SearchParamsError("backend='numpy' runs on the CPU only; use device='cpu' or backend=None")
-        self.use_torch = backend == "torch" or self.device.type != "cpu"
+        self.use_torch = backend == "torch" or name != "cpu"
+        #: the torch.device of the torch path; "cpu" on the numpy path (which never imports torch)
+        self.device = resolve_device(name, feature="the torch search backend (backend='torch')") if self.use_torch else "cpu"
         #: CPU threads one query's heavy steps are split over
         self.threads = self.params.threads or cpu_threads()
         self._generator: CandidateGenerator | None = None
@@ -108,7 +110,7 @@ class Searcher:
                     interaction=self.params.interaction,
                     n_full=self.params.n_full,
                     threads=self.threads,
-                    device=self.device if self.use_torch else "cpu",
+                    device=self.device,
                     postings=s.extras.get("postings"),
                 )
                 # posting lists depend only on the snapshot: every Searcher of this version shares them
