@@ -195,16 +195,3 @@ def run(workdir: pathlib.Path, *, quick: bool, seed: int = 0) -> list[dict]:
         shutil.rmtree(root)
     shutil.rmtree(base)
     return out
-
-
-if __name__ == "__main__":  # a quick look: python benchmarks/reliability_cases/corruption.py [--full]
-    import collections
-    import sys
-    import tempfile
-
-    rows = run(pathlib.Path(tempfile.mkdtemp()), quick="--full" not in sys.argv)
-    for r in rows:
-        if r["outcome"] != "ok" or "-v" in sys.argv:
-            print(f"{r['outcome']:13s} {r['case']:45s} {r['detail']}")
-    print(dict(collections.Counter(r["outcome"] for r in rows)), "of", len(rows))
-    sys.exit(any(r["outcome"] != "ok" for r in rows))

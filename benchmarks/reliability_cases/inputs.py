@@ -407,16 +407,3 @@ def run(workdir: pathlib.Path, *, quick: bool, seed: int = 0) -> list[dict]:
         out.append({"group": GROUP, "case": name, "outcome": outcome, "detail": str(detail)[:2000]})
     shutil.rmtree(workdir, ignore_errors=True)
     return out
-
-
-if __name__ == "__main__":  # a quick look: python benchmarks/reliability_cases/inputs.py [--full] [-v]
-    import collections
-    import sys
-    import tempfile
-
-    rows = run(pathlib.Path(tempfile.mkdtemp()), quick="--full" not in sys.argv)
-    for r in rows:
-        if r["outcome"] != "ok" or "-v" in sys.argv:
-            print(f"{r['outcome']:13s} {r['case']:36s} {r['detail'][:300]}")
-    print(dict(collections.Counter(r["outcome"] for r in rows)), "of", len(rows))
-    sys.exit(any(r["outcome"] != "ok" for r in rows))
