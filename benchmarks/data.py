@@ -10,7 +10,9 @@ Models (``--model``):
   max length 256 for documents and queries, [CLS]/[SEP] kept (the settings of
   ``shared/data/scifact/derived``: exact MaxSim nDCG@10 = 0.707 on SciFact). Not trained for late interaction.
 * ``colbert128``: a ColBERT model trained here by ``benchmarks/train_colbert.py`` (MiniLM backbone, 128-d
-  projection, SciFact *train* split only), loaded from ``$MVSTORE_CACHE/models/colbert128-scifact``.
+  projection, SciFact *train* split only), loaded from ``$MVSTORE_CACHE/models/colbert128-scifact`` with its saved
+  settings (queries: 32 tokens with [MASK] expansion; documents: 180 tokens, the length it was trained at:
+  exact MaxSim nDCG@10 = 0.7016 on SciFact; 0.7200 at 256 tokens).
 """
 
 from __future__ import annotations
