@@ -53,9 +53,8 @@ POOL_FACTORS = (1, 2, 3, 4)
 #: quantizer families the default grid explores (``<m>``: PQ sub-quantizer counts)
 QUANTIZERS = ("fp16", "sq8", "sq4", "bin", "pq<m>", "rq1", "rq2", "rq4")
 PQ_M = (8, 16, 24, 32, 48, 64, 96)
-#: auto_candidates: pooling stages (every factor with and without a floor of AUTO_MIN_VECTORS vectors per doc)
-AUTO_POOL_FACTORS = (1, 2, 4, 8)
-AUTO_MIN_VECTORS = 32
+#: auto_candidates: pooling stages tried (the default's pool2min32 among them)
+AUTO_POOLS = ("", "pool2", "pool2min32", "pool4", "pool8")
 #: auto_spec: fewest documents a first add needs for a pick (pseudo-query sources + a corpus of > k docs)
 AUTO_MIN_DOCS = 50
 #: smallest PCA output dim the default grid tries
@@ -314,28 +313,32 @@ def tune(
 
 
 # ------------------------------------------------------------------------------------ spec="auto"
-def auto_candidates(dim: int, max_bytes_per_token: float) -> list[str]:
-    """``spec="auto"``'s grid: Ward pooling by each of :data:`AUTO_POOL_FACTORS` (from 2 on, also with a floor
-    of :data:`AUTO_MIN_VECTORS` vectors per document), then every dimension kept at 8, 4 or 1 bit (``sq8``,
-    ``sq4``, ``bin``) or product-quantized with the most sub-quantizers that fit (``pq<m>``, at least 2 dims
-    each); only the specs whose nominal bytes per token fit the budget.
+def auto_candidates(dim: int, max_bytes_per_token: float, vectors_per_token: dict[str, float] | None = None) -> list[str]:
+    """``spec="auto"``'s grid: each pooling stage of :data:`AUTO_POOLS`, then the richest codes that fit the
+    budget given the vectors each original token leaves after that pooling (``vectors_per_token``, measured
+    on the sample; ``1 / factor`` when not given): every dimension at 8, 4 or 1 bit (``sq8``, ``sq4``,
+    ``bin``: the richest that fits), or ``pca<d'>,bin`` when even 1 bit per dimension is too much, and product
+    quantization with the most sub-quantizers that fit (``pq<m>``, at least 2 dims each).
 
-    >>> auto_candidates(128, 8)[:6]
-    ['pq8', 'pool2,bin', 'pool2,pq16', 'pool2min32,bin', 'pool2min32,pq16', 'pool4,bin']
+    >>> auto_candidates(128, 8)
+    ['pca64,bin', 'pq8', 'pool2,bin', 'pool2,pq16', 'pool2min32,bin', 'pool2min32,pq16', 'pool4,bin', 'pool4,pq32', \
+'pool8,sq4', 'pool8,pq64']
+    >>> auto_candidates(384, 4, {"pool8": 0.131})[-2:]   # short documents: pool8 keeps more than 1/8 of them
+    ['pool8,pca240,bin', 'pool8,pq24']
     """
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
         raise TuneError(f"dim must be a positive integer, got {dim!r}")
     budget = _check_budget(max_bytes_per_token)
     out: list[str] = []
-    for f in AUTO_POOL_FACTORS:
-        pools = [""] if f == 1 else [f"pool{f}", f"pool{f}min{AUTO_MIN_VECTORS}"]
-        for pool in pools:
-            pq = [m for m in range(1, int(dim) // 2 + 1) if dim % m == 0 and m <= budget * f]
-            quantizers = ["sq8", "sq4", "bin"] + ([f"pq{max(pq)}"] if pq else [])
-            for q in quantizers:
-                s = ",".join(x for x in (pool, q) if x)
-                if bytes_per_token(s, int(dim)) <= budget and s not in out:
-                    out.append(s)
+    for pool in AUTO_POOLS:
+        ratio = (vectors_per_token or {}).get(pool) or 1 / (parse(pool).pool_factor if pool else 1.0)
+        cap = budget / ratio  # bytes per stored vector
+        scalar = [q for q, size in (("sq8", dim), ("sq4", dim / 2), ("bin", dim / 8)) if size <= cap]
+        if not scalar and int(cap) * 8 >= MIN_DIM:
+            scalar = [f"pca{int(cap) * 8},bin"]
+        pq = [m for m in range(1, int(dim) // 2 + 1) if dim % m == 0 and m <= cap]
+        quantizers = scalar[:1] + ([f"pq{max(pq)}"] if pq else [])
+        out += [",".join(x for x in (pool, q) if x) for q in quantizers]
     return out
 
 
@@ -381,18 +384,24 @@ def auto_spec(
             f"{AUTO_MIN_DOCS}: add a larger first batch, call index.train(sample) with more documents first, or "
             "pass a spec (mvstore.default_spec(dim) is the default)"
         )
-    specs = auto_candidates(docs.dim, budget)
-    if not specs:
-        raise TuneError(
-            f"no spec fits within {budget:g} bytes per token at dim {docs.dim} (the smallest auto candidate, "
-            f"pool8,bin, needs {bytes_per_token('pool8,bin', docs.dim):g}): raise max_bytes_per_token"
-        )
+    from .pooling import n_clusters
+
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(docs))
     n_q = min(int(n_queries), len(docs) // 4)
     rest = order[n_q:]
     n_corpus = int(np.searchsorted(np.cumsum(docs.lengths[rest]), sample_tokens)) + 1
     corpus = docs.take(np.sort(rest[: max(n_corpus, 2 * k)]))
+    ratios = {}  # stored vectors per original token after each pooling stage (cluster counts follow from lengths)
+    for pool in AUTO_POOLS[1:]:
+        sp = parse(pool)
+        ratios[pool] = float(n_clusters(corpus.lengths, sp.pool_factor, sp.pool_min_vectors).sum() / corpus.n_tokens)
+    specs = auto_candidates(docs.dim, budget, ratios)
+    if not specs:
+        raise TuneError(
+            f"no spec fits within {budget:g} bytes per token at dim {docs.dim} (pooled by 8, even {MIN_DIM} "
+            "PCA dims at 1 bit do not): raise max_bytes_per_token"
+        )
     queries = pseudo_queries(docs.take(order[:n_q]), n_q, seed=seed)
     return tune(
         corpus,

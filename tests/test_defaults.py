@@ -60,7 +60,7 @@ def test_auto_candidates_fit_the_budget():
         cands = auto_candidates(dim, budget)
         assert cands and all(bytes_per_token(s, dim) <= budget for s in cands)
     with pytest.raises(TuneError, match="raise max_bytes_per_token"):
-        auto_spec(synthetic_docs(60, 128, seed=2), 0.5)
+        auto_spec(synthetic_docs(60, 128, seed=2), 0.1)
 
 
 def test_auto_spec_picks_within_budget_and_beats_a_worse_codec():
