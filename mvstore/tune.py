@@ -369,12 +369,14 @@ def auto_spec(
     sample_tokens: int = 100_000,
     n_queries: int = 64,
     k: int = 10,
+    fit_vectors: int = 8192,
     seed: int = 0,
     progress: bool = False,
 ) -> TuneResult:
     """Pick a spec for ``docs`` (the first add of an index) within ``max_bytes_per_token``, without queries or
     labels: :func:`tune` over :func:`auto_candidates`, with :func:`pseudo_queries` cut from ``n_queries``
-    random documents, ranking about ``sample_tokens`` tokens of *other* random documents. Raises
+    random documents, ranking about ``sample_tokens`` tokens of *other* random documents; each codec is fit on
+    ``fit_vectors`` vectors (pq's k-means dominates the time). Raises
     :class:`TuneError` when the batch has fewer than :data:`AUTO_MIN_DOCS` documents or nothing fits."""
     docs = as_ragged(docs, what="docs")
     budget = _check_budget(max_bytes_per_token)
@@ -411,6 +413,7 @@ def auto_spec(
         k=k,
         sample_docs=len(corpus),
         sample_queries=len(queries),
+        fit_vectors=fit_vectors,
         seed=seed,
         progress=progress,
     )
