@@ -65,10 +65,12 @@ def _run(results, query_ids, doc_ids, k: int = 10) -> dict[str, list[str]]:
     return {q: [doc_ids[r] for r in rows[:k]] for q, (rows, _) in zip(query_ids, results)}
 
 
-def build_index(pooled: Ragged, doc_ids, codec_spec: str, workdir: str):
+def build_index(pooled: Ragged, doc_ids, codec_spec: str, workdir: str, store=None):
     """Build the index through the store from already pooled documents (pooling once serves both the index and
-    the LanceDB baseline; the store pools with the same function). Returns (index, snapshot, build_s)."""
-    from mvstore import store
+    the LanceDB baseline; the store pools with the same function). ``store``: the ``mvstore.store`` module to
+    build with (another revision's, in search_ab). Returns (index, snapshot, build_s)."""
+    if store is None:
+        from mvstore import store
 
     t = time.perf_counter()
     idx = store.create(str(Path(workdir) / "index"), spec=codec_spec, dim=pooled.dim)
