@@ -41,8 +41,9 @@ DEFAULT_POINTS = [
     (4, 64, "full", 256, None),
     (8, 128, "full", 512, None),
     (8, 160, "full", 768, None),
-    (8, 160, "full", 768, 1),
     (8, 192, "full", 768, None),
+    (8, 256, "full", 768, None),
+    (8, 256, "full", 768, 1),
     (16, 256, "full", 1024, None),
 ]
 _DEFAULT = SearchParams()
