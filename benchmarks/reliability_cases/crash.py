@@ -148,9 +148,10 @@ def _kill_once(src: Path, work: Path, op: str, seconds: float, old: Any, new: An
                       f"({len(new)}) version; ids lost: {sorted(map(str, lost))[:5]}")
     try:  # the index keeps working: one more write and a cleanup of what the killed writer left
         idx = ms.open(uri)
-        idx.add([777_777], unit_docs(1, DIM, seed=9))
+        # enough vectors to train the codec when the killed write was the first add (sq8 needs 32)
+        idx.add(list(range(777_777, 777_785)), unit_docs(8, DIM, seed=9, lo=8))
         idx.optimize(cleanup=True, retrain=False)
-        if len(ms.open(uri)) != len(got) + 1:
+        if len(ms.open(uri)) != len(got) + 8:
             return result(GROUP, case, "data_loss", f"{when}: the write after the crash did not land")
     except Exception as e:
         kind = "unopenable" if not is_mvstore_error(e) else "raw_error"

@@ -161,7 +161,7 @@ def _mistakes(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
         ("add_empty_batch", on_base(lambda i: i.add([], []), "InvalidVectorsError", "at least one")),
         ("add_batches_bad_item", on_base(lambda i: i.add_batches([[30]]), "InvalidDtypeError", r"\(ids, vectors\)")),
         ("fp16_overflow", fresh(lambda i: i.add([0, 1], [d[0], d[1] * 1e6]), "InvalidVectorsError", r"65504.*spec 'fp32'")),
-        ("keep_source_overflow", fresh(lambda i: i.add([0, 1], [d[0], d[1] * 1e6]), "InvalidVectorsError", "without keep_source", spec="sq8", keep_source=True)),
+        ("keep_source_overflow", fresh(lambda i: i.add(list(range(30)), [*(d[j] for j in range(29)), d[29] * 1e6]), "InvalidVectorsError", "without keep_source", spec="sq8", keep_source=True)),
         # ids
         ("ids_count", on_base(lambda i: i.add([30], d[30:32]), "InvalidDtypeError", "exactly one id per document")),
         ("ids_repeat_in_batch", on_base(lambda i: i.add([30, 30], d[30:32]), "DuplicateIdError", "must be unique")),

@@ -130,7 +130,7 @@ class _View:
         another process) deleted this version, raise VersionCleanedUpError instead of Lance's error."""
         try:
             yield
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, IndexCorruptedError) as e:  # the last: a read already judged unreadable
             try:
                 gone = self.version not in {v["version"] for v in lance.dataset(self.ds.uri).versions()}
             except (OSError, ValueError):
