@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,7 +211,12 @@ def test_killed_first_codec_commit_is_an_absent_state(tmp_path):
     no state was stored, so the index opens as untrained and the next add trains it."""
     uri = str(tmp_path / "ix")
     docs = make_docs(20, seed=0)
-    ms.create(uri, spec="sq8", dim=DIM, n_centroids=8).train(docs)
+    idx = ms.create(uri, spec="sq8", dim=DIM, n_centroids=8)
+    shutil.copytree(os.path.join(uri, "integrity"), str(tmp_path / "integrity-before"))
+    idx.train(docs)
+    # killed before the commit completed, the writer never recorded it either (records follow commits)
+    shutil.rmtree(os.path.join(uri, "integrity"))
+    shutil.copytree(str(tmp_path / "integrity-before"), os.path.join(uri, "integrity"))
     vdir = os.path.join(uri, "codec.lance", "_versions")
     for f in os.listdir(vdir):  # what Lance leaves when killed between writing and renaming the manifest
         if f.endswith(".manifest"):
