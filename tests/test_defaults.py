@@ -145,3 +145,14 @@ def test_pooling_floor_argument_errors():
         pool(docs, 2, min_vectors=-1)
     with pytest.raises(InvalidDtypeError, match="min_vectors must be an int"):
         pool(docs, 2, min_vectors=1.5)
+
+
+def test_tune_skips_a_candidate_the_sample_cannot_fit():
+    from mvstore.tune import tune
+
+    docs = synthetic_docs(30, 32, n_topics=8, min_len=4, max_len=8, seed=8)  # ~180 vectors: pq needs 256
+    queries = synthetic_docs(5, 32, n_topics=8, min_len=3, max_len=5, seed=9)
+    res = tune(docs, queries, max_bytes_per_token=64, candidates=["pq16", "sq8"], k=5)
+    assert res.spec == "sq8" and "pq16" in res.skipped and "256" in res.skipped["pq16"]
+    with pytest.raises(TuneError, match="could be fit on this sample"):
+        tune(docs, queries, max_bytes_per_token=64, candidates=["pq16"], k=5)
