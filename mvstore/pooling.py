@@ -102,24 +102,21 @@ def _check_factor(factor: Any) -> float:
     return f
 
 
+def _check_count(name: str, value: Any, what: str) -> int:
+    """``value`` as a non-negative int: InvalidDtypeError for a non-int (bools included), SpecError below 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidDtypeError(f"{name} must be an int ({what}), got {type(value).__name__}")
+    if value < 0:
+        raise SpecError(f"{name} must be >= 0 ({what}), got {value}")
+    return int(value)
+
+
 def _check_protected(protected: Any) -> int:
-    if isinstance(protected, bool) or not isinstance(protected, (int, np.integer)):
-        raise InvalidDtypeError(
-            f"protected must be an int (tokens kept at the front), got {type(protected).__name__}"
-        )
-    if protected < 0:
-        raise SpecError(f"protected must be >= 0 (number of leading tokens kept unpooled), got {protected}")
-    return int(protected)
+    return _check_count("protected", protected, "number of leading tokens kept unpooled")
 
 
 def _check_min_vectors(min_vectors: Any) -> int:
-    if isinstance(min_vectors, bool) or not isinstance(min_vectors, (int, np.integer)):
-        raise InvalidDtypeError(
-            f"min_vectors must be an int (the fewest vectors a document keeps), got {type(min_vectors).__name__}"
-        )
-    if min_vectors < 0:
-        raise SpecError(f"min_vectors must be >= 0 (0: no floor), got {min_vectors}")
-    return int(min_vectors)
+    return _check_count("min_vectors", min_vectors, "the fewest vectors a document keeps; 0: no floor")
 
 
 def _check_workers(workers: Any) -> int | None:
