@@ -4,15 +4,17 @@
 (``tqdm.auto`` picks the widget there), and only once the work has taken :data:`AUTO_DELAY` seconds, so short
 calls (one query, a handful of texts) print nothing; ``progress=False`` silences it, ``progress=True`` shows
 it at once wherever stderr goes. A bar opened inside another mvstore bar (an encoder's batches inside
-``add_texts``) stays hidden unless forced: one bar per call, not a stack. Checked with
+``add_texts``) stays hidden unless forced: one bar per call, not a stack. (That is process-wide, not per
+thread: Lance pulls the batches of a write from its own threads, so the inner bars run on other threads than
+the outer one.) Checked with
 ``tests/test_sdk_text.py::test_progress_*``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +23,8 @@ from .exceptions import InvalidDtypeError
 #: seconds an automatic (``progress=None``) bar waits before it appears
 AUTO_DELAY = 1.0
 
-_INSIDE = contextvars.ContextVar("mvstore_progress_inside", default=False)
+_open_bars = 0  # mvstore bars open now (shown or not), in any thread
+_lock = threading.Lock()
 
 
 def check_progress(progress: Any) -> bool | None:
@@ -52,15 +55,18 @@ def bar(total: int | None, desc: str, *, unit: str = "it", progress: bool | None
     Bars opened inside it (``progress=None``) stay hidden."""
     from tqdm.auto import tqdm
 
+    global _open_bars
     progress = check_progress(progress)
     if progress is None:
-        show, delay = (not _INSIDE.get()) and interactive(), AUTO_DELAY
+        show, delay = _open_bars == 0 and interactive(), AUTO_DELAY
     else:
         show, delay = progress, 0.0
     b = tqdm(total=total, desc=desc, unit=unit, disable=not show, delay=delay, file=sys.stderr, dynamic_ncols=True)
-    token = _INSIDE.set(True)
+    with _lock:
+        _open_bars += 1
     try:
         yield b
     finally:
-        _INSIDE.reset(token)
+        with _lock:
+            _open_bars -= 1
         b.close()
