@@ -15,8 +15,8 @@ True
 Layout (also in docs/LAYOUT.md). An index is a local directory::
 
     <uri>/mvstore.json   manifest, written once by create(): {"format": "mvstore", "format_version": 2,
-                         "spec", "dim", "options": {n_centroids, train_size, seed, keep_source, drift_threshold},
-                         "checksum"}
+                         "spec", "dim", "options": {n_centroids, train_size, seed, keep_source, drift_threshold,
+                         [encoder: the text encoder as JSON]}, "checksum"}
     <uri>/docs.lance     Lance table "docs", one row per document:
                            id          int64 or string: the user's id, unique, never renumbered
                            <metadata>  the user's columns, fixed by the first add (later batches may omit some:
