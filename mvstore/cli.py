@@ -459,15 +459,39 @@ def _search_params(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("n_rerank", "n_full", "threads"):
         if getattr(args, name) is not None:
             p[name] = getattr(args, name)
+    from .exceptions import SearchParamsError
+    from .search.params import SearchParams
+
+    try:  # checked here so that the message names the flag, not the Python field
+        SearchParams.of(p)
+    except SearchParamsError as e:
+        msg = str(e)
+        for name, value in p.items():
+            msg = msg.replace(f"SearchParams.{name}={value!r}", f"--{name.replace('_', '-')} {value}")
+            msg = msg.replace(f"SearchParams.{name}={value}", f"--{name.replace('_', '-')} {value}")
+        raise UsageError(msg) from e
     return p
 
 
 def _open(path: str, version: int | None = None) -> Any:
     import mvstore.store as ms
 
+    from .exceptions import InvalidArgumentError
+    from .store._layout import MANIFEST
+
     if not os.path.exists(path):
         raise FileNotFoundError(f"no index at {path!r}; build one with `mvstore build {path} --input FILE`")
-    return ms.open(path, version=version)
+    if not os.path.exists(os.path.join(path, MANIFEST)):
+        raise UsageError(f"{path!r} is not an mvstore index (no {MANIFEST}); build one with "
+                         f"`mvstore build {path} --input FILE`")
+    try:
+        return ms.open(path, version=version)
+    except InvalidArgumentError:
+        if version is None:
+            raise
+        known = [v["version"] for v in ms.open(path).versions()]
+        raise UsageError(f"--version {version} does not exist; the index has versions {known} "
+                         f"(`mvstore info {path}` lists them)") from None
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -305,9 +305,18 @@ def test_cli_old_and_encoderless_indexes(minilm, tmp_path):
     hit = json.loads(mvstore_cli("search", tmp_path / "ix", "moon", "--json", "-k", "1").stdout.splitlines()[0])
     assert hit["id"] == 0
     assert json.loads(mvstore_cli("info", tmp_path / "ix", "--json").stdout)["encoder"]["kind"] == "hf"
-    # CLI words: the existing index names the CLI flag
+    # CLI words: the existing index names the CLI flag, search knobs and versions their flags
     err = mvstore_cli("build", tmp_path / "ix", "--input", tmp_path / "v.npz", check_rc=2).stderr
     assert "--overwrite" in err and "exist_ok" not in err
+    q = minilm.encode_queries(["moon"])
+    np.savez(tmp_path / "q.npz", vectors=q.values, offsets=q.offsets)
+    err = mvstore_cli("search", tmp_path / "ix", "--query-file", tmp_path / "q.npz", "--nprobe", "0", check_rc=2).stderr
+    assert "--nprobe 0 must be >= 1" in err and "SearchParams" not in err
+    err = mvstore_cli("search", tmp_path / "ix", "--query-file", tmp_path / "q.npz", "--version", "9", check_rc=2).stderr
+    assert "--version 9 does not exist; the index has versions [1]" in err and "index.versions()" not in err
+    (tmp_path / "plain").mkdir()
+    err = mvstore_cli("info", tmp_path / "plain", check_rc=2).stderr
+    assert "is not an mvstore index" in err and "mvstore build" in err and "mvstore.store.create" not in err
 
 
 def test_cli_report_reads_tune_output(tmp_path):
