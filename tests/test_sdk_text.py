@@ -93,7 +93,11 @@ def test_an_index_without_encoder_says_how_to_get_one(tmp_path, minilm):
             call()
     idx.add([7], minilm.encode_documents(PASSAGES[:1]))
     # the override: open(uri, encoder=...) for this object (nothing stored)
-    assert mvstore.open(tmp_path / "ix", encoder=minilm).search("moon tides", k=1)["id"].to_pylist() == [7]
+    over = mvstore.open(tmp_path / "ix", encoder=minilm)
+    assert over.search("moon tides", k=1)["id"].to_pylist() == [7]
+    with pytest.raises(InvalidMetadataError, match="no 'text' column.*text_column=None"):
+        over.add_texts(PASSAGES[1:2])
+    assert over.add_texts(PASSAGES[1:2], text_column=None) == [8]
     assert "encoder" not in mvstore.open(tmp_path / "ix").options
     with pytest.raises(DimensionMismatchError, match="384-d"):
         mvstore.open(tmp_path / "ix", encoder=FakeEncoder(16))

@@ -505,7 +505,8 @@ class Index:
                 "add() got no vectors: call add(ids, vectors, metadata=None), or add(batches) with an iterable "
                 "of (ids, vectors[, metadata]) tuples (for texts: add_texts(texts, ids=None, metadata=None))"
             )
-        return self._add_batches([(ids, vectors, metadata)], progress, len(vectors) if hasattr(vectors, "__len__") else None)
+        total = len(vectors) if isinstance(vectors, (list, tuple, Ragged)) else None  # the bar's; not validation
+        return self._add_batches([(ids, vectors, metadata)], progress, total)
 
     def add_texts(
         self,

@@ -151,6 +151,11 @@ def add_texts(
                 )
             col = pa.array(texts, pa.string())
             meta = pa.table({text_column: col}) if meta is None else meta.append_column(text_column, col)
+        if ds is not None and text_column is not None and text_column not in ds.schema.names:
+            raise InvalidMetadataError(
+                f"this index has no {text_column!r} column (its columns are fixed by the first add, which stored no "
+                "texts): pass text_column=None to add the texts without storing them, or build a new index"
+            )
         if ds is not None:  # the stored columns: check before encoding, not after
             conform_metadata(meta, [ds.schema.field(c) for c in ds.schema.names if c not in DOCS_SYSTEM_COLUMNS], n)
         else:
