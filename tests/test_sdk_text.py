@@ -77,7 +77,7 @@ def test_add_texts_options_and_errors(minilm, tmp_path):
         idx.add_texts(PASSAGES[2:3])
     # a stored column is checked before anything is encoded: an unknown one fails at once
     with pytest.raises(InvalidMetadataError, match="year"):
-        idx.add_texts(PASSAGES[2:3], ids=["c"], metadata=[{"year": 2020}])
+        idx.add_texts(PASSAGES[2:3], ids=["c"], metadata=[{"year": 2020}], text_column="passage")
     other = mvstore.create(tmp_path / "no_text", encoder=minilm, spec="fp16")
     other.add_texts(PASSAGES[:2], text_column=None)
     assert "text" not in other.search("tides", k=1, columns=None).column_names
