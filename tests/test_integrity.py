@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 
 import lance
 import numpy as np
@@ -175,7 +176,7 @@ def test_every_write_path_keeps_verify_clean(tmp_path):
     idx.upsert(np.arange(75, 90), docs[75:90])
     idx.delete([0, 1, 2])
     assert idx.verify()["files_checked"] > 0
-    rep = idx.optimize(retrain=True, compact=True, cleanup=True)
+    rep = idx.optimize(retrain=True, compact=True, cleanup=True, older_than=timedelta(0))
     assert rep["retrained"]
     assert idx.verify()["notes"] == []
     assert _integrity.recorded_versions(uri, "docs.lance") == [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from datetime import timedelta
 
 import lancedb
 import numpy as np
@@ -220,7 +221,7 @@ def test_delete_keeps_ids_stable_through_compaction_and_cleanup(uri, docs):
     for q, i, s in as_rows(kept):
         if (q, i) in got:
             assert got[(q, i)] == s
-    report = idx.optimize(compact=True, cleanup=True)
+    report = idx.optimize(compact=True, cleanup=True, older_than=timedelta(0))
     assert report["compaction"]["fragments_removed"] >= 2 and report["cleanup"]["old_versions"] >= 2
     assert as_rows(idx.search(queries, k=5, params=EXACT)) == as_rows(after)
     assert as_rows(ms.open(uri).search(queries, k=5, params=EXACT)) == as_rows(after)

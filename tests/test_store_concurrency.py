@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,7 @@ def test_sigkill_during_add_leaves_previous_version(tmp_path, first_add):
         assert not after.stats()["trained"]  # the state fitted by the killed first add is not adopted
     # the index keeps working after the crash (a cleanup deletes the orphaned files once older than ORPHAN_GRACE)
     after.add(np.arange(500, 510), docs[:10])
-    after.optimize(cleanup=True)
+    after.optimize(cleanup=True, older_than=timedelta(0))
     assert len(ms.open(uri)) == (10 if first_add else 50)
 
 
@@ -261,7 +262,7 @@ def test_cleanup_never_deletes_a_live_writers_files(tmp_path):
         assert child.poll() is None and time.time() < deadline, "the writer never got going"
         time.sleep(0.05)
     done = []
-    cleaner = threading.Thread(target=lambda: done.append(ms.open(uri).optimize(cleanup=True)))
+    cleaner = threading.Thread(target=lambda: done.append(ms.open(uri).optimize(cleanup=True, older_than=timedelta(0))))
     cleaner.start()
     time.sleep(1.5)  # cleanup runs now (old code) or waits for the writer's lock (fixed code)
     open(go, "w").close()
@@ -329,7 +330,7 @@ def test_reader_of_a_cleaned_up_version_is_told_to_refresh(tmp_path):
     w.delete([3])
     warm, cold = ms.open(uri), ms.open(uri)
     warm.search(docs[0][:4], k=2)  # its snapshot is in memory; cold has read nothing yet
-    w.optimize(compact=True, cleanup=True)  # rewrites the fragments and deletes the old versions' files
+    w.optimize(compact=True, cleanup=True, older_than=timedelta(0))  # rewrites the fragments and deletes the old versions' files
     for reader, call in [
         (warm, lambda ix: ix.search(docs[0][:4], k=2, where="lang = 'en'")),
         (warm, lambda ix: ix.search(docs[0][:4], k=2, columns=["lang"])),
@@ -387,11 +388,11 @@ def test_cleanup_keeps_young_unreferenced_files(tmp_path):
     orphan = os.path.join(data, "0000inflight.lance")
     with open(orphan, "wb") as f:
         f.write(b"\0" * 64)
-    idx.optimize(cleanup=True)
+    idx.optimize(cleanup=True, older_than=timedelta(0))
     assert os.path.exists(orphan)  # young: kept
     old = time.time() - ORPHAN_GRACE.total_seconds() - 60
     for name in os.listdir(data):
         os.utime(os.path.join(data, name), (old, old))
-    idx.optimize(cleanup=True)
+    idx.optimize(cleanup=True, older_than=timedelta(0))
     assert not os.path.exists(orphan)  # a crashed write's leftover: removed
     assert len(ms.open(uri)) == 10

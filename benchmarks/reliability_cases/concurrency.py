@@ -20,6 +20,7 @@ DIM = 16
 
 CHILD = """
 import json, os, sys, time
+from datetime import timedelta
 import numpy as np
 import mvstore.store as ms
 from mvstore.exceptions import MvstoreError, VersionCleanedUpError
@@ -38,7 +39,7 @@ for step in plan:
             ids = np.arange(step["lo"], step["hi"])
             getattr(idx, op)(ids, unit_docs(len(ids), DIM, step["seed"]), metadata={"part": [step["seed"]] * len(ids)})
         elif op == "optimize":
-            idx.optimize(compact=True, cleanup=True, retrain=False)
+            idx.optimize(compact=True, cleanup=True, older_than=timedelta(0), retrain=False)
         elif op == "read":
             refreshed = 0
             for _ in range(step["n"]):

@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def prepare(uri: str, op: str) -> Callable[[], Any]:
     if op == "delete":
         return lambda: idx.delete(np.arange(1, 100, 2), missing="ignore")
     if op == "optimize":
-        return lambda: idx.optimize(compact=True, cleanup=True, retrain=False)
+        return lambda: idx.optimize(compact=True, cleanup=True, older_than=timedelta(0), retrain=False)
     if op == "retrain":
         return lambda: idx.optimize(compact=False, retrain=True)
     raise ValueError(f"unknown op {op!r}")
@@ -150,7 +151,7 @@ def _kill_once(src: Path, work: Path, op: str, seconds: float, old: Any, new: An
         idx = ms.open(uri)
         # enough vectors to train the codec when the killed write was the first add (sq8 needs 32)
         idx.add(list(range(777_777, 777_785)), unit_docs(8, DIM, seed=9, lo=8))
-        idx.optimize(cleanup=True, retrain=False)
+        idx.optimize(cleanup=True, older_than=timedelta(0), retrain=False)
         if len(ms.open(uri)) != len(got) + 8:
             return result(GROUP, case, "data_loss", f"{when}: the write after the crash did not land")
     except Exception as e:

@@ -5,6 +5,7 @@ exhaustive search (with and without where=) against brute-force MaxSim on the de
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ def _sequence(uri: Path, spec: str, steps: int, seed: int) -> dict[str, str]:
                     for i in ids:
                         oracle.pop(i)
             elif op == "optimize":
-                idx.optimize(compact=True, cleanup=bool(rng.random() < 0.5), retrain=False)
+                idx.optimize(compact=True, cleanup=bool(rng.random() < 0.5), older_than=timedelta(0), retrain=False)
                 history = {v: h for v, h in history.items() if v in {x["version"] for x in idx.versions()}}
             elif op == "reopen":
                 idx = ms.open(uri)

@@ -15,8 +15,8 @@ True
 Layout (also in docs/LAYOUT.md). An index is a local directory::
 
     <uri>/mvstore.json   manifest, written once by create(): {"format": "mvstore", "format_version": 2,
-                         "spec", "dim", "options": {n_centroids, train_size, seed, keep_source, drift_threshold},
-                         "checksum"}
+                         "spec", "dim", "options": {n_centroids, train_size, seed, keep_source, drift_threshold,
+                         [encoder: the text encoder as JSON]}, "checksum"}
     <uri>/docs.lance     Lance table "docs", one row per document:
                            id          int64 or string: the user's id, unique, never renumbered
                            <metadata>  the user's columns, fixed by the first add (later batches may omit some:
@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -144,6 +145,7 @@ def create(
     seed: int = 0,
     keep_source: bool = False,
     drift_threshold: float = 1.5,
+    encoder: Any = None,
 ) -> Index:
     """Create an empty index directory at ``uri`` for ``dim``-dimensional token vectors compressed by ``spec``
     (e.g. ``"fp16"``, ``"pool2,pca64,sq8"``; None: :func:`mvstore.default_spec` of ``dim``; ``"auto"``: picked
@@ -152,11 +154,24 @@ def create(
     index with the same spec and dim instead of failing. ``n_centroids`` fixes the stage-1 centroid count
     (default: derived from the first add); ``train_size`` caps the codec training sample; ``keep_source`` also
     stores the pooled vectors (fp16) so :meth:`Index.optimize` can retrain the codec; ``drift_threshold`` is the
-    drift above which ``optimize(retrain="auto")`` retrains."""
+    drift above which ``optimize(retrain="auto")`` retrains.
+
+    ``encoder`` (``"hf"`` = the bundled MiniLM, ``"hf:MODEL"``, ``"st:MODEL"``, ``"pylate:MODEL"``,
+    ``"colbert:PATH"``, or such an encoder object, see :func:`mvstore.encoders.make_encoder`) is recorded in the
+    index (``options["encoder"]``, JSON) for :meth:`Index.add_texts` and ``search("text")``; ``dim`` then
+    defaults to its output dim and must equal it."""
     from ..tune import _check_budget
 
     root = _root(uri)
-    _check_int("dim", dim, 1, None, "the token vectors' dimension, e.g. create(uri, dim=128)")
+    enc = None
+    if encoder is not None:
+        from ._text import record, resolve
+
+        if dim is not None:
+            _check_int("dim", dim, 1, None, "the token vectors' dimension, e.g. create(uri, dim=128)")
+        enc, dim = resolve(encoder, dim, f"create({root!r})")
+        recorded = record(enc)
+    _check_int("dim", dim, 1, None, "the token vectors' dimension, e.g. create(uri, dim=128), or pass encoder=")
     dim = int(dim)
     if spec is None:
         spec = spec_mod.default_spec(dim)
@@ -208,6 +223,16 @@ def create(
                 f"the index at {root!r} was created with spec {idx.manifest['spec']!r} and dim {idx.dim}, not "
                 f"{sp_text!r} and dim {dim}; open it with mvstore.store.open(uri) or create a new index at another path"
             )
+        if enc is not None:
+            had = idx.options.get("encoder")
+            if had is not None and {k: v for k, v in had.items() if k != "name"} != {
+                k: v for k, v in recorded.items() if k != "name"
+            }:
+                raise InvalidArgumentError(
+                    f"the index at {root!r} records encoder {had.get('name')!r}, not {recorded['name']!r}; open it "
+                    "with mvstore.open(uri, encoder=...) to use another encoder for this session"
+                )
+            idx._encoder = enc
         return idx
     if os.path.exists(root) and (not os.path.isdir(root) or os.listdir(root)):
         raise IndexExistsError(
@@ -224,16 +249,27 @@ def create(
     }
     if max_bytes_per_token is not None:
         options["max_bytes_per_token"] = float(max_bytes_per_token)
-    return Index(root, write_manifest(root, sp_text, dim, options))
+    if enc is not None:
+        options["encoder"] = recorded
+    idx = Index(root, write_manifest(root, sp_text, dim, options))
+    idx._encoder = enc
+    return idx
 
 
-def open(uri: str | os.PathLike, version: int | None = None) -> Index:  # noqa: A001 - mirrors lance/lancedb
+def open(uri: str | os.PathLike, version: int | None = None, *, encoder: Any = None) -> Index:  # noqa: A001
     """Open the index at ``uri``: its latest version, or ``version`` (time travel, read-only until
-    :meth:`Index.checkout`). IndexCorruptedError if the path is not an mvstore index or its state is damaged."""
+    :meth:`Index.checkout`). IndexCorruptedError if the path is not an mvstore index or its state is damaged.
+    ``encoder`` (as in :func:`create`) replaces the recorded one for this object's text calls (not stored);
+    without it the recorded encoder is loaded on the first text call, so opening needs no torch."""
     root = _root(uri)
     version = check_version(version)
     manifest = read_manifest(root)
     try:
-        return Index(root, manifest, version)
+        idx = Index(root, manifest, version)
     except SpecError as e:
         raise IndexCorruptedError(f"the manifest at {Path(root) / MANIFEST} has an invalid spec: {e}") from e
+    if encoder is not None:
+        from ._text import resolve
+
+        idx._encoder, _ = resolve(encoder, idx.dim, f"open({root!r})")
+    return idx

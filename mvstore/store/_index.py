@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import spec as spec_mod
+from .._progress import bar, check_progress
 from ..exceptions import (
     DuplicateIdError,
     FilterError,
@@ -46,6 +47,7 @@ from ._layout import (
     state_table,
     write_lock,
 )
+from ._maintain import RETENTION
 from ._view import _State, _View, check_columns, check_where
 
 
@@ -109,7 +111,19 @@ class Index:
         self._states: dict[int, _State] = {}
         self._ids_cache: tuple[int, Any] | None = None
         self._pinned = version is not None
+        self._encoder: Any = None  # open(uri, encoder=...)'s, or the recorded one once a text call built it
         self._view = self._make_view(version)
+
+    @property
+    def encoder(self) -> Any:
+        """The encoder of text calls (:meth:`add_texts`, ``search("...")``): the one ``open(uri, encoder=...)``
+        was given, else the one recorded by ``create(uri, encoder=...)``, loaded on first use; None when the
+        index records none. ``options["encoder"]`` holds the recorded description."""
+        if self._encoder is None and self.options.get("encoder") is None:
+            return None
+        from ._text import encoder_of
+
+        return encoder_of(self, "index.encoder")
 
     @property
     def spec(self) -> spec_mod.Spec | None:
@@ -343,11 +357,13 @@ class Index:
         self._states[sid] = st
         return st
 
-    def train(self, sample: Any) -> Index:
+    def train(self, sample: Any, *, progress: bool | None = None) -> Index:
         """Fit the codec and stage-1 centroids on ``sample`` before the first add: documents (a Ragged or a list
         of ``(n_i, dim)`` arrays, pooled like added documents) or a 2-D ``(n, dim)`` array of vectors as they
-        will be stored (after pooling). Returns self."""
-        with self._writing():
+        will be stored (after pooling). ``progress``: a bar (None: in terminals and notebooks, see
+        :mod:`mvstore._progress`). Returns self."""
+        check_progress(progress)
+        with self._writing(), bar(1, "training", unit="codec", progress=progress) as pbar:
             if self._docs_exists():
                 raise InvalidOperationError(
                     "this index already holds documents and a trained codec; to retrain use "
@@ -369,6 +385,7 @@ class Index:
                 raise InvalidVectorsError("the training sample is empty; pass at least one document")
             st = self._fit_state(np.asarray(vecs, np.float32), len(vecs), explicit=True, spec=spec, auto=auto)
             self._view = _View(0, None, st)
+            pbar.update(1)
         return self
 
     # ------------------------------------------------------------------------------------- writing
@@ -469,32 +486,58 @@ class Index:
         fields.append(pa.field(_integrity.CHECKSUM_COLUMN, pa.uint64()))
         return pa.schema(fields, metadata={STATE_KEY: str(st.state_id).encode()}), meta_fields
 
-    def add(self, ids: Any, vectors: Any = None, metadata: Any = None) -> int:
+    def add(self, ids: Any, vectors: Any = None, metadata: Any = None, *, progress: bool | None = None) -> int:
         """Add documents: ``ids`` (ints or strings, new and unique), ``vectors`` (a Ragged or a list of
         ``(n_i, dim)`` float arrays), optional ``metadata`` (Arrow table, pandas frame, dict of columns or list
         of dicts, one row per document). The whole batch is validated before anything is written; one Lance
         commit. The first add trains the codec on a sample of this batch unless :meth:`train` was called.
         ``add(batches)`` with one iterable of ``(ids, vectors[, metadata])`` tuples is :meth:`add_batches`.
-        Returns the new version."""
+        ``progress``: a bar (None: in terminals and notebooks, see :mod:`mvstore._progress`). Returns the new
+        version. Texts instead of vectors: :meth:`add_texts`."""
         if vectors is None:
             if (
                 metadata is None
                 and hasattr(ids, "__iter__")
                 and not isinstance(ids, (str, bytes, np.ndarray))
             ):
-                return self.add_batches(ids)
+                return self.add_batches(ids, progress=progress)
             raise InvalidVectorsError(
                 "add() got no vectors: call add(ids, vectors, metadata=None), or add(batches) with an iterable "
-                "of (ids, vectors[, metadata]) tuples"
+                "of (ids, vectors[, metadata]) tuples (for texts: add_texts(texts, ids=None, metadata=None))"
             )
-        return self.add_batches([(ids, vectors, metadata)])
+        total = len(vectors) if isinstance(vectors, (list, tuple, Ragged)) else None  # the bar's; not validation
+        return self._add_batches([(ids, vectors, metadata)], progress, total)
 
-    def add_batches(self, batches: Iterable[Any]) -> int:
+    def add_texts(
+        self,
+        texts: Any,
+        ids: Any = None,
+        metadata: Any = None,
+        *,
+        text_column: str | None = "text",
+        batch_size: int = 256,
+        progress: bool | None = None,
+    ) -> list:
+        """Encode ``texts`` (a list of str) with the index's :attr:`encoder` and add them, like :meth:`add`: one
+        commit, all validated (ids, metadata against the stored columns) before the first text is encoded, then
+        encoded and written ``batch_size`` texts at a time. ``ids`` default to consecutive integers after the
+        largest stored id (0 for an empty index); an index with string ids needs them given. Each text is also
+        stored in the metadata column ``text_column`` (default ``"text"``, an ordinary column: filterable,
+        returned by ``search(..., columns=["text"])``); ``None`` stores no text. Returns the ids added."""
+        from ._text import add_texts
+
+        return add_texts(self, texts, ids, metadata, text_column, batch_size, check_progress(progress))
+
+    def add_batches(self, batches: Iterable[Any], *, progress: bool | None = None) -> int:
         """Streaming add: an iterable of ``(ids, vectors)`` or ``(ids, vectors, metadata)`` batches, encoded and
         written one at a time (memory bounded by one batch), committed ONCE at the end: if any batch is invalid
-        or the iterable raises, nothing is committed and the previous version stays current. Returns the new
-        version."""
-        with self._writing():
+        or the iterable raises, nothing is committed and the previous version stays current. ``progress``: a
+        bar counting documents (None: in terminals and notebooks). Returns the new version."""
+        return self._add_batches(batches, progress, None)
+
+    def _add_batches(self, batches: Iterable[Any], progress: bool | None, total: int | None) -> int:
+        check_progress(progress)
+        with self._writing(), bar(total, "adding", unit="doc", progress=progress) as pbar:
             ds = self._latest_docs()
             id_type, seen = self._existing_ids(ds)
             st = self._view.state if ds is None else self._make_view(None).state
@@ -511,6 +554,7 @@ class Index:
                     b = self._prepare(item[0], item[1], item[2] if len(item) == 3 else None, id_type)
                     seen = self._check_new(b["ids"], seen)
                     yield b
+                    pbar.update(len(b["ids"]))
 
             gen = prepared()
             first = next(gen, None)
@@ -634,7 +678,7 @@ class Index:
         columns: list[str] | None = None,
     ) -> pa.Table:
         """Top-``k`` documents per query by MaxSim. ``queries``: a Ragged, a list of ``(n_q, dim)`` arrays, or
-        one 2-D array (a single query). ``where``: a SQL filter on metadata evaluated by Lance before scoring.
+        one 2-D array (a single query); or a str / list of str, encoded by the index's :attr:`encoder`. ``where``: a SQL filter on metadata evaluated by Lance before scoring.
         Returns an Arrow table with ``query`` (int32), ``rank`` (int32, 0-based), ``id``, ``score`` (float32)
         and the requested metadata ``columns``, sorted by query then rank."""
         view = self._view
@@ -646,6 +690,10 @@ class Index:
             isinstance(queries, np.ndarray) or type(queries).__module__.startswith("torch")
         ):
             queries = [queries]  # one query: a (n_q, dim) numpy array or torch tensor
+        from ._text import encode_queries, is_text_query
+
+        if is_text_query(queries):
+            queries = encode_queries(self, queries)
         q = as_ragged(queries, dim=self.dim, what="queries")
         params = SearchParams.of(params)
         columns = _column_list(columns)
@@ -743,27 +791,34 @@ class Index:
         *,
         compact: bool = True,
         cleanup: bool = False,
-        older_than: timedelta | None = None,
+        older_than: timedelta = RETENTION,
         retrain: bool | str = "auto",
+        progress: bool | None = None,
     ) -> dict[str, Any]:
         """Maintenance, each step only when asked: ``retrain`` (True, False or "auto" = when
         ``stats()["drift"] > drift_threshold``; needs ``keep_source=True``) re-fits the codec on the stored
         source vectors and re-encodes every document (one commit); ``compact`` merges small Lance fragments;
-        ``cleanup`` deletes files of versions older than ``older_than`` (default: all but the current one;
-        time travel to them stops working). Ids never change. Returns what was done."""
+        ``cleanup`` deletes the files of versions older than ``older_than`` (default 7 days, like LanceDB;
+        ``timedelta(0)`` keeps only the current version; time travel to deleted versions stops working). The
+        current version is always kept. Ids never change. ``progress``: a bar over the steps (None: in
+        terminals and notebooks). Returns what was done."""
         from ._maintain import optimize
 
         if not any(retrain is v for v in (True, False)) and retrain != "auto":
             raise InvalidArgumentError(f"retrain must be True, False or 'auto', got {retrain!r}")
-        if older_than is not None and not isinstance(older_than, timedelta):
+        if not isinstance(older_than, timedelta):
             raise InvalidDtypeError(
-                f"older_than must be a datetime.timedelta (e.g. timedelta(days=7)) or None, got "
-                f"{type(older_than).__name__} {older_than!r:.80}"
+                f"older_than must be a datetime.timedelta (e.g. timedelta(days=7), the default; timedelta(0) keeps "
+                f"only the current version), got {type(older_than).__name__} {older_than!r:.80}"
             )
+        if older_than < timedelta(0):
+            raise InvalidArgumentError(f"older_than={older_than!r} is negative; pass timedelta(0) or more")
         if not isinstance(compact, bool) or not isinstance(cleanup, bool):
             raise InvalidDtypeError(f"compact and cleanup must be True or False, got {compact!r} and {cleanup!r}")
+        check_progress(progress)
         with self._writing():
-            return optimize(self, compact=compact, cleanup=cleanup, older_than=older_than, retrain=retrain)
+            return optimize(self, compact=compact, cleanup=cleanup, older_than=older_than, retrain=retrain,
+                            progress=progress)
 
     def verify(self) -> dict[str, Any]:
         """Full integrity check (reads every file): each file of every stored version against the sha256

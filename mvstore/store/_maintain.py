@@ -14,6 +14,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 
+from .._progress import bar
 from ..exceptions import InvalidOperationError
 from ..ragged import Ragged
 from ._encode import encode_pooled
@@ -26,6 +27,8 @@ _SCAN_ROWS = 2048
 #: files that no version references (a crashed write's, or a live writer's not yet committed) are deleted by
 #: cleanup only when none of them is younger than this
 ORPHAN_GRACE = timedelta(minutes=15)
+#: how long ``optimize(cleanup=True)`` keeps old versions by default (LanceDB's default retention)
+RETENTION = timedelta(days=7)
 
 
 def _source_batches(ds: lance.LanceDataset, dim: int, columns: list[str] | None = None) -> Iterator[Any]:
@@ -77,7 +80,14 @@ def retrain_codec(idx: Any) -> int:
 
 
 def optimize(
-    idx: Any, *, compact: bool, cleanup: bool, older_than: timedelta | None, retrain: bool | str
+    idx: Any, *, compact: bool, cleanup: bool, older_than: timedelta, retrain: bool | str, progress: bool | None
+) -> dict[str, Any]:
+    with bar(1 + int(compact) + int(cleanup), "optimizing", unit="step", progress=progress) as pbar:
+        return _optimize(idx, compact, cleanup, older_than, retrain, pbar)
+
+
+def _optimize(
+    idx: Any, compact: bool, cleanup: bool, older_than: timedelta, retrain: bool | str, pbar: Any
 ) -> dict[str, Any]:
     idx.refresh()
     before = idx.stats()
@@ -101,6 +111,7 @@ def optimize(
         else:
             retrain_codec(idx)
             report["retrained"] = True
+    pbar.update(1)
     ds = idx._latest_docs()
     if compact and ds is not None and ds.count_rows():
         m = ds.optimize.compact_files()
@@ -108,8 +119,10 @@ def optimize(
             "fragments_removed": m.fragments_removed,
             "fragments_added": m.fragments_added,
         }
+    pbar.update(int(compact))
     if cleanup and ds is not None:
         report["cleanup"] = _cleanup(idx, older_than)
+    pbar.update(int(cleanup))
     idx.refresh()
     report["version"] = idx.version
     return report
@@ -136,16 +149,17 @@ def _young_orphans(uri: str, ds: lance.LanceDataset, grace: timedelta) -> list[s
     return young
 
 
-def _clean_table(uri: str, older_than: timedelta | None) -> Any:
-    """Lance cleanup of one table: versions older than ``older_than`` (None: all but the latest); files no
-    version references are removed too (``delete_unverified``) only when cleaning everything and none of them
-    is younger than ORPHAN_GRACE, never a file a live writer may still commit."""
+def _clean_table(uri: str, older_than: timedelta) -> Any:
+    """Lance cleanup of one table: versions older than ``older_than`` (the latest is always kept). Files no
+    version references (a crashed write's) go when older than Lance's own 7 days; with a retention under
+    ORPHAN_GRACE they go at once (``delete_unverified``) when none of them is younger than ORPHAN_GRACE,
+    never a file a live writer may still commit."""
     ds = lance.dataset(uri)
-    unverified = older_than is None and not _young_orphans(uri, ds, ORPHAN_GRACE)
-    return ds.cleanup_old_versions(older_than=older_than or timedelta(0), delete_unverified=unverified)
+    unverified = older_than < ORPHAN_GRACE and not _young_orphans(uri, ds, ORPHAN_GRACE)
+    return ds.cleanup_old_versions(older_than=older_than, delete_unverified=unverified)
 
 
-def _cleanup(idx: Any, older_than: timedelta | None) -> dict[str, int]:
+def _cleanup(idx: Any, older_than: timedelta) -> dict[str, int]:
     """Delete old docs versions' files (and orphans of crashed writes, see :func:`_clean_table`), then codec
     states no remaining docs version refers to. Runs under the index's write lock: no mvstore writer is
     between writing its files and committing them."""
