@@ -13,6 +13,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._threads import cpu_threads
+
 __all__ = ["ward_labels"]
 
 
@@ -124,7 +126,6 @@ def ward_labels(
     matrix with single-threaded BLAS (nested BLAS threads only contend) and runs the compiled chain
     without the GIL.
     """
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
@@ -135,7 +136,7 @@ def ward_labels(
     out_off = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=out_off[1:])
     out = np.empty(int(out_off[-1]), np.int64)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(lengths)))
+    workers = max(1, min(workers or cpu_threads(), len(lengths)))
 
     def job(part: np.ndarray) -> None:
         for j in part:

@@ -17,7 +17,7 @@ from mvstore.search.candidates import CentroidCandidates, ExhaustiveCandidates
 from mvstore.search.maxsim import maxsim_batch
 from mvstore.search.params import SearchParams, SearchParamsError
 from mvstore.search.postings import assign_terms, build_postings, fit_centroids, ranges
-from mvstore.search.searcher import Searcher, top_k
+from mvstore.search.searcher import Searcher
 from mvstore.search.snapshot import Snapshot
 from mvstore.spec import build_pipeline
 
@@ -133,11 +133,6 @@ def test_postings_bad_terms():
         build_postings(np.array([0, 1, 2]), np.array([0, 2]), 3)
     with pytest.raises(InvalidDtypeError, match="integer centroid ids"):
         build_postings(np.array([0.0, 1.0]), np.array([0, 2]), 3)
-
-
-def test_top_k_orders_ties_by_row():
-    rows, scores = top_k(np.array([9, 4, 6, 1]), np.array([1.0, 2.0, 1.0, 1.0], np.float32), 3)
-    assert rows.tolist() == [4, 1, 6] and scores.tolist() == [2.0, 1.0, 1.0]
 
 
 # ----------------------------------------------------------------------------------- params
@@ -272,7 +267,7 @@ def test_concurrent_searches_share_a_searcher(table_snapshots):
     exactly the sequential results; an error inside a split part reaches the caller."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mvstore.search._parallel import split_run
+    from mvstore._threads import split_run
 
     snaps, queries = table_snapshots
     s = Searcher(snaps["bin"], SearchParams(nprobe=2, n_rerank=20, n_full=40, device="cpu", threads=2))

@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._rank import top_k_each
 from ..exceptions import (
     DimensionMismatchError,
     IndexCorruptedError,
@@ -53,7 +54,7 @@ from ..exceptions import (
 )
 from .base import Codec, check_codes, check_vectors, register
 
-__all__ = ["SparseCodec", "SlimHead", "SparseKMeans", "log1p_relu", "top_terms", "is_sparse_codec"]
+__all__ = ["SparseCodec", "SlimHead", "SparseKMeans", "log1p_relu", "is_sparse_codec"]
 
 #: rows per chunk when computing scores against the whole vocabulary (bounds memory to ~chunk * V floats)
 _CHUNK_ELEMS = 1 << 23
@@ -66,25 +67,6 @@ def log1p_relu(z: np.ndarray) -> np.ndarray:
     [0.0, 0.0, 1.0]
     """
     return np.log1p(np.maximum(np.asarray(z, dtype=np.float32), 0.0))
-
-
-def top_terms(scores: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the ``t`` largest entries of each row, largest first (ties: lower index first).
-
-    >>> ids, vals = top_terms(np.array([[0.1, 0.9, 0.5, 0.9]], np.float32), 3)
-    >>> ids.tolist(), vals.astype(float).round(3).tolist()
-    ([[1, 3, 2]], [[0.9, 0.9, 0.5]])
-    """
-    n, v = scores.shape
-    t = min(t, v)
-    if t < v:
-        part = np.argpartition(-scores, t - 1, axis=1)[:, :t]
-    else:
-        part = np.broadcast_to(np.arange(v), (n, v)).copy()
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1) if n else np.zeros((0, t), np.int64)
-    ids = np.take_along_axis(part, order, axis=1)
-    return ids.astype(np.int64), np.take_along_axis(vals, order, axis=1).astype(np.float32)
 
 
 def is_sparse_codec(codec: Any) -> bool:
@@ -426,7 +408,7 @@ class SlimHead(SparseCodec):
     def _activations(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits = x @ self.weight_.T
         logits += self.bias_
-        ids, z = top_terms(logits, self.top)
+        ids, z = top_k_each(logits, self.top)
         return ids, log1p_relu(z)
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
@@ -496,7 +478,7 @@ class SparseKMeans(SparseCodec):
     def _search(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # a BLAS product + argpartition: faiss' flat search is no faster here and its OpenMP start-up
         # dominates single-query latency on a busy machine
-        return top_terms(_unit(x) @ self.centroids_.T, self.top + 1)
+        return top_k_each(_unit(x) @ self.centroids_.T, self.top + 1)
 
     def _activations(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids, sims = self._search(x)

@@ -37,13 +37,14 @@ from typing import Any
 
 import numpy as np
 
+from .._rank import top_k, top_k_torch
+from .._threads import split_run
 from ..exceptions import (
     DimensionMismatchError,
     InvalidDtypeError,
     InvalidVectorsError,
 )
 from ..ragged import Ragged
-from ._parallel import split_run
 from .params import INTERACTIONS, SearchParams, SearchParamsError
 from .postings import Postings, build_postings
 
@@ -90,16 +91,6 @@ def check_allowed(allowed: Any, n_docs: int) -> np.ndarray | None:
     if mask.shape != (n_docs,):
         raise DimensionMismatchError(f"allowed has shape {mask.shape} but the snapshot has {n_docs} rows")
     return mask
-
-
-def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``n`` of ``rows`` (ascending) by score, best first, ties by ascending row -> (int64, scores)."""
-    if len(rows) > n:
-        kth = scores[np.argpartition(-scores, n - 1)[:n]].min()
-        keep = np.flatnonzero(scores >= kth)  # every tie at the n-th score, so the row order decides
-        rows, scores = rows[keep], scores[keep]
-    order = np.argsort(-scores, kind="stable")[:n]
-    return rows[order].astype(np.int64), scores[order]
 
 
 def _check_n(n: Any) -> int:
@@ -248,13 +239,13 @@ class CentroidCandidates(CandidateGenerator):
         probe, bound = top_probes(st, nq, nprobe)
         rows, scores = probed_interaction(st, probe, bound, p, mask, slot)
         if self.interaction == "full":
-            rows = np.sort(_best(rows, scores, max(self.n_full, n))[0])
+            rows = np.sort(top_k(rows, scores, max(self.n_full, n))[0])
             parts = split_run(  # ~0.2 ms for 768 rows: a thread hand-off costs more than it saves below ~1k
                 lambda a, b: full_interaction(st, nq, rows[a:b], p),
                 len(rows), self.threads, min_part=1024,
             )
             scores = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        best = _best(rows, scores, n)
+        best = top_k(rows, scores, n)
         return best if with_scores else best[0]
 
     # ------------------------------------------------------------------------------ torch twin
@@ -328,15 +319,15 @@ class CentroidCandidates(CandidateGenerator):
         m.scatter_reduce_(0, inv * nq + tok, val, reduce="amax", include_self=True)
         probed = m.reshape(len(cand), nq).sum(1)
         if self.interaction == "probed":
-            return _top_rows_torch(cand, probed, n)
-        cand = torch.sort(_top_rows_torch(cand, probed, max(self.n_full, n))).values
+            return top_k_torch(cand, probed, n)
+        cand = torch.sort(top_k_torch(cand, probed, max(self.n_full, n))).values
         dstarts = t["do"][cand]
         dlens = t["do"][cand + 1] - dstarts
         terms = t["dt"][_ranges_torch(dstarts, dlens)]
         seg = torch.repeat_interleave(torch.arange(len(cand), device=dev), dlens)
         mx = torch.full((len(cand), nq), float("-inf"), device=dev)
         mx.scatter_reduce_(0, seg.unsqueeze(1).expand(-1, nq), s.T[terms], reduce="amax", include_self=True)
-        return _top_rows_torch(cand, mx.sum(1), n)
+        return top_k_torch(cand, mx.sum(1), n)
 
 
 def _ranges_torch(starts: Any, lengths: Any) -> Any:
@@ -349,15 +340,3 @@ def _ranges_torch(starts: Any, lengths: Any) -> Any:
     ends = torch.cumsum(lengths, 0)
     shift = starts - (ends - lengths)
     return torch.repeat_interleave(shift, lengths) + torch.arange(total, device=starts.device)
-
-
-def _top_rows_torch(rows: Any, scores: Any, n: int) -> Any:
-    """Best ``n`` rows by score, best first, ties by ascending row (rows arrive ascending from unique)."""
-    import torch
-
-    if len(rows) > n:
-        # stable descending sort keeps ascending-row order among equal scores
-        order = torch.sort(scores, descending=True, stable=True).indices[:n]
-    else:
-        order = torch.sort(scores, descending=True, stable=True).indices
-    return rows[order]

@@ -38,6 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from .._rank import top_k
+from ..codecs.base import REGISTRY
+from ..codecs.sparse import SparseCodec, _sparse_stage
 from ..exceptions import (
     DimensionMismatchError,
     InvalidDtypeError,
@@ -50,7 +53,6 @@ from .candidates import CandidateGenerator, as_query_list, check_allowed
 from .maxsim import doc_chunks, maxsim_batch
 from .params import SearchParams, SearchParamsError
 from .postings import ranges
-from .searcher import top_k
 
 __all__ = [
     "SparsePostings",
@@ -242,8 +244,6 @@ def sparse_map_of(snapshot: Any, sparse_map: Any = None) -> tuple[Any, bool]:
     Order: the snapshot's codec when it ends in a sparse codec; else ``sparse_map``; else
     ``snapshot.extras["sparse_map"]`` (see :func:`attach_sparse_map`). Raises a clear error otherwise.
     """
-    from ..codecs.sparse import _sparse_stage
-
     own = _sparse_stage(snapshot.codec)
     if own is not None:
         return own, True
@@ -275,15 +275,11 @@ def attach_sparse_map(
     (``spk<V>t<t>[p<thr>]``) to fit on up to ``sample`` decoded vectors of the snapshot (seeded). The map is
     stored in ``snapshot.extras["sparse_map"]``; posting lists are built on first use. Returns the map.
     """
-    from ..codecs.sparse import SparseCodec, _sparse_stage
-
     if _sparse_stage(snapshot.codec) is not None:
         raise SpecError(
             f"the index codec {snapshot.codec.spec()!r} is already sparse: its codes are the posting-list terms"
         )
     if isinstance(sparse_map, str):
-        from ..codecs.base import REGISTRY
-
         params = None
         for cls in REGISTRY.values():
             if issubclass(cls, SparseCodec):
@@ -345,11 +341,8 @@ class SparseCandidates(CandidateGenerator):
         self.n_docs = postings.n_docs
 
     @classmethod
-    def from_snapshot(
-        cls, snapshot: Any, params: SearchParams | None = None, *, sparse_map: Any = None, alpha: float = 1.0
-    ) -> SparseCandidates:
-        """Generator for ``snapshot`` (posting lists cached in ``snapshot.extras``); ``params`` is accepted for
-        the searcher's loader (stage 1 needs none of its knobs)."""
+    def from_snapshot(cls, snapshot: Any, *, sparse_map: Any = None, alpha: float = 1.0) -> SparseCandidates:
+        """Generator for ``snapshot`` (posting lists cached in ``snapshot.extras``)."""
         m, own = sparse_map_of(snapshot, sparse_map)
         return cls(_postings_for(snapshot, m, own), m, own=own, alpha=alpha)
 
