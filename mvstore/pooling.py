@@ -47,8 +47,9 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import check_int
 from .device import device_name, resolve_device
-from .exceptions import InvalidDtypeError, InvalidVectorsError, SpecError
+from .exceptions import InvalidArgumentError, InvalidDtypeError, InvalidVectorsError
 from .ragged import Ragged, as_ragged
 
 __all__ = ["pool", "pool_labels", "pool_patches", "n_clusters", "METHODS", "PATCH_MODES"]
@@ -94,43 +95,30 @@ def _check_factor(factor: Any) -> float:
         )
     f = float(factor)
     if not math.isfinite(f) or f < 1:
-        raise SpecError(
+        raise InvalidArgumentError(
             f"pooling factor must be a finite number >= 1, got {factor!r}; use 1 for no pooling, "
             "2 to keep about half of each document's vectors"
         )
     return f
 
 
-def _check_count(name: str, value: Any, what: str) -> int:
-    """``value`` as a non-negative int: InvalidDtypeError for a non-int (bools included), SpecError below 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidDtypeError(f"{name} must be an int ({what}), got {type(value).__name__}")
-    if value < 0:
-        raise SpecError(f"{name} must be >= 0 ({what}), got {value}")
-    return int(value)
-
-
 def _check_protected(protected: Any) -> int:
-    return _check_count("protected", protected, "number of leading tokens kept unpooled")
+    return check_int("protected", protected, lo=0, what="number of leading tokens kept unpooled")
 
 
 def _check_min_vectors(min_vectors: Any) -> int:
-    return _check_count("min_vectors", min_vectors, "the fewest vectors a document keeps; 0: no floor")
+    return check_int("min_vectors", min_vectors, lo=0, what="the fewest vectors a document keeps; 0: no floor")
 
 
 def _check_workers(workers: Any) -> int | None:
     if workers is None:
         return None
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise SpecError(
-            f"workers must be a positive int (CPU threads) or None for the default, got {workers!r}"
-        )
-    return int(workers)
+    return check_int("workers", workers, what="CPU threads, or None for the default")
 
 
 def _check_method(method: Any, allowed: tuple[str, ...], what: str) -> str:
     if method not in allowed:
-        raise SpecError(f"unknown {what} {method!r}; use one of {', '.join(map(repr, allowed))}")
+        raise InvalidArgumentError(f"unknown {what} {method!r}; use one of {', '.join(map(repr, allowed))}")
     return method
 
 
@@ -771,7 +759,7 @@ def _check_grid(grid: Any) -> tuple[int, int]:
     ok = isinstance(grid, (tuple, list)) and len(grid) == 2
     ok = ok and all(isinstance(g, (int, np.integer)) and not isinstance(g, bool) and g >= 1 for g in grid)
     if not ok:
-        raise SpecError(
+        raise InvalidArgumentError(
             f"grid must be a (rows, cols) pair of positive ints, e.g. (32, 32) for ColPali; got {grid!r}"
         )
     return int(grid[0]), int(grid[1])
@@ -811,7 +799,7 @@ def pool_patches(
         )
     if mode == "semantic":
         if block is not None:
-            raise SpecError("block= only applies to mode='spatial'; semantic pooling takes factor=")
+            raise InvalidArgumentError("block= only applies to mode='spatial'; semantic pooling takes factor=")
         return pool(
             docs,
             4.0 if factor is None else factor,
@@ -824,13 +812,13 @@ def pool_patches(
         f = 4.0 if factor is None else _check_factor(factor)
         s = math.isqrt(int(round(f)))
         if s * s != f:
-            raise SpecError(
+            raise InvalidArgumentError(
                 f"spatial factor {factor!r} is not a square number; pass block=(bh, bw), e.g. (1, 2)"
             )
         block = (s, s)
     bh, bw = _check_grid(block)
     if factor is not None and _check_factor(factor) != bh * bw:
-        raise SpecError(
+        raise InvalidArgumentError(
             f"factor={factor!r} does not match block={block!r} (factor must be bh * bw = {bh * bw})"
         )
     tiles_w = -(-cols // bw)

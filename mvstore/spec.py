@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._checks import check_int
 from .exceptions import SpecError
 
 __all__ = ["default_spec", "Spec", "Stage", "parse", "build_pipeline", "code_size", "bytes_per_token", "known_forms"]
@@ -224,8 +225,7 @@ def build_pipeline(spec: str | Spec, dim: int):
     from .codecs.scalar import FP32
 
     sp = parse(spec)
-    if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
-        raise SpecError(f"dim must be a positive integer (the token vectors' dimension), got {dim!r}")
+    dim = check_int("dim", dim, what="the token vectors' dimension, e.g. dim=128")
     stages = []
     d = dim
     for st in sp.codec_stages:
@@ -270,6 +270,5 @@ def default_spec(dim: int) -> str:
     >>> bytes_per_token(default_spec(128), 128)
     32.0
     """
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-        raise SpecError(f"dim must be a positive integer (the token vectors' dimension), got {dim!r}")
+    dim = check_int("dim", dim, what="the token vectors' dimension, e.g. dim=128")
     return f"{DEFAULT_POOL},{DEFAULT_QUANTIZER}"

@@ -33,17 +33,19 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import check_int
 from .eval import recall_vs_reference, run_from_scores
 from .exceptions import (
     DimensionMismatchError,
     InvalidDtypeError,
     InvalidVectorsError,
-    MvstoreError,
     SpecError,
+    TuneError,
 )
 from .ragged import Ragged, as_ragged
 from .report import format_table, pareto_front
 from .search.maxsim import maxsim_batch
+from .search.params import check_k
 from .spec import build_pipeline, bytes_per_token, default_spec, parse
 
 __all__ = ["TuneError", "TuneResult", "tune", "default_candidates", "auto_candidates", "auto_spec", "pseudo_queries"]
@@ -62,10 +64,6 @@ MIN_DIM = 32
 #: per (pool factor, quantizer family) the default grid keeps the candidates using the most bytes within
 #: budget; for equal bytes (PQ at several PCA dims) at most this many, largest dims first
 TIES_KEPT = 3
-
-
-class TuneError(MvstoreError, ValueError):
-    """Tuning inputs that cannot work: a non-positive budget, a sample too small for ``k``, no spec fits."""
 
 
 @dataclass
@@ -126,8 +124,7 @@ def default_candidates(dim: int, max_bytes_per_token: float, pool_factors: Seque
     """The default grid for input ``dim`` and a budget: for each pool factor and quantizer family, the
     spec(s) spending the most bytes per token within the budget (largest PCA dim first among equals), and
     :func:`~mvstore.spec.default_spec` when it fits."""
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-        raise TuneError(f"dim must be a positive integer, got {dim!r}")
+    dim = check_int("dim", dim, what="the token vectors' dimension, e.g. dim=128")
     _check_budget(max_bytes_per_token)
     out: list[str] = []
     for f in pool_factors:
@@ -200,10 +197,9 @@ def tune(
         raise DimensionMismatchError(
             f"queries have dim {queries.dim} but documents have dim {docs.dim}; encode both with the same model"
         )
-    for name, v in (("k", k), ("sample_docs", sample_docs), ("sample_queries", sample_queries),
-                    ("fit_vectors", fit_vectors)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise TuneError(f"{name}={v!r} must be a positive integer")
+    k = check_k(k)
+    for name, v in (("sample_docs", sample_docs), ("sample_queries", sample_queries), ("fit_vectors", fit_vectors)):
+        check_int(name, v, what="a sample size")
     dim = docs.dim
     rng = np.random.default_rng(seed)
     docs = docs.take(_sample_rows(len(docs), sample_docs, rng)).astype(np.float32)
@@ -326,8 +322,7 @@ def auto_candidates(dim: int, max_bytes_per_token: float, vectors_per_token: dic
     >>> auto_candidates(384, 4, {"pool8": 0.131})[-2:]   # short documents: pool8 keeps more than 1/8 of them
     ['pool8,pca240,bin', 'pool8,pq24']
     """
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-        raise TuneError(f"dim must be a positive integer, got {dim!r}")
+    dim = check_int("dim", dim, what="the token vectors' dimension, e.g. dim=128")
     budget = _check_budget(max_bytes_per_token)
     out: list[str] = []
     for pool in AUTO_POOLS:

@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from mvstore import Ragged
-from mvstore.exceptions import DeviceUnavailableError, InvalidDtypeError, InvalidVectorsError, SpecError
+from mvstore.exceptions import (
+    DeviceUnavailableError,
+    InvalidArgumentError,
+    InvalidDtypeError,
+    InvalidVectorsError,
+)
 from mvstore.pooling import _cluster_labels, _ward_batch, n_clusters, pool, pool_labels, pool_patches
 
 
@@ -110,7 +115,7 @@ def test_worker_threads_give_the_same_labels(rng):
     one = pool_labels(docs, 2, workers=1)
     np.testing.assert_array_equal(one, pool_labels(docs, 2, workers=3))
     assert torch.get_num_threads() == before  # the single-threaded section restores the setting
-    with pytest.raises(SpecError, match="workers must be a positive int"):
+    with pytest.raises(InvalidArgumentError, match="workers=0 must be a positive integer"):
         pool(docs, 2, workers=0)
 
 
@@ -282,32 +287,32 @@ def test_patch_errors():
     x = np.ones((10, 4), np.float32)
     with pytest.raises(InvalidVectorsError, match=r"document 0 has 10 tokens but grid 3x3 .* needs 9"):
         pool_patches([x], (3, 3))
-    with pytest.raises(SpecError, match="grid must be a"):
+    with pytest.raises(InvalidArgumentError, match="grid must be a"):
         pool_patches([x], (2, 0))
-    with pytest.raises(SpecError, match="grid must be a"):
+    with pytest.raises(InvalidArgumentError, match="grid must be a"):
         pool_patches([x], 10)
-    with pytest.raises(SpecError, match="not a square number; pass block"):
+    with pytest.raises(InvalidArgumentError, match="not a square number; pass block"):
         pool_patches([x], (2, 5), factor=2)
-    with pytest.raises(SpecError, match="does not match block"):
+    with pytest.raises(InvalidArgumentError, match="does not match block"):
         pool_patches([x], (2, 5), factor=4, block=(1, 2))
-    with pytest.raises(SpecError, match="unknown patch pooling mode 'tiles'"):
+    with pytest.raises(InvalidArgumentError, match="unknown patch pooling mode 'tiles'"):
         pool_patches([x], (2, 5), mode="tiles")
-    with pytest.raises(SpecError, match="block= only applies"):
+    with pytest.raises(InvalidArgumentError, match="block= only applies"):
         pool_patches([x], (2, 5), mode="semantic", block=(2, 2))
 
 
 # ----------------------------------------------------------------------------------------- errors
 def test_bad_arguments(rng):
     docs = random_docs(rng, 2, 4, 3, 5)
-    with pytest.raises(SpecError, match="pooling factor must be a finite number >= 1"):
+    with pytest.raises(InvalidArgumentError, match="pooling factor must be a finite number >= 1"):
         pool(docs, 0.5)
-    with pytest.raises(SpecError, match="pooling factor must be a finite number >= 1"):
+    with pytest.raises(InvalidArgumentError, match="pooling factor must be a finite number >= 1"):
         pool(docs, float("nan"))
     with pytest.raises(InvalidDtypeError, match="pooling factor must be a real number"):
         pool(docs, "2")
-    with pytest.raises(SpecError, match="unknown pooling method 'average'; use one of 'ward', 'kmeans'"):
+    with pytest.raises(InvalidArgumentError, match="unknown pooling method 'average'; use one of 'ward', 'kmeans'"):
         pool(docs, 2, method="average")
-    with pytest.raises(SpecError, match="protected must be >= 0"):
+    with pytest.raises(InvalidArgumentError, match="protected=-1 must be >= 0"):
         pool(docs, 2, protected=-1)
     with pytest.raises(InvalidDtypeError, match="protected must be an int"):
         pool_labels(docs, 2, protected=1.5)

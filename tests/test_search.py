@@ -140,14 +140,14 @@ def test_postings_bad_terms():
     "kw, err, match",
     [
         ({"candidates": "centroids"}, SearchParamsError, "candidates='centroids' is not one of"),
-        ({"nprobe": 0}, SearchParamsError, "nprobe=0 must be >= 1"),
-        ({"n_rerank": -3}, SearchParamsError, "n_rerank=-3 must be >= 1"),
-        ({"batch_size": 0}, SearchParamsError, "batch_size=0 must be >= 1"),
+        ({"nprobe": 0}, SearchParamsError, "nprobe=0 must be a positive integer"),
+        ({"n_rerank": -3}, SearchParamsError, "n_rerank=-3 must be a positive integer"),
+        ({"batch_size": 0}, SearchParamsError, "batch_size=0 must be a positive integer"),
         ({"nprobe": 2.5}, InvalidDtypeError, "nprobe must be an int"),
         ({"n_rerank": True}, InvalidDtypeError, "n_rerank must be an int"),
         ({"interaction": "maxsim"}, SearchParamsError, "interaction='maxsim'.*use 'probed'"),
-        ({"n_full": 0}, SearchParamsError, "n_full=0 must be >= 1"),
-        ({"threads": 0}, SearchParamsError, "threads=0 must be >= 1"),
+        ({"n_full": 0}, SearchParamsError, "n_full=0 must be a positive integer"),
+        ({"threads": 0}, SearchParamsError, "threads=0 must be a positive integer"),
         ({"threads": 1.5}, InvalidDtypeError, "threads must be an int"),
         ({"device": "gpu"}, SearchParamsError, "device='gpu' is not a device; use 'auto'"),
     ],
@@ -169,6 +169,9 @@ def test_bad_search_inputs(corpus):
     s = Searcher(snap, SearchParams(device="cpu"))
     with pytest.raises(SearchParamsError, match="k=0 must be a positive integer"):
         s.search(queries, 0)
+    # a k of the wrong type is a type error here as in Index.search (it was a SearchParamsError here)
+    with pytest.raises(InvalidDtypeError, match="k must be an int"):
+        s.search(queries, 2.0)
     with pytest.raises(InvalidDtypeError, match="boolean mask over rows"):
         s.search(queries, 5, allowed=np.arange(snap.n_docs))
     with pytest.raises(DimensionMismatchError, match="allowed has shape"):
@@ -475,12 +478,13 @@ def test_probed_scores_match_definition(corpus):
 @pytest.mark.parametrize(
     "kw, match",
     [({"nprobe": 0}, "nprobe=0 must be a positive integer"), ({"n_full": 0}, "n_full=0 must be a positive integer"),
-     ({"interaction": "maxsim"}, "interaction='maxsim' is not one of")],
+     ({"interaction": "maxsim"}, "interaction='maxsim' is not one of"), ({"nprobe": 2.5}, "nprobe must be an int")],
 )
 def test_centroid_generator_rejects_bad_knobs(corpus, kw, match):
-    """The generator validates its own knobs when built directly (not through SearchParams)."""
+    """The generator validates its own knobs when built directly (not through SearchParams), with the
+    classes SearchParams uses: a wrong type is InvalidDtypeError, a wrong value SearchParamsError."""
     _, snap, _ = corpus
-    with pytest.raises(SearchParamsError, match=match):
+    with pytest.raises(InvalidDtypeError if "an int" in match else SearchParamsError, match=match):
         CentroidCandidates.from_snapshot(snap, **kw)
 
 

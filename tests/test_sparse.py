@@ -396,6 +396,8 @@ def test_search_param_errors(sparse_snap, corpus):
         SparseSearcher(sparse_snap, SearchParams(device="cuda"))
     with pytest.raises(SearchParamsError, match="positive integer"):
         SparseSearcher(sparse_snap).search(queries, 0)
+    with pytest.raises(InvalidDtypeError, match="k must be an int"):
+        SparseSearcher(sparse_snap).search(queries, 2.0)
     with pytest.raises(SearchParamsError, match="positive integer"):
         SparseCandidates.from_snapshot(sparse_snap).candidates(Ragged(sparse_snap.codec.transform_query(
             queries.values), queries.offsets), 0)

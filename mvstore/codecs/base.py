@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._checks import check_int
 from ..exceptions import (
     DimensionMismatchError,
     InvalidDtypeError,
@@ -159,9 +160,7 @@ class Codec(ABC):
         return cls.token_form or getattr(cls, "_FORM", "") or cls.name
 
     def __init__(self, dim_in: int):
-        if not isinstance(dim_in, (int, np.integer)) or dim_in <= 0:
-            raise ValueError(f"dim_in must be a positive integer, got {dim_in!r}")
-        self.dim_in = int(dim_in)
+        self.dim_in = check_int("dim_in", dim_in, what="the input vectors' dimension")
 
     # ---- what every codec must say about itself
     @property

@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._checks import check_int
 from .._rank import top_k_each
 from ..exceptions import (
     DimensionMismatchError,
@@ -90,9 +91,7 @@ def _sparse_stage(codec: Any) -> SparseCodec | None:
 
 
 def _positive(name: str, value: Any, cls: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise SpecError(f"{cls}: {name} must be a positive integer, got {value!r}")
-    return int(value)
+    return check_int(f"{cls}: {name}", value, error=SpecError)
 
 
 class SparseCodec(Codec):

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_int
 from .._rank import top_k, top_k_torch
 from .._threads import split_run
 from ..exceptions import (
@@ -54,6 +55,7 @@ __all__ = [
     "CentroidCandidates",
     "as_query_list",
     "check_allowed",
+    "check_n",
 ]
 
 
@@ -93,10 +95,9 @@ def check_allowed(allowed: Any, n_docs: int) -> np.ndarray | None:
     return mask
 
 
-def _check_n(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise SearchParamsError(f"number of candidates n={n!r} must be a positive integer")
-    return int(n)
+def check_n(n: Any) -> int:
+    """The candidate count ``n`` of :meth:`CandidateGenerator.candidates` as an int >= 1."""
+    return check_int("n", n, what="the number of candidates per query", error=SearchParamsError)
 
 
 class CandidateGenerator(ABC):
@@ -118,7 +119,7 @@ class ExhaustiveCandidates(CandidateGenerator):
 
     def candidates(self, queries: Any, n: int, allowed: np.ndarray | None = None) -> list[np.ndarray]:
         qs = as_query_list(queries)
-        _check_n(n)
+        check_n(n)
         mask = check_allowed(allowed, self.n_docs)
         rows = np.arange(self.n_docs, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
         return [rows for _ in qs]
@@ -149,8 +150,7 @@ class CentroidCandidates(CandidateGenerator):
             raise InvalidDtypeError(f"centroids must be a float (n_centroids, dim) matrix, got {c.dtype} {c.shape}")
         if interaction not in INTERACTIONS:
             raise SearchParamsError(f"interaction={interaction!r} is not one of {INTERACTIONS}")
-        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
-            raise SearchParamsError(f"nprobe={nprobe!r} must be a positive integer")
+        nprobe = check_int("nprobe", nprobe, what="centroids probed per query token", error=SearchParamsError)
         self.centroids = np.ascontiguousarray(c, dtype=np.float32)
         self.postings = postings if postings is not None else build_postings(terms, offsets, len(c))
         if not isinstance(self.postings, Postings) or self.postings.n_terms != len(c):
@@ -160,10 +160,8 @@ class CentroidCandidates(CandidateGenerator):
             )
         self.n_docs = self.postings.n_docs
         self.nprobe = int(min(nprobe, len(c)))
-        if isinstance(n_full, bool) or not isinstance(n_full, (int, np.integer)) or n_full < 1:
-            raise SearchParamsError(f"n_full={n_full!r} must be a positive integer")
         self.interaction = interaction
-        self.n_full = int(n_full)
+        self.n_full = check_int("n_full", n_full, what="candidates re-scored by full interaction", error=SearchParamsError)
         self.threads = max(1, int(threads))
         self.device = device
         self._t: dict[str, Any] | None = None
@@ -191,7 +189,7 @@ class CentroidCandidates(CandidateGenerator):
         ``min(min_count, n_allowed)`` (e.g. under a selective filter), its ``nprobe`` is doubled until they
         do or every centroid is probed, so a search for ``k`` results finds ``k`` whenever ``k`` are allowed.
         """
-        n = _check_n(n)
+        n = check_n(n)
         mask = check_allowed(allowed, self.n_docs)
         need = min(int(min_count), n, self.n_docs if mask is None else int(mask.sum()))
         if self.is_torch:

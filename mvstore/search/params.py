@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .._checks import check_int
 from ..exceptions import InvalidDtypeError, SearchParamsError
 
-__all__ = ["SearchParams", "SearchParamsError", "CANDIDATE_KINDS", "INTERACTIONS"]
+__all__ = ["SearchParams", "SearchParamsError", "CANDIDATE_KINDS", "INTERACTIONS", "check_k"]
 
 #: stage-1 generators SearchParams.candidates may name
 CANDIDATE_KINDS = ("auto", "centroid", "sparse", "exhaustive")
@@ -24,11 +25,12 @@ INTERACTIONS = ("probed", "full")
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidDtypeError(f"SearchParams.{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < 1:
-        raise SearchParamsError(f"SearchParams.{name}={value} must be >= 1; use a positive count")
-    return value
+    return check_int(f"SearchParams.{name}", value, what="a positive count", error=SearchParamsError)
+
+
+def check_k(k: object) -> int:
+    """``k``, the number of results per query, as an int >= 1 (every search entry point checks it here)."""
+    return check_int("k", k, what="the number of results per query, e.g. k=10", error=SearchParamsError)
 
 
 @dataclass

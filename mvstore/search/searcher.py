@@ -36,7 +36,7 @@ from .candidates import (
     check_allowed,
 )
 from .maxsim import doc_chunks, maxsim_batch, maxsim_torch_tensors
-from .params import SearchParams, SearchParamsError
+from .params import SearchParams, SearchParamsError, check_k
 from .postings import ranges
 from .snapshot import Snapshot
 from .sparse import SparseCandidates, SparseSearcher
@@ -95,9 +95,7 @@ class Searcher:
         ``allowed``: boolean mask over rows; disallowed rows never become candidates.
         """
         s = self.snapshot
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise SearchParamsError(f"k={k!r} must be a positive integer (the number of results per query)")
-        k = int(k)
+        k = check_k(k)
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
         mask = check_allowed(allowed, s.n_docs)
         if len(queries) and (queries.lengths == 0).any():

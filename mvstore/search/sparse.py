@@ -49,9 +49,9 @@ from ..exceptions import (
     SpecError,
 )
 from ..ragged import Ragged, as_ragged
-from .candidates import CandidateGenerator, as_query_list, check_allowed
+from .candidates import CandidateGenerator, as_query_list, check_allowed, check_n
 from .maxsim import doc_chunks, maxsim_batch
-from .params import SearchParams, SearchParamsError
+from .params import SearchParams, SearchParamsError, check_k
 from .postings import ranges
 
 __all__ = [
@@ -367,8 +367,7 @@ class SparseCandidates(CandidateGenerator):
         return [bounds(self.postings, t, v, w, nq, lower=lower) for t, v, w, nq in self.sparse_queries(queries)]
 
     def candidates(self, queries: Any, n: int, allowed: np.ndarray | None = None) -> list[np.ndarray]:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise SearchParamsError(f"number of candidates n={n!r} must be a positive integer")
+        n = check_n(n)
         mask = check_allowed(allowed, self.n_docs)
         rows = np.arange(self.n_docs, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
         out = []
@@ -424,18 +423,17 @@ class SparseSearcher:
 
     def search(self, queries: Any, k: int, allowed: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         s = self.snapshot
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise SearchParamsError(f"k={k!r} must be a positive integer (the number of results per query)")
+        k = check_k(k)
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
         mask = check_allowed(allowed, s.n_docs)
         out = []
-        n = max(self.params.n_rerank, int(k))
+        n = max(self.params.n_rerank, k)
         bs = self.params.batch_size
         for a in range(0, len(queries), bs):
             batch = queries[a : a + bs]
             qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
             cands = self.generator.candidates(qt, n, mask)
-            out.extend(top_k(rows, self.score_rows(qt[i : i + 1], rows)[0], int(k)) for i, rows in enumerate(cands))
+            out.extend(top_k(rows, self.score_rows(qt[i : i + 1], rows)[0], k) for i, rows in enumerate(cands))
         return out
 
     def score_rows(self, qt: Ragged, rows: np.ndarray) -> np.ndarray:
