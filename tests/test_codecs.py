@@ -441,10 +441,11 @@ def test_rq_coarse_terms_and_centroids():
 
 
 def test_rq_default_centroids_and_wide_ids():
-    from mvstore.codecs.residual import RQ, default_n_centroids
+    from mvstore.codecs.base import default_n_centroids
+    from mvstore.codecs.residual import RQ
 
     rq = RQ(DIM, 2).fit(X)
-    assert rq.spec() == "rq2" and len(rq.centroids_) == default_n_centroids(len(X)) == 32
+    assert rq.spec() == "rq2" and len(rq.centroids_) == default_n_centroids(len(X), points_per_centroid=32, max_centroids=65536) == 32
     assert RQ(DIM, 2, 70000).code_size == 4 + 8
     with pytest.raises(InvalidVectorsError, match="needs at least 5000 sample vectors"):
         RQ(DIM, 2, 5000).fit(X)

@@ -140,7 +140,6 @@ def test_tune_grid_shows_the_default_when_it_fits():
     assert default_spec(128) in default_candidates(128, bytes_per_token(default_spec(128), 128))
     assert default_spec(128) not in default_candidates(128, 8)
 
-
 def test_pooling_floor_argument_errors():
 
     docs = synthetic_docs(4, 8, min_len=3, max_len=9, seed=7)

@@ -12,11 +12,12 @@ from mvstore.exceptions import (
     InvalidDtypeError,
     InvalidVectorsError,
 )
+from mvstore.ragged import ranges
 from mvstore.search import searcher as searcher_mod
 from mvstore.search.candidates import CentroidCandidates, ExhaustiveCandidates
 from mvstore.search.maxsim import maxsim_batch
 from mvstore.search.params import SearchParams, SearchParamsError
-from mvstore.search.postings import assign_terms, build_postings, fit_centroids, ranges
+from mvstore.search.postings import assign_terms, build_postings, fit_centroids
 from mvstore.search.searcher import Searcher
 from mvstore.search.snapshot import Snapshot
 from mvstore.spec import build_pipeline

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..codecs.base import default_n_centroids
 from ..exceptions import DimensionMismatchError, InvalidDtypeError, InvalidVectorsError
 
 __all__ = [
     "Postings",
     "build_postings",
-    "ranges",
     "default_n_centroids",
     "fit_centroids",
     "assign_terms",
@@ -86,21 +86,6 @@ class Postings:
         return sum(a.nbytes for a in (self.term_offsets, self.term_docs, self.doc_offsets, self.doc_terms))
 
 
-def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenate the integer ranges ``[starts[i], starts[i] + lengths[i])`` without a Python loop.
-
-    >>> ranges(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist()
-    [5, 6, 9, 10, 11]
-    """
-    lengths = np.asarray(lengths, np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    ends = np.cumsum(lengths)
-    shift = np.asarray(starts, np.int64) - (ends - lengths)
-    return np.repeat(shift, lengths) + np.arange(total, dtype=np.int64)
-
-
 def build_postings(terms: np.ndarray, offsets: np.ndarray, n_terms: int) -> Postings:
     """CSR posting lists from per-vector ``terms`` (n_vectors,) and document ``offsets`` (n_docs + 1,).
 
@@ -132,18 +117,6 @@ def build_postings(terms: np.ndarray, offsets: np.ndarray, n_terms: int) -> Post
     term_offsets = np.zeros(n_terms + 1, np.int64)
     np.cumsum(np.bincount(doc_terms, minlength=n_terms), out=term_offsets[1:])
     return Postings(term_offsets, term_docs, doc_offsets, doc_terms)
-
-
-def default_n_centroids(n_vectors: int) -> int:
-    """PLAID's rule: the power of two at or below ``16 * sqrt(n_vectors)``, at most ``n_vectors``.
-
-    >>> default_n_centroids(780_000), default_n_centroids(10)
-    (8192, 8)
-    """
-    if n_vectors < 1:
-        raise InvalidVectorsError("cannot size centroids for an empty index; add documents first")
-    n = 2 ** int(np.floor(np.log2(16 * np.sqrt(n_vectors))))
-    return int(min(n, 2 ** int(np.floor(np.log2(n_vectors)))))
 
 
 def fit_centroids(

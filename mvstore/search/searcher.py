@@ -28,7 +28,7 @@ from .._threads import cpu_threads, split_run
 from ..codecs.sparse import is_sparse_codec
 from ..device import device_name, resolve_device
 from ..exceptions import InvalidDtypeError, InvalidVectorsError
-from ..ragged import Ragged, as_ragged
+from ..ragged import Ragged, as_ragged, take_index
 from .candidates import (
     CandidateGenerator,
     CentroidCandidates,
@@ -37,7 +37,6 @@ from .candidates import (
 )
 from .maxsim import doc_chunks, maxsim_batch, maxsim_torch_tensors
 from .params import SearchParams, SearchParamsError, check_k
-from .postings import ranges
 from .snapshot import Snapshot
 from .sparse import SparseCandidates, SparseSearcher
 
@@ -136,12 +135,7 @@ class Searcher:
 
     def _gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Packed code rows of documents ``rows`` and their offsets (no padding)."""
-        s = self.snapshot
-        starts = s.offsets[rows]
-        lens = s.offsets[rows + 1] - starts
-        offs = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(lens, out=offs[1:])
-        return ranges(starts, lens), offs
+        return take_index(self.snapshot.offsets, rows)
 
     @property
     def has_tables(self) -> bool:

@@ -48,11 +48,10 @@ from ..exceptions import (
     NotFittedError,
     SpecError,
 )
-from ..ragged import Ragged, as_ragged
+from ..ragged import Ragged, as_ragged, ranges, take_index
 from .candidates import CandidateGenerator, as_query_list, check_allowed, check_n
 from .maxsim import doc_chunks, maxsim_batch
 from .params import SearchParams, SearchParamsError, check_k
-from .postings import ranges
 
 __all__ = [
     "SparsePostings",
@@ -439,12 +438,8 @@ class SparseSearcher:
     def score_rows(self, qt: Ragged, rows: np.ndarray) -> np.ndarray:
         """Exact stage-2 scores ``(n_queries, len(rows))`` of transformed queries against documents ``rows``."""
         s = self.snapshot
-        rows = np.asarray(rows, np.int64)
-        starts = s.offsets[rows]
-        lens = s.offsets[rows + 1] - starts
-        offs = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(lens, out=offs[1:])
-        codes = s.codes[ranges(starts, lens)]
+        idx, offs = take_index(s.offsets, rows)
+        codes = s.codes[idx]
         if self.rerank == "dense":
             return maxsim_batch(qt, Ragged(s.codec.decode(codes), offs))
         ids, w = self.generator.sparse_map.sparse_decode(codes)
