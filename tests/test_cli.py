@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.data import synthetic_docs
 from mvstore.report import ReportError, load_rows, pareto_front, plot_frontier
+from mvstore.testing import synthetic_docs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,10 +5,10 @@ import pytest
 
 import mvstore
 import mvstore.store as ms
-from benchmarks.data import synthetic_docs
 from mvstore.exceptions import InvalidArgumentError, InvalidDtypeError, InvalidOperationError, SpecError
 from mvstore.pooling import n_clusters, pool
 from mvstore.spec import bytes_per_token, default_spec, parse
+from mvstore.testing import synthetic_docs
 from mvstore.tune import AUTO_MIN_DOCS, TuneError, auto_candidates, auto_spec
 
 

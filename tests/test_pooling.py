@@ -67,7 +67,7 @@ def test_ward_same_partitions_as_scipy_random(rng, factor, clustered):
 
 
 def test_ward_same_partitions_as_scipy_real_like():
-    from benchmarks.data import synthetic_docs
+    from mvstore.testing import synthetic_docs
 
     docs = synthetic_docs(40, 384, min_len=180, max_len=256, seed=3)
     for factor in (2, 3):
@@ -334,7 +334,7 @@ def test_cuda_without_gpu_is_an_error(rng):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_gives_the_same_ward_labels_as_cpu(rng):
-    from benchmarks.data import synthetic_docs
+    from mvstore.testing import synthetic_docs
 
     docs = synthetic_docs(64, 384, min_len=30, max_len=256, seed=5)
     cpu = pool_labels(docs, 2)

@@ -21,34 +21,14 @@ from mvstore.search.postings import assign_terms, build_postings, fit_centroids
 from mvstore.search.searcher import Searcher
 from mvstore.search.snapshot import Snapshot
 from mvstore.spec import build_pipeline
+from mvstore.testing import queries_from, topic_docs
 
 DIM = 32
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def clustered_docs(n_docs: int, dim: int = DIM, n_topics: int = 24, seed: int = 0, lo: int = 30, hi: int = 80):
-    """Clustered unit-norm token vectors; each document draws its tokens from a few topics."""
-    rng = np.random.default_rng(seed)
-    topics = rng.standard_normal((n_topics, dim)).astype(np.float32)
-    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
-    lengths = rng.integers(lo, hi + 1, n_docs)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    doc_topics = rng.integers(0, n_topics, (n_docs, 3))
-    t = doc_topics[np.repeat(np.arange(n_docs), lengths), rng.integers(0, 3, offsets[-1])]
-    v = topics[t] + 0.6 * rng.standard_normal((offsets[-1], dim)).astype(np.float32) / np.sqrt(dim)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    return Ragged(v.astype(np.float32), offsets)
-
-
-def queries_from(docs: Ragged, n: int, seed: int = 1, n_tok: int = 8):
-    """Queries made of noisy tokens of random documents (so each has a few clearly relevant docs)."""
-    rng = np.random.default_rng(seed)
-    qs = []
-    for d in rng.integers(0, len(docs), n):
-        toks = docs[d][rng.integers(0, len(docs[d]), n_tok)]
-        q = toks + 0.3 * rng.standard_normal(toks.shape).astype(np.float32) / np.sqrt(docs.dim)
-        qs.append(q / np.linalg.norm(q, axis=1, keepdims=True))
-    return Ragged.from_list(qs)
+def clustered_docs(n_docs: int, dim: int = DIM, **kw):
+    return topic_docs(n_docs, dim, **kw)
 
 
 def make_snapshot(docs: Ragged, spec: str = "sq8", n_centroids: int = 32, with_terms: bool = True) -> Snapshot:

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.data import synthetic_docs
 from mvstore import Ragged
 from mvstore.codecs.base import REGISTRY
 from mvstore.codecs.sparse import SlimHead, SparseKMeans, is_sparse_codec, log1p_relu
@@ -33,6 +32,7 @@ from mvstore.search.sparse import (
     sparse_maxsim_codes,
 )
 from mvstore.spec import build_pipeline, bytes_per_token, code_size, parse
+from mvstore.testing import synthetic_docs
 
 
 def small_head(v=6, d=4, top=2, threshold=0.0, bias=None):

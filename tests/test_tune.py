@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from benchmarks.data import synthetic_docs
 from mvstore.exceptions import DimensionMismatchError, InvalidArgumentError, InvalidDtypeError, SpecError
 from mvstore.spec import bytes_per_token
+from mvstore.testing import synthetic_docs
 from mvstore.tune import TuneError, default_candidates, tune
 
 DIM = 32

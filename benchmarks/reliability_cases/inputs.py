@@ -28,18 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from mvstore.testing import token_docs
+
 GROUP = "inputs"
 DIM = 16
 
 
 def _docs(n: int, seed: int) -> list[np.ndarray]:
     """``n`` documents of distinct unit token vectors (each doc's own tokens find it first)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for m in rng.integers(3, 9, n):
-        x = rng.normal(size=(int(m), DIM))
-        out.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
-    return out
+    return token_docs(n, DIM, seed=seed, lo=3, hi=9, n_centers=0)
 
 
 class _Ctx:
