@@ -18,8 +18,9 @@ from ._threads import cpu_threads
 __all__ = ["ward_labels"]
 
 
+# one compiled loop nest, kept whole: split into calls it would leave the hot loop (issue 17 keeps the measured kernels)
 @numba.njit(cache=True, nogil=True)
-def nn_chain_labels(d, k, out):  # pragma: no cover - compiled
+def nn_chain_labels(d, k, out):  # noqa: C901, PLR0912, PLR0915  # pragma: no cover - compiled
     """d: (n, n) float64 Euclidean distances (overwritten); k clusters; out: (n,) int64 cluster ordinals
     numbered by first token."""
     n = d.shape[0]

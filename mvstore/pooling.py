@@ -447,19 +447,30 @@ def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
     import torch
 
     dev = x.device
-    B, N, d = x.shape
-    K = int(ks.max())
-    ar = torch.arange(N, device=dev)
-    valid = ar[None, :] < lengths[:, None]
+    N = x.shape[1]
+    valid = torch.arange(N, device=dev)[None, :] < lengths[:, None]
     xf = x.float()
+    centres = _kmeans_pp(xf, valid, ks, seed)
+    lab, centres = _lloyd(xf, valid, ks, centres, iters)
+    lab = torch.from_numpy(_fill_empty_clusters(lab, xf, centres, lengths, ks)).to(dev)
+    return _ordinals_by_first_token(lab, valid, int(ks.max()))
+
+
+def _kmeans_pp(xf, valid, ks, seed: int):
+    """k-means++ centres (B, K, d): each next centre drawn with probability proportional to the squared
+    distance to the chosen ones (Gumbel-max over log weights; uniform over unchosen tokens when all weights
+    are 0, e.g. duplicates); slots past a document's ``k`` stay zero."""
+    import torch
+
+    dev = xf.device
+    B, N, d = xf.shape
+    K = int(ks.max())
     sq = (xf * xf).sum(-1)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     gumbel = -torch.log(
         -torch.log(torch.rand((K, B, N), generator=gen, dtype=torch.float64).clamp_(1e-300, 1.0))
     )
     gumbel = gumbel.to(dev)
-    # k-means++: next centre drawn with probability proportional to the squared distance to the chosen ones
-    # (Gumbel-max over log weights; uniform over unchosen tokens when all weights are 0, e.g. duplicates)
     chosen = torch.zeros((B, N), dtype=torch.bool, device=dev)
     centres = torch.zeros((B, K, d), dtype=torch.float32, device=dev)
     mind = torch.full((B, N), float("inf"), dtype=torch.float64, device=dev)
@@ -478,7 +489,17 @@ def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
         row = gram[bidx, pick]  # (B, N)
         dist = (sq - 2.0 * row + sq[bidx, pick][:, None]).to(torch.float64)
         mind = torch.where(todo[:, None], torch.minimum(mind, dist.clamp_min(0.0)), mind)
-    slot_ok = torch.arange(K, device=dev)[None, :] < ks[:, None]  # (B, K)
+    return centres
+
+
+def _lloyd(xf, valid, ks, centres, iters: int):
+    """Lloyd iterations from ``centres`` until no label changes (at most ``iters``) -> (labels (B, N) on
+    the device, centres); an empty cluster keeps its centre."""
+    import torch
+
+    B, N, _ = xf.shape
+    K = centres.shape[1]
+    slot_ok = torch.arange(K, device=xf.device)[None, :] < ks[:, None]  # (B, K)
 
     def assign(c):
         dist = (c * c).sum(-1)[:, None, :] - 2.0 * torch.bmm(xf, c.transpose(1, 2))  # (B, N, K) minus |x|^2
@@ -486,20 +507,25 @@ def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
 
     lab = assign(centres)
     for _ in range(iters):
-        onehot = torch.zeros((B, N, K), dtype=torch.float32, device=dev)
+        onehot = torch.zeros((B, N, K), dtype=torch.float32, device=xf.device)
         onehot.scatter_(2, lab[:, :, None], valid[:, :, None].float())
         cnt = onehot.sum(1)  # (B, K)
         new = torch.bmm(onehot.transpose(1, 2), xf) / cnt.clamp_min(1.0)[:, :, None]
-        centres = torch.where((cnt > 0)[:, :, None], new, centres)  # an empty cluster keeps its centre
+        centres = torch.where((cnt > 0)[:, :, None], new, centres)
         nxt = assign(centres)
         if bool(((nxt == lab) | ~valid).all()):
             break
         lab = nxt
-    # an empty cluster takes the token farthest from its centre among clusters with >= 2 tokens
+    return lab, centres
+
+
+def _fill_empty_clusters(lab, xf, centres, lengths, ks) -> np.ndarray:
+    """Labels (numpy) where each empty cluster took the token farthest from its centre among clusters with
+    >= 2 tokens."""
     lab = lab.cpu().numpy().copy()
     xs, cs = xf.cpu().numpy(), centres.cpu().numpy()
     lens, kk = lengths.cpu().numpy(), ks.cpu().numpy()
-    for b in range(B):
+    for b in range(len(lab)):
         n, k = int(lens[b]), int(kk[b])
         lb = lab[b, :n]
         cnt = np.bincount(lb, minlength=k)
@@ -510,12 +536,19 @@ def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
             cnt[lb[t]] -= 1
             lb[t] = e
             cnt[e] = 1
-    lab = torch.from_numpy(lab).to(dev)
-    # ordinals by first token
-    first = torch.full((B, K), N, dtype=torch.int64, device=dev)
+    return lab
+
+
+def _ordinals_by_first_token(lab, valid, K: int):
+    """Cluster labels (B, N) renumbered in order of each cluster's first token; -1 on padding."""
+    import torch
+
+    B, N = lab.shape
+    ar = torch.arange(N, device=lab.device)
+    first = torch.full((B, K), N, dtype=torch.int64, device=lab.device)
     first.scatter_reduce_(1, lab.clamp_min(0), ar.expand(B, N).masked_fill(~valid, N), "amin")
     order = torch.argsort(first, dim=1)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(K, device=dev).expand(B, K).contiguous())
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(K, device=lab.device).expand(B, K).contiguous())
     return torch.where(valid, rank.gather(1, lab.clamp_min(0)), -1)
 
 
@@ -573,10 +606,6 @@ def _cluster_labels(
     # k-means runs on torch only
     what = "k-means pooling (method='kmeans')" if method == "kmeans" else "Ward pooling on torch"
     dev = resolve_device(name, feature=what)
-    import torch
-
-    if workers is None:
-        workers = 1
     out_off = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=out_off[1:])
     labels = np.empty(int(out_off[-1]), np.int64)
@@ -585,41 +614,61 @@ def _cluster_labels(
         labels[out_off[i] : out_off[i + 1]] = np.arange(lengths[i])
     if not len(todo):
         return labels
+    workers = workers or 1
     batches = list(_batches(lengths[todo], max_elems, workers if dev.type == "cpu" else 1))
-
-    vt = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+    vt = np.ascontiguousarray(values, dtype=np.float32)
 
     def run(sel, ws):
         docs = todo[sel]
-        n_max = int(lengths[docs].max())
         lens = lengths[docs]
-        within = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-        tok = np.repeat(starts[docs], lens) + within
-        pos = np.repeat(np.arange(len(docs)), lens) * n_max + within
-        x = torch.zeros((len(docs) * n_max, values.shape[1]), dtype=torch.float32)
-        x.index_copy_(0, torch.from_numpy(pos), vt.index_select(0, torch.from_numpy(tok)))
-        xt = x.view(len(docs), n_max, -1).to(dev)
-        lt = torch.from_numpy(lens.astype(np.int64)).to(dev)
-        kt = torch.from_numpy(ks[docs].astype(np.int64)).to(dev)
+        xt, within, pos = _padded_batch(vt, starts[docs], lens, dev)
+        lt = _tensor(lens.astype(np.int64), dev)
+        kt = _tensor(ks[docs].astype(np.int64), dev)
         if method == "ward":
             lab = _ward_batch(xt, lt, kt, ws=ws)[0]
         else:
             lab = _kmeans_batch(xt, lt, kt, seed=seed, iters=iters)
         labels[np.repeat(out_off[docs], lens) + within] = lab.cpu().numpy().reshape(-1)[pos]
 
+    _run_batches(run, batches, dev, workers)
+    return labels
+
+
+def _tensor(a: np.ndarray, dev: Any) -> Any:
+    import torch
+
+    return torch.from_numpy(a).to(dev)
+
+
+def _padded_batch(vt: np.ndarray, starts: np.ndarray, lens: np.ndarray, dev: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The documents ``vt[starts[i]:+lens[i]]`` zero-padded into one (B, max len, d) float32 tensor on ``dev``
+    -> (tensor, each token's index within its document, each token's flat position in the batch)."""
+    import torch
+
+    n_max = int(lens.max())
+    within = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+    tok = np.repeat(starts, lens) + within
+    pos = np.repeat(np.arange(len(lens)), lens) * n_max + within
+    x = torch.zeros((len(lens) * n_max, vt.shape[1]), dtype=torch.float32)
+    x.index_copy_(0, torch.from_numpy(pos), torch.from_numpy(vt).index_select(0, torch.from_numpy(tok)))
+    return x.view(len(lens), n_max, -1).to(dev), within, pos
+
+
+def _run_batches(run: Any, batches: list[np.ndarray], dev: Any, workers: int) -> None:
+    """``run(batch, workspace)`` for every batch: in order on CUDA; on the CPU with single-threaded torch ops,
+    the batches spread over ``workers`` Python threads (ops release the GIL; the merge loop is many small ops,
+    and OpenMP barriers between them stall badly on a busy machine)."""
     if dev.type != "cpu":
         ws = _Workspace(dev)
         for sel in batches:
             run(sel, ws)
-        return labels
-    # CPU: single-threaded torch ops, batches spread over `workers` Python threads (ops release the GIL).
-    # The merge loop is many small ops; OpenMP barriers between them stall badly on a busy machine.
+        return
     with _intra_op_threads(1):
         if workers <= 1 or len(batches) == 1:
             ws = _Workspace(dev)
             for sel in batches:
                 run(sel, ws)
-            return labels
+            return
         from concurrent.futures import ThreadPoolExecutor
 
         local = threading.local()
@@ -631,7 +680,6 @@ def _cluster_labels(
 
         with ThreadPoolExecutor(workers) as ex:
             list(ex.map(job, batches))
-    return labels
 
 
 def _pool_from_labels(docs: Ragged, protected: int, n_out: np.ndarray, labels: np.ndarray) -> Ragged:

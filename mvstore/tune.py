@@ -189,6 +189,29 @@ def tune(
     """
     t_start = time.perf_counter()
     budget = _check_budget(max_bytes_per_token)
+    docs, queries, k = _tune_sample(docs, queries, k, sample_docs, sample_queries, fit_vectors, seed)
+    parsed = _candidate_specs(candidates, docs.dim, budget)
+    rows, skipped = _evaluate(parsed, docs, queries, k, budget, fit_vectors, seed, progress)
+    best = _pick(rows, skipped, budget)
+    return TuneResult(
+        spec=best["spec"],
+        fidelity=best["fidelity"],
+        bytes_per_token=best["bytes_per_token"],
+        budget=budget,
+        k=int(k),
+        table=rows,
+        n_docs=len(docs),
+        n_queries=len(queries),
+        n_tokens=docs.n_tokens,
+        seconds=round(time.perf_counter() - t_start, 1),
+        skipped=skipped,
+    )
+
+
+def _tune_sample(
+    docs: Any, queries: Any, k: Any, sample_docs: int, sample_queries: int, fit_vectors: int, seed: int
+) -> tuple[Ragged, Ragged, int]:
+    """The checked inputs of :func:`tune` -> its seeded random samples of documents and queries (float32), k."""
     docs = as_ragged(docs, what="docs")
     queries = as_ragged(queries, what="queries")
     if len(docs) == 0 or len(queries) == 0:
@@ -200,7 +223,6 @@ def tune(
     k = check_k(k)
     for name, v in (("sample_docs", sample_docs), ("sample_queries", sample_queries), ("fit_vectors", fit_vectors)):
         check_int(name, v, what="a sample size")
-    dim = docs.dim
     rng = np.random.default_rng(seed)
     docs = docs.take(_sample_rows(len(docs), sample_docs, rng)).astype(np.float32)
     queries = queries.take(_sample_rows(len(queries), sample_queries, rng)).astype(np.float32)
@@ -209,6 +231,11 @@ def tune(
             f"k={k} needs a sample of more than {k} documents to measure fidelity, but there are only "
             f"{len(docs)}: pass more documents or a smaller k"
         )
+    return docs, queries, k
+
+
+def _candidate_specs(candidates: Sequence[str] | None, dim: int, budget: float) -> list[tuple[Any, float]]:
+    """``(parsed spec, nominal bytes per token)`` of each candidate (default: :func:`default_candidates`)."""
     if candidates is None:
         specs = default_candidates(dim, budget)
         if not specs:
@@ -230,17 +257,25 @@ def tune(
         except SpecError as e:
             raise SpecError(f"candidate {s!r}: {e}") from None
         parsed.append((sp, nominal))
+    return parsed
 
+
+def _evaluate(
+    parsed: list[tuple[Any, float]], docs: Ragged, queries: Ragged, k: int, budget: float, fit_vectors: int,
+    seed: int, progress: bool,
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """One table row per candidate that could be fit (fidelity vs exact MaxSim top-``k``, measured bytes per
+    token), sorted by bytes then fidelity and marked ``pareto``; and ``{spec: why}`` for those that could not."""
+    from tqdm.auto import tqdm
+
+    dim = docs.dim
     qids = [str(i) for i in range(len(queries))]
     dids = [str(i) for i in range(len(docs))]
     reference = run_from_scores(maxsim_batch(queries, docs), qids, dids, k)
-
     pooled: dict[str, Ragged] = {}
     fit_rows: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
-    from tqdm.auto import tqdm
-
     # group by pooling so each pooled sample is computed once and dropped when no longer needed
     order = sorted(range(len(parsed)), key=lambda i: str(parsed[i][0].pool_stage))
     for i in tqdm(order, desc="tuning specs", unit="spec", disable=not progress):
@@ -273,6 +308,11 @@ def tune(
                 "seconds": round(time.perf_counter() - t, 2),
             }
         )
+    return rows, skipped
+
+
+def _pick(rows: list[dict[str, Any]], skipped: dict[str, str], budget: float) -> dict[str, Any]:
+    """Sort and mark the table (``pareto``, ``picked``) -> the best-fidelity row within the budget."""
     rows.sort(key=lambda r: (r["bytes_per_token"], -r["fidelity"], r["spec"]))
     front = set(pareto_front(rows, "bytes_per_token", "fidelity"))
     for j, r in enumerate(rows):
@@ -293,19 +333,7 @@ def tune(
         )
     best = max(fitting, key=lambda r: (r["fidelity"], -r["bytes_per_token"], -len(r["spec"])))
     best["picked"] = True
-    return TuneResult(
-        spec=best["spec"],
-        fidelity=best["fidelity"],
-        bytes_per_token=best["bytes_per_token"],
-        budget=budget,
-        k=int(k),
-        table=rows,
-        n_docs=len(docs),
-        n_queries=len(queries),
-        n_tokens=docs.n_tokens,
-        seconds=round(time.perf_counter() - t_start, 1),
-        skipped=skipped,
-    )
+    return best
 
 
 # ------------------------------------------------------------------------------------ spec="auto"

@@ -40,10 +40,10 @@ def pack(values: np.ndarray, bits: int) -> np.ndarray:
     nb = packed_size(d, bits)
     padded = np.zeros((n, nb * per), np.uint8)
     padded[:, :d] = values
-    padded = padded.reshape(n, nb, per)
+    groups = padded.reshape(n, nb, per)
     out = np.zeros((n, nb), np.uint8)
     for k in range(per):
-        out |= padded[:, :, k] << np.uint8(k * bits)
+        out |= groups[:, :, k] << np.uint8(k * bits)
     return out
 
 
@@ -121,8 +121,9 @@ def affine_score_table(q: np.ndarray, low: np.ndarray, step: np.ndarray, bits: i
     return _affine_nibble_table(q, low, step, bits, 2 * packed_size(q.shape[1], bits), table_width(len(q)))
 
 
+# one compiled loop nest, kept whole: split into calls it would leave the hot loop (issue 17 keeps the measured kernels)
 @numba.njit(cache=True, nogil=True)
-def _affine_nibble_table(q, low, step, bits, n_units, width):  # pragma: no cover - compiled
+def _affine_nibble_table(q, low, step, bits, n_units, width):  # noqa: C901  # pragma: no cover - compiled
     nq, d = q.shape
     per = 4 // bits  # values per nibble: value k sits in nibble k // per, at bit (k % per) * bits
     mask = (1 << bits) - 1

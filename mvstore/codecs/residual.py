@@ -138,6 +138,7 @@ class RQ(Codec):
         km.cp.max_points_per_centroid = max(256, -(-len(train) // k))  # we already subsampled
         km.cp.min_points_per_centroid = 1  # n >= k is checked above; small samples need no warning
         km.train(np.ascontiguousarray(train, dtype=np.float32))
+        assert km.centroids is not None  # faiss sets them in train
         self._set_centroids(km.centroids)
         sample = x if len(x) <= STATS_SAMPLE else x[np.sort(rng.choice(len(x), STATS_SAMPLE, replace=False))]
         r = sample - self.centroids_[self._assign(sample)]

@@ -381,37 +381,42 @@ class SlimHead(SparseCodec):
 
     def save_head(self, path: str | os.PathLike) -> None:
         """Write the head to ``.safetensors`` or ``.npz`` (keys ``weight``, ``bias``)."""
-        self._require_head()
         path = Path(path)
-        arrays = {"weight": self.weight_, "bias": self.bias_}
+        arrays = self._head()
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
 
             save_file(arrays, str(path))
         elif path.suffix == ".npz":
-            np.savez(path, **arrays)
+            np.savez(path, weight=arrays["weight"], bias=arrays["bias"])
         else:
             raise InvalidDtypeError(f"save_head writes .safetensors or .npz, not {path.suffix!r}")
 
     def _require_head(self) -> None:
-        if self.weight_ is None:
+        self._head()
+
+    def _head(self) -> dict[str, np.ndarray]:
+        """``{"weight", "bias"}``, or NotFittedError when no head was loaded."""
+        if self.weight_ is None or self.bias_ is None:
             raise NotFittedError(
                 f"SlimHead ({self.spec()}) has no head weights: load them with SlimHead.from_file(path) or "
                 ".set_head(weight, bias) first, then call .fit(sample)"
             )
+        return {"weight": self.weight_, "bias": self.bias_}
 
     def _fit(self, x: np.ndarray) -> None:
         self._require_head()
         self._fit_scale(x)
 
     def _activations(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits = x @ self.weight_.T
-        logits += self.bias_
+        head = self._head()
+        logits = x @ head["weight"].T
+        logits += head["bias"]
         ids, z = top_k_each(logits, self.top)
         return ids, log1p_relu(z)
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
-        return {**super()._state_arrays(), "weight": self.weight_, "bias": self.bias_}
+        return {**super()._state_arrays(), **self._head()}
 
     def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         super()._load_arrays(arrays)

@@ -227,8 +227,9 @@ def _sort_ids(a):  # pragma: no cover - compiled
     return src
 
 
+# one compiled loop nest, kept whole: split into calls it would leave the hot loop (issue 17 keeps the measured kernels)
 @numba.njit(cache=True, nogil=True)
-def _probed_interaction(
+def _probed_interaction(  # noqa: C901, PLR0912
     st, probe, bound, term_offsets, term_docs, mask, use_mask, slot
 ):  # pragma: no cover - compiled
     """:func:`probed_interaction` on the term -> docs CSR arrays; ``mask`` is read only when ``use_mask``."""

@@ -156,14 +156,16 @@ def assign_terms(vectors: np.ndarray, centroids: np.ndarray, *, batch: int = 1 <
     c = np.ascontiguousarray(centroids, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != c.shape[1]:
         raise DimensionMismatchError(f"vectors of shape {vectors.shape} do not match centroids of dim {c.shape[1]}")
+    index: faiss.Index
     if len(c) <= EXACT_ASSIGN_MAX:
         index = faiss.IndexFlatIP(c.shape[1])
     else:
         nlist = int(2 ** round(np.log2(np.sqrt(len(c)))))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(c.shape[1]), c.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.min_points_per_centroid = 1
-        index.train(c)
-        index.nprobe = 16
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(c.shape[1]), c.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.min_points_per_centroid = 1
+        ivf.train(c)
+        ivf.nprobe = 16
+        index = ivf
     index.add(c)
     out = np.empty(len(vectors), np.int32)
     for a in range(0, len(vectors), batch):

@@ -162,7 +162,7 @@ def bounds(
     upper = np.bincount(docs, weights=val, minlength=p.n_docs).astype(np.float32)
     if not lower:
         return None, upper
-    lower = np.zeros(p.n_docs, np.float32)
+    lo = np.zeros(p.n_docs, np.float32)
     # per query token, the max over its terms. Entry e of a token is its slot-th term; within one slot the
     # (token, doc) pairs are unique, so a gather/max/scatter per slot needs no unbuffered ufunc.at.
     slot = np.repeat(np.arange(len(q_tok)) - np.searchsorted(q_tok, q_tok), lens)
@@ -178,8 +178,8 @@ def bounds(
             sel = sk == sl
             ti, di = tk[sel], dk[sel]
             buf[ti, di] = np.maximum(buf[ti, di], vk[sel])
-        lower += buf.sum(0)
-    return lower, upper
+        lo += buf.sum(0)
+    return lo, upper
 
 
 def _nonzero_entries(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -253,9 +253,10 @@ def sparse_map_of(snapshot: Any, sparse_map: Any = None) -> tuple[Any, bool]:
             "of its decoded vectors: call mvstore.search.sparse.attach_sparse_map(snapshot, 'spk4096t8') once, "
             "or build the index with a sparse spec such as 'spk4096t8'"
         )
-    if _sparse_stage(m) is None:
+    stage = _sparse_stage(m)
+    if stage is None:
         raise InvalidDtypeError(f"sparse_map must be a sparse codec (spk.../slim...), got {type(m).__name__}")
-    m = _sparse_stage(m)
+    m = stage
     if m.dim_in != snapshot.codec.dim_out:
         raise DimensionMismatchError(
             f"sparse map {m.spec()!r} takes dim {m.dim_in} but the index decodes to dim {snapshot.codec.dim_out}; "
@@ -425,7 +426,7 @@ class SparseSearcher:
         k = check_k(k)
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
         mask = check_allowed(allowed, s.n_docs)
-        out = []
+        out: list[tuple[np.ndarray, np.ndarray]] = []
         n = max(self.params.n_rerank, k)
         bs = self.params.batch_size
         for a in range(0, len(queries), bs):
