@@ -11,8 +11,8 @@ The Ward clusters are exactly those of ``linkage(X, "ward")`` + ``fcluster(Z, k,
 
 * On the CPU (``mvstore._ward``): scipy's own nearest-neighbour-chain algorithm, step for step, compiled
   with numba, on distances from a float64 Gram matrix (single-threaded BLAS per document); documents are
-  spread over ``workers`` threads (default: all cores) that run without the GIL. The Gram matrix is ~2/3 of
-  the time, the chain ~1/3; no per-merge Python loop.
+  spread over ``workers`` threads (default: all cores) that run without the GIL; no per-merge Python loop
+  (throughput: ``benchmarks/pooling.py``).
 * On CUDA (and as its CPU twin in the tests) a batched torch path: Ward is *reducible*, so every pair of
   reciprocal nearest neighbours can be merged in the same step and the dendrogram is unchanged. Each step
   merges all reciprocal pairs of all documents of a padded batch with vectorized Lance-Williams updates;

@@ -238,7 +238,7 @@ class CentroidCandidates(CandidateGenerator):
         rows, scores = probed_interaction(st, probe, bound, p, mask, slot)
         if self.interaction == "full":
             rows = np.sort(top_k(rows, scores, max(self.n_full, n))[0])
-            parts = split_run(  # ~0.2 ms for 768 rows: a thread hand-off costs more than it saves below ~1k
+            parts = split_run(  # below ~1k rows a thread hand-off costs more than it saves
                 lambda a, b: full_interaction(st, nq, rows[a:b], p),
                 len(rows), self.threads, min_part=1024,
             )

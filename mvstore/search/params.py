@@ -51,10 +51,9 @@ class SearchParams:
       scoring); None: every core this process may use. Ignored on CUDA.
     * ``device``: ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"``.
 
-    The defaults hold recall@10 vs exhaustive search over the same codes at 0.98 or more on every model and
-    collection of ``benchmarks/robustness.py`` (README, "Defaults that hold"): ``n_rerank=160`` measured 0.971
-    on the trained 128-d ColBERT model's CACM index (32-token expanded queries, 33 vectors per document), 256
-    gives 0.981 there. Latency: ``benchmarks/search_bench.py`` (README, "Two-stage search").
+    The defaults are chosen to hold stage-1 recall@10 vs exhaustive search on every model and collection of
+    ``benchmarks/robustness.py`` (figures: README, "Defaults that hold"); latency: ``benchmarks/search_bench.py``
+    (README, "Two-stage search").
     """
 
     candidates: str = "auto"

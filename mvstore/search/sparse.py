@@ -327,8 +327,8 @@ class SparseCandidates(CandidateGenerator):
     ``queries`` given to :meth:`candidates` are *transformed* by the snapshot's codec (the searcher's
     convention): the ``(n, V)`` sparse vectors for a sparse index, dense ``(n, dim_out)`` vectors for a dense
     index with a side map (the map is applied here). ``alpha=1`` (the default) ranks by the upper bound
-    alone, SLIM's first stage and the cheapest (on SciFact its top 32 already hold the exhaustive sparse
-    top 10: see benchmarks/slim_bench.py); ``alpha=0`` by the lower bound.
+    alone, SLIM's first stage and the cheapest (how much of the exhaustive sparse top 10 it keeps:
+    ``benchmarks/slim_bench.py``); ``alpha=0`` by the lower bound.
     """
 
     def __init__(self, postings: SparsePostings, sparse_map: Any, *, own: bool, alpha: float = 1.0):
