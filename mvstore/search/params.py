@@ -25,7 +25,7 @@ INTERACTIONS = ("probed", "full")
 
 
 def _positive_int(name: str, value: object) -> int:
-    return check_int(f"SearchParams.{name}", value, what="a positive count", error=SearchParamsError)
+    return check_int(f"SearchParams.{name}", value, error=SearchParamsError)
 
 
 def check_k(k: object) -> int:
