@@ -19,15 +19,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VPY) examples/quickstart.py
 
-test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VPY) -m ruff check mvstore tests benchmarks examples
+test: lint
 	HF_HUB_OFFLINE=1 $(VPY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VPY) -m pytest -q -m slow
 
+# ruff (lint + complexity) and mypy (the packages listed under [tool.mypy] in pyproject.toml)
 lint: $(STAMP)
 	$(VPY) -m ruff check mvstore tests benchmarks examples
+	$(VPY) -m mypy
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VPY) benchmarks/scifact.py --json

@@ -144,20 +144,6 @@ def load_scifact(max_docs: int | None = None, split: str = "test", model: str = 
     return load_collection("scifact", model, split, max_docs)
 
 
-def synthetic_docs(n_docs: int, dim: int = 128, *, n_topics: int = 256, min_len: int = 30, max_len: int = 300,
-                   seed: int = 0, spread: float = 0.35) -> Ragged:
-    """Documents drawn to look like real token vectors: clustered, unit norm, ``min_len``-``max_len`` tokens."""
-    rng = np.random.default_rng(seed)
-    topics = rng.standard_normal((n_topics, dim)).astype(np.float32)
-    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
-    lengths = rng.integers(min_len, max_len + 1, n_docs)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    t = rng.integers(0, n_topics, offsets[-1])
-    v = topics[t] + spread * rng.standard_normal((offsets[-1], dim)).astype(np.float32) / np.sqrt(dim) * 3
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    return Ragged(v.astype(np.float32), offsets)
-
-
 if __name__ == "__main__":
     import time
 

@@ -106,7 +106,7 @@ def load_docs(n_docs: int) -> tuple[Ragged, str]:
         scifact_available = None
     if scifact_available is not None and scifact_available():
         return load_scifact(max_docs=n_docs).docs[:n_docs], "scifact"
-    from benchmarks.data import synthetic_docs
+    from mvstore.testing import synthetic_docs
 
     print(
         json.dumps({"note": "SciFact not found: using synthetic 384-d token vectors (200-256 tokens/doc)"}),

@@ -28,7 +28,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,40 @@ def grid_rows(data, exact_run, exact_ndcg, specs: Sequence[str]) -> Iterator[dic
            "bytes_per_token": best and best["bytes_per_token"], "ndcg10_exhaustive": best and best["ndcg10_exhaustive"]}
 
 
+def _collection_rows(model: str, name: str, args: argparse.Namespace, emit: Callable[[dict], None]) -> None:
+    """The exact row and every asked part's rows of one model on one collection."""
+    data = load_collection(name, model, args.split)
+    if args.max_queries and len(data.query_ids) > args.max_queries:
+        keep = np.arange(args.max_queries)
+        data.query_ids = [data.query_ids[i] for i in keep]
+        data.queries = data.queries.take(keep)
+    exact_run, exact_ndcg = _exact(data)
+    head = {"model": model, "collection": name, "split": args.split, "dim": data.docs.dim,
+            "docs": len(data.docs), "queries": len(data.queries),
+            "tokens_per_doc": round(data.docs.n_tokens / len(data.docs), 1),
+            "exact_ndcg10": round(exact_ndcg, 4)}
+    emit({"part": "exact", **head})
+    for part in args.part:
+        if part == "default":
+            part_rows = default_rows(data, exact_run, exact_ndcg, args.spec)
+        elif part == "grid":
+            part_rows = grid_rows(data, exact_run, exact_ndcg, args.grid)
+        else:
+            part_rows = auto_rows(data, exact_run, exact_ndcg, args.budgets)
+        for row in part_rows:
+            emit({**head, **row})
+
+
+def _summary(part: str, mine: list[dict]) -> dict:
+    """The worst loss over a part's rows (and the default's lowest stage-1 recall)."""
+    worst = max(mine, key=lambda r: r["loss_points"])
+    summary = {"part": f"summary-{part}", "rows": len(mine), "worst_loss_points": worst["loss_points"],
+               "worst": f"{worst['model']}/{worst['collection']}"}
+    if part == "default":
+        summary["min_recall10_vs_exhaustive"] = min(r["recall10_vs_exhaustive"] for r in mine)
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -160,36 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for model in args.models:
         for name in args.collections or collections():
-            data = load_collection(name, model, args.split)
-            if args.max_queries and len(data.query_ids) > args.max_queries:
-                keep = np.arange(args.max_queries)
-                data.query_ids = [data.query_ids[i] for i in keep]
-                data.queries = data.queries.take(keep)
-            exact_run, exact_ndcg = _exact(data)
-            head = {"model": model, "collection": name, "split": args.split, "dim": data.docs.dim,
-                    "docs": len(data.docs), "queries": len(data.queries),
-                    "tokens_per_doc": round(data.docs.n_tokens / len(data.docs), 1),
-                    "exact_ndcg10": round(exact_ndcg, 4)}
-            emit({"part": "exact", **head})
-            for part in args.part:
-                if part == "default":
-                    part_rows = default_rows(data, exact_run, exact_ndcg, args.spec)
-                elif part == "grid":
-                    part_rows = grid_rows(data, exact_run, exact_ndcg, args.grid)
-                else:
-                    part_rows = auto_rows(data, exact_run, exact_ndcg, args.budgets)
-                for row in part_rows:
-                    emit({**head, **row})
-            del data
+            _collection_rows(model, name, args, emit)
     for part in ("default", "auto"):
         mine = [r for r in rows if r["part"] == part]
         if mine:
-            worst = max(mine, key=lambda r: r["loss_points"])
-            summary = {"part": f"summary-{part}", "rows": len(mine), "worst_loss_points": worst["loss_points"],
-                       "worst": f"{worst['model']}/{worst['collection']}"}
-            if part == "default":
-                summary["min_recall10_vs_exhaustive"] = min(r["recall10_vs_exhaustive"] for r in mine)
-            emit(summary)
+            emit(_summary(part, mine))
     return 0
 
 

@@ -25,32 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def synthetic_batches(n_docs: int, dim: int, batch: int, seed: int = 0, n_clusters: int = 256):
-    """``(ids, Ragged)`` batches of clustered unit-norm docs, 30-300 tokens each, generated lazily.
-
-    Noise comes from a fixed bank of Gaussian rows (gathering is much cheaper than drawing 50M x dim
-    normals), each token = normalize(center + 0.35 * noise row)."""
-    from mvstore import Ragged
-
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(n_clusters, dim)).astype(np.float32)
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    bank = (0.35 * rng.normal(size=(1 << 16, dim))).astype(np.float32)
-    for start in range(0, n_docs, batch):
-        n = min(batch, n_docs - start)
-        lengths = rng.integers(30, 301, n)
-        offsets = np.zeros(n + 1, np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        topic = np.repeat(rng.integers(0, n_clusters, n), lengths)  # each doc leans on a few clusters
-        jitter = rng.integers(0, 4, offsets[-1])
-        x = centers[(topic + jitter) % n_clusters] + bank[rng.integers(0, len(bank), offsets[-1])]
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        yield np.arange(start, start + n, dtype=np.int64), Ragged(x, offsets)
 
 
 class _Timed:
@@ -72,6 +47,7 @@ class _Timed:
 
 def child(args: argparse.Namespace) -> dict:
     import mvstore.store as ms
+    from mvstore.testing import synthetic_batches
 
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tmp = tempfile.mkdtemp(prefix="mvstore-stream-", dir=args.tmp)

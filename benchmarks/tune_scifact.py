@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,27 +40,8 @@ from mvstore.spec import bytes_per_token  # noqa: E402
 from mvstore.tune import tune  # noqa: E402
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget", type=float, default=20.0, help="max bytes per original token")
-    ap.add_argument("--sample-docs", type=int, default=1000)
-    ap.add_argument("--sample-queries", type=int, default=100)
-    ap.add_argument("--query-split", default="train", help="split the tuning queries come from (train or test)")
-    ap.add_argument("--max-docs", type=int, default=None,
-                    help="evaluate on a corpus subset (all judged docs + others up to N; all 300 test queries)")
-    ap.add_argument("--frontier-rows", default=None, help="frontier.py --json output to take the frontier from")
-    ap.add_argument("--also-top", type=int, default=1, help="also evaluate the tune's next-best N candidates")
-    ap.add_argument("--fit-sample", type=int, default=65536,
-                    help="vectors each evaluated codec is fitted on (the store's default train_size)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
-                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-
-    def emit(row: dict) -> None:
-        print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-
+def _tune_on_sample(args: argparse.Namespace, emit) -> Any:
+    """Phase 1: tune on a sample of SciFact (only the sampled documents are encoded) -> the TuneResult."""
     # phase 1 needs only the sample: encode (cache hits) just those documents, not the whole corpus
     rng = np.random.default_rng(args.seed)
     test = load_beir(SCIFACT_DIR, "test")
@@ -84,9 +66,12 @@ def main(argv=None) -> int:
             emit({"kind": "candidate", **r})
     else:
         print(res.to_text())
+    return res
 
-    del sample_docs, tune_queries
-    data = load_scifact(args.max_docs, model=args.model)  # phase 2: the corpus (or subset) and the 300 test queries
+
+def _specs_to_evaluate(args: argparse.Namespace, res: Any, dim: int) -> tuple[dict[str, str], list[dict]]:
+    """``{spec: source}`` to evaluate on the corpus (the pick, the tune's next best, the frontier specs) and the
+    frontier rows given with ``--frontier-rows`` (empty: they come from this run)."""
     ranked = sorted((r for r in res.table if r["within_budget"]), key=lambda r: -r["fidelity"])
     to_eval = {res.spec: "picked"}
     for r in ranked[1 : 1 + args.also_top]:
@@ -100,9 +85,13 @@ def main(argv=None) -> int:
             raise SystemExit(f"{args.frontier_rows} has no row within {args.budget} bytes per token")
     else:
         for s in DEFAULT_SPECS:
-            if bytes_per_token(s, data.docs.dim) <= args.budget:  # nominal; rows report the measured value
+            if bytes_per_token(s, dim) <= args.budget:  # nominal; rows report the measured value
                 to_eval.setdefault(s, "frontier")
+    return to_eval, frontier
 
+
+def _evaluate(args: argparse.Namespace, res: Any, data: Any, to_eval: dict[str, str], frontier: list[dict], emit) -> None:
+    """Phase 2: each spec's row on the corpus, then the summary (the pick against the best frontier spec)."""
     exact = data.exact_run(100)
     emit({"kind": "eval", "source": "exact", "spec": "exact-fp32", "ndcg10": round(ndcg_at_k(exact, data.qrels, 10), 4),
           "recall10_vs_exact": 1.0, "bytes_per_token": data.docs.dim * 4, "docs": len(data.docs),
@@ -127,6 +116,33 @@ def main(argv=None) -> int:
           "frontier_specs_within_budget": len(frontier),
           "frontier_source": args.frontier_rows or "frontier.DEFAULT_SPECS evaluated here",
           "delta_points": delta, "within_1_point": delta <= 1.0})
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget", type=float, default=20.0, help="max bytes per original token")
+    ap.add_argument("--sample-docs", type=int, default=1000)
+    ap.add_argument("--sample-queries", type=int, default=100)
+    ap.add_argument("--query-split", default="train", help="split the tuning queries come from (train or test)")
+    ap.add_argument("--max-docs", type=int, default=None,
+                    help="evaluate on a corpus subset (all judged docs + others up to N; all 300 test queries)")
+    ap.add_argument("--frontier-rows", default=None, help="frontier.py --json output to take the frontier from")
+    ap.add_argument("--also-top", type=int, default=1, help="also evaluate the tune's next-best N candidates")
+    ap.add_argument("--fit-sample", type=int, default=65536,
+                    help="vectors each evaluated codec is fitted on (the store's default train_size)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
+                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    def emit(row: dict) -> None:
+        print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+
+    res = _tune_on_sample(args, emit)
+    data = load_scifact(args.max_docs, model=args.model)  # phase 2: the corpus (or subset) and the 300 test queries
+    to_eval, frontier = _specs_to_evaluate(args, res, data.docs.dim)
+    _evaluate(args, res, data, to_eval, frontier, emit)
     return 0
 
 

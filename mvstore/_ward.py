@@ -13,11 +13,14 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._threads import cpu_threads
+
 __all__ = ["ward_labels"]
 
 
+# one compiled loop nest, kept whole: split into calls it would leave the hot loop (issue 17 keeps the measured kernels)
 @numba.njit(cache=True, nogil=True)
-def nn_chain_labels(d, k, out):  # pragma: no cover - compiled
+def nn_chain_labels(d, k, out):  # noqa: C901, PLR0912, PLR0915  # pragma: no cover - compiled
     """d: (n, n) float64 Euclidean distances (overwritten); k clusters; out: (n,) int64 cluster ordinals
     numbered by first token."""
     n = d.shape[0]
@@ -124,7 +127,6 @@ def ward_labels(
     matrix with single-threaded BLAS (nested BLAS threads only contend) and runs the compiled chain
     without the GIL.
     """
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
@@ -135,7 +137,7 @@ def ward_labels(
     out_off = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=out_off[1:])
     out = np.empty(int(out_off[-1]), np.int64)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(lengths)))
+    workers = max(1, min(workers or cpu_threads(), len(lengths)))
 
     def job(part: np.ndarray) -> None:
         for j in part:

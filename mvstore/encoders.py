@@ -321,7 +321,6 @@ class ColBERTEncoder:
     ):
         require("transformers", extra="encoders")
         import torch
-        from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
         if not isinstance(path, (str, os.PathLike)):
@@ -334,23 +333,7 @@ class ColBERTEncoder:
         if not modules or modules[0]["type"] != "sentence_transformers.models.Transformer" or modules[0]["path"]:
             raise ModelFormatError(f"{self.path}: the first module of modules.json must be the transformer at the top "
                              "level, as PyLate saves it: re-save the model with pylate's model.save_pretrained(dir)")
-        self.projections = []  # (weight, bias) per Dense module, applied in order
-        for m in modules[1:]:
-            dense = self._read_json(f"{m['path']}/config.json")
-            act = dense.get("activation_function", "torch.nn.modules.linear.Identity")
-            if not m["type"].endswith(".Dense") or act != "torch.nn.modules.linear.Identity":
-                raise ModelFormatError(f"{self.path}: module {m['path']!r} ({m['type']}, activation {act}) is not a "
-                                 "linear Dense projection; only PyLate's Dense modules are supported: load this "
-                                 "model with PyLateEncoder instead")
-            weights_file = self.path / m["path"] / "model.safetensors"
-            if not weights_file.exists():
-                raise ModelFormatError(f"{weights_file} is missing: re-save the model with safetensors "
-                                        "(pylate's model.save_pretrained(dir, safe_serialization=True))")
-            w = load_file(str(weights_file))
-            self.projections.append((w["linear.weight"].float(), w.get("linear.bias")))
-        if not self.projections:
-            raise ModelFormatError(f"{self.path}: modules.json lists no Dense projection, so this is no PyLate ColBERT "
-                                   "model: use HFTokenEncoder for a plain transformer's hidden states")
+        self.projections = self._load_projections(modules[1:])  # (weight, bias) per Dense module, in order
         st_cfg = self.path / "sentence_bert_config.json"
         self.lowercase = bool(json.loads(st_cfg.read_text()).get("do_lower_case", False)) if st_cfg.exists() else False
         self.query_length = int(cfg["query_length"] if query_length is None else query_length)
@@ -381,6 +364,29 @@ class ColBERTEncoder:
                 digest.update(f.relative_to(self.path).as_posix().encode() + b"\0" + f.read_bytes())
         self.name = (f"colbert:{self.path.name}:{digest.hexdigest()[:16]}:q{self.query_length}:"
                      f"d{self.doc_max_length}:exp{int(self.attend_to_expansion)}")
+
+    def _load_projections(self, modules: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+        """The Dense modules' ``(weight, bias)`` (safetensors); ModelFormatError for anything else."""
+        from safetensors.torch import load_file
+
+        projections = []
+        for m in modules:
+            dense = self._read_json(f"{m['path']}/config.json")
+            act = dense.get("activation_function", "torch.nn.modules.linear.Identity")
+            if not m["type"].endswith(".Dense") or act != "torch.nn.modules.linear.Identity":
+                raise ModelFormatError(f"{self.path}: module {m['path']!r} ({m['type']}, activation {act}) is not a "
+                                 "linear Dense projection; only PyLate's Dense modules are supported: load this "
+                                 "model with PyLateEncoder instead")
+            weights_file = self.path / m["path"] / "model.safetensors"
+            if not weights_file.exists():
+                raise ModelFormatError(f"{weights_file} is missing: re-save the model with safetensors "
+                                        "(pylate's model.save_pretrained(dir, safe_serialization=True))")
+            w = load_file(str(weights_file))
+            projections.append((w["linear.weight"].float(), w.get("linear.bias")))
+        if not projections:
+            raise ModelFormatError(f"{self.path}: modules.json lists no Dense projection, so this is no PyLate ColBERT "
+                                   "model: use HFTokenEncoder for a plain transformer's hidden states")
+        return projections
 
     def config(self) -> dict[str, Any]:
         """The JSON description :func:`encoder_from_config` rebuilds this encoder from (the lengths only when

@@ -25,6 +25,9 @@ __all__ = [
     "IndexBusyError",
     "VersionCleanedUpError",
     "ModelFormatError",
+    "TuneError",
+    "ReportError",
+    "RerankerError",
 ]
 
 
@@ -112,6 +115,18 @@ class VersionCleanedUpError(MvstoreError, RuntimeError):
 
 class ModelFormatError(MvstoreError, ValueError):
     """A model directory an encoder cannot run: missing files, or modules it does not implement."""
+
+
+class TuneError(MvstoreError, ValueError):
+    """Tuning inputs that cannot work: a non-positive budget, a sample too small for ``k``, no spec fits."""
+
+
+class ReportError(MvstoreError, ValueError):
+    """Rows that cannot be reported: unreadable JSON lines, missing metric columns, nothing to plot."""
+
+
+class RerankerError(MvstoreError, ValueError):
+    """A LanceDB result the reranker cannot score: missing id/text column, ids unknown to the index."""
 
 
 def require(module: str, pip_name: str | None = None, extra: str | None = None):

@@ -11,14 +11,14 @@ The Ward clusters are exactly those of ``linkage(X, "ward")`` + ``fcluster(Z, k,
 
 * On the CPU (``mvstore._ward``): scipy's own nearest-neighbour-chain algorithm, step for step, compiled
   with numba, on distances from a float64 Gram matrix (single-threaded BLAS per document); documents are
-  spread over ``workers`` threads (default: all cores) that run without the GIL. The Gram matrix is ~2/3 of
-  the time, the chain ~1/3; no per-merge Python loop.
+  spread over ``workers`` threads (default: all cores) that run without the GIL; no per-merge Python loop
+  (throughput: ``benchmarks/pooling.py``).
 * On CUDA (and as its CPU twin in the tests) a batched torch path: Ward is *reducible*, so every pair of
   reciprocal nearest neighbours can be merged in the same step and the dendrogram is unchanged. Each step
   merges all reciprocal pairs of all documents of a padded batch with vectorized Lance-Williams updates;
-  a document stops as soon as its ``n - k`` lowest merges are known. With ``exact_gram=False`` (CPU twin
-  only) distances come from a float32 Gram matrix with rigorous error bounds, re-scored in float64 where
-  the bounds cannot decide; on CUDA the Gram matrix is float64 throughout.
+  a document stops as soon as its ``n - k`` lowest merges are known. Distances come from a float64 Gram
+  matrix with rigorous error bounds; a nearest neighbour the bounds cannot decide is re-scored exactly from
+  the clusters' member tokens.
 
 Protected tokens (e.g. ``[CLS]`` or a query-marker prefix) are the first ``protected`` tokens of each
 document; they are kept unchanged, in front, and never clustered. Output order is deterministic:
@@ -47,8 +47,9 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import check_int
 from .device import device_name, resolve_device
-from .exceptions import InvalidDtypeError, InvalidVectorsError, SpecError
+from .exceptions import InvalidArgumentError, InvalidDtypeError, InvalidVectorsError
 from .ragged import Ragged, as_ragged
 
 __all__ = ["pool", "pool_labels", "pool_patches", "n_clusters", "METHODS", "PATCH_MODES"]
@@ -60,7 +61,6 @@ PATCH_MODES = ("spatial", "semantic")
 
 #: bound on the distance matrices of one padded batch (elements): 2**22 (16 MiB in float32)
 _BATCH_ELEMS = 1 << 22
-_U32 = 2.0**-24  # unit roundoff of float32
 _INF = float("inf")
 
 
@@ -95,43 +95,30 @@ def _check_factor(factor: Any) -> float:
         )
     f = float(factor)
     if not math.isfinite(f) or f < 1:
-        raise SpecError(
+        raise InvalidArgumentError(
             f"pooling factor must be a finite number >= 1, got {factor!r}; use 1 for no pooling, "
             "2 to keep about half of each document's vectors"
         )
     return f
 
 
-def _check_count(name: str, value: Any, what: str) -> int:
-    """``value`` as a non-negative int: InvalidDtypeError for a non-int (bools included), SpecError below 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidDtypeError(f"{name} must be an int ({what}), got {type(value).__name__}")
-    if value < 0:
-        raise SpecError(f"{name} must be >= 0 ({what}), got {value}")
-    return int(value)
-
-
 def _check_protected(protected: Any) -> int:
-    return _check_count("protected", protected, "number of leading tokens kept unpooled")
+    return check_int("protected", protected, lo=0, what="number of leading tokens kept unpooled")
 
 
 def _check_min_vectors(min_vectors: Any) -> int:
-    return _check_count("min_vectors", min_vectors, "the fewest vectors a document keeps; 0: no floor")
+    return check_int("min_vectors", min_vectors, lo=0, what="the fewest vectors a document keeps; 0: no floor")
 
 
 def _check_workers(workers: Any) -> int | None:
     if workers is None:
         return None
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise SpecError(
-            f"workers must be a positive int (CPU threads) or None for the default, got {workers!r}"
-        )
-    return int(workers)
+    return check_int("workers", workers, what="CPU threads, or None for the default")
 
 
 def _check_method(method: Any, allowed: tuple[str, ...], what: str) -> str:
     if method not in allowed:
-        raise SpecError(f"unknown {what} {method!r}; use one of {', '.join(map(repr, allowed))}")
+        raise InvalidArgumentError(f"unknown {what} {method!r}; use one of {', '.join(map(repr, allowed))}")
     return method
 
 
@@ -182,10 +169,9 @@ def _two_smallest(rows):
     return v1, best, v2
 
 
-def _ward_batch(x, lengths, ks, *, exact_gram: bool, ws: _Workspace | None = None):
-    """Ward clusters of a padded batch ``x`` (B, N, d) with ``lengths`` (B,) real tokens and ``ks`` (B,)
-    clusters wanted -> ((B, N) int64 cluster ordinal of each token, ordered by first token, -1 on padding;
-    dict of counters). Torch tensors, all on one device.
+class _WardChain:
+    """Batched Ward state of a padded batch ``x`` (B, N, d) with ``lengths`` (B,) real tokens and ``ks`` (B,)
+    clusters wanted; :func:`_ward_batch` runs its steps. Torch tensors, all on one device, float64 throughout.
 
     State per document: ``cd[i, j] = |c_i - c_j|^2`` between the centroids of active clusters (inf at
     inactive columns), updated on a merge of i and j by the centroid Lance-Williams formula
@@ -193,200 +179,265 @@ def _ward_batch(x, lengths, ks, *, exact_gram: bool, ws: _Workspace | None = Non
     merge cost is ``cd / (1/n_i + 1/n_j)``. ``cd`` is an exact linear function of the initial squared
     distances (absolute weights summing to <= 2), so initial errors <= e leave every ``cd`` off by <= 2e;
     rounding in the updates adds <= 2 x (sum of per-step roundings), since later values are again such a
-    combination of any earlier state.
+    combination of any earlier state. Where these bounds cannot tell a row's nearest neighbour, it is
+    re-scored exactly from the clusters' member tokens.
     """
-    import torch
 
-    dev = x.device
-    ws = ws or _Workspace(dev)
-    B, N, d = x.shape
-    f64 = torch.float64
-    i64 = torch.int64
-    ar = torch.arange(N, device=dev)
-    valid = ar[None, :] < lengths[:, None]
-    need = (lengths - ks).to(i64)  # merges to keep per document
+    def __init__(self, x, lengths, ks, ws: _Workspace):
+        import torch
 
-    wd = f64 if exact_gram else torch.float32  # working precision of the distance matrix
-    u = 2.0**-53 if exact_gram else _U32
-    gamma = (d + 2) * u / (1.0 - (d + 2) * u)
-    xw = x.to(wd)
-    sq = (xw * xw).sum(-1)
-    maxsq = sq.max(1).values.to(f64).clamp_min(1e-300)
-    sq_inf = sq.masked_fill(~valid, _INF)  # padding rows/columns become inf distances
-    cd = ws.get("cd", (B, N, N), wd)
-    torch.add(sq_inf[:, :, None], sq_inf[:, None, :], out=cd)
-    cd.baddbmm_(xw, xw.transpose(1, 2), alpha=-2.0)
-    cd.diagonal(dim1=1, dim2=2).fill_(_INF)
-    # Error bound on every cd entry (any summation order, FMA or not): the initial squared distances are
-    # off by <= 4 gamma maxsq + 3 u M (M = 4 maxsq bounds every centroid distance); each merge step
-    # rounds values <= M about 6 times, twice where pairs of new clusters meet; all weighted by <= 2
-    err0 = 2.0 * (4.0 * gamma + 12.0 * u) * maxsq  # (B,)
-    err_step = 2.0 * 12.0 * u * 4.0 * maxsq
-    err = err0 + err_step
+        self.dev = dev = x.device
+        self.ws = ws
+        self.B, self.N, self.d = B, N, d = x.shape
+        f64 = torch.float64
+        self.ar = ar = torch.arange(N, device=dev)
+        self.valid = valid = ar[None, :] < lengths[:, None]
+        self.need = (lengths - ks).to(torch.int64)  # merges to keep per document
+        self.xflat = x.reshape(B * N, d)
+        self.member = ar.expand(B, N).clone()  # cluster (representative index) of every token
+        self.counts = valid.to(f64).view(-1)
+        self.invc = self.counts.clone()  # 1 / n for active clusters, 0 elsewhere
+        self.active = valid.clone()
+        self.parent = ar.expand(B, N).clone()
+        self.height = torch.full((B, N), _INF, dtype=f64, device=dev)  # approximate cost of the merge absorbing j
+        self.hslack = torch.zeros((B, N), dtype=f64, device=dev)  # ... and its error bound
+        self.nnv = torch.full((B, N), _INF, dtype=f64, device=dev)  # approximate cost to the nearest neighbour
+        self.nns = torch.zeros((B, N), dtype=f64, device=dev)  # ... and its error bound
+        self.nn = ar.expand(B, N).clone()
+        self.low = torch.full((B, N), _INF, dtype=f64, device=dev)  # lower bound of each row's exact NN cost
+        self.live = self.need > 0
+        self.stats = {"steps": 0, "merges": 0, "resolved_rows": 0, "rescored_rows": 0}
+        self._distances(x.to(f64))
 
-    cd2 = cd.view(B * N, N)
-    xflat = x.reshape(B * N, d)
-    member = ar.expand(B, N).clone()  # cluster (representative index) of every token
-    counts = valid.to(f64).view(-1)
-    invc = counts.to(wd, copy=True)  # 1 / n for active clusters, 0 elsewhere
-    active = valid.clone()
-    parent = ar.expand(B, N).clone()
-    height = torch.full((B, N), _INF, dtype=f64, device=dev)  # approximate cost of the merge absorbing j
-    hslack = torch.zeros((B, N), dtype=f64, device=dev)  # ... and its error bound
-    nnv = torch.full((B, N), _INF, dtype=f64, device=dev)  # approximate cost to the nearest neighbour
-    nns = torch.zeros((B, N), dtype=f64, device=dev)  # ... and its error bound
-    nn = ar.expand(B, N).clone()
-    low = torch.full((B, N), _INF, dtype=f64, device=dev)  # lower bound of each row's exact NN cost
-    nn_f, low_f, height_f, hslack_f = nn.view(-1), low.view(-1), height.view(-1), hslack.view(-1)
-    nnv_f, nns_f = nnv.view(-1), nns.view(-1)
-    stats = {"steps": 0, "merges": 0, "resolved_rows": 0, "rescored_rows": 0}
+    def _distances(self, xw) -> None:
+        """Initial squared distances ``cd`` (B, N, N) from the float64 Gram matrix, and their error bounds."""
+        import torch
 
-    def cluster_sums(f):
+        B, N, d = self.B, self.N, self.d
+        self.u = u = 2.0**-53  # unit roundoff of float64
+        gamma = (d + 2) * u / (1.0 - (d + 2) * u)
+        sq = (xw * xw).sum(-1)
+        maxsq = sq.max(1).values.clamp_min(1e-300)
+        sq_inf = sq.masked_fill(~self.valid, _INF)  # padding rows/columns become inf distances
+        self.cd = cd = self.ws.get("cd", (B, N, N), xw.dtype)
+        torch.add(sq_inf[:, :, None], sq_inf[:, None, :], out=cd)
+        cd.baddbmm_(xw, xw.transpose(1, 2), alpha=-2.0)
+        cd.diagonal(dim1=1, dim2=2).fill_(_INF)
+        self.cd2 = cd.view(B * N, N)
+        # Error bound on every cd entry (any summation order, FMA or not): the initial squared distances are
+        # off by <= 4 gamma maxsq + 3 u M (M = 4 maxsq bounds every centroid distance); each merge step
+        # rounds values <= M about 6 times, twice where pairs of new clusters meet; all weighted by <= 2
+        err0 = 2.0 * (4.0 * gamma + 12.0 * u) * maxsq  # (B,)
+        self.err_step = 2.0 * 12.0 * u * 4.0 * maxsq
+        self.err = err0 + self.err_step
+
+    def cluster_sums(self, f):
         """Exact float64 sums of the current clusters ``f`` (flat indices), from their member tokens."""
+        import torch
+
+        B, N, dev = self.B, self.N, self.dev
         uniq, inv = torch.unique(f, return_inverse=True)
         wanted = torch.zeros(B * N, dtype=torch.bool, device=dev)
         wanted[uniq] = True
-        owner = (member + (torch.arange(B, device=dev) * N)[:, None]).view(-1)
-        tok = torch.nonzero(wanted[owner] & valid.view(-1)).squeeze(1)
+        owner = (self.member + (torch.arange(B, device=dev) * N)[:, None]).view(-1)
+        tok = torch.nonzero(wanted[owner] & self.valid.view(-1)).squeeze(1)
         slot = torch.searchsorted(uniq, owner[tok])
-        out = torch.zeros((len(uniq), d), dtype=f64, device=dev)
-        out.index_add_(0, slot, xflat.index_select(0, tok).to(f64))
+        out = torch.zeros((len(uniq), self.d), dtype=torch.float64, device=dev)
+        out.index_add_(0, slot, self.xflat.index_select(0, tok).to(torch.float64))
         return out[inv]
 
-    def resolve(fq, cost, v12=None, scale=1.0):
-        """Exact nearest neighbour (by Ward cost ``scale * cost``) of flat rows ``fq``."""
+    def first_neighbours(self) -> None:
+        """Every token's nearest neighbour while all clusters are singletons (cost = cd / 2)."""
+        import torch
+
+        if self.N > 1:
+            v1, best, v2 = _two_smallest(self.cd2)
+            rows = torch.arange(self.B * self.N, device=self.dev)
+            self.resolve(rows, self.cd2, (v1 * 0.5, best, v2 * 0.5), 0.5)
+
+    def resolve(self, fq, cost, v12=None, scale=1.0) -> None:
+        """Exact nearest neighbour (by Ward cost ``scale * cost``) of flat rows ``fq``: from the two smallest
+        costs and their error bounds, re-scoring exactly the rows where the bounds cannot decide."""
+        import torch
+
+        N = self.N
         bq = torch.div(fq, N, rounding_mode="floor")
         if v12 is None:
             v1, best, v2 = _two_smallest(cost)
-            v1, v2 = v1.to(f64) * scale, v2.to(f64) * scale
+            v1, v2 = v1 * scale, v2 * scale
         else:
             v1, best, v2 = v12
         fin = torch.isfinite(v1)
-        slack = err[bq] / invc[fq].to(f64) + 4.0 * u * v1.abs()
-        low_f[fq] = torch.where(fin, v1 - slack, _INF)
-        nnv_f[fq] = v1
-        nns_f[fq] = slack
+        slack = self.err[bq] / self.invc[fq] + 4.0 * self.u * v1.abs()
+        self.low.view(-1)[fq] = torch.where(fin, v1 - slack, _INF)
+        self.nnv.view(-1)[fq] = v1
+        self.nns.view(-1)[fq] = slack
         amb = fin & (v2 - slack <= v1 + slack) & torch.isfinite(v2)
-        stats["resolved_rows"] += len(fq)
+        self.stats["resolved_rows"] += len(fq)
         if bool(amb.any()):
-            qa = torch.nonzero(amb).squeeze(1)
-            stats["rescored_rows"] += len(qa)
-            lim = (v1[qa] + slack[qa])[:, None]
-            cand = cost.index_select(0, qa).to(f64).mul_(scale).sub_(slack[qa, None]) <= lim
-            sub, col = torch.nonzero(cand, as_tuple=True)
-            q = qa[sub]
-            fa, fb = fq[q], bq[q] * N + col
-            sab = cluster_sums(torch.cat([fa, fb]))
-            si, sj = sab[: len(fa)], sab[len(fa) :]
-            ex = _exact_ward(si, sj, counts[fa], counts[fb], torch.empty_like(si))
-            rowmin = torch.full((len(qa),), _INF, dtype=f64, device=dev).scatter_reduce(0, sub, ex, "amin")
-            key = torch.where(ex == rowmin[sub], col, N)
-            pick = torch.full((len(qa),), N, dtype=i64, device=dev).scatter_reduce(0, sub, key, "amin")
-            best = best.clone()
-            best[qa] = pick
-            nnv_f[fq[qa]] = rowmin
-            nns_f[fq[qa]] = 0.0
-        nn_f[fq] = torch.where(fin, best, fq - bq * N)
+            best = self._rescore(fq, bq, cost, scale, v1, slack, torch.nonzero(amb).squeeze(1), best)
+        self.nn.view(-1)[fq] = torch.where(fin, best, fq - bq * N)
 
-    if N > 1:  # all singletons: cost = cd / 2
-        v1, best, v2 = _two_smallest(cd2)
-        resolve(torch.arange(B * N, device=dev), cd2, (v1.to(f64) * 0.5, best, v2.to(f64) * 0.5), 0.5)
-    live = need > 0
-    while bool(live.any()):
-        stats["steps"] += 1
-        mutual = active & live[:, None] & (nn.gather(1, nn) == ar) & (ar < nn)
+    def _rescore(self, fq, bq, cost, scale, v1, slack, qa, best):
+        """Exact Ward costs of the ambiguous rows ``fq[qa]`` to every column within their bounds -> ``best``
+        with those rows' exact nearest neighbours (ties: lowest column)."""
+        import torch
+
+        N, dev = self.N, self.dev
+        self.stats["rescored_rows"] += len(qa)
+        lim = (v1[qa] + slack[qa])[:, None]
+        cand = cost.index_select(0, qa).mul_(scale).sub_(slack[qa, None]) <= lim
+        sub, col = torch.nonzero(cand, as_tuple=True)
+        q = qa[sub]
+        fa, fb = fq[q], bq[q] * N + col
+        sab = self.cluster_sums(torch.cat([fa, fb]))
+        si, sj = sab[: len(fa)], sab[len(fa) :]
+        ex = _exact_ward(si, sj, self.counts[fa], self.counts[fb], torch.empty_like(si))
+        rowmin = torch.full((len(qa),), _INF, dtype=torch.float64, device=dev).scatter_reduce(0, sub, ex, "amin")
+        key = torch.where(ex == rowmin[sub], col, N)
+        pick = torch.full((len(qa),), N, dtype=torch.int64, device=dev).scatter_reduce(0, sub, key, "amin")
+        best = best.clone()
+        best[qa] = pick
+        self.nnv.view(-1)[fq[qa]] = rowmin
+        self.nns.view(-1)[fq[qa]] = 0.0
+        return best
+
+    def step(self) -> None:
+        """One round: merge every reciprocal-nearest-neighbour pair of every live document, then refresh the
+        neighbours the merges touched and retire the documents whose cut is known."""
+        import torch
+
+        B, N, ar, nn = self.B, self.N, self.ar, self.nn
+        self.stats["steps"] += 1
+        mutual = self.active & self.live[:, None] & (nn.gather(1, nn) == ar) & (ar < nn)
         bi, ii = torch.nonzero(mutual, as_tuple=True)
         if len(bi) == 0:  # pragma: no cover - the globally closest pair is always reciprocal
             raise RuntimeError("Ward pooling found no reciprocal nearest neighbours; please report this bug")
-        P = len(bi)
-        stats["merges"] += P
+        self.stats["merges"] += len(bi)
         jj = nn[bi, ii]
+        self._merge(bi, ii, jj)
+        touched = torch.zeros(B * N, dtype=torch.bool, device=self.dev)
+        touched[bi * N + ii] = True
+        touched[bi * N + jj] = True
+        touched = touched.view(B, N)
+        redo = self.active & self.live[:, None] & (touched | touched.gather(1, self.nn))
+        self._refresh(torch.nonzero(redo.view(-1)).squeeze(1))
+        # no future merge costs less than the smallest current distance (reducibility), so a document
+        # is done once `need` of its merges are at or below that floor
+        floor = self.low.min(1).values
+        self.live = self.live & ((self.height + self.hslack <= floor[:, None]).sum(1) < self.need)
+
+    def _merge(self, bi, ii, jj) -> None:
+        """Merge cluster ``jj`` into ``ii`` in documents ``bi`` (one pair per entry): record the merge height
+        and its bound, update ``cd`` by Lance-Williams, the counts, parents and token membership."""
+        import torch
+
+        N, ws, cd, cd2 = self.N, self.ws, self.cd, self.cd2
+        P = len(bi)
         base = bi * N
         fi, fj = base + ii, base + jj
-        ni, nj = counts[fi], counts[fj]
-        height_f[fj] = nnv_f[fi]
+        ni, nj = self.counts[fi], self.counts[fj]
+        nnv_f = self.nnv.view(-1)
+        self.height.view(-1)[fj] = nnv_f[fi]
         # pair bound err / (1/n_i + 1/n_j) (tighter than the row's); 0 where the cost was computed exactly
-        pair = err[bi] / (1.0 / ni + 1.0 / nj) + 4.0 * u * nnv_f[fi].abs()
-        hslack_f[fj] = torch.where(nns_f[fi] == 0, 0.0, pair)
-        a = (ni / (ni + nj)).to(wd)
-        b = (nj / (ni + nj)).to(wd)
-        ri = torch.index_select(cd2, 0, fi, out=ws.get("ri", (P, N), wd))
-        rj = torch.index_select(cd2, 0, fj, out=ws.get("rj", (P, N), wd))
+        pair = self.err[bi] / (1.0 / ni + 1.0 / nj) + 4.0 * self.u * nnv_f[fi].abs()
+        self.hslack.view(-1)[fj] = torch.where(self.nns.view(-1)[fi] == 0, 0.0, pair)
+        a = ni / (ni + nj)
+        b = nj / (ni + nj)
+        ri = torch.index_select(cd2, 0, fi, out=ws.get("ri", (P, N), cd.dtype))
+        rj = torch.index_select(cd2, 0, fj, out=ws.get("rj", (P, N), cd.dtype))
         g = a * b * ri.gather(1, jj[:, None]).squeeze(1)
         # new cluster i+j against every old cluster (inactive columns stay inf)
         rows = ri.mul_(a[:, None]).add_(rj.mul_(b[:, None])).sub_(g[:, None])
-        # new against new, when a document merges several pairs at once (p < q, both orders written)
-        per_doc = torch.bincount(bi, minlength=B)
-        pm = int(per_doc.max())
-        if pm > 1:  # dense per document: V[b, p, q] = cd(p+, q+) from row p, mirrored from p < q
-            loc = torch.arange(P, device=dev) - (torch.cumsum(per_doc, 0) - per_doc)[bi]
-            cols_i = torch.full((B, pm), N, dtype=i64, device=dev)  # padding slots: trash column N
-            cols_j = torch.full((B, pm), N, dtype=i64, device=dev)
-            cols_i[bi, loc] = ii
-            cols_j[bi, loc] = jj
-            coef = torch.zeros((3, B, pm), dtype=wd, device=dev)
-            coef[0, bi, loc], coef[1, bi, loc], coef[2, bi, loc] = a, b, g
-            rpad = ws.get("rpad", (B, pm, N + 1), wd)
-            rpad[bi, loc, :N] = rows
-            gi = rpad.gather(2, cols_i[:, None, :].expand(B, pm, pm))
-            gj = rpad.gather(2, cols_j[:, None, :].expand(B, pm, pm))
-            val = gi.mul_(coef[0][:, None, :]).add_(gj.mul_(coef[1][:, None, :])).sub_(coef[2][:, None, :])
-            upper = torch.ones((pm, pm), dtype=torch.bool, device=dev).triu_(1)
-            val = torch.where(upper, val, val.transpose(1, 2))
-            val.diagonal(dim1=1, dim2=2).fill_(_INF)
-            rpad.scatter_(2, cols_i[:, None, :].expand(B, pm, pm), val)
-            rows = rpad[bi, loc, :N]
+        rows = self._new_against_new(bi, ii, jj, a, b, g, rows)
         cd2.index_copy_(0, fi, rows)
         cd[bi, :, ii] = rows
         cd[bi, :, jj] = _INF
-        counts[fi] = ni + nj
-        counts[fj] = 0.0
-        invc[fi] = (1.0 / (ni + nj)).to(wd)
-        invc[fj] = 0.0
-        active[bi, jj] = False
-        parent[bi, jj] = ii
-        step_map = ar.expand(B, N).clone()
+        self.counts[fi] = ni + nj
+        self.counts[fj] = 0.0
+        self.invc[fi] = 1.0 / (ni + nj)
+        self.invc[fj] = 0.0
+        self.active[bi, jj] = False
+        self.parent[bi, jj] = ii
+        step_map = self.ar.expand(self.B, N).clone()
         step_map[bi, jj] = ii
-        member = step_map.gather(1, member)
-        low_f[fj] = _INF
-        nn_f[fj] = jj
-        err = err + err_step
-        touched = torch.zeros(B * N, dtype=torch.bool, device=dev)
-        touched[fi] = True
-        touched[fj] = True
-        touched = touched.view(B, N)
-        redo = active & live[:, None] & (touched | touched.gather(1, nn))
-        fq = torch.nonzero(redo.view(-1)).squeeze(1)
-        if len(fq):
-            bq = torch.div(fq, N, rounding_mode="floor")
-            den = torch.index_select(invc.view(B, N), 0, bq, out=ws.get("den", (len(fq), N), wd))
-            den.add_(invc[fq][:, None])
-            cost = torch.index_select(cd2, 0, fq, out=ws.get("cost", (len(fq), N), wd)).div_(den)
-            resolve(fq, cost)
-        # no future merge costs less than the smallest current distance (reducibility), so a document
-        # is done once `need` of its merges are at or below that floor
-        floor = low.min(1).values
-        live = live & ((height + hslack <= floor[:, None]).sum(1) < need)
+        self.member = step_map.gather(1, self.member)
+        self.low.view(-1)[fj] = _INF
+        self.nn.view(-1)[fj] = jj
+        self.err = self.err + self.err_step
 
-    # cut: keep each document's `need` lowest merges, then follow parents to the roots. The choice is
-    # certain when every kept merge's upper bound is below every other merge's lower bound (future ones
-    # included: they cost >= floor); documents where it is not are reported back as uncertain.
-    order = torch.sort(height, dim=1, stable=True).indices
-    rank = torch.empty_like(order).scatter_(1, order, ar.expand(B, N).contiguous())
-    keep = rank < need[:, None]
-    kept_hi = (height + hslack).masked_fill(~keep, -_INF).max(1).values
-    rest_lo = (height - hslack).masked_fill(keep, _INF).min(1).values
-    floor = low.min(1).values
-    stats["uncertain"] = (need > 0) & ~(kept_hi < torch.minimum(rest_lo, floor))
-    root = torch.where(keep, parent, ar[None, :])
-    while True:
-        nxt = root.gather(1, root)
-        if bool((nxt == root).all()):
-            break
-        root = nxt
-    is_root = (root == ar) & valid
-    ordinal = torch.cumsum(is_root.to(i64), 1) - 1
-    return torch.where(valid, ordinal.gather(1, root), -1), stats
+    def _new_against_new(self, bi, ii, jj, a, b, g, rows):
+        """``rows`` with the distances between the new clusters of one document, when it merges several pairs
+        at once (written for p < q from row p, mirrored); unchanged when every document merges one pair."""
+        import torch
+
+        B, N, dev = self.B, self.N, self.dev
+        per_doc = torch.bincount(bi, minlength=B)
+        pm = int(per_doc.max())
+        if pm <= 1:
+            return rows
+        P = len(bi)
+        loc = torch.arange(P, device=dev) - (torch.cumsum(per_doc, 0) - per_doc)[bi]
+        cols_i = torch.full((B, pm), N, dtype=torch.int64, device=dev)  # padding slots: trash column N
+        cols_j = torch.full((B, pm), N, dtype=torch.int64, device=dev)
+        cols_i[bi, loc] = ii
+        cols_j[bi, loc] = jj
+        coef = torch.zeros((3, B, pm), dtype=rows.dtype, device=dev)
+        coef[0, bi, loc], coef[1, bi, loc], coef[2, bi, loc] = a, b, g
+        rpad = self.ws.get("rpad", (B, pm, N + 1), rows.dtype)
+        rpad[bi, loc, :N] = rows
+        gi = rpad.gather(2, cols_i[:, None, :].expand(B, pm, pm))
+        gj = rpad.gather(2, cols_j[:, None, :].expand(B, pm, pm))
+        val = gi.mul_(coef[0][:, None, :]).add_(gj.mul_(coef[1][:, None, :])).sub_(coef[2][:, None, :])
+        upper = torch.ones((pm, pm), dtype=torch.bool, device=dev).triu_(1)
+        val = torch.where(upper, val, val.transpose(1, 2))
+        val.diagonal(dim1=1, dim2=2).fill_(_INF)
+        rpad.scatter_(2, cols_i[:, None, :].expand(B, pm, pm), val)
+        return rpad[bi, loc, :N]
+
+    def _refresh(self, fq) -> None:
+        """Nearest neighbours of flat rows ``fq`` by their current Ward costs ``cd / (1/n_i + 1/n_j)``."""
+        import torch
+
+        if not len(fq):
+            return
+        B, N, ws = self.B, self.N, self.ws
+        bq = torch.div(fq, N, rounding_mode="floor")
+        den = torch.index_select(self.invc.view(B, N), 0, bq, out=ws.get("den", (len(fq), N), self.cd.dtype))
+        den.add_(self.invc[fq][:, None])
+        cost = torch.index_select(self.cd2, 0, fq, out=ws.get("cost", (len(fq), N), self.cd.dtype)).div_(den)
+        self.resolve(fq, cost)
+
+    def labels(self):
+        """Cut: keep each document's ``need`` lowest merges, follow parents to the roots -> (B, N) int64 cluster
+        ordinal of each token, ordered by first token, -1 on padding."""
+        import torch
+
+        ar, B, N = self.ar, self.B, self.N
+        order = torch.sort(self.height, dim=1, stable=True).indices
+        rank = torch.empty_like(order).scatter_(1, order, ar.expand(B, N).contiguous())
+        keep = rank < self.need[:, None]
+        root = torch.where(keep, self.parent, ar[None, :])
+        while True:
+            nxt = root.gather(1, root)
+            if bool((nxt == root).all()):
+                break
+            root = nxt
+        is_root = (root == ar) & self.valid
+        ordinal = torch.cumsum(is_root.to(torch.int64), 1) - 1
+        return torch.where(self.valid, ordinal.gather(1, root), -1)
+
+
+def _ward_batch(x, lengths, ks, *, ws: _Workspace | None = None):
+    """Ward clusters of a padded batch ``x`` (B, N, d) with ``lengths`` (B,) real tokens and ``ks`` (B,)
+    clusters wanted -> ((B, N) int64 cluster ordinal of each token, ordered by first token, -1 on padding;
+    dict of counters): merge reciprocal nearest neighbours round by round until every document's ``n - k``
+    lowest merges are known (:class:`_WardChain`)."""
+    chain = _WardChain(x, lengths, ks, ws or _Workspace(x.device))
+    chain.first_neighbours()
+    while bool(chain.live.any()):
+        chain.step()
+    return chain.labels(), chain.stats
 
 
 # ---------------------------------------------------------------------------------- k-means engine
@@ -396,19 +447,30 @@ def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
     import torch
 
     dev = x.device
-    B, N, d = x.shape
-    K = int(ks.max())
-    ar = torch.arange(N, device=dev)
-    valid = ar[None, :] < lengths[:, None]
+    N = x.shape[1]
+    valid = torch.arange(N, device=dev)[None, :] < lengths[:, None]
     xf = x.float()
+    centres = _kmeans_pp(xf, valid, ks, seed)
+    lab, centres = _lloyd(xf, valid, ks, centres, iters)
+    lab = torch.from_numpy(_fill_empty_clusters(lab, xf, centres, lengths, ks)).to(dev)
+    return _ordinals_by_first_token(lab, valid, int(ks.max()))
+
+
+def _kmeans_pp(xf, valid, ks, seed: int):
+    """k-means++ centres (B, K, d): each next centre drawn with probability proportional to the squared
+    distance to the chosen ones (Gumbel-max over log weights; uniform over unchosen tokens when all weights
+    are 0, e.g. duplicates); slots past a document's ``k`` stay zero."""
+    import torch
+
+    dev = xf.device
+    B, N, d = xf.shape
+    K = int(ks.max())
     sq = (xf * xf).sum(-1)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     gumbel = -torch.log(
         -torch.log(torch.rand((K, B, N), generator=gen, dtype=torch.float64).clamp_(1e-300, 1.0))
     )
     gumbel = gumbel.to(dev)
-    # k-means++: next centre drawn with probability proportional to the squared distance to the chosen ones
-    # (Gumbel-max over log weights; uniform over unchosen tokens when all weights are 0, e.g. duplicates)
     chosen = torch.zeros((B, N), dtype=torch.bool, device=dev)
     centres = torch.zeros((B, K, d), dtype=torch.float32, device=dev)
     mind = torch.full((B, N), float("inf"), dtype=torch.float64, device=dev)
@@ -427,7 +489,17 @@ def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
         row = gram[bidx, pick]  # (B, N)
         dist = (sq - 2.0 * row + sq[bidx, pick][:, None]).to(torch.float64)
         mind = torch.where(todo[:, None], torch.minimum(mind, dist.clamp_min(0.0)), mind)
-    slot_ok = torch.arange(K, device=dev)[None, :] < ks[:, None]  # (B, K)
+    return centres
+
+
+def _lloyd(xf, valid, ks, centres, iters: int):
+    """Lloyd iterations from ``centres`` until no label changes (at most ``iters``) -> (labels (B, N) on
+    the device, centres); an empty cluster keeps its centre."""
+    import torch
+
+    B, N, _ = xf.shape
+    K = centres.shape[1]
+    slot_ok = torch.arange(K, device=xf.device)[None, :] < ks[:, None]  # (B, K)
 
     def assign(c):
         dist = (c * c).sum(-1)[:, None, :] - 2.0 * torch.bmm(xf, c.transpose(1, 2))  # (B, N, K) minus |x|^2
@@ -435,20 +507,25 @@ def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
 
     lab = assign(centres)
     for _ in range(iters):
-        onehot = torch.zeros((B, N, K), dtype=torch.float32, device=dev)
+        onehot = torch.zeros((B, N, K), dtype=torch.float32, device=xf.device)
         onehot.scatter_(2, lab[:, :, None], valid[:, :, None].float())
         cnt = onehot.sum(1)  # (B, K)
         new = torch.bmm(onehot.transpose(1, 2), xf) / cnt.clamp_min(1.0)[:, :, None]
-        centres = torch.where((cnt > 0)[:, :, None], new, centres)  # an empty cluster keeps its centre
+        centres = torch.where((cnt > 0)[:, :, None], new, centres)
         nxt = assign(centres)
         if bool(((nxt == lab) | ~valid).all()):
             break
         lab = nxt
-    # an empty cluster takes the token farthest from its centre among clusters with >= 2 tokens
+    return lab, centres
+
+
+def _fill_empty_clusters(lab, xf, centres, lengths, ks) -> np.ndarray:
+    """Labels (numpy) where each empty cluster took the token farthest from its centre among clusters with
+    >= 2 tokens."""
     lab = lab.cpu().numpy().copy()
     xs, cs = xf.cpu().numpy(), centres.cpu().numpy()
     lens, kk = lengths.cpu().numpy(), ks.cpu().numpy()
-    for b in range(B):
+    for b in range(len(lab)):
         n, k = int(lens[b]), int(kk[b])
         lb = lab[b, :n]
         cnt = np.bincount(lb, minlength=k)
@@ -459,12 +536,19 @@ def _kmeans_batch(x, lengths, ks, *, seed: int, iters: int):
             cnt[lb[t]] -= 1
             lb[t] = e
             cnt[e] = 1
-    lab = torch.from_numpy(lab).to(dev)
-    # ordinals by first token
-    first = torch.full((B, K), N, dtype=torch.int64, device=dev)
+    return lab
+
+
+def _ordinals_by_first_token(lab, valid, K: int):
+    """Cluster labels (B, N) renumbered in order of each cluster's first token; -1 on padding."""
+    import torch
+
+    B, N = lab.shape
+    ar = torch.arange(N, device=lab.device)
+    first = torch.full((B, K), N, dtype=torch.int64, device=lab.device)
     first.scatter_reduce_(1, lab.clamp_min(0), ar.expand(B, N).masked_fill(~valid, N), "amin")
     order = torch.argsort(first, dim=1)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(K, device=dev).expand(B, K).contiguous())
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(K, device=lab.device).expand(B, K).contiguous())
     return torch.where(valid, rank.gather(1, lab.clamp_min(0)), -1)
 
 
@@ -503,7 +587,6 @@ def _cluster_labels(
     method: str,
     device: Any,
     *,
-    exact_gram: bool | None = None,
     seed: int = 0,
     iters: int = 20,
     max_elems: int = _BATCH_ELEMS,
@@ -523,12 +606,6 @@ def _cluster_labels(
     # k-means runs on torch only
     what = "k-means pooling (method='kmeans')" if method == "kmeans" else "Ward pooling on torch"
     dev = resolve_device(name, feature=what)
-    import torch
-
-    if exact_gram is None:
-        exact_gram = dev.type != "cpu"
-    if workers is None:
-        workers = 1
     out_off = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=out_off[1:])
     labels = np.empty(int(out_off[-1]), np.int64)
@@ -537,44 +614,61 @@ def _cluster_labels(
         labels[out_off[i] : out_off[i + 1]] = np.arange(lengths[i])
     if not len(todo):
         return labels
+    workers = workers or 1
     batches = list(_batches(lengths[todo], max_elems, workers if dev.type == "cpu" else 1))
-
-    vt = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+    vt = np.ascontiguousarray(values, dtype=np.float32)
 
     def run(sel, ws):
         docs = todo[sel]
-        n_max = int(lengths[docs].max())
         lens = lengths[docs]
-        within = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-        tok = np.repeat(starts[docs], lens) + within
-        pos = np.repeat(np.arange(len(docs)), lens) * n_max + within
-        x = torch.zeros((len(docs) * n_max, values.shape[1]), dtype=torch.float32)
-        x.index_copy_(0, torch.from_numpy(pos), vt.index_select(0, torch.from_numpy(tok)))
-        xt = x.view(len(docs), n_max, -1).to(dev)
-        lt = torch.from_numpy(lens.astype(np.int64)).to(dev)
-        kt = torch.from_numpy(ks[docs].astype(np.int64)).to(dev)
+        xt, within, pos = _padded_batch(vt, starts[docs], lens, dev)
+        lt = _tensor(lens.astype(np.int64), dev)
+        kt = _tensor(ks[docs].astype(np.int64), dev)
         if method == "ward":
-            lab, stats = _ward_batch(xt, lt, kt, exact_gram=exact_gram, ws=ws)
-            redo = torch.nonzero(stats["uncertain"]).squeeze(1)
-            if len(redo) and not exact_gram:  # merge order too close to call from float32: float64 rerun
-                lab[redo] = _ward_batch(xt[redo], lt[redo], kt[redo], exact_gram=True)[0]
+            lab = _ward_batch(xt, lt, kt, ws=ws)[0]
         else:
             lab = _kmeans_batch(xt, lt, kt, seed=seed, iters=iters)
         labels[np.repeat(out_off[docs], lens) + within] = lab.cpu().numpy().reshape(-1)[pos]
 
+    _run_batches(run, batches, dev, workers)
+    return labels
+
+
+def _tensor(a: np.ndarray, dev: Any) -> Any:
+    import torch
+
+    return torch.from_numpy(a).to(dev)
+
+
+def _padded_batch(vt: np.ndarray, starts: np.ndarray, lens: np.ndarray, dev: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The documents ``vt[starts[i]:+lens[i]]`` zero-padded into one (B, max len, d) float32 tensor on ``dev``
+    -> (tensor, each token's index within its document, each token's flat position in the batch)."""
+    import torch
+
+    n_max = int(lens.max())
+    within = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+    tok = np.repeat(starts, lens) + within
+    pos = np.repeat(np.arange(len(lens)), lens) * n_max + within
+    x = torch.zeros((len(lens) * n_max, vt.shape[1]), dtype=torch.float32)
+    x.index_copy_(0, torch.from_numpy(pos), torch.from_numpy(vt).index_select(0, torch.from_numpy(tok)))
+    return x.view(len(lens), n_max, -1).to(dev), within, pos
+
+
+def _run_batches(run: Any, batches: list[np.ndarray], dev: Any, workers: int) -> None:
+    """``run(batch, workspace)`` for every batch: in order on CUDA; on the CPU with single-threaded torch ops,
+    the batches spread over ``workers`` Python threads (ops release the GIL; the merge loop is many small ops,
+    and OpenMP barriers between them stall badly on a busy machine)."""
     if dev.type != "cpu":
         ws = _Workspace(dev)
         for sel in batches:
             run(sel, ws)
-        return labels
-    # CPU: single-threaded torch ops, batches spread over `workers` Python threads (ops release the GIL).
-    # The merge loop is many small ops; OpenMP barriers between them stall badly on a busy machine.
+        return
     with _intra_op_threads(1):
         if workers <= 1 or len(batches) == 1:
             ws = _Workspace(dev)
             for sel in batches:
                 run(sel, ws)
-            return labels
+            return
         from concurrent.futures import ThreadPoolExecutor
 
         local = threading.local()
@@ -586,7 +680,6 @@ def _cluster_labels(
 
         with ThreadPoolExecutor(workers) as ex:
             list(ex.map(job, batches))
-    return labels
 
 
 def _pool_from_labels(docs: Ragged, protected: int, n_out: np.ndarray, labels: np.ndarray) -> Ragged:
@@ -619,7 +712,6 @@ def _labels(
     protected: int,
     device: Any,
     seed: int,
-    exact_gram: bool | None = None,
     workers: int | None = None,
     min_vectors: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -630,7 +722,7 @@ def _labels(
     ks = n_clusters(n, factor, min_vectors)
     starts = docs.offsets[:-1] + p
     lab = _cluster_labels(
-        docs.values, starts, n, ks, method, device, exact_gram=exact_gram, seed=seed, workers=workers
+        docs.values, starts, n, ks, method, device, seed=seed, workers=workers
     )
     seg = docs.segment_ids()
     local = np.arange(docs.n_tokens) - docs.offsets[seg]
@@ -715,7 +807,7 @@ def _check_grid(grid: Any) -> tuple[int, int]:
     ok = isinstance(grid, (tuple, list)) and len(grid) == 2
     ok = ok and all(isinstance(g, (int, np.integer)) and not isinstance(g, bool) and g >= 1 for g in grid)
     if not ok:
-        raise SpecError(
+        raise InvalidArgumentError(
             f"grid must be a (rows, cols) pair of positive ints, e.g. (32, 32) for ColPali; got {grid!r}"
         )
     return int(grid[0]), int(grid[1])
@@ -755,7 +847,7 @@ def pool_patches(
         )
     if mode == "semantic":
         if block is not None:
-            raise SpecError("block= only applies to mode='spatial'; semantic pooling takes factor=")
+            raise InvalidArgumentError("block= only applies to mode='spatial'; semantic pooling takes factor=")
         return pool(
             docs,
             4.0 if factor is None else factor,
@@ -768,13 +860,13 @@ def pool_patches(
         f = 4.0 if factor is None else _check_factor(factor)
         s = math.isqrt(int(round(f)))
         if s * s != f:
-            raise SpecError(
+            raise InvalidArgumentError(
                 f"spatial factor {factor!r} is not a square number; pass block=(bh, bw), e.g. (1, 2)"
             )
         block = (s, s)
     bh, bw = _check_grid(block)
     if factor is not None and _check_factor(factor) != bh * bw:
-        raise SpecError(
+        raise InvalidArgumentError(
             f"factor={factor!r} does not match block={block!r} (factor must be bh * bw = {bh * bw})"
         )
     tiles_w = -(-cols // bw)

@@ -23,7 +23,7 @@ import numpy as np
 from .device import require_torch
 from .exceptions import DimensionMismatchError, InvalidDtypeError, InvalidVectorsError
 
-__all__ = ["Ragged", "as_ragged"]
+__all__ = ["Ragged", "as_ragged", "ranges", "take_index"]
 
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 
@@ -245,12 +245,7 @@ class Ragged:
 
     def take(self, idx: np.ndarray) -> Ragged:
         """Select documents by index (any order, repeats allowed), packed into a new batch."""
-        idx = np.asarray(idx, dtype=np.int64)
-        starts, ends = self.offsets[idx], self.offsets[idx + 1]
-        lengths = ends - starts
-        offsets = np.zeros(len(idx) + 1, np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        tok = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        tok, offsets = take_index(self.offsets, idx)
         return Ragged(self.values[tok], offsets)
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -316,3 +311,35 @@ def as_ragged(x: Any, *, dim: int | None = None, what: str = "token vectors") ->
             f"{what} must be a Ragged or a sequence of (n_tokens, dim) arrays, got {type(x).__name__}"
         )
     return Ragged.from_list(list(x), dim=dim)
+
+
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenate the integer ranges ``[starts[i], starts[i] + lengths[i])`` without a Python loop.
+
+    >>> ranges(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist()
+    [5, 6, 9, 10, 11]
+    """
+    lengths = np.asarray(lengths, np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(lengths)
+    shift = np.asarray(starts, np.int64) - (ends - lengths)
+    return np.repeat(shift, lengths) + np.arange(total, dtype=np.int64)
+
+
+def take_index(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The one row gather of packed per-token arrays (token vectors, a snapshot's codes): for documents
+    ``rows`` (any order, repeats allowed) of a batch with ``offsets``, the int64 token index into its packed
+    array and the gathered batch's offsets. ``Ragged.take`` is ``values[index]``; the searchers gather code
+    rows (or index a device tensor) with it.
+
+    >>> take_index(np.array([0, 2, 3, 6]), np.array([2, 0]))
+    (array([3, 4, 5, 0, 1]), array([0, 3, 5]))
+    """
+    rows = np.asarray(rows, np.int64)
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    out = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return ranges(starts, lengths), out

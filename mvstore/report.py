@@ -27,13 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .exceptions import MvstoreError, require
+from .exceptions import ReportError, require
 
 __all__ = ["ReportError", "load_rows", "pareto_front", "format_table", "plot_frontier"]
-
-
-class ReportError(MvstoreError, ValueError):
-    """Rows that cannot be reported: unreadable JSON lines, missing metric columns, nothing to plot."""
 
 
 def load_rows(source: str | os.PathLike | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

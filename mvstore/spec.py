@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._checks import check_int
 from .exceptions import SpecError
 
 __all__ = ["default_spec", "Spec", "Stage", "parse", "build_pipeline", "code_size", "bytes_per_token", "known_forms"]
@@ -154,6 +155,50 @@ def _parse_codec_token(s: str, token: str, offset: int) -> tuple[type, dict[str,
     raise _err(s, offset, f"unknown stage {token!r}; expected one of {', '.join(known_forms())}")
 
 
+def _parse_pool_token(s: str, token: str, offset: int, m: re.Match[str]) -> Stage:
+    """The pooling stage of ``token`` (matched by ``_POOL`` as ``m``), or a SpecError naming what is wrong."""
+    if not _FACTOR.fullmatch(m.group(2)):
+        raise _err(
+            s,
+            offset,
+            f"bad pooling stage {token!r}; expected {m.group(1)}<f> with f a number "
+            f"without trailing zeros, e.g. {m.group(1)}2 or {m.group(1)}1.5",
+        )
+    if m.group(3) is not None and not re.fullmatch(r"[1-9][0-9]*", m.group(3)):
+        raise _err(
+            s,
+            offset,
+            f"bad pooling floor in {token!r}; expected {m.group(1)}<f>min<n> with n a positive "
+            f"integer, e.g. {m.group(1)}4min32",
+        )
+    factor = float(m.group(2))
+    if factor < 1:
+        raise _err(
+            s,
+            offset,
+            f"pool factor {m.group(2)} is below 1; use a factor >= 1 (e.g. pool2 keeps "
+            "half the tokens) or drop the stage",
+        )
+    params = {"factor": factor, "method": _POOL_METHODS[m.group(1)], "min_vectors": int(m.group(3) or 0)}
+    return Stage(token, offset, "pool", None, params)
+
+
+def _parse_codec_stage(s: str, token: str, offset: int, before: list[Stage]) -> Stage:
+    """The codec stage of ``token``; a SpecError when it follows the quantizer (one, and last)."""
+    cls, params = _parse_codec_token(s, token, offset)
+    kind = "transform" if cls.kind == "transform" else "quantizer"
+    prev_q = [st for st in before if st.kind == "quantizer"]
+    if prev_q:
+        what = "a second quantizer" if kind == "quantizer" else "a transform"
+        raise _err(
+            s,
+            offset,
+            f"{token!r} is {what} after the quantizer {prev_q[0].token!r}; the quantizer "
+            "must be the last stage and there is at most one",
+        )
+    return Stage(token, offset, kind, cls, params)
+
+
 def parse(s: str | Spec) -> Spec:
     """Parse a spec string (a :class:`Spec` passes through). Raises :class:`SpecError` naming the offset."""
     if isinstance(s, Spec):
@@ -175,43 +220,9 @@ def parse(s: str | Spec) -> Spec:
         if m:
             if i != 0:
                 raise _err(s, offset, f"pooling stage {token!r} must come first, e.g. '{token},pca64,sq8'")
-            if not _FACTOR.fullmatch(m.group(2)):
-                raise _err(
-                    s,
-                    offset,
-                    f"bad pooling stage {token!r}; expected {m.group(1)}<f> with f a number "
-                    f"without trailing zeros, e.g. {m.group(1)}2 or {m.group(1)}1.5",
-                )
-            if m.group(3) is not None and not re.fullmatch(r"[1-9][0-9]*", m.group(3)):
-                raise _err(
-                    s,
-                    offset,
-                    f"bad pooling floor in {token!r}; expected {m.group(1)}<f>min<n> with n a positive "
-                    f"integer, e.g. {m.group(1)}4min32",
-                )
-            factor = float(m.group(2))
-            if factor < 1:
-                raise _err(
-                    s,
-                    offset,
-                    f"pool factor {m.group(2)} is below 1; use a factor >= 1 (e.g. pool2 keeps "
-                    "half the tokens) or drop the stage",
-                )
-            params = {"factor": factor, "method": _POOL_METHODS[m.group(1)], "min_vectors": int(m.group(3) or 0)}
-            stages.append(Stage(token, offset, "pool", None, params))
+            stages.append(_parse_pool_token(s, token, offset, m))
         else:
-            cls, params = _parse_codec_token(s, token, offset)
-            kind = "transform" if cls.kind == "transform" else "quantizer"
-            prev_q = [st for st in stages if st.kind == "quantizer"]
-            if prev_q:
-                what = "a second quantizer" if kind == "quantizer" else "a transform"
-                raise _err(
-                    s,
-                    offset,
-                    f"{token!r} is {what} after the quantizer {prev_q[0].token!r}; the quantizer "
-                    "must be the last stage and there is at most one",
-                )
-            stages.append(Stage(token, offset, kind, cls, params))
+            stages.append(_parse_codec_stage(s, token, offset, stages))
         offset += len(token) + 1
     return Spec(tuple(stages))
 
@@ -224,8 +235,7 @@ def build_pipeline(spec: str | Spec, dim: int):
     from .codecs.scalar import FP32
 
     sp = parse(spec)
-    if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
-        raise SpecError(f"dim must be a positive integer (the token vectors' dimension), got {dim!r}")
+    dim = check_int("dim", dim, what="the token vectors' dimension, e.g. dim=128")
     stages = []
     d = dim
     for st in sp.codec_stages:
@@ -270,6 +280,5 @@ def default_spec(dim: int) -> str:
     >>> bytes_per_token(default_spec(128), 128)
     32.0
     """
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-        raise SpecError(f"dim must be a positive integer (the token vectors' dimension), got {dim!r}")
+    dim = check_int("dim", dim, what="the token vectors' dimension, e.g. dim=128")
     return f"{DEFAULT_POOL},{DEFAULT_QUANTIZER}"

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.data import synthetic_docs
 from mvstore.report import ReportError, load_rows, pareto_front, plot_frontier
+from mvstore.testing import synthetic_docs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,7 +113,7 @@ def test_build_search_info_from_vectors(vector_files, tmp_path):
                               "--json", "--nprobe", "4096", "--n-full", "60", "--n-rerank", "60", "--threads", "1").stdout)
     assert [(r["query"], r["id"]) for r in knobs] == [(r["query"], r["id"]) for r in res]
     bad = mvstore("search", ix, "--query-file", root / "queries.npz", "--threads", "0", check_rc=2)
-    assert "--threads 0 must be >= 1" in bad.stderr  # the flag, not SearchParams.threads
+    assert "--threads 0 must be a positive integer" in bad.stderr  # the flag, not SearchParams.threads
     # table output (not JSON) carries a header and the results
     table = mvstore("search", ix, "--query-file", root / "queries.npz", "-k", "2").stdout
     assert table.splitlines()[0].split() == ["query", "rank", "id", "score", "lang"]

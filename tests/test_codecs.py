@@ -24,6 +24,7 @@ from mvstore.exceptions import (
     SpecError,
 )
 from mvstore.spec import build_pipeline
+from mvstore.testing import clustered_vectors
 
 DIM = 32
 #: example token per registered family (bare-name families need none)
@@ -56,17 +57,8 @@ PIPELINES = [
 PDIM = 128
 
 
-def clustered(n: int, dim: int, seed: int = 0, k: int = 24) -> np.ndarray:
-    """Unit-norm token-like vectors around ``k`` cluster centres."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(k, dim))
-    x = centres[rng.integers(0, k, n)] + 0.6 * rng.normal(size=(n, dim))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32)
-
-
-X = clustered(2000, DIM)
-XP = clustered(3000, PDIM, seed=1)
+X = clustered_vectors(2000, DIM)
+XP = clustered_vectors(3000, PDIM, seed=1)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -301,7 +293,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
 
 
-XQ = clustered(4000, 64, seed=5)
+XQ = clustered_vectors(4000, 64, seed=5)
 _QUALITY: dict[str, Codec] = {}
 
 
@@ -335,7 +327,7 @@ def test_more_bits_and_centroids_reduce_error():
 
 
 def test_pca_preserves_inner_products():
-    x = clustered(3000, 64, seed=7)
+    x = clustered_vectors(3000, 64, seed=7)
     full = build_pipeline("pca64", 64).fit(x)
     y = full.transform(x[:100])
     np.testing.assert_allclose(y @ y.T, x[:100] @ x[:100].T, atol=1e-4)  # orthonormal basis: exact
@@ -362,7 +354,7 @@ def test_maxsim_ranking_survives_compression():
     from mvstore.search.maxsim import maxsim_batch
 
     rng = np.random.default_rng(11)
-    x = clustered(12000, 128, seed=11, k=64)
+    x = clustered_vectors(12000, 128, seed=11, k=64)
     lengths = rng.integers(20, 70, 200)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     docs = Ragged(x[: offsets[-1]], offsets)
@@ -441,10 +433,11 @@ def test_rq_coarse_terms_and_centroids():
 
 
 def test_rq_default_centroids_and_wide_ids():
-    from mvstore.codecs.residual import RQ, default_n_centroids
+    from mvstore.codecs.base import default_n_centroids
+    from mvstore.codecs.residual import RQ
 
     rq = RQ(DIM, 2).fit(X)
-    assert rq.spec() == "rq2" and len(rq.centroids_) == default_n_centroids(len(X)) == 32
+    assert rq.spec() == "rq2" and len(rq.centroids_) == default_n_centroids(len(X), points_per_centroid=32, max_centroids=65536) == 32
     assert RQ(DIM, 2, 70000).code_size == 4 + 8
     with pytest.raises(InvalidVectorsError, match="needs at least 5000 sample vectors"):
         RQ(DIM, 2, 5000).fit(X)
@@ -470,7 +463,7 @@ def test_frontier_rows_on_synthetic_data(tmp_path):
     from mvstore.search.maxsim import maxsim_batch
 
     rng = np.random.default_rng(2)
-    x = clustered(3000, 32, seed=2, k=16)
+    x = clustered_vectors(3000, 32, seed=2, k=16)
     lengths = rng.integers(10, 30, 60)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     docs = Ragged(x[: offsets[-1]], offsets)

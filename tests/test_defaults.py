@@ -5,10 +5,10 @@ import pytest
 
 import mvstore
 import mvstore.store as ms
-from benchmarks.data import synthetic_docs
-from mvstore.exceptions import InvalidOperationError, SpecError
+from mvstore.exceptions import InvalidArgumentError, InvalidDtypeError, InvalidOperationError, SpecError
 from mvstore.pooling import n_clusters, pool
 from mvstore.spec import bytes_per_token, default_spec, parse
+from mvstore.testing import synthetic_docs
 from mvstore.tune import AUTO_MIN_DOCS, TuneError, auto_candidates, auto_spec
 
 
@@ -25,8 +25,12 @@ def test_default_spec_builds_and_searches_at_every_common_dim(tmp_path, dim):
 
 
 def test_default_spec_rejects_bad_dims():
-    for bad in (0, -3, 1.5, True, "128"):
-        with pytest.raises(SpecError, match="dim must be a positive integer"):
+    # dim is an argument, not a spec: the classes store.create uses for it (not SpecError)
+    for bad in (0, -3):
+        with pytest.raises(InvalidArgumentError, match=f"dim={bad} must be a positive integer"):
+            default_spec(bad)
+    for bad in (1.5, True, "128"):
+        with pytest.raises(InvalidDtypeError, match="dim must be an int"):
             default_spec(bad)
 
 
@@ -136,12 +140,10 @@ def test_tune_grid_shows_the_default_when_it_fits():
     assert default_spec(128) in default_candidates(128, bytes_per_token(default_spec(128), 128))
     assert default_spec(128) not in default_candidates(128, 8)
 
-
 def test_pooling_floor_argument_errors():
-    from mvstore.exceptions import InvalidDtypeError
 
     docs = synthetic_docs(4, 8, min_len=3, max_len=9, seed=7)
-    with pytest.raises(SpecError, match="min_vectors must be >= 0"):
+    with pytest.raises(InvalidArgumentError, match="min_vectors=-1 must be >= 0"):
         pool(docs, 2, min_vectors=-1)
     with pytest.raises(InvalidDtypeError, match="min_vectors must be an int"):
         pool(docs, 2, min_vectors=1.5)

@@ -21,18 +21,14 @@ from mvstore.exceptions import IndexCorruptedError, InvalidVectorsError
 from mvstore.search.params import SearchParams
 from mvstore.spec import build_pipeline
 from mvstore.store import _integrity
+from mvstore.testing import token_docs
 
 DIM = 32
 EXACT = SearchParams(candidates="exhaustive")
 
 
 def make_docs(n, seed=0, lo=20, hi=40):
-    rng = np.random.default_rng(seed)
-    out = []
-    for length in rng.integers(lo, hi, n):
-        x = rng.normal(size=(int(length), DIM))
-        out.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
-    return out
+    return token_docs(n, DIM, seed=seed, lo=lo, hi=hi, n_centers=0)
 
 
 def rows(t: pa.Table):

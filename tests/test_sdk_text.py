@@ -315,7 +315,7 @@ def test_cli_old_and_encoderless_indexes(minilm, tmp_path):
     q = minilm.encode_queries(["moon"])
     np.savez(tmp_path / "q.npz", vectors=q.values, offsets=q.offsets)
     err = mvstore_cli("search", tmp_path / "ix", "--query-file", tmp_path / "q.npz", "--nprobe", "0", check_rc=2).stderr
-    assert "--nprobe 0 must be >= 1" in err and "SearchParams" not in err
+    assert "--nprobe 0 must be a positive integer" in err and "SearchParams" not in err
     err = mvstore_cli("search", tmp_path / "ix", "--query-file", tmp_path / "q.npz", "--version", "9", check_rc=2).stderr
     assert "--version 9 does not exist; the index has versions [1]" in err and "index.versions()" not in err
     (tmp_path / "plain").mkdir()

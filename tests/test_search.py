@@ -12,42 +12,23 @@ from mvstore.exceptions import (
     InvalidDtypeError,
     InvalidVectorsError,
 )
+from mvstore.ragged import ranges
 from mvstore.search import searcher as searcher_mod
 from mvstore.search.candidates import CentroidCandidates, ExhaustiveCandidates
 from mvstore.search.maxsim import maxsim_batch
 from mvstore.search.params import SearchParams, SearchParamsError
-from mvstore.search.postings import assign_terms, build_postings, fit_centroids, ranges
-from mvstore.search.searcher import Searcher, top_k
+from mvstore.search.postings import assign_terms, build_postings, fit_centroids
+from mvstore.search.searcher import Searcher
 from mvstore.search.snapshot import Snapshot
 from mvstore.spec import build_pipeline
+from mvstore.testing import queries_from, topic_docs
 
 DIM = 32
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def clustered_docs(n_docs: int, dim: int = DIM, n_topics: int = 24, seed: int = 0, lo: int = 30, hi: int = 80):
-    """Clustered unit-norm token vectors; each document draws its tokens from a few topics."""
-    rng = np.random.default_rng(seed)
-    topics = rng.standard_normal((n_topics, dim)).astype(np.float32)
-    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
-    lengths = rng.integers(lo, hi + 1, n_docs)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    doc_topics = rng.integers(0, n_topics, (n_docs, 3))
-    t = doc_topics[np.repeat(np.arange(n_docs), lengths), rng.integers(0, 3, offsets[-1])]
-    v = topics[t] + 0.6 * rng.standard_normal((offsets[-1], dim)).astype(np.float32) / np.sqrt(dim)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    return Ragged(v.astype(np.float32), offsets)
-
-
-def queries_from(docs: Ragged, n: int, seed: int = 1, n_tok: int = 8):
-    """Queries made of noisy tokens of random documents (so each has a few clearly relevant docs)."""
-    rng = np.random.default_rng(seed)
-    qs = []
-    for d in rng.integers(0, len(docs), n):
-        toks = docs[d][rng.integers(0, len(docs[d]), n_tok)]
-        q = toks + 0.3 * rng.standard_normal(toks.shape).astype(np.float32) / np.sqrt(docs.dim)
-        qs.append(q / np.linalg.norm(q, axis=1, keepdims=True))
-    return Ragged.from_list(qs)
+def clustered_docs(n_docs: int, dim: int = DIM, **kw):
+    return topic_docs(n_docs, dim, **kw)
 
 
 def make_snapshot(docs: Ragged, spec: str = "sq8", n_centroids: int = 32, with_terms: bool = True) -> Snapshot:
@@ -135,24 +116,19 @@ def test_postings_bad_terms():
         build_postings(np.array([0.0, 1.0]), np.array([0, 2]), 3)
 
 
-def test_top_k_orders_ties_by_row():
-    rows, scores = top_k(np.array([9, 4, 6, 1]), np.array([1.0, 2.0, 1.0, 1.0], np.float32), 3)
-    assert rows.tolist() == [4, 1, 6] and scores.tolist() == [2.0, 1.0, 1.0]
-
-
 # ----------------------------------------------------------------------------------- params
 @pytest.mark.parametrize(
     "kw, err, match",
     [
         ({"candidates": "centroids"}, SearchParamsError, "candidates='centroids' is not one of"),
-        ({"nprobe": 0}, SearchParamsError, "nprobe=0 must be >= 1"),
-        ({"n_rerank": -3}, SearchParamsError, "n_rerank=-3 must be >= 1"),
-        ({"batch_size": 0}, SearchParamsError, "batch_size=0 must be >= 1"),
+        ({"nprobe": 0}, SearchParamsError, "nprobe=0 must be a positive integer"),
+        ({"n_rerank": -3}, SearchParamsError, "n_rerank=-3 must be a positive integer"),
+        ({"batch_size": 0}, SearchParamsError, "batch_size=0 must be a positive integer"),
         ({"nprobe": 2.5}, InvalidDtypeError, "nprobe must be an int"),
         ({"n_rerank": True}, InvalidDtypeError, "n_rerank must be an int"),
         ({"interaction": "maxsim"}, SearchParamsError, "interaction='maxsim'.*use 'probed'"),
-        ({"n_full": 0}, SearchParamsError, "n_full=0 must be >= 1"),
-        ({"threads": 0}, SearchParamsError, "threads=0 must be >= 1"),
+        ({"n_full": 0}, SearchParamsError, "n_full=0 must be a positive integer"),
+        ({"threads": 0}, SearchParamsError, "threads=0 must be a positive integer"),
         ({"threads": 1.5}, InvalidDtypeError, "threads must be an int"),
         ({"device": "gpu"}, SearchParamsError, "device='gpu' is not a device; use 'auto'"),
     ],
@@ -174,6 +150,9 @@ def test_bad_search_inputs(corpus):
     s = Searcher(snap, SearchParams(device="cpu"))
     with pytest.raises(SearchParamsError, match="k=0 must be a positive integer"):
         s.search(queries, 0)
+    # a k of the wrong type is a type error here as in Index.search (it was a SearchParamsError here)
+    with pytest.raises(InvalidDtypeError, match="k must be an int"):
+        s.search(queries, 2.0)
     with pytest.raises(InvalidDtypeError, match="boolean mask over rows"):
         s.search(queries, 5, allowed=np.arange(snap.n_docs))
     with pytest.raises(DimensionMismatchError, match="allowed has shape"):
@@ -272,7 +251,7 @@ def test_concurrent_searches_share_a_searcher(table_snapshots):
     exactly the sequential results; an error inside a split part reaches the caller."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mvstore.search._parallel import split_run
+    from mvstore._threads import split_run
 
     snaps, queries = table_snapshots
     s = Searcher(snaps["bin"], SearchParams(nprobe=2, n_rerank=20, n_full=40, device="cpu", threads=2))
@@ -480,12 +459,13 @@ def test_probed_scores_match_definition(corpus):
 @pytest.mark.parametrize(
     "kw, match",
     [({"nprobe": 0}, "nprobe=0 must be a positive integer"), ({"n_full": 0}, "n_full=0 must be a positive integer"),
-     ({"interaction": "maxsim"}, "interaction='maxsim' is not one of")],
+     ({"interaction": "maxsim"}, "interaction='maxsim' is not one of"), ({"nprobe": 2.5}, "nprobe must be an int")],
 )
 def test_centroid_generator_rejects_bad_knobs(corpus, kw, match):
-    """The generator validates its own knobs when built directly (not through SearchParams)."""
+    """The generator validates its own knobs when built directly (not through SearchParams), with the
+    classes SearchParams uses: a wrong type is InvalidDtypeError, a wrong value SearchParamsError."""
     _, snap, _ = corpus
-    with pytest.raises(SearchParamsError, match=match):
+    with pytest.raises(InvalidDtypeError if "an int" in match else SearchParamsError, match=match):
         CentroidCandidates.from_snapshot(snap, **kw)
 
 

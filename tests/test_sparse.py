@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.data import synthetic_docs
 from mvstore import Ragged
 from mvstore.codecs.base import REGISTRY
-from mvstore.codecs.sparse import SlimHead, SparseKMeans, is_sparse_codec, log1p_relu, top_terms
+from mvstore.codecs.sparse import SlimHead, SparseKMeans, is_sparse_codec, log1p_relu
 from mvstore.exceptions import (
     DimensionMismatchError,
     IndexCorruptedError,
@@ -19,9 +18,10 @@ from mvstore.exceptions import (
     NotFittedError,
     SpecError,
 )
+from mvstore.search.candidates import ExhaustiveCandidates
 from mvstore.search.maxsim import maxsim_batch
 from mvstore.search.params import SearchParams, SearchParamsError
-from mvstore.search.searcher import Searcher
+from mvstore.search.searcher import Searcher, SnapshotSearcher, make_generator, make_searcher
 from mvstore.search.snapshot import Snapshot
 from mvstore.search.sparse import (
     SparseCandidates,
@@ -32,6 +32,7 @@ from mvstore.search.sparse import (
     sparse_maxsim_codes,
 )
 from mvstore.spec import build_pipeline, bytes_per_token, code_size, parse
+from mvstore.testing import synthetic_docs
 
 
 def small_head(v=6, d=4, top=2, threshold=0.0, bias=None):
@@ -64,12 +65,6 @@ def test_slim_head_math_topk_and_threshold():
     assert dids.tolist() == [[0, 1, 0]] and dw[0, 2] == 0.0
     # a vector with no positive logit maps to the empty sparse vector (every slot unused)
     assert (pruned.sparse_decode(pruned.encode(-np.ones_like(x)))[1] == 0).all()
-
-
-def test_top_terms_order_and_ties():
-    ids, vals = top_terms(np.array([[0.3, 0.9, 0.9, 0.1], [1.0, 0.0, 2.0, 3.0]], np.float32), 2)
-    assert ids.tolist() == [[1, 2], [3, 2]]
-    assert vals.tolist() == [[pytest.approx(0.9), pytest.approx(0.9)], [3.0, 2.0]]
 
 
 def test_code_layout_and_size():
@@ -346,6 +341,25 @@ def test_searcher_loads_sparse_generator(sparse_snap, corpus):
         np.testing.assert_allclose(sa, sb, rtol=1e-4, atol=1e-5)
 
 
+def test_make_searcher_is_the_one_choice(sparse_snap, corpus):
+    """One factory picks the searcher (the store's) and the stage-1 generator (the Searcher's)."""
+    docs, _ = corpus
+    dense = _snapshot("fp16", docs, 32)
+    picks = {
+        (sparse_snap, "auto"): SparseSearcher,
+        (sparse_snap, "sparse"): SparseSearcher,
+        (sparse_snap, "exhaustive"): Searcher,
+        (dense, "auto"): Searcher,
+        (dense, "exhaustive"): Searcher,
+    }
+    for (snap, kind), cls in picks.items():
+        s = make_searcher(snap, SearchParams(candidates=kind))
+        assert type(s) is cls and isinstance(s, SnapshotSearcher)
+    assert isinstance(make_generator(dense, SearchParams(candidates="exhaustive")), ExhaustiveCandidates)
+    assert isinstance(make_generator(sparse_snap, SearchParams(candidates="sparse")), SparseCandidates)
+    assert type(make_searcher(dense)) is Searcher
+
+
 def test_sparse_prefilter_dense_rerank(corpus):
     docs, queries = corpus
     snap = _snapshot("fp16", docs, 32)
@@ -382,6 +396,8 @@ def test_search_param_errors(sparse_snap, corpus):
         SparseSearcher(sparse_snap, SearchParams(device="cuda"))
     with pytest.raises(SearchParamsError, match="positive integer"):
         SparseSearcher(sparse_snap).search(queries, 0)
+    with pytest.raises(InvalidDtypeError, match="k must be an int"):
+        SparseSearcher(sparse_snap).search(queries, 2.0)
     with pytest.raises(SearchParamsError, match="positive integer"):
         SparseCandidates.from_snapshot(sparse_snap).candidates(Ragged(sparse_snap.codec.transform_query(
             queries.values), queries.offsets), 0)

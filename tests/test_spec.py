@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from mvstore.codecs import REGISTRY
 from mvstore.codecs.pipeline import Pipeline
-from mvstore.exceptions import SpecError
+from mvstore.exceptions import InvalidArgumentError, InvalidDtypeError, SpecError
 from mvstore.spec import Spec, build_pipeline, bytes_per_token, code_size, known_forms, parse
 
 VALID = [
@@ -144,9 +144,10 @@ def test_bad_arguments():
         parse("")
     with pytest.raises(SpecError, match="must be a string"):
         parse(64)
-    with pytest.raises(SpecError, match="dim must be a positive integer"):
+    # dim is an argument, not a spec: the classes store.create uses for it
+    with pytest.raises(InvalidArgumentError, match="dim=0 must be a positive integer"):
         build_pipeline("sq8", 0)
-    with pytest.raises(SpecError, match="dim must be a positive integer"):
+    with pytest.raises(InvalidDtypeError, match="dim must be an int"):
         build_pipeline("sq8", 3.5)
 
 

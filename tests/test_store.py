@@ -34,25 +34,14 @@ from mvstore.store import (
     InvalidOperationError,
     UnknownIdError,
 )
+from mvstore.testing import token_docs, unit
 
 DIM = 32
 EXACT = SearchParams(candidates="exhaustive")
 
 
-def unit(x):
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
 def make_docs(n, seed=0, lo=30, hi=80, dim=DIM, shift=None):
-    rng = np.random.default_rng(seed)
-    centers = unit(np.random.default_rng(123).normal(size=(24, dim)))
-    out = []
-    for length in rng.integers(lo, hi, n):
-        x = centers[rng.integers(0, len(centers), length)] + 0.35 * rng.normal(size=(length, dim))
-        if shift is not None:
-            x = x + shift
-        out.append(unit(x))
-    return out
+    return token_docs(n, dim, seed=seed, lo=lo, hi=hi, shift=shift)
 
 
 def meta(ids):

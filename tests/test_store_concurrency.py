@@ -17,22 +17,14 @@ import numpy as np
 import pytest
 
 import mvstore.store as ms
+from mvstore.testing import token_docs
 
 DIM = 32
 ROOT = str(Path(__file__).resolve().parents[1])
 
 
-def unit(x):
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
 def make_docs(n, seed):
-    rng = np.random.default_rng(seed)
-    centers = unit(np.random.default_rng(123).normal(size=(24, DIM)))
-    return [
-        unit(centers[rng.integers(0, 24, m)] + 0.35 * rng.normal(size=(m, DIM)))
-        for m in rng.integers(20, 60, n)
-    ]
+    return token_docs(n, DIM, seed=seed, lo=20, hi=60)
 
 
 def rows(t):
@@ -47,6 +39,7 @@ def _env():
 KILL_CHILD = """
 import sys, numpy as np
 import mvstore.store as ms
+from mvstore.testing import token_docs
 uri, marker = sys.argv[1], sys.argv[2]
 idx = ms.open(uri)
 rng = np.random.default_rng(1)
@@ -135,6 +128,7 @@ def test_threads_read_one_consistent_version_during_writes(tmp_path):
 READER_CHILD = """
 import sys, json, time, numpy as np
 import mvstore.store as ms
+from mvstore.testing import token_docs
 uri, qfile, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 q = np.load(qfile)
 queries = [q[i] for i in range(len(q))]
@@ -233,6 +227,7 @@ def test_killed_first_codec_commit_is_an_absent_state(tmp_path):
 CLEANUP_RACE_CHILD = """
 import os, sys, time, numpy as np
 import mvstore.store as ms
+from mvstore.testing import token_docs
 uri, marker, go = sys.argv[1:4]
 idx = ms.open(uri)
 rng = np.random.default_rng(1)
@@ -278,6 +273,7 @@ def test_cleanup_never_deletes_a_live_writers_files(tmp_path):
 RACE_CHILD = """
 import os, sys, time, json, numpy as np
 import mvstore.store as ms
+from mvstore.testing import token_docs
 from mvstore.exceptions import DuplicateIdError
 uri, go, op, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 idx = ms.open(uri)

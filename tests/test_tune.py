@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from benchmarks.data import synthetic_docs
-from mvstore.exceptions import DimensionMismatchError, InvalidDtypeError, SpecError
+from mvstore.exceptions import DimensionMismatchError, InvalidArgumentError, InvalidDtypeError, SpecError
 from mvstore.spec import bytes_per_token
+from mvstore.testing import synthetic_docs
 from mvstore.tune import TuneError, default_candidates, tune
 
 DIM = 32
@@ -106,5 +106,5 @@ def test_errors(data):
         tune(docs, synthetic_docs(3, DIM + 1), max_bytes_per_token=16)
     with pytest.raises(TuneError, match="k=10 needs a sample of more than 10 documents"):
         tune(docs[:8], queries, max_bytes_per_token=16, candidates=["sq8"])
-    with pytest.raises(TuneError, match="sample_docs=0 must be a positive integer"):
+    with pytest.raises(InvalidArgumentError, match="sample_docs=0 must be a positive integer"):
         tune(docs, queries, max_bytes_per_token=16, sample_docs=0)

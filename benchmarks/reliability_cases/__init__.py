@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from mvstore.testing import token_docs
+
 #: "raw_error": a failure that surfaced as a non-mvstore exception or a message without a fix
 OUTCOMES = ("ok", "data_loss", "unopenable", "silent_wrong", "raw_error")
 REPO = Path(__file__).resolve().parents[2]
@@ -39,13 +41,7 @@ def spawn(code: str, *args: Any, **kw: Any) -> subprocess.Popen:
 
 def unit_docs(n: int, dim: int, seed: int, lo: int = 4, hi: int = 16) -> list[np.ndarray]:
     """``n`` documents of clustered unit token vectors (distinct enough that a doc's own tokens find it)."""
-    rng = np.random.default_rng(seed)
-    centers = np.random.default_rng(12345).normal(size=(16, dim))
-    out = []
-    for m in rng.integers(lo, hi, n):
-        x = centers[rng.integers(0, 16, m)] + 0.5 * rng.normal(size=(m, dim))
-        out.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
-    return out
+    return token_docs(n, dim, seed=seed, lo=lo, hi=hi, n_centers=16, center_seed=12345, noise=0.5, unit_centers=False)
 
 
 def fingerprint(idx: Any) -> dict[Any, tuple[int, bytes]]:

@@ -24,9 +24,12 @@ import re
 import shutil
 import traceback
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
+
+from mvstore.testing import token_docs
 
 GROUP = "inputs"
 DIM = 16
@@ -34,12 +37,7 @@ DIM = 16
 
 def _docs(n: int, seed: int) -> list[np.ndarray]:
     """``n`` documents of distinct unit token vectors (each doc's own tokens find it first)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for m in rng.integers(3, 9, n):
-        x = rng.normal(size=(int(m), DIM))
-        out.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
-    return out
+    return token_docs(n, DIM, seed=seed, lo=3, hi=9, n_centers=0)
 
 
 class _Ctx:
@@ -247,122 +245,152 @@ def _ids(t: Any) -> list[Any]:
     return t["id"].to_pylist()
 
 
-def _valid(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
+def _exhaustive() -> Any:
     from mvstore.search.params import SearchParams
 
+    return SearchParams(candidates="exhaustive")
+
+
+def _union_add(ctx: _Ctx) -> tuple[str, str]:
     d = ctx.docs
-    exact = SearchParams(candidates="exhaustive")
+    idx = ctx.new()
+    rows = [{"lang": "en"}, {"lang": "fr", "year": 2001}, {"year": 2002, "lang": None}, {"note": "n"}]
+    idx.add([0, 1, 2, 3], d[:4], metadata=rows)
+    want = {i: {k: r.get(k) for k in ("lang", "year", "note")} for i, r in enumerate(rows)}
+    return _same(_stored(idx, ["lang", "year", "note"]), want, "rows with different keys, first add")
 
-    def union_add() -> tuple[str, str]:
-        idx = ctx.new()
-        rows = [{"lang": "en"}, {"lang": "fr", "year": 2001}, {"year": 2002, "lang": None}, {"note": "n"}]
-        idx.add([0, 1, 2, 3], d[:4], metadata=rows)
-        want = {i: {k: r.get(k) for k in ("lang", "year", "note")} for i, r in enumerate(rows)}
-        return _same(_stored(idx, ["lang", "year", "note"]), want, "rows with different keys, first add")
 
-    def union_upsert() -> tuple[str, str]:
-        idx = ctx.built(6)
-        idx.upsert([1, 50], d[40:42], metadata=[{"lang": "xx"}, {"lang": "yy", "year": 1}])
-        want = {i: {"lang": m["lang"], "year": m["year"]} for i, m in zip(range(6), _meta(range(6)))}
-        want[1] = {"lang": "xx", "year": None}  # the batch gives "year": a row without it is null
-        want[50] = {"lang": "yy", "year": 1}
-        return _same(_stored(idx, ["lang", "year"]), want, "upsert rows with different keys")
+def _union_upsert(ctx: _Ctx) -> tuple[str, str]:
+    d = ctx.docs
+    idx = ctx.built(6)
+    idx.upsert([1, 50], d[40:42], metadata=[{"lang": "xx"}, {"lang": "yy", "year": 1}])
+    want = {i: {"lang": m["lang"], "year": m["year"]} for i, m in zip(range(6), _meta(range(6)))}
+    want[1] = {"lang": "xx", "year": None}  # the batch gives "year": a row without it is null
+    want[50] = {"lang": "yy", "year": 1}
+    return _same(_stored(idx, ["lang", "year"]), want, "upsert rows with different keys")
 
-    def null_of_known_type() -> tuple[str, str]:
-        idx = ctx.built(3)
-        idx.add([10, 11], d[10:12], metadata=[{"year": None}, {"year": None, "lang": "en"}])
-        got = {k: v for k, v in _stored(idx, ["lang", "year"]).items() if k >= 10}
-        return _same(got, {10: {"lang": None, "year": None}, 11: {"lang": "en", "year": None}}, "null year")
 
-    def upsert_keeps_metadata() -> tuple[str, str]:
-        idx = ctx.built(6)
-        idx.upsert([2], d[45:46])
-        idx.upsert([3], d[46:47], metadata={"year": [1]})
-        got = _stored(idx, ["lang", "year", "My Col"])
-        m = _meta(range(6))
-        want = {i: dict(m[i]) for i in range(6)}
-        want[3]["year"] = 1
+def _null_of_known_type(ctx: _Ctx) -> tuple[str, str]:
+    d = ctx.docs
+    idx = ctx.built(3)
+    idx.add([10, 11], d[10:12], metadata=[{"year": None}, {"year": None, "lang": "en"}])
+    got = {k: v for k, v in _stored(idx, ["lang", "year"]).items() if k >= 10}
+    return _same(got, {10: {"lang": None, "year": None}, 11: {"lang": "en", "year": None}}, "null year")
+
+
+def _upsert_keeps_metadata(ctx: _Ctx) -> tuple[str, str]:
+    d = ctx.docs
+    exact = _exhaustive()
+    idx = ctx.built(6)
+    idx.upsert([2], d[45:46])
+    idx.upsert([3], d[46:47], metadata={"year": [1]})
+    got = _stored(idx, ["lang", "year", "My Col"])
+    m = _meta(range(6))
+    want = {i: dict(m[i]) for i in range(6)}
+    want[3]["year"] = 1
+    if got != want:
+        return _same(got, want, "upsert without (all) metadata")
+    return _same(_ids(idx.search(d[45], k=1, params=exact)), [2], "upserted vectors are searched")
+
+
+def _quoted_where(ctx: _Ctx) -> tuple[str, str]:
+    d = ctx.docs
+    exact = _exhaustive()
+    idx = ctx.built(20)
+    want = {i for i in range(20) if i % 2 == 1}
+    for where in ('"My Col" = \'v1\'', "`My Col` = 'v1'", "\"My Col\" = 'v1' AND \"year\" >= 2000"):
+        got = set(_ids(idx.search(d[0], k=20, where=where, params=exact)))
         if got != want:
-            return _same(got, want, "upsert without (all) metadata")
-        return _same(_ids(idx.search(d[45], k=1, params=exact)), [2], "upserted vectors are searched")
+            return _same(sorted(got), sorted(want), f"where={where}")
+    return "ok", "double-quoted and backtick-quoted column names filter the same rows"
 
-    def quoted_where() -> tuple[str, str]:
-        idx = ctx.built(20)
-        want = {i for i in range(20) if i % 2 == 1}
-        for where in ('"My Col" = \'v1\'', "`My Col` = 'v1'", "\"My Col\" = 'v1' AND \"year\" >= 2000"):
-            got = set(_ids(idx.search(d[0], k=20, where=where, params=exact)))
-            if got != want:
-                return _same(sorted(got), sorted(want), f"where={where}")
-        return "ok", "double-quoted and backtick-quoted column names filter the same rows"
 
-    def quotes_inside_literals() -> tuple[str, str]:
-        idx = ctx.new()
-        texts = ['say "hi"', "it's", '"My Col"', "`x`"]
-        idx.add([0, 1, 2, 3], d[:4], metadata={"text": texts})
-        for i, s in enumerate(texts):
-            where = "text = '" + s.replace("'", "''") + "'"
-            got = _ids(idx.search(d[0], k=4, where=where, params=exact))
-            if got != [i]:
-                return _same(got, [i], f"where={where}")
-        return "ok", "string literals holding quotes and backticks are left as they are"
+def _quotes_inside_literals(ctx: _Ctx) -> tuple[str, str]:
+    d = ctx.docs
+    exact = _exhaustive()
+    idx = ctx.new()
+    texts = ['say "hi"', "it's", '"My Col"', "`x`"]
+    idx.add([0, 1, 2, 3], d[:4], metadata={"text": texts})
+    for i, s in enumerate(texts):
+        where = "text = '" + s.replace("'", "''") + "'"
+        got = _ids(idx.search(d[0], k=4, where=where, params=exact))
+        if got != [i]:
+            return _same(got, [i], f"where={where}")
+    return "ok", "string literals holding quotes and backticks are left as they are"
 
-    def int64_bounds() -> tuple[str, str]:
-        idx = ctx.new()
-        lo, hi = -(2**63), 2**63 - 1
-        idx.add([lo, hi, 0], d[:3], metadata={"n": [lo, hi, 0]})
-        if _stored(idx, ["n"]) != {lo: {"n": lo}, hi: {"n": hi}, 0: {"n": 0}}:
-            return _same(_stored(idx, ["n"]), "ids and values at the int64 bounds", "stored")
-        if _ids(idx.search(d[0], k=1, params=exact)) != [lo]:
-            return _same(_ids(idx.search(d[0], k=1, params=exact)), [lo], "search")
-        idx.delete([lo, hi])
-        return _same(sorted(_stored(idx, []).keys()), [0], "delete of the int64 bounds")
 
-    def text_ids() -> tuple[str, str]:
-        idx = ctx.new()
-        ids = ["b's", 'q"d', "naïve", "😀", "a b", "x\u0301", "IN (1)"]
-        idx.add(ids, d[: len(ids)], metadata={"t": [f"é{s}" for s in ids]})
-        found = [_ids(idx.search(d[i], k=1, params=exact))[0] for i in range(len(ids))]
-        if found != ids:
-            return _same(found, ids, "search returns the exact string ids")
-        idx.delete(["b's", "IN (1)"])
-        want = {s: {"t": f"é{s}"} for s in ids if s not in ("b's", "IN (1)")}
-        return _same(_stored(idx, ["t"]), want, "string ids with quotes and unicode, after a delete")
+def _int64_bounds(ctx: _Ctx) -> tuple[str, str]:
+    d = ctx.docs
+    exact = _exhaustive()
+    idx = ctx.new()
+    lo, hi = -(2**63), 2**63 - 1
+    idx.add([lo, hi, 0], d[:3], metadata={"n": [lo, hi, 0]})
+    if _stored(idx, ["n"]) != {lo: {"n": lo}, hi: {"n": hi}, 0: {"n": 0}}:
+        return _same(_stored(idx, ["n"]), "ids and values at the int64 bounds", "stored")
+    if _ids(idx.search(d[0], k=1, params=exact)) != [lo]:
+        return _same(_ids(idx.search(d[0], k=1, params=exact)), [lo], "search")
+    idx.delete([lo, hi])
+    return _same(sorted(_stored(idx, []).keys()), [0], "delete of the int64 bounds")
 
-    def torch_query() -> tuple[str, str]:
-        import torch
 
-        idx = ctx.built(20)
-        want = idx.search(d[7], k=3).to_pylist()
-        return _same(idx.search(torch.from_numpy(d[7]), k=3).to_pylist(), want, "one query as a 2-D tensor")
+def _text_ids(ctx: _Ctx) -> tuple[str, str]:
+    d = ctx.docs
+    exact = _exhaustive()
+    idx = ctx.new()
+    ids = ["b's", 'q"d', "naïve", "😀", "a b", "x\u0301", "IN (1)"]
+    idx.add(ids, d[: len(ids)], metadata={"t": [f"é{s}" for s in ids]})
+    found = [_ids(idx.search(d[i], k=1, params=exact))[0] for i in range(len(ids))]
+    if found != ids:
+        return _same(found, ids, "search returns the exact string ids")
+    idx.delete(["b's", "IN (1)"])
+    want = {s: {"t": f"é{s}"} for s in ids if s not in ("b's", "IN (1)")}
+    return _same(_stored(idx, ["t"]), want, "string ids with quotes and unicode, after a delete")
 
-    def other_float_dtypes() -> tuple[str, str]:
-        a, b = ctx.new(spec="fp32"), ctx.new(spec="fp32")
-        a.add(list(range(10)), d[:10])
-        b.add(list(range(10)), [x.astype(np.float64) for x in d[:10]])
-        want = a.search(d[3], k=5, params=exact).to_pylist()
-        return _same(b.search(d[3].astype(np.float64), k=5, params=exact).to_pylist(), want, "float64 like float32")
 
-    def readd_after_delete() -> tuple[str, str]:
-        idx = ctx.built(10)
-        idx.delete([4])
-        idx.add([4], d[44:45], metadata=[{"lang": "zz"}])
-        t = idx.search(d[44], k=10, params=exact, columns=["lang"]).to_pylist()
-        return _same([(r["id"], r["lang"]) for r in t if r["id"] == 4], [(4, "zz")], "re-added id once, new metadata")
+def _torch_query(ctx: _Ctx) -> tuple[str, str]:
+    import torch
 
+    d = ctx.docs
+    idx = ctx.built(20)
+    want = idx.search(d[7], k=3).to_pylist()
+    return _same(idx.search(torch.from_numpy(d[7]), k=3).to_pylist(), want, "one query as a 2-D tensor")
+
+
+def _other_float_dtypes(ctx: _Ctx) -> tuple[str, str]:
+    d = ctx.docs
+    exact = _exhaustive()
+    a, b = ctx.new(spec="fp32"), ctx.new(spec="fp32")
+    a.add(list(range(10)), d[:10])
+    b.add(list(range(10)), [x.astype(np.float64) for x in d[:10]])
+    want = a.search(d[3], k=5, params=exact).to_pylist()
+    return _same(b.search(d[3].astype(np.float64), k=5, params=exact).to_pylist(), want, "float64 like float32")
+
+
+def _readd_after_delete(ctx: _Ctx) -> tuple[str, str]:
+    d = ctx.docs
+    exact = _exhaustive()
+    idx = ctx.built(10)
+    idx.delete([4])
+    idx.add([4], d[44:45], metadata=[{"lang": "zz"}])
+    t = idx.search(d[44], k=10, params=exact, columns=["lang"]).to_pylist()
+    return _same([(r["id"], r["lang"]) for r in t if r["id"] == 4], [(4, "zz")], "re-added id once, new metadata")
+
+
+def _valid(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
     cases = [
-        ("meta_union_of_keys_add", union_add),
-        ("meta_union_of_keys_upsert", union_upsert),
-        ("meta_null_of_known_type", null_of_known_type),
-        ("upsert_keeps_metadata_not_given", upsert_keeps_metadata),
-        ("where_double_quoted_column", quoted_where),
-        ("where_quotes_inside_literals", quotes_inside_literals),
-        ("ids_and_metadata_at_int64_bounds", int64_bounds),
-        ("string_ids_quotes_unicode", text_ids),
-        ("float64_documents", other_float_dtypes),
-        ("readd_after_delete", readd_after_delete),
+        ("meta_union_of_keys_add", partial(_union_add, ctx)),
+        ("meta_union_of_keys_upsert", partial(_union_upsert, ctx)),
+        ("meta_null_of_known_type", partial(_null_of_known_type, ctx)),
+        ("upsert_keeps_metadata_not_given", partial(_upsert_keeps_metadata, ctx)),
+        ("where_double_quoted_column", partial(_quoted_where, ctx)),
+        ("where_quotes_inside_literals", partial(_quotes_inside_literals, ctx)),
+        ("ids_and_metadata_at_int64_bounds", partial(_int64_bounds, ctx)),
+        ("string_ids_quotes_unicode", partial(_text_ids, ctx)),
+        ("float64_documents", partial(_other_float_dtypes, ctx)),
+        ("readd_after_delete", partial(_readd_after_delete, ctx)),
     ]
     if importlib.util.find_spec("torch") is not None:  # torch is an optional extra
-        cases.append(("torch_2d_query", torch_query))
+        cases.append(("torch_2d_query", partial(_torch_query, ctx)))
     return cases
 
 

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._checks import check_int
 from ..exceptions import (
     DimensionMismatchError,
     InvalidDtypeError,
@@ -32,13 +33,41 @@ from ..exceptions import (
     SpecError,
 )
 
-__all__ = ["Codec", "REGISTRY", "register", "check_vectors", "check_codes", "check_codes_torch", "int_param", "state_array"]
+__all__ = [
+    "Codec",
+    "REGISTRY",
+    "register",
+    "check_vectors",
+    "check_codes",
+    "check_codes_torch",
+    "int_param",
+    "state_array",
+    "default_n_centroids",
+]
 
 #: input dim used to check the token of a family that only overrides ``Codec.from_token``
 _PROBE_DIM = 1 << 12
 
 #: spec-token prefix -> codec class; filled by @register
 REGISTRY: dict[str, type[Codec]] = {}
+
+
+def default_n_centroids(n: int, *, points_per_centroid: int = 1, max_centroids: int | None = None) -> int:
+    """The k-means centroid count for ``n`` vectors (PLAID / ColBERTv2): the power of two at or below
+    ``16 * sqrt(n)``, with at least ``points_per_centroid`` vectors per centroid, at most ``max_centroids``,
+    at least 1. The index's stage-1 centroids use the defaults over every stored vector; ``rq`` takes
+    ``points_per_centroid=32, max_centroids=65536`` over its training sample.
+
+    >>> default_n_centroids(780_000), default_n_centroids(10)
+    (8192, 8)
+    >>> [default_n_centroids(n, points_per_centroid=32, max_centroids=65536) for n in (1_300_000, 200_000, 1000)]
+    [16384, 4096, 16]
+    """
+    k = 2 ** int(np.floor(np.log2(16 * np.sqrt(max(n, 1)))))
+    k = min(k, 2 ** int(np.floor(np.log2(max(1, n // points_per_centroid)))))
+    if max_centroids is not None:
+        k = min(k, max_centroids)
+    return max(k, 1)
 
 
 def register(cls: type[Codec]) -> type[Codec]:
@@ -159,9 +188,7 @@ class Codec(ABC):
         return cls.token_form or getattr(cls, "_FORM", "") or cls.name
 
     def __init__(self, dim_in: int):
-        if not isinstance(dim_in, (int, np.integer)) or dim_in <= 0:
-            raise ValueError(f"dim_in must be a positive integer, got {dim_in!r}")
-        self.dim_in = int(dim_in)
+        self.dim_in = check_int("dim_in", dim_in, what="the input vectors' dimension")
 
     # ---- what every codec must say about itself
     @property

@@ -19,7 +19,7 @@ with :func:`mvstore.spec.build_pipeline`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -151,7 +151,7 @@ class Pipeline(Codec):
                 f"quantizer {self.quantizer.spec()!r} has no coarse centroids (only rq<b> does)"
             )
         self._check_fitted()
-        return self.quantizer.coarse_centroids
+        return cast(Any, self.quantizer).coarse_centroids  # an optional codec attribute (has_coarse)
 
     def coarse_terms(self, codes: np.ndarray) -> np.ndarray:
         """int64 ``(n,)`` coarse centroid id of each code (the stage-1 inverted-list term)."""
@@ -160,7 +160,7 @@ class Pipeline(Codec):
                 f"quantizer {self.quantizer.spec()!r} has no coarse centroids (only rq<b> does)"
             )
         self._check_fitted()
-        return self.quantizer.coarse_terms(codes)
+        return cast(Any, self.quantizer).coarse_terms(codes)
 
     # ---- state: each stage's arrays under "<i>.<key>", metas in a JSON list
     def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

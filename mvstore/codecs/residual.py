@@ -35,9 +35,9 @@ import numpy as np
 
 from ..exceptions import IndexCorruptedError, InvalidVectorsError, SpecError
 from . import _bits
-from .base import Codec, check_codes, check_codes_torch, register, state_array
+from .base import Codec, check_codes, check_codes_torch, default_n_centroids, register, state_array
 
-__all__ = ["RQ", "default_n_centroids"]
+__all__ = ["RQ"]
 
 _TOKEN = re.compile(r"rq(.*?)(?:c(.*))?")
 _INT = re.compile(r"[1-9][0-9]*")
@@ -45,18 +45,6 @@ _INT = re.compile(r"[1-9][0-9]*")
 STATS_SAMPLE = 65536
 #: rows per chunk when assigning vectors to centroids
 _CHUNK = 65536
-
-
-def default_n_centroids(n_sample: int) -> int:
-    """ColBERTv2's centroid count ``2^floor(log2(16 sqrt(N)))``, at most ``N / 32`` and 65536, at least 1.
-
-    >>> default_n_centroids(1_300_000), default_n_centroids(200_000), default_n_centroids(1000)
-    (16384, 4096, 16)
-    """
-    k = 2 ** int(np.floor(np.log2(16 * np.sqrt(max(n_sample, 1)))))
-    cap = max(1, n_sample // 32)
-    k = min(k, 2 ** int(np.floor(np.log2(cap))), 65536)
-    return max(k, 1)
 
 
 @register
@@ -135,7 +123,8 @@ class RQ(Codec):
     def _fit(self, x: np.ndarray) -> None:
         import faiss
 
-        k = self.n_centroids or default_n_centroids(len(x))
+        # ColBERTv2's rule: at least 32 sample vectors per centroid, at most 65536 centroids
+        k = self.n_centroids or default_n_centroids(len(x), points_per_centroid=32, max_centroids=65536)
         if len(x) < k:
             raise InvalidVectorsError(
                 f"{self.spec()} needs at least {k} sample vectors to fit {k} centroids, got {len(x)}: "
@@ -149,6 +138,7 @@ class RQ(Codec):
         km.cp.max_points_per_centroid = max(256, -(-len(train) // k))  # we already subsampled
         km.cp.min_points_per_centroid = 1  # n >= k is checked above; small samples need no warning
         km.train(np.ascontiguousarray(train, dtype=np.float32))
+        assert km.centroids is not None  # faiss sets them in train
         self._set_centroids(km.centroids)
         sample = x if len(x) <= STATS_SAMPLE else x[np.sort(rng.choice(len(x), STATS_SAMPLE, replace=False))]
         r = sample - self.centroids_[self._assign(sample)]

@@ -266,7 +266,7 @@ class Binary(Codec):
         return _bits.pack((x > thr).astype(np.uint8), 1)
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
-        # low + bit * (high - low), with numpy's C bit unpacking: ~7x faster than selecting per element, and
+        # low + bit * (high - low), with numpy's C bit unpacking: faster than selecting per element, and
         # stage-2 search decodes every candidate. decode_torch computes the very same float32 operations.
         out = np.unpackbits(codes, axis=1, count=self.dim_in, bitorder="little") * (self.high_ - self.low_)
         out += self.low_

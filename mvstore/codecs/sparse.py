@@ -43,6 +43,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._checks import check_int
+from .._rank import top_k_each
 from ..exceptions import (
     DimensionMismatchError,
     IndexCorruptedError,
@@ -53,7 +55,7 @@ from ..exceptions import (
 )
 from .base import Codec, check_codes, check_vectors, register
 
-__all__ = ["SparseCodec", "SlimHead", "SparseKMeans", "log1p_relu", "top_terms", "is_sparse_codec"]
+__all__ = ["SparseCodec", "SlimHead", "SparseKMeans", "log1p_relu", "is_sparse_codec"]
 
 #: rows per chunk when computing scores against the whole vocabulary (bounds memory to ~chunk * V floats)
 _CHUNK_ELEMS = 1 << 23
@@ -66,25 +68,6 @@ def log1p_relu(z: np.ndarray) -> np.ndarray:
     [0.0, 0.0, 1.0]
     """
     return np.log1p(np.maximum(np.asarray(z, dtype=np.float32), 0.0))
-
-
-def top_terms(scores: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the ``t`` largest entries of each row, largest first (ties: lower index first).
-
-    >>> ids, vals = top_terms(np.array([[0.1, 0.9, 0.5, 0.9]], np.float32), 3)
-    >>> ids.tolist(), vals.astype(float).round(3).tolist()
-    ([[1, 3, 2]], [[0.9, 0.9, 0.5]])
-    """
-    n, v = scores.shape
-    t = min(t, v)
-    if t < v:
-        part = np.argpartition(-scores, t - 1, axis=1)[:, :t]
-    else:
-        part = np.broadcast_to(np.arange(v), (n, v)).copy()
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1) if n else np.zeros((0, t), np.int64)
-    ids = np.take_along_axis(part, order, axis=1)
-    return ids.astype(np.int64), np.take_along_axis(vals, order, axis=1).astype(np.float32)
 
 
 def is_sparse_codec(codec: Any) -> bool:
@@ -108,9 +91,7 @@ def _sparse_stage(codec: Any) -> SparseCodec | None:
 
 
 def _positive(name: str, value: Any, cls: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise SpecError(f"{cls}: {name} must be a positive integer, got {value!r}")
-    return int(value)
+    return check_int(f"{cls}: {name}", value, error=SpecError)
 
 
 class SparseCodec(Codec):
@@ -400,37 +381,42 @@ class SlimHead(SparseCodec):
 
     def save_head(self, path: str | os.PathLike) -> None:
         """Write the head to ``.safetensors`` or ``.npz`` (keys ``weight``, ``bias``)."""
-        self._require_head()
         path = Path(path)
-        arrays = {"weight": self.weight_, "bias": self.bias_}
+        arrays = self._head()
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
 
             save_file(arrays, str(path))
         elif path.suffix == ".npz":
-            np.savez(path, **arrays)
+            np.savez(path, weight=arrays["weight"], bias=arrays["bias"])
         else:
             raise InvalidDtypeError(f"save_head writes .safetensors or .npz, not {path.suffix!r}")
 
     def _require_head(self) -> None:
-        if self.weight_ is None:
+        self._head()
+
+    def _head(self) -> dict[str, np.ndarray]:
+        """``{"weight", "bias"}``, or NotFittedError when no head was loaded."""
+        if self.weight_ is None or self.bias_ is None:
             raise NotFittedError(
                 f"SlimHead ({self.spec()}) has no head weights: load them with SlimHead.from_file(path) or "
                 ".set_head(weight, bias) first, then call .fit(sample)"
             )
+        return {"weight": self.weight_, "bias": self.bias_}
 
     def _fit(self, x: np.ndarray) -> None:
         self._require_head()
         self._fit_scale(x)
 
     def _activations(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits = x @ self.weight_.T
-        logits += self.bias_
-        ids, z = top_terms(logits, self.top)
+        head = self._head()
+        logits = x @ head["weight"].T
+        logits += head["bias"]
+        ids, z = top_k_each(logits, self.top)
         return ids, log1p_relu(z)
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
-        return {**super()._state_arrays(), "weight": self.weight_, "bias": self.bias_}
+        return {**super()._state_arrays(), **self._head()}
 
     def _load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         super()._load_arrays(arrays)
@@ -496,7 +482,7 @@ class SparseKMeans(SparseCodec):
     def _search(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # a BLAS product + argpartition: faiss' flat search is no faster here and its OpenMP start-up
         # dominates single-query latency on a busy machine
-        return top_terms(_unit(x) @ self.centroids_.T, self.top + 1)
+        return top_k_each(_unit(x) @ self.centroids_.T, self.top + 1)
 
     def _activations(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids, sims = self._search(x)

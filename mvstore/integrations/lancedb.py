@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..exceptions import DimensionMismatchError, InvalidDtypeError, MvstoreError, require
+from ..exceptions import DimensionMismatchError, InvalidDtypeError, RerankerError, require
 from ..ragged import Ragged
 from ..search.maxsim import maxsim
 
@@ -39,10 +39,6 @@ require("lancedb", pip_name="lancedb")
 from lancedb.rerankers import Reranker  # noqa: E402
 
 __all__ = ["MaxSimReranker", "RerankerError"]
-
-
-class RerankerError(MvstoreError, ValueError):
-    """A LanceDB result the reranker cannot score: missing id/text column, ids unknown to the index."""
 
 
 class MaxSimReranker(Reranker):

@@ -203,8 +203,8 @@ def _top_probes(st, nq, nprobe):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def _sort_ids(a):  # pragma: no cover - compiled
-    """Non-negative int32 ids, ascending: an LSD radix sort on 11-bit digits (a few thousand candidates in
-    ~10 us). numba's ``np.sort`` would do as well but added ~1 s to the first-use compile."""
+    """Non-negative int32 ids, ascending: an LSD radix sort on 11-bit digits. numba's ``np.sort`` would do as
+    well but lengthens the first-use compile."""
     src = a.copy()
     dst = np.empty_like(a)
     count = np.empty(2049, np.int64)
@@ -227,8 +227,9 @@ def _sort_ids(a):  # pragma: no cover - compiled
     return src
 
 
+# one compiled loop nest, kept whole: split into calls it would leave the hot loop (issue 17 keeps the measured kernels)
 @numba.njit(cache=True, nogil=True)
-def _probed_interaction(
+def _probed_interaction(  # noqa: C901, PLR0912
     st, probe, bound, term_offsets, term_docs, mask, use_mask, slot
 ):  # pragma: no cover - compiled
     """:func:`probed_interaction` on the term -> docs CSR arrays; ``mask`` is read only when ``use_mask``."""

@@ -214,8 +214,9 @@ def rows_max(typingctx, mat, rows, a, b, col, mx, chunks):
 DOT_ROWS = {1: 8, 2: 4, 3: 3, 4: 3}
 
 
+# one LLVM IR emitter for a register-blocked loop nest, kept whole (issue 17 keeps the measured kernels)
 @intrinsic
-def dot_rows(typingctx, a, bt, row, col, out, chunks, rows):
+def dot_rows(typingctx, a, bt, row, col, out, chunks, rows):  # noqa: C901
     """``out[row + r, col:col + 8*chunks] = a[row + r] @ bt[:, col:col + 8*chunks]`` for ``r < rows``: a
     block of a matrix product with the big operand ``a`` streamed as is (BLAS would first copy it into
     packed panels, which for a product as skinny as the query's dominates) and ``rows * chunks`` running

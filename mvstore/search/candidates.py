@@ -37,13 +37,15 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_int
+from .._rank import top_k, top_k_torch
+from .._threads import split_run
 from ..exceptions import (
     DimensionMismatchError,
     InvalidDtypeError,
     InvalidVectorsError,
 )
 from ..ragged import Ragged
-from ._parallel import split_run
 from .params import INTERACTIONS, SearchParams, SearchParamsError
 from .postings import Postings, build_postings
 
@@ -53,6 +55,7 @@ __all__ = [
     "CentroidCandidates",
     "as_query_list",
     "check_allowed",
+    "check_n",
 ]
 
 
@@ -92,20 +95,9 @@ def check_allowed(allowed: Any, n_docs: int) -> np.ndarray | None:
     return mask
 
 
-def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``n`` of ``rows`` (ascending) by score, best first, ties by ascending row -> (int64, scores)."""
-    if len(rows) > n:
-        kth = scores[np.argpartition(-scores, n - 1)[:n]].min()
-        keep = np.flatnonzero(scores >= kth)  # every tie at the n-th score, so the row order decides
-        rows, scores = rows[keep], scores[keep]
-    order = np.argsort(-scores, kind="stable")[:n]
-    return rows[order].astype(np.int64), scores[order]
-
-
-def _check_n(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise SearchParamsError(f"number of candidates n={n!r} must be a positive integer")
-    return int(n)
+def check_n(n: Any) -> int:
+    """The candidate count ``n`` of :meth:`CandidateGenerator.candidates` as an int >= 1."""
+    return check_int("n", n, what="the number of candidates per query", error=SearchParamsError)
 
 
 class CandidateGenerator(ABC):
@@ -127,7 +119,7 @@ class ExhaustiveCandidates(CandidateGenerator):
 
     def candidates(self, queries: Any, n: int, allowed: np.ndarray | None = None) -> list[np.ndarray]:
         qs = as_query_list(queries)
-        _check_n(n)
+        check_n(n)
         mask = check_allowed(allowed, self.n_docs)
         rows = np.arange(self.n_docs, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
         return [rows for _ in qs]
@@ -158,8 +150,7 @@ class CentroidCandidates(CandidateGenerator):
             raise InvalidDtypeError(f"centroids must be a float (n_centroids, dim) matrix, got {c.dtype} {c.shape}")
         if interaction not in INTERACTIONS:
             raise SearchParamsError(f"interaction={interaction!r} is not one of {INTERACTIONS}")
-        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
-            raise SearchParamsError(f"nprobe={nprobe!r} must be a positive integer")
+        nprobe = check_int("nprobe", nprobe, what="centroids probed per query token", error=SearchParamsError)
         self.centroids = np.ascontiguousarray(c, dtype=np.float32)
         self.postings = postings if postings is not None else build_postings(terms, offsets, len(c))
         if not isinstance(self.postings, Postings) or self.postings.n_terms != len(c):
@@ -169,10 +160,8 @@ class CentroidCandidates(CandidateGenerator):
             )
         self.n_docs = self.postings.n_docs
         self.nprobe = int(min(nprobe, len(c)))
-        if isinstance(n_full, bool) or not isinstance(n_full, (int, np.integer)) or n_full < 1:
-            raise SearchParamsError(f"n_full={n_full!r} must be a positive integer")
         self.interaction = interaction
-        self.n_full = int(n_full)
+        self.n_full = check_int("n_full", n_full, what="candidates re-scored by full interaction", error=SearchParamsError)
         self.threads = max(1, int(threads))
         self.device = device
         self._t: dict[str, Any] | None = None
@@ -200,7 +189,7 @@ class CentroidCandidates(CandidateGenerator):
         ``min(min_count, n_allowed)`` (e.g. under a selective filter), its ``nprobe`` is doubled until they
         do or every centroid is probed, so a search for ``k`` results finds ``k`` whenever ``k`` are allowed.
         """
-        n = _check_n(n)
+        n = check_n(n)
         mask = check_allowed(allowed, self.n_docs)
         need = min(int(min_count), n, self.n_docs if mask is None else int(mask.sum()))
         if self.is_torch:
@@ -248,13 +237,13 @@ class CentroidCandidates(CandidateGenerator):
         probe, bound = top_probes(st, nq, nprobe)
         rows, scores = probed_interaction(st, probe, bound, p, mask, slot)
         if self.interaction == "full":
-            rows = np.sort(_best(rows, scores, max(self.n_full, n))[0])
-            parts = split_run(  # ~0.2 ms for 768 rows: a thread hand-off costs more than it saves below ~1k
+            rows = np.sort(top_k(rows, scores, max(self.n_full, n))[0])
+            parts = split_run(  # below ~1k rows a thread hand-off costs more than it saves
                 lambda a, b: full_interaction(st, nq, rows[a:b], p),
                 len(rows), self.threads, min_part=1024,
             )
             scores = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        best = _best(rows, scores, n)
+        best = top_k(rows, scores, n)
         return best if with_scores else best[0]
 
     # ------------------------------------------------------------------------------ torch twin
@@ -328,15 +317,15 @@ class CentroidCandidates(CandidateGenerator):
         m.scatter_reduce_(0, inv * nq + tok, val, reduce="amax", include_self=True)
         probed = m.reshape(len(cand), nq).sum(1)
         if self.interaction == "probed":
-            return _top_rows_torch(cand, probed, n)
-        cand = torch.sort(_top_rows_torch(cand, probed, max(self.n_full, n))).values
+            return top_k_torch(cand, probed, n)
+        cand = torch.sort(top_k_torch(cand, probed, max(self.n_full, n))).values
         dstarts = t["do"][cand]
         dlens = t["do"][cand + 1] - dstarts
         terms = t["dt"][_ranges_torch(dstarts, dlens)]
         seg = torch.repeat_interleave(torch.arange(len(cand), device=dev), dlens)
         mx = torch.full((len(cand), nq), float("-inf"), device=dev)
         mx.scatter_reduce_(0, seg.unsqueeze(1).expand(-1, nq), s.T[terms], reduce="amax", include_self=True)
-        return _top_rows_torch(cand, mx.sum(1), n)
+        return top_k_torch(cand, mx.sum(1), n)
 
 
 def _ranges_torch(starts: Any, lengths: Any) -> Any:
@@ -349,15 +338,3 @@ def _ranges_torch(starts: Any, lengths: Any) -> Any:
     ends = torch.cumsum(lengths, 0)
     shift = starts - (ends - lengths)
     return torch.repeat_interleave(shift, lengths) + torch.arange(total, device=starts.device)
-
-
-def _top_rows_torch(rows: Any, scores: Any, n: int) -> Any:
-    """Best ``n`` rows by score, best first, ties by ascending row (rows arrive ascending from unique)."""
-    import torch
-
-    if len(rows) > n:
-        # stable descending sort keeps ascending-row order among equal scores
-        order = torch.sort(scores, descending=True, stable=True).indices[:n]
-    else:
-        order = torch.sort(scores, descending=True, stable=True).indices
-    return rows[order]

@@ -111,7 +111,8 @@ def maxsim_torch(
         dv, doff = docs.torch(dev)
     else:
         dv, doff = docs
-    scores = maxsim_torch_tensors(*queries.torch(dev), dv, doff, block=block)
+    qv, qoff = queries.torch(dev)
+    scores = maxsim_torch_tensors(qv, qoff, dv, doff, block=block)
     out = scores.float().cpu().numpy()
     return out[0] if single else out
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .._checks import check_int
 from ..exceptions import InvalidDtypeError, SearchParamsError
 
-__all__ = ["SearchParams", "SearchParamsError", "CANDIDATE_KINDS", "INTERACTIONS"]
+__all__ = ["SearchParams", "SearchParamsError", "CANDIDATE_KINDS", "INTERACTIONS", "check_k"]
 
 #: stage-1 generators SearchParams.candidates may name
 CANDIDATE_KINDS = ("auto", "centroid", "sparse", "exhaustive")
@@ -24,11 +25,12 @@ INTERACTIONS = ("probed", "full")
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidDtypeError(f"SearchParams.{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < 1:
-        raise SearchParamsError(f"SearchParams.{name}={value} must be >= 1; use a positive count")
-    return value
+    return check_int(f"SearchParams.{name}", value, error=SearchParamsError)
+
+
+def check_k(k: object) -> int:
+    """``k``, the number of results per query, as an int >= 1 (every search entry point checks it here)."""
+    return check_int("k", k, what="the number of results per query, e.g. k=10", error=SearchParamsError)
 
 
 @dataclass
@@ -49,10 +51,9 @@ class SearchParams:
       scoring); None: every core this process may use. Ignored on CUDA.
     * ``device``: ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"``.
 
-    The defaults hold recall@10 vs exhaustive search over the same codes at 0.98 or more on every model and
-    collection of ``benchmarks/robustness.py`` (README, "Defaults that hold"): ``n_rerank=160`` measured 0.971
-    on the trained 128-d ColBERT model's CACM index (32-token expanded queries, 33 vectors per document), 256
-    gives 0.981 there. Latency: ``benchmarks/search_bench.py`` (README, "Two-stage search").
+    The defaults are chosen to hold stage-1 recall@10 vs exhaustive search on every model and collection of
+    ``benchmarks/robustness.py`` (figures: README, "Defaults that hold"); latency: ``benchmarks/search_bench.py``
+    (README, "Two-stage search").
     """
 
     candidates: str = "auto"

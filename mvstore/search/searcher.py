@@ -11,18 +11,24 @@ reranks the whole corpus this way).
 On CUDA both stages run on the GPU (torch); the CPU path is numpy. Both give the same ranking (ties
 aside); ``backend="torch"`` runs the GPU code path on the CPU, which is how the tests check it without
 a GPU.
+
+The one place a snapshot's searcher and its stage-1 generator are chosen: :func:`make_searcher` (the store's
+entry) and :func:`make_generator` (the :class:`Searcher`'s), at the end of this module; both searchers
+(:class:`Searcher`, :class:`~mvstore.search.sparse.SparseSearcher`) satisfy :class:`SnapshotSearcher`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .._rank import top_k
+from .._threads import cpu_threads, split_run
+from ..codecs.sparse import is_sparse_codec
 from ..device import device_name, resolve_device
 from ..exceptions import InvalidDtypeError, InvalidVectorsError
-from ..ragged import Ragged, as_ragged
-from ._parallel import cpu_threads, split_run
+from ..ragged import Ragged, as_ragged, take_index
 from .candidates import (
     CandidateGenerator,
     CentroidCandidates,
@@ -30,32 +36,14 @@ from .candidates import (
     check_allowed,
 )
 from .maxsim import doc_chunks, maxsim_batch, maxsim_torch_tensors
-from .params import SearchParams, SearchParamsError
-from .postings import ranges
+from .params import SearchParams, SearchParamsError, check_k
 from .snapshot import Snapshot
+from .sparse import SparseCandidates, SparseSearcher
 
-__all__ = ["Searcher", "top_k"]
+__all__ = ["Searcher", "SnapshotSearcher", "candidate_kind", "make_generator", "make_searcher"]
 
 #: decoded vectors held at once in stage 2 (per chunk), bounding memory for large candidate sets
 MAX_DECODED_VECTORS = 1 << 17
-
-def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` of ``rows`` by ``scores`` -> ``(rows int64, scores float32)``, best first, ties by row.
-
-    >>> top_k(np.array([7, 3, 5]), np.array([0.5, 0.9, 0.5], np.float32), 2)
-    (array([3, 5]), array([0.9, 0.5], dtype=float32))
-    """
-    rows = np.asarray(rows, np.int64)
-    scores = np.asarray(scores, np.float32)
-    if len(rows) > k:
-        keep = np.argpartition(-scores, k - 1)[:k]
-        # argpartition may drop a tie at the k-th score that has a smaller row: pull every tie back in
-        kth = scores[keep].min()
-        keep = np.flatnonzero(scores >= kth)
-        rows, scores = rows[keep], scores[keep]
-    order = np.lexsort((rows, -scores))[:k]
-    return rows[order], scores[order]
-
 
 class Searcher:
     """Search one snapshot. ``search(queries, k, allowed)`` -> per query ``(rows, scores)`` best first.
@@ -89,37 +77,13 @@ class Searcher:
     # ------------------------------------------------------------------------------- stage 1
     @property
     def candidate_kind(self) -> str:
-        kind = self.params.candidates
-        if kind == "auto":
-            s = self.snapshot
-            return "centroid" if s.terms is not None and s.centroids is not None else "exhaustive"
-        return kind
+        return candidate_kind(self.snapshot, self.params)
 
     @property
     def generator(self) -> CandidateGenerator:
         """The stage-1 generator (built once per Searcher; posting lists are built here)."""
         if self._generator is None:
-            kind = self.candidate_kind
-            s = self.snapshot
-            if kind == "exhaustive":
-                self._generator = ExhaustiveCandidates(s.n_docs)
-            elif kind == "centroid":
-                gen = CentroidCandidates.from_snapshot(
-                    s,
-                    nprobe=self.params.nprobe,
-                    interaction=self.params.interaction,
-                    n_full=self.params.n_full,
-                    threads=self.threads,
-                    device=self.device,
-                    postings=s.extras.get("postings"),
-                )
-                # posting lists depend only on the snapshot: every Searcher of this version shares them
-                s.extras.setdefault("postings", gen.postings)
-                self._generator = gen
-            else:
-                from .sparse import SparseCandidates  # imports this module: loaded on first use
-
-                self._generator = SparseCandidates.from_snapshot(s, self.params)
+            self._generator = make_generator(self.snapshot, self.params, threads=self.threads, device=self.device)
         return self._generator
 
     # ------------------------------------------------------------------------------- search
@@ -130,9 +94,7 @@ class Searcher:
         ``allowed``: boolean mask over rows; disallowed rows never become candidates.
         """
         s = self.snapshot
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise SearchParamsError(f"k={k!r} must be a positive integer (the number of results per query)")
-        k = int(k)
+        k = check_k(k)
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
         mask = check_allowed(allowed, s.n_docs)
         if len(queries) and (queries.lengths == 0).any():
@@ -173,12 +135,7 @@ class Searcher:
 
     def _gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Packed code rows of documents ``rows`` and their offsets (no padding)."""
-        s = self.snapshot
-        starts = s.offsets[rows]
-        lens = s.offsets[rows + 1] - starts
-        offs = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(lens, out=offs[1:])
-        return ranges(starts, lens), offs
+        return take_index(self.snapshot.offsets, rows)
 
     @property
     def has_tables(self) -> bool:
@@ -273,3 +230,56 @@ class Searcher:
             sc = maxsim_torch_tensors(qv, qoff, dec, torch.from_numpy(offs).to(self.device))
             out[:, a:b] = sc.cpu().numpy()
         return out
+
+
+# ----------------------------------------------------------------------------------- the one factory
+@runtime_checkable
+class SnapshotSearcher(Protocol):
+    """What the store asks of a searcher (:class:`Searcher`, :class:`~mvstore.search.sparse.SparseSearcher`)."""
+
+    snapshot: Snapshot
+    params: SearchParams
+
+    def search(
+        self, queries: Any, k: int, allowed: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]: ...
+
+
+def make_searcher(snapshot: Snapshot, params: SearchParams | None = None) -> SnapshotSearcher:
+    """The searcher serving ``snapshot`` under ``params``: an index of sparse codes is searched by SLIM
+    (posting-list stage 1 + exact sparse MaxSim on the codes, no ``V``-dim dense decode) unless ``params``
+    asks for another stage 1; every other index by the dense two-stage :class:`Searcher`."""
+    params = params or SearchParams()
+    if params.candidates in ("auto", "sparse") and is_sparse_codec(snapshot.codec):
+        return SparseSearcher(snapshot, params)
+    return Searcher(snapshot, params)
+
+
+def candidate_kind(snapshot: Snapshot, params: SearchParams) -> str:
+    """``params.candidates`` with ``"auto"`` resolved: centroid posting lists when the snapshot has terms and
+    centroids, else every document (``"exhaustive"``, the oracle)."""
+    if params.candidates == "auto":
+        has_terms = snapshot.terms is not None and snapshot.centroids is not None
+        return "centroid" if has_terms else "exhaustive"
+    return params.candidates
+
+
+def make_generator(snapshot: Snapshot, params: SearchParams, *, threads: int = 1, device: Any = "cpu") -> CandidateGenerator:
+    """The stage-1 generator of ``params.candidates`` over ``snapshot`` (``threads``/``device``: the centroid
+    generator's; posting lists are cached on the snapshot, so every searcher of one version shares them)."""
+    kind = candidate_kind(snapshot, params)
+    if kind == "exhaustive":
+        return ExhaustiveCandidates(snapshot.n_docs)
+    if kind == "sparse":
+        return SparseCandidates.from_snapshot(snapshot)
+    gen = CentroidCandidates.from_snapshot(
+        snapshot,
+        nprobe=params.nprobe,
+        interaction=params.interaction,
+        n_full=params.n_full,
+        threads=threads,
+        device=device,
+        postings=snapshot.extras.get("postings"),
+    )
+    snapshot.extras.setdefault("postings", gen.postings)
+    return gen

@@ -38,6 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from .._rank import top_k
+from ..codecs.base import REGISTRY
+from ..codecs.sparse import SparseCodec, _sparse_stage
 from ..exceptions import (
     DimensionMismatchError,
     InvalidDtypeError,
@@ -45,12 +48,10 @@ from ..exceptions import (
     NotFittedError,
     SpecError,
 )
-from ..ragged import Ragged, as_ragged
-from .candidates import CandidateGenerator, as_query_list, check_allowed
+from ..ragged import Ragged, as_ragged, ranges, take_index
+from .candidates import CandidateGenerator, as_query_list, check_allowed, check_n
 from .maxsim import doc_chunks, maxsim_batch
-from .params import SearchParams, SearchParamsError
-from .postings import ranges
-from .searcher import top_k
+from .params import SearchParams, SearchParamsError, check_k
 
 __all__ = [
     "SparsePostings",
@@ -161,7 +162,7 @@ def bounds(
     upper = np.bincount(docs, weights=val, minlength=p.n_docs).astype(np.float32)
     if not lower:
         return None, upper
-    lower = np.zeros(p.n_docs, np.float32)
+    lo = np.zeros(p.n_docs, np.float32)
     # per query token, the max over its terms. Entry e of a token is its slot-th term; within one slot the
     # (token, doc) pairs are unique, so a gather/max/scatter per slot needs no unbuffered ufunc.at.
     slot = np.repeat(np.arange(len(q_tok)) - np.searchsorted(q_tok, q_tok), lens)
@@ -177,8 +178,8 @@ def bounds(
             sel = sk == sl
             ti, di = tk[sel], dk[sel]
             buf[ti, di] = np.maximum(buf[ti, di], vk[sel])
-        lower += buf.sum(0)
-    return lower, upper
+        lo += buf.sum(0)
+    return lo, upper
 
 
 def _nonzero_entries(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -242,8 +243,6 @@ def sparse_map_of(snapshot: Any, sparse_map: Any = None) -> tuple[Any, bool]:
     Order: the snapshot's codec when it ends in a sparse codec; else ``sparse_map``; else
     ``snapshot.extras["sparse_map"]`` (see :func:`attach_sparse_map`). Raises a clear error otherwise.
     """
-    from ..codecs.sparse import _sparse_stage
-
     own = _sparse_stage(snapshot.codec)
     if own is not None:
         return own, True
@@ -254,9 +253,10 @@ def sparse_map_of(snapshot: Any, sparse_map: Any = None) -> tuple[Any, bool]:
             "of its decoded vectors: call mvstore.search.sparse.attach_sparse_map(snapshot, 'spk4096t8') once, "
             "or build the index with a sparse spec such as 'spk4096t8'"
         )
-    if _sparse_stage(m) is None:
+    stage = _sparse_stage(m)
+    if stage is None:
         raise InvalidDtypeError(f"sparse_map must be a sparse codec (spk.../slim...), got {type(m).__name__}")
-    m = _sparse_stage(m)
+    m = stage
     if m.dim_in != snapshot.codec.dim_out:
         raise DimensionMismatchError(
             f"sparse map {m.spec()!r} takes dim {m.dim_in} but the index decodes to dim {snapshot.codec.dim_out}; "
@@ -275,15 +275,11 @@ def attach_sparse_map(
     (``spk<V>t<t>[p<thr>]``) to fit on up to ``sample`` decoded vectors of the snapshot (seeded). The map is
     stored in ``snapshot.extras["sparse_map"]``; posting lists are built on first use. Returns the map.
     """
-    from ..codecs.sparse import SparseCodec, _sparse_stage
-
     if _sparse_stage(snapshot.codec) is not None:
         raise SpecError(
             f"the index codec {snapshot.codec.spec()!r} is already sparse: its codes are the posting-list terms"
         )
     if isinstance(sparse_map, str):
-        from ..codecs.base import REGISTRY
-
         params = None
         for cls in REGISTRY.values():
             if issubclass(cls, SparseCodec):
@@ -331,8 +327,8 @@ class SparseCandidates(CandidateGenerator):
     ``queries`` given to :meth:`candidates` are *transformed* by the snapshot's codec (the searcher's
     convention): the ``(n, V)`` sparse vectors for a sparse index, dense ``(n, dim_out)`` vectors for a dense
     index with a side map (the map is applied here). ``alpha=1`` (the default) ranks by the upper bound
-    alone, SLIM's first stage and the cheapest (on SciFact its top 32 already hold the exhaustive sparse
-    top 10: see benchmarks/slim_bench.py); ``alpha=0`` by the lower bound.
+    alone, SLIM's first stage and the cheapest (how much of the exhaustive sparse top 10 it keeps:
+    ``benchmarks/slim_bench.py``); ``alpha=0`` by the lower bound.
     """
 
     def __init__(self, postings: SparsePostings, sparse_map: Any, *, own: bool, alpha: float = 1.0):
@@ -345,11 +341,8 @@ class SparseCandidates(CandidateGenerator):
         self.n_docs = postings.n_docs
 
     @classmethod
-    def from_snapshot(
-        cls, snapshot: Any, params: SearchParams | None = None, *, sparse_map: Any = None, alpha: float = 1.0
-    ) -> SparseCandidates:
-        """Generator for ``snapshot`` (posting lists cached in ``snapshot.extras``); ``params`` is accepted for
-        the searcher's loader (stage 1 needs none of its knobs)."""
+    def from_snapshot(cls, snapshot: Any, *, sparse_map: Any = None, alpha: float = 1.0) -> SparseCandidates:
+        """Generator for ``snapshot`` (posting lists cached in ``snapshot.extras``)."""
         m, own = sparse_map_of(snapshot, sparse_map)
         return cls(_postings_for(snapshot, m, own), m, own=own, alpha=alpha)
 
@@ -374,8 +367,7 @@ class SparseCandidates(CandidateGenerator):
         return [bounds(self.postings, t, v, w, nq, lower=lower) for t, v, w, nq in self.sparse_queries(queries)]
 
     def candidates(self, queries: Any, n: int, allowed: np.ndarray | None = None) -> list[np.ndarray]:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise SearchParamsError(f"number of candidates n={n!r} must be a positive integer")
+        n = check_n(n)
         mask = check_allowed(allowed, self.n_docs)
         rows = np.arange(self.n_docs, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
         out = []
@@ -431,29 +423,24 @@ class SparseSearcher:
 
     def search(self, queries: Any, k: int, allowed: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         s = self.snapshot
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise SearchParamsError(f"k={k!r} must be a positive integer (the number of results per query)")
+        k = check_k(k)
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
         mask = check_allowed(allowed, s.n_docs)
-        out = []
-        n = max(self.params.n_rerank, int(k))
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        n = max(self.params.n_rerank, k)
         bs = self.params.batch_size
         for a in range(0, len(queries), bs):
             batch = queries[a : a + bs]
             qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
             cands = self.generator.candidates(qt, n, mask)
-            out.extend(top_k(rows, self.score_rows(qt[i : i + 1], rows)[0], int(k)) for i, rows in enumerate(cands))
+            out.extend(top_k(rows, self.score_rows(qt[i : i + 1], rows)[0], k) for i, rows in enumerate(cands))
         return out
 
     def score_rows(self, qt: Ragged, rows: np.ndarray) -> np.ndarray:
         """Exact stage-2 scores ``(n_queries, len(rows))`` of transformed queries against documents ``rows``."""
         s = self.snapshot
-        rows = np.asarray(rows, np.int64)
-        starts = s.offsets[rows]
-        lens = s.offsets[rows + 1] - starts
-        offs = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(lens, out=offs[1:])
-        codes = s.codes[ranges(starts, lens)]
+        idx, offs = take_index(s.offsets, rows)
+        codes = s.codes[idx]
         if self.rerank == "dense":
             return maxsim_batch(qt, Ragged(s.codec.decode(codes), offs))
         ids, w = self.generator.sparse_map.sparse_decode(codes)

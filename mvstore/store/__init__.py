@@ -12,63 +12,16 @@
 >>> idx.search(docs[3], k=2, where="lang = 'fr'")["id"].to_pylist()[0] != 3
 True
 
-Layout (also in docs/LAYOUT.md). An index is a local directory::
+The on-disk layout (the manifest, the docs and codec tables and their columns, versions, the codec state's
+meta, training, drift and retraining, integrity records) is written once, in docs/LAYOUT.md; this package
+implements it (``_layout.py``: paths, schemas and the write lock; ``_index.py``: the writes; ``_view.py``: one
+version's reads; ``_integrity.py``: checksums and records).
 
-    <uri>/mvstore.json   manifest, written once by create(): {"format": "mvstore", "format_version": 2,
-                         "spec", "dim", "options": {n_centroids, train_size, seed, keep_source, drift_threshold,
-                         [encoder: the text encoder as JSON]}, "checksum"}
-    <uri>/docs.lance     Lance table "docs", one row per document:
-                           id          int64 or string: the user's id, unique, never renumbered
-                           <metadata>  the user's columns, fixed by the first add (later batches may omit some:
-                                       those become null, upsert keeps their stored values; unknown columns
-                                       and struct fields are an error)
-                           n_tokens    int32: original (pre-pooling) token count
-                           n_vectors   int32: stored (pooled) vector count
-                           codes       large_binary: n_vectors x code_size bytes, the codec's codes
-                           terms       list<int32>: each stored vector's stage-1 centroid id (empty for
-                                       rq, whose codes carry it)
-                           recon_err   float32: mean squared reconstruction error of the doc's vectors
-                           source      large_binary (only with keep_source=True): pooled vectors as fp16
-                           row_checksum uint64: hash of id, n_tokens, n_vectors, codes, terms
-                         schema metadata "mvstore.state_id" = the codec state the codes were written with
-    <uri>/codec.lance    Lance table "codec": state_id, name, dtype, shape, data (raw array bytes), plus one
-                         "__meta__" row per state holding JSON (codec meta, centroid source, training error,
-                         checksum of the state)
-    <uri>/integrity/     HEAD.json + one record per committed table version: files with sizes and sha256,
-                         docs row count and row-checksum sum (checked on open / first search; verify() hashes all)
-
-Both tables open with plain ``lancedb.connect(uri).open_table("docs")``. Nothing is pickled: state is raw
-numeric bytes + dtype + shape + JSON. One index version = one docs-table Lance version; its schema metadata
-names its codec state, so ``open(uri, version=v)`` decodes old versions with the state they were written with.
-
-Training policy. The codec pipeline (spec minus pooling) and the stage-1 centroids are fitted ONCE: on a random
-sample (``train_size`` vectors, default 65536) of the pooled vectors of the first add (or of an explicit
-``train(sample)`` before it). Later adds encode with that state; nothing is rebuilt. Stage-1 terms: when the
-quantizer has coarse centroids (``rq``) its ``coarse_terms`` are used; otherwise faiss k-means centroids
-(``n_centroids``, default the power of two at or below ``16 * sqrt(n_vectors of the first add)``, at most the
-sample size) are fitted on the transformed, pre-quantization sample and each vector's term is its nearest
-centroid (max inner product). Terms are stored in the docs row, so one Lance commit covers codes and terms.
-
-Drift. Every document row stores ``recon_err``, the mean over its stored vectors of the squared error of the
-stored representation, ``(||x||^2 - ||transform(x)||^2) + ||transform(x) - decode(encode(x))||^2`` (what the
-orthonormal pca/trunc projections drop plus the quantization error); ``stats()["drift"]`` is the
-vector-weighted mean of it over the index divided by the same error on the training sample (1.0 = the data
-looks like the training data; None for a lossless codec such as fp32/fp16). ``optimize(retrain="auto")``
-refits the codec when drift exceeds ``drift_threshold`` (default 1.5); retraining needs the pooled vectors,
-so it is available only for indexes created with ``keep_source=True`` (otherwise it warns and reports why it
-did not retrain).
-
-Crash safety and concurrency. A write (add, add_batches, upsert, delete, optimize) validates its whole input
-first and becomes visible in ONE Lance commit; a failure or a SIGKILL before the commit leaves the previous
-version current (orphan data files are removed by ``optimize(cleanup=True)``). An :class:`Index` object reads
-one version (a per-version in-memory :class:`~mvstore.search.snapshot.Snapshot`) until its own write or
-:meth:`Index.refresh`; searches in other threads or processes during a write see one consistent version.
-Writers in several threads or processes are safe: every write holds the index's cross-process write lock
-(``flock`` on ``<uri>/mvstore.lock``, dropped by the kernel when its holder dies) from reading the latest version
-to its commit, so writes run one after the other and each id check sees every earlier commit; a write waits up
-to 10 minutes for another one, then raises IndexBusyError. ``optimize(cleanup=True)`` holds the lock too and
-never deletes files a writer may still commit. An Index still reading a version that a cleanup deleted raises
-VersionCleanedUpError: call :meth:`Index.refresh`. Only local directories are supported.
+Crash safety and concurrency. Every write (add, add_batches, upsert, delete, optimize) validates its whole
+input first and becomes visible in ONE Lance commit, under the index's cross-process write lock; an
+:class:`Index` reads one version (an in-memory :class:`~mvstore.search.snapshot.Snapshot`) until its own write
+or :meth:`Index.refresh`. The guarantees and their limits: docs/LAYOUT.md ("Versions", "Writers"). Only local
+directories are supported.
 """
 
 from __future__ import annotations

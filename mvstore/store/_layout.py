@@ -1,15 +1,8 @@
-"""On-disk layout of an mvstore index and the Arrow conversions around it.
+"""On-disk layout of an mvstore index and the Arrow conversions around it: paths, the manifest, the docs and
+codec table schemas, id and metadata normalization, and the cross-process write lock (:func:`write_lock`).
 
-A directory holding::
-
-    mvstore.json      manifest: format, format_version, spec, dim, options (written once by create)
-    docs.lance/       Lance table "docs": one row per document (see DOCS_SYSTEM_COLUMNS)
-    codec.lance/      Lance table "codec": fitted codec state as named arrays + JSON, one state per state_id
-    mvstore.lock      the cross-process write lock (see :func:`write_lock`); empty or the last writer's pid
-    integrity/        HEAD.json + one record per committed table version (see ``_integrity``)
-
-The docs table's schema metadata key ``mvstore.state_id`` names the codec state its codes were written
-with, so opening any docs version (time travel) loads the matching state. Nothing is pickled.
+The layout itself (files, columns, schema metadata, the codec state's meta) is documented once, in
+docs/LAYOUT.md; keep it true when this module changes.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from ..exceptions import (
     VersionCleanedUpError,
 )
 from ..search.params import SearchParams
+from ..search.searcher import make_searcher
 from ..search.snapshot import Snapshot
 from ._integrity import CHECKSUM_COLUMN, check_rows, corrupt_file_error, lance_failure
 from ._layout import binary_values, first_duplicate, ids_numpy, list_values, unknown_field
@@ -250,21 +251,11 @@ class _View:
         return m
 
     def searcher(self, params: SearchParams) -> Any:
-        from ..codecs.sparse import is_sparse_codec
-        from ..search.searcher import Searcher
-
         key = repr(params)
         with self._lock:
             s = self._searchers.get(key)
         if s is None:
-            snap = self.snapshot()
-            if params.candidates in ("auto", "sparse") and is_sparse_codec(snap.codec):
-                # sparse codes: posting-list stage 1 + exact sparse MaxSim on the codes (no V-dim dense decode)
-                from ..search.sparse import SparseSearcher
-
-                s = SparseSearcher(snap, params)
-            else:
-                s = Searcher(snap, params)
+            s = make_searcher(self.snapshot(), params)
             with self._lock:
                 if len(self._searchers) > 8:
                     self._searchers.clear()

@@ -1,6 +1,7 @@
-"""Intra-query parallelism for CPU search: split one query's heavy steps (the query-centroid product, the
-full centroid interaction, the stage-2 table scoring) into contiguous parts run on a shared thread pool. The
-parts are numba ``nogil`` kernels (:mod:`mvstore.search._kernels`), which release the GIL, so threads run
+"""Threading helpers, a leaf module: ``cpu_threads()`` (the cores this process may run on: the default thread
+count of search and Ward pooling) and ``split_run`` (one shared pool that splits one query's heavy search steps,
+the query-centroid product, the full centroid interaction and the stage-2 table scoring, into contiguous parts).
+The parts are numba ``nogil`` kernels (:mod:`mvstore.search._kernels`), which release the GIL, so threads run
 them in parallel. Parts must not call BLAS: BLAS runs its own threads, and keeping it to one thread per part
 would need a process-wide limit (threadpoolctl), which overlapping searches would leave set and which
 would slow the caller's own numpy code.
