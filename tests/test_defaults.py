@@ -9,7 +9,7 @@ from mvstore.exceptions import InvalidArgumentError, InvalidDtypeError, InvalidO
 from mvstore.pooling import n_clusters, pool
 from mvstore.spec import bytes_per_token, default_spec, parse
 from mvstore.testing import synthetic_docs
-from mvstore.tune import AUTO_MIN_DOCS, TuneError, auto_candidates, auto_spec
+from mvstore.tune import AUTO_MIN_DOCS, ICT_MIN_TOKENS, TuneError, auto_candidates, auto_spec, inverse_cloze
 
 
 @pytest.mark.parametrize("dim", [96, 128, 384, 768, 1024])
@@ -67,10 +67,33 @@ def test_auto_candidates_fit_the_budget():
         auto_spec(synthetic_docs(60, 128, seed=2), 0.1)
 
 
+def _cloze_docs(n: int, dim: int, seed: int) -> list[np.ndarray]:
+    """Documents whose tokens lean on directions of their own, so that a window of one points to it."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for m in rng.integers(20, 60, n):
+        x = rng.standard_normal((3, dim))[rng.integers(0, 3, m)] + 0.6 * rng.standard_normal((m, dim))
+        out.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+    return out
+
+
+def test_inverse_cloze_cuts_windows_out_of_their_documents():
+    docs = mvstore.Ragged.from_list(_cloze_docs(60, 16, seed=1) + [np.ones((4, 16), np.float32)] * 5)
+    corpus, q, t = inverse_cloze(docs, 30, 10**6, seed=0)
+    assert len(corpus) == len(docs) and len(q) == 30 and corpus.n_tokens + q.n_tokens == docs.n_tokens
+    assert (corpus.lengths[t] * 2 >= q.lengths).all() and (corpus.lengths[t] + q.lengths >= ICT_MIN_TOKENS).all()
+    for j, i in enumerate(t):  # each query is a window of the document it was cut from, not in it any more
+        whole = np.concatenate([corpus[i], q[j]])
+        assert sorted(map(bytes, whole)) == sorted(map(bytes, np.asarray(docs[i])))
+    with pytest.raises(TuneError, match="longer documents"):
+        auto_spec([np.ones((4, 16), np.float32)] * 60, 8)
+
+
 def test_auto_spec_picks_within_budget_and_beats_a_worse_codec():
-    docs = synthetic_docs(120, 64, n_topics=24, min_len=10, max_len=60, seed=3, spread=0.25)
-    res = auto_spec(docs, 16, sample_tokens=4000, n_queries=24)
-    assert res.spec in auto_candidates(64, 16)
+    docs = _cloze_docs(120, 64, seed=3)
+    res = auto_spec(docs, 16, sample_tokens=4000, n_queries=40)
+    assert res.n_queries == 40 and res.exact_fidelity > 0.5  # a window finds its own document
+    assert res.spec in [r["spec"] for r in res.table] and "inverse-cloze" in str(res)
     picked = next(r for r in res.table if r["picked"])
     assert picked["within_budget"] and picked["bytes_per_token"] <= 16
     assert res.fidelity == max(r["fidelity"] for r in res.table if r["within_budget"])
@@ -84,7 +107,7 @@ def test_create_auto_picks_on_first_add_and_keeps_it(tmp_path):
     idx.add(np.arange(70), docs[:70])
     st = idx.stats()
     picked = st["auto"]["spec"]
-    assert st["spec"] == picked == str(idx.spec) and picked in auto_candidates(48, 12)
+    assert st["spec"] == picked == str(idx.spec) and picked in [r["spec"] for r in st["auto"]["table"]]
     assert st["auto"]["budget"] == 12 and st["auto"]["seconds"] >= 0 and st["auto"]["table"]
     assert st["bytes_per_token"] <= 12 + 4 / 1  # codes within budget (+ int32 terms per stored vector)
     again = ms.open(tmp_path / "ix")

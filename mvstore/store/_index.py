@@ -287,8 +287,9 @@ class Index:
         info = {
             "budget": res.budget, "spec": res.spec, "fidelity": res.fidelity, "bytes_per_token": res.bytes_per_token,
             "seconds": res.seconds, "sample_docs": res.n_docs, "sample_tokens": res.n_tokens,
-            "pseudo_queries": res.n_queries,
-            "table": [{k: r[k] for k in ("spec", "bytes_per_token", "fidelity", "within_budget")} for r in res.table],
+            "pseudo_queries": res.n_queries, "measure": res.measure, "exact_fidelity": res.exact_fidelity,
+            "table": [{k: r[k] for k in ("spec", "bytes_per_token", "fidelity", "agreement", "known_item", "within_budget")}
+                      for r in res.table],
         }  # fmt: skip
         return spec_mod.parse(res.spec), info
 
