@@ -73,8 +73,8 @@ VersionCleanedUpError: call :meth:`Index.refresh`. Only local directories are su
 
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -87,11 +87,14 @@ from ..exceptions import (
     InvalidDtypeError,
     InvalidMetadataError,
     InvalidOperationError,
+    MvstoreError,
     SpecError,
+    StorageUnreachableError,
     UnknownIdError,
 )
 from . import _integrity
 from ._encode import drift
+from ._fs import Location
 from ._index import Index, check_version
 from ._layout import MANIFEST, read_manifest, write_manifest
 from ._view import where_columns
@@ -110,17 +113,23 @@ __all__ = [
 ]
 
 
-def _root(uri: str | os.PathLike) -> str:
-    if not isinstance(uri, (str, os.PathLike)):
-        raise InvalidDtypeError(f"uri must be a local directory path (str or Path), got {type(uri).__name__}")
-    s = os.fspath(uri)
-    if not isinstance(s, str):
-        raise InvalidDtypeError(f"uri must be a str path, got {type(s).__name__} {s!r:.80}; decode it (os.fsdecode)")
-    if "://" in s and not s.startswith("file://"):
-        raise InvalidArgumentError(f"uri {s!r}: only local directories are supported; pass a filesystem path")
-    if not s.strip():
-        raise InvalidArgumentError("uri is an empty string; pass the index's directory path")
-    return os.path.abspath(s.removeprefix("file://"))
+@contextlib.contextmanager
+def _reaching(loc: Location):
+    """Around create/open's first touches of an object store: a failure to reach it is
+    StorageUnreachableError naming the URI and what to check."""
+    if loc.local:
+        yield
+        return
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, MvstoreError):
+            raise
+        raise StorageUnreachableError(
+            f"{loc.uri} cannot be reached ({str(e).splitlines()[0][:200]}); check the bucket exists and "
+            "storage_options (e.g. aws_endpoint, aws_region, aws_access_key_id/aws_secret_access_key, "
+            "allow_http='true' for an http endpoint)"
+        ) from e
 
 
 def _check_int(name: str, value: object, lo: int, hi: int | None, what: str) -> None:
@@ -144,8 +153,10 @@ def create(
     seed: int = 0,
     keep_source: bool = False,
     drift_threshold: float = 1.5,
+    storage_options: dict[str, str] | None = None,
 ) -> Index:
-    """Create an empty index directory at ``uri`` for ``dim``-dimensional token vectors compressed by ``spec``
+    """Create an empty index at ``uri`` (a local directory, or an object-store URI such as
+    ``s3://bucket/indexes/ix`` with Lance's ``storage_options``: credentials, region, endpoint) for ``dim``-dimensional token vectors compressed by ``spec``
     (e.g. ``"fp16"``, ``"pool2,pca64,sq8"``; None: :func:`mvstore.default_spec` of ``dim``; ``"auto"``: picked
     on the first add as the spec closest to exact MaxSim within ``max_bytes_per_token``, see
     :func:`mvstore.tune.auto_spec`, reported by ``stats()["auto"]``). ``exist_ok=True`` opens an existing
@@ -155,7 +166,8 @@ def create(
     drift above which ``optimize(retrain="auto")`` retrains."""
     from ..tune import _check_budget
 
-    root = _root(uri)
+    loc = Location(uri, storage_options)
+    root = loc.uri
     _check_int("dim", dim, 1, None, "the token vectors' dimension, e.g. create(uri, dim=128)")
     dim = int(dim)
     if spec is None:
@@ -196,25 +208,30 @@ def create(
         raise InvalidDtypeError(
             f"exist_ok and keep_source must be True or False, got {exist_ok!r} and {keep_source!r}"
         )
-    if os.path.exists(os.path.join(root, MANIFEST)):
+    with _reaching(loc):
+        exists = loc.exists(MANIFEST)
+        occupied = not exists and (
+            (loc.local and os.path.exists(root) and not os.path.isdir(root)) or bool(loc.listdir())
+        )
+    if exists:
         if not exist_ok:
             raise IndexExistsError(
                 f"an mvstore index already exists at {root!r}: open it with mvstore.store.open(uri), pass "
                 "exist_ok=True, or choose another path"
             )
-        idx = open(root)
+        idx = open(root, storage_options=storage_options)
         if idx.manifest["spec"] != sp_text or idx.dim != dim:
             raise SpecError(
                 f"the index at {root!r} was created with spec {idx.manifest['spec']!r} and dim {idx.dim}, not "
                 f"{sp_text!r} and dim {dim}; open it with mvstore.store.open(uri) or create a new index at another path"
             )
         return idx
-    if os.path.exists(root) and (not os.path.isdir(root) or os.listdir(root)):
+    if occupied:
         raise IndexExistsError(
             f"{root!r} exists and is not an empty directory (nor an mvstore index); choose a new path"
         )
-    os.makedirs(root, exist_ok=True)
-    _integrity.init(root)  # before the manifest, which marks the directory as an index
+    loc.makedirs()
+    _integrity.init(loc)  # before the manifest, which marks the directory as an index
     options = {
         "n_centroids": None if n_centroids is None else int(n_centroids),
         "train_size": int(train_size),
@@ -224,16 +241,20 @@ def create(
     }
     if max_bytes_per_token is not None:
         options["max_bytes_per_token"] = float(max_bytes_per_token)
-    return Index(root, write_manifest(root, sp_text, dim, options))
+    return Index(loc, write_manifest(loc, sp_text, dim, options))
 
 
-def open(uri: str | os.PathLike, version: int | None = None) -> Index:  # noqa: A001 - mirrors lance/lancedb
-    """Open the index at ``uri``: its latest version, or ``version`` (time travel, read-only until
-    :meth:`Index.checkout`). IndexCorruptedError if the path is not an mvstore index or its state is damaged."""
-    root = _root(uri)
+def open(  # noqa: A001 - mirrors lance/lancedb
+    uri: str | os.PathLike, version: int | None = None, *, storage_options: dict[str, str] | None = None
+) -> Index:
+    """Open the index at ``uri`` (a local directory or an object-store URI, reached with ``storage_options``):
+    its latest version, or ``version`` (time travel, read-only until :meth:`Index.checkout`).
+    IndexCorruptedError if the path is not an mvstore index or its state is damaged."""
+    loc = Location(uri, storage_options)
     version = check_version(version)
-    manifest = read_manifest(root)
+    with _reaching(loc):
+        manifest = read_manifest(loc)
     try:
-        return Index(root, manifest, version)
+        return Index(loc, manifest, version)
     except SpecError as e:
-        raise IndexCorruptedError(f"the manifest at {Path(root) / MANIFEST} has an invalid spec: {e}") from e
+        raise IndexCorruptedError(f"the manifest at {loc.table(MANIFEST)} has an invalid spec: {e}") from e

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -107,7 +106,8 @@ class _View:
     """Everything one version needs for reading; built lazily, never mutated after a write (a write makes a
     new view), so searches running in other threads keep a consistent version."""
 
-    def __init__(self, version: int, ds: lance.LanceDataset | None, state: _State | None):
+    def __init__(self, version: int, ds: lance.LanceDataset | None, state: _State | None, loc: Any):
+        self.loc = loc  # the index's _fs.Location (its integrity records)
         self.version = version
         self.ds = ds
         self.state = state
@@ -173,7 +173,7 @@ class _View:
                     f"docs table version {self.version} cannot be read ({str(e).splitlines()[0][:200]}); the index "
                     "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
                 ) from e
-            check_rows(os.path.dirname(self.ds.uri), self.version, tbl)
+            check_rows(self.loc, self.version, tbl)
             id_col = tbl.column("id")
             check_unique_ids(id_col, self.version)
             ids = ids_numpy(id_col)
