@@ -215,14 +215,16 @@ def _encode(encoder: Any, texts: Sequence[str], role: str, quiet: bool) -> Any:
     return Ragged.concat(parts)
 
 
-def _index_meta(root: str) -> dict[str, Any]:
-    p = Path(root) / CLI_META
-    return json.loads(p.read_text()) if p.is_file() else {}
+def _index_meta(idx: Any) -> dict[str, Any]:
+    try:
+        return json.loads(idx.loc.read(CLI_META))
+    except FileNotFoundError:
+        return {}
 
 
 def _index_encoder(idx: Any, args: argparse.Namespace) -> Any:
     """The encoder a CLI-built index was built with (overridable by --model)."""
-    meta = _index_meta(idx.root).get("encoder")
+    meta = _index_meta(idx).get("encoder")
     if args.model is not None or meta is None:
         if meta is None and args.model is None and idx.dim != 384:
             raise UsageError(
@@ -374,7 +376,56 @@ def _fill(idx: Any, spec: str, ids: list, docs: Any, metadata: Any, args: argpar
         bar.close()
     meta = {"encoder": None if encoder is None else getattr(args, "_encoder_settings", None),
             "input": getattr(args, "input", None), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    (Path(idx.root) / CLI_META).write_text(json.dumps(meta, indent=2))
+    _write_meta(idx, meta)
+    return idx
+
+
+def _write_meta(idx: Any, meta: dict[str, Any]) -> None:
+    """``mvstore-cli.json``: the encoder (and input) a CLI build used, read back by search and eval."""
+    idx.loc.write_atomic(CLI_META, json.dumps(meta, indent=2).encode())
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, str] | None:
+    pairs = getattr(args, "storage_option", None) or []
+    bad = next((p for p in pairs if "=" not in p), None)
+    if bad is not None:
+        raise UsageError(f"--storage-option {bad!r} must be KEY=VALUE, e.g. --storage-option aws_region=us-east-1")
+    return dict(p.split("=", 1) for p in pairs) or None
+
+
+def _build_ray(args: argparse.Namespace) -> Any:
+    """``mvstore build IDX --input ... --ray [ADDRESS]``: :func:`mvstore.build` on a Ray cluster."""
+    import functools
+
+    import mvstore
+    from mvstore.store._fs import Location
+
+    from .exceptions import IndexExistsError
+    from .store._layout import MANIFEST
+
+    if args.input.lower().endswith(".npz"):
+        raise UsageError("--ray reads JSONL or Parquet (the workers read it in blocks); convert the .npz to Parquet")
+    if args.title_column:
+        raise UsageError("--title-column is not available with --ray: put the full text in one column first")
+    opts = _storage_options(args)
+    if Location(args.index, opts).exists(MANIFEST):
+        raise IndexExistsError(
+            f"an mvstore index already exists at {args.index!r}: --ray builds a new index; choose another path "
+            "(mvstore.build() in Python adds to an existing one)"
+        )
+    args._encoder_settings = _encoder_settings(args)
+    report: dict[str, Any] = {}
+    idx = mvstore.build(
+        args.input, args.index, args.spec, ray=True if args.ray is True else args.ray, storage_options=opts,
+        encoder=functools.partial(_make_encoder, args._encoder_settings), id_column=args.id_column,
+        vectors_column=args.vectors_column, text_column=args.text_column,
+        metadata_columns=None if args.metadata is None else [c for c in args.metadata.split(",") if c],
+        train_docs=args.train_docs, batch_size=args.batch_size, num_workers=args.workers,
+        num_gpus=args.gpus_per_worker, progress=not args.quiet, report=report, keep_source=args.keep_source,
+        **({} if args.max_bytes_per_token is None else {"max_bytes_per_token": args.max_bytes_per_token}),
+    )  # fmt: skip
+    _write_meta(idx, {"encoder": args._encoder_settings if report["texts"] else None, "input": args.input,
+                      "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
     return idx
 
 
@@ -387,6 +438,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError("--spec auto needs --max-bytes-per-token B (e.g. 16): the size budget it picks within")
     if args.spec not in (None, "auto"):
         spec_mod.parse(args.spec)
+    if args.ray is not None:
+        t = time.perf_counter()
+        idx = _build_ray(args)
+        return _build_row(idx, args, t)
     src = Source(args.input, args)
     encoder = None
     if src.vectors is None:
@@ -394,6 +449,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         encoder = _make_encoder(args._encoder_settings, args.cache)
     t = time.perf_counter()
     idx = _build(args.index, args.spec, src.ids, src.vectors, src.metadata, args, src.texts, encoder)
+    return _build_row(idx, args, t)
+
+
+def _build_row(idx: Any, args: argparse.Namespace, t: float) -> int:
     st = idx.stats()
     row = {"index": idx.root, "spec": st["spec"], "docs": st["docs"], "tokens": st["tokens"],
            "vectors": st["vectors"], "bytes_per_token": round(st["bytes_per_token"], 2),
@@ -482,7 +541,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "columns": _user_columns(idx),
         "versions": idx.versions(),
         "files": files,
-        "encoder": _index_meta(idx.root).get("encoder"),
+        "encoder": _index_meta(idx).get("encoder"),
     }
     if args.json:
         print(json.dumps(info, default=_jsonable))
@@ -755,6 +814,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at that path")
     p.add_argument("--keep-source", action="store_true", help="also store pooled vectors (fp16) for retraining")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="build on a Ray cluster (ADDRESS, e.g. ray://head:10001; none: RAY_ADDRESS or a local one)")
+    p.add_argument("--workers", type=int, default=2, help="--ray: worker actors")
+    p.add_argument("--gpus-per-worker", type=float, default=0, help="--ray: GPUs per worker (text encoding)")
+    p.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="object-store option for an s3:// / gs:// / az:// index (repeatable), e.g. aws_region=us-east-1")
     _input_args(p), _encoder_args(p), _build_args(p)
     p.set_defaults(fn=cmd_build)
 

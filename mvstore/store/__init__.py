@@ -12,7 +12,7 @@
 >>> idx.search(docs[3], k=2, where="lang = 'fr'")["id"].to_pylist()[0] != 3
 True
 
-Layout (also in docs/LAYOUT.md). An index is a local directory::
+Layout (also in docs/LAYOUT.md). An index is a local directory or an object-store prefix::
 
     <uri>/mvstore.json   manifest, written once by create(): {"format": "mvstore", "format_version": 2,
                          "spec", "dim", "options": {n_centroids, train_size, seed, keep_source, drift_threshold},
@@ -68,7 +68,13 @@ Writers in several threads or processes are safe: every write holds the index's 
 to its commit, so writes run one after the other and each id check sees every earlier commit; a write waits up
 to 10 minutes for another one, then raises IndexBusyError. ``optimize(cleanup=True)`` holds the lock too and
 never deletes files a writer may still commit. An Index still reading a version that a cleanup deleted raises
-VersionCleanedUpError: call :meth:`Index.refresh`. Only local directories are supported.
+VersionCleanedUpError: call :meth:`Index.refresh`.
+
+Object stores. ``uri`` may be ``s3://bucket/path`` (or ``gs://``, ``az://``) with ``storage_options`` passed to
+Lance (credentials, region, ``aws_endpoint``, ``allow_http``); the manifest and integrity files go through
+pyarrow's filesystem layer (one PUT each, whole or absent), and the write lock is a lease committed through
+Lance's conditional commit (``lock.lance``; a killed writer's lease expires after ``_fs.LEASE_S`` seconds).
+docs/LAYOUT.md, "Writers", says exactly what is guaranteed there.
 """
 
 from __future__ import annotations

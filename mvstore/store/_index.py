@@ -92,6 +92,33 @@ def _column_list(columns: Any) -> list[str]:
     return list(dict.fromkeys(columns))
 
 
+def state_from_arrays(sid: int, arrays: dict[str, np.ndarray], meta: dict[str, Any], dim: int) -> _State:
+    """A stored codec state (its arrays and meta, checksum checked) -> the fitted codec and stage-1 centroids."""
+    _integrity.check_state(sid, arrays, meta)
+    try:  # each state records its spec (spec="auto" picks one per index)
+        spec = spec_mod.parse(meta["spec"])
+        codec = spec_mod.build_pipeline(spec, dim)
+        codec.set_state({k[6:]: v for k, v in arrays.items() if k.startswith("codec.")}, meta.get("codec", {}))
+    except (KeyError, ValueError, TypeError) as e:
+        raise IndexCorruptedError(f"codec state {sid} does not fit its spec {meta.get('spec')!r}: {e}; rebuild it") from e
+    cent = arrays.get("index.centroids")
+    if cent is None and codec.has_coarse:
+        cent = np.ascontiguousarray(codec.coarse_centroids, np.float32)
+    if cent is None:
+        raise IndexCorruptedError(f"codec state {sid} has no stage-1 centroids; rebuild the index")
+    return _State(sid, codec, cent, meta, spec)
+
+
+def prepare_batch(dim: int, ids: Any, vectors: Any, metadata: Any, id_type: pa.DataType | None) -> dict[str, Any]:
+    """Validate one batch of documents completely (nothing is written)."""
+    r = as_ragged(vectors, dim=dim)
+    if len(r) == 0:
+        raise InvalidVectorsError("the batch has no documents; pass at least one (ids, vectors) pair")
+    ids_arr = normalize_ids(ids, len(r), id_type=id_type)
+    meta = normalize_metadata(metadata, len(r))
+    return {"ids": ids_arr, "ragged": r, "meta": meta}
+
+
 # --------------------------------------------------------------------------------------------- index
 class Index:
     """An mvstore index directory read at one version. Make one with :func:`mvstore.store.create` or
@@ -225,24 +252,7 @@ class Index:
                 raise
             raise IndexCorruptedError(f"codec state {sid} cannot be read ({e}); rebuild the index") from e
         arrays, meta = parse_state(tbl, sid, self._state_uri)
-        _integrity.check_state(sid, arrays, meta)
-        try:  # each state records its spec (spec="auto" picks one per index)
-            spec = spec_mod.parse(meta["spec"])
-            codec = spec_mod.build_pipeline(spec, self.dim)
-            codec.set_state(
-                {k[6:]: v for k, v in arrays.items() if k.startswith("codec.")}, meta.get("codec", {})
-            )
-        except (KeyError, ValueError, TypeError) as e:
-            raise IndexCorruptedError(
-                f"codec state {sid} does not fit its spec {meta.get('spec')!r}: {e}; rebuild it"
-            ) from e
-        cent = arrays.get("index.centroids")
-        if cent is None and codec.has_coarse:
-            cent = np.ascontiguousarray(codec.coarse_centroids, np.float32)
-        if cent is None:
-            raise IndexCorruptedError(f"codec state {sid} has no stage-1 centroids; rebuild the index")
-        st = _State(sid, codec, cent, meta, spec)
-        self._states[sid] = st
+        st = self._states[sid] = state_from_arrays(sid, arrays, meta, self.dim)
         return st
 
     def _pending_state(self) -> _State | None:
@@ -394,18 +404,11 @@ class Index:
             )
 
     def _prepare(self, ids: Any, vectors: Any, metadata: Any, id_type: pa.DataType | None) -> dict[str, Any]:
-        """Validate one batch completely (nothing is written) and pool it."""
-        r = as_ragged(vectors, dim=self.dim)
-        if len(r) == 0:
-            raise InvalidVectorsError("the batch has no documents; pass at least one (ids, vectors) pair")
-        ids_arr = normalize_ids(ids, len(r), id_type=id_type)
-        meta = normalize_metadata(metadata, len(r))
-        return {"ids": ids_arr, "ragged": r, "meta": meta}
+        return prepare_batch(self.dim, ids, vectors, metadata, id_type)
 
-    def _encode(
-        self, b: dict[str, Any], st: _State, fields: list[pa.Field], keep_source: bool
-    ) -> pa.RecordBatch:
-        """Pool + encode one validated batch -> one docs record batch."""
+    @staticmethod
+    def _encode(b: dict[str, Any], st: _State, fields: list[pa.Field], keep_source: bool) -> pa.RecordBatch:
+        """Pool + encode one validated batch -> one docs record batch (also run by distributed build workers)."""
         r = b["ragged"]
         cols: dict[str, pa.Array] = {"id": b["ids"]}
         for f, arr in zip(fields, conform_metadata(b["meta"], fields, len(r))):
