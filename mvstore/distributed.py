@@ -175,8 +175,11 @@ def build(
         ids: list[pa.Array] = []
         workers: dict[int, int] = {}
         n_docs = 0
-        ctx = rd.data.DataContext.get_current()
+        ctx = mapped.context  # the build's own execution context (the global one may be shared: restored below)
         keep_order, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
+        keep_raise = getattr(ctx, "raise_original_map_exception", None)
+        if keep_raise is not None:  # a worker's own error (e.g. InvalidVectorsError), not Ray's wrapper
+            ctx.raise_original_map_exception = True
         try:
             from tqdm.auto import tqdm
 
@@ -197,6 +200,8 @@ def build(
             raise cause from e
         finally:
             ctx.execution_options.preserve_order = keep_order
+            if keep_raise is not None:
+                ctx.raise_original_map_exception = keep_raise
         if not n_docs:
             raise InvalidVectorsError("the source holds no documents; nothing was committed")
         all_ids = pa.concat_arrays([a.cast(schema.field("id").type) for a in ids])
@@ -383,10 +388,13 @@ def _is_index(uri: Any, storage_options: dict[str, str] | None) -> bool:
 
 def _mvstore_cause(e: BaseException) -> BaseException | None:
     """The mvstore error a worker raised, from the Ray exception that carries it (None if there is none)."""
-    seen = set()
-    while e is not None and id(e) not in seen:
+    todo, seen = [e], set()
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
         seen.add(id(e))
         if isinstance(e, MvstoreError):
             return e
-        e = e.__cause__ or e.__context__
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]  # Ray's RayTaskError.cause
     return None

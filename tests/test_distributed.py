@@ -86,7 +86,7 @@ def test_a_failed_build_leaves_the_previous_version(cluster, tmp_path):
     before = results(idx, q)
 
     def explode(batch):
-        if 1150 in batch["id"].to_pylist():
+        if 1050 in batch["id"].to_pylist():
             raise RuntimeError("worker lost its disk")
         return batch
 
@@ -106,3 +106,23 @@ def test_a_failed_build_leaves_the_previous_version(cluster, tmp_path):
     assert again.version == 1 and len(again) == 120
     assert results(again, q) == before
     assert again.verify()["ok"]
+
+
+def test_cli_build_with_ray(cluster, tmp_path, capsys):
+    import json
+
+    from mvstore.cli import main
+
+    ids, docs, lang = corpus(80, 6)
+    path = tmp_path / "in.parquet"
+    pq.write_table(table(ids, docs, lang), path)
+    out = str(tmp_path / "ix")
+    assert main(["build", out, "--input", str(path), "--ray", "--workers", "1", "--spec", "sq8", "--batch-size",
+                 "32", "--train-docs", "40", "-q", "--json"]) == 0  # fmt: skip
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["docs"] == 80 and row["version"] == 1
+    idx = ms.open(out)
+    assert json.loads(idx.loc.read("mvstore-cli.json"))["encoder"] is None  # vectors in: no encoder recorded
+    assert idx.search(docs[5][:4], k=1)["id"].to_pylist() == [5]
+    assert main(["build", out, "--input", str(path), "--ray", "-q"]) == 2  # an index is there already
+    assert "--ray builds a new index" in capsys.readouterr().err
