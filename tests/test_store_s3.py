@@ -148,6 +148,12 @@ def test_create_add_search_delete_time_travel_on_s3(s3, uri, tmp_path):
     assert {"mvstore.json", "docs.lance", "codec.lance", "integrity", "lock.lance"} <= names
     assert {"HEAD.json", "docs-00000000000000000003.json"} <= set(idx.loc.listdir("integrity"))
     assert ms.create(uri, spec="pca16,sq8", dim=DIM, exist_ok=True, storage_options=opts).version == 3
+    # compaction and cleanup on the object store: old versions (and the lease's) go, the latest reads the same
+    latest = rows(again.search(q, k=5))
+    rep = again.optimize(cleanup=True)
+    assert rep["cleanup"]["old_versions"] >= 3
+    assert rows(again.search(q, k=5)) == latest and [v["version"] for v in again.versions()] == [again.version]
+    assert again.verify()["ok"]
 
 
 def test_opened_from_a_second_process(s3, uri):
