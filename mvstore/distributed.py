@@ -157,6 +157,10 @@ def build(
                     "leave it out with metadata_columns="
                 )
             fields = [schema.field(n) for n in schema.names if n not in DOCS_SYSTEM_COLUMNS]
+        if "target_num_rows_per_block" in _params(ds.repartition):
+            # streaming split into blocks of batch_size rows: each is one task (a few large files or blocks
+            # would otherwise keep all but one worker idle and hold a whole block in a worker's memory)
+            ds = ds.repartition(target_num_rows_per_block=batch_size)
         mapped = ds.map_batches(
             _encode_and_write,
             fn_kwargs={
