@@ -1,15 +1,15 @@
 """Distributed build (``mvstore.build`` on Ray) vs ``Index.add``: documents/s and peak RSS per worker.
 
-One local Ray cluster (``ray.init(num_cpus=max workers)``) builds the same corpus with 1 and 2 workers (so
-the scaling ratio is visible), and a separate subprocess builds it with ``Index.add_batches`` (its own peak
-RSS). Two inputs: precomputed token vectors (synthetic clustered unit vectors, Parquet), and texts encoded on
+One local Ray cluster (``ray.init(num_cpus=max workers)``) builds the same corpus (``--files`` Parquet shards)
+with 1 and 2 workers (so the scaling ratio is visible) after one unreported warm-up build (worker processes,
+imports, the model), and a separate subprocess builds it with ``Index.add_batches`` (its own peak RSS). Two inputs: precomputed token vectors (synthetic clustered unit vectors, Parquet), and texts encoded on
 the workers by the bundled MiniLM (a smaller subset: encoding dominates). Each build trains on the same first
 ``--train-docs`` documents; seconds cover training, encoding, writing and the commit.
 
     python benchmarks/distributed_build.py --docs 4000 --text-docs 200 --json
 
 Prints one JSON object per row (``--json``) or a table: input, builder, workers, docs, seconds, docs/s,
-speedup vs 1 worker, peak RSS per worker (MiB: the largest worker's ``ru_maxrss``; for Index.add the
+speedup vs 1 worker, worker processes that ran tasks, peak RSS per worker (MiB: the largest worker's ``ru_maxrss``; for Index.add the
 process's), and the machine's load average at the start (the numbers are only comparable on an idle machine).
 """
 
@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 import mvstore.store as ms
 from mvstore.distributed import _vectors
 path, out, spec, train_docs, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-tbl = pq.read_table(path)
+tbl = pq.read_table(path).combine_chunks()
 t = time.perf_counter()
 texts = "text" in tbl.column_names
 if texts:
@@ -90,7 +90,9 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--spec", default="pool2,pca64,sq8")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=256, help="documents per task and fragment (vectors)")
+    ap.add_argument("--text-batch-size", type=int, default=16, help="documents per task and fragment (texts)")
+    ap.add_argument("--files", type=int, default=8, help="Parquet shards the corpus is written as")
     ap.add_argument("--train-docs", type=int, default=500)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -107,11 +109,21 @@ def main() -> None:
         if args.text_docs:
             inputs.append(("texts", text_table(args.text_docs, 1)))
         for kind, tbl in inputs:
-            path = os.path.join(tmp, f"{kind}.parquet")
-            pq.write_table(tbl, path)
+            # the corpus as --files Parquet shards (Ray reads one block per shard: the workers' units of work)
+            path = os.path.join(tmp, kind)
+            os.makedirs(path)
             n = tbl.num_rows
+            step = -(-n // args.files)
+            for i, a in enumerate(range(0, n, step)):
+                pq.write_table(tbl.slice(a, step), os.path.join(path, f"part-{i:04d}.parquet"))
             spec = args.spec
-            add = index_add(path, os.path.join(tmp, f"add-{kind}"), spec, args.train_docs, args.batch_size)
+            batch = args.text_batch_size if kind == "texts" else args.batch_size
+            enc = (lambda: __import__("mvstore.encoders").encoders.HFTokenEncoder(None)) if kind == "texts" else None
+            # warm-up (not reported): worker processes started, imports and the model loaded once
+            mvstore.build(os.path.join(path, "part-0000.parquet"), os.path.join(tmp, f"warm-{kind}"), spec,
+                          ray=True, num_workers=max(args.workers), batch_size=8, train_docs=min(step, 64),
+                          progress=False, encoder=enc)  # fmt: skip
+            add = index_add(path, os.path.join(tmp, f"add-{kind}"), spec, args.train_docs, batch)
             rows.append({"input": kind, "builder": "Index.add", "workers": 1, "docs": n,
                          "seconds": round(add["seconds"], 2), "docs_per_s": round(n / add["seconds"], 1),
                          "peak_rss_mib_per_worker": round(add["rss"] / 2**20, 1)})  # fmt: skip
@@ -119,9 +131,8 @@ def main() -> None:
             for w in args.workers:
                 rep: dict = {}
                 mvstore.build(path, os.path.join(tmp, f"ray-{kind}-{w}"), spec, ray=True, num_workers=w,
-                              batch_size=args.batch_size, train_docs=args.train_docs, progress=False, report=rep,
-                              encoder=(lambda: __import__("mvstore.encoders").encoders.HFTokenEncoder(None))
-                              if kind == "texts" else None)  # fmt: skip
+                              batch_size=batch, train_docs=args.train_docs, progress=False, report=rep,
+                              encoder=enc)  # fmt: skip
                 dps = n / rep["seconds"]
                 base = base or dps
                 rows.append({"input": kind, "builder": "mvstore.build (ray)", "workers": w, "docs": n,
