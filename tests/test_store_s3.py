@@ -272,3 +272,26 @@ def test_an_unreachable_store_is_a_clear_error():
             "aws_region": "us-east-1", "allow_http": "true"}  # fmt: skip
     with pytest.raises(StorageUnreachableError, match="cannot be reached .* check the bucket exists and storage_options"):
         ms.open(f"s3://{BUCKET}/nothing", storage_options=opts)
+
+
+def test_distributed_build_into_s3_equals_index_add(s3, uri, tmp_path):
+    ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'mvstore[ray]' (the dev extra has it)")
+    pytest.importorskip("ray.data", reason="ray.data is not installed: pip install 'mvstore[ray]'")
+    import pyarrow as pa
+
+    import mvstore
+
+    opts, _ = s3
+    docs = make_docs(90, 7)
+    src = pa.table({"id": np.arange(90), "vectors": pa.array([d.tolist() for d in docs], pa.list_(pa.list_(pa.float32())))})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        idx = mvstore.build(ray.data.from_arrow(src), uri, "pca16,sq8", train_docs=40, batch_size=20,
+                            storage_options=opts, progress=False)  # fmt: skip
+    finally:
+        ray.shutdown()
+    local = ms.create(tmp_path / "local", spec="pca16,sq8", dim=DIM)
+    local.train(docs[:40])
+    local.add(np.arange(90), docs)
+    assert idx.version == 1 and rows(idx.search(docs[:5], k=10)) == rows(local.search(docs[:5], k=10))
+    assert ms.open(uri, storage_options=opts).verify()["ok"]
