@@ -229,7 +229,7 @@ def _mistakes(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
         ("search_columns_unknown", on_base(lambda i: i.search(q, columns=["title"]), "FilterError", "available columns")),
         ("search_params_str", on_base(lambda i: i.search(q, params="exhaustive"), "InvalidDtypeError", r"SearchParams\(candidates='exhaustive'\)")),
         ("search_params_unknown_field", on_base(lambda i: i.search(q, params={"nprob": 4}), "SearchParamsError", "fields are")),
-        ("search_params_bad_value", on_base(lambda i: i.search(q, params={"nprobe": 0}), "SearchParamsError", "positive count")),
+        ("search_params_bad_value", on_base(lambda i: i.search(q, params={"nprobe": 0}), "SearchParamsError", "must be a positive integer")),
         ("lancedb_add_repeats_an_id", lancedb_duplicate),
     ]
     return cases
