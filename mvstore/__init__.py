@@ -6,6 +6,7 @@
 """
 
 from . import codecs, exceptions
+from .distributed import build
 from .exceptions import *  # noqa: F403 - every error class, listed in exceptions.__all__
 from .pooling import pool, pool_patches
 from .ragged import Ragged, as_ragged
@@ -22,6 +23,7 @@ __all__ = [
     "SearchParams",
     "Searcher",
     "as_ragged",
+    "build",
     "build_pipeline",
     "bytes_per_token",
     "code_size",

@@ -201,12 +201,16 @@ def _make_encoder(args: argparse.Namespace) -> Any:
     """The encoder the flags name (``--encoder``, ``--model``, the max lengths), in a cache with ``--cache``."""
     from .encoders import make_encoder
 
+    enc = make_encoder(_encoder_spec(args), query_max_length=args.query_max_length,
+                       doc_max_length=args.doc_max_length, progress=False if args.quiet else None)
+    return _cached(enc, args)
+
+
+def _encoder_spec(args: argparse.Namespace) -> str:
+    """The encoder's short form the flags name (``--encoder``, or ``--model M`` = ``hf:M``; default ``hf``)."""
     if args.encoder is not None and args.model is not None:
         raise UsageError("--model MODEL is short for --encoder hf:MODEL: pass one of the two")
-    spec = args.encoder or ("hf:" + args.model if args.model else "hf")
-    enc = make_encoder(spec, query_max_length=args.query_max_length, doc_max_length=args.doc_max_length,
-                       progress=False if args.quiet else None)
-    return _cached(enc, args)
+    return str(args.encoder or ("hf:" + args.model if args.model else "hf"))
 
 
 def _cached(enc: Any, args: argparse.Namespace) -> Any:
@@ -229,14 +233,16 @@ def _encode(encoder: Any, texts: Sequence[str], role: str, quiet: bool) -> Any:
     return Ragged.concat(parts)
 
 
-def _index_meta(root: str) -> dict[str, Any]:
-    p = Path(root) / CLI_META
-    return json.loads(p.read_text()) if p.is_file() else {}
+def _index_meta(idx: Any) -> dict[str, Any]:
+    try:
+        return json.loads(idx.loc.read(CLI_META))
+    except FileNotFoundError:
+        return {}
 
 
-def _legacy_encoder(root: str) -> dict[str, Any] | None:
+def _legacy_encoder(idx: Any) -> dict[str, Any] | None:
     """The encoder description of an index an older CLI built (its settings were in ``mvstore-cli.json``)."""
-    old = _index_meta(root).get("encoder")
+    old = _index_meta(idx).get("encoder")
     if not isinstance(old, dict):
         return None
     return {"kind": "hf", "model": old.get("model"), "query_max_length": int(old.get("query_max_length") or 64),
@@ -255,7 +261,7 @@ def _index_encoder(idx: Any, args: argparse.Namespace) -> Any:
         return enc
     if idx.options.get("encoder") is not None:
         return _cached(idx.encoder, args)
-    legacy = _legacy_encoder(idx.root)
+    legacy = _legacy_encoder(idx)
     if legacy is not None:
         from .encoders import encoder_from_config
 
@@ -412,7 +418,61 @@ def _fill(idx: Any, spec: str, ids: list, docs: Any, metadata: Any, args: argpar
     with _progress(n, "encoding + pooling + writing" if docs is None else "pooling + writing", "doc", quiet) as bar:
         idx.add_batches(batches(bar))
     meta = {"input": getattr(args, "input", None), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    (Path(idx.root) / CLI_META).write_text(json.dumps(meta, indent=2))
+    _write_meta(idx, meta)
+    return idx
+
+
+def _write_meta(idx: Any, meta: dict[str, Any]) -> None:
+    """``mvstore-cli.json``: the input a CLI build read and when (the encoder is in the index's options)."""
+    idx.loc.write_atomic(CLI_META, json.dumps(meta, indent=2).encode())
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, str] | None:
+    pairs = getattr(args, "storage_option", None) or []
+    bad = next((p for p in pairs if "=" not in p), None)
+    if bad is not None:
+        raise UsageError(f"--storage-option {bad!r} must be KEY=VALUE, e.g. --storage-option aws_region=us-east-1")
+    return dict(p.split("=", 1) for p in pairs) or None
+
+
+def _build_ray(args: argparse.Namespace) -> Any:
+    """``mvstore build IDX --input ... --ray [ADDRESS]``: :func:`mvstore.build` on a Ray cluster."""
+    import functools
+
+    import mvstore
+    import mvstore.store as ms
+    from mvstore.store._fs import Location
+
+    from .encoders import make_encoder
+    from .exceptions import IndexExistsError
+    from .store._layout import MANIFEST
+
+    if args.input.lower().endswith(".npz"):
+        raise UsageError("--ray reads JSONL or Parquet (the workers read it in blocks); convert the .npz to Parquet")
+    if args.title_column:
+        raise UsageError("--title-column is not available with --ray: put the full text in one column first")
+    opts = _storage_options(args)
+    if Location(args.index, opts).exists(MANIFEST):
+        raise IndexExistsError(
+            f"an mvstore index already exists at {args.index!r}: --ray builds a new index; choose another path "
+            "(mvstore.build() in Python adds to an existing one)"
+        )
+    # each worker makes its own encoder (a picklable factory); a new index built from texts records it
+    make = functools.partial(make_encoder, _encoder_spec(args), query_max_length=args.query_max_length,
+                             doc_max_length=args.doc_max_length, progress=False)
+    create_options: dict[str, Any] = {"keep_source": args.keep_source}
+    if args.max_bytes_per_token is not None:
+        create_options["max_bytes_per_token"] = args.max_bytes_per_token
+    if _encoder_given(args):  # named: recorded for text queries even over a vectors source, as without --ray
+        ms.create(args.index, args.spec, encoder=make(), storage_options=opts, **create_options)
+    idx = mvstore.build(
+        args.input, args.index, args.spec, ray=True if args.ray is True else args.ray, storage_options=opts,
+        encoder=make, id_column=args.id_column, vectors_column=args.vectors_column, text_column=args.text_column,
+        metadata_columns=None if args.metadata is None else [c for c in args.metadata.split(",") if c],
+        train_docs=args.train_docs, batch_size=args.batch_size, num_workers=args.workers,
+        num_gpus=args.gpus_per_worker, progress=False if args.quiet else None, **create_options,
+    )  # fmt: skip
+    _write_meta(idx, {"input": args.input, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return idx
 
 
@@ -425,11 +485,19 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError("--spec auto needs --max-bytes-per-token B (e.g. 16): the size budget it picks within")
     if args.spec not in (None, "auto"):
         spec_mod.parse(args.spec)
+    if args.ray is not None:
+        t = time.perf_counter()
+        idx = _build_ray(args)
+        return _build_row(idx, args, t)
     src = Source(args.input, args)
     # texts need an encoder; vectors get one only when named (recorded for text queries)
     encoder = _make_encoder(args) if src.vectors is None or _encoder_given(args) else None
     t = time.perf_counter()
     idx = _build(args.index, args.spec, src.ids, src.vectors, src.metadata, args, src.texts, encoder)
+    return _build_row(idx, args, t)
+
+
+def _build_row(idx: Any, args: argparse.Namespace, t: float) -> int:
     st = idx.stats()
     row = {"index": idx.root, "spec": st["spec"], "docs": st["docs"], "tokens": st["tokens"],
            "vectors": st["vectors"], "bytes_per_token": round(st["bytes_per_token"], 2),
@@ -442,13 +510,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- search
 def _user_columns(idx: Any) -> list[str]:
-    import lance
-
     from .store._layout import DOCS, DOCS_SYSTEM_COLUMNS
 
     if idx.version == 0:
         return []
-    ds = lance.dataset(os.path.join(idx.root, DOCS), version=idx.version)
+    ds = idx.loc.dataset(DOCS, version=idx.version)
     return [c for c in ds.schema.names if c not in DOCS_SYSTEM_COLUMNS]
 
 
@@ -542,7 +608,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "columns": _user_columns(idx),
         "versions": idx.versions(),
         "files": files,
-        "encoder": idx.options.get("encoder") or _legacy_encoder(idx.root),
+        "encoder": idx.options.get("encoder") or _legacy_encoder(idx),
     }
     if args.json:
         print(json.dumps(info, default=_jsonable))
@@ -651,13 +717,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _corpus_mismatch(idx: Any, doc_ids: list, doc_texts: list[str], subset: bool) -> str | None:
     """Why the index's documents may not be the corpus eval scores against (its stored ``text`` column against
     the corpus texts, title included as eval encodes them), or None when they match."""
-    import lance
-
     from .store._layout import DOCS
 
     if idx.version == 0:
         return "the index is empty"
-    ds = lance.dataset(os.path.join(idx.root, DOCS), version=idx.version)
+    ds = idx.loc.dataset(DOCS, version=idx.version)
     if TEXT_COLUMN not in ds.schema.names:
         return (f"the index stores no {TEXT_COLUMN!r} column, so eval cannot check that it was built from this corpus "
                 "(rebuild it with `mvstore build` from texts, or mvstore.create(uri, encoder=...).add_texts)")
@@ -857,6 +921,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at that path")
     p.add_argument("--keep-source", action="store_true", help="also store pooled vectors (fp16) for retraining")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="build on a Ray cluster (ADDRESS, e.g. ray://head:10001; none: RAY_ADDRESS or a local one)")
+    p.add_argument("--workers", type=int, default=2, help="--ray: worker actors")
+    p.add_argument("--gpus-per-worker", type=float, default=0, help="--ray: GPUs per worker (text encoding)")
+    p.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="object-store option for an s3:// / gs:// / az:// index (repeatable), e.g. aws_region=us-east-1")
     _input_args(p), _encoder_args(p), _build_args(p)
     p.set_defaults(fn=cmd_build)
 

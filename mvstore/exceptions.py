@@ -23,6 +23,7 @@ __all__ = [
     "SearchParamsError",
     "InvalidIdError",
     "IndexBusyError",
+    "StorageUnreachableError",
     "VersionCleanedUpError",
     "ModelFormatError",
     "TuneError",
@@ -106,6 +107,11 @@ class InvalidIdError(MvstoreError, ValueError):
 
 class IndexBusyError(MvstoreError, RuntimeError):
     """Another process held the index's write lock for longer than the wait allows."""
+
+
+class StorageUnreachableError(MvstoreError, OSError):
+    """The object store an index URI names cannot be reached or refuses the request (endpoint, credentials,
+    bucket): the message names the URI and the storage_options to check."""
 
 
 class VersionCleanedUpError(MvstoreError, RuntimeError):

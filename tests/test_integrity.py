@@ -81,7 +81,7 @@ def test_flipped_code_bytes_fail_search_and_verify_instead_of_changing_results(b
 def test_deleting_the_latest_manifest_does_not_reopen_the_previous_version(built, uri):
     idx, docs = built
     assert idx.version == 3
-    os.remove(os.path.join(uri, "docs.lance", _integrity.manifest_path(os.path.join(uri, "docs.lance"), 3)))
+    os.remove(os.path.join(uri, "docs.lance", _integrity.manifest_path(uri, "docs.lance", 3)))
     assert (
         lance.dataset(os.path.join(uri, "docs.lance")).version == 2
     )  # Lance alone reopens version 2 (ids 3-5 back)
@@ -90,7 +90,7 @@ def test_deleting_the_latest_manifest_does_not_reopen_the_previous_version(built
     for write in (lambda: idx.delete([7]), lambda: idx.add([500], [docs[0]]), lambda: idx.upsert([8], [docs[0]])):
         with pytest.raises(IndexCorruptedError, match="ends at version 2"):  # no write on top of the rollback
             write()
-    assert _integrity.latest_on_disk(os.path.join(uri, "docs.lance")) == 2
+    assert _integrity.latest_on_disk(uri, "docs.lance") == 2
 
 
 def test_deleting_the_docs_table_is_not_an_empty_index(built, uri):
@@ -103,13 +103,13 @@ def test_deleting_the_docs_table_is_not_an_empty_index(built, uri):
 
 def test_changed_rows_of_a_version_are_detected_at_load(built, uri):
     idx, docs = built
-    path = _integrity._record_path(uri, "docs.lance", 3)
+    path = os.path.join(uri, _integrity._record_path("docs.lance", 3))
     rec = json.load(open(path))
     rec.pop("checksum")
     rec["row_sum"] = format(
         int(rec["row_sum"], 16) ^ 1, "016x"
     )  # the rows Lance now reads differ from those committed
-    _integrity._write_json(path, rec)
+    _integrity._write_json(_integrity.at(uri), _integrity._record_path("docs.lance", 3), rec)
     with pytest.raises(IndexCorruptedError, match="its record says 117"):
         ms.open(uri).search(docs[0], k=3)
 
@@ -244,7 +244,7 @@ def test_drift_is_measured_when_the_codec_fits_its_sample_exactly(uri):
 
 def test_damaged_old_manifest_is_an_index_error_in_versions_and_time_travel(built, uri):
     idx, docs = built
-    path = os.path.join(uri, "docs.lance", _integrity.manifest_path(os.path.join(uri, "docs.lance"), 1))
+    path = os.path.join(uri, "docs.lance", _integrity.manifest_path(uri, "docs.lance", 1))
     blob = bytearray(open(path, "rb").read())
     mid = len(blob) // 2
     blob[mid : mid + 64] = bytes(b ^ 0xFF for b in blob[mid : mid + 64])

@@ -615,10 +615,14 @@ def test_create_and_open_argument_errors(uri, docs):
         with pytest.raises(err, match=match):
             ms.create(uri, spec="fp16", dim=DIM, **kw)
     assert not os.path.exists(uri)
-    with pytest.raises(InvalidDtypeError, match="uri must be a local directory path"):
+    with pytest.raises(InvalidDtypeError, match="uri must be a directory path or an object-store URI"):
         ms.create(3, spec="fp16", dim=DIM)
-    with pytest.raises(InvalidArgumentError, match="only local directories"):
-        ms.open("s3://bucket/ix")
+    with pytest.raises(InvalidArgumentError, match="scheme 'ftp' is not supported; use a local path or one of s3://"):
+        ms.open("ftp://host/ix")
+    with pytest.raises(InvalidArgumentError, match="names no path inside the bucket; pass e.g. s3://bucket/"):
+        ms.create("s3://bucket", spec="fp16", dim=DIM)
+    with pytest.raises(InvalidDtypeError, match="storage_options must be a dict of str to str"):
+        ms.open("s3://bucket/ix", storage_options={"allow_http": True})
     idx = build(uri, docs, n=10, seed=7)
     idx.add([10], docs[10:11])
     for version, err, match in [

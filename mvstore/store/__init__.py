@@ -14,20 +14,22 @@ True
 
 The on-disk layout (the manifest, the docs and codec tables and their columns, versions, the codec state's
 meta, training, drift and retraining, integrity records) is written once, in docs/LAYOUT.md; this package
-implements it (``_layout.py``: paths, schemas and the write lock; ``_index.py``: the writes; ``_view.py``: one
+implements it (``_fs.py``: ``Location``, where the index lives, its non-Lance files and the write lock;
+``_layout.py``: paths and schemas; ``_index.py``: the writes; ``_view.py``: one
 version's reads; ``_integrity.py``: checksums and records).
 
 Crash safety and concurrency. Every write (add, add_batches, upsert, delete, optimize) validates its whole
 input first and becomes visible in ONE Lance commit, under the index's cross-process write lock; an
 :class:`Index` reads one version (an in-memory :class:`~mvstore.search.snapshot.Snapshot`) until its own write
-or :meth:`Index.refresh`. The guarantees and their limits: docs/LAYOUT.md ("Versions", "Writers"). Only local
-directories are supported.
+or :meth:`Index.refresh`. The guarantees and their limits: docs/LAYOUT.md ("Versions", "Writers"). An index
+is a local directory or an object-store prefix (``s3://``, ``gs://``, ``az://`` with Lance's ``storage_options``),
+where the write lock is a lease committed through Lance's conditional commit (``lock.lance``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,11 +43,14 @@ from ..exceptions import (
     InvalidDtypeError,
     InvalidMetadataError,
     InvalidOperationError,
+    MvstoreError,
     SpecError,
+    StorageUnreachableError,
     UnknownIdError,
 )
 from . import _integrity
 from ._encode import drift
+from ._fs import Location
 from ._index import Index, check_version
 from ._layout import MANIFEST, read_manifest, write_manifest
 from ._view import where_columns
@@ -64,17 +69,23 @@ __all__ = [
 ]
 
 
-def _root(uri: str | os.PathLike) -> str:
-    if not isinstance(uri, (str, os.PathLike)):
-        raise InvalidDtypeError(f"uri must be a local directory path (str or Path), got {type(uri).__name__}")
-    s = os.fspath(uri)
-    if not isinstance(s, str):
-        raise InvalidDtypeError(f"uri must be a str path, got {type(s).__name__} {s!r:.80}; decode it (os.fsdecode)")
-    if "://" in s and not s.startswith("file://"):
-        raise InvalidArgumentError(f"uri {s!r}: only local directories are supported; pass a filesystem path")
-    if not s.strip():
-        raise InvalidArgumentError("uri is an empty string; pass the index's directory path")
-    return os.path.abspath(s.removeprefix("file://"))
+@contextlib.contextmanager
+def _reaching(loc: Location):
+    """Around create/open's first touches of an object store: a failure to reach it is
+    StorageUnreachableError naming the URI and what to check."""
+    if loc.local:
+        yield
+        return
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, MvstoreError):
+            raise
+        raise StorageUnreachableError(
+            f"{loc.uri} cannot be reached ({str(e).splitlines()[0][:200]}); check the bucket exists and "
+            "storage_options (e.g. aws_endpoint, aws_region, aws_access_key_id/aws_secret_access_key, "
+            "allow_http='true' for an http endpoint)"
+        ) from e
 
 
 def _check_int(name: str, value: object, lo: int, hi: int | None, what: str) -> None:
@@ -99,8 +110,10 @@ def create(
     keep_source: bool = False,
     drift_threshold: float = 1.5,
     encoder: Any = None,
+    storage_options: dict[str, str] | None = None,
 ) -> Index:
-    """Create an empty index directory at ``uri`` for ``dim``-dimensional token vectors compressed by ``spec``
+    """Create an empty index at ``uri`` (a local directory, or an object-store URI such as
+    ``s3://bucket/indexes/ix`` with Lance's ``storage_options``: credentials, region, endpoint) for ``dim``-dimensional token vectors compressed by ``spec``
     (e.g. ``"fp16"``, ``"pool2,pca64,sq8"``; None: :func:`mvstore.default_spec` of ``dim``; ``"auto"``: picked
     on the first add as the spec closest to exact MaxSim within ``max_bytes_per_token``, see
     :func:`mvstore.tune.auto_spec`, reported by ``stats()["auto"]``). ``exist_ok=True`` opens an existing
@@ -115,7 +128,8 @@ def create(
     defaults to its output dim and must equal it."""
     from ..tune import _check_budget
 
-    root = _root(uri)
+    loc = Location(uri, storage_options)
+    root = loc.uri
     enc = None
     if encoder is not None:
         from ._text import record, resolve
@@ -164,13 +178,18 @@ def create(
         raise InvalidDtypeError(
             f"exist_ok and keep_source must be True or False, got {exist_ok!r} and {keep_source!r}"
         )
-    if os.path.exists(os.path.join(root, MANIFEST)):
+    with _reaching(loc):
+        exists = loc.exists(MANIFEST)
+        occupied = not exists and (
+            (loc.local and os.path.exists(root) and not os.path.isdir(root)) or bool(loc.listdir())
+        )
+    if exists:
         if not exist_ok:
             raise IndexExistsError(
                 f"an mvstore index already exists at {root!r}: open it with mvstore.store.open(uri), pass "
                 "exist_ok=True, or choose another path"
             )
-        idx = open(root)
+        idx = open(root, storage_options=storage_options)
         if idx.manifest["spec"] != sp_text or idx.dim != dim:
             raise SpecError(
                 f"the index at {root!r} was created with spec {idx.manifest['spec']!r} and dim {idx.dim}, not "
@@ -187,12 +206,12 @@ def create(
                 )
             idx._encoder = enc
         return idx
-    if os.path.exists(root) and (not os.path.isdir(root) or os.listdir(root)):
+    if occupied:
         raise IndexExistsError(
             f"{root!r} exists and is not an empty directory (nor an mvstore index); choose a new path"
         )
-    os.makedirs(root, exist_ok=True)
-    _integrity.init(root)  # before the manifest, which marks the directory as an index
+    loc.makedirs()
+    _integrity.init(loc)  # before the manifest, which marks the directory as an index
     options = {
         "n_centroids": None if n_centroids is None else int(n_centroids),
         "train_size": int(train_size),
@@ -204,25 +223,33 @@ def create(
         options["max_bytes_per_token"] = float(max_bytes_per_token)
     if enc is not None:
         options["encoder"] = recorded
-    idx = Index(root, write_manifest(root, sp_text, dim, options))
+    idx = Index(loc, write_manifest(loc, sp_text, dim, options))
     idx._encoder = enc
     return idx
 
 
-def open(uri: str | os.PathLike, version: int | None = None, *, encoder: Any = None) -> Index:  # noqa: A001
-    """Open the index at ``uri``: its latest version, or ``version`` (time travel, read-only until
-    :meth:`Index.checkout`). IndexCorruptedError if the path is not an mvstore index or its state is damaged.
-    ``encoder`` (as in :func:`create`) replaces the recorded one for this object's text calls (not stored);
-    without it the recorded encoder is loaded on the first text call, so opening needs no torch."""
-    root = _root(uri)
+def open(  # noqa: A001 - mirrors lance/lancedb
+    uri: str | os.PathLike,
+    version: int | None = None,
+    *,
+    encoder: Any = None,
+    storage_options: dict[str, str] | None = None,
+) -> Index:
+    """Open the index at ``uri`` (a local directory or an object-store URI, reached with ``storage_options``):
+    its latest version, or ``version`` (time travel, read-only until :meth:`Index.checkout`).
+    IndexCorruptedError if the path is not an mvstore index or its state is damaged. ``encoder`` (as in
+    :func:`create`) replaces the recorded one for this object's text calls (not stored); without it the
+    recorded encoder is loaded on the first text call, so opening needs no torch."""
+    loc = Location(uri, storage_options)
     version = check_version(version)
-    manifest = read_manifest(root)
+    with _reaching(loc):
+        manifest = read_manifest(loc)
     try:
-        idx = Index(root, manifest, version)
+        idx = Index(loc, manifest, version)
     except SpecError as e:
-        raise IndexCorruptedError(f"the manifest at {Path(root) / MANIFEST} has an invalid spec: {e}") from e
+        raise IndexCorruptedError(f"the manifest at {loc.table(MANIFEST)} has an invalid spec: {e}") from e
     if encoder is not None:
         from ._text import resolve
 
-        idx._encoder, _ = resolve(encoder, idx.dim, f"open({root!r})")
+        idx._encoder, _ = resolve(encoder, idx.dim, f"open({loc.uri!r})")
     return idx

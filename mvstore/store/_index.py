@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
@@ -31,6 +30,7 @@ from ..search.params import SearchParams
 from ..search.snapshot import Snapshot
 from . import _integrity
 from ._encode import drift, encode_pooled, sq_error
+from ._fs import Location, at
 from ._layout import (
     DOCS,
     DOCS_SYSTEM_COLUMNS,
@@ -45,16 +45,16 @@ from ._layout import (
     parse_state,
     sql_literal_list,
     state_table,
-    write_lock,
 )
 from ._maintain import RETENTION
 from ._view import _State, _View, check_columns, check_where
 
 
-def _open_table(uri: str, what: str) -> lance.LanceDataset:
+def _open_table(loc: Location, name: str, what: str) -> lance.LanceDataset:
     """Open one of the index's Lance tables; unreadable data is IndexCorruptedError."""
+    uri = loc.table(name)
     try:
-        return lance.dataset(uri)
+        return loc.dataset(name)
     except BaseException as e:
         if not _integrity.lance_failure(e):
             raise
@@ -94,13 +94,41 @@ def _column_list(columns: Any) -> list[str]:
     return list(dict.fromkeys(columns))
 
 
+def state_from_arrays(sid: int, arrays: dict[str, np.ndarray], meta: dict[str, Any], dim: int) -> _State:
+    """A stored codec state (its arrays and meta, checksum checked) -> the fitted codec and stage-1 centroids."""
+    _integrity.check_state(sid, arrays, meta)
+    try:  # each state records its spec (spec="auto" picks one per index)
+        spec = spec_mod.parse(meta["spec"])
+        codec = spec_mod.build_pipeline(spec, dim)
+        codec.set_state({k[6:]: v for k, v in arrays.items() if k.startswith("codec.")}, meta.get("codec", {}))
+    except (KeyError, ValueError, TypeError) as e:
+        raise IndexCorruptedError(f"codec state {sid} does not fit its spec {meta.get('spec')!r}: {e}; rebuild it") from e
+    cent = arrays.get("index.centroids")
+    if cent is None and codec.has_coarse:
+        cent = np.ascontiguousarray(codec.coarse_centroids, np.float32)
+    if cent is None:
+        raise IndexCorruptedError(f"codec state {sid} has no stage-1 centroids; rebuild the index")
+    return _State(sid, codec, cent, meta, spec)
+
+
+def prepare_batch(dim: int, ids: Any, vectors: Any, metadata: Any, id_type: pa.DataType | None) -> dict[str, Any]:
+    """Validate one batch of documents completely (nothing is written)."""
+    r = as_ragged(vectors, dim=dim)
+    if len(r) == 0:
+        raise InvalidVectorsError("the batch has no documents; pass at least one (ids, vectors) pair")
+    ids_arr = normalize_ids(ids, len(r), id_type=id_type)
+    meta = normalize_metadata(metadata, len(r))
+    return {"ids": ids_arr, "ragged": r, "meta": meta}
+
+
 # --------------------------------------------------------------------------------------------- index
 class Index:
     """An mvstore index directory read at one version. Make one with :func:`mvstore.store.create` or
     :func:`mvstore.store.open`; see the package docstring for the layout and policies."""
 
-    def __init__(self, root: str, manifest: dict[str, Any], version: int | None = None):
-        self.root = root
+    def __init__(self, root: Location | str, manifest: dict[str, Any], version: int | None = None):
+        self.loc = at(root)  # where the index lives (a local directory or an object-store prefix)
+        self.root = self.loc.uri
         self.manifest = manifest
         # the spec create() was given; None for spec="auto" (each codec state records the spec it was fit for)
         self._created_spec = None if manifest["spec"] == "auto" else spec_mod.parse(manifest["spec"])
@@ -135,42 +163,42 @@ class Index:
     # ------------------------------------------------------------------------------------ versions
     @property
     def _docs_uri(self) -> str:
-        return os.path.join(self.root, DOCS)
+        return self.loc.table(DOCS)
 
     @property
     def _state_uri(self) -> str:
-        return os.path.join(self.root, STATE)
+        return self.loc.table(STATE)
 
     def _docs_exists(self) -> bool:
-        return has_versions(self._docs_uri)
+        return has_versions(self.loc, DOCS)
 
     def _latest_docs(self) -> lance.LanceDataset | None:
         if not self._docs_exists():
             return None
-        return _open_table(self._docs_uri, "docs table")
+        return _open_table(self.loc, DOCS, "docs table")
 
     def _make_view(self, version: int | None) -> _View:
         ds = self._latest_docs()
         sds = self._state_ds()
-        _integrity.check_open(self.root, STATE, None if sds is None else sds.version)
+        _integrity.check_open(self.loc, STATE, None if sds is None else sds.version)
         if version is not None:
             if ds is None or version == 0:
                 if version != 0:
                     raise InvalidArgumentError(
                         f"version {version} does not exist: this index has no versions yet; open it with version=None"
                     )
-                _integrity.check_open(self.root, DOCS, None)
-                return _View(0, None, self._pending_state())
+                _integrity.check_open(self.loc, DOCS, None)
+                return _View(0, None, self._pending_state(), self.loc)
             known = [v["version"] for v in _integrity.read_or_corrupted(ds.versions, "the docs table's versions")]
             if version not in known:
                 raise InvalidArgumentError(
                     f"version {version} does not exist; available versions: {known} (index.versions())"
                 )
-        _integrity.check_open(self.root, DOCS, version if version is not None or ds is None else ds.version)
+        _integrity.check_open(self.loc, DOCS, version if version is not None or ds is None else ds.version)
         if version is not None:
             ds = _integrity.read_or_corrupted(lambda: ds.checkout_version(version), f"docs table version {version}")
         if ds is None:
-            return _View(0, None, self._pending_state())
+            return _View(0, None, self._pending_state(), self.loc)
         raw = (ds.schema.metadata or {}).get(STATE_KEY)
         try:
             sid = int(raw)
@@ -179,7 +207,7 @@ class Index:
                 f"docs table version {ds.version} does not record its codec state ({STATE_KEY.decode()} schema "
                 "metadata); the index is corrupted: rebuild it"
             ) from None
-        return _View(ds.version, ds, self._load_state(sid))
+        return _View(ds.version, ds, self._load_state(sid), self.loc)
 
     @property
     def version(self) -> int:
@@ -218,9 +246,9 @@ class Index:
 
     # --------------------------------------------------------------------------------- codec state
     def _state_ds(self) -> lance.LanceDataset | None:
-        if not has_versions(self._state_uri):  # absent, or its first commit was killed: no state was stored
+        if not has_versions(self.loc, STATE):  # absent, or its first commit was killed: no state was stored
             return None
-        return _open_table(self._state_uri, "codec state table")
+        return _open_table(self.loc, STATE, "codec state table")
 
     def _load_state(self, sid: int) -> _State:
         if sid in self._states:
@@ -238,24 +266,7 @@ class Index:
                 raise
             raise IndexCorruptedError(f"codec state {sid} cannot be read ({e}); rebuild the index") from e
         arrays, meta = parse_state(tbl, sid, self._state_uri)
-        _integrity.check_state(sid, arrays, meta)
-        try:  # each state records its spec (spec="auto" picks one per index)
-            spec = spec_mod.parse(meta["spec"])
-            codec = spec_mod.build_pipeline(spec, self.dim)
-            codec.set_state(
-                {k[6:]: v for k, v in arrays.items() if k.startswith("codec.")}, meta.get("codec", {})
-            )
-        except (KeyError, ValueError, TypeError) as e:
-            raise IndexCorruptedError(
-                f"codec state {sid} does not fit its spec {meta.get('spec')!r}: {e}; rebuild it"
-            ) from e
-        cent = arrays.get("index.centroids")
-        if cent is None and codec.has_coarse:
-            cent = np.ascontiguousarray(codec.coarse_centroids, np.float32)
-        if cent is None:
-            raise IndexCorruptedError(f"codec state {sid} has no stage-1 centroids; rebuild the index")
-        st = _State(sid, codec, cent, meta, spec)
-        self._states[sid] = st
+        st = self._states[sid] = state_from_arrays(sid, arrays, meta, self.dim)
         return st
 
     def _pending_state(self) -> _State | None:
@@ -348,10 +359,7 @@ class Index:
         meta["checksum"] = _integrity.state_digest(arrays, meta)
         sid = self._next_state_id()
         tbl = state_table(sid, arrays, meta)
-        if self._state_ds() is None:
-            lance.write_dataset(tbl, self._state_uri, mode="create")
-        else:
-            lance.write_dataset(tbl, self._state_uri, mode="append")
+        self.loc.write_dataset(tbl, STATE, mode="create" if self._state_ds() is None else "append")
         if cent is None:
             cent = np.ascontiguousarray(codec.coarse_centroids, np.float32)
         st = _State(sid, codec, cent, meta, spec)
@@ -385,7 +393,7 @@ class Index:
             if len(vecs) == 0:
                 raise InvalidVectorsError("the training sample is empty; pass at least one document")
             st = self._fit_state(np.asarray(vecs, np.float32), len(vecs), explicit=True, spec=spec, auto=auto)
-            self._view = _View(0, None, st)
+            self._view = _View(0, None, st, self.loc)
             pbar.update(1)
         return self
 
@@ -397,14 +405,14 @@ class Index:
         succeeds records what it committed (:func:`~mvstore.store._integrity.record`) before the lock is released."""
         self._check_writable()
         with self._write_lock:
-            with write_lock(self.root) if self._lock_depth == 0 else contextlib.nullcontext():
+            with self.loc.write_lock() if self._lock_depth == 0 else contextlib.nullcontext():
                 self._lock_depth += 1
                 try:
                     yield
                 finally:
                     self._lock_depth -= 1
                 if self._lock_depth == 0:
-                    _integrity.record(self.root)
+                    _integrity.record(self.loc)
 
     def _check_writable(self) -> None:
         if self._pinned:
@@ -414,18 +422,11 @@ class Index:
             )
 
     def _prepare(self, ids: Any, vectors: Any, metadata: Any, id_type: pa.DataType | None) -> dict[str, Any]:
-        """Validate one batch completely (nothing is written) and pool it."""
-        r = as_ragged(vectors, dim=self.dim)
-        if len(r) == 0:
-            raise InvalidVectorsError("the batch has no documents; pass at least one (ids, vectors) pair")
-        ids_arr = normalize_ids(ids, len(r), id_type=id_type)
-        meta = normalize_metadata(metadata, len(r))
-        return {"ids": ids_arr, "ragged": r, "meta": meta}
+        return prepare_batch(self.dim, ids, vectors, metadata, id_type)
 
-    def _encode(
-        self, b: dict[str, Any], st: _State, fields: list[pa.Field], keep_source: bool
-    ) -> pa.RecordBatch:
-        """Pool + encode one validated batch -> one docs record batch."""
+    @staticmethod
+    def _encode(b: dict[str, Any], st: _State, fields: list[pa.Field], keep_source: bool) -> pa.RecordBatch:
+        """Pool + encode one validated batch -> one docs record batch (also run by distributed build workers)."""
         r = b["ragged"]
         cols: dict[str, pa.Array] = {"id": b["ids"]}
         for f, arr in zip(fields, conform_metadata(b["meta"], fields, len(r))):
@@ -590,8 +591,8 @@ class Index:
 
             reader = pa.RecordBatchReader.from_batches(schema, record_batches())
             try:
-                out = lance.write_dataset(
-                    reader, self._docs_uri, schema=schema, mode="append" if ds is not None else "create"
+                out = self.loc.write_dataset(
+                    reader, DOCS, schema=schema, mode="append" if ds is not None else "create"
                 )
             except BaseException:
                 if (
@@ -599,7 +600,7 @@ class Index:
                 ):  # our own validation error or the user's iterator's exception, not Lance's wrapper
                     raise failure[0] from None
                 raise  # a Lance/IO failure: nothing was committed, the previous version is still current
-            self._view = _View(out.version, out, st)
+            self._view = _View(out.version, out, st, self.loc)
             if ds is not None and out.version == ds.version + 1:  # nobody else committed in between
                 self._ids_cache = (out.version, seen)
             return out.version
@@ -622,8 +623,8 @@ class Index:
             ds.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
                 pa.Table.from_batches([batch]).select([n for n in ds.schema.names if n in given])
             )
-            out = lance.dataset(self._docs_uri)
-            self._view = _View(out.version, out, st)
+            out = self.loc.dataset(DOCS)
+            self._view = _View(out.version, out, st, self.loc)
             return out.version
 
     def delete(self, ids: Any, *, missing: str = "error") -> int:
@@ -633,7 +634,7 @@ class Index:
             raise InvalidArgumentError(f"missing must be 'error' or 'ignore', got {missing!r}")
         with self._writing():
             ds = self._latest_docs()
-            _integrity.check_open(self.root, DOCS, None)  # never commit on top of a rolled-back table
+            _integrity.check_open(self.loc, DOCS, None)  # never commit on top of a rolled-back table
             id_type = None if ds is None else ds.schema.field("id").type
             arr = normalize_ids(ids, id_type=id_type)
             vals = ids_numpy(arr)
@@ -656,8 +657,8 @@ class Index:
             vals = vals[present]
             if len(vals):
                 ds.delete(f"id IN {sql_literal_list(vals)}")
-            out = lance.dataset(self._docs_uri)
-            self._view = _View(out.version, out, self._view.state if self._view.ds is not None else None)
+            out = self.loc.dataset(DOCS)
+            self._view = _View(out.version, out, self._view.state if self._view.ds is not None else None, self.loc)
             if self._view.state is None:
                 self._view = self._make_view(None)
             return out.version

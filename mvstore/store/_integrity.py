@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sys
 import time
 from typing import Any
@@ -35,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..exceptions import IndexCorruptedError, MvstoreError
+from ._fs import Location, at
 
 INTEGRITY = "integrity"
 HEAD = "HEAD.json"
@@ -188,7 +188,7 @@ def _row_sum(checksums: np.ndarray) -> str:
     return format(int(checksums.sum(dtype=np.uint64)), "016x")
 
 
-def check_rows(root: str, version: int, tbl: pa.Table) -> None:
+def check_rows(root: Any, version: int, tbl: pa.Table) -> None:
     """At snapshot load: recompute the row checksums of ``tbl`` (a whole docs version read with
     ``row_checksum``) and compare them, the row count and their sum with what was stored and recorded."""
     stored = tbl.column(CHECKSUM_COLUMN)
@@ -236,96 +236,82 @@ def _digest(obj: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _write_json(path: str, obj: dict[str, Any]) -> None:
-    """Atomically (temp file, fsync, rename, fsync of the directory)."""
+def _write_json(loc: Location, rel: str, obj: dict[str, Any]) -> None:
+    """Atomically (:meth:`Location.write_atomic`), with a checksum of the content."""
     obj = {**obj, "checksum": _digest(obj)}
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    loc.write_atomic(rel, json.dumps(obj, sort_keys=True).encode())
 
 
-def _read_json(path: str, what: str) -> dict[str, Any]:
+def _read_json(loc: Location, rel: str, what: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            obj = json.loads(f.read())
+        obj = json.loads(loc.read(rel))
         ok = isinstance(obj, dict) and obj.pop("checksum", None) == _digest(obj)
     except (OSError, ValueError) as e:
-        raise IndexCorruptedError(f"{what} {path} cannot be read ({e}); {_FIX}") from e
+        raise IndexCorruptedError(f"{what} {loc.table(rel)} cannot be read ({e}); {_FIX}") from e
     if not ok:
-        raise IndexCorruptedError(f"{what} {path} does not match its checksum; {_FIX}")
+        raise IndexCorruptedError(f"{what} {loc.table(rel)} does not match its checksum; {_FIX}")
     return obj
 
 
-def _record_path(root: str, table: str, version: int) -> str:
-    return os.path.join(root, INTEGRITY, f"{table.split('.')[0]}-{version:020d}.json")
+def _record_path(table: str, version: int) -> str:
+    """The record of a table version, relative to the index root."""
+    return f"{INTEGRITY}/{table.split('.')[0]}-{version:020d}.json"
 
 
-def init(root: str) -> None:
+def init(root: Any) -> None:
     """At create: the integrity directory and a HEAD with nothing recorded."""
-    os.makedirs(os.path.join(root, INTEGRITY), exist_ok=True)
-    _write_json(os.path.join(root, INTEGRITY, HEAD), {t: 0 for t in TABLES})
+    loc = at(root)
+    loc.makedirs(INTEGRITY)
+    _write_json(loc, f"{INTEGRITY}/{HEAD}", {t: 0 for t in TABLES})
 
 
-def read_head(root: str) -> dict[str, Any]:
-    path = os.path.join(root, INTEGRITY, HEAD)
-    if not os.path.exists(path):
-        raise IndexCorruptedError(f"{path} is missing (every index has one from create); {_FIX}")
-    head = _read_json(path, "integrity head")
+def read_head(root: Any) -> dict[str, Any]:
+    loc = at(root)
+    rel = f"{INTEGRITY}/{HEAD}"
+    if not loc.exists(rel):
+        raise IndexCorruptedError(f"{loc.table(rel)} is missing (every index has one from create); {_FIX}")
+    head = _read_json(loc, rel, "integrity head")
     if not all(isinstance(head.get(t), int) for t in TABLES):
-        raise IndexCorruptedError(f"integrity head {path} is malformed; {_FIX}")
+        raise IndexCorruptedError(f"integrity head {loc.table(rel)} is malformed; {_FIX}")
     return head
 
 
-def read_record(root: str, table: str, version: int) -> dict[str, Any] | None:
-    path = _record_path(root, table, version)
-    if not os.path.exists(path):
+def read_record(root: Any, table: str, version: int) -> dict[str, Any] | None:
+    loc = at(root)
+    rel = _record_path(table, version)
+    if not loc.exists(rel):
         return None
-    rec = _read_json(path, "integrity record")
+    rec = _read_json(loc, rel, "integrity record")
     if rec.get("version") != version or not isinstance(rec.get("files"), dict):
-        raise IndexCorruptedError(f"integrity record {path} is malformed; {_FIX}")
+        raise IndexCorruptedError(f"integrity record {loc.table(rel)} is malformed; {_FIX}")
     return rec
 
 
-def recorded_versions(root: str, table: str) -> list[int]:
+def recorded_versions(root: Any, table: str) -> list[int]:
     prefix = table.split(".")[0] + "-"
-    d = os.path.join(root, INTEGRITY)
     return sorted(
         int(f[len(prefix) : -5])
-        for f in os.listdir(d)
+        for f in at(root).listdir(INTEGRITY)
         if f.startswith(prefix) and f.endswith(".json") and f[len(prefix) : -5].isdigit()
     )
 
 
-def _has_manifest(table_uri: str, version: int) -> bool:
+def _has_manifest(loc: Location, table: str, version: int) -> bool:
     try:
-        manifest_path(table_uri, version)
+        manifest_path(loc, table, version)
     except IndexCorruptedError:
         return False
     return True
 
 
-def manifest_path(table_uri: str, version: int) -> str:
-    """Relative path of a Lance version's manifest (v2 naming: u64::MAX - version; v1: the version)."""
+def manifest_path(root: Any, table: str, version: int) -> str:
+    """Path of a Lance version's manifest relative to its table (v2 naming: u64::MAX - version; v1: the
+    version)."""
+    loc = at(root)
     for name in (f"{(1 << 64) - 1 - version:020d}.manifest", f"{version}.manifest"):
-        if os.path.exists(os.path.join(table_uri, "_versions", name)):
+        if loc.exists(f"{table}/_versions/{name}"):
             return f"_versions/{name}"
-    raise IndexCorruptedError(f"the manifest of version {version} of {table_uri} is missing; {_FIX}")
+    raise IndexCorruptedError(f"the manifest of version {version} of {loc.table(table)} is missing; {_FIX}")
 
 
 def version_files(ds: Any) -> list[str]:
@@ -343,21 +329,21 @@ def version_files(ds: Any) -> list[str]:
     return sorted(set(out))
 
 
-def _make_record(table_uri: str, ds: Any, known: dict[str, list]) -> dict[str, Any]:
+def _make_record(loc: Location, table: str, ds: Any, known: dict[str, list]) -> dict[str, Any]:
     v = ds.version
     files = {}
     for rel in version_files(ds):
-        path = os.path.join(table_uri, rel)
-        if not os.path.exists(path):
+        try:
+            size = loc.size(f"{table}/{rel}")
+        except FileNotFoundError:
             continue  # e.g. a transaction file Lance did not write
-        size = os.path.getsize(path)
         old = known.get(rel)
-        files[rel] = old if old is not None and old[0] == size else [size, _sha256_file(path)]
-    mpath = manifest_path(table_uri, v)
-    mfull = os.path.join(table_uri, mpath)
+        files[rel] = old if old is not None and old[0] == size else [size, loc.sha256(f"{table}/{rel}")]
+    mpath = manifest_path(loc, table, v)
+    mfull = f"{table}/{mpath}"
     rec: dict[str, Any] = {
         "version": v,
-        "manifest": [mpath, os.path.getsize(mfull), _sha256_file(mfull)],
+        "manifest": [mpath, loc.size(mfull), loc.sha256(mfull)],
         "files": files,
     }
     if CHECKSUM_COLUMN in ds.schema.names:
@@ -366,73 +352,70 @@ def _make_record(table_uri: str, ds: Any, known: dict[str, list]) -> dict[str, A
     return rec
 
 
-def record(root: str) -> None:
+def record(root: Any) -> None:
     """After a commit (the writer holds the write lock): record every not-yet-recorded version of both tables,
     drop records of versions cleanup removed, then move HEAD. Idempotent; a crash anywhere leaves at worst
     unrecorded versions above HEAD (accepted) or stale records below the oldest version (ignored)."""
-    import lance
-
-    head = read_head(root)
+    loc = at(root)
+    head = read_head(loc)
     new_head = dict(head)
     for table in TABLES:
-        uri = os.path.join(root, table)
-        live = versions_on_disk(uri)
+        live = versions_on_disk(loc, table)
         if not live:
             continue
         if head[table] > live[-1]:
             raise IndexCorruptedError(
                 f"{table} ends at version {live[-1]} but version {head[table]} was committed; {_FIX}"
             )
-        ds = lance.dataset(uri, version=live[-1])
-        have = recorded_versions(root, table)
+        ds = loc.dataset(table, version=live[-1])
+        have = recorded_versions(loc, table)
         known: dict[str, list] = {}
         if have:
-            prev = read_record(root, table, have[-1])
+            prev = read_record(loc, table, have[-1])
             known = prev["files"] if prev else {}
         for v in live:
             if v > (have[-1] if have else 0):
-                rec = _make_record(uri, ds.checkout_version(v), known)
-                _write_json(_record_path(root, table, v), rec)
+                rec = _make_record(loc, table, ds.checkout_version(v), known)
+                _write_json(loc, _record_path(table, v), rec)
                 known = rec["files"]
         for v in have:
             if v < live[0]:  # its version was cleaned up
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(_record_path(root, table, v))
+                loc.remove(_record_path(table, v))
         new_head[table] = live[-1]
-    d = os.path.join(root, INTEGRITY)
-    for f in os.listdir(d):  # temp files of killed writers
-        p = os.path.join(d, f)
-        if f.endswith(".tmp") and time.time() - os.path.getmtime(p) > 600:
+    if loc.local:  # temp files of killed writers (an object store has none: a PUT is whole or absent)
+        for f in loc.listdir(INTEGRITY):
+            rel = f"{INTEGRITY}/{f}"
             with contextlib.suppress(FileNotFoundError):
-                os.remove(p)
+                if f.endswith(".tmp") and time.time() - loc.mtime(rel) > 600:
+                    loc.remove(rel)
     if new_head != head:
-        _write_json(os.path.join(root, INTEGRITY, HEAD), new_head)
+        _write_json(loc, f"{INTEGRITY}/{HEAD}", new_head)
 
 
 # -------------------------------------------------------------------------------------------- open check
-def versions_on_disk(table_uri: str) -> list[int]:
+def versions_on_disk(root: Any, table: str) -> list[int]:
     """The committed versions of a Lance table by its manifest names, listed now (no manifest is read)."""
-    vdir = os.path.join(table_uri, "_versions")
     out = []
-    for f in os.listdir(vdir) if os.path.isdir(vdir) else []:
+    for f in at(root).listdir(f"{table}/_versions"):
         stem = f[: -len(".manifest")]
         if f.endswith(".manifest") and stem.isdigit():
             out.append((1 << 64) - 1 - int(stem) if len(stem) == 20 else int(stem))  # v2 names: u64::MAX - v
     return sorted(out)
 
 
-def latest_on_disk(table_uri: str) -> int:
+def latest_on_disk(root: Any, table: str) -> int:
     """The newest committed version of a Lance table (0 if none), listed now."""
-    return max(versions_on_disk(table_uri), default=0)
+    return max(versions_on_disk(root, table), default=0)
 
 
-def check_open(root: str, table: str, version: int | None) -> None:
+def check_open(root: Any, table: str, version: int | None) -> None:
     """Cheap checks when a table is opened: no committed version is missing; at ``version`` (None or 0: only
     that) the version's record, its manifest's sha256 and every referenced file's presence and size."""
-    head = read_head(root)
+    loc = at(root)
+    head = read_head(loc)
     # listed after HEAD was read: a writer records and moves HEAD only after its commit, so a concurrent
     # write can never make HEAD look ahead of the table
-    latest = latest_on_disk(os.path.join(root, table))
+    latest = latest_on_disk(loc, table)
     if head[table] > latest:
         what = "is missing entirely" if latest == 0 else f"ends at version {latest}"
         raise IndexCorruptedError(
@@ -441,31 +424,30 @@ def check_open(root: str, table: str, version: int | None) -> None:
         )
     if not version:
         return
-    rec = read_record(root, table, version)
-    uri = os.path.join(root, table)
+    rec = read_record(loc, table, version)
     if rec is None:
         # above HEAD: committed by a writer killed before it could record it (the row checksums still apply);
         # without its manifest: cleaned up meanwhile by another process (reading it fails on its own)
-        if version <= head[table] and _has_manifest(uri, version):
+        if version <= head[table] and _has_manifest(loc, table, version):
             raise IndexCorruptedError(f"the integrity record of {table} version {version} is missing; {_FIX}")
         return
     mpath, msize, msha = rec["manifest"]
-    problems = _check_file(uri, mpath, msize, msha)
+    problems = _check_file(loc, table, mpath, msize, msha)
     for rel, (size, _) in rec["files"].items():
-        problems += _check_file(uri, rel, size, None)
+        problems += _check_file(loc, table, rel, size, None)
     if problems:
         raise IndexCorruptedError(f"{table} version {version}: {'; '.join(problems[:5])}; {_FIX}")
 
 
-def _check_file(uri: str, rel: str, size: int, sha: str | None) -> list[str]:
-    path = os.path.join(uri, rel)
+def _check_file(loc: Location, table: str, rel: str, size: int, sha: str | None) -> list[str]:
+    path = f"{table}/{rel}"
     try:
-        actual = os.path.getsize(path)
+        actual = loc.size(path)
     except OSError:
         return [f"{rel} is missing"]
     if actual != size:
         return [f"{rel} has {actual} bytes, {size} were written"]
-    if sha is not None and _sha256_file(path) != sha:
+    if sha is not None and loc.sha256(path) != sha:
         return [f"{rel} does not match its sha256"]
     return []
 
@@ -476,7 +458,7 @@ def _finding(e: BaseException) -> str:
 
 
 def _verify_rows(
-    root: str, ds: Any, v: int, rec: dict | None, *, latest: bool, states: set[int]
+    root: Location, ds: Any, v: int, rec: dict | None, *, latest: bool, states: set[int]
 ) -> list[str]:
     """Rows of docs version ``v`` against its record (all row checksums recomputed for the latest version);
     adds the codec state it uses to ``states``."""
@@ -508,28 +490,24 @@ def verify(idx: Any) -> dict[str, Any]:
     """Check every file of every version of both tables against its recorded sha256, every docs version's
     rows against its record, the latest version's row checksums and every codec state's checksum. Returns a
     report; raises IndexCorruptedError listing every problem found."""
-    import lance
-
     from ._layout import read_manifest
 
-    root = idx.root
+    loc = idx.loc
     problems: list[str] = []
     notes: list[str] = []
     n_files = n_bytes = 0
     hashed: dict[str, tuple[str, list[str]]] = {}
     try:
-        read_manifest(root)
-        head = read_head(root)
+        read_manifest(loc)
+        head = read_head(loc)
     except IndexCorruptedError as e:
         raise IndexCorruptedError(f"verify: {e}") from None
     states: set[int] = set()
     for table in TABLES:
-        uri = os.path.join(root, table)
-        vdir = os.path.join(uri, "_versions")
         ds = None
-        if os.path.isdir(vdir) and any(f.endswith(".manifest") for f in os.listdir(vdir)):
+        if versions_on_disk(loc, table):
             try:
-                ds = lance.dataset(uri)
+                ds = loc.dataset(table)
                 live = [v["version"] for v in ds.versions()]
             except BaseException as e:
                 if not lance_failure(e):
@@ -543,7 +521,7 @@ def verify(idx: Any) -> dict[str, Any]:
                 f"{table}: version {head[table]} was committed but the table ends at "
                 f"{live[-1] if live else 'nothing'} (versions deleted or rolled back)"
             )
-        have = recorded_versions(root, table)
+        have = recorded_versions(loc, table)
         for v in have:
             if v in live or not live:
                 continue
@@ -552,9 +530,9 @@ def verify(idx: Any) -> dict[str, Any]:
                 continue
             # below the oldest version: cleaned up (and the record's removal interrupted) unless the files
             # cleanup deletes with a version, its transaction file, are still there
-            rec = read_record(root, table, v)
+            rec = read_record(loc, table, v)
             txn = [r for r in (rec or {}).get("files", {}) if r.startswith("_transactions/")]
-            if any(os.path.exists(os.path.join(uri, r)) for r in txn):
+            if any(loc.exists(f"{table}/{r}") for r in txn):
                 problems.append(
                     f"{table}: the manifest of version {v} is missing but its files remain (not a cleanup)"
                 )
@@ -562,7 +540,7 @@ def verify(idx: Any) -> dict[str, Any]:
                 notes.append(f"{table}: stale record of cleaned-up version {v}")
         for v in live:
             try:
-                rec = read_record(root, table, v)
+                rec = read_record(loc, table, v)
             except IndexCorruptedError as e:
                 problems.append(_finding(e))
                 continue
@@ -575,11 +553,11 @@ def verify(idx: Any) -> dict[str, Any]:
                     problems.append(f"{table} version {v}: its integrity record is missing")
             else:
                 mpath, msize, msha = rec["manifest"]
-                problems += [f"{table} version {v}: {p}" for p in _check_file(uri, mpath, msize, msha)]
+                problems += [f"{table} version {v}: {p}" for p in _check_file(loc, table, mpath, msize, msha)]
                 for rel, (size, sha) in rec["files"].items():
                     key = f"{table}/{rel}"
                     if key not in hashed:  # data files are shared by versions: hash each once
-                        hashed[key] = (sha, _check_file(uri, rel, size, sha))
+                        hashed[key] = (sha, _check_file(loc, table, rel, size, sha))
                         n_files, n_bytes = n_files + 1, n_bytes + size
                     first_sha, found = hashed[key]
                     problems += [f"{table} version {v}: {p}" for p in found]
@@ -588,7 +566,7 @@ def verify(idx: Any) -> dict[str, Any]:
                             f"{table} version {v}: {rel} was recorded with two different checksums"
                         )
             if table == "docs.lance":
-                problems += _verify_rows(root, ds, v, rec, latest=v == live[-1], states=states)
+                problems += _verify_rows(loc, ds, v, rec, latest=v == live[-1], states=states)
     for sid in sorted(states):
         try:
             idx._states.pop(sid, None)
@@ -597,7 +575,7 @@ def verify(idx: Any) -> dict[str, Any]:
             problems.append(_finding(e))
     if problems:
         raise IndexCorruptedError(
-            f"the index at {root} is corrupted ({len(problems)} problem(s)):\n  - "
+            f"the index at {loc.uri} is corrupted ({len(problems)} problem(s)):\n  - "
             + "\n  - ".join(problems)
             + "\nrestore it from a backup or rebuild it"
         )

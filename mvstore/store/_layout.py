@@ -55,8 +55,8 @@ _META_ROW = "__meta__"
 
 
 # ----------------------------------------------------------------------------------------- manifest
-def write_manifest(root: str, spec: str, dim: int, options: dict[str, Any]) -> dict[str, Any]:
-    """Write ``mvstore.json`` atomically (temp file + rename) and return it."""
+def write_manifest(loc: Any, spec: str, dim: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Write ``mvstore.json`` atomically (``Location.write_atomic``) and return it."""
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -65,12 +65,7 @@ def write_manifest(root: str, spec: str, dim: int, options: dict[str, Any]) -> d
         "options": options,
     }
     manifest["checksum"] = _manifest_digest(manifest)
-    tmp = os.path.join(root, MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(root, MANIFEST))
+    loc.write_atomic(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
     return manifest
 
 
@@ -78,21 +73,30 @@ def _manifest_digest(m: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps({k: v for k, v in m.items() if k != "checksum"}, sort_keys=True).encode()).hexdigest()
 
 
-def read_manifest(root: str) -> dict[str, Any]:
-    """Read and validate ``mvstore.json``; IndexCorruptedError if missing, garbled or not ours."""
-    path = os.path.join(root, MANIFEST)
-    if not os.path.isdir(root):
+def read_manifest(loc: Any) -> dict[str, Any]:
+    """Read and validate ``mvstore.json`` of the index at ``loc`` (a ``_fs.Location``); IndexCorruptedError if
+    missing, garbled or not ours."""
+    root = loc.uri
+    path = loc.table(MANIFEST)
+    if loc.local and not os.path.isdir(root):
         raise IndexCorruptedError(
             f"{root!r} does not exist or is not a directory: open an index made with mvstore.store.create(uri, ...)"
         )
-    if not os.path.exists(path):
+    try:
+        raw = loc.read(MANIFEST)
+    except FileNotFoundError:
         raise IndexCorruptedError(
             f"{root!r} is not an mvstore index (no {MANIFEST}): create one with mvstore.store.create(uri, spec, dim)"
-        )
+        ) from None
+    except OSError as e:
+        if not loc.local:
+            raise  # the store, not the file: create/open report it as StorageUnreachableError
+        raise IndexCorruptedError(
+            f"{path} cannot be read as JSON ({e}); the index is corrupted: restore it from a backup or rebuild it"
+        ) from e
     try:
-        with open(path) as f:
-            m = json.load(f)
-    except (OSError, ValueError) as e:
+        m = json.loads(raw)
+    except ValueError as e:
         raise IndexCorruptedError(
             f"{path} cannot be read as JSON ({e}); the index is corrupted: restore it from a backup or rebuild it"
         ) from e
@@ -121,11 +125,11 @@ def read_manifest(root: str) -> dict[str, Any]:
     return m
 
 
-def has_versions(table_uri: str) -> bool:
-    """Whether a Lance table directory holds at least one committed version. A writer killed at its very
-    first commit leaves ``_versions/`` with only a temporary manifest: that table was never created."""
-    vdir = os.path.join(table_uri, "_versions")
-    return os.path.isdir(vdir) and any(f.endswith(".manifest") for f in os.listdir(vdir))
+def has_versions(loc: Any, table: str) -> bool:
+    """Whether the Lance table ``table`` of the index at ``loc`` holds at least one committed version. A writer
+    killed at its very first commit leaves ``_versions/`` with only a temporary manifest: that table was never
+    created."""
+    return any(f.endswith(".manifest") for f in loc.listdir(f"{table}/_versions"))
 
 
 # ------------------------------------------------------------------------------------------ writing

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -18,8 +17,9 @@ from .._progress import bar
 from ..exceptions import InvalidOperationError
 from ..ragged import Ragged
 from ._encode import encode_pooled
+from ._fs import LEASE_TABLE, Location
 from ._integrity import CHECKSUM_COLUMN, checksum_column
-from ._layout import STATE_KEY, binary_values
+from ._layout import DOCS, STATE, STATE_KEY, binary_values
 from ._view import _View
 
 #: rows per record batch when streaming the docs table through retraining
@@ -72,10 +72,8 @@ def retrain_codec(idx: Any) -> int:
             cols[CHECKSUM_COLUMN] = checksum_column(cols)
             yield pa.RecordBatch.from_pydict({n: cols[n] for n in schema.names}).cast(schema)
 
-    out = lance.write_dataset(
-        pa.RecordBatchReader.from_batches(schema, batches()), idx._docs_uri, mode="overwrite"
-    )
-    idx._view = _View(out.version, out, st)
+    out = idx.loc.write_dataset(pa.RecordBatchReader.from_batches(schema, batches()), DOCS, mode="overwrite")
+    idx._view = _View(out.version, out, st, idx.loc)
     return out.version
 
 
@@ -128,34 +126,33 @@ def _optimize(
     return report
 
 
-def _young_orphans(uri: str, ds: lance.LanceDataset, grace: timedelta) -> list[str]:
+def _young_orphans(loc: Location, table: str, ds: lance.LanceDataset, grace: timedelta) -> list[str]:
     """Data and deletion files younger than ``grace`` that the latest version does not reference: they may
     belong to a write that has not committed yet (mvstore's own writers hold the write lock during cleanup,
     but a plain Lance writer does not)."""
     used = set()
     for frag in ds.get_fragments():
-        used.update(os.path.join("data", f.path) for f in frag.data_files())
+        used.update(f"data/{f.path}" for f in frag.data_files())
         if frag.metadata.deletion_file is not None:
             used.add(frag.metadata.deletion_file.path(frag.fragment_id))
     cutoff = time.time() - grace.total_seconds()
     young = []
     for sub in ("data", "_deletions"):
-        d = os.path.join(uri, sub)
-        for name in os.listdir(d) if os.path.isdir(d) else []:
-            rel = os.path.join(sub, name)
+        for name in loc.listdir(f"{table}/{sub}"):
+            rel = f"{sub}/{name}"
             with contextlib.suppress(FileNotFoundError):
-                if rel not in used and os.stat(os.path.join(d, name)).st_mtime > cutoff:
+                if rel not in used and loc.mtime(f"{table}/{rel}") > cutoff:
                     young.append(rel)
     return young
 
 
-def _clean_table(uri: str, older_than: timedelta) -> Any:
+def _clean_table(loc: Location, table: str, older_than: timedelta) -> Any:
     """Lance cleanup of one table: versions older than ``older_than`` (the latest is always kept). Files no
     version references (a crashed write's) go when older than Lance's own 7 days; with a retention under
     ORPHAN_GRACE they go at once (``delete_unverified``) when none of them is younger than ORPHAN_GRACE,
     never a file a live writer may still commit."""
-    ds = lance.dataset(uri)
-    unverified = older_than < ORPHAN_GRACE and not _young_orphans(uri, ds, ORPHAN_GRACE)
+    ds = loc.dataset(table)
+    unverified = older_than < ORPHAN_GRACE and not _young_orphans(loc, table, ds, ORPHAN_GRACE)
     return ds.cleanup_old_versions(older_than=older_than, delete_unverified=unverified)
 
 
@@ -163,9 +160,11 @@ def _cleanup(idx: Any, older_than: timedelta) -> dict[str, int]:
     """Delete old docs versions' files (and orphans of crashed writes, see :func:`_clean_table`), then codec
     states no remaining docs version refers to. Runs under the index's write lock: no mvstore writer is
     between writing its files and committing them."""
-    s = _clean_table(idx._docs_uri, older_than)
+    s = _clean_table(idx.loc, DOCS, older_than)
     removed = {"bytes_removed": int(s.bytes_removed), "old_versions": int(s.old_versions)}
-    ds = lance.dataset(idx._docs_uri)
+    if not idx.loc.local and idx.loc.exists(LEASE_TABLE):  # the lease's past versions (we hold it now)
+        removed["bytes_removed"] += int(idx.loc.dataset(LEASE_TABLE).cleanup_old_versions(timedelta(0)).bytes_removed)
+    ds = idx.loc.dataset(DOCS)
     used = set()
     for v in ds.versions():
         meta = ds.checkout_version(v["version"]).schema.metadata or {}
@@ -176,6 +175,6 @@ def _cleanup(idx: Any, older_than: timedelta) -> dict[str, int]:
         stale = sds.count_rows(filter=f"state_id NOT IN ({', '.join(str(u) for u in sorted(used))})")
         if stale:
             sds.delete(f"state_id NOT IN ({', '.join(str(u) for u in sorted(used))})")
-            removed["bytes_removed"] += int(_clean_table(idx._state_uri, older_than).bytes_removed)
+            removed["bytes_removed"] += int(_clean_table(idx.loc, STATE, older_than).bytes_removed)
         removed["states_removed"] = int(stale)
     return removed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from ..search.params import SearchParams
 from ..search.searcher import make_searcher
 from ..search.snapshot import Snapshot
 from ._integrity import CHECKSUM_COLUMN, check_rows, corrupt_file_error, lance_failure
-from ._layout import binary_values, first_duplicate, ids_numpy, list_values, unknown_field
+from ._layout import DOCS, binary_values, first_duplicate, ids_numpy, list_values, unknown_field
 
 _SQL_WORDS = {
     "and", "or", "not", "in", "is", "null", "like", "ilike", "between", "true", "false", "cast", "as",
@@ -108,7 +107,8 @@ class _View:
     """Everything one version needs for reading; built lazily, never mutated after a write (a write makes a
     new view), so searches running in other threads keep a consistent version."""
 
-    def __init__(self, version: int, ds: lance.LanceDataset | None, state: _State | None):
+    def __init__(self, version: int, ds: lance.LanceDataset | None, state: _State | None, loc: Any):
+        self.loc = loc  # the index's _fs.Location (its integrity records)
         self.version = version
         self.ds = ds
         self.state = state
@@ -133,7 +133,7 @@ class _View:
             yield
         except (OSError, ValueError, IndexCorruptedError) as e:  # the last: a read already judged unreadable
             try:
-                gone = self.version not in {v["version"] for v in lance.dataset(self.ds.uri).versions()}
+                gone = self.version not in {v["version"] for v in self.loc.dataset(DOCS).versions()}
             except (OSError, ValueError):
                 gone = False  # the table itself is unreadable: the caller's own error says so
             if gone:
@@ -174,7 +174,7 @@ class _View:
                     f"docs table version {self.version} cannot be read ({str(e).splitlines()[0][:200]}); the index "
                     "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
                 ) from e
-            check_rows(os.path.dirname(self.ds.uri), self.version, tbl)
+            check_rows(self.loc, self.version, tbl)
             id_col = tbl.column("id")
             check_unique_ids(id_col, self.version)
             ids = ids_numpy(id_col)
