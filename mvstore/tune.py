@@ -200,21 +200,8 @@ def tune(
     budget = _check_budget(max_bytes_per_token)
     docs, queries, k = _tune_sample(docs, queries, k, sample_docs, sample_queries, fit_vectors, seed)
     parsed = _candidate_specs(candidates, docs.dim, budget)
-    rows, skipped = _evaluate(parsed, docs, queries, k, budget, fit_vectors, seed, progress)
-    best = _pick(rows, skipped, budget)
-    return TuneResult(
-        spec=best["spec"],
-        fidelity=best["fidelity"],
-        bytes_per_token=best["bytes_per_token"],
-        budget=budget,
-        k=int(k),
-        table=rows,
-        n_docs=len(docs),
-        n_queries=len(queries),
-        n_tokens=docs.n_tokens,
-        seconds=round(time.perf_counter() - t_start, 1),
-        skipped=skipped,
-    )
+    rows, skipped = _evaluate(parsed, docs, queries, maxsim_batch(queries, docs), k, budget, fit_vectors, seed, progress)
+    return _result(rows, skipped, budget, k, docs, queries, t_start)
 
 
 def _tune_sample(
@@ -270,10 +257,11 @@ def _candidate_specs(candidates: Sequence[str] | None, dim: int, budget: float) 
 
 
 def _evaluate(
-    parsed: list[tuple[Any, float]], docs: Ragged, queries: Ragged, k: int, budget: float, fit_vectors: int,
-    seed: int, progress: bool | None, targets: np.ndarray | None = None,
+    parsed: list[tuple[Any, float]], docs: Ragged, queries: Ragged, exact: np.ndarray, k: int, budget: float,
+    fit_vectors: int, seed: int, progress: bool | None, targets: np.ndarray | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """One table row per candidate that could be fit (fidelity: recall@``k`` vs exact MaxSim; with ``targets``
+    """One table row per candidate that could be fit (fidelity: recall@``k`` vs ``exact``, the uncompressed
+    MaxSim scores of ``queries`` against ``docs``; with ``targets``
     (query ``i``'s one relevant document) the mean of that ``agreement`` and :func:`known_item_ndcg`
     ``known_item``; measured bytes per token); and ``{spec: why}`` for those that could not."""
     from ._progress import bar
@@ -281,7 +269,7 @@ def _evaluate(
     dim = docs.dim
     qids = [str(i) for i in range(len(queries))]
     dids = [str(i) for i in range(len(docs))]
-    reference = run_from_scores(maxsim_batch(queries, docs), qids, dids, k)
+    reference = run_from_scores(exact, qids, dids, k)
     pooled: dict[str, Ragged] = {}
     fit_rows: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
@@ -326,6 +314,28 @@ def _evaluate(
             )
             pbar.update(1)
     return rows, skipped
+
+
+def _result(
+    rows: list[dict[str, Any]], skipped: dict[str, str], budget: float, k: int, docs: Ragged, queries: Ragged,
+    t_start: float, **extra: Any,
+) -> TuneResult:
+    """The :class:`TuneResult` of the table ``rows`` measured on ``docs``/``queries``: its :func:`_pick`."""
+    best = _pick(rows, skipped, budget)
+    return TuneResult(
+        spec=best["spec"],
+        fidelity=best["fidelity"],
+        bytes_per_token=best["bytes_per_token"],
+        budget=budget,
+        k=int(k),
+        table=rows,
+        n_docs=len(docs),
+        n_queries=len(queries),
+        n_tokens=docs.n_tokens,
+        seconds=round(time.perf_counter() - t_start, 1),
+        skipped=skipped,
+        **extra,
+    )
 
 
 def _pick(rows: list[dict[str, Any]], skipped: dict[str, str], budget: float) -> dict[str, Any]:
@@ -484,20 +494,10 @@ def auto_spec(
             "PCA dims at 1 bit do not): raise max_bytes_per_token"
         )
     parsed = _candidate_specs(specs, docs.dim, budget)
-    rows, skipped = _evaluate(parsed, corpus, queries, k, budget, fit_vectors, seed, progress, targets=targets)
-    best = _pick(rows, skipped, budget)
-    return TuneResult(
-        spec=best["spec"],
-        fidelity=best["fidelity"],
-        bytes_per_token=best["bytes_per_token"],
-        budget=budget,
-        k=k,
-        table=rows,
-        n_docs=len(corpus),
-        n_queries=len(queries),
-        n_tokens=corpus.n_tokens,
-        seconds=round(time.perf_counter() - t_start, 1),
-        skipped=skipped,
+    exact = maxsim_batch(queries, corpus)
+    rows, skipped = _evaluate(parsed, corpus, queries, exact, k, budget, fit_vectors, seed, progress, targets=targets)
+    return _result(
+        rows, skipped, budget, k, corpus, queries, t_start,
         measure="mean of recall@k vs exact MaxSim and known-item nDCG@k, on inverse-cloze pseudo-queries",
-        exact_fidelity=round((1 + known_item_ndcg(maxsim_batch(queries, corpus), targets, k)) / 2, 4),
+        exact_fidelity=round((1 + known_item_ndcg(exact, targets, k)) / 2, 4),
     )
