@@ -87,6 +87,11 @@ def test_inverse_cloze_cuts_windows_out_of_their_documents():
         assert sorted(map(bytes, whole)) == sorted(map(bytes, np.asarray(docs[i])))
     with pytest.raises(TuneError, match="longer documents"):
         auto_spec([np.ones((4, 16), np.float32)] * 60, 8)
+    for bad in ({"n_queries": 0}, {"sample_tokens": -1}, {"fit_vectors": 0}):
+        with pytest.raises(InvalidArgumentError, match=f"{next(iter(bad))}=.* must be a positive integer"):
+            auto_spec(docs, 8, **bad)
+    with pytest.raises(InvalidDtypeError, match="n_queries must be an int"):
+        auto_spec(docs, 8, n_queries=2.5)
 
 
 def test_auto_spec_picks_within_budget_and_beats_a_worse_codec():
