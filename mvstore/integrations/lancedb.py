@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..exceptions import DimensionMismatchError, InvalidDtypeError, RerankerError, require
-from ..ragged import Ragged
+from ..ragged import Ragged, take_index
 from ..search.maxsim import maxsim
 
 require("lancedb", pip_name="lancedb")
@@ -131,12 +131,7 @@ class MaxSimReranker(Reranker):
                 f"{len(missing)} result id(s) are not in the mvstore index (first: {missing[0]!r}); the LanceDB "
                 f"column {self.id_column!r} must hold the ids the documents were added to the index with"
             )
-        rows_a = np.asarray(rows, np.int64)
-        starts = snap.offsets[rows_a]
-        lens = snap.offsets[rows_a + 1] - starts
-        offs = np.zeros(len(rows_a) + 1, np.int64)
-        np.cumsum(lens, out=offs[1:])
-        idx = np.repeat(starts - offs[:-1], lens) + np.arange(offs[-1])
+        idx, offs = take_index(snap.offsets, np.asarray(rows, np.int64))
         return Ragged(snap.codec.decode(snap.codes[idx]), offs), snap.codec
 
     def scores(self, query: str, table: pa.Table) -> np.ndarray:
