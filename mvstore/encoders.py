@@ -454,8 +454,13 @@ class ColBERTEncoder:
 class CachedEncoder:
     """On-disk embedding cache around any encoder, keyed by ``encoder.name`` + role + text (sha256).
 
-    One ``.npy`` file per text under ``cache_dir/<model key>/``; only misses are encoded, in one batch.
-    The default directory is ``$MVSTORE_CACHE`` or ``~/.cache/mvstore/embeddings``.
+    One ``.npy`` file per text under ``cache_dir/<model key>/`` (``<model key>-f16/`` for ``dtype="float16"``, the
+    default, half the disk of ``"float32"`` at a rounding of at most 2**-11 relative per coordinate); only misses
+    are encoded, chunk by chunk, each entry written to a temporary file and renamed, so a killed run keeps its
+    finished chunks and two processes may fill one cache at once. Every call returns the stored values, hit or
+    miss, so a text's vectors never depend on what the cache held; an entry that does not load is encoded again.
+    Files, not one table: in this project's runs on a 2-core VM, reading SciFact's 5,183 entries (1.9 GB as
+    float32) took 7 s from files and 25-33 s from a Lance table of the same rows. The default directory is ``$MVSTORE_CACHE`` or ``~/.cache/mvstore/embeddings``.
     """
 
     def __init__(
@@ -464,16 +469,20 @@ class CachedEncoder:
         cache_dir: str | os.PathLike | None = None,
         *,
         chunk: int = 256,
+        dtype: str = "float16",
         progress: bool | None = None,
     ):
+        if dtype not in ("float16", "float32"):
+            raise InvalidArgumentError(f"CachedEncoder dtype={dtype!r}: use 'float16' (half the disk) or 'float32' (exact)")
         self.encoder = encoder
         self.chunk = int(chunk)
+        self.dtype = np.dtype(dtype)
         self.progress = check_progress(progress)
         root = cache_dir or os.environ.get("MVSTORE_CACHE") or Path.home() / ".cache" / "mvstore" / "embeddings"
         key = hashlib.sha256(encoder.name.encode()).hexdigest()[:16]
-        self.dir = Path(root) / key
+        self.dir = Path(root) / (key if dtype == "float32" else f"{key}-f16")
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "model.json").write_text(json.dumps({"name": encoder.name, "dim": encoder.dim}))
+        (self.dir / "model.json").write_text(json.dumps({"name": encoder.name, "dim": encoder.dim, "dtype": dtype}))
         self.name = encoder.name
         self.dim = encoder.dim
 
@@ -481,16 +490,18 @@ class CachedEncoder:
         h = hashlib.sha256(f"{role}\0{text}".encode()).hexdigest()
         return self.dir / h[:2] / f"{h}.npy"
 
+    def _load(self, path: Path) -> np.ndarray | None:
+        try:
+            m = np.load(path, allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError):
+            return None
+        return m if m.dtype == self.dtype and m.ndim == 2 and m.shape[1] == self.dim else None
+
     def _cached(self, texts: Sequence[str], role: str) -> Ragged:
         texts = _check_texts(texts)
         paths = [self._path(role, t) for t in texts]
-        mats: list[np.ndarray | None] = [None] * len(texts)
-        missing = []
-        for i, p in enumerate(paths):
-            try:
-                mats[i] = np.load(p, allow_pickle=False)
-            except (FileNotFoundError, ValueError, OSError):
-                missing.append(i)
+        mats = [self._load(p) for p in paths]
+        missing = [i for i, m in enumerate(mats) if m is None]
         fn = self.encoder.encode_documents if role == "doc" else self.encoder.encode_queries
         desc = "encoding documents" if role == "doc" else "encoding queries"
         with bar(len(missing), desc, unit="text", progress=self.progress) as pbar:
@@ -498,13 +509,13 @@ class CachedEncoder:
                 part = missing[s : s + self.chunk]
                 new = fn([texts[i] for i in part])
                 for j, i in enumerate(part):
-                    mats[i] = new[j]
+                    mats[i] = np.asarray(new[j], self.dtype)
                     paths[i].parent.mkdir(exist_ok=True)
                     tmp = paths[i].with_suffix(f".{os.getpid()}.tmp.npy")
-                    np.save(tmp, new[j])
+                    np.save(tmp, mats[i])
                     os.replace(tmp, paths[i])  # atomic: a killed run never leaves a half-written entry
                 pbar.update(len(part))
-        return Ragged.from_list(mats)
+        return Ragged.from_list(mats)  # float32, whatever the stored dtype
 
     def config(self) -> dict[str, Any]:
         """The wrapped encoder's description (the cache is a choice of this process, not of the index)."""
