@@ -1,4 +1,4 @@
-"""The ``mvstore`` command line: build, search, eval, info, bench, tune, report.
+"""The ``mvstore`` command line: build, search, eval, info, verify, upgrade, bench, tune, report.
 
 ::
 
@@ -7,6 +7,7 @@
     mvstore search INDEX "what causes tides" -k 5 --where "year > 2020" [--json]
     mvstore eval BEIR_DIR --index INDEX | --spec SPEC [--max-docs N] [--json]
     mvstore info INDEX [--json]
+    mvstore upgrade INDEX [--json]                      # an index of an older format, in place
     mvstore bench BEIR_DIR --spec fp16 --spec pool2,pca96,rq2 [--json]
     mvstore tune BEIR_DIR --budget 20 [--json]          (or: tune docs.jsonl --queries queries.txt)
     mvstore report frontier.jsonl -o frontier.png
@@ -526,6 +527,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ upgrade
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Upgrade an index of an older on-disk format in place (mvstore.upgrade)."""
+    import mvstore.store as ms
+
+    if not os.path.exists(args.index):
+        raise FileNotFoundError(f"no index at {args.index!r}; pass the directory of an mvstore index")
+    rep = ms.upgrade(args.index)
+    if args.json:
+        print(json.dumps(rep))
+    elif rep["format_version_before"] == rep["format_version"] and not rep["renamed"]:
+        print(f"{args.index}: already format version {rep['format_version']}, nothing to do")
+    else:
+        print(f"{args.index}: upgraded from format version {rep['format_version_before']} to "
+              f"{rep['format_version']} (renamed {', '.join(rep['renamed']) or 'no columns'}; version {rep['version']})")
+    return 0
+
+
 # --------------------------------------------------------------------------------------- eval/bench
 def _beir(args: argparse.Namespace) -> tuple[list, list, list, list, dict]:
     from .eval import load_beir
@@ -792,6 +811,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_verify)
+
+    p = sub.add_parser("upgrade", help="upgrade an index written by an older mvstore to this one's format, in place")
+    p.add_argument("index")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_upgrade)
 
     p = sub.add_parser("bench", help="benchmark rows (quality, footprint, latency) on a BEIR dataset")
     p.add_argument("beir")

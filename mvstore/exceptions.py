@@ -25,6 +25,7 @@ __all__ = [
     "IndexBusyError",
     "VersionCleanedUpError",
     "ModelFormatError",
+    "UpgradeRequiredError",
 ]
 
 
@@ -112,6 +113,11 @@ class VersionCleanedUpError(MvstoreError, RuntimeError):
 
 class ModelFormatError(MvstoreError, ValueError):
     """A model directory an encoder cannot run: missing files, or modules it does not implement."""
+
+
+class UpgradeRequiredError(IndexCorruptedError):
+    """An index written in an older on-disk format that this mvstore upgrades in place (``mvstore upgrade
+    INDEX`` or :func:`mvstore.upgrade`) before it reads or writes it."""
 
 
 def require(module: str, pip_name: str | None = None, extra: str | None = None):

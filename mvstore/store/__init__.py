@@ -14,22 +14,23 @@ True
 
 Layout (also in docs/LAYOUT.md). An index is a local directory::
 
-    <uri>/mvstore.json   manifest, written once by create(): {"format": "mvstore", "format_version": 2,
+    <uri>/mvstore.json   manifest, written once by create(): {"format": "mvstore", "format_version": 3,
                          "spec", "dim", "options": {n_centroids, train_size, seed, keep_source, drift_threshold},
                          "checksum"}
     <uri>/docs.lance     Lance table "docs", one row per document:
                            id          int64 or string: the user's id, unique, never renumbered
                            <metadata>  the user's columns, fixed by the first add (later batches may omit some:
                                        those become null, upsert keeps their stored values; unknown columns
-                                       and struct fields are an error)
-                           n_tokens    int32: original (pre-pooling) token count
-                           n_vectors   int32: stored (pooled) vector count
-                           codes       large_binary: n_vectors x code_size bytes, the codec's codes
-                           terms       list<int32>: each stored vector's stage-1 centroid id (empty for
-                                       rq, whose codes carry it)
-                           recon_err   float32: mean squared reconstruction error of the doc's vectors
-                           source      large_binary (only with keep_source=True): pooled vectors as fp16
-                           row_checksum uint64: hash of id, n_tokens, n_vectors, codes, terms
+                                       and struct fields are an error); any name but query, rank, id,
+                                       score (a search result's columns) and names starting with "_"
+                           _mv_n_tokens    int32: original (pre-pooling) token count
+                           _mv_n_vectors   int32: stored (pooled) vector count
+                           _mv_codes       large_binary: n_vectors x code_size bytes, the codec's codes
+                           _mv_terms       list<int32>: each stored vector's stage-1 centroid id (empty for
+                                           rq, whose codes carry it)
+                           _mv_recon_err   float32: mean squared reconstruction error of the doc's vectors
+                           _mv_source      large_binary (only with keep_source=True): pooled vectors as fp16
+                           _mv_row_checksum uint64: hash of id, n_tokens, n_vectors, codes, terms
                          schema metadata "mvstore.state_id" = the codec state the codes were written with
     <uri>/codec.lance    Lance table "codec": state_id, name, dtype, shape, data (raw array bytes), plus one
                          "__meta__" row per state holding JSON (codec meta, centroid source, training error,
@@ -75,6 +76,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,12 +95,26 @@ from ..exceptions import (
 from . import _integrity
 from ._encode import drift
 from ._index import Index, check_version
-from ._layout import MANIFEST, read_manifest, write_manifest
+from ._layout import (
+    DOCS,
+    FORMAT_VERSION,
+    INTERNAL_COLUMNS,
+    MANIFEST,
+    ROW_CHECKSUM,
+    STATE,
+    V2_NAMES,
+    has_versions,
+    read_manifest,
+    rewrite_manifest,
+    write_lock,
+    write_manifest,
+)
 from ._view import where_columns
 
 __all__ = [
     "create",
     "open",
+    "upgrade",
     "Index",
     "drift",
     "where_columns",
@@ -237,3 +253,43 @@ def open(uri: str | os.PathLike, version: int | None = None) -> Index:  # noqa: 
         return Index(root, manifest, version)
     except SpecError as e:
         raise IndexCorruptedError(f"the manifest at {Path(root) / MANIFEST} has an invalid spec: {e}") from e
+
+
+def upgrade(uri: str | os.PathLike) -> dict[str, Any]:
+    """Upgrade the index at ``uri`` in place to this mvstore's on-disk format (3: the index's own docs columns
+    renamed to ``_mv_*``, so metadata may use names such as ``source`` or ``n_tokens``). One metadata-only Lance
+    commit renames the columns (no data file is rewritten), then the manifest is rewritten; both under the
+    write lock. A crash in between leaves an index that asks for ``upgrade`` again, which finishes it; an
+    index already in format 3 is left as it is. Versions written before the upgrade stay on disk for
+    ``verify`` but cannot be opened (time travel starts at the upgrade's version). Returns
+    ``{"format_version_before", "format_version", "renamed", "version"}``."""
+    import lance
+
+    root = _root(uri)
+    read_manifest(root, upgrading=True)  # not an index, damaged or from an unknown format: say so first
+    with write_lock(root):
+        m = read_manifest(root, upgrading=True)  # again under the lock: another upgrade may have finished
+        docs = os.path.join(root, DOCS)
+        renamed: list[str] = []
+        version = 0
+        if has_versions(docs):
+            for table in (DOCS, STATE):
+                _integrity.check_open(root, table, None)
+            ds = lance.dataset(docs)
+            _integrity.check_open(root, DOCS, ds.version)
+            names = ds.schema.names
+            if ROW_CHECKSUM not in names:
+                if V2_NAMES[ROW_CHECKSUM] not in names:
+                    raise IndexCorruptedError(
+                        f"{docs} has neither the format-3 nor the format-2 row checksum column (columns: {names}); "
+                        "it is not an mvstore docs table: restore the index from a backup or rebuild it"
+                    )
+                renames = [{"path": V2_NAMES[c], "name": c} for c in INTERNAL_COLUMNS if V2_NAMES[c] in names]
+                ds.alter_columns(*renames)  # one commit renames them all: a crash leaves all or none renamed
+                renamed = [r["path"] for r in renames]
+            version = lance.dataset(docs).version
+        _integrity.record(root)  # the rename's version (and any a killed writer left unrecorded)
+        before = m["format_version"]
+        if before != FORMAT_VERSION:
+            rewrite_manifest(root, {**m, "format_version": FORMAT_VERSION})
+    return {"format_version_before": before, "format_version": FORMAT_VERSION, "renamed": renamed, "version": version}

@@ -24,6 +24,7 @@ from ..exceptions import (
     InvalidVectorsError,
     SearchParamsError,
     UnknownIdError,
+    UpgradeRequiredError,
 )
 from ..ragged import Ragged, as_ragged
 from ..search.params import SearchParams
@@ -31,10 +32,19 @@ from ..search.snapshot import Snapshot
 from . import _integrity
 from ._encode import drift, encode_pooled, sq_error
 from ._layout import (
+    CODES,
     DOCS,
     DOCS_SYSTEM_COLUMNS,
+    ID,
+    N_TOKENS,
+    N_VECTORS,
+    RECON_ERR,
+    ROW_CHECKSUM,
+    SOURCE,
     STATE,
     STATE_KEY,
+    TERMS,
+    checksum_column_of,
     conform_metadata,
     has_versions,
     ids_numpy,
@@ -157,6 +167,16 @@ class Index:
             ds = _integrity.read_or_corrupted(lambda: ds.checkout_version(version), f"docs table version {version}")
         if ds is None:
             return _View(0, None, self._pending_state())
+        if ROW_CHECKSUM not in ds.schema.names and checksum_column_of(ds.schema) is not None:
+            if version is not None and version != ds.latest_version:
+                raise InvalidArgumentError(
+                    f"version {version} was written in format 2, before this index was upgraded, and this mvstore "
+                    "cannot read it; open a version written since the upgrade (index.versions())"
+                )
+            raise UpgradeRequiredError(
+                f"the docs table of {self.root!r} still has format-2 column names (an upgrade was interrupted?): "
+                f"run `mvstore upgrade {self.root}` or mvstore.upgrade(uri) to finish it"
+            )
         raw = (ds.schema.metadata or {}).get(STATE_KEY)
         try:
             sid = int(raw)
@@ -409,13 +429,13 @@ class Index:
     ) -> pa.RecordBatch:
         """Pool + encode one validated batch -> one docs record batch."""
         r = b["ragged"]
-        cols: dict[str, pa.Array] = {"id": b["ids"]}
+        cols: dict[str, pa.Array] = {ID: b["ids"]}
         for f, arr in zip(fields, conform_metadata(b["meta"], fields, len(r))):
             cols[f.name] = arr
-        cols["n_tokens"] = pa.array(r.lengths.astype(np.int32))
+        cols[N_TOKENS] = pa.array(r.lengths.astype(np.int32))
         pooled = b.pop("pooled", None)  # the first add's first batch was pooled to fit the codec
         cols.update(encode_pooled(st, st.spec.pool(r) if pooled is None else pooled, keep_source))
-        cols[_integrity.CHECKSUM_COLUMN] = _integrity.checksum_column(cols)
+        cols[ROW_CHECKSUM] = _integrity.checksum_column(cols)
         return pa.RecordBatch.from_pydict(cols)
 
     def _existing_ids(self, ds: lance.LanceDataset | None) -> tuple[pa.DataType | None, Any]:
@@ -426,10 +446,10 @@ class Index:
         if cached is not None and cached[0] == ds.version:
             ids = cached[1]
         else:
-            vals = ids_numpy(ds.to_table(columns=["id"]).column("id"))
+            vals = ids_numpy(ds.to_table(columns=[ID]).column(ID))
             ids = set(vals.tolist()) if vals.dtype.kind == "U" else np.sort(vals)
             self._ids_cache = (ds.version, ids)
-        return ds.schema.field("id").type, (set(ids) if isinstance(ids, set) else ids)
+        return ds.schema.field(ID).type, (set(ids) if isinstance(ids, set) else ids)
 
     @staticmethod
     def _check_new(ids: pa.Array, seen: Any) -> Any:
@@ -456,17 +476,17 @@ class Index:
     def _docs_schema(
         self, id_type: pa.DataType, meta_fields: list[pa.Field], st: _State
     ) -> tuple[pa.Schema, list[pa.Field]]:
-        fields = [pa.field("id", id_type), *meta_fields]
+        fields = [pa.field(ID, id_type), *meta_fields]
         fields += [
-            pa.field("n_tokens", pa.int32()),
-            pa.field("n_vectors", pa.int32()),
-            pa.field("codes", pa.large_binary()),
-            pa.field("terms", pa.list_(pa.int32())),
-            pa.field("recon_err", pa.float32()),
+            pa.field(N_TOKENS, pa.int32()),
+            pa.field(N_VECTORS, pa.int32()),
+            pa.field(CODES, pa.large_binary()),
+            pa.field(TERMS, pa.list_(pa.int32())),
+            pa.field(RECON_ERR, pa.float32()),
         ]
         if self.options.get("keep_source"):
-            fields.append(pa.field("source", pa.large_binary()))
-        fields.append(pa.field(_integrity.CHECKSUM_COLUMN, pa.uint64()))
+            fields.append(pa.field(SOURCE, pa.large_binary()))
+        fields.append(pa.field(ROW_CHECKSUM, pa.uint64()))
         return pa.schema(fields, metadata={STATE_KEY: str(st.state_id).encode()}), meta_fields
 
     def add(self, ids: Any, vectors: Any = None, metadata: Any = None) -> int:
@@ -531,7 +551,7 @@ class Index:
                         pooled.values.astype(np.float32), pooled.n_tokens, explicit=False, spec=spec, auto=auto
                     )
                 schema, fields = self._docs_schema(first["ids"].type, meta_fields, st)
-            keep_source = "source" in schema.names
+            keep_source = SOURCE in schema.names
             failure: list[BaseException] = []
 
             def record_batches() -> Iterator[pa.RecordBatch]:
@@ -568,13 +588,13 @@ class Index:
             ds = self._latest_docs()
             if ds is None:
                 return self.add(ids, vectors, metadata)
-            b = self._prepare(ids, vectors, metadata, ds.schema.field("id").type)
+            b = self._prepare(ids, vectors, metadata, ds.schema.field(ID).type)
             st = self._make_view(None).state
             fields = [ds.schema.field(n) for n in ds.schema.names if n not in DOCS_SYSTEM_COLUMNS]
-            batch = self._encode(b, st, fields, "source" in ds.schema.names).cast(ds.schema)
+            batch = self._encode(b, st, fields, SOURCE in ds.schema.names).cast(ds.schema)
             given = set(DOCS_SYSTEM_COLUMNS) | set([] if b["meta"] is None else b["meta"].column_names)
             # Lance's merge keeps the stored values of the columns the source leaves out
-            ds.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
+            ds.merge_insert(ID).when_matched_update_all().when_not_matched_insert_all().execute(
                 pa.Table.from_batches([batch]).select([n for n in ds.schema.names if n in given])
             )
             out = lance.dataset(self._docs_uri)
@@ -589,7 +609,7 @@ class Index:
         with self._writing():
             ds = self._latest_docs()
             _integrity.check_open(self.root, DOCS, None)  # never commit on top of a rolled-back table
-            id_type = None if ds is None else ds.schema.field("id").type
+            id_type = None if ds is None else ds.schema.field(ID).type
             arr = normalize_ids(ids, id_type=id_type)
             vals = ids_numpy(arr)
             if ds is None:
@@ -610,7 +630,7 @@ class Index:
                 )
             vals = vals[present]
             if len(vals):
-                ds.delete(f"id IN {sql_literal_list(vals)}")
+                ds.delete(f"{ID} IN {sql_literal_list(vals)}")
             out = lance.dataset(self._docs_uri)
             self._view = _View(out.version, out, self._view.state if self._view.ds is not None else None)
             if self._view.state is None:
@@ -653,7 +673,7 @@ class Index:
             check_where(None if view.ds is None else view.ds.schema, where)
         if view.ds is not None and columns:
             check_columns(view.ds.schema, columns, "columns=")
-        id_type = pa.int64() if view.ds is None else view.ds.schema.field("id").type
+        id_type = pa.int64() if view.ds is None else view.ds.schema.field(ID).type
         if view.state is None or view.ds is None or view.snapshot().n_docs == 0:
             if columns and view.ds is None:
                 raise FilterError(f"columns={columns} cannot be read: the index has no documents yet")
@@ -675,7 +695,7 @@ class Index:
             "rank": pa.array(
                 np.concatenate([np.arange(n, dtype=np.int32) for n in lens]) if lens else [], pa.int32()
             ),
-            "id": pa.array(ids[rows_all].tolist() if ids.dtype == object else ids[rows_all], id_type),
+            ID: pa.array(ids[rows_all].tolist() if ids.dtype == object else ids[rows_all], id_type),
             "score": pa.array(
                 np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32), pa.float32()
             ),
@@ -707,11 +727,11 @@ class Index:
         disk = 0
         if view.ds is not None:
             with view.reading():
-                t = view.ds.to_table(columns=["n_tokens", "n_vectors", "recon_err"])
+                t = view.ds.to_table(columns=[N_TOKENS, N_VECTORS, RECON_ERR])
             n_docs = t.num_rows
-            ntok = t.column("n_tokens").to_numpy().astype(np.int64)
-            nvec = t.column("n_vectors").to_numpy().astype(np.int64)
-            err = t.column("recon_err").to_numpy(zero_copy_only=False).astype(np.float64)
+            ntok = t.column(N_TOKENS).to_numpy().astype(np.int64)
+            nvec = t.column(N_VECTORS).to_numpy().astype(np.int64)
+            err = t.column(RECON_ERR).to_numpy(zero_copy_only=False).astype(np.float64)
             n_tok, n_vec = int(ntok.sum()), int(nvec.sum())
             if n_vec and np.isfinite(err).all():
                 cur_err = float((err * nvec).sum() / n_vec)

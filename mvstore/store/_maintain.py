@@ -17,8 +17,8 @@ import pyarrow as pa
 from ..exceptions import InvalidOperationError
 from ..ragged import Ragged
 from ._encode import encode_pooled
-from ._integrity import CHECKSUM_COLUMN, checksum_column
-from ._layout import STATE_KEY, binary_values
+from ._integrity import checksum_column
+from ._layout import CODES, N_VECTORS, RECON_ERR, ROW_CHECKSUM, SOURCE, STATE_KEY, TERMS, binary_values
 from ._view import _View
 
 #: rows per record batch when streaming the docs table through retraining
@@ -31,20 +31,20 @@ ORPHAN_GRACE = timedelta(minutes=15)
 def _source_batches(ds: lance.LanceDataset, dim: int, columns: list[str] | None = None) -> Iterator[Any]:
     """(record batch, pooled Ragged of its fp16 source vectors) over the whole table, in order."""
     for rb in ds.to_batches(columns=columns, batch_size=_SCAN_ROWS, scan_in_order=True):
-        nvec = rb.column("n_vectors").to_numpy().astype(np.int64)
+        nvec = rb.column(N_VECTORS).to_numpy().astype(np.int64)
         offsets = np.zeros(len(nvec) + 1, np.int64)
         np.cumsum(nvec, out=offsets[1:])
-        vals = binary_values(rb.column("source")).view(np.float16).reshape(-1, dim).astype(np.float32)
+        vals = binary_values(rb.column(SOURCE)).view(np.float16).reshape(-1, dim).astype(np.float32)
         yield rb, Ragged(vals, offsets)
 
 
 def _sample_sources(ds: lance.LanceDataset, dim: int, want: int, seed: int) -> tuple[np.ndarray, int]:
     """About ``want`` stored source vectors, drawn from random documents in one streaming pass."""
-    total = int(np.asarray(ds.to_table(columns=["n_vectors"]).column("n_vectors").to_numpy(), np.int64).sum())
+    total = int(np.asarray(ds.to_table(columns=[N_VECTORS]).column(N_VECTORS).to_numpy(), np.int64).sum())
     p = min(1.0, want / max(total, 1))
     rng = np.random.default_rng(seed)
     parts = []
-    for _, r in _source_batches(ds, dim, ["n_vectors", "source"]):
+    for _, r in _source_batches(ds, dim, [N_VECTORS, SOURCE]):
         keep = np.flatnonzero(rng.random(len(r)) < p)
         if len(keep):
             parts.append(r.take(keep).values)
@@ -60,13 +60,13 @@ def retrain_codec(idx: Any) -> int:
     sample, total = _sample_sources(ds, idx.dim, idx.options["train_size"], idx.options.get("seed", 0))
     st = idx._fit_state(sample, total, explicit=False)
     schema = ds.schema.with_metadata({**(ds.schema.metadata or {}), STATE_KEY: str(st.state_id).encode()})
-    keep = [n for n in schema.names if n not in ("n_vectors", "codes", "terms", "recon_err", "source", CHECKSUM_COLUMN)]
+    keep = [n for n in schema.names if n not in (N_VECTORS, CODES, TERMS, RECON_ERR, SOURCE, ROW_CHECKSUM)]
 
     def batches() -> Iterator[pa.RecordBatch]:
         for rb, pooled in _source_batches(ds, idx.dim):
             cols = {n: rb.column(n) for n in keep}
             cols.update(encode_pooled(st, pooled, keep_source=True))
-            cols[CHECKSUM_COLUMN] = checksum_column(cols)
+            cols[ROW_CHECKSUM] = checksum_column(cols)
             yield pa.RecordBatch.from_pydict({n: cols[n] for n in schema.names}).cast(schema)
 
     out = lance.write_dataset(

@@ -24,8 +24,22 @@ from ..exceptions import (
 )
 from ..search.params import SearchParams
 from ..search.snapshot import Snapshot
-from ._integrity import CHECKSUM_COLUMN, check_rows, corrupt_file_error, lance_failure
-from ._layout import binary_values, first_duplicate, ids_numpy, list_values, unknown_field
+from ._integrity import check_rows, corrupt_file_error, lance_failure
+from ._layout import (
+    CHECKSUMMED,
+    CODES,
+    ID,
+    INTERNAL_COLUMNS,
+    N_TOKENS,
+    N_VECTORS,
+    ROW_CHECKSUM,
+    TERMS,
+    binary_values,
+    first_duplicate,
+    ids_numpy,
+    list_values,
+    unknown_field,
+)
 
 _SQL_WORDS = {
     "and", "or", "not", "in", "is", "null", "like", "ilike", "between", "true", "false", "cast", "as",
@@ -162,7 +176,7 @@ class _View:
             try:
                 with self.reading():
                     tbl = self.ds.to_table(
-                        columns=["id", "n_tokens", "n_vectors", "codes", "terms", CHECKSUM_COLUMN],
+                        columns=[*CHECKSUMMED, ROW_CHECKSUM],
                         with_row_address=True,
                         scan_in_order=True,
                     )
@@ -174,15 +188,15 @@ class _View:
                     "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
                 ) from e
             check_rows(os.path.dirname(self.ds.uri), self.version, tbl)
-            id_col = tbl.column("id")
+            id_col = tbl.column(ID)
             check_unique_ids(id_col, self.version)
             ids = ids_numpy(id_col)
             if ids.dtype.kind == "U":
                 ids = ids.astype(object)
-            n_vec = tbl.column("n_vectors").to_numpy().astype(np.int64)
+            n_vec = tbl.column(N_VECTORS).to_numpy().astype(np.int64)
             offsets = np.zeros(len(n_vec) + 1, np.int64)
             np.cumsum(n_vec, out=offsets[1:])
-            raw = binary_values(tbl.column("codes"))
+            raw = binary_values(tbl.column(CODES))
             if raw.size != offsets[-1] * cs:
                 raise IndexCorruptedError(
                     f"docs table version {self.version} holds {raw.size} code bytes but n_vectors says "
@@ -190,13 +204,13 @@ class _View:
                 )
             codes = raw.reshape(-1, cs) if cs else np.zeros((int(offsets[-1]), 0), np.uint8)
             # rq-style codes carry their stage-1 term (centroid id); other codecs store it per vector
-            terms = st.codec.coarse_terms(codes).astype(np.int32) if st.codec.has_coarse else list_values(tbl.column("terms"))
+            terms = st.codec.coarse_terms(codes).astype(np.int32) if st.codec.has_coarse else list_values(tbl.column(TERMS))
             if len(terms) != offsets[-1]:
                 raise IndexCorruptedError(
                     f"docs table version {self.version} has {len(terms)} terms for {int(offsets[-1])} vectors; "
                     "the index is corrupted: rebuild it"
                 )
-            n_tok = tbl.column("n_tokens").to_numpy().astype(np.int64)
+            n_tok = tbl.column(N_TOKENS).to_numpy().astype(np.int64)
             rowaddr = tbl.column("_rowaddr").to_numpy()
         order = np.argsort(rowaddr, kind="stable")
         self._rowaddr_order, self._rowaddr_sorted = order, rowaddr[order]
@@ -285,7 +299,8 @@ def check_unique_ids(ids: pa.ChunkedArray, version: int) -> None:
 
 
 def user_columns(schema: pa.Schema) -> list[str]:
-    return [n for n in schema.names if n not in ("codes", "terms", "source", CHECKSUM_COLUMN)]
+    """The columns ``where=`` and ``columns=`` may name: ``id`` and the metadata."""
+    return [n for n in schema.names if n not in INTERNAL_COLUMNS]
 
 
 def check_where(schema: pa.Schema | None, where: Any) -> None:
