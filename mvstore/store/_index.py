@@ -31,6 +31,7 @@ from ..search.params import SearchParams
 from ..search.snapshot import Snapshot
 from . import _integrity
 from ._encode import drift, encode_pooled, sq_error
+from ._hybrid import check_hybrid, hybrid_search
 from ._layout import (
     CODES,
     DOCS,
@@ -652,11 +653,18 @@ class Index:
         where: str | None = None,
         params: SearchParams | dict[str, Any] | None = None,
         columns: list[str] | None = None,
+        *,
+        text: str | list[str] | None = None,
+        hybrid: bool = False,
+        fusion: str = "rrf",
     ) -> pa.Table:
         """Top-``k`` documents per query by MaxSim. ``queries``: a Ragged, a list of ``(n_q, dim)`` arrays, or
         one 2-D array (a single query). ``where``: a SQL filter on metadata evaluated by Lance before scoring.
-        Returns an Arrow table with ``query`` (int32), ``rank`` (int32, 0-based), ``id``, ``score`` (float32)
-        and the requested metadata ``columns``, sorted by query then rank."""
+        ``hybrid=True`` fuses MaxSim with BM25 on the full-text index (:meth:`create_fts_index`) of the query
+        ``text`` (one string per query), both among the rows ``where`` keeps, by reciprocal rank fusion
+        (``fusion="rrf"``; ``score`` is then the fused score). Returns an Arrow table with ``query`` (int32),
+        ``rank`` (int32, 0-based), ``id``, ``score`` (float32) and the requested metadata ``columns``, sorted
+        by query then rank."""
         view = self._view
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
             raise InvalidDtypeError(f"k must be an int (results per query), got {type(k).__name__} {k!r}; e.g. k=10")
@@ -667,6 +675,7 @@ class Index:
         ):
             queries = [queries]  # one query: a (n_q, dim) numpy array or torch tensor
         q = as_ragged(queries, dim=self.dim, what="queries")
+        texts = check_hybrid(text, hybrid, fusion, len(q))
         params = SearchParams.of(params)
         columns = _column_list(columns)
         if where is not None:
@@ -681,10 +690,43 @@ class Index:
                 view.mask(where)  # still report a bad filter on an empty index
             return self._result_table([], [], np.zeros(0, np.int64), id_type, view, columns)
         allowed = view.mask(where) if where is not None else None
+        if texts is not None:
+            rows, scores = hybrid_search(view, q, texts, int(k), allowed, where, params)
+            return self._result_table(rows, scores, view.snapshot().ids, id_type, view, columns)
         res = view.searcher(params).search(q, int(k), allowed)
         return self._result_table(
             [r for r, _ in res], [s for _, s in res], view.snapshot().ids, id_type, view, columns
         )
+
+    def create_fts_index(self, column: str = "text", *, replace: bool = True) -> int:
+        """Build Lance's full-text (BM25) index on a string metadata ``column``, for ``search(...,
+        hybrid=True)``. One commit under the write lock. Rows written later are searched too (Lance scans the
+        rows the index does not cover yet) and :meth:`optimize` adds them to the index (and rebuilds it after a
+        retraining). ``replace=False`` refuses to rebuild an existing index. Returns the new version."""
+        if not isinstance(column, str):
+            raise InvalidDtypeError(f"column must be a column name (str), got {type(column).__name__} {column!r:.80}")
+        with self._writing():
+            ds = self._latest_docs()
+            if ds is None:
+                raise InvalidOperationError(
+                    "the index has no documents yet: add documents with a text column first, then build the "
+                    "full-text index"
+                )
+            _integrity.check_open(self.root, DOCS, None)  # never commit on top of a rolled-back table
+            check_columns(ds.schema, [column], "create_fts_index")
+            t = ds.schema.field(column).type
+            if column == ID or not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+                raise InvalidArgumentError(
+                    f"column {column!r} holds {t}, not text metadata; build the full-text index on a string "
+                    "metadata column (e.g. the passages' 'text')"
+                )
+            if not replace and column in _View(ds.version, ds, None).text_columns():
+                raise InvalidOperationError(
+                    f"column {column!r} already has a full-text index; pass replace=True to rebuild it"
+                )
+            ds.create_scalar_index(column, index_type="INVERTED", replace=True)
+            self._view = self._make_view(None)
+            return self._view.version
 
     @staticmethod
     def _result_table(rows, scores, ids, id_type, view, columns) -> pa.Table:

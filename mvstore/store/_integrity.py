@@ -338,13 +338,18 @@ def manifest_path(table_uri: str, version: int) -> str:
 
 
 def version_files(ds: Any) -> list[str]:
-    """Relative paths of every file a checked-out Lance version reads: data, deletion and transaction files."""
+    """Relative paths of every file a checked-out Lance version reads: data, deletion, index (the full-text
+    index of ``create_fts_index``) and transaction files."""
     out = []
     for fr in ds.get_fragments():
         m = fr.metadata
         out += [f"data/{f.path}" for f in m.files]
         if m.deletion_file is not None:
             out.append(m.deletion_file.path(m.id))
+    for index in ds.describe_indices():
+        for seg in index.segments:
+            d = os.path.join(ds.uri, "_indices", str(seg.uuid))
+            out += [f"_indices/{seg.uuid}/{f}" for f in (os.listdir(d) if os.path.isdir(d) else [])]
     with contextlib.suppress(Exception):  # a version written without a transaction file has none to check
         t = ds.read_transaction(ds.version)
         if t is not None:

@@ -86,6 +86,7 @@ def optimize(
         "drift": before["drift"],
         "retrained": False,
     }
+    text_columns = idx._view.text_columns()  # full-text indexes to keep up to date (a retraining drops them)
     threshold = float(idx.options.get("drift_threshold", 1.5))
     drifted = before["drift"] is not None and before["drift"] > threshold
     if retrain is True or (retrain == "auto" and drifted):
@@ -108,11 +109,28 @@ def optimize(
             "fragments_removed": m.fragments_removed,
             "fragments_added": m.fragments_added,
         }
+    if text_columns:
+        report["fts_index"] = _update_text_index(idx, text_columns)
     if cleanup and ds is not None:
         report["cleanup"] = _cleanup(idx, older_than)
     idx.refresh()
     report["version"] = idx.version
     return report
+
+
+def _update_text_index(idx: Any, columns: list[str]) -> str:
+    """Add the rows written since the full-text index was built to it (one commit when there are any), or
+    rebuild it on ``columns`` when a retraining's overwrite dropped it."""
+    ds = idx._latest_docs()
+    have = _View(ds.version, ds, None).text_columns()
+    if set(columns) - set(have):
+        for c in columns:
+            ds.create_scalar_index(c, index_type="INVERTED", replace=True)
+            ds = idx._latest_docs()
+        return "rebuilt"
+    before = ds.version
+    ds.optimize.optimize_indices()  # commits only when some rows were not indexed yet
+    return "updated" if idx._latest_docs().version != before else "up to date"
 
 
 def _young_orphans(uri: str, ds: lance.LanceDataset, grace: timedelta) -> list[str]:

@@ -231,37 +231,68 @@ class _View:
         if self.ds is None:
             return np.zeros(0, bool)
         check_where(self.ds.schema, where)
+        hit = self._scan(where, "where=", columns=[], filter=lance_filter(where), with_row_address=True)
+        m = np.zeros(snap.n_docs, bool)
+        m[self.rows_of(hit.column("_rowaddr").to_numpy(), "the where= scan")] = True
+        return m
+
+    def text_search(self, text: str, where: str | None, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 top-``limit`` of ``text`` by Lance's full-text index (every INVERTED-indexed column), among the
+        rows ``where`` keeps -> (snapshot rows, BM25 scores), best first."""
+        self.snapshot()
+        hit = self._scan(
+            where,
+            "full-text search",
+            columns=["_score"],
+            full_text_query=text,
+            filter=None if where is None else lance_filter(where),
+            prefilter=True,
+            limit=limit,
+            with_row_address=True,
+        )
+        rows = self.rows_of(hit.column("_rowaddr").to_numpy(), "the full-text search")
+        return rows, hit.column("_score").to_numpy().astype(np.float32)
+
+    def text_columns(self) -> list[str]:
+        """The columns of this version that have a full-text (INVERTED) index."""
+        with self.reading():
+            idx = self.ds.describe_indices() if self.ds is not None else []
+        return sorted({f for i in idx if str(i.index_type).lower() in ("inverted", "fts") for f in i.field_names})
+
+    def _scan(self, where: str | None, what: str, **kw: Any) -> pa.Table:
+        """``ds.to_table(**kw)`` of this version; a failure is IndexCorruptedError for a damaged file,
+        FilterError for a ``where=`` Lance cannot evaluate."""
         try:
             with self.reading():
-                hit = self.ds.to_table(columns=[], filter=lance_filter(where), with_row_address=True)
-            hit = hit.column("_rowaddr").to_numpy()
+                return self.ds.to_table(**kw)
         except BaseException as e:
             if not lance_failure(e):
                 raise
             if corrupt_file_error(e):
                 raise IndexCorruptedError(
-                    f"docs table version {self.version} cannot be read to evaluate where= "
+                    f"docs table version {self.version} cannot be read for {what} "
                     f"({str(e).splitlines()[0][:200]}); the index is corrupted: restore it from a backup or "
                     "rebuild it (run `mvstore verify <index>` for a full report)"
                 ) from e
             name = unknown_field(e)
             if name is not None:
                 check_columns(self.ds.schema, [name], "where=")
+            if where is None:
+                raise
             raise FilterError(
                 f"where={where!r} could not be evaluated by Lance: {str(e).splitlines()[0][:300]}; "
                 f"write a SQL predicate over the columns {user_columns(self.ds.schema)}, e.g. \"lang = 'en'\""
             ) from e
-        pos = np.searchsorted(self._rowaddr_sorted, hit)
+
+    def rows_of(self, rowaddr: np.ndarray, what: str) -> np.ndarray:
+        """Snapshot rows of Lance row addresses of this version (the snapshot must be loaded)."""
         srt = self._rowaddr_sorted
-        if len(hit) and (
-            pos.max() >= len(srt) or (srt[np.minimum(pos, len(srt) - 1)] != hit).any()
+        pos = np.searchsorted(srt, rowaddr)
+        if len(rowaddr) and (
+            pos.max() >= len(srt) or (srt[np.minimum(pos, len(srt) - 1)] != rowaddr).any()
         ):  # pragma: no cover - Lance returned a row outside this version
-            raise IndexCorruptedError(
-                "the where= scan returned rows that are not in this version; reopen the index"
-            )
-        m = np.zeros(snap.n_docs, bool)
-        m[self._rowaddr_order[pos]] = True
-        return m
+            raise IndexCorruptedError(f"{what} returned rows that are not in this version; reopen the index")
+        return self._rowaddr_order[pos]
 
     def searcher(self, params: SearchParams) -> Any:
         from ..codecs.sparse import is_sparse_codec
