@@ -642,6 +642,48 @@ class Index:
     def __len__(self) -> int:
         return self._view.n_docs
 
+    @property
+    def metadata_columns(self) -> list[str]:
+        """The metadata columns of this version (fixed by the first add; empty before it)."""
+        ds = self._view.ds
+        return [] if ds is None else [n for n in ds.schema.names if n not in DOCS_SYSTEM_COLUMNS]
+
+    def get(self, ids: Any, columns: list[str] | None = None, *, missing: str = "error") -> pa.Table:
+        """The stored ``id`` and metadata ``columns`` (default: all) of documents, one row per id in the order
+        given. Unknown ids raise UnknownIdError unless ``missing="ignore"`` (their rows are left out)."""
+        if missing not in ("error", "ignore"):
+            raise InvalidArgumentError(f"missing must be 'error' or 'ignore', got {missing!r}")
+        view = self._view
+        columns = self.metadata_columns if columns is None else _column_list(columns)
+        id_type = None if view.ds is None else view.ds.schema.field(ID).type
+        vals = ids_numpy(normalize_ids(ids, id_type=id_type))
+        if view.ds is None:
+            if len(vals) and missing == "error":
+                raise UnknownIdError(f"id {vals[0].item()!r} is not in the index (it is empty)")
+            if columns:
+                raise FilterError(f"columns={columns} cannot be read: the index has no documents yet")
+            return pa.table({ID: pa.array([], id_type or pa.int64())})
+        check_columns(view.ds.schema, columns, "columns=")
+        cols = [ID, *(c for c in columns if c != ID)]
+        if len(vals) == 0:
+            return view.ds.schema.empty_table().select(cols)
+        with view.reading():
+            t = _integrity.read_or_corrupted(
+                lambda: view.ds.to_table(columns=cols, filter=f"{ID} IN {sql_literal_list(vals)}"),
+                f"docs table version {view.version}",
+            )
+        where = {v: i for i, v in enumerate(t.column(ID).to_pylist())}
+        order = [where.get(v) for v in vals.tolist()]
+        if missing == "error" and None in order:
+            bad = [v for v, o in zip(vals.tolist(), order) if o is None]
+            raise UnknownIdError(
+                f"{len(bad)} id(s) are not in the index, e.g. {bad[:5]}; pass missing='ignore' to skip them"
+            )
+        return t.take(pa.array([o for o in order if o is not None], pa.int64()))
+
+    def __contains__(self, id: Any) -> bool:  # noqa: A002 - the document id
+        return len(self.get([id], columns=[], missing="ignore")) == 1
+
     def snapshot(self) -> Snapshot:
         """The in-memory arrays of this version (built once per version)."""
         return self._view.snapshot()
