@@ -684,6 +684,16 @@ class Index:
     def __contains__(self, id: Any) -> bool:  # noqa: A002 - the document id
         return len(self.get([id], columns=[], missing="ignore")) == 1
 
+    def export(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Write this version's documents to ``path``: ``.npz`` (``ids``, ``vectors``, ``offsets``: what
+        ``mvstore build --input`` and ``add`` take back) or ``.parquet`` (``id``, the metadata columns and
+        ``vectors``, a list of token vectors per document). The vectors are the pooled source vectors of a
+        ``keep_source=True`` index, else the decoded stored vectors when the spec has no pca/trunc projection
+        (InvalidOperationError otherwise). Written atomically. Returns ``{"path", "docs", "vectors", "source"}``."""
+        from ._export import export
+
+        return export(self, path)
+
     def snapshot(self) -> Snapshot:
         """The in-memory arrays of this version (built once per version)."""
         return self._view.snapshot()
