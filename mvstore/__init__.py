@@ -12,7 +12,7 @@ from .pooling import pool, pool_patches
 from .ragged import Ragged, as_ragged
 from .search import Searcher, SearchParams, maxsim, maxsim_batch
 from .spec import build_pipeline, bytes_per_token, code_size, default_spec, parse
-from .store import Index, create, open
+from .store import Index, create, open, upgrade
 from .tune import tune
 
 __version__ = "0.1.0"
@@ -37,4 +37,5 @@ __all__ = [
     "pool",
     "pool_patches",
     "tune",
+    "upgrade",
 ] + exceptions.__all__

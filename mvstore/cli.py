@@ -1,4 +1,4 @@
-"""The ``mvstore`` command line: build, search, eval, info, bench, tune, report.
+"""The ``mvstore`` command line: build, search, eval, info, verify, upgrade, bench, tune, report.
 
 ::
 
@@ -7,6 +7,7 @@
     mvstore search INDEX "what causes tides" -k 5 --where "year > 2020" [--json]
     mvstore eval BEIR_DIR --index INDEX | --spec SPEC [--max-docs N] [--json]
     mvstore info INDEX [--json]
+    mvstore upgrade INDEX [--storage-option K=V] [--json]   # an index of an older format, in place
     mvstore bench BEIR_DIR --spec fp16 --spec pool2,pca96,rq2 [--json]
     mvstore tune BEIR_DIR --budget 20 [--json]          (or: tune docs.jsonl --queries queries.txt)
     mvstore report frontier.jsonl -o frontier.png
@@ -509,15 +510,6 @@ def _build_row(idx: Any, args: argparse.Namespace, t: float) -> int:
 
 
 # ------------------------------------------------------------------------------------------- search
-def _user_columns(idx: Any) -> list[str]:
-    from .store._layout import DOCS, DOCS_SYSTEM_COLUMNS
-
-    if idx.version == 0:
-        return []
-    ds = idx.loc.dataset(DOCS, version=idx.version)
-    return [c for c in ds.schema.names if c not in DOCS_SYSTEM_COLUMNS]
-
-
 def _search_params(args: argparse.Namespace) -> dict[str, Any]:
     p = {"candidates": args.candidates, "device": args.device}
     if args.nprobe is not None:
@@ -577,7 +569,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise UsageError("no query: pass query texts, or --query-file (text lines or .npz vectors)")
         queries = _index_encoder(idx, args).encode_queries(texts)
         labels = texts
-    columns = args.columns.split(",") if args.columns else _user_columns(idx)
+    columns = args.columns.split(",") if args.columns else idx.metadata_columns
     t = time.perf_counter()
     res = idx.search(queries, k=args.k, where=args.where, params=_search_params(args), columns=columns)
     elapsed = time.perf_counter() - t
@@ -605,7 +597,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         **st,
         "path": idx.root,
         "options": idx.options,
-        "columns": _user_columns(idx),
+        "columns": idx.metadata_columns,
         "versions": idx.versions(),
         "files": files,
         "encoder": idx.options.get("encoder") or _legacy_encoder(idx),
@@ -649,6 +641,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
               f"{rep['states_checked']} codec state(s) match their checksums")
         for n in rep["notes"]:
             print(f"note: {n}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ upgrade
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Upgrade an index of an older on-disk format in place (mvstore.upgrade)."""
+    import mvstore.store as ms
+
+    if "://" not in args.index and not os.path.exists(args.index):
+        raise FileNotFoundError(f"no index at {args.index!r}; pass the directory (or s3:// URI) of an mvstore index")
+    rep = ms.upgrade(args.index, storage_options=_storage_options(args))
+    if args.json:
+        print(json.dumps(rep))
+    elif rep["format_version_before"] == rep["format_version"] and not rep["renamed"]:
+        print(f"{args.index}: already format version {rep['format_version']}, nothing to do")
+    else:
+        print(f"{args.index}: upgraded from format version {rep['format_version_before']} to "
+              f"{rep['format_version']} (renamed {', '.join(rep['renamed']) or 'no columns'}; version {rep['version']})")
     return 0
 
 
@@ -965,6 +975,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_verify)
+
+    p = sub.add_parser("upgrade", help="upgrade an index written by an older mvstore to this one's format, in place")
+    p.add_argument("index")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="object-store option for an s3:// / gs:// / az:// index (repeatable), e.g. aws_region=us-east-1")
+    p.set_defaults(fn=cmd_upgrade)
 
     p = sub.add_parser("bench", help="benchmark rows (quality, footprint, latency) on a BEIR dataset")
     p.add_argument("beir")

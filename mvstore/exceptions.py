@@ -29,6 +29,7 @@ __all__ = [
     "TuneError",
     "ReportError",
     "RerankerError",
+    "UpgradeRequiredError",
 ]
 
 
@@ -133,6 +134,11 @@ class ReportError(MvstoreError, ValueError):
 
 class RerankerError(MvstoreError, ValueError):
     """A LanceDB result the reranker cannot score: missing id/text column, ids unknown to the index."""
+
+
+class UpgradeRequiredError(IndexCorruptedError):
+    """An index written in an older on-disk format that this mvstore upgrades in place (``mvstore upgrade
+    INDEX`` or :func:`mvstore.upgrade`) before it reads or writes it."""
 
 
 def require(module: str, pip_name: str | None = None, extra: str | None = None):

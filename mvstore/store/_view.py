@@ -24,8 +24,23 @@ from ..exceptions import (
 from ..search.params import SearchParams
 from ..search.searcher import make_searcher
 from ..search.snapshot import Snapshot
-from ._integrity import CHECKSUM_COLUMN, check_rows, corrupt_file_error, lance_failure
-from ._layout import DOCS, binary_values, first_duplicate, ids_numpy, list_values, unknown_field
+from ._integrity import check_rows, corrupt_file_error, lance_failure
+from ._layout import (
+    CHECKSUMMED,
+    CODES,
+    DOCS,
+    ID,
+    INTERNAL_COLUMNS,
+    N_TOKENS,
+    N_VECTORS,
+    ROW_CHECKSUM,
+    TERMS,
+    binary_values,
+    first_duplicate,
+    ids_numpy,
+    list_values,
+    unknown_field,
+)
 
 _SQL_WORDS = {
     "and", "or", "not", "in", "is", "null", "like", "ilike", "between", "true", "false", "cast", "as",
@@ -163,7 +178,7 @@ class _View:
             try:
                 with self.reading():
                     tbl = self.ds.to_table(
-                        columns=["id", "n_tokens", "n_vectors", "codes", "terms", CHECKSUM_COLUMN],
+                        columns=[*CHECKSUMMED, ROW_CHECKSUM],
                         with_row_address=True,
                         scan_in_order=True,
                     )
@@ -175,15 +190,15 @@ class _View:
                     "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
                 ) from e
             check_rows(self.loc, self.version, tbl)
-            id_col = tbl.column("id")
+            id_col = tbl.column(ID)
             check_unique_ids(id_col, self.version)
             ids = ids_numpy(id_col)
             if ids.dtype.kind == "U":
                 ids = ids.astype(object)
-            n_vec = tbl.column("n_vectors").to_numpy().astype(np.int64)
+            n_vec = tbl.column(N_VECTORS).to_numpy().astype(np.int64)
             offsets = np.zeros(len(n_vec) + 1, np.int64)
             np.cumsum(n_vec, out=offsets[1:])
-            raw = binary_values(tbl.column("codes"))
+            raw = binary_values(tbl.column(CODES))
             if raw.size != offsets[-1] * cs:
                 raise IndexCorruptedError(
                     f"docs table version {self.version} holds {raw.size} code bytes but n_vectors says "
@@ -191,13 +206,13 @@ class _View:
                 )
             codes = raw.reshape(-1, cs) if cs else np.zeros((int(offsets[-1]), 0), np.uint8)
             # rq-style codes carry their stage-1 term (centroid id); other codecs store it per vector
-            terms = st.codec.coarse_terms(codes).astype(np.int32) if st.codec.has_coarse else list_values(tbl.column("terms"))
+            terms = st.codec.coarse_terms(codes).astype(np.int32) if st.codec.has_coarse else list_values(tbl.column(TERMS))
             if len(terms) != offsets[-1]:
                 raise IndexCorruptedError(
                     f"docs table version {self.version} has {len(terms)} terms for {int(offsets[-1])} vectors; "
                     "the index is corrupted: rebuild it"
                 )
-            n_tok = tbl.column("n_tokens").to_numpy().astype(np.int64)
+            n_tok = tbl.column(N_TOKENS).to_numpy().astype(np.int64)
             rowaddr = tbl.column("_rowaddr").to_numpy()
         order = np.argsort(rowaddr, kind="stable")
         self._rowaddr_order, self._rowaddr_sorted = order, rowaddr[order]
@@ -218,37 +233,68 @@ class _View:
         if self.ds is None:
             return np.zeros(0, bool)
         check_where(self.ds.schema, where)
+        hit = self._scan(where, "where=", columns=[], filter=lance_filter(where), with_row_address=True)
+        m = np.zeros(snap.n_docs, bool)
+        m[self.rows_of(hit.column("_rowaddr").to_numpy(), "the where= scan")] = True
+        return m
+
+    def text_search(self, text: str, where: str | None, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 top-``limit`` of ``text`` by Lance's full-text index (every INVERTED-indexed column), among the
+        rows ``where`` keeps -> (snapshot rows, BM25 scores), best first."""
+        self.snapshot()
+        hit = self._scan(
+            where,
+            "full-text search",
+            columns=["_score"],
+            full_text_query=text,
+            filter=None if where is None else lance_filter(where),
+            prefilter=True,
+            limit=limit,
+            with_row_address=True,
+        )
+        rows = self.rows_of(hit.column("_rowaddr").to_numpy(), "the full-text search")
+        return rows, hit.column("_score").to_numpy().astype(np.float32)
+
+    def text_columns(self) -> list[str]:
+        """The columns of this version that have a full-text (INVERTED) index."""
+        with self.reading():
+            idx = self.ds.describe_indices() if self.ds is not None else []
+        return sorted({f for i in idx if str(i.index_type).lower() in ("inverted", "fts") for f in i.field_names})
+
+    def _scan(self, where: str | None, what: str, **kw: Any) -> pa.Table:
+        """``ds.to_table(**kw)`` of this version; a failure is IndexCorruptedError for a damaged file,
+        FilterError for a ``where=`` Lance cannot evaluate."""
         try:
             with self.reading():
-                hit = self.ds.to_table(columns=[], filter=lance_filter(where), with_row_address=True)
-            hit = hit.column("_rowaddr").to_numpy()
+                return self.ds.to_table(**kw)
         except BaseException as e:
             if not lance_failure(e):
                 raise
             if corrupt_file_error(e):
                 raise IndexCorruptedError(
-                    f"docs table version {self.version} cannot be read to evaluate where= "
+                    f"docs table version {self.version} cannot be read for {what} "
                     f"({str(e).splitlines()[0][:200]}); the index is corrupted: restore it from a backup or "
                     "rebuild it (run `mvstore verify <index>` for a full report)"
                 ) from e
             name = unknown_field(e)
             if name is not None:
                 check_columns(self.ds.schema, [name], "where=")
+            if where is None:
+                raise
             raise FilterError(
                 f"where={where!r} could not be evaluated by Lance: {str(e).splitlines()[0][:300]}; "
                 f"write a SQL predicate over the columns {user_columns(self.ds.schema)}, e.g. \"lang = 'en'\""
             ) from e
-        pos = np.searchsorted(self._rowaddr_sorted, hit)
+
+    def rows_of(self, rowaddr: np.ndarray, what: str) -> np.ndarray:
+        """Snapshot rows of Lance row addresses of this version (the snapshot must be loaded)."""
         srt = self._rowaddr_sorted
-        if len(hit) and (
-            pos.max() >= len(srt) or (srt[np.minimum(pos, len(srt) - 1)] != hit).any()
+        pos = np.searchsorted(srt, rowaddr)
+        if len(rowaddr) and (
+            pos.max() >= len(srt) or (srt[np.minimum(pos, len(srt) - 1)] != rowaddr).any()
         ):  # pragma: no cover - Lance returned a row outside this version
-            raise IndexCorruptedError(
-                "the where= scan returned rows that are not in this version; reopen the index"
-            )
-        m = np.zeros(snap.n_docs, bool)
-        m[self._rowaddr_order[pos]] = True
-        return m
+            raise IndexCorruptedError(f"{what} returned rows that are not in this version; reopen the index")
+        return self._rowaddr_order[pos]
 
     def searcher(self, params: SearchParams) -> Any:
         key = repr(params)
@@ -276,7 +322,8 @@ def check_unique_ids(ids: pa.ChunkedArray, version: int) -> None:
 
 
 def user_columns(schema: pa.Schema) -> list[str]:
-    return [n for n in schema.names if n not in ("codes", "terms", "source", CHECKSUM_COLUMN)]
+    """The columns ``where=`` and ``columns=`` may name: ``id`` and the metadata."""
+    return [n for n in schema.names if n not in INTERNAL_COLUMNS]
 
 
 def check_where(schema: pa.Schema | None, where: Any) -> None:
