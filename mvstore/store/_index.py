@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -299,7 +300,7 @@ class Index:
         meta_rows = sds.to_table(columns=["state_id", "data"], filter="name = '__meta__'")
         best = None
         for sid, data in zip(meta_rows.column("state_id").to_pylist(), meta_rows.column("data").to_pylist()):
-            if b'"explicit": true' in data and (best is None or sid > best):
+            if json.loads(data).get("explicit") is True and (best is None or sid > best):
                 best = sid
         return None if best is None else self._load_state(best)
 
