@@ -54,7 +54,11 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _where_tokens(where: str) -> Iterator[tuple[str, str, str]]:
     """Split a SQL filter into ``(kind, text, raw)``: kind "literal" ('...', '' escapes a quote), "quoted"
     ("..." or `...`: a column name, doubled quote escapes it; text is the name), "column" (a bare name that
-    is not a keyword or function), or "other" (numbers, keywords, functions, operators, spaces)."""
+    is not a keyword or function), or "other" (numbers, keywords, functions, operators, spaces).
+
+    Kept rather than leaving names to Lance: Lance reads a double-quoted name as a string (``"b" = 'x'`` is
+    silently false there) and its unknown-column error lists Lance's and the index's internal columns; this
+    lexer only finds names, Lance still parses and runs the filter."""
     i, n = 0, len(where)
     while i < n:
         c = where[i]
