@@ -21,10 +21,20 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["BeirDataset", "load_beir", "ndcg_at_k", "recall_at_k", "recall_vs_reference", "run_from_scores"]
+__all__ = [
+    "BeirDataset",
+    "load_beir",
+    "ndcg_at_k",
+    "recall_at_k",
+    "recall_vs_reference",
+    "run_from_scores",
+    "run_from_results",
+    "metrics",
+]
 
 Run = Mapping[str, Sequence[str]]
 Qrels = Mapping[str, Mapping[str, int]]
@@ -129,3 +139,20 @@ def run_from_scores(scores: np.ndarray, query_ids: Sequence[str], doc_ids: Seque
         top = top[np.lexsort((top, -row[top]))]
         out[q] = [doc_ids[j] for j in top]
     return out
+
+
+def run_from_results(results: Any, query_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The run of a search result table (``Index.search``: ``query`` row numbers into ``query_ids``, ``id``,
+    best first per query); ids as strings, as qrels hold them."""
+    run: dict[str, list[str]] = {q: [] for q in query_ids}
+    for qi, did in zip(results.column("query").to_pylist(), results.column("id").to_pylist()):
+        run[query_ids[qi]].append(str(did))
+    return run
+
+
+def metrics(run: Run, qrels: Qrels, k: int = 10) -> dict[str, float]:
+    """``ndcg<k>``, ``recall<k>`` and ``recall100`` of ``run`` over the queries of ``qrels`` it answers, rounded
+    to 4 digits (the rows of ``mvstore eval`` and ``mvstore bench``)."""
+    qrels = {q: r for q, r in qrels.items() if q in run}
+    return {f"ndcg{k}": round(ndcg_at_k(run, qrels, k), 4), f"recall{k}": round(recall_at_k(run, qrels, k), 4),
+            "recall100": round(recall_at_k(run, qrels, 100), 4)}

@@ -29,6 +29,7 @@ __all__ = [
     "TuneError",
     "ReportError",
     "RerankerError",
+    "UsageError",
 ]
 
 
@@ -133,6 +134,11 @@ class ReportError(MvstoreError, ValueError):
 
 class RerankerError(MvstoreError, ValueError):
     """A LanceDB result the reranker cannot score: missing id/text column, ids unknown to the index."""
+
+
+class UsageError(MvstoreError, ValueError):
+    """A command-line input that cannot work: flags that do not go together, an input file without the columns
+    or arrays the command needs (the message says what to pass instead)."""
 
 
 def require(module: str, pip_name: str | None = None, extra: str | None = None):
