@@ -150,7 +150,8 @@ class HFTokenEncoder:
         model = _model_ref(model)
         self.progress = check_progress(progress)
         if query_max_length <= 0 or doc_max_length <= 0:
-            raise ValueError("query_max_length and doc_max_length must be positive")
+            raise InvalidArgumentError(f"query_max_length={query_max_length} / doc_max_length={doc_max_length}: both "
+                                       "must be positive token counts, e.g. 64 and 256")
         self.model_id = model or default_model_path()
         self.query_max_length = int(query_max_length)
         self.doc_max_length = int(doc_max_length)
@@ -346,8 +347,8 @@ class ColBERTEncoder:
         self.query_length = int(cfg["query_length"] if query_length is None else query_length)
         self.doc_max_length = int(cfg["document_length"] if doc_max_length is None else doc_max_length)
         if self.query_length < 3 or self.doc_max_length < 3:
-            raise ValueError(f"query_length {self.query_length} / doc_max_length {self.doc_max_length}: both must be "
-                             "at least 3 ([CLS], the marker, [SEP]); pass larger values")
+            raise InvalidArgumentError(f"query_length {self.query_length} / doc_max_length {self.doc_max_length}: both "
+                                       "must be at least 3 ([CLS], the marker, [SEP]); pass larger values")
         self.attend_to_expansion = bool(cfg.get("attend_to_expansion_tokens", False))
         self.batch_size = int(batch_size)
         self.device = _torch_device(device)

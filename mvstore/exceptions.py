@@ -30,6 +30,7 @@ __all__ = [
     "ReportError",
     "RerankerError",
     "UsageError",
+    "DatasetFormatError",
 ]
 
 
@@ -134,6 +135,11 @@ class ReportError(MvstoreError, ValueError):
 
 class RerankerError(MvstoreError, ValueError):
     """A LanceDB result the reranker cannot score: missing id/text column, ids unknown to the index."""
+
+
+class DatasetFormatError(MvstoreError, ValueError):
+    """A dataset file that does not hold what its format says (e.g. a BEIR corpus line that is not JSON, a qrels
+    grade that is not an integer): the message names the file, the line and the expected form."""
 
 
 class UsageError(MvstoreError, ValueError):

@@ -13,6 +13,7 @@ from mvstore.encoders import (
 )
 from mvstore.exceptions import (
     DeviceUnavailableError,
+    InvalidArgumentError,
     InvalidDtypeError,
     MissingDependencyError,
     ModelFormatError,
@@ -53,7 +54,7 @@ def test_bad_text_inputs(minilm):
         minilm.encode_documents(["ok", 3])
     with pytest.raises(ValueError, match="text 0 is empty"):
         minilm.encode_queries(["   "])
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(InvalidArgumentError, match="must be positive token counts"):
         HFTokenEncoder(None, query_max_length=0)
 
 
@@ -252,5 +253,5 @@ def test_colbert_encoder_rejects_what_it_cannot_run(colbert_dir, tmp_path):
     (bad / "1_Dense" / "config.json").write_text(json.dumps({"activation_function": "torch.nn.modules.activation.Tanh"}))
     with pytest.raises(ModelFormatError, match="not a linear Dense projection.*PyLateEncoder"):
         ColBERTEncoder(bad)
-    with pytest.raises(ValueError, match="at least 3.*pass larger values"):
+    with pytest.raises(InvalidArgumentError, match="at least 3.*pass larger values"):
         ColBERTEncoder(colbert_dir, query_length=2)

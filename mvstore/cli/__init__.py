@@ -50,11 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mvstore: interrupted", file=sys.stderr)
         return 130
-    except (MvstoreError, ValueError, TypeError, OSError, ImportError, KeyError) as e:
+    except (MvstoreError, OSError) as e:  # a user's mistake or the system's; anything else is a bug: traceback
         if args.debug:
             raise
-        msg = " ".join(str(e).split()) or type(e).__name__
-        if isinstance(e, KeyError):
-            msg = f"missing key {msg}"
-        print(f"mvstore: error: {msg}", file=sys.stderr)
+        print(f"mvstore: error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
         return 2

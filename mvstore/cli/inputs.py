@@ -4,6 +4,7 @@ datasets. Errors name the file and the flag or form to use instead (:class:`~mvs
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,11 @@ def read_table(path: str) -> pa.Table:
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        return pq.read_table(p)
+        try:
+            return pq.read_table(p)
+        except pa.ArrowInvalid as e:
+            raise UsageError(f"{path} is not a readable Parquet file ({e}); write it with pyarrow.parquet.write_table "
+                             "or pass a .jsonl file") from None
     if name.endswith(JSONL):
         import gzip
 
@@ -57,6 +62,14 @@ def read_table(path: str) -> pa.Table:
 def read_npz(path: str) -> tuple[list, Ragged]:
     """The ids and token vectors of an ``.npz`` input (``vectors``, ``offsets``, optional ``ids``)."""
     _existing(path)
+    try:
+        return _npz_arrays(path)
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:  # not an .npz, or Python objects (allow_pickle=False)
+        raise UsageError(f"{path} is not an .npz of numeric arrays ({e}); save it with "
+                         "np.savez(path, vectors=..., offsets=..., ids=...)") from None
+
+
+def _npz_arrays(path: str) -> tuple[list, Ragged]:
     with np.load(path, allow_pickle=False) as z:
         missing = [k for k in ("vectors", "offsets") if k not in z.files]
         if missing:
@@ -100,8 +113,7 @@ def read_documents(path: str, *, id_column: str = "id", text_column: str = TEXT_
         raise UsageError(f"{path} has no id column {id_column!r} (columns: {cols}); pass --id-column NAME")
     docs = Documents(tbl.column(id_column).to_pylist())
     if vectors_column in cols:
-        mats = tbl.column(vectors_column).to_pylist()
-        docs.vectors = Ragged.from_list([np.asarray(m, np.float32) for m in mats])
+        docs.vectors = _vectors(path, tbl.column(vectors_column).to_pylist(), docs.ids, vectors_column)
     elif text_column in cols:
         docs.texts = _texts(path, tbl, docs.ids, text_column, title_column)
     else:
@@ -118,6 +130,17 @@ def read_documents(path: str, *, id_column: str = "id", text_column: str = TEXT_
         names.remove(TEXT_COLUMN)  # the texts themselves: stored as the index's text column
     docs.metadata = tbl.select(names) if names else None
     return docs
+
+
+def _vectors(path: str, mats: list, ids: list, column: str) -> Ragged:
+    arrays = []
+    for i, m in enumerate(mats):
+        try:
+            arrays.append(np.asarray(m, np.float32))
+        except (ValueError, TypeError) as e:  # ragged rows, strings, nested nulls
+            raise UsageError(f"{path}: record {i} (id {ids[i]!r}) has a {column!r} value that is not a list of "
+                             f"equal-length lists of numbers ({e}); fix that record or drop it") from None
+    return Ragged.from_list(arrays)
 
 
 def _texts(path: str, tbl: pa.Table, ids: list, text_column: str, title_column: str | None) -> list[str]:
@@ -149,14 +172,23 @@ def _metadata_names(tbl: pa.Table, given: list[str] | None, skip: set[str]) -> l
 def read_lines(path: str, what: str) -> list[str]:
     """The non-empty lines of a text file, stripped (``what``: the file's role, for the messages)."""
     p = _existing(path, what)
-    return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{what} {path!r} is not UTF-8 text ({e}); give one query per line, or an .npz of "
+                         "query vectors") from None
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
 def read_query_texts(path: str, text_column: str = TEXT_COLUMN) -> list[str]:
     """Query texts: the ``text_column`` of a JSONL / Parquet file, else the non-empty lines of a text file."""
     _existing(path, "queries file")
     if path.lower().endswith((".jsonl", ".parquet", ".jsonl.gz")):
-        return read_table(path).column(text_column).to_pylist()
+        tbl = read_table(path)
+        if text_column not in tbl.column_names:
+            raise UsageError(f"queries file {path} has no text column {text_column!r} (columns: {tbl.column_names}); "
+                             "pass --text-column NAME")
+        return tbl.column(text_column).to_pylist()
     return read_lines(path, "queries file")
 
 

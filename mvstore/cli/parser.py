@@ -30,15 +30,43 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _int_at_least(lo: int) -> Any:
+    """The type of an int flag whose values start at ``lo`` (argparse reports others as usage errors)."""
+
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{s} must be an integer >= {lo}")
+        return v
+
+    return parse
+
+
+_count = _int_at_least(1)
+
+
+def _nonnegative(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"{s} must be a number >= 0")
+    return v
+
+
 # ------------------------------------------------------------------------------------- flag groups
 def _encoder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", default=None,
                    help="hf (default: bundled all-MiniLM-L6-v2) | hf:MODEL | st:MODEL | pylate:MODEL | colbert:PATH "
                         "(MODEL: hub id or local path); search/eval default to the index's recorded encoder")
     p.add_argument("--model", default=None, help="short for --encoder hf:MODEL")
-    p.add_argument("--query-max-length", type=int, default=None,
+    p.add_argument("--query-max-length", type=_count, default=None,
                    help="query tokens (default: hf 64; colbert/pylate: the model's query_length)")
-    p.add_argument("--doc-max-length", type=int, default=None,
+    p.add_argument("--doc-max-length", type=_count, default=None,
                    help="document tokens (default: hf 256; colbert/pylate: the model's document_length)")
     p.add_argument("--cache", default=None, help="directory of an on-disk embedding cache (encode each text once)")
 
@@ -61,8 +89,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _build_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=1024, help="documents per streamed write batch")
-    p.add_argument("--train-docs", type=int, default=2000, help="random documents the codec is trained on")
+    p.add_argument("--batch-size", type=_count, default=1024, help="documents per streamed write batch")
+    p.add_argument("--train-docs", type=_count, default=2000, help="random documents the codec is trained on")
 
 
 # ------------------------------------------------------------------------------------- subcommands
@@ -79,8 +107,8 @@ def _add_build(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
                    help="build on a Ray cluster (ADDRESS, e.g. ray://head:10001; none: RAY_ADDRESS or a local one)")
-    p.add_argument("--workers", type=int, default=2, help="--ray: worker actors")
-    p.add_argument("--gpus-per-worker", type=float, default=0, help="--ray: GPUs per worker (text encoding)")
+    p.add_argument("--workers", type=_count, default=2, help="--ray: worker actors")
+    p.add_argument("--gpus-per-worker", type=_nonnegative, default=0, help="--ray: GPUs per worker (text encoding)")
     p.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
                    help="object-store option for an s3:// / gs:// / az:// index (repeatable), e.g. aws_region=us-east-1")
     _input_args(p), _encoder_args(p), _build_args(p)
@@ -109,8 +137,8 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--index-dir", default=None, help="where to build (default: a temporary directory)")
     p.add_argument("--overwrite", action="store_true", help="with --index-dir: replace an index already there")
     p.add_argument("--split", default="test")
-    p.add_argument("--max-docs", type=int, default=None, help="judged documents + others up to N")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--max-docs", type=_count, default=None, help="judged documents + others up to N")
+    p.add_argument("-k", type=_count, default=10)
     p.add_argument("--json", action="store_true")
     _encoder_args(p), _search_args(p), _build_args(p)
     p.set_defaults(fn=commands.cmd_eval)
@@ -136,8 +164,8 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("beir")
     p.add_argument("--spec", action="append", default=[], help="spec to benchmark (repeatable)")
     p.add_argument("--split", default="test")
-    p.add_argument("--max-docs", type=int, default=None)
-    p.add_argument("--latency-queries", type=int, default=20)
+    p.add_argument("--max-docs", type=_count, default=None)
+    p.add_argument("--latency-queries", type=_count, default=20)
     p.add_argument("--json", action="store_true")
     _encoder_args(p), _search_args(p), _build_args(p)
     p.set_defaults(fn=commands.cmd_bench)
@@ -149,11 +177,11 @@ def _add_tune(sub: Any) -> None:
     p.add_argument("--budget", type=float, required=True, help="max bytes per original token, e.g. 20")
     p.add_argument("--queries", default=None, help="query texts (one per line, .jsonl) or .npz vectors")
     p.add_argument("--candidates", default=None, help="';'-separated specs (default: a grid within budget)")
-    p.add_argument("--sample-docs", type=int, default=1000)
-    p.add_argument("--sample-queries", type=int, default=100)
+    p.add_argument("--sample-docs", type=_count, default=1000)
+    p.add_argument("--sample-queries", type=_count, default=100)
     p.add_argument("--split", default="test")
     p.add_argument("-k", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--pareto-only", action="store_true", help="print only the Pareto rows")
     p.add_argument("--json", action="store_true")
     _input_args(p), _encoder_args(p)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .._checks import check_int
 from .._progress import bar
 from ..exceptions import IndexExistsError, InvalidArgumentError, InvalidMetadataError
 from ..ragged import Ragged
@@ -76,6 +77,8 @@ def build_directory(
 
     if len(ids) == 0:
         raise InvalidArgumentError("the input has no documents: pass at least one")
+    check_int("train_docs", train_docs, what="documents the codec trains on, e.g. 2000")
+    check_int("batch_size", batch_size, what="documents per written batch, e.g. 1024")
     if (docs is None) == (texts is None):
         raise InvalidArgumentError("pass token vectors (docs=) or texts (texts=, with encoder=), one of the two")
     root = os.path.abspath(root)
