@@ -344,3 +344,61 @@ def test_build_directory_checks_its_counts(tmp_path):
     with pytest.raises(InvalidArgumentError, match="no documents"):
         build_directory(str(tmp_path / "ix"), ids=[], docs=docs)
     assert not (tmp_path / "ix").exists()
+
+
+# ------------------------------------------------------------------ JSONL inputs (pyarrow.json)
+def test_jsonl_reads_every_field_keeps_strings_and_gz(tmp_path):
+    import gzip
+
+    from mvstore.cli.inputs import read_table
+
+    lines = [json.dumps({"id": 1, "day": "2020-01-01", "vectors": [[1, 0]]}), "",
+             json.dumps({"id": 2, "day": "2021-02-03T00:00:00", "vectors": [[0.5, 1.0]], "lang": "fr"})]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    for name in ("a.jsonl", "a.jsonl.gz"):
+        tbl = read_table(str(tmp_path / name))
+        # a field only later records hold is a column (null before); date-like strings stay strings
+        assert tbl.to_pylist() == [
+            {"id": 1, "day": "2020-01-01", "vectors": [[1.0, 0.0]], "lang": None},
+            {"id": 2, "day": "2021-02-03T00:00:00", "vectors": [[0.5, 1.0]], "lang": "fr"},
+        ]
+        assert tbl.schema.field("day").type == pa.string()
+
+
+def test_jsonl_record_longer_than_a_pyarrow_block(tmp_path):
+    from mvstore.cli.inputs import read_table
+
+    rows = [{"id": i, "vectors": np.full((1200, 128), 0.123456789).tolist()} for i in range(3)]
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(path.read_text().splitlines()[0]) > 1 << 20  # pyarrow.json's default block
+    tbl = read_table(str(path))
+    assert tbl.num_rows == 3 and len(tbl.column("vectors")[2].as_py()) == 1200
+
+
+@pytest.mark.parametrize("case", ["late-bad-line", "array-line", "empty", "blank", "types", "utf8"])
+def test_jsonl_errors_name_the_line(tmp_path, case):
+    from mvstore.cli.inputs import read_table
+    from mvstore.exceptions import UsageError
+
+    path = tmp_path / "in.jsonl"
+    if case == "late-bad-line":  # past pyarrow's first block, whose row numbers restart per block
+        lines = [json.dumps({"id": i, "text": "x" * 100}) for i in range(20000)]
+        lines[15000] = '{"id": 15000, "text": oops}'
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path.write_bytes({"array-line": b'{"id": 1}\n[1, 2]\n', "empty": b"", "blank": b"\n  \n",
+                          "types": b'{"id": 1}\n{"id": "x"}\n', "utf8": b'{"id": 1}\n{"id": 2, "t": "\xff"}\n'}[case])
+    expected = {
+        "late-bad-line": r"in.jsonl:15001 is not valid JSON \(Expecting value\); expected one object per line",
+        "array-line": r"in.jsonl:2 holds a list; expected one JSON object per line",
+        "empty": r"in.jsonl holds no records",
+        "blank": r"in.jsonl holds no records",
+        "types": r"the records do not form a table \(JSON parse error: Column\(/id\) changed from number to string\); "
+                 r"give each field the same type on every line",
+        "utf8": r"in.jsonl:2 is not UTF-8 text .*save the file as UTF-8",
+    }[case]
+    with pytest.raises(UsageError, match=expected):
+        read_table(str(path))

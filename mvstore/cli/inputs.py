@@ -4,6 +4,7 @@ datasets. Errors name the file and the flag or form to use instead (:class:`~mvs
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,24 +40,75 @@ def read_table(path: str) -> pa.Table:
             raise UsageError(f"{path} is not a readable Parquet file ({e}); write it with pyarrow.parquet.write_table "
                              "or pass a .jsonl file") from None
     if name.endswith(JSONL):
-        import gzip
-
-        rows = []
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(p, "rt", encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise UsageError(f"{path}:{n} is not valid JSON ({e.msg}); expected one object per line") from None
-        if not rows:
-            raise UsageError(f"{path} holds no records")
-        try:
-            return pa.Table.from_pylist(rows)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            raise UsageError(f"{path}: records do not form a table ({e}); give every line the same fields") from e
+        return _read_jsonl(p)
     raise UsageError(f"cannot read {path!r}: use a .jsonl, .jsonl.gz, .parquet or .npz file")
+
+
+def _read_jsonl(path: Path) -> pa.Table:
+    """One JSON object per line (``.gz``: decompressed) as a table, by ``pyarrow.json``: columns are the fields of
+    all records (a record without one holds null). Where pyarrow alone would differ from the file, the lines are
+    scanned (:func:`_scan_jsonl`): to name a bad line (its error counts rows within a block), to read records
+    longer than its block, and to name a line that is not UTF-8 (pyarrow keeps the bytes); strings it infers as
+    timestamps are re-read as the strings they are."""
+    import pyarrow.json as pj
+
+    block = pj.ReadOptions().block_size
+    try:
+        tbl = pj.read_json(path)
+    except pa.ArrowInvalid as e:
+        longest = _scan_jsonl(path)  # a line that is not a JSON object: UsageError naming it
+        if longest < block:
+            raise UsageError(_not_a_table(path, e)) from None
+        block = 2 * longest  # a record pyarrow's block cannot hold
+        try:
+            tbl = pj.read_json(path, read_options=pj.ReadOptions(block_size=block))
+        except pa.ArrowInvalid as e2:
+            raise UsageError(_not_a_table(path, e2)) from None
+    if tbl.num_rows == 0:
+        raise UsageError(f"{path} holds no records")
+    try:
+        tbl.validate(full=True)  # pyarrow keeps invalid UTF-8 bytes in its strings
+    except pa.ArrowInvalid as e:
+        _scan_jsonl(path)  # names the line
+        raise UsageError(f"{path}: {e}; save the file as UTF-8") from None
+    stamps = [f.name for f in tbl.schema if pa.types.is_timestamp(f.type)]
+    if stamps:
+        strings = pj.ParseOptions(explicit_schema=pa.schema([(c, pa.string()) for c in stamps]))
+        tbl = pj.read_json(path, read_options=pj.ReadOptions(block_size=block),
+                           parse_options=strings).select(tbl.column_names)
+    return tbl
+
+
+def _scan_jsonl(path: Path) -> int:
+    """The length in bytes of the longest line of a JSONL file; UsageError naming the first line that is not
+    UTF-8 or not a JSON object, or when there is no record."""
+    import gzip
+
+    longest, n_records = 0, 0
+    with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            longest = max(longest, len(raw))
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UsageError(f"{path}:{n} is not UTF-8 text ({e}); save the file as UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"{path}:{n} is not valid JSON ({e.msg}); expected one object per line") from None
+            if not isinstance(rec, dict):
+                raise UsageError(f"{path}:{n} holds a {type(rec).__name__}; expected one JSON object per line")
+            n_records += 1
+    if n_records == 0:
+        raise UsageError(f"{path} holds no records")
+    return longest
+
+
+def _not_a_table(path: Path, e: Exception) -> str:
+    why = re.sub(r" in row \d+$", "", str(e).strip())  # pyarrow's row counts within a block: not the line
+    return f"{path}: the records do not form a table ({why}); give each field the same type on every line"
 
 
 def read_npz(path: str) -> tuple[list, Ragged]:
