@@ -111,7 +111,9 @@ def _add_build(sub: Any) -> None:
     p.add_argument("--gpus-per-worker", type=_nonnegative, default=0, help="--ray: GPUs per worker (text encoding)")
     p.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
                    help="object-store option for an s3:// / gs:// / az:// index (repeatable), e.g. aws_region=us-east-1")
-    _input_args(p), _encoder_args(p), _build_args(p)
+    _input_args(p)
+    _encoder_args(p)
+    _build_args(p)
     p.set_defaults(fn=commands.cmd_build)
 
 
@@ -125,7 +127,8 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--columns", default=None, help="metadata columns to show (default: all)")
     p.add_argument("--version", type=int, default=None, help="search an older version (time travel)")
     p.add_argument("--json", action="store_true", help="one JSON object per result")
-    _encoder_args(p), _search_args(p)
+    _encoder_args(p)
+    _search_args(p)
     p.set_defaults(fn=commands.cmd_search)
 
 
@@ -140,7 +143,9 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--max-docs", type=_count, default=None, help="judged documents + others up to N")
     p.add_argument("-k", type=_count, default=10)
     p.add_argument("--json", action="store_true")
-    _encoder_args(p), _search_args(p), _build_args(p)
+    _encoder_args(p)
+    _search_args(p)
+    _build_args(p)
     p.set_defaults(fn=commands.cmd_eval)
 
 
@@ -167,7 +172,9 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--max-docs", type=_count, default=None)
     p.add_argument("--latency-queries", type=_count, default=20)
     p.add_argument("--json", action="store_true")
-    _encoder_args(p), _search_args(p), _build_args(p)
+    _encoder_args(p)
+    _search_args(p)
+    _build_args(p)
     p.set_defaults(fn=commands.cmd_bench)
 
 
@@ -184,7 +191,8 @@ def _add_tune(sub: Any) -> None:
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--pareto-only", action="store_true", help="print only the Pareto rows")
     p.add_argument("--json", action="store_true")
-    _input_args(p), _encoder_args(p)
+    _input_args(p)
+    _encoder_args(p)
     p.set_defaults(fn=commands.cmd_tune)
 
 

@@ -197,8 +197,10 @@ def _fill(idx: Any, ids: list, docs: Ragged | None, texts: list[str] | None, met
             if docs is None:
                 assert texts is not None
                 todo = [i for i in range(lo, hi) if i not in cached]
-                enc = encoder.encode_documents([texts[i] for i in todo]) if todo else None
-                got = {i: enc[j] for j, i in enumerate(todo)}
+                got: dict[int, np.ndarray] = {}
+                if todo:
+                    enc = encoder.encode_documents([texts[i] for i in todo])
+                    got = {i: enc[j] for j, i in enumerate(todo)}
                 part = Ragged.from_list([cached.pop(i) if i in cached else got[i] for i in range(lo, hi)])
             else:
                 part = docs[lo:hi]
