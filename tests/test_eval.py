@@ -5,7 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from mvstore.eval import load_beir, ndcg_at_k, recall_at_k, recall_vs_reference, run_from_scores
+from mvstore.eval import (
+    load_beir,
+    metrics,
+    ndcg_at_k,
+    recall_at_k,
+    recall_vs_reference,
+    run_from_results,
+    run_from_scores,
+)
 from mvstore.exceptions import DatasetFormatError
 
 
@@ -33,6 +41,17 @@ def test_recalls():
 def test_run_from_scores_orders_and_breaks_ties_by_doc_order():
     s = np.array([[0.1, 0.9, 0.5, 0.9]], np.float32)
     assert run_from_scores(s, ["q"], ["a", "b", "c", "d"], 3) == {"q": ["b", "d", "c"]}
+
+
+def test_run_from_results_and_metrics_rows():
+    import pyarrow as pa
+
+    res = pa.table({"query": [0, 0, 1], "rank": [0, 1, 0], "id": [7, 3, 9], "score": [0.9, 0.5, 0.8]})
+    run = run_from_results(res, ["qa", "qb", "qc"])
+    assert run == {"qa": ["7", "3"], "qb": ["9"], "qc": []}  # ids as the strings qrels hold
+    qrels = {"qa": {"3": 1}, "qb": {"9": 2}, "qz": {"1": 1}}  # qz: not asked, left out
+    assert metrics(run, qrels, 1) == {"ndcg1": 0.5, "recall1": 0.5, "recall100": 1.0}
+    assert metrics(run, qrels, 2) == {"ndcg2": round((1 / math.log2(3) + 1) / 2, 4), "recall2": 1.0, "recall100": 1.0}
 
 
 def test_load_beir_gz_and_plain(tmp_path):
