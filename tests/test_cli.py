@@ -289,11 +289,13 @@ def _bad_inputs(root: Path, vector_files) -> dict:
                            "has no text column 'text' (columns: ['body']); pass --text-column NAME"),
         "report-binary": (["report", root / "binary.txt", "-o", root / "f.png"], "is not UTF-8 text"),
         "beir-grade": (["eval", beir, "--index", vec / "ix"], "the grade 'high' is not an integer"),
+        "model-dir": (["search", vec / "ix", "a query", "--encoder", f"hf:{root}"],
+                      f"cannot load a model from {str(root)!r}"),
     }
 
 
 BAD_INPUTS = ["npz-not-zip", "npz-objects", "parquet", "ragged-vectors", "string-vectors", "binary-queries",
-              "queries-column", "report-binary", "beir-grade"]
+              "queries-column", "report-binary", "beir-grade", "model-dir"]
 
 
 @pytest.fixture(scope="module")

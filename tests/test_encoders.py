@@ -58,6 +58,12 @@ def test_bad_text_inputs(minilm):
         HFTokenEncoder(None, query_max_length=0)
 
 
+def test_a_directory_transformers_cannot_load_is_a_model_format_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"not": "a model config"}')
+    with pytest.raises(ModelFormatError, match="cannot load a model from .*config.json, tokenizer files and weights"):
+        HFTokenEncoder(str(tmp_path))
+
+
 def test_explicit_cuda_without_gpu_is_an_error():
     import torch
 
