@@ -348,6 +348,19 @@ def test_build_directory_checks_its_counts(tmp_path):
     assert not (tmp_path / "ix").exists()
 
 
+def test_build_without_ray_writes_only_local_directories(tmp_path, monkeypatch, capsys):
+    """An object-store URI without --ray was made a local directory named 's3:' (os.path.abspath)."""
+    from mvstore import cli
+
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "v.npz", vectors=np.eye(4, dtype=np.float32), offsets=np.array([0, 2, 4]))
+    assert cli.main(["-q", "build", "s3://bucket/ix", "--input", "v.npz", "--spec", "fp16"]) == 2
+    assert "mvstore build URI --ray" in capsys.readouterr().err and os.listdir(tmp_path) == ["v.npz"]
+    assert cli.main(["-q", "build", "ix", "--input", "v.npz", "--storage-option", "aws_region=x"]) == 2
+    assert "--storage-option is for an object-store index" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["v.npz"]
+
+
 # ------------------------------------------------------------------ JSONL inputs (pyarrow.json)
 def test_jsonl_reads_every_field_keeps_strings_and_gz(tmp_path):
     import gzip

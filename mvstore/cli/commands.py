@@ -52,6 +52,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     if args.ray is not None:
         return _build_row(_build_ray(args), args.json, t)
+    if args.storage_option:
+        raise UsageError("--storage-option is for an object-store index, which `mvstore build` writes with --ray; "
+                         "drop it for a local directory")
     src = inputs.read_documents(args.input, id_column=args.id_column, text_column=args.text_column,
                                 title_column=args.title_column, vectors_column=args.vectors_column,
                                 metadata_columns=_metadata_columns(args.metadata))

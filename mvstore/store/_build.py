@@ -24,6 +24,7 @@ from .._checks import check_int
 from .._progress import bar
 from ..exceptions import IndexExistsError, InvalidArgumentError, InvalidMetadataError
 from ..ragged import Ragged
+from ._fs import split_uri
 from ._layout import MANIFEST, write_lock
 
 __all__ = ["build_directory", "encode_texts", "TEXT_COLUMN"]
@@ -81,7 +82,10 @@ def build_directory(
     check_int("batch_size", batch_size, what="documents per written batch, e.g. 1024")
     if (docs is None) == (texts is None):
         raise InvalidArgumentError("pass token vectors (docs=) or texts (texts=, with encoder=), one of the two")
-    root = os.path.abspath(root)
+    root, local = split_uri(root)
+    if not local:
+        raise InvalidArgumentError(f"{root!r}: build_directory builds a local directory; build into an object store "
+                                   "with mvstore.build(...) (the CLI: mvstore build URI --ray)")
     replace = _check_target(root, overwrite)
     parent, name = os.path.split(root)
     os.makedirs(parent, exist_ok=True)
