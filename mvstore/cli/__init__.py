@@ -16,8 +16,8 @@ Inputs: JSONL (one object per line), Parquet, or ``.npz`` with packed token vect
 ``--vectors-column`` (a list of vectors) when present, else its ``--text-column`` is encoded. Other scalar
 columns are stored as metadata (filterable with ``--where``).
 
-User mistakes print one line ``mvstore: error: ...`` on stderr and exit with code 2 (``--debug`` shows the
-traceback). ``--encoder`` picks the text encoder: ``hf`` (default: the bundled MiniLM), ``hf:MODEL``,
+User mistakes (mvstore's errors and OS errors) print one line ``mvstore: error: ...`` on stderr and exit with
+code 2 (``--debug`` shows the traceback); any other exception is a bug and shows its traceback. ``--encoder`` picks the text encoder: ``hf`` (default: the bundled MiniLM), ``hf:MODEL``,
 ``st:MODEL``, ``pylate:MODEL`` or ``colbert:PATH`` (a PyLate-saved ColBERT model, run without PyLate); MODEL is
 a hub id or a local path. ``build`` records it in the index (``options.encoder`` of ``mvstore.json``, as
 ``mvstore.create(uri, encoder=...)`` does) and ``search`` / ``eval`` encode text queries with the recorded one
