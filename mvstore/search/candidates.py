@@ -53,6 +53,7 @@ __all__ = [
     "CentroidCandidates",
     "as_query_list",
     "check_allowed",
+    "search_mask",
 ]
 
 
@@ -90,6 +91,16 @@ def check_allowed(allowed: Any, n_docs: int) -> np.ndarray | None:
     if mask.shape != (n_docs,):
         raise DimensionMismatchError(f"allowed has shape {mask.shape} but the snapshot has {n_docs} rows")
     return mask
+
+
+def search_mask(allowed: Any, snapshot: Any) -> np.ndarray | None:
+    """The rows a search may return: ``allowed`` (validated by :func:`check_allowed`) and the snapshot's
+    ``live`` rows (a snapshot derived incrementally keeps deleted rows, masked here, before stage 1)."""
+    mask = check_allowed(allowed, snapshot.n_docs)
+    live = snapshot.live
+    if live is None:
+        return mask
+    return live if mask is None else mask & live
 
 
 def _best(rows: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,7 @@ from ..exceptions import DimensionMismatchError, InvalidDtypeError, InvalidVecto
 __all__ = [
     "Postings",
     "build_postings",
+    "append_postings",
     "ranges",
     "default_n_centroids",
     "fit_centroids",
@@ -131,6 +132,32 @@ def build_postings(terms: np.ndarray, offsets: np.ndarray, n_terms: int) -> Post
     term_docs = doc[order]
     term_offsets = np.zeros(n_terms + 1, np.int64)
     np.cumsum(np.bincount(doc_terms, minlength=n_terms), out=term_offsets[1:])
+    return Postings(term_offsets, term_docs, doc_offsets, doc_terms)
+
+
+def append_postings(p: Postings, terms: np.ndarray, offsets: np.ndarray) -> Postings:
+    """``p`` plus the pairs of documents appended after its last one: ``terms`` and ``offsets`` (from 0) of
+    the new documents only. Equal to :func:`build_postings` over all documents, at the cost of copying ``p``
+    once (the new documents' rows are larger than every old one, so they go at the end of each term's list).
+
+    >>> old = build_postings(np.array([2, 0, 2]), np.array([0, 2, 3]), n_terms=3)
+    >>> new = append_postings(old, np.array([0, 0, 1]), np.array([0, 3]))
+    >>> full = build_postings(np.array([2, 0, 2, 0, 0, 1]), np.array([0, 2, 3, 6]), n_terms=3)
+    >>> all((getattr(new, f) == getattr(full, f)).all() for f in ("term_offsets", "term_docs", "doc_offsets", "doc_terms"))
+    True
+    """
+    q = build_postings(terms, offsets, p.n_terms)
+    doc_offsets = np.concatenate([p.doc_offsets, p.doc_offsets[-1] + q.doc_offsets[1:]])
+    doc_terms = np.concatenate([p.doc_terms, q.doc_terms])
+    term_offsets = p.term_offsets + q.term_offsets
+    # the j-th new pair (term-major) of term t lands after t's old and earlier new pairs: p.term_offsets[t + 1] + j
+    t_new = np.repeat(np.arange(p.n_terms, dtype=np.int64), np.diff(q.term_offsets))
+    pos_new = p.term_offsets[1:][t_new] + np.arange(len(t_new), dtype=np.int64)
+    term_docs = np.empty(len(p.term_docs) + len(q.term_docs), np.int32)
+    old = np.ones(len(term_docs), bool)
+    old[pos_new] = False
+    term_docs[old] = p.term_docs
+    term_docs[pos_new] = q.term_docs + np.int32(p.n_docs)
     return Postings(term_offsets, term_docs, doc_offsets, doc_terms)
 
 

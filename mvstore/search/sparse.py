@@ -46,7 +46,7 @@ from ..exceptions import (
     SpecError,
 )
 from ..ragged import Ragged, as_ragged
-from .candidates import CandidateGenerator, as_query_list, check_allowed
+from .candidates import CandidateGenerator, as_query_list, check_allowed, search_mask
 from .maxsim import doc_chunks, maxsim_batch
 from .params import SearchParams, SearchParamsError
 from .postings import ranges
@@ -434,7 +434,7 @@ class SparseSearcher:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise SearchParamsError(f"k={k!r} must be a positive integer (the number of results per query)")
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
-        mask = check_allowed(allowed, s.n_docs)
+        mask = search_mask(allowed, s)
         out = []
         n = max(self.params.n_rerank, int(k))
         bs = self.params.batch_size

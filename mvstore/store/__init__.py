@@ -74,6 +74,7 @@ VersionCleanedUpError: call :meth:`Index.refresh`. Only local directories are su
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,11 @@ def create(
     seed: int = 0,
     keep_source: bool = False,
     drift_threshold: float = 1.5,
+    auto_optimize: bool = True,
+    compact_fragments: int = 16,
+    fragment_rows: int = 16384,
+    deleted_fraction: float = 0.1,
+    retention: timedelta | None = timedelta(hours=1),
 ) -> Index:
     """Create an empty index directory at ``uri`` for ``dim``-dimensional token vectors compressed by ``spec``
     (e.g. ``"fp16"``, ``"pool2,pca64,sq8"``; None: :func:`mvstore.default_spec` of ``dim``; ``"auto"``: picked
@@ -152,7 +158,13 @@ def create(
     index with the same spec and dim instead of failing. ``n_centroids`` fixes the stage-1 centroid count
     (default: derived from the first add); ``train_size`` caps the codec training sample; ``keep_source`` also
     stores the pooled vectors (fp16) so :meth:`Index.optimize` can retrain the codec; ``drift_threshold`` is the
-    drift above which ``optimize(retrain="auto")`` retrains."""
+    drift above which ``optimize(retrain="auto")`` retrains.
+
+    ``auto_optimize`` (default on) maintains the table after every document write, under the write's lock: once
+    ``compact_fragments`` adjacent fragments hold fewer than ``fragment_rows`` rows each, or more than
+    ``deleted_fraction`` of the stored rows are deleted, Lance compaction merges the small fragments and
+    rewrites those with deleted rows (one more commit), then the files of versions older than ``retention``
+    are deleted (None: kept until ``optimize(cleanup=True)``; time travel to a deleted version stops working)."""
     from ..tune import _check_budget
 
     root = _root(uri)
@@ -192,10 +204,29 @@ def create(
         raise InvalidArgumentError(
             f"drift_threshold must be a finite number > 1.0 (1.0 = no drift), got {drift_threshold!r}"
         )
-    if not isinstance(exist_ok, bool) or not isinstance(keep_source, bool):
+    if not all(isinstance(b, bool) for b in (exist_ok, keep_source, auto_optimize)):
         raise InvalidDtypeError(
-            f"exist_ok and keep_source must be True or False, got {exist_ok!r} and {keep_source!r}"
+            f"exist_ok, keep_source and auto_optimize must be True or False, got {exist_ok!r}, {keep_source!r} "
+            f"and {auto_optimize!r}"
         )
+    _check_int("compact_fragments", compact_fragments, 2, None, "small fragments that trigger a compaction")
+    _check_int("fragment_rows", fragment_rows, 1, None, "rows below which a fragment counts as small")
+    if (
+        isinstance(deleted_fraction, bool)
+        or not isinstance(deleted_fraction, (int, float))
+        or not 0.0 < deleted_fraction < 1.0
+    ):
+        raise InvalidArgumentError(
+            f"deleted_fraction must be a number in (0, 1) (the deleted share of rows that triggers a compaction), "
+            f"got {deleted_fraction!r}"
+        )
+    if retention is not None and not isinstance(retention, timedelta):
+        raise InvalidDtypeError(
+            f"retention must be a datetime.timedelta (e.g. timedelta(hours=1)) or None, got "
+            f"{type(retention).__name__} {retention!r:.80}"
+        )
+    if retention is not None and retention < timedelta(0):
+        raise InvalidArgumentError(f"retention={retention!r} must not be negative; e.g. timedelta(hours=1)")
     if os.path.exists(os.path.join(root, MANIFEST)):
         if not exist_ok:
             raise IndexExistsError(
@@ -221,6 +252,11 @@ def create(
         "seed": int(seed),
         "keep_source": bool(keep_source),
         "drift_threshold": float(drift_threshold),
+        "auto_optimize": auto_optimize,
+        "compact_fragments": int(compact_fragments),
+        "fragment_rows": int(fragment_rows),
+        "deleted_fraction": float(deleted_fraction),
+        "retention_s": None if retention is None else retention.total_seconds(),
     }
     if max_bytes_per_token is not None:
         options["max_bytes_per_token"] = float(max_bytes_per_token)

@@ -108,6 +108,8 @@ class Index:
         self._lock_depth = 0  # nesting of _writing() in this object (the file lock is taken once)
         self._states: dict[int, _State] = {}
         self._ids_cache: tuple[int, Any] | None = None
+        #: what the automatic maintenance after this object's last document write did (None: nothing was due)
+        self.last_maintenance: dict[str, Any] | None = None
         self._pinned = version is not None
         self._view = self._make_view(version)
 
@@ -135,7 +137,7 @@ class Index:
             return None
         return _open_table(self._docs_uri, "docs table")
 
-    def _make_view(self, version: int | None) -> _View:
+    def _make_view(self, version: int | None, base: _View | None = None) -> _View:
         ds = self._latest_docs()
         sds = self._state_ds()
         _integrity.check_open(self.root, STATE, None if sds is None else sds.version)
@@ -165,7 +167,7 @@ class Index:
                 f"docs table version {ds.version} does not record its codec state ({STATE_KEY.decode()} schema "
                 "metadata); the index is corrupted: rebuild it"
             ) from None
-        return _View(ds.version, ds, self._load_state(sid))
+        return _View(ds.version, ds, self._load_state(sid), base)
 
     @property
     def version(self) -> int:
@@ -194,7 +196,7 @@ class Index:
     def checkout(self, version: int | None = None) -> Index:
         """Read ``version`` (None: the latest, and follow writes again). Returns self."""
         version = check_version(version)
-        self._view = self._make_view(version)
+        self._view = self._make_view(version, self._view)
         self._pinned = version is not None
         return self
 
@@ -373,10 +375,12 @@ class Index:
 
     # ------------------------------------------------------------------------------------- writing
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, maintain: bool = False) -> Iterator[None]:
         """One write: this object's thread lock, then the index's cross-process write lock
         (:func:`~mvstore.store._layout.write_lock`); nested writes (upsert -> add) take it once. A write that
-        succeeds records what it committed (:func:`~mvstore.store._integrity.record`) before the lock is released."""
+        succeeds records what it committed (:func:`~mvstore.store._integrity.record`) before the lock is released;
+        a document write (``maintain``) then runs the automatic maintenance policy
+        (:func:`~mvstore.store._maintain.auto_optimize`) under the same lock and records its commit too."""
         self._check_writable()
         with self._write_lock:
             with write_lock(self.root) if self._lock_depth == 0 else contextlib.nullcontext():
@@ -387,6 +391,30 @@ class Index:
                     self._lock_depth -= 1
                 if self._lock_depth == 0:
                     _integrity.record(self.root)
+                    if maintain:
+                        self._maintain()
+
+    def _maintain(self) -> None:
+        """Automatic maintenance after a committed write. The write stands whatever happens here: a failure is a
+        warning (naming the fix), not the write's error."""
+        import warnings
+
+        from ._maintain import auto_optimize
+
+        try:
+            report = auto_optimize(self)
+        except Exception as e:
+            warnings.warn(
+                f"the write committed, but the automatic compaction after it failed ({str(e).splitlines()[0][:200]}); "
+                "the index is intact: run index.optimize() to retry, or create the index with auto_optimize=False",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
+        self.last_maintenance = report
+        if report is not None:
+            _integrity.record(self.root)
+            self._view = self._make_view(None, self._view)
 
     def _check_writable(self) -> None:
         if self._pinned:
@@ -494,7 +522,7 @@ class Index:
         written one at a time (memory bounded by one batch), committed ONCE at the end: if any batch is invalid
         or the iterable raises, nothing is committed and the previous version stays current. Returns the new
         version."""
-        with self._writing():
+        with self._writing(maintain=True):
             ds = self._latest_docs()
             id_type, seen = self._existing_ids(ds)
             st = self._view.state if ds is None else self._make_view(None).state
@@ -554,7 +582,7 @@ class Index:
                 ):  # our own validation error or the user's iterator's exception, not Lance's wrapper
                     raise failure[0] from None
                 raise  # a Lance/IO failure: nothing was committed, the previous version is still current
-            self._view = _View(out.version, out, st)
+            self._view = _View(out.version, out, st, self._view)
             if ds is not None and out.version == ds.version + 1:  # nobody else committed in between
                 self._ids_cache = (out.version, seen)
             return out.version
@@ -564,7 +592,7 @@ class Index:
         stored ones; metadata columns not given keep their stored values (null for new ids), so
         ``upsert(ids, vectors)`` keeps every document's metadata. A column given is written for every row of
         the batch (null where a dict of a list of dicts lacks the key). Returns the new version."""
-        with self._writing():
+        with self._writing(maintain=True):
             ds = self._latest_docs()
             if ds is None:
                 return self.add(ids, vectors, metadata)
@@ -578,7 +606,7 @@ class Index:
                 pa.Table.from_batches([batch]).select([n for n in ds.schema.names if n in given])
             )
             out = lance.dataset(self._docs_uri)
-            self._view = _View(out.version, out, st)
+            self._view = _View(out.version, out, st, self._view)
             return out.version
 
     def delete(self, ids: Any, *, missing: str = "error") -> int:
@@ -586,7 +614,7 @@ class Index:
         Other documents keep their ids. Returns the new version."""
         if missing not in ("error", "ignore"):
             raise InvalidArgumentError(f"missing must be 'error' or 'ignore', got {missing!r}")
-        with self._writing():
+        with self._writing(maintain=True):
             ds = self._latest_docs()
             _integrity.check_open(self.root, DOCS, None)  # never commit on top of a rolled-back table
             id_type = None if ds is None else ds.schema.field("id").type
@@ -612,7 +640,7 @@ class Index:
             if len(vals):
                 ds.delete(f"id IN {sql_literal_list(vals)}")
             out = lance.dataset(self._docs_uri)
-            self._view = _View(out.version, out, self._view.state if self._view.ds is not None else None)
+            self._view = _View(out.version, out, self._view.state if self._view.ds is not None else None, self._view)
             if self._view.state is None:
                 self._view = self._make_view(None)
             return out.version
@@ -622,8 +650,8 @@ class Index:
         return self._view.n_docs
 
     def snapshot(self) -> Snapshot:
-        """The in-memory arrays of this version (built once per version)."""
-        return self._view.snapshot()
+        """The in-memory arrays of this version (built once per version), row ``i`` its ``i``-th document."""
+        return self._view.public_snapshot()
 
     def search(
         self,
@@ -654,7 +682,7 @@ class Index:
         if view.ds is not None and columns:
             check_columns(view.ds.schema, columns, "columns=")
         id_type = pa.int64() if view.ds is None else view.ds.schema.field("id").type
-        if view.state is None or view.ds is None or view.snapshot().n_docs == 0:
+        if view.state is None or view.ds is None or view.snapshot().n_live == 0:
             if columns and view.ds is None:
                 raise FilterError(f"columns={columns} cannot be read: the index has no documents yet")
             if where is not None and view.ds is not None:
@@ -685,7 +713,8 @@ class Index:
                 uniq, inv = np.unique(rows_all, return_inverse=True)
                 with view.reading():
                     meta = _integrity.read_or_corrupted(
-                        lambda: view.ds.take(uniq.tolist(), columns=columns), f"docs table version {view.version}"
+                        lambda: view.ds.take(view.lance_rows(uniq).tolist(), columns=columns),
+                        f"docs table version {view.version}",
                     )
                 for c in columns:
                     out[c] = meta.column(c).take(pa.array(inv))
