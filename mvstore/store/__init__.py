@@ -15,7 +15,8 @@ True
 Layout (also in docs/LAYOUT.md). An index is a local directory::
 
     <uri>/mvstore.json   manifest, written once by create(): {"format": "mvstore", "format_version": 2,
-                         "spec", "dim", "options": {n_centroids, train_size, seed, keep_source, drift_threshold},
+                         "spec", "dim", "options": {n_centroids, train_size, seed, keep_source, drift_threshold,
+                         auto_optimize, compact_fragments, fragment_rows, deleted_fraction, retention_s},
                          "checksum"}
     <uri>/docs.lance     Lance table "docs", one row per document:
                            id          int64 or string: the user's id, unique, never renumbered
@@ -62,7 +63,11 @@ Crash safety and concurrency. A write (add, add_batches, upsert, delete, optimiz
 first and becomes visible in ONE Lance commit; a failure or a SIGKILL before the commit leaves the previous
 version current (orphan data files are removed by ``optimize(cleanup=True)``). An :class:`Index` object reads
 one version (a per-version in-memory :class:`~mvstore.search.snapshot.Snapshot`) until its own write or
-:meth:`Index.refresh`; searches in other threads or processes during a write see one consistent version.
+:meth:`Index.refresh`; searches in other threads or processes during a write see one consistent version. A
+version's snapshot is derived from the previous one's when only appended fragments and deletions separate
+them (the new rows read and checked, deleted rows masked), else loaded in full. With ``auto_optimize`` (the
+default) a document write then compacts the table under its write lock once its thresholds are passed
+(:func:`mvstore.store._maintain.auto_optimize`), and deletes versions older than ``retention``.
 Writers in several threads or processes are safe: every write holds the index's cross-process write lock
 (``flock`` on ``<uri>/mvstore.lock``, dropped by the kernel when its holder dies) from reading the latest version
 to its commit, so writes run one after the other and each id check sees every earlier commit; a write waits up
@@ -146,7 +151,7 @@ def create(
     keep_source: bool = False,
     drift_threshold: float = 1.5,
     auto_optimize: bool = True,
-    compact_fragments: int = 16,
+    compact_fragments: int = 8,
     fragment_rows: int = 16384,
     deleted_fraction: float = 0.1,
     retention: timedelta | None = timedelta(hours=1),

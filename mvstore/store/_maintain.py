@@ -27,7 +27,7 @@ _SCAN_ROWS = 2048
 #: manifest's options override these; an index created before the policy existed uses them as they are
 AUTO_DEFAULTS: dict[str, Any] = {
     "auto_optimize": True,
-    "compact_fragments": 16,
+    "compact_fragments": 8,
     "fragment_rows": 16384,
     "deleted_fraction": 0.1,
     "retention_s": 3600.0,
