@@ -140,6 +140,8 @@ class _Loaded:
     sorted_ids: np.ndarray
     #: append storage behind the per-row and per-vector arrays, by name
     buffers: dict[str, AppendBuffer]
+    #: rows kept in place because a compaction of the table's tail rewrote them (see :meth:`_View._derive`)
+    moved: int = 0
 
     def rows_of_fragment(self, fid: int) -> np.ndarray:
         """Snapshot rows stored in fragment ``fid`` (ascending row address)."""
@@ -311,8 +313,12 @@ class _View:
     def _derive(self, base: _Loaded) -> _Loaded | None:
         """This version's snapshot from ``base``'s, reading only what changed, or None when this version is not
         ``base``'s fragments (each unchanged but for deletions, in the same order, some removed) followed by new
-        fragments: then the caller loads it in full. Rows of removed fragments and deleted rows are masked
-        (``Snapshot.live``); the new fragments' rows are read, checked (row checksums, duplicate ids) and
+        fragments: then the caller loads it in full.
+
+        Deleted rows and rows of removed fragments are masked (``Snapshot.live``), except rows a compaction of
+        the table's tail moved: when the removed fragments all follow the kept ones and the new fragments start
+        with their live rows (same ids and row checksums, in order), those rows keep their place and only their
+        row addresses change. The new fragments' other rows are read, checked (row checksums, duplicate ids) and
         appended; the row count and checksum sum of the live rows are checked against the version's record."""
         st = self.state
         if base.state_id != st.state_id:
@@ -329,10 +335,8 @@ class _View:
         max_frag = int(base.rowaddr_sorted[-1] >> np.uint64(32)) if len(base.rowaddr_sorted) else -1
         if any(f <= max(max_frag, max(base.order, default=-1)) for f, _, _ in added):
             return None  # row addresses of appended rows must follow every held one
-        live = np.ones(old.n_docs, bool) if old.live is None else old.live.copy()
-        for f in base.order:
-            if f not in kept_ids:  # every row deleted, or rewritten into one of the added fragments
-                live[base.rows_of_fragment(f)] = False
+        old_live = np.ones(old.n_docs, bool) if old.live is None else old.live
+        live = old_live.copy()
         for f, _, dele in kept:
             if dele == base.frags[f][1]:
                 continue
@@ -343,24 +347,39 @@ class _View:
             if int(now.sum()) != len(addr) or (now & ~live[rows]).any():
                 return None  # rows this snapshot does not hold, or deleted rows back (a restored version)
             live[rows] = now
-        n_new = sum(data[1] for _, data, _ in added)
+        removed = [f for f in base.order if f not in kept_ids]
+        gone = np.sort(np.concatenate([base.rows_of_fragment(f) for f in removed])) if removed else np.zeros(0, np.int64)
+        moved = gone[old_live[gone]]  # rows a compaction of the tail may have rewritten into the added fragments
+        live[gone] = False
+        frags = [self.ds.get_fragment(f) for f, _, _ in added]
+        heads = None
+        if len(moved) and frags and all(base.order.index(f) > len(kept) - 1 for f in removed):
+            heads = self._read_table(
+                lambda: pa.concat_tables(
+                    [fr.to_table(columns=["id", CHECKSUM_COLUMN], with_row_address=True) for fr in frags]
+                )
+            )
+            m = len(moved)
+            if not (
+                heads.num_rows >= m
+                and np.array_equal(heads.column(CHECKSUM_COLUMN).slice(0, m).to_numpy().astype(np.uint64),
+                                   base.checksums[moved])
+                and ids_numpy(heads.column("id").slice(0, m)).tolist() == old.ids[moved].tolist()
+            ):  # fmt: skip
+                moved = moved[:0]
+        else:
+            moved = moved[:0]
+        live[moved] = True
+        n_new = sum(data[1] for _, data, _ in added) - len(moved)
         if np.count_nonzero(~live) > MAX_DEAD_FRACTION * (len(live) + n_new):
             return None
-        dead = np.flatnonzero(~live & (True if old.live is None else old.live))
+        dead = np.flatnonzero(~live & old_live)
         sorted_ids = base.sorted_ids
         if len(dead):
             sorted_ids = np.delete(sorted_ids, np.searchsorted(sorted_ids, old.ids[dead]))
-        if added:
-            frags = [self.ds.get_fragment(f) for f, _, _ in added]
-            tbl = self._read_table(
-                lambda: pa.concat_tables(
-                    [fr.to_table(columns=_SNAPSHOT_COLUMNS, with_row_address=True) for fr in frags]
-                )
-            )
-            r = self._rows(tbl)
-        else:
-            r = {"ids": old.ids[:0], "offsets": np.zeros(1, np.int64), "codes": old.codes[:0], "terms": old.terms[:0],
-                 "stored": np.zeros(0, np.uint64), "n_tokens": old.n_tokens[:0], "rowaddr": np.zeros(0, np.uint64)}  # fmt: skip
+        r = self._added_rows(frags, len(moved), heads)
+        if r is None:
+            return None
         new_sorted = np.sort(r["ids"])
         pos = np.searchsorted(sorted_ids, new_sorted)
         hit = np.flatnonzero(pos < len(sorted_ids))
@@ -369,13 +388,31 @@ class _View:
         if len(hit) or len(rep):
             dup = new_sorted[hit[0]] if len(hit) else new_sorted[rep[0]]
             raise duplicate_id_error(dup.item() if isinstance(dup, np.generic) else dup, self.version)
-        if len(r["rowaddr"]) > 1 and (np.diff(r["rowaddr"].astype(np.int64)) <= 0).any():
-            return None  # appended fragments not in row-address order
         n0, v0 = old.n_docs, old.n_vectors
         bufs = dict(base.buffers)
+        moved_addr = np.zeros(0, np.uint64)
+        if len(moved):  # new addresses of the moved rows: after every other held one, so the sorted view is
+            moved_addr = heads.column("_rowaddr").slice(0, len(moved)).to_numpy().astype(np.uint64)
+            rowaddr = base.rowaddr.copy()
+            rowaddr[moved] = moved_addr
+            still = np.ones(n0, bool)
+            still[moved] = False
+            keep = still[base.rowaddr_order]
+            for name, arr in (
+                ("rowaddr", rowaddr),
+                ("rowaddr_sorted", np.concatenate([base.rowaddr_sorted[keep], moved_addr])),
+                ("rowaddr_order", np.concatenate([base.rowaddr_order[keep], moved])),
+            ):
+                bufs[name] = AppendBuffer(arr)
+        base_bufs = dict(bufs)
+        if len(r["rowaddr"]) and (
+            (np.diff(r["rowaddr"].astype(np.int64)) <= 0).any()
+            or (len(moved_addr) and r["rowaddr"][0] <= moved_addr[-1])
+        ):
+            return None  # appended rows not in row-address order
 
         def app(name: str, n_parent: int, values: np.ndarray) -> np.ndarray:
-            bufs[name], view = base.buffers[name].append(n_parent, values)
+            bufs[name], view = base_bufs[name].append(n_parent, values)
             return view
 
         offsets = app("offsets", n0 + 1, old.offsets[-1] + r["offsets"][1:])
@@ -392,14 +429,48 @@ class _View:
             codec=st.codec, n_tokens=app("n_tokens", n0, r["n_tokens"]), terms=app("terms", v0, r["terms"]),
             centroids=st.centroids, extras=extras, live=None if live_all.all() else live_all,
         )  # fmt: skip
+        n_moved = len(moved)
         return _Loaded(
             snapshot=snap, state_id=st.state_id, frags={f: (d, x) for f, d, x in new}, order=[f for f, _, _ in new],
             rowaddr=app("rowaddr", n0, r["rowaddr"]), checksums=checksums,
             rowaddr_sorted=app("rowaddr_sorted", n0, r["rowaddr"]),
             rowaddr_order=app("rowaddr_order", n0, np.arange(n0, n0 + n_add, dtype=np.int64)),
             sorted_ids=np.insert(sorted_ids, np.searchsorted(sorted_ids, new_sorted), new_sorted) if n_add else sorted_ids,
-            buffers=bufs,
+            buffers=bufs, moved=n_moved,
         )  # fmt: skip
+
+    def _added_rows(self, frags: list[Any], skip: int, heads: pa.Table | None) -> dict[str, np.ndarray] | None:
+        """The rows of the added fragments ``frags`` after the first ``skip`` (rows a compaction moved, whose
+        ids, checksums and addresses ``heads`` holds), read in full and checked; None if the read disagrees
+        with ``heads``."""
+        st = self.state
+        cs = st.codec.code_size
+        parts = []
+        first = skip
+        for fr in frags:
+            n = fr.count_rows()
+            if skip >= n:
+                skip -= n
+                continue
+            parts.append((fr, skip))
+            skip = 0
+        if not parts:
+            return {
+                "ids": np.zeros(0, np.int64), "offsets": np.zeros(1, np.int64), "codes": np.zeros((0, cs), np.uint8),
+                "terms": np.zeros(0, np.int32), "stored": np.zeros(0, np.uint64), "n_tokens": np.zeros(0, np.int64),
+                "rowaddr": np.zeros(0, np.uint64),
+            }  # fmt: skip
+        tbl = self._read_table(
+            lambda: pa.concat_tables(
+                [fr.to_table(columns=_SNAPSHOT_COLUMNS, with_row_address=True, offset=o or None) for fr, o in parts]
+            )
+        )
+        r = self._rows(tbl)
+        if heads is not None and not np.array_equal(
+            r["rowaddr"], heads.column("_rowaddr").to_numpy().astype(np.uint64)[first:]
+        ):
+            return None  # a fragment changed between the two reads' views of it (never for one version)
+        return r
 
     def mask(self, where: str) -> np.ndarray:
         """Lance evaluates ``where`` -> boolean mask over snapshot rows."""
