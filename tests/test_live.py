@@ -194,6 +194,11 @@ def test_lancedb_delete_and_time_travel_back(tmp_path):
     idx.refresh()
     assert results(idx, qs) == results(ms.open(uri), qs) and idx._view.load_kind == "incremental"
     assert not set(idx.search(qs, k=50)["id"].to_pylist()) & set(range(10))
+    idx.add([100, 101], docs_of(rng, 2), metadata=[{"lang": "en"}, {"lang": "fr"}])
+    after_delete = idx.version - 1
+    want = results(ms.open(uri, version=after_delete), qs)
+    idx.checkout(after_delete)  # back before the add: its rows are masked
+    assert results(idx, qs) == want and idx._view.load_kind == "incremental"
     idx.checkout(v1)  # deleted rows come back: a full load
     assert results(idx, qs) == before and idx._view.load_kind == "full"
 
