@@ -324,3 +324,30 @@ def test_live_benchmark_soak_holds_the_oracle(tmp_path, capsys):
     assert modes["live"]["ops"] == 40 and modes["baseline"]["ops"] == 12
     assert modes["live"]["loads"].get("incremental", 0) > 0 and modes["baseline"]["loads"] == {"full": 12}
     assert all(v == 0 for m in modes.values() for v in m["violations"].values())
+
+
+def test_id_checks_stay_exact_through_upserts_deletes_and_compactions(tmp_path):
+    """The writer's id cache follows its own upserts, deletes and automatic compactions (no re-read of every
+    id per write) and stays exact."""
+    from mvstore.exceptions import DuplicateIdError, UnknownIdError
+
+    rng = np.random.default_rng(9)
+    idx = ms.create(str(tmp_path / "ix"), dim=DIM, n_centroids=8, compact_fragments=3, fragment_rows=64)
+    idx.add(np.arange(70), docs_of(rng, 70))
+    compacted = 0
+    for i in range(70, 76):
+        idx.add([i], docs_of(rng, 1))
+        compacted += idx.last_maintenance is not None
+    assert compacted and idx._ids_cache[0] == idx.version
+    idx.upsert([3, 500], docs_of(rng, 2))
+    assert idx._ids_cache[0] == idx.version
+    idx.delete([4])
+    assert idx._ids_cache[0] == idx.version
+    with pytest.raises(DuplicateIdError, match="500"):
+        idx.add([500], docs_of(rng, 1))
+    with pytest.raises(DuplicateIdError, match="72"):
+        idx.add([72], docs_of(rng, 1))
+    with pytest.raises(UnknownIdError):
+        idx.delete([4])
+    idx.add([4], docs_of(rng, 1))  # a deleted id may come back
+    assert sorted(idx.snapshot().ids.tolist()) == sorted([*range(76), 500])

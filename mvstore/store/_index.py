@@ -414,7 +414,13 @@ class Index:
         self.last_maintenance = report
         if report is not None:
             _integrity.record(self.root)
+            before = self._view.version
             self._view = self._make_view(None, self._view)
+            cached = self._ids_cache
+            # compaction (a commit reserving fragment ids, then the rewrite) keeps every id: the cache stays
+            # exact unless a plain Lance writer slipped in between (the row count would show a LanceDB delete)
+            if cached is not None and cached[0] == before and self._view.n_docs == len(cached[1]):
+                self._ids_cache = (self._view.version, cached[1])
 
     def _check_writable(self) -> None:
         if self._pinned:
@@ -601,12 +607,18 @@ class Index:
             fields = [ds.schema.field(n) for n in ds.schema.names if n not in DOCS_SYSTEM_COLUMNS]
             batch = self._encode(b, st, fields, "source" in ds.schema.names).cast(ds.schema)
             given = set(DOCS_SYSTEM_COLUMNS) | set([] if b["meta"] is None else b["meta"].column_names)
+            pre = ds.version  # the merge moves ``ds`` to the version it commits
             # Lance's merge keeps the stored values of the columns the source leaves out
             ds.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
                 pa.Table.from_batches([batch]).select([n for n in ds.schema.names if n in given])
             )
             out = lance.dataset(self._docs_uri)
             self._view = _View(out.version, out, st, self._view)
+            cached = self._ids_cache
+            if cached is not None and cached[0] == pre and out.version == pre + 1:
+                vals = ids_numpy(b["ids"])  # nobody else committed in between: the ids are the cached ones + these
+                ids = (cached[1] | set(vals.tolist())) if isinstance(cached[1], set) else np.union1d(cached[1], vals)
+                self._ids_cache = (out.version, ids)
             return out.version
 
     def delete(self, ids: Any, *, missing: str = "error") -> int:
@@ -637,9 +649,13 @@ class Index:
                     "pass missing='ignore' to skip them"
                 )
             vals = vals[present]
+            pre = ds.version  # the delete moves ``ds`` to the version it commits
             if len(vals):
                 ds.delete(f"id IN {sql_literal_list(vals)}")
             out = lance.dataset(self._docs_uri)
+            if out.version == pre + 1 and self._ids_cache is not None and self._ids_cache[0] == pre:
+                kept = existing - set(vals.tolist()) if isinstance(existing, set) else np.setdiff1d(existing, vals)
+                self._ids_cache = (out.version, kept)
             self._view = _View(out.version, out, self._view.state if self._view.ds is not None else None, self._view)
             if self._view.state is None:
                 self._view = self._make_view(None)
