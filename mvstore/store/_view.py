@@ -134,6 +134,18 @@ def _present(values: np.ndarray, within: np.ndarray) -> np.ndarray:
     return ok
 
 
+def _fragment_rows(fr: Any, skip: int) -> pa.Table:
+    """The snapshot columns and row addresses of a fragment's rows after its first ``skip`` live ones. A fragment
+    without deleted rows is read by offset (``take``: about 4x cheaper than a scan for the few rows of one
+    write); its rows' addresses are ``fragment id << 32 | offset``."""
+    m = fr.metadata
+    if m.deletion_file is not None:
+        return fr.to_table(columns=_SNAPSHOT_COLUMNS, with_row_address=True, offset=skip or None)
+    offs = np.arange(skip, int(m.physical_rows), dtype=np.uint64)
+    tbl = fr.take(offs.astype(np.int64).tolist(), columns=_SNAPSHOT_COLUMNS)
+    return tbl.append_column("_rowaddr", pa.array((np.uint64(m.id) << np.uint64(32)) | offs, pa.uint64()))
+
+
 @dataclasses.dataclass
 class _Loaded:
     """A built snapshot and what deriving a later version's snapshot from it needs (:meth:`_View._derive`)."""
@@ -472,11 +484,7 @@ class _View:
                 "terms": np.zeros(0, np.int32), "stored": np.zeros(0, np.uint64), "n_tokens": np.zeros(0, np.int64),
                 "rowaddr": np.zeros(0, np.uint64),
             }  # fmt: skip
-        tbl = self._read_table(
-            lambda: pa.concat_tables(
-                [fr.to_table(columns=_SNAPSHOT_COLUMNS, with_row_address=True, offset=o or None) for fr, o in parts]
-            )
-        )
+        tbl = self._read_table(lambda: pa.concat_tables([_fragment_rows(fr, o) for fr, o in parts]))
         r = self._rows(tbl)
         if heads is not None and not np.array_equal(
             r["rowaddr"], heads.column("_rowaddr").to_numpy().astype(np.uint64)[first:]
