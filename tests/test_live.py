@@ -351,3 +351,21 @@ def test_id_checks_stay_exact_through_upserts_deletes_and_compactions(tmp_path):
         idx.delete([4])
     idx.add([4], docs_of(rng, 1))  # a deleted id may come back
     assert sorted(idx.snapshot().ids.tolist()) == sorted([*range(76), 500])
+
+
+def test_a_failed_automatic_compaction_is_a_warning_and_the_write_stands(tmp_path, monkeypatch):
+    rng = np.random.default_rng(10)
+    uri = str(tmp_path / "ix")
+    idx = ms.create(uri, dim=DIM, n_centroids=8, deleted_fraction=0.05)
+    idx.add(np.arange(40), docs_of(rng, 40))
+
+    def broken(self, **kw):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(type(lance.dataset(os.path.join(uri, "docs.lance")).optimize), "compact_files", broken)
+    with pytest.warns(RuntimeWarning, match="the write committed, but the automatic compaction.*No space left.*"
+                                            "run index.optimize\\(\\) to retry"):
+        v = idx.delete([1, 2, 3])
+    assert v == idx.version == idx.latest_version
+    assert sorted(ms.open(uri).snapshot().ids.tolist()) == [0, *range(4, 40)]
+    assert idx.verify()["ok"]
