@@ -84,7 +84,9 @@ def build(
     itself (mvstore's encoders; another one is passed to ``mvstore.open(uri, encoder=obj)`` instead).
     ``progress``: the driver's bar, as everywhere (None: in terminals and notebooks). ``report``, when given,
     is filled with ``docs``, ``fragments``, ``seconds``, ``workers`` ({pid: peak RSS bytes}) and ``texts``
-    (whether the workers encoded texts). Returns the index at its new version."""
+    (whether the workers encoded texts). After the commit, still under the write lock, the index's automatic
+    maintenance (``create(auto_optimize=True)``, the default) compacts the small fragments when they are due,
+    as after any document write. Returns the index at its new version."""
     from .store._layout import DOCS
 
     for name, v in (("train_docs", train_docs), ("batch_size", batch_size), ("num_workers", num_workers)):
@@ -104,7 +106,7 @@ def build(
         dim = _vector_dim(sample.column(vectors_column))
         sample_docs = _vectors(sample.column(vectors_column), dim)
     idx = _target(uri, storage_options, spec, dim, local_encoder, create_options)
-    with idx._writing():
+    with idx._writing(maintain=True):
         docs = idx._latest_docs()
         _, existing = idx._existing_ids(docs)
         st, schema, fields = _table_schema(idx, docs, sample, sample_docs, id_column, meta_cols)

@@ -191,6 +191,12 @@ def _row_sum(checksums: np.ndarray) -> str:
 def check_rows(root: Any, version: int, tbl: pa.Table) -> None:
     """At snapshot load: recompute the row checksums of ``tbl`` (a whole docs version read with
     ``row_checksum``) and compare them, the row count and their sum with what was stored and recorded."""
+    check_record(root, version, checked_checksums(version, tbl))
+
+
+def checked_checksums(version: int, tbl: pa.Table) -> np.ndarray:
+    """The stored row checksums of ``tbl`` (docs rows read with ``row_checksum``), each checked against the
+    row's recomputed one."""
     stored = tbl.column(CHECKSUM_COLUMN)
     if stored.null_count:
         raise IndexCorruptedError(
@@ -204,6 +210,12 @@ def check_rows(root: Any, version: int, tbl: pa.Table) -> None:
             f"docs table version {version}: {len(bad)} row(s) do not match their checksum (first at row "
             f"{int(bad[0])}): a data file is corrupted; {_FIX}"
         )
+    return stored
+
+
+def check_record(root: Any, version: int, stored: np.ndarray) -> None:
+    """The row count and row-checksum sum of a version's rows (``stored``: their checksums) against its
+    record (no record: a version above HEAD, accepted)."""
     rec = read_record(root, "docs.lance", version)
     if rec is not None and (rec["rows"] != len(stored) or rec["row_sum"] != _row_sum(stored)):
         raise IndexCorruptedError(
