@@ -7,9 +7,13 @@ count is the store's rule for that batch), with ``retention=`` ``--retention-s``
 one soak shows the disk bound; create's default is an hour). The built directory is copied once per mode, then each mode runs
 the same shuffled sequence of writes, each followed by one search (the "first search after a write"):
 
-* ``live``: this code: a version's search state derived from the previous one, automatic compaction on;
-* ``baseline``: today's behaviour, forced: every version loaded in full, no automatic compaction (the index
-  only grows fragments). Its soak runs the first ``--baseline-ops`` of the same writes (a full load per write is slow at 100k).
+* ``live``: this code: a version's search state derived from the previous one (after the writer's own write
+  from what it wrote, without reading the version back), automatic compaction on;
+* ``reread``: the same, but every derivation reads the changed fragments back from Lance (as the live index
+  did before a writer handed its written rows to the next snapshot);
+* ``baseline``: the behaviour before the live index, forced: every version loaded in full, no automatic
+  compaction (the index only grows fragments). Its soak runs the first ``--baseline-ops`` of the same writes
+  (a full load per write is slow at 100k).
 
 Every search is checked against a dict oracle (id -> current version of the document): a search with a
 just-written document's tokens must return it, one with a just-deleted document's tokens must not, and no
@@ -19,6 +23,7 @@ after ``optimize()`` on a freshly opened index (compacted), fragments and disk b
 soak, open + first search time of the built index, and the oracle violations (must be 0).
 
     python benchmarks/live.py [--json] [--quick] [--docs 100000] [--adds 2000 --upserts 500 --deletes 500]
+                              [--modes live reread baseline] [--built DIR]
 """
 
 from __future__ import annotations
@@ -220,9 +225,12 @@ def soak(uri: str, docs: Docs, n_docs: int, ops: list[str], mode: str, n_quiet: 
     import mvstore.store as ms
     from mvstore.store import _view
 
-    derive = _view._View._derive
-    if mode == "baseline":  # today's behaviour: every version loaded in full
-        _view._View._derive = lambda self, base: None
+    derive, written_rows, mask_written = _view._View._derive, _view._View._written_rows, _view._mask_written
+    if mode == "baseline":  # the behaviour before the live index: every version loaded in full
+        _view._View._derive = lambda self, base, use_written=True: None
+    if mode == "reread":  # what a write committed is read back, not taken from the writer
+        _view._View._written_rows = lambda self, w, added: None
+        _view._mask_written = lambda *a: False
     try:
         t = time.perf_counter()
         idx = ms.open(uri)
@@ -248,10 +256,10 @@ def soak(uri: str, docs: Docs, n_docs: int, ops: list[str], mode: str, n_quiet: 
         out["end_vs_compacted"] = round(out["end_quiet_p50_ms"] / out["compacted_quiet_p50_ms"], 2)
         return out
     finally:
-        _view._View._derive = derive
+        _view._View._derive, _view._View._written_rows, _view._mask_written = derive, written_rows, mask_written
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quick", action="store_true", help="2,000 docs, 100 adds, 25 upserts, 25 deletes")
@@ -260,14 +268,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--upserts", type=int, default=500)
     ap.add_argument("--deletes", type=int, default=500)
     ap.add_argument("--baseline-ops", type=int, default=100, help="writes in the baseline soak (same mix)")
-    ap.add_argument("--modes", nargs="+", default=["live", "baseline"], choices=["live", "baseline"])
+    ap.add_argument("--modes", nargs="*", default=["live", "reread", "baseline"], choices=["live", "reread", "baseline"])
     ap.add_argument("--quiet-queries", type=int, default=50)
     ap.add_argument("--retention-s", type=float, default=60.0,
                     help="create(retention=): versions older than this are removed after an automatic compaction "
                     "(the default of create is 3600 s; a shorter one shows the disk bound within one soak)")
+    ap.add_argument("--built", default=None,
+                    help="the built index: reused when the directory exists (the build is skipped), else built and kept there")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=None)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.quick:
         args.docs, args.adds, args.upserts, args.deletes, args.baseline_ops = 2000, 100, 25, 25, 150
         args.quiet_queries = 20
@@ -276,10 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     work = tempfile.mkdtemp(prefix="mvstore-live-", dir=args.workdir)
     try:
         docs = Docs(args.seed)
-        built = os.path.join(work, "built")
-        build_s = build(built, docs, args.docs, args.retention_s)
+        built = args.built or os.path.join(work, "built")
+        build_s = None if os.path.exists(built) else round(build(built, docs, args.docs, args.retention_s), 1)
         report: dict[str, Any] = {
-            "docs": args.docs, "dim": DIM, "spec": mvstore.default_spec(DIM), "build_s": round(build_s, 1),
+            "docs": args.docs, "dim": DIM, "spec": mvstore.default_spec(DIM), "build_s": build_s,
             "retention_s": args.retention_s,
             "built_fragments": fragments(built), "built_disk_mb": round(dir_bytes(built) / 2**20, 1),
             "load_avg": [round(x, 2) for x in os.getloadavg()], "modes": [],
@@ -288,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:
             uri = os.path.join(work, mode)
             shutil.copytree(built, uri)
-            mode_ops = ops if mode == "live" else ops[: args.baseline_ops]  # the same writes, fewer of them
+            mode_ops = ops[: args.baseline_ops] if mode == "baseline" else ops  # the same writes, fewer of them
             res = soak(uri, docs, args.docs, mode_ops, mode, args.quiet_queries, args.seed)
+            res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
             report["modes"].append(res)
             if not args.json:
                 print(json.dumps(res, indent=1), flush=True)

@@ -249,7 +249,6 @@ def _commit(
 
     from .store._index import Index
     from .store._layout import DOCS, first_duplicate
-    from .store._view import _View
 
     if not n_docs:
         raise InvalidVectorsError("the source holds no documents; nothing was committed")
@@ -266,7 +265,7 @@ def _commit(
     out_ds = lance.LanceDataset.commit(
         idx.loc.table(DOCS), op, read_version=read_version, storage_options=idx.loc.storage_options
     )
-    idx._view = _View(out_ds.version, out_ds, st, idx.loc)
+    idx._view = idx._new_view(out_ds.version, out_ds, st)
 
 
 def _describable(encoder: Any) -> bool:

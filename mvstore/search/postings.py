@@ -17,6 +17,7 @@ documents' ``offsets`` we build two CSR views of the same set of unique ``(doc, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -120,11 +121,13 @@ def build_postings(terms: np.ndarray, offsets: np.ndarray, n_terms: int) -> Post
     return Postings(term_offsets, term_docs, doc_offsets, doc_terms)
 
 
-def append_postings(p: Postings, terms: np.ndarray, offsets: np.ndarray) -> Postings:
+def append_postings(p: Postings, terms: np.ndarray, offsets: np.ndarray, concat: Any = None) -> Postings:
     """``p`` plus the pairs of documents appended after its last one: ``terms`` and ``offsets`` (from 0) of
     the new documents only. Equal to :func:`build_postings` over all documents; the new documents' rows are
-    larger than every old one, so their pairs go at the end of each term's list: ``p``'s arrays are copied
+    larger than every old one, so their pairs go at the end of each term's list: ``p``'s term lists are copied
     once (memcpy of one slice per term the new documents hold), nothing is sorted or re-checked but the new pairs.
+    The document side only grows: ``concat(name, old, new)`` joins each of its arrays (``doc_offsets``,
+    ``doc_terms``; default: :func:`numpy.concatenate`, the store passes append-only buffers that copy nothing).
 
     >>> old = build_postings(np.array([2, 0, 2]), np.array([0, 2, 3]), n_terms=3)
     >>> new = append_postings(old, np.array([0, 0, 1]), np.array([0, 3]))
@@ -144,12 +147,13 @@ def append_postings(p: Postings, terms: np.ndarray, offsets: np.ndarray) -> Post
         term_docs[dst : dst + b - a] = q.term_docs[a:b] + np.int32(p.n_docs)
         dst += b - a
     term_docs[dst:] = p.term_docs[src:]
+    join = concat or (lambda name, old, new: np.concatenate([old, new]))
     merged = object.__new__(Postings)  # both parts were checked when made; the merge keeps every invariant
     for name, value in (
         ("term_offsets", p.term_offsets + q.term_offsets),
         ("term_docs", term_docs),
-        ("doc_offsets", np.concatenate([p.doc_offsets, p.doc_offsets[-1] + q.doc_offsets[1:]])),
-        ("doc_terms", np.concatenate([p.doc_terms, q.doc_terms])),
+        ("doc_offsets", join("doc_offsets", p.doc_offsets, p.doc_offsets[-1] + q.doc_offsets[1:])),
+        ("doc_terms", join("doc_terms", p.doc_terms, q.doc_terms)),
     ):
         object.__setattr__(merged, name, value)
     return merged

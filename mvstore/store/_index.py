@@ -47,7 +47,7 @@ from ._layout import (
     state_table,
 )
 from ._maintain import RETENTION
-from ._view import _State, _View, check_columns, check_where
+from ._view import WRITTEN_BYTES, Written, _State, _View, check_columns, check_where
 
 
 def _open_table(loc: Location, name: str, what: str) -> lance.LanceDataset:
@@ -179,6 +179,13 @@ class Index:
             return None
         return _open_table(self.loc, DOCS, "docs table")
 
+    def _new_view(
+        self, version: int, ds: lance.LanceDataset | None, state: _State | None, base: _View | None = None,
+        written: Written | None = None,
+    ) -> _View:  # fmt: skip
+        """The read state of ``version`` (derived from ``base``'s when it can be, see :class:`_View`)."""
+        return _View(version, ds, state, self.loc, base, written)
+
     def _make_view(self, version: int | None, base: _View | None = None) -> _View:
         ds = self._latest_docs()
         sds = self._state_ds()
@@ -190,7 +197,7 @@ class Index:
                         f"version {version} does not exist: this index has no versions yet; open it with version=None"
                     )
                 _integrity.check_open(self.loc, DOCS, None)
-                return _View(0, None, self._pending_state(), self.loc)
+                return self._new_view(0, None, self._pending_state())
             known = [v["version"] for v in _integrity.read_or_corrupted(ds.versions, "the docs table's versions")]
             if version not in known:
                 raise InvalidArgumentError(
@@ -200,7 +207,7 @@ class Index:
         if version is not None:
             ds = _integrity.read_or_corrupted(lambda: ds.checkout_version(version), f"docs table version {version}")
         if ds is None:
-            return _View(0, None, self._pending_state(), self.loc)
+            return self._new_view(0, None, self._pending_state())
         raw = (ds.schema.metadata or {}).get(STATE_KEY)
         try:
             sid = int(raw)
@@ -209,7 +216,7 @@ class Index:
                 f"docs table version {ds.version} does not record its codec state ({STATE_KEY.decode()} schema "
                 "metadata); the index is corrupted: rebuild it"
             ) from None
-        return _View(ds.version, ds, self._load_state(sid), self.loc, base)
+        return self._new_view(ds.version, ds, self._load_state(sid), base)
 
     @property
     def version(self) -> int:
@@ -395,7 +402,7 @@ class Index:
             if len(vecs) == 0:
                 raise InvalidVectorsError("the training sample is empty; pass at least one document")
             st = self._fit_state(np.asarray(vecs, np.float32), len(vecs), explicit=True, spec=spec, auto=auto)
-            self._view = _View(0, None, st, self.loc)
+            self._view = self._new_view(0, None, st)
             pbar.update(1)
         return self
 
@@ -613,12 +620,21 @@ class Index:
                 schema, fields = self._docs_schema(first["ids"].type, meta_fields, st)
             keep_source = "source" in schema.names
             failure: list[BaseException] = []
+            kept: list[pa.RecordBatch] | None = []  # the encoded rows, for the next snapshot (Written)
+
+            def keep(rb: pa.RecordBatch) -> pa.RecordBatch:
+                nonlocal kept
+                if kept is not None:
+                    kept.append(rb)
+                    if sum(b.nbytes for b in kept) > WRITTEN_BYTES:
+                        kept = None  # a large add: the snapshot reads its rows back instead
+                return rb
 
             def record_batches() -> Iterator[pa.RecordBatch]:
                 try:
-                    yield self._encode(first, st, fields, keep_source).cast(schema)
+                    yield keep(self._encode(first, st, fields, keep_source).cast(schema))
                     for b in gen:
-                        yield self._encode(b, st, fields, keep_source).cast(schema)
+                        yield keep(self._encode(b, st, fields, keep_source).cast(schema))
                 except BaseException as e:  # re-raised below with its own type, after Lance aborts the write
                     failure.append(e)
                     raise
@@ -634,9 +650,12 @@ class Index:
                 ):  # our own validation error or the user's iterator's exception, not Lance's wrapper
                     raise failure[0] from None
                 raise  # a Lance/IO failure: nothing was committed, the previous version is still current
-            self._view = _View(out.version, out, st, self.loc, self._view)
+            written = None
             if ds is not None and out.version == ds.version + 1:  # nobody else committed in between
                 self._ids_cache = (out.version, seen)
+                if kept is not None:
+                    written = Written(ds.version, pa.Table.from_batches(kept, schema), np.zeros(0, np.int64))
+            self._view = self._new_view(out.version, out, st, self._view, written)
             return out.version
 
     def upsert(self, ids: Any, vectors: Any, metadata: Any = None) -> int:
@@ -659,10 +678,14 @@ class Index:
                 pa.Table.from_batches([batch]).select([n for n in ds.schema.names if n in given])
             )
             out = self.loc.dataset(DOCS)
-            self._view = _View(out.version, out, st, self.loc, self._view)
+            vals = ids_numpy(b["ids"])
+            # one row is stored as written; Lance's merge may reorder several (their snapshot reads them back)
+            rows = pa.Table.from_batches([batch]) if len(vals) == 1 else None
+            written = Written(pre, rows, vals) if out.version == pre + 1 else None
+            self._view = self._new_view(out.version, out, st, self._view, written)
             cached = self._ids_cache
             if cached is not None and cached[0] == pre and out.version == pre + 1:
-                vals = ids_numpy(b["ids"])  # nobody else committed in between: the ids are the cached ones + these
+                # nobody else committed in between: the ids are the cached ones + these
                 ids = (cached[1] | set(vals.tolist())) if isinstance(cached[1], set) else np.union1d(cached[1], vals)
                 self._ids_cache = (out.version, ids)
             return out.version
@@ -703,7 +726,8 @@ class Index:
                 kept = existing - set(vals.tolist()) if isinstance(existing, set) else np.setdiff1d(existing, vals)
                 self._ids_cache = (out.version, kept)
             st = self._view.state if self._view.ds is not None else None
-            self._view = _View(out.version, out, st, self.loc, self._view)
+            written = Written(pre, None, vals) if out.version == pre + 1 else None
+            self._view = self._new_view(out.version, out, st, self._view, written)
             if self._view.state is None:
                 self._view = self._make_view(None)
             return out.version

@@ -20,7 +20,6 @@ from ._encode import encode_pooled
 from ._fs import LEASE_TABLE, Location
 from ._integrity import CHECKSUM_COLUMN, checksum_column
 from ._layout import DOCS, STATE, STATE_KEY, binary_values
-from ._view import _View
 
 #: rows per record batch when streaming the docs table through retraining
 _SCAN_ROWS = 2048
@@ -82,7 +81,7 @@ def retrain_codec(idx: Any) -> int:
             yield pa.RecordBatch.from_pydict({n: cols[n] for n in schema.names}).cast(schema)
 
     out = idx.loc.write_dataset(pa.RecordBatchReader.from_batches(schema, batches()), DOCS, mode="overwrite")
-    idx._view = _View(out.version, out, st, idx.loc)
+    idx._view = idx._new_view(out.version, out, st)
     return out.version
 
 

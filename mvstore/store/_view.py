@@ -25,7 +25,15 @@ from ..search.params import SearchParams
 from ..search.postings import append_postings
 from ..search.searcher import make_searcher
 from ..search.snapshot import AppendBuffer, Snapshot
-from ._integrity import CHECKSUM_COLUMN, check_record, checked_checksums, corrupt_file_error, lance_failure
+from ._integrity import (
+    CHECKSUM_COLUMN,
+    check_record,
+    checked_checksums,
+    corrupt_file_error,
+    lance_failure,
+    record_agrees,
+    row_sum,
+)
 from ._layout import DOCS, binary_values, first_duplicate, ids_numpy, list_values, unknown_field
 
 _SQL_WORDS = {
@@ -134,6 +142,41 @@ def _present(values: np.ndarray, within: np.ndarray) -> np.ndarray:
     return ok
 
 
+def _mask_written(
+    base: _Loaded, w: Written | None, changed: list[tuple[int, Any, Any]], removed: list[int], live: np.ndarray
+) -> bool:
+    """Mask in ``live`` the rows of ``base`` that hold the ids ``w`` deleted, when that accounts for the
+    deletions of every fragment in ``changed`` (its live rows, physical rows less the manifest's deletion
+    count), empties each ``removed`` fragment (Lance drops a fragment whose rows are all deleted) and touches
+    no other fragment; False, ``live`` untouched, when it does not (the caller reads the version)."""
+    if w is None:
+        return False
+    ids = w.deleted.astype(object) if w.deleted.dtype.kind == "U" else w.deleted
+    sid = base.sorted_ids
+    pos = np.searchsorted(sid, ids)
+    found = pos < len(sid)
+    found[found] = sid[pos[found]] == ids[found]
+    dead = np.zeros(len(live), bool)
+    dead[base.sorted_rows[pos[found]]] = True
+    now = live & ~dead
+    accounted = 0
+    for f, data, dele in changed:
+        n_deleted = 0 if dele is None else dele[3]
+        rows = base.rows_of_fragment(f)
+        if n_deleted is None or int(np.count_nonzero(now[rows])) != data[1] - n_deleted:
+            return False
+        accounted += int(np.count_nonzero(dead[rows]))
+    for f in removed:
+        rows = base.rows_of_fragment(f)
+        if np.count_nonzero(now[rows]):
+            return False  # a fragment removed with live rows: a compaction, not this write
+        accounted += int(np.count_nonzero(dead[rows]))
+    if accounted != int(np.count_nonzero(dead)):
+        return False  # a deleted row in a fragment whose deletions did not change
+    live[:] = now
+    return True
+
+
 def _fragment_rows(fr: Any, skip: int) -> pa.Table:
     """The snapshot columns and row addresses of a fragment's rows after its first ``skip`` live ones. A fragment
     without deleted rows is read by offset (``take``: about 4x cheaper than a scan for the few rows of one
@@ -160,8 +203,12 @@ class _Loaded:
     checksums: np.ndarray
     rowaddr_sorted: np.ndarray
     rowaddr_order: np.ndarray
-    #: the ids of the live rows, sorted (the duplicate check of appended rows)
+    #: the ids of the live rows, sorted (the duplicate check of appended rows), and the row of each
     sorted_ids: np.ndarray
+    sorted_rows: np.ndarray
+    #: the live rows' count and checksum sum (:func:`~mvstore.store._integrity.row_sum`), what the record holds
+    n_live: int
+    live_sum: int
     #: append storage behind the per-row and per-vector arrays, by name
     buffers: dict[str, AppendBuffer]
     #: rows kept in place because a compaction of the table's tail rewrote them (see :meth:`_View._derive`)
@@ -171,6 +218,24 @@ class _Loaded:
         """Snapshot rows stored in fragment ``fid`` (ascending row address)."""
         lo, hi = np.searchsorted(self.rowaddr_sorted, np.array([fid << 32, (fid + 1) << 32], np.uint64))
         return self.rowaddr_order[lo:hi]
+
+
+@dataclasses.dataclass
+class Written:
+    """What this process's own write committed, handed to the view of the version it made so that its snapshot
+    is derived without reading the version back (:meth:`_View._derive`): the version it committed on
+    (``parent``: used only when the base snapshot is that version and the commit came right after it), the
+    rows it appended in the order Lance stored them (a table of the docs schema; None when not kept: a large
+    add, or an upsert of several rows, which Lance's merge may reorder), and the ids whose rows it deleted
+    (a delete's, or an upsert's: each id it wrote replaces the row that held it)."""
+
+    parent: int
+    rows: pa.Table | None
+    deleted: np.ndarray
+
+
+#: an add keeps its encoded rows for the next snapshot (:class:`Written`) up to this many bytes
+WRITTEN_BYTES = 64 << 20
 
 
 class _View:
@@ -183,9 +248,11 @@ class _View:
     version, many deleted rows) loads the version in full."""
 
     def __init__(
-        self, version: int, ds: lance.LanceDataset | None, state: _State | None, loc: Any, base: _View | None = None
-    ):
+        self, version: int, ds: lance.LanceDataset | None, state: _State | None, loc: Any, base: _View | None = None,
+        written: Written | None = None,
+    ):  # fmt: skip
         self.loc = loc  # the index's _fs.Location (its integrity records)
+        self._written = written  # what the write that made this version committed (None: another's, or unknown)
         self.version = version
         self.ds = ds
         self.state = state
@@ -322,6 +389,8 @@ class _View:
             check_record(self.loc, self.version, r["stored"])
             check_unique_ids(tbl.column("id"), self.version)
         order = np.argsort(r["rowaddr"], kind="stable")
+        by_id = np.argsort(r["ids"], kind="stable")
+        sorted_ids = r["ids"][by_id]
         arrays = {
             "ids": r["ids"], "codes": r["codes"], "offsets": r["offsets"], "n_tokens": r["n_tokens"],
             "terms": r["terms"], "rowaddr": r["rowaddr"], "checksums": r["stored"],
@@ -334,10 +403,12 @@ class _View:
         return _Loaded(
             snapshot=snap, state_id=st.state_id, frags={f: (d, x) for f, d, x in frags}, order=[f for f, _, _ in frags],
             rowaddr=r["rowaddr"], checksums=r["stored"], rowaddr_sorted=arrays["rowaddr_sorted"],
-            rowaddr_order=order, sorted_ids=np.sort(r["ids"]), buffers={k: AppendBuffer(v) for k, v in arrays.items()},
+            rowaddr_order=order, sorted_ids=sorted_ids, sorted_rows=by_id,
+            n_live=len(r["stored"]), live_sum=row_sum(r["stored"]),
+            buffers={k: AppendBuffer(v) for k, v in arrays.items()},
         )  # fmt: skip
 
-    def _derive(self, base: _Loaded) -> _Loaded | None:
+    def _derive(self, base: _Loaded, use_written: bool = True) -> _Loaded | None:
         """This version's snapshot from ``base``'s, reading only what changed, or None when this version is not
         ``base``'s fragments (each unchanged but for deletions, in the same order, some removed) followed by new
         fragments: then the caller loads it in full.
@@ -346,7 +417,12 @@ class _View:
         the table's tail moved: when the removed fragments all follow the kept ones and the new fragments start
         with their live rows (same ids and row checksums, in order), those rows keep their place and only their
         row addresses change. The new fragments' other rows are read, checked (row checksums, duplicate ids) and
-        appended; the row count and checksum sum of the live rows are checked against the version's record."""
+        appended; the row count and checksum sum of the live rows are checked against the version's record.
+
+        After this process's own write (:class:`Written`, when ``base`` is the version it committed on) nothing
+        is read back: its deleted ids are found in ``base`` and checked against each fragment's deletion count
+        in the manifest, its appended rows are the ones it encoded (checked like read rows); unless the live
+        rows' count and checksum sum are then exactly the version's record's, the version is read instead."""
         st = self.state
         if base.state_id != st.state_id:
             return None  # retrained: every code changed
@@ -364,9 +440,13 @@ class _View:
             return None  # row addresses of appended rows must follow every held one
         old_live = np.ones(old.n_docs, bool) if old.live is None else old.live
         live = old_live.copy()
-        for f, _, dele in kept:
-            if dele == base.frags[f][1]:
-                continue
+        removed = [f for f in base.order if f not in kept_ids]
+        w = self._written if use_written else None
+        if w is not None and (w.parent != old.version or self.version != w.parent + 1):
+            w = None  # not the commit right after the base version
+        changed = [(f, data, dele) for f, data, dele in kept if dele != base.frags[f][1]]
+        by_written = _mask_written(base, w, changed, removed, live)
+        for f, _, _ in [] if by_written else changed:
             rows = base.rows_of_fragment(f)
             frag = self.ds.get_fragment(f)
             addr = self._read_table(lambda fr=frag: fr.to_table(columns=[], with_row_address=True)).column("_rowaddr")
@@ -374,9 +454,9 @@ class _View:
             if int(now.sum()) != len(addr) or (now & ~live[rows]).any():
                 return None  # rows this snapshot does not hold, or deleted rows back (a restored version)
             live[rows] = now
-        removed = [f for f in base.order if f not in kept_ids]
         gone = np.sort(np.concatenate([base.rows_of_fragment(f) for f in removed])) if removed else np.zeros(0, np.int64)
-        moved = gone[old_live[gone]]  # rows a compaction of the tail may have rewritten into the added fragments
+        # rows a compaction of the tail may have rewritten into the added fragments (not: the write deleted them)
+        moved = gone[:0] if by_written else gone[old_live[gone]]
         live[gone] = False
         frags = [self.ds.get_fragment(f) for f, _, _ in added]
         heads = None
@@ -401,13 +481,17 @@ class _View:
         if np.count_nonzero(~live) > MAX_DEAD_FRACTION * (len(live) + n_new):
             return None
         dead = np.flatnonzero(~live & old_live)
-        sorted_ids = base.sorted_ids
+        sorted_ids, sorted_rows = base.sorted_ids, base.sorted_rows
         if len(dead):
-            sorted_ids = np.delete(sorted_ids, np.searchsorted(sorted_ids, old.ids[dead]))
-        r = self._added_rows(frags, len(moved), heads)
+            at = np.searchsorted(sorted_ids, old.ids[dead])
+            sorted_ids, sorted_rows = np.delete(sorted_ids, at), np.delete(sorted_rows, at)
+        r = None if w is None else self._written_rows(w, added)
+        if r is None:
+            r = self._added_rows(frags, len(moved), heads)
         if r is None:
             return None
-        new_sorted = np.sort(r["ids"])
+        by_id = np.argsort(r["ids"], kind="stable")
+        new_sorted = r["ids"][by_id]
         pos = np.searchsorted(sorted_ids, new_sorted)
         hit = np.flatnonzero(pos < len(sorted_ids))
         hit = hit[sorted_ids[pos[hit]] == new_sorted[hit]]
@@ -446,11 +530,25 @@ class _View:
         n_add = len(r["ids"])
         live_all = np.concatenate([live, np.ones(n_add, bool)])
         checksums = app("checksums", n0, r["stored"])
-        check_record(self.loc, self.version, checksums[live_all])
+        # the live rows' count and checksum sum, kept up to date (O(change)), against the version's record
+        n_live = base.n_live - len(dead) + n_add
+        live_sum = (base.live_sum - row_sum(base.checksums[dead]) + row_sum(r["stored"])) % 2**64
+        agrees = record_agrees(self.loc, self.version, n_live, live_sum)
+        if w is not None and not agrees:
+            return self._derive(base, use_written=False)  # not provably this version: read what changed
+        if agrees is False:
+            check_record(self.loc, self.version, checksums[live_all])  # raises, naming the difference
         extras = {}
         if "postings" in old.extras:
             p = old.extras["postings"]
-            extras["postings"] = append_postings(p, r["terms"], r["offsets"]) if n_add else p
+            for name in ("doc_offsets", "doc_terms"):  # the postings' document side grows in append-only buffers
+                if name not in base_bufs:
+                    base_bufs[name] = AppendBuffer(getattr(p, name))
+            join = lambda name, before, new: app(name, len(before), new)  # noqa: E731
+            extras["postings"] = append_postings(p, r["terms"], r["offsets"], join) if n_add else p
+        else:  # a snapshot's posting lists built later are not these buffers' arrays
+            for name in ("doc_offsets", "doc_terms"):
+                bufs.pop(name, None)
         snap = Snapshot(
             version=self.version, ids=app("ids", n0, r["ids"]), codes=app("codes", v0, r["codes"]), offsets=offsets,
             codec=st.codec, n_tokens=app("n_tokens", n0, r["n_tokens"]), terms=app("terms", v0, r["terms"]),
@@ -462,9 +560,21 @@ class _View:
             rowaddr=app("rowaddr", n0, r["rowaddr"]), checksums=checksums,
             rowaddr_sorted=app("rowaddr_sorted", n0, r["rowaddr"]),
             rowaddr_order=app("rowaddr_order", n0, np.arange(n0, n0 + n_add, dtype=np.int64)),
-            sorted_ids=np.insert(sorted_ids, np.searchsorted(sorted_ids, new_sorted), new_sorted) if n_add else sorted_ids,
-            buffers=bufs, moved=n_moved,
+            sorted_ids=np.insert(sorted_ids, pos, new_sorted) if n_add else sorted_ids,
+            sorted_rows=np.insert(sorted_rows, pos, n0 + by_id) if n_add else sorted_rows,
+            n_live=n_live, live_sum=live_sum, buffers=bufs, moved=n_moved,
         )  # fmt: skip
+
+    def _written_rows(self, w: Written, added: list[tuple[int, Any, Any]]) -> dict[str, np.ndarray] | None:
+        """The appended rows as this process wrote them (checked like read rows), their addresses from the
+        manifest (``fragment id << 32 | offset``); None when the appended fragments do not hold exactly them."""
+        if w.rows is None or any(d is not None for _, _, d in added) or sum(x[1] for _, x, _ in added) != w.rows.num_rows:
+            return None
+        addr = [(np.uint64(f) << np.uint64(32)) | np.arange(x[1], dtype=np.uint64) for f, x, _ in added]
+        tbl = w.rows.select(_SNAPSHOT_COLUMNS).append_column(
+            "_rowaddr", pa.array(np.concatenate(addr) if addr else np.zeros(0, np.uint64), pa.uint64())
+        )
+        return self._rows(tbl)
 
     def _added_rows(self, frags: list[Any], skip: int, heads: pa.Table | None) -> dict[str, np.ndarray] | None:
         """The rows of the added fragments ``frags`` after the first ``skip`` (rows a compaction moved, whose
