@@ -157,6 +157,41 @@ def test_create_add_search_delete_time_travel_on_s3(s3, uri, tmp_path):
     assert again.verify()["ok"]
 
 
+def test_automatic_compaction_on_s3_runs_under_the_lease(s3, uri, monkeypatch):
+    """create(auto_optimize=True) on an object store: small appended fragments are compacted after a write,
+    through the index's Location (storage_options) and while the writer holds the lease; the incremental
+    search state ranks like a fresh open."""
+    from mvstore.store import _maintain
+
+    opts, _ = s3
+    docs = make_docs(40, 4)
+    idx = ms.create(uri, spec="sq8", dim=DIM, n_centroids=16, compact_fragments=3, fragment_rows=100,
+                    retention=timedelta(0), storage_options=opts)  # fmt: skip
+    idx.add(np.arange(20), docs[:20])
+    holders = []
+    real = _maintain.auto_optimize
+
+    def spy(ix):
+        _, holder, expires = _fs.LeaseLock(ix.loc)._read()
+        holders.append(bool(holder) and expires > time.time())
+        return real(ix)
+
+    monkeypatch.setattr(_maintain, "auto_optimize", spy)
+    reports = []
+    for i in range(20, 26):
+        idx.add([i], docs[i : i + 1])
+        reports.append(idx.last_maintenance)
+        idx.search(docs[:3], k=5)
+    assert holders == [True] * 6  # every write's maintenance ran while its lease was held
+    done = [r for r in reports if r is not None]
+    assert done and all(r["fragments_removed"] > r["fragments_added"] for r in done)
+    assert len(idx.loc.dataset("docs.lance").get_fragments()) < 7
+    assert [v["version"] for v in idx.versions()][0] > 1  # retention 0: older versions were removed
+    fresh = ms.open(uri, storage_options=opts)
+    assert rows(idx.search(docs[:5], k=5)) == rows(fresh.search(docs[:5], k=5))
+    assert idx._view.load_kind == "incremental" and fresh.verify()["ok"]
+
+
 def test_reader_of_a_version_cleaned_up_on_s3_is_told_to_refresh(s3, uri):
     """The check that a failed read's version was deleted lists the table's versions on the object store
     (with storage_options), so the reader gets VersionCleanedUpError, not the store's raw error."""

@@ -56,6 +56,7 @@ __all__ = [
     "as_query_list",
     "check_allowed",
     "check_n",
+    "search_mask",
 ]
 
 
@@ -98,6 +99,16 @@ def check_allowed(allowed: Any, n_docs: int) -> np.ndarray | None:
 def check_n(n: Any) -> int:
     """The candidate count ``n`` of :meth:`CandidateGenerator.candidates` as an int >= 1."""
     return check_int("n", n, what="the number of candidates per query", error=SearchParamsError)
+
+
+def search_mask(allowed: Any, snapshot: Any) -> np.ndarray | None:
+    """The rows a search may return: ``allowed`` (validated by :func:`check_allowed`) and the snapshot's
+    ``live`` rows (a snapshot derived incrementally keeps deleted rows, masked here, before stage 1)."""
+    mask = check_allowed(allowed, snapshot.n_docs)
+    live = snapshot.live
+    if live is None:
+        return mask
+    return live if mask is None else mask & live
 
 
 class CandidateGenerator(ABC):

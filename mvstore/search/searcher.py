@@ -33,7 +33,7 @@ from .candidates import (
     CandidateGenerator,
     CentroidCandidates,
     ExhaustiveCandidates,
-    check_allowed,
+    search_mask,
 )
 from .maxsim import doc_chunks, maxsim_batch, maxsim_torch_tensors
 from .params import SearchParams, SearchParamsError, check_k
@@ -96,7 +96,7 @@ class Searcher:
         s = self.snapshot
         k = check_k(k)
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
-        mask = check_allowed(allowed, s.n_docs)
+        mask = search_mask(allowed, s)
         if len(queries) and (queries.lengths == 0).any():
             raise InvalidVectorsError("a query has no token vectors; every query needs at least one")
         out: list[tuple[np.ndarray, np.ndarray]] = []

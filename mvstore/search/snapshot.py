@@ -3,16 +3,22 @@
 The store (``mvstore.store``) builds a :class:`Snapshot` from the Lance tables once per version and
 keeps it; search (``mvstore.search``) only reads it. Codes stay packed: document ``i``'s stored
 vectors are ``codes[offsets[i]:offsets[i + 1]]``.
+
+A version derived incrementally from the previous one (``mvstore.store``: appended Lance fragments read and
+appended, deleted rows masked) keeps the rows deleted since its last full load: ``live`` says which rows are
+in the version, and search never returns the others. Its arrays are views of :class:`AppendBuffer` storage
+shared with the version it was derived from.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Snapshot"]
+__all__ = ["Snapshot", "AppendBuffer"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,11 +41,77 @@ class Snapshot:
     centroids: np.ndarray | None = None
     #: free-form extras a candidate generator may need (e.g. sparse postings), by name
     extras: dict[str, Any] = field(default_factory=dict)
+    #: (n_docs,) bool: rows that are in this version (deleted rows are kept until the next full load); None: all
+    live: np.ndarray | None = None
 
     @property
     def n_docs(self) -> int:
+        """Rows, deleted ones included (what row numbers and masks refer to)."""
         return len(self.offsets) - 1
+
+    @property
+    def n_live(self) -> int:
+        """Documents in this version."""
+        return self.n_docs if self.live is None else int(np.count_nonzero(self.live))
 
     @property
     def n_vectors(self) -> int:
         return int(self.codes.shape[0])
+
+    def compacted(self) -> Snapshot:
+        """The same version without its deleted rows (itself when it has none): row ``i`` is the ``i``-th
+        document of the version, as a full load gives it."""
+        if self.live is None or self.live.all():
+            return self if self.live is None else replace(self, live=None)
+        rows = np.flatnonzero(self.live)
+        starts, lens = self.offsets[rows], self.offsets[rows + 1] - self.offsets[rows]
+        offsets = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        from ..ragged import ranges
+
+        vec = ranges(starts, lens)
+        return replace(
+            self, ids=self.ids[rows], codes=self.codes[vec], offsets=offsets, n_tokens=self.n_tokens[rows],
+            terms=None if self.terms is None else self.terms[vec], extras={}, live=None,
+        )  # fmt: skip
+
+
+class AppendBuffer:
+    """Append-only storage behind a chain of snapshots: an array with spare capacity of which each snapshot
+    views a prefix. Appending writes only past the longest prefix handed out, so what an older snapshot reads
+    never changes; a second child of the same parent (the buffer already extended past it) gets a copy. The
+    first array may be read-only (Arrow memory): the first append copies it into storage of its own.
+
+    >>> b = AppendBuffer(np.arange(3))
+    >>> b2, v = b.append(3, np.array([7, 8]))
+    >>> b2 is b, v.tolist()
+    (True, [0, 1, 2, 7, 8])
+    >>> b3, w = b.append(3, np.array([9]))  # a sibling: 3 is no longer the end
+    >>> b3 is b, w.tolist(), v.tolist()
+    (False, [0, 1, 2, 9], [0, 1, 2, 7, 8])
+    """
+
+    def __init__(self, array: np.ndarray):
+        self._data = array
+        self._n = len(array)
+        self._lock = threading.Lock()
+
+    def view(self) -> np.ndarray:
+        return self._data[: self._n]
+
+    def append(self, n_parent: int, new: np.ndarray) -> tuple[AppendBuffer, np.ndarray]:
+        """``(buffer, view)``: the first ``n_parent`` entries followed by ``new``."""
+        with self._lock:
+            if len(new) == 0 and n_parent <= self._n:
+                return self, self._data[:n_parent]
+            if n_parent == self._n:
+                need = self._n + len(new)
+                if need > len(self._data):  # grow by an eighth: an append copies the array once per n/8 rows
+                    data = np.empty((need + max(need // 8, 1024),) + self._data.shape[1:], self._data.dtype)
+                    data[: self._n] = self._data[: self._n]
+                    self._data = data
+                self._data[self._n : need] = new
+                self._n = need
+                return self, self._data[:need]
+        fresh = AppendBuffer(np.concatenate([self._data[:n_parent], new]))
+        return fresh, fresh.view()

@@ -49,7 +49,7 @@ from ..exceptions import (
     SpecError,
 )
 from ..ragged import Ragged, as_ragged, ranges, take_index
-from .candidates import CandidateGenerator, as_query_list, check_allowed, check_n
+from .candidates import CandidateGenerator, as_query_list, check_allowed, check_n, search_mask
 from .maxsim import doc_chunks, maxsim_batch
 from .params import SearchParams, SearchParamsError, check_k
 
@@ -425,7 +425,7 @@ class SparseSearcher:
         s = self.snapshot
         k = check_k(k)
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
-        mask = check_allowed(allowed, s.n_docs)
+        mask = search_mask(allowed, s)
         out: list[tuple[np.ndarray, np.ndarray]] = []
         n = max(self.params.n_rerank, k)
         bs = self.params.batch_size
