@@ -32,6 +32,7 @@ __all__ = [
     "UpgradeRequiredError",
     "UsageError",
     "DatasetFormatError",
+    "PlaidFormatError",
 ]
 
 
@@ -151,6 +152,11 @@ class DatasetFormatError(MvstoreError, ValueError):
 class UsageError(MvstoreError, ValueError):
     """A command-line input that cannot work: flags that do not go together, an input file without the columns
     or arrays the command needs (the message says what to pass instead)."""
+
+
+class PlaidFormatError(MvstoreError, ValueError):
+    """A PLAID index (fast-plaid / PyLate / Stanford ColBERT) :func:`mvstore.import_plaid` cannot read: not a PLAID
+    directory, missing or damaged files, an id mapping that does not match its documents."""
 
 
 def require(module: str, pip_name: str | None = None, extra: str | None = None):

@@ -11,6 +11,7 @@
     mvstore bench BEIR_DIR --spec fp16 --spec pool2,pca96,rq2 [--json]
     mvstore tune BEIR_DIR --budget 20 [--json]          (or: tune docs.jsonl --queries queries.txt)
     mvstore report frontier.jsonl -o frontier.png
+    mvstore import-plaid PYLATE_INDEX_DIR INDEX [--spec SPEC]     # a fast-plaid / PyLate / ColBERT PLAID index
 
 Inputs: JSONL (one object per line), Parquet, or ``.npz`` with packed token vectors (``ids`` (n,),
 ``vectors`` (n_tokens, dim) float, ``offsets`` (n + 1,) int). A row's token vectors come from the

@@ -128,6 +128,22 @@ def _build_row(idx: Any, as_json: bool, t: float) -> int:
     return 0
 
 
+def cmd_import_plaid(args: argparse.Namespace) -> int:
+    """``mvstore import-plaid PLAID_DIR INDEX``: :func:`mvstore.import_plaid`."""
+    from ..importers import import_plaid
+
+    options: dict[str, Any] = {"keep_source": args.keep_source}
+    if args.max_bytes_per_token is not None:
+        options["max_bytes_per_token"] = args.max_bytes_per_token
+    t = time.perf_counter()
+    idx = import_plaid(
+        args.plaid, args.index, args.spec, ids="plaid" if args.plaid_ids else None, metadata=not args.no_metadata,
+        exist_ok=args.append, batch_vectors=args.batch_vectors, progress=progress(args.quiet),
+        storage_options=_storage_options(args.storage_option), **options,
+    )  # fmt: skip
+    return _build_row(idx, args.json, t)
+
+
 # ------------------------------------------------------------------------------------------- search
 def cmd_search(args: argparse.Namespace) -> int:
     idx = open_index(args.index, args.version)

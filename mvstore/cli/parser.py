@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
     for add in (_add_build, _add_search, _add_eval, _add_info, _add_verify, _add_upgrade, _add_bench, _add_tune,
-                _add_report):
+                _add_report, _add_import_plaid):
         add(sub)
     return ap
 
@@ -216,3 +216,21 @@ def _add_report(sub: Any) -> None:
     p.add_argument("--title", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=commands.cmd_report)
+
+
+def _add_import_plaid(sub: Any) -> None:
+    p = sub.add_parser("import-plaid", help="import a PLAID index (fast-plaid, PyLate, Stanford ColBERT) into an index")
+    p.add_argument("plaid", help="the PLAID index directory, or PyLate's <index_folder>/<index_name>")
+    p.add_argument("index", help="mvstore index to create (or to add to, with --append)")
+    p.add_argument("--spec", default=None, help="compression spec (default: mvstore.default_spec(dim))")
+    p.add_argument("--max-bytes-per-token", type=_nonnegative, default=None, help="with --spec auto: the size budget")
+    p.add_argument("--append", action="store_true", help="add to an existing index (same dim) instead of failing")
+    p.add_argument("--plaid-ids", action="store_true",
+                   help="ids = the PLAID document numbers 0..n-1, even where PyLate's id mapping is found")
+    p.add_argument("--no-metadata", action="store_true", help="ignore fast-plaid's metadata.db")
+    p.add_argument("--batch-vectors", type=_count, default=65536, help="token vectors decoded per streamed batch")
+    p.add_argument("--keep-source", action="store_true", help="also store pooled vectors (fp16) for retraining")
+    p.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="object-store option for an s3:// / gs:// / az:// index (repeatable)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=commands.cmd_import_plaid)
