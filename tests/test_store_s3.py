@@ -398,3 +398,29 @@ def test_full_text_index_files_are_recorded_on_s3(s3, uri):
     hits = idx.search(docs[1], k=3, text="magma", hybrid=True)
     assert hits["id"].to_pylist()[0] == 1
     assert ms.open(uri, storage_options=opts).verify()["ok"]
+
+
+def test_cli_info_search_verify_on_s3(s3, uri, tmp_path):
+    """`mvstore info / search / verify` read an index on an object store (--storage-option), as they read a
+    local one: the file sizes come from the store's listing, the hits equal the SDK's."""
+    opts, _ = s3
+    docs = make_docs(30, 7)
+    idx = ms.create(uri, spec="sq8", dim=DIM, storage_options=opts)
+    idx.add(np.arange(30), docs, metadata=[{"lang": "en" if i % 2 else "fr"} for i in range(30)])
+    np.savez(tmp_path / "q.npz", vectors=docs[4], offsets=np.array([0, len(docs[4])]))
+    flags = [a for k, v in opts.items() for a in ("--storage-option", f"{k}={v}")]
+
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "mvstore.cli", *args, *flags], capture_output=True, text=True,
+                           cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    info = json.loads(cli("info", uri, "--json"))
+    assert info["docs"] == 30 and info["columns"] == ["lang"]
+    assert info["files"]["docs.lance"] > 0 and info["files"]["mvstore.json"] == idx.loc.size("mvstore.json")
+    hits = [json.loads(line) for line in cli("search", uri, "--query-file", str(tmp_path / "q.npz"), "-k", "3",
+                                              "--where", "lang = 'fr'", "--json").splitlines()]
+    want = idx.search(docs[4], k=3, where="lang = 'fr'", columns=["lang"]).to_pylist()
+    assert [h["id"] for h in hits] == [w["id"] for w in want] and hits[0]["id"] == 4
+    assert json.loads(cli("verify", uri, "--json"))["ok"]

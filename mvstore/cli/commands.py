@@ -29,6 +29,8 @@ from .common import (
     open_index,
     progress,
     search_params,
+    storage_options,
+    tree_bytes,
 )
 
 
@@ -68,13 +70,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     return _build_row(idx, args.json, t)
 
 
-def _storage_options(pairs: list[str] | None) -> dict[str, str] | None:
-    bad = next((p for p in pairs or [] if "=" not in p), None)
-    if bad is not None:
-        raise UsageError(f"--storage-option {bad!r} must be KEY=VALUE, e.g. --storage-option aws_region=us-east-1")
-    return dict(p.split("=", 1) for p in pairs or []) or None
-
-
 def _build_ray(args: argparse.Namespace) -> Any:
     """``mvstore build IDX --input ... --ray [ADDRESS]``: :func:`mvstore.build` on a Ray cluster."""
     import functools
@@ -91,7 +86,7 @@ def _build_ray(args: argparse.Namespace) -> Any:
         raise UsageError("--ray reads JSONL or Parquet (the workers read it in blocks); convert the .npz to Parquet")
     if args.title_column:
         raise UsageError("--title-column is not available with --ray: put the full text in one column first")
-    opts = _storage_options(args.storage_option)
+    opts = storage_options(args.storage_option)
     if Location(args.index, opts).exists(MANIFEST):
         raise IndexExistsError(
             f"an mvstore index already exists at {args.index!r}: --ray builds a new index; choose another path "
@@ -139,14 +134,14 @@ def cmd_import_plaid(args: argparse.Namespace) -> int:
     idx = import_plaid(
         args.plaid, args.index, args.spec, ids="plaid" if args.plaid_ids else None, metadata=not args.no_metadata,
         exist_ok=args.append, batch_vectors=args.batch_vectors, progress=progress(args.quiet),
-        storage_options=_storage_options(args.storage_option), **options,
+        storage_options=storage_options(args.storage_option), **options,
     )  # fmt: skip
     return _build_row(idx, args.json, t)
 
 
 # ------------------------------------------------------------------------------------------- search
 def cmd_search(args: argparse.Namespace) -> int:
-    idx = open_index(args.index, args.version)
+    idx = open_index(args.index, args.version, args.storage_option)
     if args.query_file and args.query_file.lower().endswith(".npz"):
         if args.queries:
             raise UsageError("give query texts or --query-file, not both")
@@ -176,12 +171,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- info
 def cmd_info(args: argparse.Namespace) -> int:
-    idx = open_index(args.index, args.version)
+    idx = open_index(args.index, args.version, args.storage_option)
     st = idx.stats()
-    files = {}
-    for sub in sorted(Path(idx.root).iterdir()):
-        size = sum(f.stat().st_size for f in sub.rglob("*") if f.is_file()) if sub.is_dir() else sub.stat().st_size
-        files[sub.name] = size
+    files = {name: tree_bytes(idx.loc, name) for name in sorted(idx.loc.listdir())}
     info = {
         **st,
         "path": idx.root,
@@ -216,7 +208,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ..exceptions import IndexCorruptedError
 
     try:
-        rep = open_index(args.index).verify()
+        rep = open_index(args.index, options=args.storage_option).verify()
     except IndexCorruptedError as e:
         if args.json:
             print(json.dumps({"ok": False, "problems": str(e)}))
@@ -240,7 +232,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
     if "://" not in args.index and not os.path.exists(args.index):
         raise FileNotFoundError(f"no index at {args.index!r}; pass the directory (or s3:// URI) of an mvstore index")
-    rep = ms.upgrade(args.index, storage_options=_storage_options(args.storage_option))
+    rep = ms.upgrade(args.index, storage_options=storage_options(args.storage_option))
     if args.json:
         print(json.dumps(rep))
     elif rep["format_version_before"] == rep["format_version"] and not rep["renamed"]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -121,26 +120,45 @@ def legacy_encoder(idx: Any) -> dict[str, Any] | None:
 
 
 # -------------------------------------------------------------------------------------- the index
-def open_index(path: str, version: int | None = None) -> Any:
-    """The index at ``path`` (at ``version``), with messages for a missing path, a non-index, a bad version."""
+def storage_options(pairs: list[str] | None) -> dict[str, str] | None:
+    """``--storage-option KEY=VALUE`` flags as a dict (None when there are none)."""
+    bad = next((p for p in pairs or [] if "=" not in p), None)
+    if bad is not None:
+        raise UsageError(f"--storage-option {bad!r} must be KEY=VALUE, e.g. --storage-option aws_region=us-east-1")
+    return dict(p.split("=", 1) for p in pairs or []) or None
+
+
+def open_index(path: str, version: int | None = None, options: list[str] | None = None) -> Any:
+    """The index at ``path`` (a directory or an s3:// / gs:// / az:// URI, with ``--storage-option`` pairs
+    ``options``), at ``version``, with messages for a missing path, a non-index, a bad version."""
     import mvstore.store as ms
 
     from ..exceptions import InvalidArgumentError
+    from ..store._fs import Location
     from ..store._layout import MANIFEST
 
-    if not os.path.exists(path):
+    opts = storage_options(options)
+    loc = Location(path, opts)
+    if not loc.exists():
         raise FileNotFoundError(f"no index at {path!r}; build one with `mvstore build {path} --input FILE`")
-    if not os.path.exists(os.path.join(path, MANIFEST)):
+    if not loc.exists(MANIFEST):
         raise UsageError(f"{path!r} is not an mvstore index (no {MANIFEST}); build one with "
                          f"`mvstore build {path} --input FILE`")
     try:
-        return ms.open(path, version=version)
+        return ms.open(path, version=version, storage_options=opts)
     except InvalidArgumentError:
         if version is None:
             raise
-        known = [v["version"] for v in ms.open(path).versions()]
+        known = [v["version"] for v in ms.open(path, storage_options=opts).versions()]
         raise UsageError(f"--version {version} does not exist; the index has versions {known} "
                          f"(`mvstore info {path}` lists them)") from None
+
+
+def tree_bytes(loc: Any, rel: str = "") -> int:
+    """Bytes of every file under ``rel`` of a Location (local or object store)."""
+    if not loc.isdir(rel):
+        return loc.size(rel)
+    return sum(tree_bytes(loc, f"{rel}/{n}" if rel else n) for n in loc.listdir(rel))
 
 
 def search_params(args: argparse.Namespace) -> dict[str, Any]:

@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="object-store option for an s3:// / gs:// / az:// index (repeatable), e.g. aws_region=us-east-1")
+
+
 def _int_at_least(lo: int) -> Any:
     """The type of an int flag whose values start at ``lo`` (argparse reports others as usage errors)."""
 
@@ -110,8 +115,7 @@ def _add_build(sub: Any) -> None:
                    help="build on a Ray cluster (ADDRESS, e.g. ray://head:10001; none: RAY_ADDRESS or a local one)")
     p.add_argument("--workers", type=_count, default=2, help="--ray: worker actors")
     p.add_argument("--gpus-per-worker", type=_nonnegative, default=0, help="--ray: GPUs per worker (text encoding)")
-    p.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
-                   help="object-store option for an s3:// / gs:// / az:// index (repeatable), e.g. aws_region=us-east-1")
+    _storage_args(p)
     _input_args(p)
     _encoder_args(p)
     _build_args(p)
@@ -130,6 +134,7 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per result")
     _encoder_args(p)
     _search_args(p)
+    _storage_args(p)
     p.set_defaults(fn=commands.cmd_search)
 
 
@@ -155,6 +160,7 @@ def _add_info(sub: Any) -> None:
     p.add_argument("index")
     p.add_argument("--version", type=int, default=None)
     p.add_argument("--json", action="store_true")
+    _storage_args(p)
     p.set_defaults(fn=commands.cmd_info)
 
 
@@ -162,6 +168,7 @@ def _add_verify(sub: Any) -> None:
     p = sub.add_parser("verify", help="check every file of an index against its recorded checksums")
     p.add_argument("index")
     p.add_argument("--json", action="store_true")
+    _storage_args(p)
     p.set_defaults(fn=commands.cmd_verify)
 
 
@@ -169,8 +176,7 @@ def _add_upgrade(sub: Any) -> None:
     p = sub.add_parser("upgrade", help="upgrade an index written by an older mvstore to this one's format, in place")
     p.add_argument("index")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
-                   help="object-store option for an s3:// / gs:// / az:// index (repeatable), e.g. aws_region=us-east-1")
+    _storage_args(p)
     p.set_defaults(fn=commands.cmd_upgrade)
 
 
