@@ -8,11 +8,12 @@
 from . import codecs, exceptions
 from .distributed import build
 from .exceptions import *  # noqa: F403 - every error class, listed in exceptions.__all__
+from .importers import import_plaid
 from .pooling import pool, pool_patches
 from .ragged import Ragged, as_ragged
 from .search import Searcher, SearchParams, maxsim, maxsim_batch
 from .spec import build_pipeline, bytes_per_token, code_size, default_spec, parse
-from .store import Index, create, open
+from .store import Index, create, open, upgrade
 from .tune import tune
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "codecs",
     "create",
     "default_spec",
+    "import_plaid",
     "maxsim",
     "maxsim_batch",
     "open",
@@ -37,4 +39,5 @@ __all__ = [
     "pool",
     "pool_patches",
     "tune",
+    "upgrade",
 ] + exceptions.__all__

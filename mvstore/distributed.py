@@ -248,11 +248,11 @@ def _commit(
     import lance
 
     from .store._index import Index
-    from .store._layout import DOCS, first_duplicate
+    from .store._layout import DOCS, ID, first_duplicate
 
     if not n_docs:
         raise InvalidVectorsError("the source holds no documents; nothing was committed")
-    all_ids = pa.concat_arrays([a.cast(schema.field("id").type) for a in ids])
+    all_ids = pa.concat_arrays([a.cast(schema.field(ID).type) for a in ids])
     dup = first_duplicate(all_ids)
     if dup is not None:
         raise DuplicateIdError(f"id {dup!r} appears more than once in the source; ids must be unique: drop the repeat")
@@ -296,6 +296,7 @@ def _encode_and_write(
     import ray
 
     from .store._index import Index, prepare_batch, state_from_arrays
+    from .store._layout import ID, SOURCE
 
     key = state.hex() if isinstance(state, ray.ObjectRef) else repr(state[0])
     if _WORKER.get("key") != key:
@@ -309,8 +310,8 @@ def _encode_and_write(
     else:
         vectors = _WORKER["encoder"].encode_documents(batch.column(text_column).to_pylist())
     meta_tbl = batch.select(metadata_columns) if metadata_columns else None
-    b = prepare_batch(dim, batch.column(id_column).combine_chunks(), vectors, meta_tbl, schema.field("id").type)
-    rb = Index._encode(b, st, fields, "source" in schema.names).cast(schema)
+    b = prepare_batch(dim, batch.column(id_column).combine_chunks(), vectors, meta_tbl, schema.field(ID).type)
+    rb = Index._encode(b, st, fields, SOURCE in schema.names).cast(schema)
     frags = lance.fragment.write_fragments(
         pa.Table.from_batches([rb]), table_uri, schema=schema, storage_options=storage_options
     )

@@ -1,9 +1,12 @@
-"""examples/visual_documents.py runs in a subprocess and its numbers hang together."""
+"""The examples run in a subprocess and their results hang together."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,3 +30,24 @@ def test_visual_documents_example():
     assert index["bytes_per_patch"] == (256 * (128 + 4)) / 1024 and index["fp32_bytes_per_patch"] == 512
     assert filtered["ids"][0] == filtered["source_page"]
     assert len(set(filtered["kinds"])) == 1 and filtered["variant"].endswith(f"'{filtered['kinds'][0]}'")
+
+
+@pytest.mark.parametrize(
+    "script, package",
+    [("examples/rag_langchain.py", "langchain_core"), ("examples/rag_llamaindex.py", "llama_index.core")],
+)
+def test_rag_examples_answer_from_the_docs(script, package):
+    """The RAG examples index this project's docs and answer with sources: retriever, filter, hybrid, rerank."""
+    if importlib.util.find_spec(package.split(".")[0]) is None:
+        pytest.skip(f"{package} is not installed (pip install 'mvstore[{'langchain' if 'lang' in package else 'llamaindex'}]')")
+    p = subprocess.run([sys.executable, script, "--json", "-k", "3"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr
+    answers = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    assert [a["how"].split(" ")[0] for a in answers] == ["retriever"] * 3 + ["filter", "hybrid", answers[5]["how"].split(" ")[0]]
+    for a in answers:
+        assert len(a["sources"]) == 3 and all(s["text"] and s["source"] for s in a["sources"])
+        assert len({s["id"] for s in a["sources"]}) == 3
+    assert {s["source"] for s in answers[3]["sources"]} == {"docs/LAYOUT.md"}  # the filter held
+    assert "upgrade" in answers[4]["sources"][0]["text"]  # BM25 side of the hybrid search
+    # the reserved-names question is answered from the passage that lists them
+    assert any("reserved" in s["text"] or "may not use" in s["text"] for s in answers[2]["sources"])

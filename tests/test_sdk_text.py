@@ -85,6 +85,15 @@ def test_add_texts_options_and_errors(minilm, tmp_path):
         other.search("tides", k=1, columns=["text"])
 
 
+@pytest.mark.parametrize("name", ["_mv_text", "_text", "score", "id"])
+def test_add_texts_text_column_follows_the_metadata_name_rules(minilm, tmp_path, name):
+    """The passage text is metadata: its column may not take a reserved name (format 3's `_` prefix included)."""
+    idx = mvstore.create(tmp_path / "ix", encoder=minilm, spec="fp16")
+    with pytest.raises(InvalidMetadataError, match=f"text_column='{name}' is reserved.*pick another name"):
+        idx.add_texts(PASSAGES[:1], text_column=name)
+    assert idx.version == 0
+
+
 def test_an_index_without_encoder_says_how_to_get_one(tmp_path, minilm):
     idx = mvstore.create(tmp_path / "ix", dim=384, spec="fp16")
     assert idx.encoder is None

@@ -78,13 +78,15 @@ def test_layout_readable_by_plain_lancedb(uri, docs):
     assert (m["format"], m["spec"], m["dim"]) == ("mvstore", "fp16", DIM)
     tbl = lancedb.connect(uri).open_table("docs").to_arrow()
     assert tbl.num_rows == len(docs)
-    assert {"id", "lang", "year", "n_tokens", "n_vectors", "codes", "terms", "recon_err"} <= set(
-        tbl.column_names
-    )
-    assert tbl.schema.field("terms").type == pa.list_(pa.int32())
+    assert m["format_version"] == 3
+    assert tbl.column_names == [
+        "id", "lang", "year", "_mv_n_tokens", "_mv_n_vectors", "_mv_codes", "_mv_terms", "_mv_recon_err",
+        "_mv_row_checksum",
+    ]  # fmt: skip
+    assert tbl.schema.field("_mv_terms").type == pa.list_(pa.int32())
     row = tbl.slice(0, 1).to_pylist()[0]
-    assert row["n_tokens"] == len(docs[0]) == row["n_vectors"] == len(row["terms"])
-    assert len(row["codes"]) == len(docs[0]) * DIM * 2  # fp16
+    assert row["_mv_n_tokens"] == len(docs[0]) == row["_mv_n_vectors"] == len(row["_mv_terms"])
+    assert len(row["_mv_codes"]) == len(docs[0]) * DIM * 2  # fp16
     assert tbl.schema.metadata[b"mvstore.state_id"] == b"1"
     assert idx.version == 1 and len(idx) == len(docs)
     assert idx.stats()["drift"] is None  # fp16 is (near) lossless: no drift to measure
@@ -142,7 +144,7 @@ def test_later_adds_reuse_the_trained_codec(uri, docs):
 def test_pooling_spec_stores_original_token_counts(uri, docs):
     idx = build(uri, docs[:30], spec="pool2,sq8")
     tbl = lancedb.connect(uri).open_table("docs").to_arrow()
-    n_tok, n_vec = tbl["n_tokens"].to_numpy(), tbl["n_vectors"].to_numpy()
+    n_tok, n_vec = tbl["_mv_n_tokens"].to_numpy(), tbl["_mv_n_vectors"].to_numpy()
     np.testing.assert_array_equal(n_tok, [len(d) for d in docs[:30]])
     np.testing.assert_array_equal(n_vec, np.ceil(n_tok / 2))
     s = idx.stats()
@@ -333,8 +335,8 @@ def test_bad_vectors_and_ids_are_rejected_before_writing(uri, docs):
         idx.add([30, 31], docs[:2], metadata=[{"lang": "en"}])
     with pytest.raises(InvalidMetadataError, match="column 'genre' is not in this index.*'lang', 'year'"):
         idx.add([30], docs[:1], metadata={"genre": ["x"]})
-    with pytest.raises(InvalidMetadataError, match="'n_tokens' is reserved"):
-        idx.add([30], docs[:1], metadata={"n_tokens": [3]})
+    with pytest.raises(InvalidMetadataError, match="'score' is reserved"):
+        idx.add([30], docs[:1], metadata={"score": [3]})
     with pytest.raises(InvalidMetadataError, match="has type string but the index stores int64"):
         idx.add([30], docs[:1], metadata={"year": ["nineteen"]})
     assert idx.version == 1 and len(ms.open(uri)) == 20

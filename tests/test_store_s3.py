@@ -348,3 +348,53 @@ def test_distributed_build_into_s3_equals_index_add(s3, uri, tmp_path):
     local.add(np.arange(90), docs)
     assert idx.version == 1 and rows(idx.search(docs[:5], k=10)) == rows(local.search(docs[:5], k=10))
     assert ms.open(uri, storage_options=opts).verify()["ok"]
+
+
+def _upload(loc, local_dir: Path) -> None:
+    """Copy a local index directory into the bucket prefix ``loc`` names (file by file, as a sync would)."""
+    for p in sorted(local_dir.rglob("*")):
+        if p.is_file():
+            loc.write_atomic(p.relative_to(local_dir).as_posix(), p.read_bytes())
+
+
+def test_upgrade_a_format2_index_on_s3(s3, uri):
+    """mvstore.upgrade goes through Location and the lease lock: a format-2 index in a bucket upgrades in place
+    and searches as the format-2 mvstore did (the CLI takes the same storage options)."""
+    import mvstore
+    from mvstore.exceptions import UpgradeRequiredError
+    from tests.data.make_v2_index import QUERIES, fixture_vectors
+
+    opts, _ = s3
+    data = Path(ROOT) / "tests" / "data"
+    loc = _fs.Location(uri, opts)
+    _upload(loc, data / "v2_index")
+    with pytest.raises(UpgradeRequiredError, match=f"mvstore upgrade {uri}"):
+        ms.open(uri, storage_options=opts)
+    expected = json.loads((data / "v2_expected.json").read_text())
+    rep = mvstore.upgrade(uri, storage_options=opts)
+    assert rep["format_version_before"] == 2 and rep["version"] == expected["version"] + 1 and rep["renamed"]
+    idx = ms.open(uri, storage_options=opts)
+    assert idx.verify()["ok"] and "lock.lance" in set(loc.listdir())  # the lease lock was taken
+    _, queries = fixture_vectors()
+    for (where, columns), want in zip(QUERIES, expected["searches"]):
+        assert idx.search(queries, k=5, where=where, columns=columns).to_pylist() == want["result"]
+    args = ["upgrade", uri, "--json", *(a for k, v in opts.items() for a in ("--storage-option", f"{k}={v}"))]
+    p = subprocess.run([sys.executable, "-m", "mvstore.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": ROOT})  # fmt: skip
+    assert p.returncode == 0 and json.loads(p.stdout)["renamed"] == [], p.stderr
+
+
+def test_full_text_index_files_are_recorded_on_s3(s3, uri):
+    """The integrity record of a version with a full-text index lists its _indices/ files (listed through
+    Location: on an object store there is no local directory to list) and verify hashes them."""
+    opts, _ = s3
+    docs = make_docs(20, 3)
+    words = ["tide moon sea", "volcano magma", "photosynthesis light", "write lock lease"]
+    idx = ms.create(uri, spec="fp16", dim=DIM, storage_options=opts)
+    idx.add(np.arange(20), docs, metadata=[{"text": words[i % 4]} for i in range(20)])
+    v = idx.create_fts_index("text")
+    rec = json.loads(idx.loc.read(f"integrity/docs-{v:020d}.json"))
+    assert any(f.startswith("_indices/") for f in rec["files"]), sorted(rec["files"])
+    hits = idx.search(docs[1], k=3, text="magma", hybrid=True)
+    assert hits["id"].to_pylist()[0] == 1
+    assert ms.open(uri, storage_options=opts).verify()["ok"]

@@ -120,11 +120,12 @@ def _check(case: str, uri: Path, outs: list[list[list[Any]]], errs: str, want_id
 def _upsert_winner(uri: Path, lo: int, hi: int, seeds: tuple[int, int]) -> str | None:
     """Each upserted id must hold one writer's document whole (its metadata and token count)."""
     import mvstore.store as ms
+    from mvstore.store._layout import N_TOKENS
 
     idx = ms.open(uri)
-    t = idx._view.ds.to_table(columns=["id", "part", "n_tokens"], filter=f"id >= {lo} AND id < {hi}")
+    t = idx._view.ds.to_table(columns=["id", "part", N_TOKENS], filter=f"id >= {lo} AND id < {hi}")
     lens = {s: [len(d) for d in unit_docs(hi - lo, DIM, s)] for s in seeds}
-    for i, part, n in zip(t["id"].to_pylist(), t["part"].to_pylist(), t["n_tokens"].to_pylist()):
+    for i, part, n in zip(t["id"].to_pylist(), t["part"].to_pylist(), t[N_TOKENS].to_pylist()):
         if part not in lens or lens[part][i - lo] != n:
             return f"id {i} holds part={part}, {n} tokens: neither writer's document"
     return None

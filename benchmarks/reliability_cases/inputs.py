@@ -179,7 +179,7 @@ def _mistakes(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
         ("meta_key_in_later_row", on_base(lambda i: i.add([30, 31], d[30:32], metadata=[{"lang": "en"}, {"lang": "en", "genre": "x"}]), "InvalidMetadataError", "'genre' is not in this index.*drop the column")),
         ("meta_key_in_later_row_upsert", on_base(lambda i: i.upsert([1, 31], d[30:32], metadata=[{"year": 1}, {"genre": "x"}]), "InvalidMetadataError", "'genre' is not in this index")),
         ("meta_struct_extra_field", struct_extra_field),
-        ("meta_reserved_column", on_base(lambda i: i.add([30], d[30:31], metadata=[{"source": "a.txt"}]), "InvalidMetadataError", "reserved.*rename it")),
+        ("meta_reserved_column", on_base(lambda i: i.add([30], d[30:31], metadata=[{"score": 0.5}]), "InvalidMetadataError", "reserved.*rename it")),
         ("meta_rows_count", on_base(lambda i: i.add([30, 31], d[30:32], metadata=[{"lang": "en"}]), "InvalidMetadataError", "exactly one row per document")),
         ("meta_wrong_type", on_base(lambda i: i.add([30], d[30:31], metadata={"year": ["nineteen"]}), "InvalidMetadataError", "convert it first")),
         ("meta_not_dicts", on_base(lambda i: i.add([30], d[30:31], metadata=["en"]), "InvalidMetadataError", r"one dict per document")),
@@ -397,7 +397,7 @@ def _valid(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
 
 def _random_metadata(ctx: _Ctx, rng: np.random.Generator, trial: int) -> tuple[str, str]:
     """Rows with random subsets of typed keys, added then upserted in batches; compared with a dict oracle."""
-    keys = {"lang": lambda i: ("en", "fr", "ü")[i % 3], "year": lambda i: 1990 + i, "score": lambda i: i / 4,
+    keys = {"lang": lambda i: ("en", "fr", "ü")[i % 3], "year": lambda i: 1990 + i, "rating": lambda i: i / 4,
             "flag": lambda i: bool(i % 2), "tags": lambda i: [f"t{i}", "x"], "src": lambda i: {"page": i}}
     idx = ctx.new()
     oracle: dict[int, dict[str, Any]] = {}

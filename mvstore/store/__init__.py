@@ -58,12 +58,25 @@ from . import _integrity
 from ._encode import drift
 from ._fs import Location
 from ._index import Index, check_version
-from ._layout import MANIFEST, read_manifest, write_manifest
+from ._layout import (
+    DOCS,
+    FORMAT_VERSION,
+    INTERNAL_COLUMNS,
+    MANIFEST,
+    ROW_CHECKSUM,
+    STATE,
+    V2_NAMES,
+    has_versions,
+    read_manifest,
+    rewrite_manifest,
+    write_manifest,
+)
 from ._view import CodeCache, where_columns
 
 __all__ = [
     "create",
     "open",
+    "upgrade",
     "Index",
     "drift",
     "where_columns",
@@ -327,3 +340,42 @@ def open(  # noqa: A001 - mirrors lance/lancedb
 
         idx._encoder, _ = resolve(encoder, idx.dim, f"open({loc.uri!r})")
     return idx
+
+
+def upgrade(uri: str | os.PathLike, *, storage_options: dict[str, str] | None = None) -> dict[str, Any]:
+    """Upgrade the index at ``uri`` (a local directory or an object-store URI, reached with
+    ``storage_options``) in place to this mvstore's on-disk format (3: the index's own docs columns renamed to
+    ``_mv_*``, so metadata may use names such as ``source`` or ``n_tokens``). One metadata-only Lance commit
+    renames the columns (no data file is rewritten), then the manifest is rewritten; both under the write
+    lock. A crash in between leaves an index that asks for ``upgrade`` again, which finishes it; an index
+    already in format 3 is left as it is. Versions written before the upgrade stay on disk for ``verify`` but
+    cannot be opened (time travel starts at the upgrade's version). Returns
+    ``{"format_version_before", "format_version", "renamed", "version"}``."""
+    loc = Location(uri, storage_options)
+    with _reaching(loc):
+        read_manifest(loc, upgrading=True)  # not an index, damaged or from an unknown format: say so first
+    with loc.write_lock():
+        m = read_manifest(loc, upgrading=True)  # again under the lock: another upgrade may have finished
+        renamed: list[str] = []
+        version = 0
+        if has_versions(loc, DOCS):
+            for table in (DOCS, STATE):
+                _integrity.check_open(loc, table, None)
+            ds = loc.dataset(DOCS)
+            _integrity.check_open(loc, DOCS, ds.version)
+            names = ds.schema.names
+            if ROW_CHECKSUM not in names:
+                if V2_NAMES[ROW_CHECKSUM] not in names:
+                    raise IndexCorruptedError(
+                        f"{loc.table(DOCS)} has neither the format-3 nor the format-2 row checksum column (columns: "
+                        f"{names}); it is not an mvstore docs table: restore the index from a backup or rebuild it"
+                    )
+                renames = [{"path": V2_NAMES[c], "name": c} for c in INTERNAL_COLUMNS if V2_NAMES[c] in names]
+                ds.alter_columns(*renames)  # one commit renames them all: a crash leaves all or none renamed
+                renamed = [r["path"] for r in renames]
+            version = loc.dataset(DOCS).version
+        _integrity.record(loc)  # the rename's version (and any a killed writer left unrecorded)
+        before = m["format_version"]
+        if before != FORMAT_VERSION:
+            rewrite_manifest(loc, {**m, "format_version": FORMAT_VERSION})
+    return {"format_version_before": before, "format_version": FORMAT_VERSION, "renamed": renamed, "version": version}

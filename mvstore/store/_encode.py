@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from ..codecs.scalar import check_fp16_range
 from ..ragged import Ragged
-from ._layout import binary_column, list_int32_column
+from ._layout import CODES, N_VECTORS, RECON_ERR, SOURCE, TERMS, binary_column, list_int32_column
 from ._view import _State
 
 #: vectors encoded at a time inside one batch (bounds the float temporaries of transform/decode/error)
@@ -34,12 +34,12 @@ def encode_pooled(st: _State, pooled: Ragged, keep_source: bool) -> dict[str, pa
         vec_err[a : a + len(x)] = sq_error(x, t, codec.decode(c)) if codec.dim_out == t.shape[1] else np.nan
     err = np.add.reduceat(vec_err, pooled.offsets[:-1]) / pooled.lengths if n else np.zeros(0)
     cols = {
-        "n_vectors": pa.array(pooled.lengths.astype(np.int32)),
-        "codes": binary_column(codes, pooled.offsets * codec.code_size),
-        "terms": list_int32_column(terms, pooled.offsets)
+        N_VECTORS: pa.array(pooled.lengths.astype(np.int32)),
+        CODES: binary_column(codes, pooled.offsets * codec.code_size),
+        TERMS: list_int32_column(terms, pooled.offsets)
         if not codec.has_coarse
         else list_int32_column(terms[:0], np.zeros(len(pooled) + 1, np.int64)),
-        "recon_err": pa.array(err.astype(np.float32)),
+        RECON_ERR: pa.array(err.astype(np.float32)),
     }
     if keep_source:
         check_fp16_range(
@@ -47,7 +47,7 @@ def encode_pooled(st: _State, pooled: Ragged, keep_source: bool) -> dict[str, pa
             pooled.offsets,
         )
         src = pooled.values.astype(np.float16)
-        cols["source"] = binary_column(src, pooled.offsets * src.shape[1] * 2)
+        cols[SOURCE] = binary_column(src, pooled.offsets * src.shape[1] * 2)
     return cols
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
@@ -24,6 +26,7 @@ from ..exceptions import (
     InvalidVectorsError,
     SearchParamsError,
     UnknownIdError,
+    UpgradeRequiredError,
 )
 from ..ragged import Ragged, as_ragged
 from ..search.params import SearchParams
@@ -31,11 +34,21 @@ from ..search.snapshot import Snapshot
 from . import _integrity
 from ._encode import drift, encode_pooled, sq_error
 from ._fs import Location, at
+from ._hybrid import check_hybrid, hybrid_search
 from ._layout import (
+    CODES,
     DOCS,
     DOCS_SYSTEM_COLUMNS,
+    ID,
+    N_TOKENS,
+    N_VECTORS,
+    RECON_ERR,
+    ROW_CHECKSUM,
+    SOURCE,
     STATE,
     STATE_KEY,
+    TERMS,
+    checksum_column_of,
     conform_metadata,
     has_versions,
     ids_numpy,
@@ -223,6 +236,16 @@ class Index:
             ds = _integrity.read_or_corrupted(lambda: ds.checkout_version(version), f"docs table version {version}")
         if ds is None:
             return self._new_view(0, None, self._pending_state())
+        if ROW_CHECKSUM not in ds.schema.names and checksum_column_of(ds.schema) is not None:
+            if version is not None and version != ds.latest_version:
+                raise InvalidArgumentError(
+                    f"version {version} was written in format 2, before this index was upgraded, and this mvstore "
+                    "cannot read it; open a version written since the upgrade (index.versions())"
+                )
+            raise UpgradeRequiredError(
+                f"the docs table of {self.root!r} still has format-2 column names (an upgrade was interrupted?): "
+                f"run `mvstore upgrade {self.root}` or mvstore.upgrade(uri) to finish it"
+            )
         raw = (ds.schema.metadata or {}).get(STATE_KEY)
         try:
             sid = int(raw)
@@ -301,7 +324,7 @@ class Index:
         meta_rows = sds.to_table(columns=["state_id", "data"], filter="name = '__meta__'")
         best = None
         for sid, data in zip(meta_rows.column("state_id").to_pylist(), meta_rows.column("data").to_pylist()):
-            if b'"explicit": true' in data and (best is None or sid > best):
+            if json.loads(data).get("explicit") is True and (best is None or sid > best):
                 best = sid
         return None if best is None else self._load_state(best)
 
@@ -484,13 +507,13 @@ class Index:
     def _encode(b: dict[str, Any], st: _State, fields: list[pa.Field], keep_source: bool) -> pa.RecordBatch:
         """Pool + encode one validated batch -> one docs record batch (also run by distributed build workers)."""
         r = b["ragged"]
-        cols: dict[str, pa.Array] = {"id": b["ids"]}
+        cols: dict[str, pa.Array] = {ID: b["ids"]}
         for f, arr in zip(fields, conform_metadata(b["meta"], fields, len(r))):
             cols[f.name] = arr
-        cols["n_tokens"] = pa.array(r.lengths.astype(np.int32))
+        cols[N_TOKENS] = pa.array(r.lengths.astype(np.int32))
         pooled = b.pop("pooled", None)  # the first add's first batch was pooled to fit the codec
         cols.update(encode_pooled(st, st.spec.pool(r) if pooled is None else pooled, keep_source))
-        cols[_integrity.CHECKSUM_COLUMN] = _integrity.checksum_column(cols)
+        cols[ROW_CHECKSUM] = _integrity.checksum_column(cols)
         return pa.RecordBatch.from_pydict(cols)
 
     def _existing_ids(self, ds: lance.LanceDataset | None) -> tuple[pa.DataType | None, Any]:
@@ -501,10 +524,10 @@ class Index:
         if cached is not None and cached[0] == ds.version:
             ids = cached[1]
         else:
-            vals = ids_numpy(ds.to_table(columns=["id"]).column("id"))
+            vals = ids_numpy(ds.to_table(columns=[ID]).column(ID))
             ids = set(vals.tolist()) if vals.dtype.kind == "U" else np.sort(vals)
             self._ids_cache = (ds.version, ids)
-        return ds.schema.field("id").type, (set(ids) if isinstance(ids, set) else ids)
+        return ds.schema.field(ID).type, (set(ids) if isinstance(ids, set) else ids)
 
     @staticmethod
     def _check_new(ids: pa.Array, seen: Any) -> Any:
@@ -531,17 +554,17 @@ class Index:
     def _docs_schema(
         self, id_type: pa.DataType, meta_fields: list[pa.Field], st: _State
     ) -> tuple[pa.Schema, list[pa.Field]]:
-        fields = [pa.field("id", id_type), *meta_fields]
+        fields = [pa.field(ID, id_type), *meta_fields]
         fields += [
-            pa.field("n_tokens", pa.int32()),
-            pa.field("n_vectors", pa.int32()),
-            pa.field("codes", pa.large_binary()),
-            pa.field("terms", pa.list_(pa.int32())),
-            pa.field("recon_err", pa.float32()),
+            pa.field(N_TOKENS, pa.int32()),
+            pa.field(N_VECTORS, pa.int32()),
+            pa.field(CODES, pa.large_binary()),
+            pa.field(TERMS, pa.list_(pa.int32())),
+            pa.field(RECON_ERR, pa.float32()),
         ]
         if self.options.get("keep_source"):
-            fields.append(pa.field("source", pa.large_binary()))
-        fields.append(pa.field(_integrity.CHECKSUM_COLUMN, pa.uint64()))
+            fields.append(pa.field(SOURCE, pa.large_binary()))
+        fields.append(pa.field(ROW_CHECKSUM, pa.uint64()))
         return pa.schema(fields, metadata={STATE_KEY: str(st.state_id).encode()}), meta_fields
 
     def add(self, ids: Any, vectors: Any = None, metadata: Any = None, *, progress: bool | None = None) -> int:
@@ -633,7 +656,7 @@ class Index:
                         pooled.values.astype(np.float32), pooled.n_tokens, explicit=False, spec=spec, auto=auto
                     )
                 schema, fields = self._docs_schema(first["ids"].type, meta_fields, st)
-            keep_source = "source" in schema.names
+            keep_source = SOURCE in schema.names
             failure: list[BaseException] = []
             kept: list[pa.RecordBatch] | None = []  # the encoded rows, for the next snapshot (Written)
 
@@ -682,14 +705,14 @@ class Index:
             ds = self._latest_docs()
             if ds is None:
                 return self.add(ids, vectors, metadata)
-            b = self._prepare(ids, vectors, metadata, ds.schema.field("id").type)
+            b = self._prepare(ids, vectors, metadata, ds.schema.field(ID).type)
             st = self._make_view(None).state
             fields = [ds.schema.field(n) for n in ds.schema.names if n not in DOCS_SYSTEM_COLUMNS]
-            batch = self._encode(b, st, fields, "source" in ds.schema.names).cast(ds.schema)
+            batch = self._encode(b, st, fields, SOURCE in ds.schema.names).cast(ds.schema)
             given = set(DOCS_SYSTEM_COLUMNS) | set([] if b["meta"] is None else b["meta"].column_names)
             pre = ds.version  # the merge moves ``ds`` to the version it commits
             # Lance's merge keeps the stored values of the columns the source leaves out
-            ds.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
+            ds.merge_insert(ID).when_matched_update_all().when_not_matched_insert_all().execute(
                 pa.Table.from_batches([batch]).select([n for n in ds.schema.names if n in given])
             )
             out = self.loc.dataset(DOCS)
@@ -713,7 +736,7 @@ class Index:
         with self._writing(maintain=True):
             ds = self._latest_docs()
             _integrity.check_open(self.loc, DOCS, None)  # never commit on top of a rolled-back table
-            id_type = None if ds is None else ds.schema.field("id").type
+            id_type = None if ds is None else ds.schema.field(ID).type
             arr = normalize_ids(ids, id_type=id_type)
             vals = ids_numpy(arr)
             if ds is None:
@@ -735,7 +758,7 @@ class Index:
             vals = vals[present]
             pre = ds.version  # the delete moves ``ds`` to the version it commits
             if len(vals):
-                ds.delete(f"id IN {sql_literal_list(vals)}")
+                ds.delete(f"{ID} IN {sql_literal_list(vals)}")
             out = self.loc.dataset(DOCS)
             if out.version == pre + 1 and self._ids_cache is not None and self._ids_cache[0] == pre:
                 kept = existing - set(vals.tolist()) if isinstance(existing, set) else np.setdiff1d(existing, vals)
@@ -751,6 +774,58 @@ class Index:
     def __len__(self) -> int:
         return self._view.n_docs
 
+    @property
+    def metadata_columns(self) -> list[str]:
+        """The metadata columns of this version (fixed by the first add; empty before it)."""
+        ds = self._view.ds
+        return [] if ds is None else [n for n in ds.schema.names if n not in DOCS_SYSTEM_COLUMNS]
+
+    def get(self, ids: Any, columns: list[str] | None = None, *, missing: str = "error") -> pa.Table:
+        """The stored ``id`` and metadata ``columns`` (default: all) of documents, one row per id in the order
+        given. Unknown ids raise UnknownIdError unless ``missing="ignore"`` (their rows are left out)."""
+        if missing not in ("error", "ignore"):
+            raise InvalidArgumentError(f"missing must be 'error' or 'ignore', got {missing!r}")
+        view = self._view
+        columns = self.metadata_columns if columns is None else _column_list(columns)
+        id_type = None if view.ds is None else view.ds.schema.field(ID).type
+        vals = ids_numpy(normalize_ids(ids, id_type=id_type))
+        if view.ds is None:
+            if len(vals) and missing == "error":
+                raise UnknownIdError(f"id {vals[0].item()!r} is not in the index (it is empty)")
+            if columns:
+                raise FilterError(f"columns={columns} cannot be read: the index has no documents yet")
+            return pa.table({ID: pa.array([], id_type or pa.int64())})
+        check_columns(view.ds.schema, columns, "columns=")
+        cols = [ID, *(c for c in columns if c != ID)]
+        if len(vals) == 0:
+            return view.ds.schema.empty_table().select(cols)
+        with view.reading():
+            t = _integrity.read_or_corrupted(
+                lambda: view.ds.to_table(columns=cols, filter=f"{ID} IN {sql_literal_list(vals)}"),
+                f"docs table version {view.version}",
+            )
+        where = {v: i for i, v in enumerate(t.column(ID).to_pylist())}
+        order = [where.get(v) for v in vals.tolist()]
+        if missing == "error" and None in order:
+            bad = [v for v, o in zip(vals.tolist(), order) if o is None]
+            raise UnknownIdError(
+                f"{len(bad)} id(s) are not in the index, e.g. {bad[:5]}; pass missing='ignore' to skip them"
+            )
+        return t.take(pa.array([o for o in order if o is not None], pa.int64()))
+
+    def __contains__(self, id: Any) -> bool:  # noqa: A002 - the document id
+        return len(self.get([id], columns=[], missing="ignore")) == 1
+
+    def export(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Write this version's documents to ``path``: ``.npz`` (``ids``, ``vectors``, ``offsets``: what
+        ``mvstore build --input`` and ``add`` take back) or ``.parquet`` (``id``, the metadata columns and
+        ``vectors``, a list of token vectors per document). The vectors are the pooled source vectors of a
+        ``keep_source=True`` index, else the decoded stored vectors when the spec has no pca/trunc projection
+        (InvalidOperationError otherwise). Written atomically. Returns ``{"path", "docs", "vectors", "source"}``."""
+        from ._export import export
+
+        return export(self, path)
+
     def snapshot(self) -> Snapshot:
         """The in-memory arrays of this version (built once per version), row ``i`` its ``i``-th document."""
         return self._view.public_snapshot()
@@ -762,11 +837,18 @@ class Index:
         where: str | None = None,
         params: SearchParams | dict[str, Any] | None = None,
         columns: list[str] | None = None,
+        *,
+        text: str | list[str] | None = None,
+        hybrid: bool = False,
+        fusion: str = "rrf",
     ) -> pa.Table:
         """Top-``k`` documents per query by MaxSim. ``queries``: a Ragged, a list of ``(n_q, dim)`` arrays, or
-        one 2-D array (a single query); or a str / list of str, encoded by the index's :attr:`encoder`. ``where``: a SQL filter on metadata evaluated by Lance before scoring.
-        Returns an Arrow table with ``query`` (int32), ``rank`` (int32, 0-based), ``id``, ``score`` (float32)
-        and the requested metadata ``columns``, sorted by query then rank."""
+        one 2-D array (a single query); or a str / list of str, encoded by the index's :attr:`encoder`.
+        ``where``: a SQL filter on metadata evaluated by Lance before scoring. ``hybrid=True`` fuses MaxSim with
+        BM25 on the full-text index (:meth:`create_fts_index`) of the query ``text`` (one string per query),
+        both among the rows ``where`` keeps, by reciprocal rank fusion (``fusion="rrf"``; ``score`` is then the
+        fused score). Returns an Arrow table with ``query`` (int32), ``rank`` (int32, 0-based), ``id``,
+        ``score`` (float32) and the requested metadata ``columns``, sorted by query then rank."""
         view = self._view
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
             raise InvalidDtypeError(f"k must be an int (results per query), got {type(k).__name__} {k!r}; e.g. k=10")
@@ -781,13 +863,14 @@ class Index:
         if is_text_query(queries):
             queries = encode_queries(self, queries)
         q = as_ragged(queries, dim=self.dim, what="queries")
+        texts = check_hybrid(text, hybrid, fusion, len(q))
         params = SearchParams.of(params)
         columns = _column_list(columns)
         if where is not None:
             check_where(None if view.ds is None else view.ds.schema, where)
         if view.ds is not None and columns:
             check_columns(view.ds.schema, columns, "columns=")
-        id_type = pa.int64() if view.ds is None else view.ds.schema.field("id").type
+        id_type = pa.int64() if view.ds is None else view.ds.schema.field(ID).type
         if view.state is None or view.ds is None or view.snapshot().n_live == 0:
             if columns and view.ds is None:
                 raise FilterError(f"columns={columns} cannot be read: the index has no documents yet")
@@ -795,10 +878,43 @@ class Index:
                 view.mask(where)  # still report a bad filter on an empty index
             return self._result_table([], [], np.zeros(0, np.int64), id_type, view, columns)
         allowed = view.mask(where) if where is not None else None
+        if texts is not None:
+            rows, scores = hybrid_search(view, q, texts, int(k), allowed, where, params)
+            return self._result_table(rows, scores, view.snapshot().ids, id_type, view, columns)
         res = view.searcher(params).search(q, int(k), allowed)
         return self._result_table(
             [r for r, _ in res], [s for _, s in res], view.snapshot().ids, id_type, view, columns
         )
+
+    def create_fts_index(self, column: str = "text", *, replace: bool = True) -> int:
+        """Build Lance's full-text (BM25) index on a string metadata ``column``, for ``search(...,
+        hybrid=True)``. One commit under the write lock. Rows written later are searched too (Lance scans the
+        rows the index does not cover yet) and :meth:`optimize` adds them to the index (and rebuilds it after a
+        retraining). ``replace=False`` refuses to rebuild an existing index. Returns the new version."""
+        if not isinstance(column, str):
+            raise InvalidDtypeError(f"column must be a column name (str), got {type(column).__name__} {column!r:.80}")
+        with self._writing():
+            ds = self._latest_docs()
+            if ds is None:
+                raise InvalidOperationError(
+                    "the index has no documents yet: add documents with a text column first, then build the "
+                    "full-text index"
+                )
+            _integrity.check_open(self.loc, DOCS, None)  # never commit on top of a rolled-back table
+            check_columns(ds.schema, [column], "create_fts_index")
+            t = ds.schema.field(column).type
+            if column == ID or not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+                raise InvalidArgumentError(
+                    f"column {column!r} holds {t}, not text metadata; build the full-text index on a string "
+                    "metadata column (e.g. the passages' 'text')"
+                )
+            if not replace and column in _View(ds.version, ds, None, self.loc).text_columns():
+                raise InvalidOperationError(
+                    f"column {column!r} already has a full-text index; pass replace=True to rebuild it"
+                )
+            ds.create_scalar_index(column, index_type="INVERTED", replace=True)
+            self._view = self._make_view(None)
+            return self._view.version
 
     @staticmethod
     def _result_table(rows, scores, ids, id_type, view, columns) -> pa.Table:
@@ -809,7 +925,7 @@ class Index:
             "rank": pa.array(
                 np.concatenate([np.arange(n, dtype=np.int32) for n in lens]) if lens else [], pa.int32()
             ),
-            "id": pa.array(ids[rows_all].tolist() if ids.dtype == object else ids[rows_all], id_type),
+            ID: pa.array(ids[rows_all].tolist() if ids.dtype == object else ids[rows_all], id_type),
             "score": pa.array(
                 np.concatenate(scores).astype(np.float32) if scores else np.zeros(0, np.float32), pa.float32()
             ),
@@ -842,11 +958,11 @@ class Index:
         disk = 0
         if view.ds is not None:
             with view.reading():
-                t = view.ds.to_table(columns=["n_tokens", "n_vectors", "recon_err"])
+                t = view.ds.to_table(columns=[N_TOKENS, N_VECTORS, RECON_ERR])
             n_docs = t.num_rows
-            ntok = t.column("n_tokens").to_numpy().astype(np.int64)
-            nvec = t.column("n_vectors").to_numpy().astype(np.int64)
-            err = t.column("recon_err").to_numpy(zero_copy_only=False).astype(np.float64)
+            ntok = t.column(N_TOKENS).to_numpy().astype(np.int64)
+            nvec = t.column(N_VECTORS).to_numpy().astype(np.int64)
+            err = t.column(RECON_ERR).to_numpy(zero_copy_only=False).astype(np.float64)
             n_tok, n_vec = int(ntok.sum()), int(nvec.sum())
             if n_vec and np.isfinite(err).all():
                 cur_err = float((err * nvec).sum() / n_vec)

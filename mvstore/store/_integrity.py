@@ -35,10 +35,20 @@ import pyarrow as pa
 
 from ..exceptions import IndexCorruptedError, MvstoreError
 from ._fs import Location, at
+from ._layout import (
+    CHECKSUMMED,
+    CODES,
+    ID,
+    N_TOKENS,
+    N_VECTORS,
+    ROW_CHECKSUM,
+    STATE_KEY,
+    TERMS,
+    checksum_column_of,
+)
 
 INTEGRITY = "integrity"
 HEAD = "HEAD.json"
-CHECKSUM_COLUMN = "row_checksum"
 TABLES = ("docs.lance", "codec.lance")
 _FIX = "restore the index from a backup or rebuild it (run `mvstore verify <index>` for a full report)"
 _U64 = np.uint64
@@ -146,7 +156,7 @@ def row_checksums(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
     for rb in batch.to_batches() if isinstance(batch, pa.Table) else [batch]:
         if rb.num_rows == 0:
             continue
-        ids = rb.column("id")
+        ids = rb.column(ID)
         if pa.types.is_integer(ids.type):
             int_ids, id_bytes, id_offs = (
                 ids.to_numpy(zero_copy_only=False).astype(np.int64),
@@ -156,8 +166,8 @@ def row_checksums(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         else:
             int_ids = np.zeros(0, np.int64)
             id_bytes, id_offs = _var_bytes(ids)
-        codes, code_offs = _var_bytes(rb.column("codes"))
-        terms_col = rb.column("terms")
+        codes, code_offs = _var_bytes(rb.column(CODES))
+        terms_col = rb.column(TERMS)
         term_offs = terms_col.offsets.to_numpy().astype(np.int64)
         terms = terms_col.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False).view(np.uint8)
         parts.append(
@@ -165,8 +175,8 @@ def row_checksums(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
                 int_ids,
                 id_bytes,
                 id_offs,
-                rb.column("n_tokens").to_numpy(zero_copy_only=False).astype(np.int64),
-                rb.column("n_vectors").to_numpy(zero_copy_only=False).astype(np.int64),
+                rb.column(N_TOKENS).to_numpy(zero_copy_only=False).astype(np.int64),
+                rb.column(N_VECTORS).to_numpy(zero_copy_only=False).astype(np.int64),
                 codes,
                 _words(codes),
                 code_offs,
@@ -180,8 +190,7 @@ def row_checksums(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
 
 def checksum_column(cols: dict[str, pa.Array]) -> pa.Array:
     """The ``row_checksum`` column of docs columns about to be written."""
-    names = ["id", "n_tokens", "n_vectors", "codes", "terms"]
-    return pa.array(row_checksums(pa.RecordBatch.from_pydict({n: cols[n] for n in names})), pa.uint64())
+    return pa.array(row_checksums(pa.RecordBatch.from_pydict({n: cols[n] for n in CHECKSUMMED})), pa.uint64())
 
 
 def _row_sum(checksums: np.ndarray) -> str:
@@ -197,7 +206,7 @@ def check_rows(root: Any, version: int, tbl: pa.Table) -> None:
 def checked_checksums(version: int, tbl: pa.Table) -> np.ndarray:
     """The stored row checksums of ``tbl`` (docs rows read with ``row_checksum``), each checked against the
     row's recomputed one."""
-    stored = tbl.column(CHECKSUM_COLUMN)
+    stored = tbl.column(ROW_CHECKSUM)
     if stored.null_count:
         raise IndexCorruptedError(
             f"docs table version {version} has {stored.null_count} row(s) without a row checksum (written "
@@ -340,14 +349,19 @@ def manifest_path(root: Any, table: str, version: int) -> str:
     raise IndexCorruptedError(f"the manifest of version {version} of {loc.table(table)} is missing; {_FIX}")
 
 
-def version_files(ds: Any) -> list[str]:
-    """Relative paths of every file a checked-out Lance version reads: data, deletion and transaction files."""
+def version_files(loc: Location, table: str, ds: Any) -> list[str]:
+    """Relative paths (to the table) of every file a checked-out Lance version of ``table`` reads: data,
+    deletion, index (the full-text index of ``create_fts_index``, listed through ``loc``) and transaction
+    files."""
     out = []
     for fr in ds.get_fragments():
         m = fr.metadata
         out += [f"data/{f.path}" for f in m.files]
         if m.deletion_file is not None:
             out.append(m.deletion_file.path(m.id))
+    for index in ds.describe_indices():
+        for seg in index.segments:
+            out += [f"_indices/{seg.uuid}/{f}" for f in loc.listdir(f"{table}/_indices/{seg.uuid}")]
     with contextlib.suppress(Exception):  # a version written without a transaction file has none to check
         t = ds.read_transaction(ds.version)
         if t is not None:
@@ -358,7 +372,7 @@ def version_files(ds: Any) -> list[str]:
 def _make_record(loc: Location, table: str, ds: Any, known: dict[str, list]) -> dict[str, Any]:
     v = ds.version
     files = {}
-    for rel in version_files(ds):
+    for rel in version_files(loc, table, ds):
         try:
             size = loc.size(f"{table}/{rel}")
         except FileNotFoundError:
@@ -372,8 +386,9 @@ def _make_record(loc: Location, table: str, ds: Any, known: dict[str, list]) -> 
         "manifest": [mpath, loc.size(mfull), loc.sha256(mfull)],
         "files": files,
     }
-    if CHECKSUM_COLUMN in ds.schema.names:
-        sums = ds.to_table(columns=[CHECKSUM_COLUMN]).column(CHECKSUM_COLUMN).to_numpy().astype(np.uint64)
+    col = checksum_column_of(ds.schema)
+    if col is not None:
+        sums = ds.to_table(columns=[col]).column(col).to_numpy().astype(np.uint64)
         rec["rows"], rec["row_sum"] = len(sums), _row_sum(sums)
     return rec
 
@@ -490,17 +505,16 @@ def _verify_rows(
     adds the codec state it uses to ``states``."""
     try:
         old = ds.checkout_version(v)
-        states.add(int((old.schema.metadata or {}).get(b"mvstore.state_id", b"-1")))
+        states.add(int((old.schema.metadata or {}).get(STATE_KEY, b"-1")))
         if latest:
             check_rows(
                 root,
                 v,
-                old.to_table(columns=["id", "n_tokens", "n_vectors", "codes", "terms", CHECKSUM_COLUMN]),
+                old.to_table(columns=[*CHECKSUMMED, ROW_CHECKSUM]),
             )
         elif rec is not None:
-            sums = (
-                old.to_table(columns=[CHECKSUM_COLUMN]).column(CHECKSUM_COLUMN).to_numpy().astype(np.uint64)
-            )
+            col = checksum_column_of(old.schema) or ROW_CHECKSUM
+            sums = old.to_table(columns=[col]).column(col).to_numpy().astype(np.uint64)
             if rec.get("rows") != len(sums) or rec.get("row_sum") != _row_sum(sums):
                 return [f"docs.lance version {v}: its rows differ from its record"]
     except IndexCorruptedError as e:

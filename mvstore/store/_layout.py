@@ -2,7 +2,8 @@
 codec table schemas, id and metadata normalization, and the cross-process write lock (:func:`write_lock`).
 
 The layout itself (files, columns, schema metadata, the codec state's meta) is documented once, in
-docs/LAYOUT.md; keep it true when this module changes.
+docs/LAYOUT.md; keep it true when this module changes. The docs table's column names are spelled only here
+(``ID`` and the ``_mv_*`` constants below).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from ..exceptions import (
     InvalidDtypeError,
     InvalidIdError,
     InvalidMetadataError,
+    UpgradeRequiredError,
 )
 
 FORMAT = "mvstore"
-FORMAT_VERSION = 2  # 2: row checksums, integrity records, manifest checksum
+#: 2: row checksums, integrity records, manifest checksum; 3: the index's own docs columns named ``_mv_*``
+FORMAT_VERSION = 3
 MANIFEST = "mvstore.json"
 DOCS = "docs.lance"
 STATE = "codec.lance"
@@ -39,8 +42,35 @@ LOCK = "mvstore.lock"
 #: how long a write waits for another process's write to finish before raising IndexBusyError
 WRITE_LOCK_TIMEOUT_S = 600.0
 
-#: columns the index owns in the docs table; user metadata may not use these names
-DOCS_SYSTEM_COLUMNS = ("id", "n_tokens", "n_vectors", "codes", "terms", "recon_err", "source", "row_checksum")
+# The docs table's column names: the one place they are spelled. ``id`` is the user's id, the name search
+# results, ``where=`` filters and plain LanceDB readers use; the index's own columns carry the ``_mv_``
+# prefix, so user metadata may use any other name (``source``, ``text``, ``n_tokens``, ...).
+ID = "id"
+N_TOKENS = "_mv_n_tokens"  # int32: original (pre-pooling) token count
+N_VECTORS = "_mv_n_vectors"  # int32: stored (pooled) vector count
+CODES = "_mv_codes"  # large_binary: the codec's codes of the pooled vectors
+TERMS = "_mv_terms"  # list<int32>: each stored vector's stage-1 term
+RECON_ERR = "_mv_recon_err"  # float32: mean squared reconstruction error (drift)
+SOURCE = "_mv_source"  # large_binary: pooled vectors as fp16 (keep_source=True only)
+ROW_CHECKSUM = "_mv_row_checksum"  # uint64: hash of id, n_tokens, n_vectors, codes, terms
+#: the index's own columns (never metadata, never filterable)
+INTERNAL_COLUMNS = (N_TOKENS, N_VECTORS, CODES, TERMS, RECON_ERR, SOURCE, ROW_CHECKSUM)
+#: every column of the docs table that is not user metadata
+DOCS_SYSTEM_COLUMNS = (ID, *INTERNAL_COLUMNS)
+#: a search result's columns; ``columns=`` adds metadata columns next to them, so metadata cannot take these
+RESULT_COLUMNS = ("query", "rank", ID, "score")
+#: the columns a row's checksum covers (what search reads), in hashing order
+CHECKSUMMED = (ID, N_TOKENS, N_VECTORS, CODES, TERMS)
+#: the format-2 name of each internal column (``upgrade`` renames them)
+V2_NAMES = {
+    N_TOKENS: "n_tokens",
+    N_VECTORS: "n_vectors",
+    CODES: "codes",
+    TERMS: "terms",
+    RECON_ERR: "recon_err",
+    SOURCE: "source",
+    ROW_CHECKSUM: "row_checksum",
+}
 
 STATE_SCHEMA = pa.schema(
     [
@@ -64,6 +94,13 @@ def write_manifest(loc: Any, spec: str, dim: int, options: dict[str, Any]) -> di
         "dim": int(dim),
         "options": options,
     }
+    return rewrite_manifest(loc, manifest)
+
+
+def rewrite_manifest(loc: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write ``manifest`` (its checksum recomputed) as ``mvstore.json`` of the index at ``loc`` atomically
+    (``Location.write_atomic``: a crash leaves the old or the new manifest, never a torn one)."""
+    manifest = {k: v for k, v in manifest.items() if k != "checksum"}
     manifest["checksum"] = _manifest_digest(manifest)
     loc.write_atomic(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
     return manifest
@@ -73,9 +110,10 @@ def _manifest_digest(m: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps({k: v for k, v in m.items() if k != "checksum"}, sort_keys=True).encode()).hexdigest()
 
 
-def read_manifest(loc: Any) -> dict[str, Any]:
+def read_manifest(loc: Any, *, upgrading: bool = False) -> dict[str, Any]:
     """Read and validate ``mvstore.json`` of the index at ``loc`` (a ``_fs.Location``); IndexCorruptedError if
-    missing, garbled or not ours."""
+    missing, garbled or not ours, UpgradeRequiredError for format version 2 unless ``upgrading``
+    (:func:`mvstore.store.upgrade`)."""
     root = loc.uri
     path = loc.table(MANIFEST)
     if loc.local and not os.path.isdir(root):
@@ -112,7 +150,7 @@ def read_manifest(loc: Any) -> dict[str, Any]:
             f"{path} is not a valid mvstore manifest (needs format={FORMAT!r}, spec, dim, options); "
             "the index is corrupted: restore it from a backup or rebuild it"
         )
-    if m.get("format_version") != FORMAT_VERSION:
+    if m.get("format_version") not in (2, FORMAT_VERSION):  # 2: upgradable in place, below
         raise IndexCorruptedError(
             f"{path} has format_version {m.get('format_version')!r}; this mvstore reads version {FORMAT_VERSION}: "
             "use the mvstore that wrote it, or rebuild the index with this one"
@@ -122,7 +160,28 @@ def read_manifest(loc: Any) -> dict[str, Any]:
             f"{path} does not match its checksum (it was changed or corrupted); restore it from a backup or "
             "rebuild the index"
         )
+    if m.get("format_version") == 2 and not upgrading:
+        raise UpgradeRequiredError(
+            f"the index at {root!r} has format version 2; this mvstore reads version {FORMAT_VERSION} (its own "
+            f"columns renamed to _mv_*, so metadata may use any name): upgrade it in place with "
+            f"`mvstore upgrade {root}` or mvstore.upgrade(uri) (a metadata-only commit, seconds)"
+        )
     return m
+
+
+def reserved_name(name: str) -> bool:
+    """Whether metadata may not use ``name``: a search result's column, or a name starting with "_" (the
+    index's own ``_mv_*`` columns and Lance's ``_rowid``, ``_distance``, ...)."""
+    return name in RESULT_COLUMNS or name.startswith("_")
+
+
+def checksum_column_of(schema: pa.Schema) -> str | None:
+    """The row-checksum column of a docs version: format 3's, or format 2's in a version written before
+    :func:`mvstore.store.upgrade` (time travel keeps those), or None (not an mvstore docs table)."""
+    for name in (ROW_CHECKSUM, V2_NAMES[ROW_CHECKSUM]):
+        if name in schema.names:
+            return name
+    return None
 
 
 def has_versions(loc: Any, table: str) -> bool:
@@ -400,11 +459,12 @@ def normalize_metadata(metadata: Any, n: int) -> pa.Table | None:
             f"metadata column name {odd!r} cannot be stored: names must be non-empty without '.' or '`'; "
             "rename it (e.g. " + repr(odd.replace(".", "_").replace("`", "") or "col") + ")"
         )
-    reserved = [c for c in tbl.column_names if c in DOCS_SYSTEM_COLUMNS or c.startswith("_")]
+    reserved = [c for c in tbl.column_names if reserved_name(c)]
     if reserved:
         raise InvalidMetadataError(
-            f"metadata column {reserved[0]!r} is reserved by the index (reserved: {', '.join(DOCS_SYSTEM_COLUMNS)} "
-            "and names starting with '_'): rename it, e.g. to 'doc_" + reserved[0].lstrip("_") + "'"
+            f"metadata column {reserved[0]!r} is reserved (the search results' columns {', '.join(RESULT_COLUMNS)}, "
+            "and names starting with '_': the index's own _mv_* columns and Lance's _rowid, _distance, ...): "
+            "rename it, e.g. to 'doc_" + reserved[0].lstrip("_") + "'"
         )
     if len(set(tbl.column_names)) != tbl.num_columns:
         raise InvalidMetadataError(f"metadata has repeated column names {tbl.column_names}; make them unique")

@@ -18,8 +18,20 @@ from ..exceptions import InvalidOperationError
 from ..ragged import Ragged
 from ._encode import encode_pooled
 from ._fs import LEASE_TABLE, Location
-from ._integrity import CHECKSUM_COLUMN, checksum_column
-from ._layout import DOCS, STATE, STATE_KEY, binary_values
+from ._integrity import checksum_column
+from ._layout import (
+    CODES,
+    DOCS,
+    N_VECTORS,
+    RECON_ERR,
+    ROW_CHECKSUM,
+    SOURCE,
+    STATE,
+    STATE_KEY,
+    TERMS,
+    binary_values,
+)
+from ._view import _View
 
 #: rows per record batch when streaming the docs table through retraining
 _SCAN_ROWS = 2048
@@ -42,20 +54,20 @@ RETENTION = timedelta(days=7)
 def _source_batches(ds: lance.LanceDataset, dim: int, columns: list[str] | None = None) -> Iterator[Any]:
     """(record batch, pooled Ragged of its fp16 source vectors) over the whole table, in order."""
     for rb in ds.to_batches(columns=columns, batch_size=_SCAN_ROWS, scan_in_order=True):
-        nvec = rb.column("n_vectors").to_numpy().astype(np.int64)
+        nvec = rb.column(N_VECTORS).to_numpy().astype(np.int64)
         offsets = np.zeros(len(nvec) + 1, np.int64)
         np.cumsum(nvec, out=offsets[1:])
-        vals = binary_values(rb.column("source")).view(np.float16).reshape(-1, dim).astype(np.float32)
+        vals = binary_values(rb.column(SOURCE)).view(np.float16).reshape(-1, dim).astype(np.float32)
         yield rb, Ragged(vals, offsets)
 
 
 def _sample_sources(ds: lance.LanceDataset, dim: int, want: int, seed: int) -> tuple[np.ndarray, int]:
     """About ``want`` stored source vectors, drawn from random documents in one streaming pass."""
-    total = int(np.asarray(ds.to_table(columns=["n_vectors"]).column("n_vectors").to_numpy(), np.int64).sum())
+    total = int(np.asarray(ds.to_table(columns=[N_VECTORS]).column(N_VECTORS).to_numpy(), np.int64).sum())
     p = min(1.0, want / max(total, 1))
     rng = np.random.default_rng(seed)
     parts = []
-    for _, r in _source_batches(ds, dim, ["n_vectors", "source"]):
+    for _, r in _source_batches(ds, dim, [N_VECTORS, SOURCE]):
         keep = np.flatnonzero(rng.random(len(r)) < p)
         if len(keep):
             parts.append(r.take(keep).values)
@@ -71,13 +83,13 @@ def retrain_codec(idx: Any) -> int:
     sample, total = _sample_sources(ds, idx.dim, idx.options["train_size"], idx.options.get("seed", 0))
     st = idx._fit_state(sample, total, explicit=False)
     schema = ds.schema.with_metadata({**(ds.schema.metadata or {}), STATE_KEY: str(st.state_id).encode()})
-    keep = [n for n in schema.names if n not in ("n_vectors", "codes", "terms", "recon_err", "source", CHECKSUM_COLUMN)]
+    keep = [n for n in schema.names if n not in (N_VECTORS, CODES, TERMS, RECON_ERR, SOURCE, ROW_CHECKSUM)]
 
     def batches() -> Iterator[pa.RecordBatch]:
         for rb, pooled in _source_batches(ds, idx.dim):
             cols = {n: rb.column(n) for n in keep}
             cols.update(encode_pooled(st, pooled, keep_source=True))
-            cols[CHECKSUM_COLUMN] = checksum_column(cols)
+            cols[ROW_CHECKSUM] = checksum_column(cols)
             yield pa.RecordBatch.from_pydict({n: cols[n] for n in schema.names}).cast(schema)
 
     out = idx.loc.write_dataset(pa.RecordBatchReader.from_batches(schema, batches()), DOCS, mode="overwrite")
@@ -102,6 +114,7 @@ def _optimize(
         "drift": before["drift"],
         "retrained": False,
     }
+    text_columns = idx._view.text_columns()  # full-text indexes to keep up to date (a retraining drops them)
     threshold = float(idx.options.get("drift_threshold", 1.5))
     drifted = before["drift"] is not None and before["drift"] > threshold
     if retrain is True or (retrain == "auto" and drifted):
@@ -126,12 +139,29 @@ def _optimize(
             "fragments_added": m.fragments_added,
         }
     pbar.update(int(compact))
+    if text_columns:
+        report["fts_index"] = _update_text_index(idx, text_columns)
     if cleanup and ds is not None:
         report["cleanup"] = _cleanup(idx, older_than)
     pbar.update(int(cleanup))
     idx.refresh()
     report["version"] = idx.version
     return report
+
+
+def _update_text_index(idx: Any, columns: list[str]) -> str:
+    """Add the rows written since the full-text index was built to it (one commit when there are any), or
+    rebuild it on ``columns`` when a retraining's overwrite dropped it."""
+    ds = idx._latest_docs()
+    have = _View(ds.version, ds, None, idx.loc).text_columns()
+    if set(columns) - set(have):
+        for c in columns:
+            ds.create_scalar_index(c, index_type="INVERTED", replace=True)
+            ds = idx._latest_docs()
+        return "rebuilt"
+    before = ds.version
+    ds.optimize.optimize_indices()  # commits only when some rows were not indexed yet
+    return "updated" if idx._latest_docs().version != before else "up to date"
 
 
 def _needs_compaction(ds: lance.LanceDataset, opts: dict[str, Any]) -> str | None:

@@ -30,6 +30,7 @@ from ._layout import (
     new_metadata_fields,
     normalize_ids,
     normalize_metadata,
+    reserved_name,
 )
 
 #: texts encoded and written per streamed batch of add_texts
@@ -123,8 +124,11 @@ def add_texts(
         raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive int (texts per written batch)")
     if text_column is not None and not isinstance(text_column, str):
         raise InvalidDtypeError(f"text_column must be a column name (str) or None, got {type(text_column).__name__}")
-    if text_column is not None and text_column in DOCS_SYSTEM_COLUMNS:
-        raise InvalidMetadataError(f"text_column={text_column!r} is reserved by the index; pick another name")
+    if text_column is not None and reserved_name(text_column):
+        raise InvalidMetadataError(
+            f"text_column={text_column!r} is reserved (a search result's column, or a name starting with '_' like "
+            "the index's own _mv_* columns); pick another name, e.g. 'text'"
+        )
     texts = _check_texts(texts)
     if not texts:
         raise InvalidArgumentError("add_texts got no texts; pass at least one")

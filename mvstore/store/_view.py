@@ -27,7 +27,6 @@ from ..search.postings import append_postings, build_postings
 from ..search.searcher import make_searcher
 from ..search.snapshot import AppendBuffer, Snapshot
 from ._integrity import (
-    CHECKSUM_COLUMN,
     check_record,
     checked_checksums,
     corrupt_file_error,
@@ -35,7 +34,22 @@ from ._integrity import (
     record_agrees,
     row_sum,
 )
-from ._layout import DOCS, binary_values, first_duplicate, ids_numpy, list_values, unknown_field
+from ._layout import (
+    CHECKSUMMED,
+    CODES,
+    DOCS,
+    ID,
+    INTERNAL_COLUMNS,
+    N_TOKENS,
+    N_VECTORS,
+    ROW_CHECKSUM,
+    TERMS,
+    binary_values,
+    first_duplicate,
+    ids_numpy,
+    list_values,
+    unknown_field,
+)
 
 _SQL_WORDS = {
     "and", "or", "not", "in", "is", "null", "like", "ilike", "between", "true", "false", "cast", "as",
@@ -49,7 +63,11 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _where_tokens(where: str) -> Iterator[tuple[str, str, str]]:
     """Split a SQL filter into ``(kind, text, raw)``: kind "literal" ('...', '' escapes a quote), "quoted"
     ("..." or `...`: a column name, doubled quote escapes it; text is the name), "column" (a bare name that
-    is not a keyword or function), or "other" (numbers, keywords, functions, operators, spaces)."""
+    is not a keyword or function), or "other" (numbers, keywords, functions, operators, spaces).
+
+    Kept rather than leaving names to Lance: Lance reads a double-quoted name as a string (``"b" = 'x'`` is
+    silently false there) and its unknown-column error lists Lance's and the index's internal columns; this
+    lexer only finds names, Lance still parses and runs the filter."""
     i, n = 0, len(where)
     while i < n:
         c = where[i]
@@ -118,7 +136,7 @@ MAX_DEAD_FRACTION = 0.25
 #: rows per batch of a bounded-memory full load
 _BOUNDED_BATCH = 8192
 #: the columns a snapshot reads from the docs table
-_SNAPSHOT_COLUMNS = ["id", "n_tokens", "n_vectors", "codes", "terms", CHECKSUM_COLUMN]
+_SNAPSHOT_COLUMNS = [*CHECKSUMMED, ROW_CHECKSUM]
 
 
 def fragment_keys(ds: lance.LanceDataset) -> list[tuple[int, Any, Any]]:
@@ -273,8 +291,8 @@ class _DiskCodes:
         if miss:
             m = np.asarray(miss, np.int64)
             pos = view.lance_rows(m).tolist()
-            tbl = view._read_table(lambda: view.ds.take(pos, columns=["codes"]))
-            raw = binary_values(tbl.column("codes"))
+            tbl = view._read_table(lambda: view.ds.take(pos, columns=[CODES]))
+            raw = binary_values(tbl.column(CODES))
             lens = snap.offsets[m + 1] - snap.offsets[m]
             if raw.size != int(lens.sum()) * cs:
                 raise IndexCorruptedError(
@@ -411,13 +429,13 @@ class _View:
         st = self.state
         cs = st.codec.code_size
         stored = checked_checksums(self.version, tbl)
-        ids = ids_numpy(tbl.column("id"))
+        ids = ids_numpy(tbl.column(ID))
         if ids.dtype.kind == "U":
             ids = ids.astype(object)
-        n_vec = tbl.column("n_vectors").to_numpy().astype(np.int64)
+        n_vec = tbl.column(N_VECTORS).to_numpy().astype(np.int64)
         offsets = np.zeros(len(n_vec) + 1, np.int64)
         np.cumsum(n_vec, out=offsets[1:])
-        raw = binary_values(tbl.column("codes"))
+        raw = binary_values(tbl.column(CODES))
         if raw.size != offsets[-1] * cs:
             raise IndexCorruptedError(
                 f"docs table version {self.version} holds {raw.size} code bytes but n_vectors says "
@@ -425,7 +443,7 @@ class _View:
             )
         codes = raw.reshape(-1, cs) if cs else np.zeros((int(offsets[-1]), 0), np.uint8)
         # rq-style codes carry their stage-1 term (centroid id); other codecs store it per vector
-        terms = st.codec.coarse_terms(codes).astype(np.int32) if st.codec.has_coarse else list_values(tbl.column("terms"))
+        terms = st.codec.coarse_terms(codes).astype(np.int32) if st.codec.has_coarse else list_values(tbl.column(TERMS))
         if len(terms) != offsets[-1]:
             raise IndexCorruptedError(
                 f"docs table version {self.version} has {len(terms)} terms for {int(offsets[-1])} vectors; "
@@ -433,7 +451,7 @@ class _View:
             )
         return {
             "ids": ids, "offsets": offsets, "codes": codes, "terms": terms, "stored": stored,
-            "n_tokens": tbl.column("n_tokens").to_numpy().astype(np.int64),
+            "n_tokens": tbl.column(N_TOKENS).to_numpy().astype(np.int64),
             "rowaddr": tbl.column("_rowaddr").to_numpy().astype(np.uint64),
         }  # fmt: skip
 
@@ -456,7 +474,7 @@ class _View:
             )
             r = self._rows(tbl)
             check_record(self.loc, self.version, r["stored"])
-            check_unique_ids(tbl.column("id"), self.version)
+            check_unique_ids(tbl.column(ID), self.version)
         else:
             frags = fragment_keys(self.ds)
             r = self._read_table(self._scan_bounded)
@@ -562,15 +580,15 @@ class _View:
         if len(moved) and frags and all(base.order.index(f) > len(kept) - 1 for f in removed):
             heads = self._read_table(
                 lambda: pa.concat_tables(
-                    [fr.to_table(columns=["id", CHECKSUM_COLUMN], with_row_address=True) for fr in frags]
+                    [fr.to_table(columns=[ID, ROW_CHECKSUM], with_row_address=True) for fr in frags]
                 )
             )
             m = len(moved)
             if not (
                 heads.num_rows >= m
-                and np.array_equal(heads.column(CHECKSUM_COLUMN).slice(0, m).to_numpy().astype(np.uint64),
+                and np.array_equal(heads.column(ROW_CHECKSUM).slice(0, m).to_numpy().astype(np.uint64),
                                    base.checksums[moved])
-                and ids_numpy(heads.column("id").slice(0, m)).tolist() == old.ids[moved].tolist()
+                and ids_numpy(heads.column(ID).slice(0, m)).tolist() == old.ids[moved].tolist()
             ):  # fmt: skip
                 moved = moved[:0]
         else:
@@ -713,38 +731,69 @@ class _View:
         if self.ds is None:
             return np.zeros(0, bool)
         check_where(self.ds.schema, where)
+        hit = self._scan(where, "where=", columns=[], filter=lance_filter(where), with_row_address=True)
+        m = np.zeros(snap.n_docs, bool)
+        m[self.rows_of(hit.column("_rowaddr").to_numpy(), "the where= scan")] = True
+        return m
+
+    def text_search(self, text: str, where: str | None, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 top-``limit`` of ``text`` by Lance's full-text index (every INVERTED-indexed column), among the
+        rows ``where`` keeps -> (snapshot rows, BM25 scores), best first."""
+        self.snapshot()
+        hit = self._scan(
+            where,
+            "full-text search",
+            columns=["_score"],
+            full_text_query=text,
+            filter=None if where is None else lance_filter(where),
+            prefilter=True,
+            limit=limit,
+            with_row_address=True,
+        )
+        rows = self.rows_of(hit.column("_rowaddr").to_numpy(), "the full-text search")
+        return rows, hit.column("_score").to_numpy().astype(np.float32)
+
+    def text_columns(self) -> list[str]:
+        """The columns of this version that have a full-text (INVERTED) index."""
+        with self.reading():
+            idx = self.ds.describe_indices() if self.ds is not None else []
+        return sorted({f for i in idx if str(i.index_type).lower() in ("inverted", "fts") for f in i.field_names})
+
+    def _scan(self, where: str | None, what: str, **kw: Any) -> pa.Table:
+        """``ds.to_table(**kw)`` of this version; a failure is IndexCorruptedError for a damaged file,
+        FilterError for a ``where=`` Lance cannot evaluate."""
         try:
             with self.reading():
-                hit = self.ds.to_table(columns=[], filter=lance_filter(where), with_row_address=True)
-            hit = hit.column("_rowaddr").to_numpy()
+                return self.ds.to_table(**kw)
         except BaseException as e:
             if not lance_failure(e):
                 raise
             if corrupt_file_error(e):
                 raise IndexCorruptedError(
-                    f"docs table version {self.version} cannot be read to evaluate where= "
+                    f"docs table version {self.version} cannot be read for {what} "
                     f"({str(e).splitlines()[0][:200]}); the index is corrupted: restore it from a backup or "
                     "rebuild it (run `mvstore verify <index>` for a full report)"
                 ) from e
             name = unknown_field(e)
             if name is not None:
                 check_columns(self.ds.schema, [name], "where=")
+            if where is None:
+                raise
             raise FilterError(
                 f"where={where!r} could not be evaluated by Lance: {str(e).splitlines()[0][:300]}; "
                 f"write a SQL predicate over the columns {user_columns(self.ds.schema)}, e.g. \"lang = 'en'\""
             ) from e
+
+    def rows_of(self, rowaddr: np.ndarray, what: str) -> np.ndarray:
+        """Snapshot rows of Lance row addresses of this version (the snapshot must be loaded)."""
         loaded = self._loaded
-        pos = np.searchsorted(loaded.rowaddr_sorted, hit.astype(np.uint64))
-        srt = loaded.rowaddr_sorted
-        if len(hit) and (
-            pos.max() >= len(srt) or (srt[np.minimum(pos, len(srt) - 1)] != hit).any()
+        srt, rowaddr = loaded.rowaddr_sorted, rowaddr.astype(np.uint64)
+        pos = np.searchsorted(srt, rowaddr)
+        if len(rowaddr) and (
+            pos.max() >= len(srt) or (srt[np.minimum(pos, len(srt) - 1)] != rowaddr).any()
         ):  # pragma: no cover - Lance returned a row outside this version
-            raise IndexCorruptedError(
-                "the where= scan returned rows that are not in this version; reopen the index"
-            )
-        m = np.zeros(snap.n_docs, bool)
-        m[loaded.rowaddr_order[pos]] = True
-        return m
+            raise IndexCorruptedError(f"{what} returned rows that are not in this version; reopen the index")
+        return loaded.rowaddr_order[pos]
 
     def searcher(self, params: SearchParams) -> Any:
         key = repr(params)
@@ -776,7 +825,8 @@ def duplicate_id_error(dup: Any, version: int) -> IndexCorruptedError:
 
 
 def user_columns(schema: pa.Schema) -> list[str]:
-    return [n for n in schema.names if n not in ("codes", "terms", "source", CHECKSUM_COLUMN)]
+    """The columns ``where=`` and ``columns=`` may name: ``id`` and the metadata."""
+    return [n for n in schema.names if n not in INTERNAL_COLUMNS]
 
 
 def check_where(schema: pa.Schema | None, where: Any) -> None:

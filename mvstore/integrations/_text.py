@@ -1,0 +1,200 @@
+"""What the framework integrations (LangChain, LlamaIndex) share: an mvstore index of passages with a token
+encoder, the passage text kept as the metadata column ``text``; metadata filters as ``where=`` SQL; MaxSim
+reranking of passages by the encoder.
+
+The index stores token vectors: the encoder (``encode_documents`` / ``encode_queries``, an
+:class:`~mvstore.encoders.TokenEncoder`, default the bundled all-MiniLM-L6-v2) turns texts into them, for
+adding and for each query. Passages get their ids from the caller or ``uuid4`` strings.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import FilterError, InvalidDtypeError, InvalidMetadataError
+from ..search.maxsim import maxsim
+
+#: the metadata column the integrations keep the passage text in
+TEXT_COLUMN = "text"
+
+_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def _literal(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return repr(v.item() if isinstance(v, np.generic) else v)
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    raise FilterError(f"filter value {v!r} is a {type(v).__name__}; compare columns with str, int, float or bool values")
+
+
+def _column(name: Any) -> str:
+    if not isinstance(name, str) or not name:
+        raise FilterError(f"filter key {name!r} is not a column name (str)")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _comparison(key: str, op: Any, v: Any) -> str:
+    """One ``{key: {op: v}}`` condition as SQL."""
+    if op in _OPS:
+        return f"{_column(key)} {_OPS[op]} {_literal(v)}"
+    if op in ("$in", "$nin"):
+        if not isinstance(v, (list, tuple)) or not v:
+            raise FilterError(f"{op} takes a non-empty list of values, got {v!r:.80}")
+        neg = "NOT " if op == "$nin" else ""
+        return f"{_column(key)} {neg}IN ({', '.join(_literal(x) for x in v)})"
+    raise FilterError(
+        f"filter operator {op!r} on {key!r} is not supported; use one of {', '.join([*_OPS, '$in', '$nin'])}, "
+        "or pass a SQL string"
+    )
+
+
+def where_from_filter(filter: Any) -> str | None:  # noqa: A002 - LangChain's name
+    """A metadata filter -> an mvstore ``where=`` string. A str is SQL already; a dict is LangChain's (and
+    Chroma's) form: ``{"source": "a.md"}`` (equality; several keys: AND), ``{"year": {"$gt": 2020}}``
+    (``$eq $ne $gt $gte $lt $lte $in $nin``), ``{"$and": [...]}`` / ``{"$or": [...]}``.
+
+    >>> where_from_filter({"source": "a.md", "year": {"$gte": 2020}})
+    '("source" = \\'a.md\\') AND ("year" >= 2020)'
+    >>> where_from_filter({"$or": [{"lang": {"$in": ["en", "fr"]}}, {"draft": False}]})
+    '((("lang" IN (\\'en\\', \\'fr\\'))) OR (("draft" = false)))'
+    """
+    if filter is None or isinstance(filter, str):
+        return filter
+    if not isinstance(filter, dict):
+        raise FilterError(
+            f"filter is a {type(filter).__name__}; pass a dict like {{'source': 'a.md'}} or a SQL string"
+        )
+    if not filter:
+        return None
+    parts: list[str] = []
+    for key, cond in filter.items():
+        if key in ("$and", "$or"):
+            if not isinstance(cond, (list, tuple)) or not cond:
+                raise FilterError(f"{key} takes a non-empty list of filters, got {cond!r:.80}")
+            subs = [where_from_filter(c) for c in cond]
+            parts.append(f" {key[1:].upper()} ".join(f"({s})" for s in subs if s))
+        elif isinstance(key, str) and key.startswith("$"):
+            raise FilterError(f"filter operator {key!r} is not supported here; use $and or $or at the top level")
+        elif isinstance(cond, dict):
+            parts += [_comparison(key, op, v) for op, v in cond.items()]
+        else:
+            parts.append(f"{_column(key)} = {_literal(cond)}")
+    return " AND ".join(f"({p})" for p in parts)
+
+
+def check_encoder(encoder: Any) -> Any:
+    """The encoder of an integration: a token encoder, or None for the bundled MiniLM (loaded here)."""
+    if encoder is None:
+        from ..encoders import default_encoder
+
+        return default_encoder()
+    if not (hasattr(encoder, "encode_documents") and hasattr(encoder, "encode_queries")):
+        raise InvalidDtypeError(
+            f"encoder is a {type(encoder).__name__}; mvstore needs a token encoder with encode_documents / "
+            "encode_queries (e.g. mvstore.encoders.HFTokenEncoder(), or None for the bundled MiniLM), not a "
+            "single-vector embedding model"
+        )
+    return encoder
+
+
+class TextIndex:
+    """An mvstore index of passages + the token encoder that fills and queries it."""
+
+    def __init__(self, index: Any, encoder: Any = None):
+        import mvstore
+
+        if isinstance(index, (str, os.PathLike)):
+            index = mvstore.open(index)
+        if not (hasattr(index, "search") and hasattr(index, "add") and hasattr(index, "dim")):
+            raise InvalidDtypeError(
+                f"index is a {type(index).__name__}; pass an mvstore index (mvstore.open(uri) / mvstore.create) "
+                "or its path"
+            )
+        self.index = index
+        self.encoder = check_encoder(encoder)
+
+    @classmethod
+    def create(cls, uri: Any, encoder: Any = None, **create_kwargs: Any) -> TextIndex:
+        """A new index at ``uri`` for the encoder's vectors (``create_kwargs``: spec, keep_source, ...)."""
+        import mvstore
+
+        encoder = check_encoder(encoder)
+        return cls(mvstore.create(uri, dim=encoder.dim, **create_kwargs), encoder)
+
+    def add(self, texts: Sequence[str], metadatas: Sequence[dict] | None, ids: Sequence[Any] | None) -> list[Any]:
+        """Encode and add passages (one commit); the text goes to the ``text`` column. Metadata is checked
+        before anything is encoded. Returns the ids."""
+        from ..store._layout import normalize_metadata
+
+        texts = list(texts)
+        if metadatas is not None and len(metadatas) != len(texts):
+            raise InvalidMetadataError(f"got {len(metadatas)} metadata dicts for {len(texts)} texts; pass one per text")
+        rows = []
+        for i, m in enumerate(metadatas or [{}] * len(texts)):
+            if not isinstance(m, dict):
+                raise InvalidMetadataError(f"metadata {i} is a {type(m).__name__}; pass one dict per text")
+            if TEXT_COLUMN in m:
+                raise InvalidMetadataError(
+                    f"metadata {i} has the key {TEXT_COLUMN!r}, where the passage text is kept; rename the key "
+                    "(e.g. 'doc_text')"
+                )
+            rows.append({TEXT_COLUMN: texts[i], **m})
+        ids = [uuid.uuid4().hex for _ in texts] if ids is None else list(ids)
+        table = normalize_metadata(rows, len(texts))  # reserved names, types: before the (slow) encoding
+        known = self.index.metadata_columns
+        extra = [c for c in table.column_names if known and c not in known]
+        if extra:
+            raise InvalidMetadataError(
+                f"metadata key {extra[0]!r} is not a column of this index (its columns are {known}, fixed by the "
+                "first add): drop the key, or start a new index"
+            )
+        if not texts:
+            return []
+        self.index.add(ids, self.encoder.encode_documents(texts), metadata=table)
+        return ids
+
+    def search(
+        self, query: str, k: int, where: str | None = None, *, hybrid: bool = False, relevance: bool = False
+    ) -> list[dict[str, Any]]:
+        """Top-``k`` passages for ``query``: dicts with ``id``, ``score``, ``text`` and the metadata.
+        ``hybrid``: fuse with BM25 on the text (needs ``index.create_fts_index("text")``). ``relevance``: the
+        score divided by the query's token count, for L2-normalized token vectors (the bundled MiniLM, ColBERT
+        models) the mean best cosine per query token, in [-1, 1]."""
+        if not isinstance(query, str):
+            raise InvalidDtypeError(f"query must be a str, got {type(query).__name__}")
+        q = self.encoder.encode_queries([query])
+        hits = self.index.search(
+            q, k=k, where=where, columns=self.index.metadata_columns, text=query if hybrid else None, hybrid=hybrid
+        ).drop_columns(["query", "rank"]).to_pylist()
+        if relevance:
+            n_q = len(q.values)
+            hits = [{**h, "score": h["score"] / n_q} for h in hits]
+        return hits
+
+    def get(self, ids: Sequence[Any]) -> list[dict[str, Any]]:
+        return self.index.get(list(ids), missing="ignore").to_pylist()
+
+    def delete(self, ids: Sequence[Any]) -> None:
+        self.index.delete(list(ids))
+
+
+def split_hit(hit: dict[str, Any]) -> tuple[Any, float, str, dict[str, Any]]:
+    """A :meth:`TextIndex.search` row -> (id, score, text, metadata without nulls)."""
+    meta = {k: v for k, v in hit.items() if k not in ("id", "score", TEXT_COLUMN) and v is not None}
+    return hit["id"], float(hit["score"]), hit[TEXT_COLUMN], meta
+
+
+def maxsim_scores(encoder: Any, query: str, texts: Sequence[str]) -> np.ndarray:
+    """Exact MaxSim of ``query`` against each text, both encoded by ``encoder`` -> ``(len(texts),)`` float32."""
+    if not texts:
+        return np.zeros(0, np.float32)
+    q = encoder.encode_queries([query])[0]
+    return maxsim(np.ascontiguousarray(q, np.float32), encoder.encode_documents(list(texts))).astype(np.float32)
