@@ -22,8 +22,13 @@ p50 of the first search after a write, write p50, quiet p50 (plain and ``where=`
 after ``optimize()`` on a freshly opened index (compacted), fragments and disk bytes during and after the
 soak, open + first search time of the built index, and the oracle violations (must be 0).
 
+Memory modes (``--memory``): the built index opened in a fresh process with ``memory="full"`` and with
+``memory="bounded"`` (``--cache-mb``), each running the same ``--quiet-queries`` single-query searches:
+open + first search, search p50, peak RSS (``ru_maxrss``, the interpreter and libraries included), and whether
+the bounded top-10 equals the in-memory one for every query.
+
     python benchmarks/live.py [--json] [--quick] [--docs 100000] [--adds 2000 --upserts 500 --deletes 500]
-                              [--modes live reread baseline] [--built DIR]
+                              [--modes live reread baseline] [--memory] [--built DIR]
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -259,6 +266,45 @@ def soak(uri: str, docs: Docs, n_docs: int, ops: list[str], mode: str, n_quiet: 
         _view._View._derive, _view._View._written_rows, _view._mask_written = derive, written_rows, mask_written
 
 
+def memory_child(uri: str, memory: str, n: int, seed: int, cache_mb: float) -> dict[str, Any]:
+    """In a fresh process: open ``uri`` in ``memory`` mode, ``n`` single-query searches -> figures and top-10s."""
+    import mvstore
+
+    docs = Docs(seed)
+    kw = {"memory": memory} if memory == "full" else {"memory": memory, "cache_bytes": int(cache_mb * 2**20)}
+    rng = np.random.default_rng(seed + 7)
+    t = time.perf_counter()
+    idx = mvstore.open(uri, **kw)
+    n_docs = len(idx)
+    ids = idx.search(docs.query(0, 0, rng), k=K)["id"].to_pylist()
+    first = time.perf_counter() - t
+    qs = [docs.query(int(i), 0, rng) for i in rng.integers(0, n_docs, n)]
+    times, tops = [], []
+    for q in qs:
+        t = time.perf_counter()
+        tops.append(idx.search(q, k=K)["id"].to_pylist())
+        times.append(time.perf_counter() - t)
+    return {
+        "memory": memory, "cache_mb": None if memory == "full" else cache_mb, "open_first_search_s": round(first, 3),
+        "search_p50_ms": round(float(np.median(times)) * 1e3, 3), "search_p95_ms": round(float(np.percentile(times, 95)) * 1e3, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "cache": idx.memory,
+        "tops": [ids, *tops],
+    }  # fmt: skip
+
+
+def memory_modes(uri: str, n: int, seed: int, cache_mb: float) -> list[dict[str, Any]]:
+    """:func:`memory_child` for ``memory="full"`` and ``"bounded"``, each in its own process."""
+    out = []
+    for memory in ("full", "bounded"):
+        cmd = [sys.executable, __file__, "--memory-child", uri, memory, str(n), str(seed), str(cache_mb)]
+        p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    same = out[0].pop("tops") == out[1].pop("tops")
+    for r in out:
+        r["same_top10_as_full"] = same
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true")
@@ -269,6 +315,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--deletes", type=int, default=500)
     ap.add_argument("--baseline-ops", type=int, default=100, help="writes in the baseline soak (same mix)")
     ap.add_argument("--modes", nargs="*", default=["live", "reread", "baseline"], choices=["live", "reread", "baseline"])
+    ap.add_argument("--memory", action="store_true", help='also measure memory="full" vs memory="bounded"')
+    ap.add_argument("--cache-mb", type=float, default=64.0, help='memory="bounded"\'s cache_bytes, in MiB')
     ap.add_argument("--quiet-queries", type=int, default=50)
     ap.add_argument("--retention-s", type=float, default=60.0,
                     help="create(retention=): versions older than this are removed after an automatic compaction "
@@ -281,6 +329,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--memory-child"]:  # one memory mode, in the fresh process memory_modes started
+        uri, memory, n, seed, cache_mb = argv[1:6]
+        print(json.dumps(memory_child(uri, memory, int(n), int(seed), float(cache_mb))))
+        return 0
     args = _parser().parse_args(argv)
     if args.quick:
         args.docs, args.adds, args.upserts, args.deletes, args.baseline_ops = 2000, 100, 25, 25, 150
@@ -298,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
             "built_fragments": fragments(built), "built_disk_mb": round(dir_bytes(built) / 2**20, 1),
             "load_avg": [round(x, 2) for x in os.getloadavg()], "modes": [],
         }  # fmt: skip
+        if args.memory:
+            report["memory"] = memory_modes(built, args.quiet_queries, args.seed, args.cache_mb)
+            if not args.json:
+                print(json.dumps(report["memory"], indent=1), flush=True)
         ops = schedule(args.adds, args.upserts, args.deletes, args.seed)
         for mode in args.modes:
             uri = os.path.join(work, mode)
@@ -315,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
     bad = sum(sum(m["violations"].values()) for m in report["modes"])
+    bad += sum(not m["same_top10_as_full"] for m in report.get("memory", []))
     return 1 if bad else 0
 
 

@@ -318,13 +318,16 @@ def test_live_benchmark_soak_holds_the_oracle(tmp_path, capsys):
     from benchmarks import live
 
     args = ["--json", "--docs", "300", "--adds", "24", "--upserts", "8", "--deletes", "8", "--baseline-ops", "12",
-            "--quiet-queries", "3", "--workdir", str(tmp_path)]  # fmt: skip
+            "--quiet-queries", "3", "--workdir", str(tmp_path), "--memory", "--cache-mb", "0.01"]  # fmt: skip
     assert live.main(args) == 0
     report = json.loads(capsys.readouterr().out)
     modes = {m["mode"]: m for m in report["modes"]}
     assert modes["live"]["ops"] == modes["reread"]["ops"] == 40 and modes["baseline"]["ops"] == 12
     assert modes["live"]["loads"].get("incremental", 0) > 0 and modes["baseline"]["loads"] == {"full": 12}
     assert all(v == 0 for m in modes.values() for v in m["violations"].values())
+    full, bounded = report["memory"]
+    assert (full["memory"], bounded["memory"]) == ("full", "bounded") and bounded["same_top10_as_full"]
+    assert bounded["cache"]["cached_bytes"] <= 0.01 * 2**20 and full["peak_rss_mb"] > 0
 
 
 def test_id_checks_stay_exact_through_upserts_deletes_and_compactions(tmp_path):

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..exceptions import DimensionMismatchError, InvalidDtypeError, RerankerError, require
-from ..ragged import Ragged, take_index
+from ..ragged import Ragged
 from ..search.maxsim import maxsim
 
 require("lancedb", pip_name="lancedb")
@@ -131,8 +131,8 @@ class MaxSimReranker(Reranker):
                 f"{len(missing)} result id(s) are not in the mvstore index (first: {missing[0]!r}); the LanceDB "
                 f"column {self.id_column!r} must hold the ids the documents were added to the index with"
             )
-        idx, offs = take_index(snap.offsets, np.asarray(rows, np.int64))
-        return Ragged(snap.codec.decode(snap.codes[idx]), offs), snap.codec
+        codes, offs = snap.gather(np.asarray(rows, np.int64))
+        return Ragged(snap.codec.decode(codes), offs), snap.codec
 
     def scores(self, query: str, table: pa.Table) -> np.ndarray:
         """MaxSim score of ``query`` against every row of ``table`` -> ``(num_rows,)`` float32."""

@@ -145,7 +145,7 @@ class CentroidCandidates(CandidateGenerator):
 
     def __init__(
         self,
-        terms: np.ndarray,
+        terms: np.ndarray | None,
         offsets: np.ndarray,
         centroids: np.ndarray,
         *,
@@ -163,7 +163,11 @@ class CentroidCandidates(CandidateGenerator):
             raise SearchParamsError(f"interaction={interaction!r} is not one of {INTERACTIONS}")
         nprobe = check_int("nprobe", nprobe, what="centroids probed per query token", error=SearchParamsError)
         self.centroids = np.ascontiguousarray(c, dtype=np.float32)
-        self.postings = postings if postings is not None else build_postings(terms, offsets, len(c))
+        if postings is None:
+            if terms is None:
+                raise InvalidVectorsError("CentroidCandidates needs the terms of the stored vectors or their postings")
+            postings = build_postings(terms, offsets, len(c))
+        self.postings = postings
         if not isinstance(self.postings, Postings) or self.postings.n_terms != len(c):
             raise DimensionMismatchError(
                 f"postings for {getattr(self.postings, 'n_terms', '?')} terms do not fit {len(c)} centroids; "
@@ -180,7 +184,7 @@ class CentroidCandidates(CandidateGenerator):
 
     @classmethod
     def from_snapshot(cls, snapshot: Any, **kw: Any) -> CentroidCandidates:
-        if snapshot.terms is None or snapshot.centroids is None:
+        if (snapshot.terms is None and kw.get("postings") is None) or snapshot.centroids is None:
             raise InvalidVectorsError(
                 "this snapshot has no stage-1 centroids/terms; build the index with centroids (the store does "
                 "this at train time) or search with SearchParams(candidates='exhaustive')"

@@ -8,17 +8,29 @@ A version derived incrementally from the previous one (``mvstore.store``: append
 appended, deleted rows masked) keeps the rows deleted since its last full load: ``live`` says which rows are
 in the version, and search never returns the others. Its arrays are views of :class:`AppendBuffer` storage
 shared with the version it was derived from.
+
+A bounded-memory snapshot (``mvstore.open(uri, memory="bounded")``) holds no codes (``codes`` is None): stage 1
+runs on its in-memory posting lists and centroids, and :meth:`Snapshot.gather` reads the codes of the rows
+stage 2 scores through its ``code_source`` (the store's: Lance reads behind a bounded cache).
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Snapshot", "AppendBuffer"]
+__all__ = ["Snapshot", "AppendBuffer", "CodeSource"]
+
+
+class CodeSource(Protocol):
+    """Where a bounded-memory snapshot's codes are read from."""
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """The codes of documents ``rows`` (any order), packed in that order: ``(sum of their vectors, code_size)``."""
+        ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,8 +39,9 @@ class Snapshot:
     version: int
     #: the user's ids in row order (int64 numpy array or numpy array of str objects)
     ids: np.ndarray
-    #: (n_vectors, code_size) uint8: every stored (pooled) vector's code, documents packed
-    codes: np.ndarray
+    #: (n_vectors, code_size) uint8: every stored (pooled) vector's code, documents packed; None: bounded
+    #: memory, the codes stay on disk (:meth:`gather`)
+    codes: np.ndarray | None
     #: (n_docs + 1,) int64 offsets of each document's vectors in ``codes``
     offsets: np.ndarray
     #: fitted codec pipeline (``mvstore.codecs.Pipeline``): decode(codes), transform_query(q)
@@ -43,6 +56,8 @@ class Snapshot:
     extras: dict[str, Any] = field(default_factory=dict)
     #: (n_docs,) bool: rows that are in this version (deleted rows are kept until the next full load); None: all
     live: np.ndarray | None = None
+    #: bounded memory: reads the codes of given rows (``codes`` is None)
+    code_source: CodeSource | None = None
 
     @property
     def n_docs(self) -> int:
@@ -56,7 +71,23 @@ class Snapshot:
 
     @property
     def n_vectors(self) -> int:
-        return int(self.codes.shape[0])
+        return int(self.offsets[-1])
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The codes of documents ``rows`` (any order) packed in that order, and their offsets: from memory,
+        or read through ``code_source`` (bounded memory)."""
+        from ..ragged import take_index
+
+        idx, offs = take_index(self.offsets, rows)
+        if self.codes is not None:
+            return self.codes[idx], offs
+        if self.code_source is None:
+            from ..exceptions import InvalidOperationError
+
+            raise InvalidOperationError(
+                "this snapshot holds no codes (codes=None) and no code_source to read them from; build it with one"
+            )
+        return self.code_source.read(np.asarray(rows, np.int64)), offs
 
     def compacted(self) -> Snapshot:
         """The same version without its deleted rows (itself when it has none): row ``i`` is the ``i``-th
@@ -70,10 +101,23 @@ class Snapshot:
         from ..ragged import ranges
 
         vec = ranges(starts, lens)
+        source = None if self.code_source is None else _RowsOf(self.code_source, rows)
         return replace(
-            self, ids=self.ids[rows], codes=self.codes[vec], offsets=offsets, n_tokens=self.n_tokens[rows],
-            terms=None if self.terms is None else self.terms[vec], extras={}, live=None,
+            self, ids=self.ids[rows], codes=None if self.codes is None else self.codes[vec], offsets=offsets,
+            n_tokens=self.n_tokens[rows], terms=None if self.terms is None else self.terms[vec], extras={}, live=None,
+            code_source=source,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _RowsOf:
+    """The code source of a compacted snapshot: its row ``i`` is row ``rows[i]`` of the source's."""
+
+    source: CodeSource
+    rows: np.ndarray
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        return self.source.read(self.rows[rows])
 
 
 class AppendBuffer:

@@ -48,7 +48,7 @@ from ..exceptions import (
     NotFittedError,
     SpecError,
 )
-from ..ragged import Ragged, as_ragged, ranges, take_index
+from ..ragged import Ragged, as_ragged, ranges
 from .candidates import CandidateGenerator, as_query_list, check_allowed, check_n, search_mask
 from .maxsim import doc_chunks, maxsim_batch
 from .params import SearchParams, SearchParamsError, check_k
@@ -439,8 +439,7 @@ class SparseSearcher:
     def score_rows(self, qt: Ragged, rows: np.ndarray) -> np.ndarray:
         """Exact stage-2 scores ``(n_queries, len(rows))`` of transformed queries against documents ``rows``."""
         s = self.snapshot
-        idx, offs = take_index(s.offsets, rows)
-        codes = s.codes[idx]
+        codes, offs = s.gather(rows)
         if self.rerank == "dense":
             return maxsim_batch(qt, Ragged(s.codec.decode(codes), offs))
         ids, w = self.generator.sparse_map.sparse_decode(codes)

@@ -71,7 +71,7 @@ from ._layout import (
     rewrite_manifest,
     write_manifest,
 )
-from ._view import where_columns
+from ._view import CodeCache, where_columns
 
 __all__ = [
     "create",
@@ -282,24 +282,57 @@ def create(
     return idx
 
 
+#: open(uri, memory="bounded")'s default cache of stage-2 codes
+DEFAULT_CACHE_BYTES = 256 << 20
+
+
+def _code_cache(memory: Any, cache_bytes: Any) -> CodeCache | None:
+    """The Index's code cache for ``open(memory=, cache_bytes=)``: None in memory="full" mode."""
+    if memory not in ("full", "bounded"):
+        raise InvalidArgumentError(
+            f'memory must be "full" (every stored code in memory, the default) or "bounded" (codes read from disk '
+            f"for each search's candidates, through a cache of cache_bytes), got {memory!r}"
+        )
+    if memory == "full":
+        if cache_bytes is not None:
+            raise InvalidArgumentError(
+                f'cache_bytes={cache_bytes!r} sizes the code cache of memory="bounded"; pass memory="bounded" too, '
+                "or drop cache_bytes"
+            )
+        return None
+    if cache_bytes is None:
+        return CodeCache(DEFAULT_CACHE_BYTES)
+    _check_int("cache_bytes", cache_bytes, 0, None, 'bytes of stage-2 codes memory="bounded" keeps cached')
+    return CodeCache(int(cache_bytes))
+
+
 def open(  # noqa: A001 - mirrors lance/lancedb
     uri: str | os.PathLike,
     version: int | None = None,
     *,
     encoder: Any = None,
     storage_options: dict[str, str] | None = None,
+    memory: str = "full",
+    cache_bytes: int | None = None,
 ) -> Index:
     """Open the index at ``uri`` (a local directory or an object-store URI, reached with ``storage_options``):
     its latest version, or ``version`` (time travel, read-only until :meth:`Index.checkout`).
     IndexCorruptedError if the path is not an mvstore index or its state is damaged. ``encoder`` (as in
     :func:`create`) replaces the recorded one for this object's text calls (not stored); without it the
-    recorded encoder is loaded on the first text call, so opening needs no torch."""
+    recorded encoder is loaded on the first text call, so opening needs no torch.
+
+    ``memory="bounded"`` keeps only stage 1 in memory (centroids, posting lists, ids and offsets): the codes that
+    stage 2 scores are read from the docs table for each search's candidates, through a least-recently-used
+    cache of ``cache_bytes`` (default 256 MiB) shared by this object's versions. Rankings are the same as with
+    ``memory="full"`` (the default: every code in memory); each search pays the reads of the codes not cached.
+    Dense codecs only (a sparse codec's posting lists are built from every code)."""
     loc = Location(uri, storage_options)
     version = check_version(version)
+    code_cache = _code_cache(memory, cache_bytes)
     with _reaching(loc):
         manifest = read_manifest(loc)
     try:
-        idx = Index(loc, manifest, version)
+        idx = Index(loc, manifest, version, code_cache=code_cache)
     except SpecError as e:
         raise IndexCorruptedError(f"the manifest at {loc.table(MANIFEST)} has an invalid spec: {e}") from e
     if encoder is not None:

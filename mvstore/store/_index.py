@@ -60,7 +60,7 @@ from ._layout import (
     state_table,
 )
 from ._maintain import RETENTION
-from ._view import WRITTEN_BYTES, Written, _State, _View, check_columns, check_where
+from ._view import WRITTEN_BYTES, CodeCache, Written, _State, _View, check_columns, check_where
 
 
 def _open_table(loc: Location, name: str, what: str) -> lance.LanceDataset:
@@ -139,7 +139,10 @@ class Index:
     """An mvstore index directory read at one version. Make one with :func:`mvstore.store.create` or
     :func:`mvstore.store.open`; see the package docstring for the layout and policies."""
 
-    def __init__(self, root: Location | str, manifest: dict[str, Any], version: int | None = None):
+    def __init__(
+        self, root: Location | str, manifest: dict[str, Any], version: int | None = None, *,
+        code_cache: CodeCache | None = None,
+    ):  # fmt: skip
         self.loc = at(root)  # where the index lives (a local directory or an object-store prefix)
         self.root = self.loc.uri
         self.manifest = manifest
@@ -155,7 +158,18 @@ class Index:
         self.last_maintenance: dict[str, Any] | None = None
         self._pinned = version is not None
         self._encoder: Any = None  # open(uri, encoder=...)'s, or the recorded one once a text call built it
+        #: open(uri, memory="bounded"): the cache of stage-2 codes read from disk (None: codes in memory)
+        self._code_cache = code_cache
         self._view = self._make_view(version)
+
+    @property
+    def memory(self) -> dict[str, Any]:
+        """The memory mode: ``{"mode": "full"}`` (every code in memory), or for ``open(uri, memory="bounded")``
+        ``{"mode": "bounded", "cache_bytes", "cached_bytes", "hits", "misses"}`` (the stage-2 code cache)."""
+        c = self._code_cache
+        if c is None:
+            return {"mode": "full"}
+        return {"mode": "bounded", "cache_bytes": c.limit, "cached_bytes": c.bytes, "hits": c.hits, "misses": c.misses}
 
     @property
     def encoder(self) -> Any:
@@ -196,8 +210,9 @@ class Index:
         self, version: int, ds: lance.LanceDataset | None, state: _State | None, base: _View | None = None,
         written: Written | None = None,
     ) -> _View:  # fmt: skip
-        """The read state of ``version`` (derived from ``base``'s when it can be, see :class:`_View`)."""
-        return _View(version, ds, state, self.loc, base, written)
+        """The read state of ``version`` (derived from ``base``'s when it can be, see :class:`_View`), in this
+        object's memory mode."""
+        return _View(version, ds, state, self.loc, base, written, self._code_cache)
 
     def _make_view(self, version: int | None, base: _View | None = None) -> _View:
         ds = self._latest_docs()

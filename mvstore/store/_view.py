@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from ..exceptions import (
     VersionCleanedUpError,
 )
 from ..search.params import SearchParams
-from ..search.postings import append_postings
+from ..search.postings import append_postings, build_postings
 from ..search.searcher import make_searcher
 from ..search.snapshot import AppendBuffer, Snapshot
 from ._integrity import (
@@ -132,6 +133,8 @@ class _State:
 
 #: an incrementally derived snapshot is loaded in full again once its deleted rows pass this fraction of its rows
 MAX_DEAD_FRACTION = 0.25
+#: rows per batch of a bounded-memory full load
+_BOUNDED_BATCH = 8192
 #: the columns a snapshot reads from the docs table
 _SNAPSHOT_COLUMNS = [*CHECKSUMMED, ROW_CHECKSUM]
 
@@ -238,6 +241,71 @@ class _Loaded:
         return self.rowaddr_order[lo:hi]
 
 
+class CodeCache:
+    """The stage-2 codes a bounded-memory Index (``open(uri, memory="bounded")``) has read, shared by its
+    versions: each document's codes under its Lance row address (an address never names another row, and a
+    row is never rewritten in place), the least recently used dropped once they pass ``limit`` bytes."""
+
+    def __init__(self, limit: int):
+        self.limit = int(limit)
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._rows: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, keys: list[int]) -> list[np.ndarray | None]:
+        with self._lock:
+            out = [self._rows.get(k) for k in keys]
+            for k, v in zip(keys, out):
+                if v is not None:
+                    self._rows.move_to_end(k)
+            n_hit = sum(v is not None for v in out)
+            self.hits += n_hit
+            self.misses += len(keys) - n_hit
+            return out
+
+    def put(self, keys: list[int], values: list[np.ndarray]) -> None:
+        with self._lock:
+            for k, v in zip(keys, values):
+                if k not in self._rows:
+                    self._rows[k] = v
+                    self.bytes += v.nbytes
+            while self.bytes > self.limit and self._rows:
+                self.bytes -= self._rows.popitem(last=False)[1].nbytes
+
+
+class _DiskCodes:
+    """A bounded-memory snapshot's code source (:class:`~mvstore.search.snapshot.CodeSource`): the codes of the
+    rows asked for, from the Index's :class:`CodeCache` or read from this version with one Lance ``take``."""
+
+    def __init__(self, view: _View):
+        self.view = view
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        view, cache = self.view, self.view.code_cache
+        snap = view.snapshot()
+        cs = snap.codec.code_size
+        keys = view._loaded.rowaddr[rows].tolist()
+        got = cache.get(keys)
+        miss = sorted({int(r) for r, v in zip(rows.tolist(), got) if v is None})
+        if miss:
+            m = np.asarray(miss, np.int64)
+            pos = view.lance_rows(m).tolist()
+            tbl = view._read_table(lambda: view.ds.take(pos, columns=[CODES]))
+            raw = binary_values(tbl.column(CODES))
+            lens = snap.offsets[m + 1] - snap.offsets[m]
+            if raw.size != int(lens.sum()) * cs:
+                raise IndexCorruptedError(
+                    f"docs table version {view.version}: the codes read for {len(m)} rows hold {raw.size} bytes, "
+                    f"not the {int(lens.sum()) * cs} their vector counts say; the index is corrupted: rebuild it"
+                )
+            ends = np.cumsum(lens) * cs
+            read = {r: raw[e - n * cs : e].reshape(-1, cs).copy() for r, n, e in zip(miss, lens.tolist(), ends.tolist())}
+            cache.put(view._loaded.rowaddr[m].tolist(), list(read.values()))
+            got = [v if v is not None else read[r] for r, v in zip(rows.tolist(), got)]
+        return np.concatenate(got) if got else np.zeros((0, cs), np.uint8)
+
+
 @dataclasses.dataclass
 class Written:
     """What this process's own write committed, handed to the view of the version it made so that its snapshot
@@ -267,9 +335,10 @@ class _View:
 
     def __init__(
         self, version: int, ds: lance.LanceDataset | None, state: _State | None, loc: Any, base: _View | None = None,
-        written: Written | None = None,
+        written: Written | None = None, code_cache: CodeCache | None = None,
     ):  # fmt: skip
         self.loc = loc  # the index's _fs.Location (its integrity records)
+        self.code_cache = code_cache  # memory="bounded": the Index's CodeCache (the snapshot keeps no codes)
         self._written = written  # what the write that made this version committed (None: another's, or unknown)
         self.version = version
         self.ds = ds
@@ -398,7 +467,7 @@ class _View:
                 "rowaddr": np.zeros(0, np.uint64),
             }  # fmt: skip
             frags: list[tuple[int, Any, Any]] = []
-        else:
+        elif self.code_cache is None:
             frags = fragment_keys(self.ds)
             tbl = self._read_table(
                 lambda: self.ds.to_table(columns=_SNAPSHOT_COLUMNS, with_row_address=True, scan_in_order=True)
@@ -406,9 +475,21 @@ class _View:
             r = self._rows(tbl)
             check_record(self.loc, self.version, r["stored"])
             check_unique_ids(tbl.column(ID), self.version)
+        else:
+            frags = fragment_keys(self.ds)
+            r = self._read_table(self._scan_bounded)
+            check_record(self.loc, self.version, r["stored"])
         order = np.argsort(r["rowaddr"], kind="stable")
         by_id = np.argsort(r["ids"], kind="stable")
         sorted_ids = r["ids"][by_id]
+        extras = {}
+        if self.code_cache is not None:  # bounded: the codes stay on disk, the terms become posting lists
+            rep = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+            if len(rep):
+                dup = sorted_ids[rep[0]]
+                raise duplicate_id_error(dup.item() if isinstance(dup, np.generic) else dup, self.version)
+            extras["postings"] = build_postings(r.pop("terms"), r["offsets"], len(st.centroids))
+            r["terms"] = r["codes"] = None
         arrays = {
             "ids": r["ids"], "codes": r["codes"], "offsets": r["offsets"], "n_tokens": r["n_tokens"],
             "terms": r["terms"], "rowaddr": r["rowaddr"], "checksums": r["stored"],
@@ -416,15 +497,33 @@ class _View:
         }  # fmt: skip
         snap = Snapshot(
             version=self.version, ids=r["ids"], codes=r["codes"], offsets=r["offsets"], codec=st.codec,
-            n_tokens=r["n_tokens"], terms=r["terms"], centroids=st.centroids,
+            n_tokens=r["n_tokens"], terms=r["terms"], centroids=st.centroids, extras=extras,
+            code_source=None if self.code_cache is None else _DiskCodes(self),
         )  # fmt: skip
         return _Loaded(
             snapshot=snap, state_id=st.state_id, frags={f: (d, x) for f, d, x in frags}, order=[f for f, _, _ in frags],
             rowaddr=r["rowaddr"], checksums=r["stored"], rowaddr_sorted=arrays["rowaddr_sorted"],
             rowaddr_order=order, sorted_ids=sorted_ids, sorted_rows=by_id,
             n_live=len(r["stored"]), live_sum=row_sum(r["stored"]),
-            buffers={k: AppendBuffer(v) for k, v in arrays.items()},
+            buffers={k: AppendBuffer(v) for k, v in arrays.items() if v is not None},
         )  # fmt: skip
+
+    def _scan_bounded(self) -> dict[str, np.ndarray]:
+        """A bounded-memory full load: the version's rows read a batch at a time, each checked (row checksums),
+        their codes dropped once their terms are taken."""
+        parts = []
+        for b in self.ds.to_batches(
+            columns=_SNAPSHOT_COLUMNS, with_row_address=True, scan_in_order=True, batch_size=_BOUNDED_BATCH
+        ):
+            r = self._rows(pa.Table.from_batches([b]))
+            r["n_vectors"] = np.diff(r.pop("offsets"))
+            del r["codes"]
+            parts.append(r)
+        out = {k: np.concatenate([p[k] for p in parts]) for k in ("ids", "terms", "stored", "n_tokens", "rowaddr", "n_vectors")}
+        offsets = np.zeros(len(out["ids"]) + 1, np.int64)
+        np.cumsum(out.pop("n_vectors"), out=offsets[1:])
+        out["offsets"], out["codes"] = offsets, None
+        return out
 
     def _derive(self, base: _Loaded, use_written: bool = True) -> _Loaded | None:
         """This version's snapshot from ``base``'s, reading only what changed, or None when this version is not
@@ -567,10 +666,13 @@ class _View:
         else:  # a snapshot's posting lists built later are not these buffers' arrays
             for name in ("doc_offsets", "doc_terms"):
                 bufs.pop(name, None)
+        in_memory = old.codes is not None  # bounded memory: the codes stay on disk, the terms in the postings
         snap = Snapshot(
-            version=self.version, ids=app("ids", n0, r["ids"]), codes=app("codes", v0, r["codes"]), offsets=offsets,
-            codec=st.codec, n_tokens=app("n_tokens", n0, r["n_tokens"]), terms=app("terms", v0, r["terms"]),
-            centroids=st.centroids, extras=extras, live=None if live_all.all() else live_all,
+            version=self.version, ids=app("ids", n0, r["ids"]), offsets=offsets, codec=st.codec,
+            codes=app("codes", v0, r["codes"]) if in_memory else None,
+            terms=app("terms", v0, r["terms"]) if in_memory and old.terms is not None else None,
+            n_tokens=app("n_tokens", n0, r["n_tokens"]), centroids=st.centroids, extras=extras,
+            live=None if live_all.all() else live_all, code_source=None if in_memory else _DiskCodes(self),
         )  # fmt: skip
         n_moved = len(moved)
         return _Loaded(
