@@ -40,11 +40,11 @@ from typing import Any
 
 import numpy as np
 
+from .store._layout import TEXT as TEXT_COLUMN  # the column an index built from texts stores them in
+
 __all__ = ["main", "build_parser"]
 
 CLI_META = "mvstore-cli.json"
-#: the column an index built from texts stores them in (as Index.add_texts does)
-TEXT_COLUMN = "text"
 TEXT_CHUNK = 256
 
 
@@ -885,7 +885,7 @@ def _encoder_args(p: argparse.ArgumentParser) -> None:
 
 def _input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id-column", default="id")
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--text-column", default=TEXT_COLUMN)
     p.add_argument("--title-column", default=None, help="prepended to the text (e.g. 'title' for BEIR corpora)")
     p.add_argument("--vectors-column", default="vectors", help="column of precomputed token vectors (list of lists)")
     p.add_argument("--metadata", default=None, help="comma-separated metadata columns (default: all scalar columns)")

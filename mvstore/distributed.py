@@ -43,6 +43,7 @@ from .exceptions import (
     MvstoreError,
     require,
 )
+from .store._layout import TEXT
 
 __all__ = ["build"]
 
@@ -60,7 +61,7 @@ def build(
     storage_options: dict[str, str] | None = None,
     id_column: str = "id",
     vectors_column: str = "vectors",
-    text_column: str = "text",
+    text_column: str = TEXT,
     metadata_columns: list[str] | None = None,
     train_docs: int = 4096,
     batch_size: int = 512,

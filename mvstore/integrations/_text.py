@@ -18,9 +18,7 @@ import numpy as np
 
 from ..exceptions import FilterError, InvalidDtypeError, InvalidMetadataError
 from ..search.maxsim import maxsim
-
-#: the metadata column the integrations keep the passage text in
-TEXT_COLUMN = "text"
+from ..store._layout import TEXT
 
 _OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
@@ -141,12 +139,12 @@ class TextIndex:
         for i, m in enumerate(metadatas or [{}] * len(texts)):
             if not isinstance(m, dict):
                 raise InvalidMetadataError(f"metadata {i} is a {type(m).__name__}; pass one dict per text")
-            if TEXT_COLUMN in m:
+            if TEXT in m:
                 raise InvalidMetadataError(
-                    f"metadata {i} has the key {TEXT_COLUMN!r}, where the passage text is kept; rename the key "
+                    f"metadata {i} has the key {TEXT!r}, where the passage text is kept; rename the key "
                     "(e.g. 'doc_text')"
                 )
-            rows.append({TEXT_COLUMN: texts[i], **m})
+            rows.append({TEXT: texts[i], **m})
         ids = [uuid.uuid4().hex for _ in texts] if ids is None else list(ids)
         table = normalize_metadata(rows, len(texts))  # reserved names, types: before the (slow) encoding
         known = self.index.metadata_columns
@@ -188,8 +186,8 @@ class TextIndex:
 
 def split_hit(hit: dict[str, Any]) -> tuple[Any, float, str, dict[str, Any]]:
     """A :meth:`TextIndex.search` row -> (id, score, text, metadata without nulls)."""
-    meta = {k: v for k, v in hit.items() if k not in ("id", "score", TEXT_COLUMN) and v is not None}
-    return hit["id"], float(hit["score"]), hit[TEXT_COLUMN], meta
+    meta = {k: v for k, v in hit.items() if k not in ("id", "score", TEXT) and v is not None}
+    return hit["id"], float(hit["score"]), hit[TEXT], meta
 
 
 def maxsim_scores(encoder: Any, query: str, texts: Sequence[str]) -> np.ndarray:

@@ -25,7 +25,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..exceptions import InvalidArgumentError, require
-from ._text import TEXT_COLUMN, TextIndex, check_encoder, maxsim_scores, split_hit, where_from_filter
+from ..store._layout import TEXT
+from ._text import TextIndex, check_encoder, maxsim_scores, split_hit, where_from_filter
 
 require("langchain_core", extra="langchain")
 from langchain_core.documents import BaseDocumentCompressor, Document  # noqa: E402
@@ -117,8 +118,8 @@ class MvstoreVectorStore(VectorStore):
         """The stored passages with these ids (unknown ids are left out), in the order given."""
         out = []
         for row in self._text.get(ids):
-            meta = {k: v for k, v in row.items() if k not in ("id", TEXT_COLUMN) and v is not None}
-            out.append(Document(page_content=row[TEXT_COLUMN], metadata=meta, id=str(row["id"])))
+            meta = {k: v for k, v in row.items() if k not in ("id", TEXT) and v is not None}
+            out.append(Document(page_content=row[TEXT], metadata=meta, id=str(row["id"])))
         return out
 
     # ------------------------------------------------------------------------------------------ searching

@@ -47,6 +47,7 @@ from ._layout import (
     STATE,
     STATE_KEY,
     TERMS,
+    TEXT,
     checksum_column_of,
     conform_metadata,
     has_versions,
@@ -538,7 +539,7 @@ class Index:
         ids: Any = None,
         metadata: Any = None,
         *,
-        text_column: str | None = "text",
+        text_column: str | None = TEXT,
         batch_size: int = 256,
         progress: bool | None = None,
     ) -> list:
@@ -801,7 +802,7 @@ class Index:
             [r for r, _ in res], [s for _, s in res], view.snapshot().ids, id_type, view, columns
         )
 
-    def create_fts_index(self, column: str = "text", *, replace: bool = True) -> int:
+    def create_fts_index(self, column: str = TEXT, *, replace: bool = True) -> int:
         """Build Lance's full-text (BM25) index on a string metadata ``column``, for ``search(...,
         hybrid=True)``. One commit under the write lock. Rows written later are searched too (Lance scans the
         rows the index does not cover yet) and :meth:`optimize` adds them to the index (and rebuilds it after a
