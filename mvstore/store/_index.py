@@ -761,9 +761,9 @@ class Index:
         """Top-``k`` documents per query by MaxSim. ``queries``: a Ragged, a list of ``(n_q, dim)`` arrays, or
         one 2-D array (a single query); or a str / list of str, encoded by the index's :attr:`encoder`.
         ``where``: a SQL filter on metadata evaluated by Lance before scoring. ``hybrid=True`` fuses MaxSim with
-        BM25 on the full-text index (:meth:`create_fts_index`) of the query ``text`` (one string per query),
-        both among the rows ``where`` keeps, by reciprocal rank fusion (``fusion="rrf"``; ``score`` is then the
-        fused score). Returns an Arrow table with ``query`` (int32), ``rank`` (int32, 0-based), ``id``,
+        BM25 on the full-text index (:meth:`create_fts_index`) of the query ``text`` (one string per query;
+        for string queries, the queries themselves unless ``text`` is given), both among the rows ``where``
+        keeps, by reciprocal rank fusion (``fusion="rrf"``; ``score`` is then the fused score). Returns an Arrow table with ``query`` (int32), ``rank`` (int32, 0-based), ``id``,
         ``score`` (float32) and the requested metadata ``columns``, sorted by query then rank."""
         view = self._view
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -777,6 +777,8 @@ class Index:
         from ._text import encode_queries, is_text_query
 
         if is_text_query(queries):
+            if hybrid is True and text is None:
+                text = queries  # the same string(s) for BM25 as for the encoder
             queries = encode_queries(self, queries)
         q = as_ragged(queries, dim=self.dim, what="queries")
         texts = check_hybrid(text, hybrid, fusion, len(q))
