@@ -5,8 +5,10 @@ passages, answered with sources (retrieval only, no LLM).
     python examples/rag_langchain.py [--index DIR] [--json]
 
 Shows: ``MvstoreVectorStore.from_texts`` (passages encoded by the bundled MiniLM into token vectors, the
-text and its ``source`` / ``section`` kept as metadata), ``as_retriever()``, a metadata filter, hybrid search
-(MaxSim + BM25 over Lance's full-text index) and the MaxSim reranker ``MaxSimCompressor``.
+text and its ``source`` / ``section`` kept as metadata; the index records its encoder, so
+``MvstoreVectorStore(path)`` reopens it with nothing else), ``as_retriever()``, a metadata filter, hybrid
+search (MaxSim + BM25 over Lance's full-text index, on the same question) and the MaxSim reranker
+``MaxSimCompressor``.
 """
 
 from __future__ import annotations
@@ -35,15 +37,14 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object per question")
     args = ap.parse_args(argv)
 
-    from mvstore.encoders import default_encoder
     from mvstore.integrations.langchain import MaxSimCompressor, MvstoreVectorStore
 
     texts, metadatas = zip(*passages())
-    encoder = default_encoder()
     with tempfile.TemporaryDirectory() as tmp:
         uri = args.index or str(Path(tmp) / "rag_index")
-        store = MvstoreVectorStore.from_texts(list(texts), encoder, list(metadatas), uri=uri)
-        store.index.create_fts_index("text")  # for hybrid=True
+        built = MvstoreVectorStore.from_texts(list(texts), metadatas=list(metadatas), uri=uri)  # the bundled MiniLM
+        built.index.create_fts_index()  # BM25 over the passages' text column, for hybrid=True
+        store = MvstoreVectorStore(uri)  # e.g. in the serving process: the index knows its encoder
         retriever = store.as_retriever(search_kwargs={"k": args.k})
         runs = [(q, "retriever", retriever.invoke(q)) for q in QUESTIONS]
         # a metadata filter (evaluated by Lance before scoring), hybrid search, and a MaxSim rerank
@@ -54,7 +55,8 @@ def main(argv=None) -> int:
         runs.append((q, "hybrid", store.similarity_search(q, k=args.k, hybrid=True)))
         q = "How are the stage-1 centroids trained?"
         wide = store.similarity_search(q, k=10)
-        runs.append((q, "MaxSimCompressor(top 10)", MaxSimCompressor(encoder=encoder, top_n=args.k).compress_documents(wide, q)))
+        rerank = MaxSimCompressor(encoder=store.encoder, top_n=args.k)
+        runs.append((q, "MaxSimCompressor(top 10)", rerank.compress_documents(wide, q)))
         for question, how, docs in runs:
             answer = {"question": question, "how": how, "passages": len(texts),
                       "sources": [{"source": d.metadata["source"], "section": d.metadata["section"], "id": d.id,

@@ -5,8 +5,9 @@ passages, answered with sources (retrieval only, no LLM).
     python examples/rag_llamaindex.py [--index DIR] [--json]
 
 Shows: ``MvstoreRetriever.from_nodes`` (LlamaIndex documents encoded by the bundled MiniLM into token
-vectors, their metadata kept as filterable columns), ``MetadataFilters`` evaluated by Lance before scoring,
-hybrid search (MaxSim + BM25 over Lance's full-text index) and the ``MaxSimNodePostprocessor`` reranker.
+vectors, their metadata kept as filterable columns; the index records its encoder, so ``MvstoreRetriever(path)``
+opens it with nothing else), ``MetadataFilters`` evaluated by Lance before scoring, hybrid search (MaxSim +
+BM25 over Lance's full-text index, on the same question) and the ``MaxSimNodePostprocessor`` reranker.
 """
 
 from __future__ import annotations
@@ -38,26 +39,25 @@ def main(argv=None) -> int:
     from llama_index.core.schema import Document
     from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 
-    from mvstore.encoders import default_encoder
     from mvstore.integrations.llamaindex import MaxSimNodePostprocessor, MvstoreRetriever
 
     docs = [Document(text=t, metadata=m, id_=f"p{i}") for i, (t, m) in enumerate(passages())]
-    encoder = default_encoder()
     with tempfile.TemporaryDirectory() as tmp:
         uri = args.index or str(Path(tmp) / "rag_index")
-        retriever = MvstoreRetriever.from_nodes(docs, uri=uri, encoder=encoder, similarity_top_k=args.k)
-        retriever.index.create_fts_index("text")  # for hybrid=True
+        retriever = MvstoreRetriever.from_nodes(docs, uri=uri, similarity_top_k=args.k)  # the bundled MiniLM
+        retriever.index.create_fts_index()  # BM25 over the passages' text column, for hybrid=True
         runs = [(q, "retriever", retriever.retrieve(q)) for q in QUESTIONS]
+        # more retrievers on the same index, opened by path: the index knows its encoder
         q = "Which files does an index directory hold?"
         layout = MetadataFilters(filters=[MetadataFilter(key="source", value="docs/LAYOUT.md")])
         runs.append((q, "filter source=docs/LAYOUT.md",
-                     MvstoreRetriever(retriever.index, encoder, similarity_top_k=args.k, filters=layout).retrieve(q)))
+                     MvstoreRetriever(uri, similarity_top_k=args.k, filters=layout).retrieve(q)))
         q = "mvstore upgrade"
-        runs.append((q, "hybrid", MvstoreRetriever(retriever.index, encoder, similarity_top_k=args.k, hybrid=True).retrieve(q)))
+        runs.append((q, "hybrid", MvstoreRetriever(uri, similarity_top_k=args.k, hybrid=True).retrieve(q)))
         q = "How are the stage-1 centroids trained?"
-        wide = MvstoreRetriever(retriever.index, encoder, similarity_top_k=10).retrieve(q)
-        runs.append((q, "MaxSimNodePostprocessor(top 10)",
-                     MaxSimNodePostprocessor(encoder=encoder, top_n=args.k).postprocess_nodes(wide, query_str=q)))
+        wide = MvstoreRetriever(uri, similarity_top_k=10).retrieve(q)
+        rerank = MaxSimNodePostprocessor(encoder=retriever.index.encoder, top_n=args.k)
+        runs.append((q, "MaxSimNodePostprocessor(top 10)", rerank.postprocess_nodes(wide, query_str=q)))
         for question, how, nodes in runs:
             answer = {"question": question, "how": how, "passages": len(docs),
                       "sources": [{"source": n.node.metadata["source"], "section": n.node.metadata["section"],

@@ -43,6 +43,7 @@ from .exceptions import (
     MvstoreError,
     require,
 )
+from .store._layout import TEXT
 
 __all__ = ["build"]
 
@@ -60,7 +61,7 @@ def build(
     storage_options: dict[str, str] | None = None,
     id_column: str = "id",
     vectors_column: str = "vectors",
-    text_column: str = "text",
+    text_column: str = TEXT,
     metadata_columns: list[str] | None = None,
     train_docs: int = 4096,
     batch_size: int = 512,
@@ -175,7 +176,9 @@ def _target(
                 f"the index at {idx.root} holds {idx.dim}-d vectors but the source has {dim}-d ones; build a new index"
             )
         return idx
-    recorded = local_encoder if local_encoder is not None and _describable(local_encoder) else None
+    from .encoders import describable
+
+    recorded = local_encoder if local_encoder is not None and describable(local_encoder) else None
     return ms.create(uri, spec=spec, dim=dim, storage_options=storage_options, encoder=recorded, **create_options)
 
 
@@ -266,17 +269,6 @@ def _commit(
         idx.loc.table(DOCS), op, read_version=read_version, storage_options=idx.loc.storage_options
     )
     idx._view = idx._new_view(out_ds.version, out_ds, st)
-
-
-def _describable(encoder: Any) -> bool:
-    """Whether ``encoder`` can be recorded in an index (:func:`mvstore.encoders.encoder_config`)."""
-    from .encoders import encoder_config
-
-    try:
-        encoder_config(encoder)
-    except InvalidArgumentError:
-        return False
-    return True
 
 
 #: per worker process: the codec state and encoder of the build running there (Ray reuses worker processes

@@ -569,6 +569,15 @@ def encoder_config(encoder: Any) -> dict[str, Any]:
     return cfg
 
 
+def describable(encoder: Any) -> bool:
+    """Whether ``encoder`` can be recorded in an index (:func:`encoder_config` describes it)."""
+    try:
+        encoder_config(encoder)
+    except InvalidArgumentError:
+        return False
+    return True
+
+
 def encoder_from_config(config: dict[str, Any], *, device: str = "cpu", progress: bool | None = None) -> Any:
     """Rebuild an encoder from :func:`encoder_config`'s description (loads the model)."""
     if not isinstance(config, dict) or config.get("kind") not in KINDS:

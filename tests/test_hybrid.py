@@ -74,6 +74,30 @@ def test_hybrid_finds_the_keyword_match_maxsim_misses(index):
     assert two.filter(two["query"].to_numpy() == 1)["id"].to_pylist() == _expected(idx, docs[8], "cherry", 3)[0]
 
 
+def test_a_string_query_is_also_the_bm25_text(tmp_path, minilm):
+    """search("question", hybrid=True): the index's encoder encodes the string for MaxSim and the same string
+    goes to BM25; the result is the one of passing the encoded query and the text by hand."""
+    import mvstore
+
+    passages = ["Tides follow the gravitational pull of the moon.", "Solar panels convert sunlight into power.",
+                "The zebra crossing is painted white.", "Wind turbines turn moving air into electricity.",
+                "Magma rises through the crust before an eruption."]  # fmt: skip
+    idx = mvstore.create(tmp_path / "ix", encoder=minilm, spec="fp16")
+    idx.add_texts(passages, metadata=[{"lang": "en" if i % 2 else "fr"} for i in range(5)])
+    idx.create_fts_index()
+    for q, where in (("zebra stripes", None), ("why does the sea rise and fall", None), ("zebra", "lang = 'fr'")):
+        got = idx.search(q, k=3, hybrid=True, where=where)
+        by_hand = idx.search(minilm.encode_queries([q]), k=3, text=q, hybrid=True, where=where)
+        assert got.to_pylist() == by_hand.to_pylist()
+    assert idx.search("zebra", k=1, hybrid=True)["id"].to_pylist() == [2]
+    two = idx.search(["zebra", "magma eruption"], k=1, hybrid=True)
+    assert two["id"].to_pylist() == [2, 4]
+    # an explicit text= still wins over the query string
+    q = minilm.encode_queries(["renewable energy"])
+    assert (idx.search("renewable energy", k=5, text="magma", hybrid=True).to_pylist()
+            == idx.search(q, k=5, text="magma", hybrid=True).to_pylist())
+
+
 def test_where_filters_both_sides(index):
     idx, docs = index
     hits = idx.search(docs[3], k=5, text="zebra", hybrid=True, where="lang = 'en'", columns=["lang"])
@@ -120,7 +144,7 @@ def test_full_text_index_files_are_under_integrity(index):
 
 def test_hybrid_mistakes_say_what_to_do(tmp_path, index):
     idx, docs = index
-    with pytest.raises(InvalidArgumentError, match="needs the query text.*text='...'"):
+    with pytest.raises(InvalidArgumentError, match=r"needs the query text.*search\('question', hybrid=True\).*text='...'"):
         idx.search(docs[0], hybrid=True)
     with pytest.raises(InvalidArgumentError, match="pass hybrid=True with it"):
         idx.search(docs[0], text="zebra")

@@ -2,7 +2,13 @@
 
 import pytest
 
-from mvstore.exceptions import FilterError, InvalidArgumentError, InvalidDtypeError, InvalidMetadataError
+from mvstore.exceptions import (
+    FilterError,
+    InvalidArgumentError,
+    InvalidDtypeError,
+    InvalidMetadataError,
+    InvalidOperationError,
+)
 from mvstore.integrations._text import where_from_filter
 
 PASSAGES = [
@@ -74,6 +80,31 @@ def test_langchain_store_search_filter_retriever(store):
     assert store.get_by_ids(["t1"]) == []
 
 
+def test_langchain_store_uses_the_index_encoder(store, minilm, tmp_path):
+    """from_texts records the encoder in the index: reopened by its path, the store needs nothing else, and its
+    passages went in through Index.add_texts (text column, ids given) like any text index's."""
+    import mvstore
+    from mvstore.integrations.langchain import MvstoreVectorStore
+
+    assert store.index.options["encoder"]["kind"] == "hf" and store.encoder is store.index.encoder
+    again = MvstoreVectorStore(store.index.root)
+    q = "how is each query token scored?"
+    assert [(d.id, s) for d, s in again.similarity_search_with_score(q, k=3)] == [
+        (d.id, s) for d, s in store.similarity_search_with_score(q, k=3)
+    ]
+    raw = mvstore.open(store.index.root).search(q, k=1, columns=["text"]).to_pylist()[0]
+    assert raw["id"] == "p1" and raw["text"] == PASSAGES[1][0]
+    # an encoder mvstore cannot describe is not recorded: given to the store, and again on each open
+    counting = Counting(minilm)
+    own = MvstoreVectorStore.from_texts(["Tides follow the moon."], counting, uri=tmp_path / "own", spec="fp16")
+    assert counting.docs == 1 and "encoder" not in own.index.options
+    assert [d.page_content for d in own.similarity_search("moon", k=1)] == ["Tides follow the moon."]
+    with pytest.raises(InvalidOperationError, match=r"records no encoder.*pass the token encoder its vectors came from"):
+        MvstoreVectorStore(tmp_path / "own")
+    assert MvstoreVectorStore(tmp_path / "own", counting).similarity_search("moon", k=1)[0].page_content == (
+        "Tides follow the moon.")
+
+
 def test_langchain_hybrid(store):
     store.index.create_fts_index("text")
     hits = store.similarity_search_with_score("magma crust", k=2, hybrid=True)
@@ -87,14 +118,14 @@ def test_langchain_mistakes_before_encoding(store, minilm, tmp_path):
     s = MvstoreVectorStore(store.index, counting)
     with pytest.raises(InvalidMetadataError, match="key 'text', where the passage text is kept"):
         s.add_texts(["a"], [{"text": "dup"}])
-    with pytest.raises(InvalidMetadataError, match="'author' is not a column of this index"):
+    with pytest.raises(InvalidMetadataError, match="'author' is not in this index.*drop the column"):
         s.add_texts(["a"], [{"author": "me"}])
     with pytest.raises(InvalidMetadataError, match="'score' is reserved"):
         s.add_texts(["a"], [{"score": 1}])
     assert counting.docs == 0 and len(store.index) == 5
     with pytest.raises(InvalidArgumentError, match="from_texts needs uri="):
         MvstoreVectorStore.from_texts(["a"], minilm)
-    with pytest.raises(InvalidDtypeError, match="token encoder"):
+    with pytest.raises(InvalidDtypeError, match="is no encoder; an encoder is 'hf'"):
         MvstoreVectorStore(store.index, object())
     with pytest.raises(InvalidArgumentError, match="delete needs the ids"):
         store.delete()
@@ -129,15 +160,15 @@ def test_llamaindex_retriever_filters_postprocessor(tmp_path, minilm):
     assert got[0].node.node_id == "n1" and got[0].node.metadata["source"] == "maxsim.md" and got[0].score > 0
     f = MetadataFilters(filters=[MetadataFilter(key="source", value="lance.md"),
                                  MetadataFilter(key="year", value=2023, operator=">")])
-    assert [n.node.node_id for n in MvstoreRetriever(r.index, minilm, filters=f).retrieve("anything")] == ["n3"]
+    assert [n.node.node_id for n in MvstoreRetriever(tmp_path / "ix", filters=f).retrieve("anything")] == ["n3"]
     either = MetadataFilters(filters=[MetadataFilter(key="year", value=[2015, 2019], operator="in"),
                                       MetadataFilter(key="source", value="maxsim.md")], condition=FilterCondition.OR)
-    assert {n.node.node_id for n in MvstoreRetriever(r.index, minilm, filters=either, similarity_top_k=5).retrieve("x")} == {"n1", "n2", "n4"}
+    assert {n.node.node_id for n in MvstoreRetriever(r.index, filters=either, similarity_top_k=5).retrieve("x")} == {"n1", "n2", "n4"}
     bad = MetadataFilters(filters=[MetadataFilter(key="source", value="lance", operator="text_match")])
     with pytest.raises(FilterError, match="'text_match' on 'source' is not supported"):
-        MvstoreRetriever(r.index, minilm, filters=bad)
+        MvstoreRetriever(r.index, filters=bad)
     pp = MaxSimNodePostprocessor(encoder=minilm, top_n=1)
-    wide = MvstoreRetriever(r.index, minilm, similarity_top_k=5).retrieve("sunlight in plants")
+    wide = MvstoreRetriever(r.index, similarity_top_k=5).retrieve("sunlight in plants")
     best = pp.postprocess_nodes(list(reversed(wide)), query_str="sunlight in plants")
     assert [n.node.node_id for n in best] == ["n2"]
     r.delete(["n2"])

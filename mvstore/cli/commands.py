@@ -282,17 +282,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _corpus_mismatch(idx: Any, doc_ids: list, doc_texts: list[str], subset: bool) -> str | None:
     """Why the index's documents may not be the corpus eval scores against (its stored ``text`` column against
     the corpus texts, title included as eval encodes them), or None when they match."""
-    from ..store._build import TEXT_COLUMN
-    from ..store._layout import DOCS
+    from ..store._layout import DOCS, TEXT
 
     if idx.version == 0:
         return "the index is empty"
     ds = idx.loc.dataset(DOCS, version=idx.version)
-    if TEXT_COLUMN not in ds.schema.names:
-        return (f"the index stores no {TEXT_COLUMN!r} column, so eval cannot check that it was built from this corpus "
+    if TEXT not in ds.schema.names:
+        return (f"the index stores no {TEXT!r} column, so eval cannot check that it was built from this corpus "
                 "(rebuild it with `mvstore build` from texts, or mvstore.create(uri, encoder=...).add_texts)")
-    tbl = ds.to_table(columns=["id", TEXT_COLUMN])
-    stored = dict(zip(map(str, tbl.column("id").to_pylist()), tbl.column(TEXT_COLUMN).to_pylist()))
+    tbl = ds.to_table(columns=["id", TEXT])
+    stored = dict(zip(map(str, tbl.column("id").to_pylist()), tbl.column(TEXT).to_pylist()))
     missing = [d for d in doc_ids if str(d) not in stored]
     differ = [d for d, t in zip(doc_ids, doc_texts) if str(d) in stored and stored[str(d)] != t]
     extra = 0 if subset else len(stored) - (len(doc_ids) - len(missing))

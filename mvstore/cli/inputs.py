@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ..exceptions import UsageError
 from ..ragged import Ragged
-from ..store._build import TEXT_COLUMN
+from ..store._layout import TEXT
 
 #: file name endings read as one JSON object per line
 JSONL = (".jsonl", ".jsonl.gz", ".json", ".ndjson")
@@ -149,7 +149,7 @@ class Documents:
         return len(self.ids)
 
 
-def read_documents(path: str, *, id_column: str = "id", text_column: str = TEXT_COLUMN,
+def read_documents(path: str, *, id_column: str = "id", text_column: str = TEXT,
                    title_column: str | None = None, vectors_column: str = "vectors",
                    metadata_columns: list[str] | None = None) -> Documents:
     """The documents of ``path``: an ``.npz`` (vectors), or a JSONL / Parquet table whose ``vectors_column``
@@ -174,12 +174,12 @@ def read_documents(path: str, *, id_column: str = "id", text_column: str = TEXT_
             f"{text_column!r} (columns: {cols}); pass --text-column or --vectors-column"
         )
     names = _metadata_names(tbl, metadata_columns, skip={id_column, vectors_column})
-    if docs.texts is not None and TEXT_COLUMN in names:
-        if text_column != TEXT_COLUMN:
-            raise UsageError(f"the input has a {TEXT_COLUMN!r} column besides --text-column {text_column!r}; "
-                             f"the index stores the encoded texts as {TEXT_COLUMN!r}: leave that column out with "
+    if docs.texts is not None and TEXT in names:
+        if text_column != TEXT:
+            raise UsageError(f"the input has a {TEXT!r} column besides --text-column {text_column!r}; "
+                             f"the index stores the encoded texts as {TEXT!r}: leave that column out with "
                              "--metadata COL,COL,... or rename it")
-        names.remove(TEXT_COLUMN)  # the texts themselves: stored as the index's text column
+        names.remove(TEXT)  # the texts themselves: stored as the index's text column
     docs.metadata = tbl.select(names) if names else None
     return docs
 
@@ -232,7 +232,7 @@ def read_lines(path: str, what: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
-def read_query_texts(path: str, text_column: str = TEXT_COLUMN) -> list[str]:
+def read_query_texts(path: str, text_column: str = TEXT) -> list[str]:
     """Query texts: the ``text_column`` of a JSONL / Parquet file, else the non-empty lines of a text file."""
     _existing(path, "queries file")
     if path.lower().endswith((".jsonl", ".parquet", ".jsonl.gz")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..store._layout import TEXT
 from . import commands
 
 DESCRIPTION = "The mvstore command line: build, search, eval, info, verify, bench, tune, report."
@@ -79,7 +80,7 @@ def _encoder_args(p: argparse.ArgumentParser) -> None:
 
 def _input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id-column", default="id")
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--text-column", default=TEXT)
     p.add_argument("--title-column", default=None, help="prepended to the text (e.g. 'title' for BEIR corpora)")
     p.add_argument("--vectors-column", default="vectors", help="column of precomputed token vectors (list of lists)")
     p.add_argument("--metadata", default=None, help="comma-separated metadata columns (default: all scalar columns)")

@@ -1,10 +1,9 @@
-"""What the framework integrations (LangChain, LlamaIndex) share: an mvstore index of passages with a token
-encoder, the passage text kept as the metadata column ``text``; metadata filters as ``where=`` SQL; MaxSim
-reranking of passages by the encoder.
+"""What the framework integrations (LangChain, LlamaIndex) share: an mvstore index of passages that encodes
+them with its own encoder (``create(uri, encoder=...)`` records it; ``Index.add_texts`` and text queries use
+it), the passage text kept as the metadata column ``text``; metadata filters as ``where=`` SQL; MaxSim
+reranking of passages by a token encoder.
 
-The index stores token vectors: the encoder (``encode_documents`` / ``encode_queries``, an
-:class:`~mvstore.encoders.TokenEncoder`, default the bundled all-MiniLM-L6-v2) turns texts into them, for
-adding and for each query. Passages get their ids from the caller or ``uuid4`` strings.
+Passages get their ids from the caller or ``uuid4`` strings.
 """
 
 from __future__ import annotations
@@ -16,11 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import FilterError, InvalidDtypeError, InvalidMetadataError
+from ..exceptions import FilterError, InvalidDtypeError, InvalidMetadataError, InvalidOperationError
 from ..search.maxsim import maxsim
-
-#: the metadata column the integrations keep the passage text in
-TEXT_COLUMN = "text"
+from ..store._layout import TEXT
 
 _OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
@@ -91,7 +88,7 @@ def where_from_filter(filter: Any) -> str | None:  # noqa: A002 - LangChain's na
 
 
 def check_encoder(encoder: Any) -> Any:
-    """The encoder of an integration: a token encoder, or None for the bundled MiniLM (loaded here)."""
+    """The encoder of a reranker: a token encoder, or None for the bundled MiniLM (loaded here)."""
     if encoder is None:
         from ..encoders import default_encoder
 
@@ -106,78 +103,87 @@ def check_encoder(encoder: Any) -> Any:
 
 
 class TextIndex:
-    """An mvstore index of passages + the token encoder that fills and queries it."""
+    """An mvstore index of passages, encoded by the index's own encoder: the one it recorded, or ``encoder``
+    (any token encoder, e.g. one the index could not record) for this object, as ``mvstore.open(uri,
+    encoder=...)`` takes it."""
 
     def __init__(self, index: Any, encoder: Any = None):
         import mvstore
 
         if isinstance(index, (str, os.PathLike)):
-            index = mvstore.open(index)
-        if not (hasattr(index, "search") and hasattr(index, "add") and hasattr(index, "dim")):
+            index = mvstore.open(index, encoder=encoder)
+        elif not isinstance(index, mvstore.Index):
             raise InvalidDtypeError(
                 f"index is a {type(index).__name__}; pass an mvstore index (mvstore.open(uri) / mvstore.create) "
                 "or its path"
             )
+        elif encoder is not None:  # the same index, its text calls encoded by ``encoder``
+            index = mvstore.open(index.root, encoder=encoder, storage_options=index.loc.storage_options)
+        if index.encoder is None:
+            raise InvalidOperationError(
+                f"the index at {index.root!r} records no encoder (it was created without encoder=): pass the token "
+                "encoder its vectors came from, e.g. encoder='hf' (the bundled MiniLM) or an encoder object"
+            )
         self.index = index
-        self.encoder = check_encoder(encoder)
+
+    @property
+    def encoder(self) -> Any:
+        return self.index.encoder
 
     @classmethod
     def create(cls, uri: Any, encoder: Any = None, **create_kwargs: Any) -> TextIndex:
-        """A new index at ``uri`` for the encoder's vectors (``create_kwargs``: spec, keep_source, ...)."""
+        """A new index at ``uri`` for ``encoder``'s vectors (None: the bundled MiniLM), recorded in the index
+        when mvstore can describe it (then reopening needs no encoder); ``create_kwargs``: spec, keep_source, ..."""
         import mvstore
 
-        encoder = check_encoder(encoder)
-        return cls(mvstore.create(uri, dim=encoder.dim, **create_kwargs), encoder)
+        from ..encoders import describable, make_encoder
+
+        enc = make_encoder("hf" if encoder is None else encoder)
+        if describable(enc):
+            return cls(mvstore.create(uri, encoder=enc, **create_kwargs))
+        return cls(mvstore.create(uri, dim=enc.dim, **create_kwargs), enc)  # not recorded: given on each open
 
     def add(self, texts: Sequence[str], metadatas: Sequence[dict] | None, ids: Sequence[Any] | None) -> list[Any]:
-        """Encode and add passages (one commit); the text goes to the ``text`` column. Metadata is checked
-        before anything is encoded. Returns the ids."""
-        from ..store._layout import normalize_metadata
-
+        """Encode and add passages in one commit (``Index.add_texts``: the text goes to the ``text`` column,
+        ids and metadata are checked before anything is encoded). Returns the ids."""
         texts = list(texts)
         if metadatas is not None and len(metadatas) != len(texts):
             raise InvalidMetadataError(f"got {len(metadatas)} metadata dicts for {len(texts)} texts; pass one per text")
-        rows = []
-        for i, m in enumerate(metadatas or [{}] * len(texts)):
+        rows = list(metadatas or [{}] * len(texts))
+        for i, m in enumerate(rows):
             if not isinstance(m, dict):
                 raise InvalidMetadataError(f"metadata {i} is a {type(m).__name__}; pass one dict per text")
-            if TEXT_COLUMN in m:
+            if TEXT in m:
                 raise InvalidMetadataError(
-                    f"metadata {i} has the key {TEXT_COLUMN!r}, where the passage text is kept; rename the key "
+                    f"metadata {i} has the key {TEXT!r}, where the passage text is kept; rename the key "
                     "(e.g. 'doc_text')"
                 )
-            rows.append({TEXT_COLUMN: texts[i], **m})
-        ids = [uuid.uuid4().hex for _ in texts] if ids is None else list(ids)
-        table = normalize_metadata(rows, len(texts))  # reserved names, types: before the (slow) encoding
-        known = self.index.metadata_columns
-        extra = [c for c in table.column_names if known and c not in known]
-        if extra:
-            raise InvalidMetadataError(
-                f"metadata key {extra[0]!r} is not a column of this index (its columns are {known}, fixed by the "
-                "first add): drop the key, or start a new index"
-            )
         if not texts:
             return []
-        self.index.add(ids, self.encoder.encode_documents(texts), metadata=table)
+        ids = [uuid.uuid4().hex for _ in texts] if ids is None else list(ids)
+        self.index.add_texts(texts, ids=ids, metadata=rows if any(rows) else None, text_column=TEXT)
         return ids
 
-    def search(
-        self, query: str, k: int, where: str | None = None, *, hybrid: bool = False, relevance: bool = False
-    ) -> list[dict[str, Any]]:
+    def search(self, query: str, k: int, where: str | None = None, *, hybrid: bool = False) -> list[dict[str, Any]]:
         """Top-``k`` passages for ``query``: dicts with ``id``, ``score``, ``text`` and the metadata.
-        ``hybrid``: fuse with BM25 on the text (needs ``index.create_fts_index("text")``). ``relevance``: the
-        score divided by the query's token count, for L2-normalized token vectors (the bundled MiniLM, ColBERT
-        models) the mean best cosine per query token, in [-1, 1]."""
+        ``hybrid``: fuse with BM25 on the same query text (needs ``index.create_fts_index()``)."""
         if not isinstance(query, str):
             raise InvalidDtypeError(f"query must be a str, got {type(query).__name__}")
-        q = self.encoder.encode_queries([query])
-        hits = self.index.search(
-            q, k=k, where=where, columns=self.index.metadata_columns, text=query if hybrid else None, hybrid=hybrid
-        ).drop_columns(["query", "rank"]).to_pylist()
-        if relevance:
-            n_q = len(q.values)
-            hits = [{**h, "score": h["score"] / n_q} for h in hits]
-        return hits
+        return self._hits(query, k, where, hybrid)
+
+    def relevance_search(self, query: str, k: int, where: str | None = None) -> list[dict[str, Any]]:
+        """:meth:`search` with the score divided by the query's token count: for L2-normalized token vectors
+        (the bundled MiniLM, ColBERT models) the mean best cosine per query token, in [-1, 1]."""
+        if not isinstance(query, str):
+            raise InvalidDtypeError(f"query must be a str, got {type(query).__name__}")
+        q = self.encoder.encode_queries([query])  # encoded here: its token count scales the score
+        n_q = len(q.values)
+        return [{**h, "score": h["score"] / n_q} for h in self._hits(q, k, where, False)]
+
+    def _hits(self, query: Any, k: int, where: str | None, hybrid: bool) -> list[dict[str, Any]]:
+        cols = self.index.metadata_columns
+        table = self.index.search(query, k=k, where=where, columns=cols, hybrid=hybrid)
+        return table.drop_columns(["query", "rank"]).to_pylist()
 
     def get(self, ids: Sequence[Any]) -> list[dict[str, Any]]:
         return self.index.get(list(ids), missing="ignore").to_pylist()
@@ -188,8 +194,8 @@ class TextIndex:
 
 def split_hit(hit: dict[str, Any]) -> tuple[Any, float, str, dict[str, Any]]:
     """A :meth:`TextIndex.search` row -> (id, score, text, metadata without nulls)."""
-    meta = {k: v for k, v in hit.items() if k not in ("id", "score", TEXT_COLUMN) and v is not None}
-    return hit["id"], float(hit["score"]), hit[TEXT_COLUMN], meta
+    meta = {k: v for k, v in hit.items() if k not in ("id", "score", TEXT) and v is not None}
+    return hit["id"], float(hit["score"]), hit[TEXT], meta
 
 
 def maxsim_scores(encoder: Any, query: str, texts: Sequence[str]) -> np.ndarray:

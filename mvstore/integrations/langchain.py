@@ -2,11 +2,12 @@
 MaxSim document compressor.
 
 * :class:`MvstoreVectorStore` — a LangChain ``VectorStore`` over an mvstore index: ``add_texts`` /
-  ``add_documents`` / ``from_texts`` encode passages into token vectors with an mvstore token encoder (default
-  the bundled all-MiniLM-L6-v2) and keep the text in the metadata column ``text``; ``similarity_search``
+  ``add_documents`` / ``from_texts`` encode passages into token vectors with the index's own encoder
+  (``from_texts`` records it, default the bundled all-MiniLM-L6-v2, so ``MvstoreVectorStore("rag_index")``
+  reopens the index with nothing else) and keep the text in the metadata column ``text``; ``similarity_search``
   (``_with_score``, ``_with_relevance_scores``), ``as_retriever()``, ``delete``, ``get_by_ids``. Metadata
   filters: ``filter={"source": "a.md", "year": {"$gte": 2020}}`` (or a SQL string), evaluated by Lance before
-  scoring; ``hybrid=True`` fuses MaxSim with BM25 (``index.create_fts_index("text")`` first).
+  scoring; ``hybrid=True`` fuses MaxSim with BM25 on the same query (``index.create_fts_index()`` first).
 * :class:`MaxSimCompressor` — a ``BaseDocumentCompressor`` that reranks any retriever's documents by exact
   MaxSim with a token encoder (like RAGatouille's compressor), for ``ContextualCompressionRetriever``.
 
@@ -25,7 +26,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..exceptions import InvalidArgumentError, require
-from ._text import TEXT_COLUMN, TextIndex, check_encoder, maxsim_scores, split_hit, where_from_filter
+from ..store._layout import TEXT
+from ._text import TextIndex, check_encoder, maxsim_scores, split_hit, where_from_filter
 
 require("langchain_core", extra="langchain")
 from langchain_core.documents import BaseDocumentCompressor, Document  # noqa: E402
@@ -41,8 +43,9 @@ def _document(hit: dict[str, Any]) -> tuple[Document, float]:
 
 class MvstoreVectorStore(VectorStore):
     """A LangChain vector store on an mvstore index (``index``: an :class:`mvstore.Index` or its path) whose
-    passages are encoded by ``encoder`` (an mvstore token encoder; None = the bundled MiniLM; it must be the
-    one the index was built with). Scores are MaxSim (higher is closer)."""
+    passages and queries are encoded by the index's own encoder (recorded by ``from_texts`` /
+    ``mvstore.create(uri, encoder=...)``), or by ``encoder`` when given (a token encoder the index could not
+    record; it must be the one the index was built with). Scores are MaxSim (higher is closer)."""
 
     def __init__(self, index: Any, encoder: Any = None):
         self._text = TextIndex(index, encoder)
@@ -54,6 +57,7 @@ class MvstoreVectorStore(VectorStore):
 
     @property
     def encoder(self) -> Any:
+        """The token encoder of the index (for a :class:`MaxSimCompressor` over the same vectors, say)."""
         return self._text.encoder
 
     @property
@@ -94,15 +98,16 @@ class MvstoreVectorStore(VectorStore):
         **create_kwargs: Any,
     ) -> MvstoreVectorStore:
         """A new index at ``uri`` (required: the index is a directory) filled with ``texts``. ``embedding``:
-        the mvstore token encoder (LangChain's name for it; None = the bundled MiniLM); ``create_kwargs`` go to
-        :func:`mvstore.create` (``spec``, ``keep_source``, ...)."""
+        the mvstore token encoder (LangChain's name for it: ``"hf"``, ``"colbert:PATH"``, an encoder object;
+        None = the bundled MiniLM), recorded in the index when mvstore can describe it; ``create_kwargs`` go
+        to :func:`mvstore.create` (``spec``, ``keep_source``, ...)."""
         if uri is None:
             raise InvalidArgumentError(
                 "from_texts needs uri=, the directory the mvstore index is created in, e.g. "
                 "MvstoreVectorStore.from_texts(texts, uri='rag_index')"
             )
         store = cls.__new__(cls)
-        store._text = TextIndex.create(uri, check_encoder(embedding), **create_kwargs)
+        store._text = TextIndex.create(uri, embedding, **create_kwargs)
         store.add_texts(texts, metadatas, ids=ids)
         return store
 
@@ -117,8 +122,8 @@ class MvstoreVectorStore(VectorStore):
         """The stored passages with these ids (unknown ids are left out), in the order given."""
         out = []
         for row in self._text.get(ids):
-            meta = {k: v for k, v in row.items() if k not in ("id", TEXT_COLUMN) and v is not None}
-            out.append(Document(page_content=row[TEXT_COLUMN], metadata=meta, id=str(row["id"])))
+            meta = {k: v for k, v in row.items() if k not in ("id", TEXT) and v is not None}
+            out.append(Document(page_content=row[TEXT], metadata=meta, id=str(row["id"])))
         return out
 
     # ------------------------------------------------------------------------------------------ searching
@@ -145,7 +150,7 @@ class MvstoreVectorStore(VectorStore):
         filter_ = kwargs.pop("filter", None)
         if kwargs:
             raise InvalidArgumentError(f"unknown arguments {sorted(kwargs)}; pass k and filter")
-        hits = self._text.search(query, k, where_from_filter(filter_), relevance=True)
+        hits = self._text.relevance_search(query, k, where_from_filter(filter_))
         return [(d, (s + 1.0) / 2.0) for d, s in map(_document, hits)]
 
 

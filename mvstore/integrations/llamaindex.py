@@ -3,10 +3,12 @@ node postprocessor.
 
 * :class:`MvstoreRetriever` — a LlamaIndex ``BaseRetriever`` over an mvstore index of passages:
   :meth:`MvstoreRetriever.from_nodes` (or :meth:`add_nodes`) encodes nodes / documents into token vectors with
-  an mvstore token encoder (default the bundled all-MiniLM-L6-v2), keeping the text in the metadata column
+  the index's own encoder (``from_nodes`` records it, default the bundled all-MiniLM-L6-v2, so
+  ``MvstoreRetriever("rag_index")`` reopens the index with nothing else), keeping the text in the metadata column
   ``text`` and the node's metadata as filterable columns; ``retrieve("question")`` returns ``NodeWithScore``
   (MaxSim scores). ``filters=`` takes LlamaIndex ``MetadataFilters``, a dict or a SQL string, evaluated by
-  Lance before scoring; ``hybrid=True`` fuses MaxSim with BM25 (``index.create_fts_index("text")`` first).
+  Lance before scoring; ``hybrid=True`` fuses MaxSim with BM25 on the same query (``index.create_fts_index()``
+  first).
 * :class:`MaxSimNodePostprocessor` — a ``BaseNodePostprocessor`` that reranks any retriever's nodes by exact
   MaxSim with a token encoder (like RAGatouille's reranker) and keeps the best ``top_n``.
 
@@ -69,8 +71,9 @@ def filters_to_where(filters: Any) -> str | None:
 
 
 class MvstoreRetriever(BaseRetriever):
-    """Retrieve passages from an mvstore index (``index``: an :class:`mvstore.Index` or its path) encoded by
-    ``encoder`` (an mvstore token encoder; None = the bundled MiniLM; the one the index was built with)."""
+    """Retrieve passages from an mvstore index (``index``: an :class:`mvstore.Index` or its path), encoded by
+    the index's own encoder (recorded by ``from_nodes`` / ``mvstore.create(uri, encoder=...)``), or by
+    ``encoder`` when given (a token encoder the index could not record; the one the index was built with)."""
 
     def __init__(
         self,
@@ -99,10 +102,11 @@ class MvstoreRetriever(BaseRetriever):
         cls, nodes: Sequence[BaseNode], *, uri: Any, encoder: Any = None, create_kwargs: dict | None = None,
         **kwargs: Any,
     ) -> MvstoreRetriever:
-        """A new index at ``uri`` holding ``nodes`` (or documents); ``create_kwargs`` go to
-        :func:`mvstore.create`, ``kwargs`` to the retriever."""
-        text = TextIndex.create(uri, check_encoder(encoder), **(create_kwargs or {}))
-        r = cls(text.index, text.encoder, **kwargs)
+        """A new index at ``uri`` holding ``nodes`` (or documents), encoded by ``encoder`` (``"hf"``,
+        ``"colbert:PATH"``, an encoder object; None = the bundled MiniLM), recorded in the index when mvstore
+        can describe it; ``create_kwargs`` go to :func:`mvstore.create`, ``kwargs`` to the retriever."""
+        text = TextIndex.create(uri, encoder, **(create_kwargs or {}))
+        r = cls(text.index, **kwargs)  # the index knows its encoder (recorded, or given to this object)
         r.add_nodes(nodes)
         return r
 

@@ -25,12 +25,11 @@ from .._progress import bar
 from ..exceptions import IndexExistsError, InvalidArgumentError, InvalidMetadataError
 from ..ragged import Ragged
 from ._fs import split_uri
-from ._layout import MANIFEST, write_lock
+from ._layout import MANIFEST, TEXT, write_lock
 
-__all__ = ["build_directory", "encode_texts", "TEXT_COLUMN"]
+__all__ = ["build_directory", "encode_texts"]
 
 #: the column an index built from texts stores them in (as Index.add_texts does)
-TEXT_COLUMN = "text"
 #: texts per encoder call when encoding with a progress bar
 TEXT_CHUNK = 256
 #: infix of the sibling directory a build writes to: ``.<name>.mvstore-build-<pid>``
@@ -127,11 +126,11 @@ def _check_target(root: str, overwrite: bool) -> bool:
 
 
 def _with_texts(metadata: pa.Table | None, texts: list[str]) -> pa.Table:
-    if metadata is not None and TEXT_COLUMN in metadata.column_names:
-        raise InvalidMetadataError(f"the metadata has a {TEXT_COLUMN!r} column, but the index stores the encoded "
-                                   f"texts as {TEXT_COLUMN!r}: leave that column out or rename it")
+    if metadata is not None and TEXT in metadata.column_names:
+        raise InvalidMetadataError(f"the metadata has a {TEXT!r} column, but the index stores the encoded "
+                                   f"texts as {TEXT!r}: leave that column out or rename it")
     col = pa.array(texts, pa.string())
-    return pa.table({TEXT_COLUMN: col}) if metadata is None else metadata.append_column(TEXT_COLUMN, col)
+    return pa.table({TEXT: col}) if metadata is None else metadata.append_column(TEXT, col)
 
 
 def remove_stale_builds(parent: str, name: str) -> None:

@@ -1,6 +1,7 @@
 """Hybrid search: MaxSim and Lance's full-text (BM25) index, fused by reciprocal rank fusion.
 
-``Index.search(queries, text=..., hybrid=True)`` takes each query's top ``max(k, HYBRID_DEPTH)`` by MaxSim
+``Index.search(queries, text=..., hybrid=True)`` (or ``Index.search("question", hybrid=True)``: the same string
+for BM25 and the encoder) takes each query's top ``max(k, HYBRID_DEPTH)`` by MaxSim
 and by BM25 over the INVERTED-indexed text column(s) (both among the rows ``where=`` keeps) and ranks the
 union by RRF: ``sum over the two lists of 1 / (RRF_K + rank)`` (rank 1 = best), the fusion that needs no
 score calibration between BM25 and MaxSim (Cormack et al., 2009; ``RRF_K = 60`` as there). A document
@@ -57,8 +58,9 @@ def check_hybrid(text: Any, hybrid: Any, fusion: Any, n_queries: int) -> list[st
         return None
     if text is None:
         raise InvalidArgumentError(
-            "hybrid=True needs the query text for the full-text side: search(vectors, text='...', hybrid=True) "
-            "(a list of texts, one per query, for several queries)"
+            "hybrid=True needs the query text for the full-text side: search('question', hybrid=True) (the index's "
+            "encoder encodes it), or search(vectors, text='...', hybrid=True) (a list of texts, one per query, for "
+            "several queries)"
         )
     texts = [text] if isinstance(text, str) else text
     if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):

@@ -48,6 +48,7 @@ from ._layout import (
     STATE,
     STATE_KEY,
     TERMS,
+    TEXT,
     checksum_column_of,
     conform_metadata,
     has_versions,
@@ -595,7 +596,7 @@ class Index:
         ids: Any = None,
         metadata: Any = None,
         *,
-        text_column: str | None = "text",
+        text_column: str | None = TEXT,
         batch_size: int = 256,
         progress: bool | None = None,
     ) -> list:
@@ -845,9 +846,9 @@ class Index:
         """Top-``k`` documents per query by MaxSim. ``queries``: a Ragged, a list of ``(n_q, dim)`` arrays, or
         one 2-D array (a single query); or a str / list of str, encoded by the index's :attr:`encoder`.
         ``where``: a SQL filter on metadata evaluated by Lance before scoring. ``hybrid=True`` fuses MaxSim with
-        BM25 on the full-text index (:meth:`create_fts_index`) of the query ``text`` (one string per query),
-        both among the rows ``where`` keeps, by reciprocal rank fusion (``fusion="rrf"``; ``score`` is then the
-        fused score). Returns an Arrow table with ``query`` (int32), ``rank`` (int32, 0-based), ``id``,
+        BM25 on the full-text index (:meth:`create_fts_index`) of the query ``text`` (one string per query;
+        for string queries, the queries themselves unless ``text`` is given), both among the rows ``where``
+        keeps, by reciprocal rank fusion (``fusion="rrf"``; ``score`` is then the fused score). Returns an Arrow table with ``query`` (int32), ``rank`` (int32, 0-based), ``id``,
         ``score`` (float32) and the requested metadata ``columns``, sorted by query then rank."""
         view = self._view
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -861,6 +862,8 @@ class Index:
         from ._text import encode_queries, is_text_query
 
         if is_text_query(queries):
+            if hybrid is True and text is None:
+                text = queries  # the same string(s) for BM25 as for the encoder
             queries = encode_queries(self, queries)
         q = as_ragged(queries, dim=self.dim, what="queries")
         texts = check_hybrid(text, hybrid, fusion, len(q))
@@ -886,7 +889,7 @@ class Index:
             [r for r, _ in res], [s for _, s in res], view.snapshot().ids, id_type, view, columns
         )
 
-    def create_fts_index(self, column: str = "text", *, replace: bool = True) -> int:
+    def create_fts_index(self, column: str = TEXT, *, replace: bool = True) -> int:
         """Build Lance's full-text (BM25) index on a string metadata ``column``, for ``search(...,
         hybrid=True)``. One commit under the write lock. Rows written later are searched too (Lance scans the
         rows the index does not cover yet) and :meth:`optimize` adds them to the index (and rebuilds it after a

@@ -46,6 +46,9 @@ WRITE_LOCK_TIMEOUT_S = 600.0
 # results, ``where=`` filters and plain LanceDB readers use; the index's own columns carry the ``_mv_``
 # prefix, so user metadata may use any other name (``source``, ``text``, ``n_tokens``, ...).
 ID = "id"
+#: the default column of the passage text (``add_texts``, the builds from texts, ``create_fts_index``, the
+#: LangChain / LlamaIndex integrations): user metadata, not an internal column (docs/LAYOUT.md says why)
+TEXT = "text"
 N_TOKENS = "_mv_n_tokens"  # int32: original (pre-pooling) token count
 N_VECTORS = "_mv_n_vectors"  # int32: stored (pooled) vector count
 CODES = "_mv_codes"  # large_binary: the codec's codes of the pooled vectors
