@@ -482,6 +482,43 @@ def test_exhaustive_candidates_interface():
         gen.candidates(np.ones((2, 3), np.float32), 2)
 
 
+class _CodesRead:
+    """A code source over in-memory codes, as ``memory="bounded"`` reads them from Lance (counts the reads)."""
+
+    def __init__(self, snap: Snapshot):
+        self.snap, self.rows_read = snap, 0
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        self.rows_read += len(rows)
+        return self.snap.codes[ranges(self.snap.offsets[rows], self.snap.offsets[rows + 1] - self.snap.offsets[rows])]
+
+
+@pytest.mark.parametrize("memory", ["full", "bounded"])
+@pytest.mark.parametrize("device, backend", [
+    ("cpu", None), ("cpu", "torch"), pytest.param("cuda", None, marks=[needs_cuda, pytest.mark.gpu])])
+def test_rows_a_live_snapshot_masks_never_return(corpus, device, backend, memory):
+    """A snapshot derived for a new version keeps its deleted rows and masks them (``Snapshot.live``): on every
+    backend (numpy kernels, torch on the CPU, CUDA), with codes in memory or read per candidate (bounded
+    memory), they never come back, alone or under a filter, and the exhaustive ranking is exact MaxSim over the
+    live rows."""
+    from dataclasses import replace
+
+    _, snap, queries = corpus
+    live = np.ones(snap.n_docs, bool)
+    live[::3] = False
+    source = _CodesRead(snap)
+    masked = replace(snap, live=live, extras={}) if memory == "full" else replace(
+        snap, live=live, extras={}, codes=None, code_source=source)
+    params = SearchParams(device=device, nprobe=len(snap.centroids), n_rerank=snap.n_docs)
+    s = Searcher(masked, params, backend=backend)
+    for allowed in (None, np.arange(snap.n_docs) % 2 == 0):
+        keep = live if allowed is None else live & allowed
+        got = s.search(queries, 10, allowed=allowed)
+        assert all(keep[r].all() and len(r) == 10 for r, _ in got)
+        same_ranking(got, brute_force(snap, queries, 10, allowed=keep), atol=1e-3)
+    assert (source.rows_read > 0) == (memory == "bounded")
+
+
 # ----------------------------------------------------------------------------------- GPU
 @needs_cuda
 @pytest.mark.gpu
