@@ -134,7 +134,7 @@ def exact_ndcg(enc, test) -> float:
     from mvstore.encoders import CachedEncoder
     from mvstore.search.maxsim import maxsim_batch
 
-    enc = CachedEncoder(enc, CACHE / "embeddings", progress=True)
+    enc = CachedEncoder(enc, CACHE / "embeddings", dtype="float32", progress=True)  # as benchmarks/data.py
     doc_ids = list(test.corpus)
     qids = sorted(test.qrels, key=int)
     docs = enc.encode_documents([test.corpus[d] for d in doc_ids])

@@ -8,6 +8,7 @@
 from . import codecs, exceptions
 from .distributed import build
 from .exceptions import *  # noqa: F403 - every error class, listed in exceptions.__all__
+from .importers import import_plaid
 from .pooling import pool, pool_patches
 from .ragged import Ragged, as_ragged
 from .search import Searcher, SearchParams, maxsim, maxsim_batch
@@ -30,6 +31,7 @@ __all__ = [
     "codecs",
     "create",
     "default_spec",
+    "import_plaid",
     "maxsim",
     "maxsim_batch",
     "open",

@@ -85,7 +85,9 @@ def build(
     itself (mvstore's encoders; another one is passed to ``mvstore.open(uri, encoder=obj)`` instead).
     ``progress``: the driver's bar, as everywhere (None: in terminals and notebooks). ``report``, when given,
     is filled with ``docs``, ``fragments``, ``seconds``, ``workers`` ({pid: peak RSS bytes}) and ``texts``
-    (whether the workers encoded texts). Returns the index at its new version."""
+    (whether the workers encoded texts). After the commit, still under the write lock, the index's automatic
+    maintenance (``create(auto_optimize=True)``, the default) compacts the small fragments when they are due,
+    as after any document write. Returns the index at its new version."""
     from .store._layout import DOCS
 
     for name, v in (("train_docs", train_docs), ("batch_size", batch_size), ("num_workers", num_workers)):
@@ -105,7 +107,7 @@ def build(
         dim = _vector_dim(sample.column(vectors_column))
         sample_docs = _vectors(sample.column(vectors_column), dim)
     idx = _target(uri, storage_options, spec, dim, local_encoder, create_options)
-    with idx._writing():
+    with idx._writing(maintain=True):
         docs = idx._latest_docs()
         _, existing = idx._existing_ids(docs)
         st, schema, fields = _table_schema(idx, docs, sample, sample_docs, id_column, meta_cols)
@@ -250,7 +252,6 @@ def _commit(
 
     from .store._index import Index
     from .store._layout import DOCS, ID, first_duplicate
-    from .store._view import _View
 
     if not n_docs:
         raise InvalidVectorsError("the source holds no documents; nothing was committed")
@@ -267,7 +268,7 @@ def _commit(
     out_ds = lance.LanceDataset.commit(
         idx.loc.table(DOCS), op, read_version=read_version, storage_options=idx.loc.storage_options
     )
-    idx._view = _View(out_ds.version, out_ds, st, idx.loc)
+    idx._view = idx._new_view(out_ds.version, out_ds, st)
 
 
 #: per worker process: the codec state and encoder of the build running there (Ray reuses worker processes

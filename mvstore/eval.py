@@ -18,13 +18,25 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["BeirDataset", "load_beir", "ndcg_at_k", "recall_at_k", "recall_vs_reference", "run_from_scores"]
+from .exceptions import DatasetFormatError
+
+__all__ = [
+    "BeirDataset",
+    "load_beir",
+    "ndcg_at_k",
+    "recall_at_k",
+    "recall_vs_reference",
+    "run_from_scores",
+    "run_from_results",
+    "metrics",
+]
 
 Run = Mapping[str, Sequence[str]]
 Qrels = Mapping[str, Mapping[str, int]]
@@ -51,37 +63,53 @@ def _find(root: Path, stem: str) -> Path:
     raise FileNotFoundError(f"{root} has no {stem}.jsonl or {stem}.jsonl.gz: is it a BEIR dataset directory?")
 
 
+def _records(path: Path, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a BEIR JSONL file, each holding ``fields``; DatasetFormatError naming the line if not."""
+    try:
+        with _open(path) as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DatasetFormatError(f"{path}:{n} is not JSON ({e.msg}); a BEIR file holds one JSON object "
+                                             "per line") from None
+                if not isinstance(rec, dict) or any(k not in rec for k in fields):
+                    raise DatasetFormatError(f"{path}:{n} is not a BEIR record: each line is a JSON object with "
+                                             f"{' and '.join(map(repr, fields))}")
+                yield rec
+    except UnicodeDecodeError as e:
+        raise DatasetFormatError(f"{path} is not UTF-8 text ({e}); BEIR files are UTF-8 JSONL") from None
+
+
+def _qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 3 or parts[0] == "query-id":
+                continue
+            try:
+                qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+            except ValueError:
+                raise DatasetFormatError(f"{path}:{n}: the grade {parts[2]!r} is not an integer; a qrels line is "
+                                         "'query-id<TAB>corpus-id<TAB>score'") from None
+    return qrels
+
+
 def load_beir(root: str | Path, split: str = "test") -> BeirDataset:
     """Load a BEIR directory: ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]``, ``qrels/<split>.tsv``."""
     root = Path(root)
-    corpus: dict[str, str] = {}
-    with _open(_find(root, "corpus")) as f:
-        for n, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                corpus[str(d["_id"])] = (d.get("title", "") + " " + d.get("text", "")).strip()
-            except (json.JSONDecodeError, KeyError) as e:
-                raise ValueError(f"corpus line {n + 1} is not a BEIR record with an _id: {e}") from e
+    corpus = {str(d["_id"]): f"{d.get('title') or ''} {d.get('text') or ''}".strip()
+              for d in _records(_find(root, "corpus"), ("_id",))}
     qrels_path = root / "qrels" / f"{split}.tsv"
     if not qrels_path.exists():
         raise FileNotFoundError(f"no qrels file {qrels_path}; available splits: "
                                 f"{sorted(p.stem for p in (root / 'qrels').glob('*.tsv'))}")
-    qrels: dict[str, dict[str, int]] = {}
-    with open(qrels_path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) < 3 or parts[0] == "query-id":
-                continue
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
-    queries: dict[str, str] = {}
-    with _open(_find(root, "queries")) as f:
-        for line in f:
-            if line.strip():
-                q = json.loads(line)
-                if str(q["_id"]) in qrels:
-                    queries[str(q["_id"])] = q["text"]
+    qrels = _qrels(qrels_path)
+    queries = {str(q["_id"]): q["text"] for q in _records(_find(root, "queries"), ("_id", "text"))
+               if str(q["_id"]) in qrels}
     return BeirDataset(corpus, queries, qrels)
 
 
@@ -129,3 +157,20 @@ def run_from_scores(scores: np.ndarray, query_ids: Sequence[str], doc_ids: Seque
         top = top[np.lexsort((top, -row[top]))]
         out[q] = [doc_ids[j] for j in top]
     return out
+
+
+def run_from_results(results: Any, query_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The run of a search result table (``Index.search``: ``query`` row numbers into ``query_ids``, ``id``,
+    best first per query); ids as strings, as qrels hold them."""
+    run: dict[str, list[str]] = {q: [] for q in query_ids}
+    for qi, did in zip(results.column("query").to_pylist(), results.column("id").to_pylist()):
+        run[query_ids[qi]].append(str(did))
+    return run
+
+
+def metrics(run: Run, qrels: Qrels, k: int = 10) -> dict[str, float]:
+    """``ndcg<k>``, ``recall<k>`` and ``recall100`` of ``run`` over the queries of ``qrels`` it answers, rounded
+    to 4 digits (the rows of ``mvstore eval`` and ``mvstore bench``)."""
+    qrels = {q: r for q, r in qrels.items() if q in run}
+    return {f"ndcg{k}": round(ndcg_at_k(run, qrels, k), 4), f"recall{k}": round(recall_at_k(run, qrels, k), 4),
+            "recall100": round(recall_at_k(run, qrels, 100), 4)}

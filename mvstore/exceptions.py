@@ -30,6 +30,9 @@ __all__ = [
     "ReportError",
     "RerankerError",
     "UpgradeRequiredError",
+    "UsageError",
+    "DatasetFormatError",
+    "PlaidFormatError",
 ]
 
 
@@ -139,6 +142,21 @@ class RerankerError(MvstoreError, ValueError):
 class UpgradeRequiredError(IndexCorruptedError):
     """An index written in an older on-disk format that this mvstore upgrades in place (``mvstore upgrade
     INDEX`` or :func:`mvstore.upgrade`) before it reads or writes it."""
+
+
+class DatasetFormatError(MvstoreError, ValueError):
+    """A dataset file that does not hold what its format says (e.g. a BEIR corpus line that is not JSON, a qrels
+    grade that is not an integer): the message names the file, the line and the expected form."""
+
+
+class UsageError(MvstoreError, ValueError):
+    """A command-line input that cannot work: flags that do not go together, an input file without the columns
+    or arrays the command needs (the message says what to pass instead)."""
+
+
+class PlaidFormatError(MvstoreError, ValueError):
+    """A PLAID index (fast-plaid / PyLate / Stanford ColBERT) :func:`mvstore.import_plaid` cannot read: not a PLAID
+    directory, missing or damaged files, an id mapping that does not match its documents."""
 
 
 def require(module: str, pip_name: str | None = None, extra: str | None = None):

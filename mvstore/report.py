@@ -43,21 +43,24 @@ def load_rows(source: str | os.PathLike | Iterable[Mapping[str, Any]]) -> list[d
             raise FileNotFoundError(
                 f"no rows file {str(path)!r}; write one with e.g. `python benchmarks/frontier.py --json > {path}`"
             )
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ReportError(f"{path} is not UTF-8 text ({e}); pass the JSONL rows a benchmark's --json wrote") from None
         rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ReportError(
-                        f"{path}:{n} is not JSON ({e.msg}); the file must hold one JSON object per line "
-                        "(run the benchmark with --json)"
-                    ) from None
-                if not isinstance(row, dict):
-                    raise ReportError(f"{path}:{n} holds a {type(row).__name__}, expected a JSON object per line")
-                rows.append(row)
+        for n, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ReportError(
+                    f"{path}:{n} is not JSON ({e.msg}); the file must hold one JSON object per line "
+                    "(run the benchmark with --json)"
+                ) from None
+            if not isinstance(row, dict):
+                raise ReportError(f"{path}:{n} holds a {type(row).__name__}, expected a JSON object per line")
+            rows.append(row)
         return rows
     rows = []
     for i, row in enumerate(source):

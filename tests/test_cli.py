@@ -242,3 +242,178 @@ def test_build_default_and_auto_spec(vector_files, tmp_path):
     err = mvstore("build", tmp_path / "d", "--input", root / "docs.npz", "--max-bytes-per-token", "4",
                   check_rc=2).stderr
     assert "only applies to --spec auto" in err
+
+
+# ------------------------------------------------------- user mistakes vs. bugs (in process, no model)
+def test_a_bug_shows_its_traceback_not_a_user_error(monkeypatch, capsys):
+    """Only mvstore's errors and OS errors are reported as user mistakes (exit 2); a KeyError from a bug
+    propagates (a traceback, exit 1 from the interpreter)."""
+    from mvstore import cli
+    from mvstore.cli import commands
+
+    def broken(args):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(commands, "cmd_info", broken)
+    with pytest.raises(KeyError, match="internal"):
+        cli.main(["info", "anything"])
+    assert "mvstore: error" not in capsys.readouterr().err
+
+
+def _bad_inputs(root: Path, vector_files) -> dict:
+    """Each user mistake in an input file: (command line, the phrase its one-line error names)."""
+    vec, docs, _ = vector_files
+    (root / "notzip.npz").write_text("hello")
+    np.savez(root / "objects.npz", vectors=np.array([object()], dtype=object), offsets=np.array([0, 1]))
+    (root / "bad.parquet").write_bytes(b"PAR1 not parquet")
+    (root / "ragged.jsonl").write_text(json.dumps({"id": 1, "vectors": [[1.0, 0.0], [0.5]]}) + "\n")
+    (root / "strings.jsonl").write_text(json.dumps({"id": 1, "vectors": [["a", "b"]]}) + "\n")
+    (root / "binary.txt").write_bytes(b"\xff\xfe\x00 not text")
+    (root / "q.jsonl").write_text(json.dumps({"body": "no text column"}) + "\n")
+    beir = root / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "a"}) + "\n")
+    (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a"}) + "\n")
+    (beir / "qrels" / "test.tsv").write_text("q1\td1\thigh\n")
+    ix = root / "ix"
+    return {
+        "npz-not-zip": (["build", ix, "--input", root / "notzip.npz"], "is not an .npz of numeric arrays"),
+        "npz-objects": (["build", ix, "--input", root / "objects.npz"], "np.savez(path, vectors=..."),
+        "parquet": (["build", ix, "--input", root / "bad.parquet"], "is not a readable Parquet file"),
+        "ragged-vectors": (["build", ix, "--input", root / "ragged.jsonl"],
+                           "record 0 (id 1) has a 'vectors' value that is not a list of equal-length lists"),
+        "string-vectors": (["build", ix, "--input", root / "strings.jsonl"], "fix that record or drop it"),
+        "binary-queries": (["search", vec / "ix", "--query-file", root / "binary.txt"],
+                           "is not UTF-8 text"),
+        "queries-column": (["tune", vec / "docs.npz", "--queries", root / "q.jsonl", "--budget", "8"],
+                           "has no text column 'text' (columns: ['body']); pass --text-column NAME"),
+        "report-binary": (["report", root / "binary.txt", "-o", root / "f.png"], "is not UTF-8 text"),
+        "beir-grade": (["eval", beir, "--index", vec / "ix"], "the grade 'high' is not an integer"),
+        "model-dir": (["search", vec / "ix", "a query", "--encoder", f"hf:{root}"],
+                      f"cannot load a model from {str(root)!r}"),
+    }
+
+
+BAD_INPUTS = ["npz-not-zip", "npz-objects", "parquet", "ragged-vectors", "string-vectors", "binary-queries",
+              "queries-column", "report-binary", "beir-grade", "model-dir"]
+
+
+@pytest.fixture(scope="module")
+def vector_index(vector_files):
+    from mvstore import cli
+
+    root = vector_files[0]
+    if not (root / "ix").exists():
+        assert cli.main(["-q", "build", str(root / "ix"), "--input", str(root / "docs.npz"), "--spec", "fp16"]) == 0
+    return vector_files
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_files_are_one_line_user_errors(vector_index, tmp_path, capsys, case):
+    from mvstore import cli
+
+    argv, phrase = _bad_inputs(tmp_path, vector_index)[case]
+    assert cli.main(["-q", *map(str, argv)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mvstore: error: ") and "\n" not in err and phrase in err, err
+    assert not (tmp_path / "ix").exists()
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["build", "IX", "--input", "in.npz", "--batch-size", "0"], "argument --batch-size: 0 must be an integer >= 1"),
+    (["build", "IX", "--input", "in.npz", "--train-docs", "-3"], "argument --train-docs: -3 must be an integer >= 1"),
+    (["tune", "in.npz", "--budget", "8", "--sample-docs", "-1"], "argument --sample-docs: -1 must be an integer >= 1"),
+    (["tune", "in.npz", "--budget", "8", "--seed", "-1"], "argument --seed: -1 must be an integer >= 0"),
+    (["search", "IX", "q", "--query-max-length", "0"], "argument --query-max-length: 0 must be an integer >= 1"),
+    (["bench", "B", "--latency-queries", "x"], "argument --latency-queries: 'x' is not an integer"),
+    (["build", "IX", "--input", "in.npz", "--gpus-per-worker", "-1"], "argument --gpus-per-worker: -1 must be"),
+])  # fmt: skip
+def test_count_flags_are_checked_by_the_parser(capsys, argv, phrase):
+    from mvstore import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2 and phrase in capsys.readouterr().err
+
+
+def test_build_directory_checks_its_counts(tmp_path):
+    from mvstore.exceptions import InvalidArgumentError
+    from mvstore.store._build import build_directory
+
+    docs = synthetic_docs(4, 8, seed=0)
+    with pytest.raises(InvalidArgumentError, match="batch_size=0 must be a positive integer"):
+        build_directory(str(tmp_path / "ix"), ids=[0, 1, 2, 3], docs=docs, batch_size=0)
+    with pytest.raises(InvalidArgumentError, match="no documents"):
+        build_directory(str(tmp_path / "ix"), ids=[], docs=docs)
+    assert not (tmp_path / "ix").exists()
+
+
+def test_build_without_ray_writes_only_local_directories(tmp_path, monkeypatch, capsys):
+    """An object-store URI without --ray was made a local directory named 's3:' (os.path.abspath)."""
+    from mvstore import cli
+
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "v.npz", vectors=np.eye(4, dtype=np.float32), offsets=np.array([0, 2, 4]))
+    assert cli.main(["-q", "build", "s3://bucket/ix", "--input", "v.npz", "--spec", "fp16"]) == 2
+    assert "mvstore build URI --ray" in capsys.readouterr().err and os.listdir(tmp_path) == ["v.npz"]
+    assert cli.main(["-q", "build", "ix", "--input", "v.npz", "--storage-option", "aws_region=x"]) == 2
+    assert "--storage-option is for an object-store index" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["v.npz"]
+
+
+# ------------------------------------------------------------------ JSONL inputs (pyarrow.json)
+def test_jsonl_reads_every_field_keeps_strings_and_gz(tmp_path):
+    import gzip
+
+    from mvstore.cli.inputs import read_table
+
+    lines = [json.dumps({"id": 1, "day": "2020-01-01", "vectors": [[1, 0]]}), "",
+             json.dumps({"id": 2, "day": "2021-02-03T00:00:00", "vectors": [[0.5, 1.0]], "lang": "fr"})]
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    for name in ("a.jsonl", "a.jsonl.gz"):
+        tbl = read_table(str(tmp_path / name))
+        # a field only later records hold is a column (null before); date-like strings stay strings
+        assert tbl.to_pylist() == [
+            {"id": 1, "day": "2020-01-01", "vectors": [[1.0, 0.0]], "lang": None},
+            {"id": 2, "day": "2021-02-03T00:00:00", "vectors": [[0.5, 1.0]], "lang": "fr"},
+        ]
+        assert tbl.schema.field("day").type == pa.string()
+
+
+def test_jsonl_record_longer_than_a_pyarrow_block(tmp_path):
+    from mvstore.cli.inputs import read_table
+
+    rows = [{"id": i, "vectors": np.full((1200, 128), 0.123456789).tolist()} for i in range(3)]
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(path.read_text().splitlines()[0]) > 1 << 20  # pyarrow.json's default block
+    tbl = read_table(str(path))
+    assert tbl.num_rows == 3 and len(tbl.column("vectors")[2].as_py()) == 1200
+
+
+@pytest.mark.parametrize("case", ["late-bad-line", "array-line", "empty", "blank", "types", "utf8"])
+def test_jsonl_errors_name_the_line(tmp_path, case):
+    from mvstore.cli.inputs import read_table
+    from mvstore.exceptions import UsageError
+
+    path = tmp_path / "in.jsonl"
+    if case == "late-bad-line":  # past pyarrow's first block, whose row numbers restart per block
+        lines = [json.dumps({"id": i, "text": "x" * 100}) for i in range(20000)]
+        lines[15000] = '{"id": 15000, "text": oops}'
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path.write_bytes({"array-line": b'{"id": 1}\n[1, 2]\n', "empty": b"", "blank": b"\n  \n",
+                          "types": b'{"id": 1}\n{"id": "x"}\n', "utf8": b'{"id": 1}\n{"id": 2, "t": "\xff"}\n'}[case])
+    expected = {
+        "late-bad-line": r"in.jsonl:15001 is not valid JSON \(Expecting value\); expected one object per line",
+        "array-line": r"in.jsonl:2 holds a list; expected one JSON object per line",
+        "empty": r"in.jsonl holds no records",
+        "blank": r"in.jsonl holds no records",
+        "types": r"the records do not form a table \(JSON parse error: Column\(/id\) changed from number to string\); "
+                 r"give each field the same type on every line",
+        "utf8": r"in.jsonl:2 is not UTF-8 text .*save the file as UTF-8",
+    }[case]
+    with pytest.raises(UsageError, match=expected):
+        read_table(str(path))

@@ -13,6 +13,7 @@ from mvstore.encoders import (
 )
 from mvstore.exceptions import (
     DeviceUnavailableError,
+    InvalidArgumentError,
     InvalidDtypeError,
     MissingDependencyError,
     ModelFormatError,
@@ -53,8 +54,14 @@ def test_bad_text_inputs(minilm):
         minilm.encode_documents(["ok", 3])
     with pytest.raises(ValueError, match="text 0 is empty"):
         minilm.encode_queries(["   "])
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(InvalidArgumentError, match="must be positive token counts"):
         HFTokenEncoder(None, query_max_length=0)
+
+
+def test_a_directory_transformers_cannot_load_is_a_model_format_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"not": "a model config"}')
+    with pytest.raises(ModelFormatError, match="cannot load a model from .*config.json, tokenizer files and weights"):
+        HFTokenEncoder(str(tmp_path))
 
 
 def test_explicit_cuda_without_gpu_is_an_error():
@@ -87,10 +94,79 @@ def test_cache_hits_do_not_reencode(minilm, tmp_path):
     enc.encode_queries(["gamma"])  # queries are keyed separately from documents
     assert calls[-1] == ["gamma"]
     # a corrupt cache entry is re-encoded, not trusted
-    victim = enc._path("doc", "gamma")
-    victim.write_bytes(b"garbage")
-    enc.encode_documents(["gamma"])
+    enc._path("doc", "gamma").write_bytes(b"garbage")
+    np.testing.assert_allclose(enc.encode_documents(["gamma"])[0], a[1], atol=1e-3)  # encoded alone this time
     assert calls[-1] == ["gamma"]
+
+
+class Fake:
+    """A deterministic stand-in encoder: a text's vectors follow from its bytes (no model needed)."""
+
+    name, dim = "fake:v1", 8
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls: list[list[str]] = []
+        self.fail_after = fail_after
+
+    def encode_documents(self, texts):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise RuntimeError("killed")
+        self.calls.append(list(texts))
+        out = []
+        for t in texts:
+            rng = np.random.default_rng(list(t.encode()))  # the same in every process (unlike hash())
+            out.append(rng.standard_normal((1 + len(t) % 5, self.dim)).astype(np.float32))
+        return Ragged.from_list(out)
+
+    encode_queries = encode_documents
+
+
+def test_cache_stores_float16_and_returns_the_stored_values(tmp_path):
+    texts = [f"text {i}" for i in range(10)]
+    fresh = Fake().encode_documents(texts)
+    half = CachedEncoder(Fake(), tmp_path, progress=False)  # float16 by default
+    miss, hit = half.encode_documents(texts), half.encode_documents(texts)
+    np.testing.assert_array_equal(miss.values, hit.values)  # the same vectors, hit or miss
+    np.testing.assert_array_equal(miss.values, fresh.values.astype(np.float16).astype(np.float32))
+    assert miss.values.dtype == np.float32 and miss.lengths.tolist() == fresh.lengths.tolist()
+    assert half.encoder.calls == [texts]
+    exact = CachedEncoder(Fake(), tmp_path, dtype="float32", progress=False)  # its own entries: nothing shared
+    np.testing.assert_array_equal(exact.encode_documents(texts).values, fresh.values)
+    assert exact.encoder.calls == [texts] and exact.dir != half.dir
+    with pytest.raises(InvalidArgumentError, match="dtype='int8'.*'float16'"):
+        CachedEncoder(Fake(), tmp_path, dtype="int8")
+
+
+def test_cache_keeps_finished_chunks_of_an_interrupted_run(tmp_path):
+    texts = [f"doc {i}" for i in range(10)]
+    dying = CachedEncoder(Fake(fail_after=2), tmp_path, chunk=3, progress=False)
+    with pytest.raises(RuntimeError, match="killed"):
+        dying.encode_documents(texts)
+    enc = CachedEncoder(Fake(), tmp_path, progress=False)
+    first = enc.encode_documents(texts)
+    assert enc.encoder.calls == [texts[6:]]  # the two finished chunks of 3 were kept
+    assert not list(enc.dir.rglob("*.tmp.npy"))
+    again = CachedEncoder(Fake(), tmp_path, progress=False)
+    np.testing.assert_array_equal(again.encode_documents(texts).values, first.values)
+    assert again.encoder.calls == []
+
+
+def _fill(args):
+    cache_dir, lo = args
+    return CachedEncoder(Fake(), cache_dir, chunk=2, progress=False).encode_documents(
+        [f"shared {i}" for i in range(lo, lo + 12)]).values
+
+
+def test_two_processes_fill_one_cache(tmp_path):
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(2) as pool:
+        a, b = pool.map(_fill, [(str(tmp_path), 0), (str(tmp_path), 6)])
+    both = CachedEncoder(Fake(), tmp_path, progress=False)
+    got = both.encode_documents([f"shared {i}" for i in range(18)])
+    assert both.encoder.calls == []  # every text either process encoded is readable
+    np.testing.assert_array_equal(got[0:12].values, a)
+    np.testing.assert_array_equal(got[6:18].values, b)
 
 
 def test_sentence_transformers_adapter_matches_hf(minilm):
@@ -231,7 +307,7 @@ def test_colbert_encoder_reads_its_settings(colbert_dir, tmp_path):
 
 def test_colbert_encoder_with_cache(colbert_dir, tmp_path):
     enc = ColBERTEncoder(colbert_dir)
-    cached = CachedEncoder(enc, tmp_path / "cache")
+    cached = CachedEncoder(enc, tmp_path / "cache", dtype="float32")  # exact: compared with a fresh encoding
     a = cached.encode_queries(COLBERT_TEXTS)
     b = cached.encode_queries(COLBERT_TEXTS)  # from disk
     np.testing.assert_array_equal(a.values, b.values)
@@ -252,5 +328,5 @@ def test_colbert_encoder_rejects_what_it_cannot_run(colbert_dir, tmp_path):
     (bad / "1_Dense" / "config.json").write_text(json.dumps({"activation_function": "torch.nn.modules.activation.Tanh"}))
     with pytest.raises(ModelFormatError, match="not a linear Dense projection.*PyLateEncoder"):
         ColBERTEncoder(bad)
-    with pytest.raises(ValueError, match="at least 3.*pass larger values"):
+    with pytest.raises(InvalidArgumentError, match="at least 3.*pass larger values"):
         ColBERTEncoder(colbert_dir, query_length=2)

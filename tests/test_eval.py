@@ -5,7 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from mvstore.eval import load_beir, ndcg_at_k, recall_at_k, recall_vs_reference, run_from_scores
+from mvstore.eval import (
+    load_beir,
+    metrics,
+    ndcg_at_k,
+    recall_at_k,
+    recall_vs_reference,
+    run_from_results,
+    run_from_scores,
+)
+from mvstore.exceptions import DatasetFormatError
 
 
 def test_ndcg_against_hand_computed_values():
@@ -34,6 +43,17 @@ def test_run_from_scores_orders_and_breaks_ties_by_doc_order():
     assert run_from_scores(s, ["q"], ["a", "b", "c", "d"], 3) == {"q": ["b", "d", "c"]}
 
 
+def test_run_from_results_and_metrics_rows():
+    import pyarrow as pa
+
+    res = pa.table({"query": [0, 0, 1], "rank": [0, 1, 0], "id": [7, 3, 9], "score": [0.9, 0.5, 0.8]})
+    run = run_from_results(res, ["qa", "qb", "qc"])
+    assert run == {"qa": ["7", "3"], "qb": ["9"], "qc": []}  # ids as the strings qrels hold
+    qrels = {"qa": {"3": 1}, "qb": {"9": 2}, "qz": {"1": 1}}  # qz: not asked, left out
+    assert metrics(run, qrels, 1) == {"ndcg1": 0.5, "recall1": 0.5, "recall100": 1.0}
+    assert metrics(run, qrels, 2) == {"ndcg2": round((1 / math.log2(3) + 1) / 2, 4), "recall2": 1.0, "recall100": 1.0}
+
+
 def test_load_beir_gz_and_plain(tmp_path):
     with gzip.open(tmp_path / "corpus.jsonl.gz", "wt") as f:
         f.write(json.dumps({"_id": "d1", "title": "T", "text": "body"}) + "\n")
@@ -50,4 +70,34 @@ def test_load_beir_gz_and_plain(tmp_path):
         load_beir(tmp_path, "dev")
     (tmp_path / "corpus.jsonl.gz").unlink()
     with pytest.raises(FileNotFoundError, match="no corpus.jsonl"):
+        load_beir(tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["corpus-json", "corpus-id", "query-text", "grade", "utf8"])
+def test_load_beir_bad_files_name_the_line_and_the_form(tmp_path, bad):
+    corpus = [json.dumps({"_id": "d1", "text": "body"}), json.dumps({"_id": "d2", "title": None, "text": "x"})]
+    queries = [json.dumps({"_id": "q1", "text": "query"})]
+    qrels = "query-id\tcorpus-id\tscore\nq1\td1\t1\n"
+    if bad == "corpus-json":
+        corpus.append('{"_id": "d3", text: oops}')
+    elif bad == "corpus-id":
+        corpus.append(json.dumps({"id": "d3", "text": "no _id"}))
+    elif bad == "query-text":
+        queries.append(json.dumps({"_id": "q2", "body": "no text"}))
+    elif bad == "grade":
+        qrels += "q1\td2\trelevant\n"
+    (tmp_path / "corpus.jsonl").write_text("\n".join(corpus) + "\n")
+    (tmp_path / "queries.jsonl").write_text("\n".join(queries) + "\n")
+    if bad == "utf8":
+        (tmp_path / "queries.jsonl").write_bytes(b'{"_id": "q1", "text": "\xff"}\n')
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "qrels" / "test.tsv").write_text(qrels)
+    expected = {
+        "corpus-json": r"corpus.jsonl:3 is not JSON \(.*\); a BEIR file holds one JSON object per line",
+        "corpus-id": r"corpus.jsonl:3 is not a BEIR record: each line is a JSON object with '_id'",
+        "query-text": r"queries.jsonl:2 is not a BEIR record: each line is a JSON object with '_id' and 'text'",
+        "grade": r"test.tsv:3: the grade 'relevant' is not an integer; a qrels line is",
+        "utf8": r"queries.jsonl is not UTF-8 text",
+    }[bad]
+    with pytest.raises(DatasetFormatError, match=expected):
         load_beir(tmp_path)

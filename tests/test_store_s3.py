@@ -157,6 +157,41 @@ def test_create_add_search_delete_time_travel_on_s3(s3, uri, tmp_path):
     assert again.verify()["ok"]
 
 
+def test_automatic_compaction_on_s3_runs_under_the_lease(s3, uri, monkeypatch):
+    """create(auto_optimize=True) on an object store: small appended fragments are compacted after a write,
+    through the index's Location (storage_options) and while the writer holds the lease; the incremental
+    search state ranks like a fresh open."""
+    from mvstore.store import _maintain
+
+    opts, _ = s3
+    docs = make_docs(40, 4)
+    idx = ms.create(uri, spec="sq8", dim=DIM, n_centroids=16, compact_fragments=3, fragment_rows=100,
+                    retention=timedelta(0), storage_options=opts)  # fmt: skip
+    idx.add(np.arange(20), docs[:20])
+    holders = []
+    real = _maintain.auto_optimize
+
+    def spy(ix):
+        _, holder, expires = _fs.LeaseLock(ix.loc)._read()
+        holders.append(bool(holder) and expires > time.time())
+        return real(ix)
+
+    monkeypatch.setattr(_maintain, "auto_optimize", spy)
+    reports = []
+    for i in range(20, 26):
+        idx.add([i], docs[i : i + 1])
+        reports.append(idx.last_maintenance)
+        idx.search(docs[:3], k=5)
+    assert holders == [True] * 6  # every write's maintenance ran while its lease was held
+    done = [r for r in reports if r is not None]
+    assert done and all(r["fragments_removed"] > r["fragments_added"] for r in done)
+    assert len(idx.loc.dataset("docs.lance").get_fragments()) < 7
+    assert [v["version"] for v in idx.versions()][0] > 1  # retention 0: older versions were removed
+    fresh = ms.open(uri, storage_options=opts)
+    assert rows(idx.search(docs[:5], k=5)) == rows(fresh.search(docs[:5], k=5))
+    assert idx._view.load_kind == "incremental" and fresh.verify()["ok"]
+
+
 def test_reader_of_a_version_cleaned_up_on_s3_is_told_to_refresh(s3, uri):
     """The check that a failed read's version was deleted lists the table's versions on the object store
     (with storage_options), so the reader gets VersionCleanedUpError, not the store's raw error."""
@@ -363,3 +398,29 @@ def test_full_text_index_files_are_recorded_on_s3(s3, uri):
     hits = idx.search(docs[1], k=3, text="magma", hybrid=True)
     assert hits["id"].to_pylist()[0] == 1
     assert ms.open(uri, storage_options=opts).verify()["ok"]
+
+
+def test_cli_info_search_verify_on_s3(s3, uri, tmp_path):
+    """`mvstore info / search / verify` read an index on an object store (--storage-option), as they read a
+    local one: the file sizes come from the store's listing, the hits equal the SDK's."""
+    opts, _ = s3
+    docs = make_docs(30, 7)
+    idx = ms.create(uri, spec="sq8", dim=DIM, storage_options=opts)
+    idx.add(np.arange(30), docs, metadata=[{"lang": "en" if i % 2 else "fr"} for i in range(30)])
+    np.savez(tmp_path / "q.npz", vectors=docs[4], offsets=np.array([0, len(docs[4])]))
+    flags = [a for k, v in opts.items() for a in ("--storage-option", f"{k}={v}")]
+
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "mvstore.cli", *args, *flags], capture_output=True, text=True,
+                           cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    info = json.loads(cli("info", uri, "--json"))
+    assert info["docs"] == 30 and info["columns"] == ["lang"]
+    assert info["files"]["docs.lance"] > 0 and info["files"]["mvstore.json"] == idx.loc.size("mvstore.json")
+    hits = [json.loads(line) for line in cli("search", uri, "--query-file", str(tmp_path / "q.npz"), "-k", "3",
+                                              "--where", "lang = 'fr'", "--json").splitlines()]
+    want = idx.search(docs[4], k=3, where="lang = 'fr'", columns=["lang"]).to_pylist()
+    assert [h["id"] for h in hits] == [w["id"] for w in want] and hits[0]["id"] == 4
+    assert json.loads(cli("verify", uri, "--json"))["ok"]

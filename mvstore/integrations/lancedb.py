@@ -131,13 +131,8 @@ class MaxSimReranker(Reranker):
                 f"{len(missing)} result id(s) are not in the mvstore index (first: {missing[0]!r}); the LanceDB "
                 f"column {self.id_column!r} must hold the ids the documents were added to the index with"
             )
-        rows_a = np.asarray(rows, np.int64)
-        starts = snap.offsets[rows_a]
-        lens = snap.offsets[rows_a + 1] - starts
-        offs = np.zeros(len(rows_a) + 1, np.int64)
-        np.cumsum(lens, out=offs[1:])
-        idx = np.repeat(starts - offs[:-1], lens) + np.arange(offs[-1])
-        return Ragged(snap.codec.decode(snap.codes[idx]), offs), snap.codec
+        codes, offs = snap.gather(np.asarray(rows, np.int64))
+        return Ragged(snap.codec.decode(codes), offs), snap.codec
 
     def scores(self, query: str, table: pa.Table) -> np.ndarray:
         """MaxSim score of ``query`` against every row of ``table`` -> ``(num_rows,)`` float32."""

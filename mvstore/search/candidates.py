@@ -56,6 +56,7 @@ __all__ = [
     "as_query_list",
     "check_allowed",
     "check_n",
+    "search_mask",
 ]
 
 
@@ -100,6 +101,16 @@ def check_n(n: Any) -> int:
     return check_int("n", n, what="the number of candidates per query", error=SearchParamsError)
 
 
+def search_mask(allowed: Any, snapshot: Any) -> np.ndarray | None:
+    """The rows a search may return: ``allowed`` (validated by :func:`check_allowed`) and the snapshot's
+    ``live`` rows (a snapshot derived incrementally keeps deleted rows, masked here, before stage 1)."""
+    mask = check_allowed(allowed, snapshot.n_docs)
+    live = snapshot.live
+    if live is None:
+        return mask
+    return live if mask is None else mask & live
+
+
 class CandidateGenerator(ABC):
     """Stage-1 interface shared by every generator (centroid, sparse, exhaustive)."""
 
@@ -134,7 +145,7 @@ class CentroidCandidates(CandidateGenerator):
 
     def __init__(
         self,
-        terms: np.ndarray,
+        terms: np.ndarray | None,
         offsets: np.ndarray,
         centroids: np.ndarray,
         *,
@@ -152,7 +163,11 @@ class CentroidCandidates(CandidateGenerator):
             raise SearchParamsError(f"interaction={interaction!r} is not one of {INTERACTIONS}")
         nprobe = check_int("nprobe", nprobe, what="centroids probed per query token", error=SearchParamsError)
         self.centroids = np.ascontiguousarray(c, dtype=np.float32)
-        self.postings = postings if postings is not None else build_postings(terms, offsets, len(c))
+        if postings is None:
+            if terms is None:
+                raise InvalidVectorsError("CentroidCandidates needs the terms of the stored vectors or their postings")
+            postings = build_postings(terms, offsets, len(c))
+        self.postings = postings
         if not isinstance(self.postings, Postings) or self.postings.n_terms != len(c):
             raise DimensionMismatchError(
                 f"postings for {getattr(self.postings, 'n_terms', '?')} terms do not fit {len(c)} centroids; "
@@ -169,7 +184,7 @@ class CentroidCandidates(CandidateGenerator):
 
     @classmethod
     def from_snapshot(cls, snapshot: Any, **kw: Any) -> CentroidCandidates:
-        if snapshot.terms is None or snapshot.centroids is None:
+        if (snapshot.terms is None and kw.get("postings") is None) or snapshot.centroids is None:
             raise InvalidVectorsError(
                 "this snapshot has no stage-1 centroids/terms; build the index with centroids (the store does "
                 "this at train time) or search with SearchParams(candidates='exhaustive')"

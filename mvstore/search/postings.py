@@ -17,6 +17,7 @@ documents' ``offsets`` we build two CSR views of the same set of unique ``(doc, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from ..exceptions import DimensionMismatchError, InvalidDtypeError, InvalidVecto
 __all__ = [
     "Postings",
     "build_postings",
+    "append_postings",
     "default_n_centroids",
     "fit_centroids",
     "assign_terms",
@@ -117,6 +119,44 @@ def build_postings(terms: np.ndarray, offsets: np.ndarray, n_terms: int) -> Post
     term_offsets = np.zeros(n_terms + 1, np.int64)
     np.cumsum(np.bincount(doc_terms, minlength=n_terms), out=term_offsets[1:])
     return Postings(term_offsets, term_docs, doc_offsets, doc_terms)
+
+
+def append_postings(p: Postings, terms: np.ndarray, offsets: np.ndarray, concat: Any = None) -> Postings:
+    """``p`` plus the pairs of documents appended after its last one: ``terms`` and ``offsets`` (from 0) of
+    the new documents only. Equal to :func:`build_postings` over all documents; the new documents' rows are
+    larger than every old one, so their pairs go at the end of each term's list: ``p``'s term lists are copied
+    once (memcpy of one slice per term the new documents hold), nothing is sorted or re-checked but the new pairs.
+    The document side only grows: ``concat(name, old, new)`` joins each of its arrays (``doc_offsets``,
+    ``doc_terms``; default: :func:`numpy.concatenate`, the store passes append-only buffers that copy nothing).
+
+    >>> old = build_postings(np.array([2, 0, 2]), np.array([0, 2, 3]), n_terms=3)
+    >>> new = append_postings(old, np.array([0, 0, 1]), np.array([0, 3]))
+    >>> full = build_postings(np.array([2, 0, 2, 0, 0, 1]), np.array([0, 2, 3, 6]), n_terms=3)
+    >>> all((getattr(new, f) == getattr(full, f)).all() for f in ("term_offsets", "term_docs", "doc_offsets", "doc_terms"))
+    True
+    """
+    q = build_postings(terms, offsets, p.n_terms)  # checks the new terms
+    term_docs = np.empty(len(p.term_docs) + len(q.term_docs), np.int32)
+    src = dst = 0
+    for t in np.flatnonzero(np.diff(q.term_offsets)).tolist():
+        end = int(p.term_offsets[t + 1])
+        term_docs[dst : dst + end - src] = p.term_docs[src:end]
+        dst += end - src
+        src = end
+        a, b = int(q.term_offsets[t]), int(q.term_offsets[t + 1])
+        term_docs[dst : dst + b - a] = q.term_docs[a:b] + np.int32(p.n_docs)
+        dst += b - a
+    term_docs[dst:] = p.term_docs[src:]
+    join = concat or (lambda name, old, new: np.concatenate([old, new]))
+    merged = object.__new__(Postings)  # both parts were checked when made; the merge keeps every invariant
+    for name, value in (
+        ("term_offsets", p.term_offsets + q.term_offsets),
+        ("term_docs", term_docs),
+        ("doc_offsets", join("doc_offsets", p.doc_offsets, p.doc_offsets[-1] + q.doc_offsets[1:])),
+        ("doc_terms", join("doc_terms", p.doc_terms, q.doc_terms)),
+    ):
+        object.__setattr__(merged, name, value)
+    return merged
 
 
 def fit_centroids(

@@ -27,13 +27,13 @@ from .._rank import top_k
 from .._threads import cpu_threads, split_run
 from ..codecs.sparse import is_sparse_codec
 from ..device import device_name, resolve_device
-from ..exceptions import InvalidDtypeError, InvalidVectorsError
+from ..exceptions import InvalidDtypeError, InvalidOperationError, InvalidVectorsError
 from ..ragged import Ragged, as_ragged, take_index
 from .candidates import (
     CandidateGenerator,
     CentroidCandidates,
     ExhaustiveCandidates,
-    check_allowed,
+    search_mask,
 )
 from .maxsim import doc_chunks, maxsim_batch, maxsim_torch_tensors
 from .params import SearchParams, SearchParamsError, check_k
@@ -96,7 +96,7 @@ class Searcher:
         s = self.snapshot
         k = check_k(k)
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
-        mask = check_allowed(allowed, s.n_docs)
+        mask = search_mask(allowed, s)
         if len(queries) and (queries.lengths == 0).any():
             raise InvalidVectorsError("a query has no token vectors; every query needs at least one")
         out: list[tuple[np.ndarray, np.ndarray]] = []
@@ -137,6 +137,16 @@ class Searcher:
         """Packed code rows of documents ``rows`` and their offsets (no padding)."""
         return take_index(self.snapshot.offsets, rows)
 
+    def _codes_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(codes, starts, lengths)``: document ``rows[i]``'s codes are ``codes[starts[i]:][:lengths[i]]`` (the
+        snapshot's own codes, or for a bounded-memory snapshot the rows' codes read and packed)."""
+        s = self.snapshot
+        if s.codes is not None:
+            starts = s.offsets[rows]
+            return s.codes, starts, s.offsets[rows + 1] - starts
+        codes, offs = s.gather(rows)
+        return codes, offs[:-1], np.diff(offs)
+
     @property
     def has_tables(self) -> bool:
         """Whether the codec scores codes through per-query tables (``Codec.score_table``) on the CPU."""
@@ -166,11 +176,9 @@ class Searcher:
         nibble or byte), the rows split over this searcher's threads."""
         from ._kernels import table_maxsim
 
-        s = self.snapshot
-        starts = s.offsets[rows]
-        lengths = s.offsets[rows + 1] - starts
+        codes, starts, lengths = self._codes_of(rows)
         parts = split_run(
-            lambda a, b: table_maxsim(s.codes, starts[a:b], lengths[a:b], table, nq),
+            lambda a, b: table_maxsim(codes, starts[a:b], lengths[a:b], table, nq),
             len(rows), self.threads, min_part=32,
         )
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -184,9 +192,8 @@ class Searcher:
         cum = np.zeros(len(rows) + 1, np.int64)
         np.cumsum(lens, out=cum[1:])
         for a, b in doc_chunks(cum, MAX_DECODED_VECTORS):
-            idx, offs = self._gather(rows[a:b])
-            dec = s.codec.decode(s.codes[idx])
-            out[:, a:b] = maxsim_batch(qt, Ragged(dec, offs))
+            codes, offs = s.gather(rows[a:b])
+            out[:, a:b] = maxsim_batch(qt, Ragged(s.codec.decode(codes), offs))
         return out
 
     def _score_torch(self, qt: Ragged, cands: list[np.ndarray]) -> list[np.ndarray]:
@@ -206,8 +213,9 @@ class Searcher:
         return out
 
     def _codes_tensor(self) -> Any:
-        """The snapshot's codes on the device (uploaded once per Searcher; a view on the CPU)."""
-        if self._codes_t is None:
+        """The snapshot's codes on the device (uploaded once per Searcher; a view on the CPU); None for a
+        bounded-memory snapshot (each chunk's codes are read and uploaded)."""
+        if self._codes_t is None and self.snapshot.codes is not None:
             import torch
 
             self._codes_t = torch.from_numpy(np.ascontiguousarray(self.snapshot.codes)).to(self.device)
@@ -225,8 +233,13 @@ class Searcher:
         cum = np.zeros(len(rows) + 1, np.int64)
         np.cumsum(lens, out=cum[1:])
         for a, b in doc_chunks(cum, MAX_DECODED_VECTORS):
-            idx, offs = self._gather(rows[a:b])
-            dec = s.codec.decode_torch(codes[torch.from_numpy(idx).to(self.device)])
+            if codes is None:
+                packed, offs = s.gather(rows[a:b])
+                chunk = torch.from_numpy(packed).to(self.device)
+            else:
+                idx, offs = self._gather(rows[a:b])
+                chunk = codes[torch.from_numpy(idx).to(self.device)]
+            dec = s.codec.decode_torch(chunk)
             sc = maxsim_torch_tensors(qv, qoff, dec, torch.from_numpy(offs).to(self.device))
             out[:, a:b] = sc.cpu().numpy()
         return out
@@ -251,15 +264,27 @@ def make_searcher(snapshot: Snapshot, params: SearchParams | None = None) -> Sna
     asks for another stage 1; every other index by the dense two-stage :class:`Searcher`."""
     params = params or SearchParams()
     if params.candidates in ("auto", "sparse") and is_sparse_codec(snapshot.codec):
+        _needs_codes(snapshot, "the sparse searcher of a sparse codec")
         return SparseSearcher(snapshot, params)
+    if params.candidates == "sparse":
+        _needs_codes(snapshot, "candidates='sparse'")
     return Searcher(snapshot, params)
 
 
+def _needs_codes(snapshot: Snapshot, what: str) -> None:
+    """InvalidOperationError when ``what`` builds its stage 1 from every code and ``snapshot`` keeps them on disk."""
+    if snapshot.codes is None:
+        raise InvalidOperationError(
+            f"{what} builds its posting lists from every stored code, which memory='bounded' keeps on disk: "
+            "open the index without memory='bounded' (or search it with candidates='auto' on a dense codec)"
+        )
+
+
 def candidate_kind(snapshot: Snapshot, params: SearchParams) -> str:
-    """``params.candidates`` with ``"auto"`` resolved: centroid posting lists when the snapshot has terms and
-    centroids, else every document (``"exhaustive"``, the oracle)."""
+    """``params.candidates`` with ``"auto"`` resolved: centroid posting lists when the snapshot has terms (or
+    their posting lists) and centroids, else every document (``"exhaustive"``, the oracle)."""
     if params.candidates == "auto":
-        has_terms = snapshot.terms is not None and snapshot.centroids is not None
+        has_terms = (snapshot.terms is not None or "postings" in snapshot.extras) and snapshot.centroids is not None
         return "centroid" if has_terms else "exhaustive"
     return params.candidates
 

@@ -48,8 +48,8 @@ from ..exceptions import (
     NotFittedError,
     SpecError,
 )
-from ..ragged import Ragged, as_ragged, ranges, take_index
-from .candidates import CandidateGenerator, as_query_list, check_allowed, check_n
+from ..ragged import Ragged, as_ragged, ranges
+from .candidates import CandidateGenerator, as_query_list, check_allowed, check_n, search_mask
 from .maxsim import doc_chunks, maxsim_batch
 from .params import SearchParams, SearchParamsError, check_k
 
@@ -425,7 +425,7 @@ class SparseSearcher:
         s = self.snapshot
         k = check_k(k)
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
-        mask = check_allowed(allowed, s.n_docs)
+        mask = search_mask(allowed, s)
         out: list[tuple[np.ndarray, np.ndarray]] = []
         n = max(self.params.n_rerank, k)
         bs = self.params.batch_size
@@ -439,8 +439,7 @@ class SparseSearcher:
     def score_rows(self, qt: Ragged, rows: np.ndarray) -> np.ndarray:
         """Exact stage-2 scores ``(n_queries, len(rows))`` of transformed queries against documents ``rows``."""
         s = self.snapshot
-        idx, offs = take_index(s.offsets, rows)
-        codes = s.codes[idx]
+        codes, offs = s.gather(rows)
         if self.rerank == "dense":
             return maxsim_batch(qt, Ragged(s.codec.decode(codes), offs))
         ids, w = self.generator.sparse_map.sparse_decode(codes)

@@ -24,12 +24,18 @@ input first and becomes visible in ONE Lance commit, under the index's cross-pro
 or :meth:`Index.refresh`. The guarantees and their limits: docs/LAYOUT.md ("Versions", "Writers"). An index
 is a local directory or an object-store prefix (``s3://``, ``gs://``, ``az://`` with Lance's ``storage_options``),
 where the write lock is a lease committed through Lance's conditional commit (``lock.lance``).
+
+Live index. A version's search state is derived from the previous one's when only appended fragments and
+deletions separate them (the new rows read and checked, deleted rows masked), else loaded in full; with
+``auto_optimize`` (the default) a document write then compacts the table under the same write lock once its
+thresholds are passed (:func:`mvstore.store._maintain.auto_optimize`; docs/LAYOUT.md, "Automatic compaction").
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -65,7 +71,7 @@ from ._layout import (
     rewrite_manifest,
     write_manifest,
 )
-from ._view import where_columns
+from ._view import CodeCache, where_columns
 
 __all__ = [
     "create",
@@ -124,6 +130,11 @@ def create(
     drift_threshold: float = 1.5,
     encoder: Any = None,
     storage_options: dict[str, str] | None = None,
+    auto_optimize: bool = True,
+    compact_fragments: int = 8,
+    fragment_rows: int = 16384,
+    deleted_fraction: float = 0.1,
+    retention: timedelta | None = timedelta(hours=1),
 ) -> Index:
     """Create an empty index at ``uri`` (a local directory, or an object-store URI such as
     ``s3://bucket/indexes/ix`` with Lance's ``storage_options``: credentials, region, endpoint) for ``dim``-dimensional token vectors compressed by ``spec``
@@ -138,7 +149,13 @@ def create(
     ``encoder`` (``"hf"`` = the bundled MiniLM, ``"hf:MODEL"``, ``"st:MODEL"``, ``"pylate:MODEL"``,
     ``"colbert:PATH"``, or such an encoder object, see :func:`mvstore.encoders.make_encoder`) is recorded in the
     index (``options["encoder"]``, JSON) for :meth:`Index.add_texts` and ``search("text")``; ``dim`` then
-    defaults to its output dim and must equal it."""
+    defaults to its output dim and must equal it.
+
+    ``auto_optimize`` (default on) maintains the table after every document write, under the write's lock: once
+    ``compact_fragments`` adjacent fragments hold fewer than ``fragment_rows`` rows each, or more than
+    ``deleted_fraction`` of the stored rows are deleted, Lance compaction merges the small fragments and
+    rewrites those with deleted rows (one more commit), then the files of versions older than ``retention``
+    are deleted (None: kept until ``optimize(cleanup=True)``; time travel to a deleted version stops working)."""
     from ..tune import _check_budget
 
     loc = Location(uri, storage_options)
@@ -187,10 +204,29 @@ def create(
         raise InvalidArgumentError(
             f"drift_threshold must be a finite number > 1.0 (1.0 = no drift), got {drift_threshold!r}"
         )
-    if not isinstance(exist_ok, bool) or not isinstance(keep_source, bool):
+    if not all(isinstance(b, bool) for b in (exist_ok, keep_source, auto_optimize)):
         raise InvalidDtypeError(
-            f"exist_ok and keep_source must be True or False, got {exist_ok!r} and {keep_source!r}"
+            f"exist_ok, keep_source and auto_optimize must be True or False, got {exist_ok!r}, {keep_source!r} "
+            f"and {auto_optimize!r}"
         )
+    _check_int("compact_fragments", compact_fragments, 2, None, "small fragments that trigger a compaction")
+    _check_int("fragment_rows", fragment_rows, 1, None, "rows below which a fragment counts as small")
+    if (
+        isinstance(deleted_fraction, bool)
+        or not isinstance(deleted_fraction, (int, float))
+        or not 0.0 < deleted_fraction < 1.0
+    ):
+        raise InvalidArgumentError(
+            f"deleted_fraction must be a number in (0, 1) (the deleted share of rows that triggers a compaction), "
+            f"got {deleted_fraction!r}"
+        )
+    if retention is not None and not isinstance(retention, timedelta):
+        raise InvalidDtypeError(
+            f"retention must be a datetime.timedelta (e.g. timedelta(hours=1)) or None, got "
+            f"{type(retention).__name__} {retention!r:.80}"
+        )
+    if retention is not None and retention < timedelta(0):
+        raise InvalidArgumentError(f"retention={retention!r} must not be negative; e.g. timedelta(hours=1)")
     with _reaching(loc):
         exists = loc.exists(MANIFEST)
         occupied = not exists and (
@@ -231,6 +267,11 @@ def create(
         "seed": int(seed),
         "keep_source": bool(keep_source),
         "drift_threshold": float(drift_threshold),
+        "auto_optimize": auto_optimize,
+        "compact_fragments": int(compact_fragments),
+        "fragment_rows": int(fragment_rows),
+        "deleted_fraction": float(deleted_fraction),
+        "retention_s": None if retention is None else retention.total_seconds(),
     }
     if max_bytes_per_token is not None:
         options["max_bytes_per_token"] = float(max_bytes_per_token)
@@ -241,24 +282,57 @@ def create(
     return idx
 
 
+#: open(uri, memory="bounded")'s default cache of stage-2 codes
+DEFAULT_CACHE_BYTES = 256 << 20
+
+
+def _code_cache(memory: Any, cache_bytes: Any) -> CodeCache | None:
+    """The Index's code cache for ``open(memory=, cache_bytes=)``: None in memory="full" mode."""
+    if memory not in ("full", "bounded"):
+        raise InvalidArgumentError(
+            f'memory must be "full" (every stored code in memory, the default) or "bounded" (codes read from disk '
+            f"for each search's candidates, through a cache of cache_bytes), got {memory!r}"
+        )
+    if memory == "full":
+        if cache_bytes is not None:
+            raise InvalidArgumentError(
+                f'cache_bytes={cache_bytes!r} sizes the code cache of memory="bounded"; pass memory="bounded" too, '
+                "or drop cache_bytes"
+            )
+        return None
+    if cache_bytes is None:
+        return CodeCache(DEFAULT_CACHE_BYTES)
+    _check_int("cache_bytes", cache_bytes, 0, None, 'bytes of stage-2 codes memory="bounded" keeps cached')
+    return CodeCache(int(cache_bytes))
+
+
 def open(  # noqa: A001 - mirrors lance/lancedb
     uri: str | os.PathLike,
     version: int | None = None,
     *,
     encoder: Any = None,
     storage_options: dict[str, str] | None = None,
+    memory: str = "full",
+    cache_bytes: int | None = None,
 ) -> Index:
     """Open the index at ``uri`` (a local directory or an object-store URI, reached with ``storage_options``):
     its latest version, or ``version`` (time travel, read-only until :meth:`Index.checkout`).
     IndexCorruptedError if the path is not an mvstore index or its state is damaged. ``encoder`` (as in
     :func:`create`) replaces the recorded one for this object's text calls (not stored); without it the
-    recorded encoder is loaded on the first text call, so opening needs no torch."""
+    recorded encoder is loaded on the first text call, so opening needs no torch.
+
+    ``memory="bounded"`` keeps only stage 1 in memory (centroids, posting lists, ids and offsets): the codes that
+    stage 2 scores are read from the docs table for each search's candidates, through a least-recently-used
+    cache of ``cache_bytes`` (default 256 MiB) shared by this object's versions. Rankings are the same as with
+    ``memory="full"`` (the default: every code in memory); each search pays the reads of the codes not cached.
+    Dense codecs only (a sparse codec's posting lists are built from every code)."""
     loc = Location(uri, storage_options)
     version = check_version(version)
+    code_cache = _code_cache(memory, cache_bytes)
     with _reaching(loc):
         manifest = read_manifest(loc)
     try:
-        idx = Index(loc, manifest, version)
+        idx = Index(loc, manifest, version, code_cache=code_cache)
     except SpecError as e:
         raise IndexCorruptedError(f"the manifest at {loc.table(MANIFEST)} has an invalid spec: {e}") from e
     if encoder is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -60,7 +61,7 @@ from ._layout import (
     state_table,
 )
 from ._maintain import RETENTION
-from ._view import _State, _View, check_columns, check_where
+from ._view import WRITTEN_BYTES, CodeCache, Written, _State, _View, check_columns, check_where
 
 
 def _open_table(loc: Location, name: str, what: str) -> lance.LanceDataset:
@@ -139,7 +140,10 @@ class Index:
     """An mvstore index directory read at one version. Make one with :func:`mvstore.store.create` or
     :func:`mvstore.store.open`; see the package docstring for the layout and policies."""
 
-    def __init__(self, root: Location | str, manifest: dict[str, Any], version: int | None = None):
+    def __init__(
+        self, root: Location | str, manifest: dict[str, Any], version: int | None = None, *,
+        code_cache: CodeCache | None = None,
+    ):  # fmt: skip
         self.loc = at(root)  # where the index lives (a local directory or an object-store prefix)
         self.root = self.loc.uri
         self.manifest = manifest
@@ -151,9 +155,22 @@ class Index:
         self._lock_depth = 0  # nesting of _writing() in this object (the file lock is taken once)
         self._states: dict[int, _State] = {}
         self._ids_cache: tuple[int, Any] | None = None
+        #: what the automatic maintenance after this object's last document write did (None: nothing was due)
+        self.last_maintenance: dict[str, Any] | None = None
         self._pinned = version is not None
         self._encoder: Any = None  # open(uri, encoder=...)'s, or the recorded one once a text call built it
+        #: open(uri, memory="bounded"): the cache of stage-2 codes read from disk (None: codes in memory)
+        self._code_cache = code_cache
         self._view = self._make_view(version)
+
+    @property
+    def memory(self) -> dict[str, Any]:
+        """The memory mode: ``{"mode": "full"}`` (every code in memory), or for ``open(uri, memory="bounded")``
+        ``{"mode": "bounded", "cache_bytes", "cached_bytes", "hits", "misses"}`` (the stage-2 code cache)."""
+        c = self._code_cache
+        if c is None:
+            return {"mode": "full"}
+        return {"mode": "bounded", "cache_bytes": c.limit, "cached_bytes": c.bytes, "hits": c.hits, "misses": c.misses}
 
     @property
     def encoder(self) -> Any:
@@ -190,7 +207,15 @@ class Index:
             return None
         return _open_table(self.loc, DOCS, "docs table")
 
-    def _make_view(self, version: int | None) -> _View:
+    def _new_view(
+        self, version: int, ds: lance.LanceDataset | None, state: _State | None, base: _View | None = None,
+        written: Written | None = None,
+    ) -> _View:  # fmt: skip
+        """The read state of ``version`` (derived from ``base``'s when it can be, see :class:`_View`), in this
+        object's memory mode."""
+        return _View(version, ds, state, self.loc, base, written, self._code_cache)
+
+    def _make_view(self, version: int | None, base: _View | None = None) -> _View:
         ds = self._latest_docs()
         sds = self._state_ds()
         _integrity.check_open(self.loc, STATE, None if sds is None else sds.version)
@@ -201,7 +226,7 @@ class Index:
                         f"version {version} does not exist: this index has no versions yet; open it with version=None"
                     )
                 _integrity.check_open(self.loc, DOCS, None)
-                return _View(0, None, self._pending_state(), self.loc)
+                return self._new_view(0, None, self._pending_state())
             known = [v["version"] for v in _integrity.read_or_corrupted(ds.versions, "the docs table's versions")]
             if version not in known:
                 raise InvalidArgumentError(
@@ -211,7 +236,7 @@ class Index:
         if version is not None:
             ds = _integrity.read_or_corrupted(lambda: ds.checkout_version(version), f"docs table version {version}")
         if ds is None:
-            return _View(0, None, self._pending_state(), self.loc)
+            return self._new_view(0, None, self._pending_state())
         if ROW_CHECKSUM not in ds.schema.names and checksum_column_of(ds.schema) is not None:
             if version is not None and version != ds.latest_version:
                 raise InvalidArgumentError(
@@ -230,7 +255,7 @@ class Index:
                 f"docs table version {ds.version} does not record its codec state ({STATE_KEY.decode()} schema "
                 "metadata); the index is corrupted: rebuild it"
             ) from None
-        return _View(ds.version, ds, self._load_state(sid), self.loc)
+        return self._new_view(ds.version, ds, self._load_state(sid), base)
 
     @property
     def version(self) -> int:
@@ -259,7 +284,7 @@ class Index:
     def checkout(self, version: int | None = None) -> Index:
         """Read ``version`` (None: the latest, and follow writes again). Returns self."""
         version = check_version(version)
-        self._view = self._make_view(version)
+        self._view = self._make_view(version, self._view)
         self._pinned = version is not None
         return self
 
@@ -300,7 +325,7 @@ class Index:
         meta_rows = sds.to_table(columns=["state_id", "data"], filter="name = '__meta__'")
         best = None
         for sid, data in zip(meta_rows.column("state_id").to_pylist(), meta_rows.column("data").to_pylist()):
-            if b'"explicit": true' in data and (best is None or sid > best):
+            if json.loads(data).get("explicit") is True and (best is None or sid > best):
                 best = sid
         return None if best is None else self._load_state(best)
 
@@ -416,16 +441,18 @@ class Index:
             if len(vecs) == 0:
                 raise InvalidVectorsError("the training sample is empty; pass at least one document")
             st = self._fit_state(np.asarray(vecs, np.float32), len(vecs), explicit=True, spec=spec, auto=auto)
-            self._view = _View(0, None, st, self.loc)
+            self._view = self._new_view(0, None, st)
             pbar.update(1)
         return self
 
     # ------------------------------------------------------------------------------------- writing
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, maintain: bool = False) -> Iterator[None]:
         """One write: this object's thread lock, then the index's cross-process write lock
         (:func:`~mvstore.store._layout.write_lock`); nested writes (upsert -> add) take it once. A write that
-        succeeds records what it committed (:func:`~mvstore.store._integrity.record`) before the lock is released."""
+        succeeds records what it committed (:func:`~mvstore.store._integrity.record`) before the lock is released;
+        a document write (``maintain``) then runs the automatic maintenance policy
+        (:func:`~mvstore.store._maintain.auto_optimize`) under the same lock and records its commit too."""
         self._check_writable()
         with self._write_lock:
             with self.loc.write_lock() if self._lock_depth == 0 else contextlib.nullcontext():
@@ -436,6 +463,36 @@ class Index:
                     self._lock_depth -= 1
                 if self._lock_depth == 0:
                     _integrity.record(self.loc)
+                    if maintain:
+                        self._maintain()
+
+    def _maintain(self) -> None:
+        """Automatic maintenance after a committed write. The write stands whatever happens here: a failure is a
+        warning (naming the fix), not the write's error."""
+        import warnings
+
+        from ._maintain import auto_optimize
+
+        try:
+            report = auto_optimize(self)
+        except Exception as e:
+            warnings.warn(
+                f"the write committed, but the automatic compaction after it failed ({str(e).splitlines()[0][:200]}); "
+                "the index is intact: run index.optimize() to retry, or create the index with auto_optimize=False",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
+        self.last_maintenance = report
+        if report is not None:
+            _integrity.record(self.loc)
+            before = self._view.version
+            self._view = self._make_view(None, self._view)
+            cached = self._ids_cache
+            # compaction (a commit reserving fragment ids, then the rewrite) keeps every id: the cache stays
+            # exact unless a plain Lance writer slipped in between (the row count would show a LanceDB delete)
+            if cached is not None and cached[0] == before and self._view.n_docs == len(cached[1]):
+                self._ids_cache = (self._view.version, cached[1])
 
     def _check_writable(self) -> None:
         if self._pinned:
@@ -562,7 +619,7 @@ class Index:
 
     def _add_batches(self, batches: Iterable[Any], progress: bool | None, total: int | None) -> int:
         check_progress(progress)
-        with self._writing(), bar(total, "adding", unit="doc", progress=progress) as pbar:
+        with self._writing(maintain=True), bar(total, "adding", unit="doc", progress=progress) as pbar:
             ds = self._latest_docs()
             id_type, seen = self._existing_ids(ds)
             st = self._view.state if ds is None else self._make_view(None).state
@@ -602,12 +659,21 @@ class Index:
                 schema, fields = self._docs_schema(first["ids"].type, meta_fields, st)
             keep_source = SOURCE in schema.names
             failure: list[BaseException] = []
+            kept: list[pa.RecordBatch] | None = []  # the encoded rows, for the next snapshot (Written)
+
+            def keep(rb: pa.RecordBatch) -> pa.RecordBatch:
+                nonlocal kept
+                if kept is not None:
+                    kept.append(rb)
+                    if sum(b.nbytes for b in kept) > WRITTEN_BYTES:
+                        kept = None  # a large add: the snapshot reads its rows back instead
+                return rb
 
             def record_batches() -> Iterator[pa.RecordBatch]:
                 try:
-                    yield self._encode(first, st, fields, keep_source).cast(schema)
+                    yield keep(self._encode(first, st, fields, keep_source).cast(schema))
                     for b in gen:
-                        yield self._encode(b, st, fields, keep_source).cast(schema)
+                        yield keep(self._encode(b, st, fields, keep_source).cast(schema))
                 except BaseException as e:  # re-raised below with its own type, after Lance aborts the write
                     failure.append(e)
                     raise
@@ -623,9 +689,12 @@ class Index:
                 ):  # our own validation error or the user's iterator's exception, not Lance's wrapper
                     raise failure[0] from None
                 raise  # a Lance/IO failure: nothing was committed, the previous version is still current
-            self._view = _View(out.version, out, st, self.loc)
+            written = None
             if ds is not None and out.version == ds.version + 1:  # nobody else committed in between
                 self._ids_cache = (out.version, seen)
+                if kept is not None:
+                    written = Written(ds.version, pa.Table.from_batches(kept, schema), np.zeros(0, np.int64))
+            self._view = self._new_view(out.version, out, st, self._view, written)
             return out.version
 
     def upsert(self, ids: Any, vectors: Any, metadata: Any = None) -> int:
@@ -633,7 +702,7 @@ class Index:
         stored ones; metadata columns not given keep their stored values (null for new ids), so
         ``upsert(ids, vectors)`` keeps every document's metadata. A column given is written for every row of
         the batch (null where a dict of a list of dicts lacks the key). Returns the new version."""
-        with self._writing():
+        with self._writing(maintain=True):
             ds = self._latest_docs()
             if ds is None:
                 return self.add(ids, vectors, metadata)
@@ -642,12 +711,22 @@ class Index:
             fields = [ds.schema.field(n) for n in ds.schema.names if n not in DOCS_SYSTEM_COLUMNS]
             batch = self._encode(b, st, fields, SOURCE in ds.schema.names).cast(ds.schema)
             given = set(DOCS_SYSTEM_COLUMNS) | set([] if b["meta"] is None else b["meta"].column_names)
+            pre = ds.version  # the merge moves ``ds`` to the version it commits
             # Lance's merge keeps the stored values of the columns the source leaves out
             ds.merge_insert(ID).when_matched_update_all().when_not_matched_insert_all().execute(
                 pa.Table.from_batches([batch]).select([n for n in ds.schema.names if n in given])
             )
             out = self.loc.dataset(DOCS)
-            self._view = _View(out.version, out, st, self.loc)
+            vals = ids_numpy(b["ids"])
+            # one row is stored as written; Lance's merge may reorder several (their snapshot reads them back)
+            rows = pa.Table.from_batches([batch]) if len(vals) == 1 else None
+            written = Written(pre, rows, vals) if out.version == pre + 1 else None
+            self._view = self._new_view(out.version, out, st, self._view, written)
+            cached = self._ids_cache
+            if cached is not None and cached[0] == pre and out.version == pre + 1:
+                # nobody else committed in between: the ids are the cached ones + these
+                ids = (cached[1] | set(vals.tolist())) if isinstance(cached[1], set) else np.union1d(cached[1], vals)
+                self._ids_cache = (out.version, ids)
             return out.version
 
     def delete(self, ids: Any, *, missing: str = "error") -> int:
@@ -655,7 +734,7 @@ class Index:
         Other documents keep their ids. Returns the new version."""
         if missing not in ("error", "ignore"):
             raise InvalidArgumentError(f"missing must be 'error' or 'ignore', got {missing!r}")
-        with self._writing():
+        with self._writing(maintain=True):
             ds = self._latest_docs()
             _integrity.check_open(self.loc, DOCS, None)  # never commit on top of a rolled-back table
             id_type = None if ds is None else ds.schema.field(ID).type
@@ -678,10 +757,16 @@ class Index:
                     "pass missing='ignore' to skip them"
                 )
             vals = vals[present]
+            pre = ds.version  # the delete moves ``ds`` to the version it commits
             if len(vals):
                 ds.delete(f"{ID} IN {sql_literal_list(vals)}")
             out = self.loc.dataset(DOCS)
-            self._view = _View(out.version, out, self._view.state if self._view.ds is not None else None, self.loc)
+            if out.version == pre + 1 and self._ids_cache is not None and self._ids_cache[0] == pre:
+                kept = existing - set(vals.tolist()) if isinstance(existing, set) else np.setdiff1d(existing, vals)
+                self._ids_cache = (out.version, kept)
+            st = self._view.state if self._view.ds is not None else None
+            written = Written(pre, None, vals) if out.version == pre + 1 else None
+            self._view = self._new_view(out.version, out, st, self._view, written)
             if self._view.state is None:
                 self._view = self._make_view(None)
             return out.version
@@ -743,8 +828,8 @@ class Index:
         return export(self, path)
 
     def snapshot(self) -> Snapshot:
-        """The in-memory arrays of this version (built once per version)."""
-        return self._view.snapshot()
+        """The in-memory arrays of this version (built once per version), row ``i`` its ``i``-th document."""
+        return self._view.public_snapshot()
 
     def search(
         self,
@@ -789,7 +874,7 @@ class Index:
         if view.ds is not None and columns:
             check_columns(view.ds.schema, columns, "columns=")
         id_type = pa.int64() if view.ds is None else view.ds.schema.field(ID).type
-        if view.state is None or view.ds is None or view.snapshot().n_docs == 0:
+        if view.state is None or view.ds is None or view.snapshot().n_live == 0:
             if columns and view.ds is None:
                 raise FilterError(f"columns={columns} cannot be read: the index has no documents yet")
             if where is not None and view.ds is not None:
@@ -853,7 +938,8 @@ class Index:
                 uniq, inv = np.unique(rows_all, return_inverse=True)
                 with view.reading():
                     meta = _integrity.read_or_corrupted(
-                        lambda: view.ds.take(uniq.tolist(), columns=columns), f"docs table version {view.version}"
+                        lambda: view.ds.take(view.lance_rows(uniq).tolist(), columns=columns),
+                        f"docs table version {view.version}",
                     )
                 for c in columns:
                     out[c] = meta.column(c).take(pa.array(inv))

@@ -194,12 +194,18 @@ def checksum_column(cols: dict[str, pa.Array]) -> pa.Array:
 
 
 def _row_sum(checksums: np.ndarray) -> str:
-    return format(int(checksums.sum(dtype=np.uint64)), "016x")
+    return format(row_sum(checksums), "016x")
 
 
 def check_rows(root: Any, version: int, tbl: pa.Table) -> None:
     """At snapshot load: recompute the row checksums of ``tbl`` (a whole docs version read with
     ``row_checksum``) and compare them, the row count and their sum with what was stored and recorded."""
+    check_record(root, version, checked_checksums(version, tbl))
+
+
+def checked_checksums(version: int, tbl: pa.Table) -> np.ndarray:
+    """The stored row checksums of ``tbl`` (docs rows read with ``row_checksum``), each checked against the
+    row's recomputed one."""
     stored = tbl.column(ROW_CHECKSUM)
     if stored.null_count:
         raise IndexCorruptedError(
@@ -213,8 +219,28 @@ def check_rows(root: Any, version: int, tbl: pa.Table) -> None:
             f"docs table version {version}: {len(bad)} row(s) do not match their checksum (first at row "
             f"{int(bad[0])}): a data file is corrupted; {_FIX}"
         )
+    return stored
+
+
+def row_sum(checksums: np.ndarray) -> int:
+    """The sum of row checksums modulo 2**64 (what a version's record holds, in hex)."""
+    return int(checksums.sum(dtype=np.uint64))
+
+
+def record_agrees(root: Any, version: int, rows: int, total: int) -> bool | None:
+    """Whether ``rows`` and ``total`` (:func:`row_sum` of their checksums) are a version's row count and
+    checksum sum as its record holds them; None when it has no record (a version above HEAD)."""
     rec = read_record(root, "docs.lance", version)
-    if rec is not None and (rec["rows"] != len(stored) or rec["row_sum"] != _row_sum(stored)):
+    if rec is None:
+        return None
+    return bool(rec["rows"] == rows and rec["row_sum"] == format(total % 2**64, "016x"))
+
+
+def check_record(root: Any, version: int, stored: np.ndarray) -> None:
+    """The row count and checksum sum of a version's rows (``stored``: their checksums) against its record,
+    or IndexCorruptedError (no record: accepted)."""
+    if record_agrees(root, version, len(stored), row_sum(stored)) is False:
+        rec = read_record(root, "docs.lance", version) or {}
         raise IndexCorruptedError(
             f"docs table version {version} reads {len(stored)} rows but its record says {rec['rows']} (or the "
             f"rows differ): a deletion file or manifest is corrupted; {_FIX}"

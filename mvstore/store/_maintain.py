@@ -35,6 +35,15 @@ from ._view import _View
 
 #: rows per record batch when streaming the docs table through retraining
 _SCAN_ROWS = 2048
+#: the automatic maintenance policy (``create(..., auto_optimize=True)``, see :func:`auto_optimize`): the
+#: manifest's options override these; an index created before the policy existed uses them as they are
+AUTO_DEFAULTS: dict[str, Any] = {
+    "auto_optimize": True,
+    "compact_fragments": 8,
+    "fragment_rows": 16384,
+    "deleted_fraction": 0.1,
+    "retention_s": 3600.0,
+}
 #: files that no version references (a crashed write's, or a live writer's not yet committed) are deleted by
 #: cleanup only when none of them is younger than this
 ORPHAN_GRACE = timedelta(minutes=15)
@@ -84,7 +93,7 @@ def retrain_codec(idx: Any) -> int:
             yield pa.RecordBatch.from_pydict({n: cols[n] for n in schema.names}).cast(schema)
 
     out = idx.loc.write_dataset(pa.RecordBatchReader.from_batches(schema, batches()), DOCS, mode="overwrite")
-    idx._view = _View(out.version, out, st, idx.loc)
+    idx._view = idx._new_view(out.version, out, st)
     return out.version
 
 
@@ -155,6 +164,56 @@ def _update_text_index(idx: Any, columns: list[str]) -> str:
     return "updated" if idx._latest_docs().version != before else "up to date"
 
 
+def _needs_compaction(ds: lance.LanceDataset, opts: dict[str, Any]) -> str | None:
+    """Why the latest version should be compacted under the policy, or None: at least ``compact_fragments``
+    fragments below ``fragment_rows`` rows that have a small neighbour (Lance merges only adjacent small
+    fragments: a lone one between two large ones would make every write retry), or more than
+    ``deleted_fraction`` of the stored rows deleted (so some fragment is above Lance's threshold)."""
+    rows, deleted = [], []
+    for fr in ds.get_fragments():
+        m = fr.metadata
+        rows.append(int(m.physical_rows))
+        deleted.append(0 if m.deletion_file is None else int(m.deletion_file.num_deleted_rows))
+    small = [r < opts["fragment_rows"] for r in rows]
+    mergeable = sum(
+        s and ((i > 0 and small[i - 1]) or (i + 1 < len(small) and small[i + 1])) for i, s in enumerate(small)
+    )
+    if mergeable >= opts["compact_fragments"]:
+        return f"{mergeable} small fragments"
+    if rows and sum(deleted) > opts["deleted_fraction"] * sum(rows):
+        return f"{sum(deleted)} of {sum(rows)} rows deleted"
+    return None
+
+
+def auto_optimize(idx: Any) -> dict[str, Any] | None:
+    """The maintenance a write runs after it commits, still under its write lock (so it never races another
+    writer, and cleanup never meets a writer's uncommitted files): when :func:`_needs_compaction` says so,
+    Lance compaction (one more commit; readers keep the versions they read) merges adjacent fragments below
+    ``fragment_rows`` rows and rewrites fragments with more than ``deleted_fraction`` of their rows deleted,
+    then the files of versions older than ``retention_s`` seconds are deleted (None: never). Returns what it
+    did, or None when nothing was due."""
+    opts = {**AUTO_DEFAULTS, **idx.options}
+    if not opts["auto_optimize"]:
+        return None
+    ds = idx._latest_docs()
+    reason = None if ds is None else _needs_compaction(ds, opts)
+    if reason is None:
+        return None
+    m = ds.optimize.compact_files(
+        target_rows_per_fragment=int(opts["fragment_rows"]),
+        materialize_deletions=True,
+        materialize_deletions_threshold=float(opts["deleted_fraction"]),
+    )
+    report: dict[str, Any] = {
+        "reason": reason,
+        "fragments_removed": m.fragments_removed,
+        "fragments_added": m.fragments_added,
+    }
+    if opts["retention_s"] is not None:
+        report["cleanup"] = _cleanup(idx, timedelta(seconds=float(opts["retention_s"])))
+    return report
+
+
 def _young_orphans(loc: Location, table: str, ds: lance.LanceDataset, grace: timedelta) -> list[str]:
     """Data and deletion files younger than ``grace`` that the latest version does not reference: they may
     belong to a write that has not committed yet (mvstore's own writers hold the write lock during cleanup,
@@ -193,14 +252,19 @@ def _cleanup(idx: Any, older_than: timedelta) -> dict[str, int]:
     removed = {"bytes_removed": int(s.bytes_removed), "old_versions": int(s.old_versions)}
     if not idx.loc.local and idx.loc.exists(LEASE_TABLE):  # the lease's past versions (we hold it now)
         removed["bytes_removed"] += int(idx.loc.dataset(LEASE_TABLE).cleanup_old_versions(timedelta(0)).bytes_removed)
+    sds = idx._state_ds()
+    if sds is None:
+        return removed
+    if sds.count_rows(filter="name = '__meta__'") <= 1:
+        removed["states_removed"] = 0  # one codec state: every version uses it (no version needs reading)
+        return removed
     ds = idx.loc.dataset(DOCS)
     used = set()
     for v in ds.versions():
         meta = ds.checkout_version(v["version"]).schema.metadata or {}
         if STATE_KEY in meta:
             used.add(int(meta[STATE_KEY]))
-    sds = idx._state_ds()
-    if sds is not None and used:
+    if used:
         stale = sds.count_rows(filter=f"state_id NOT IN ({', '.join(str(u) for u in sorted(used))})")
         if stale:
             sds.delete(f"state_id NOT IN ({', '.join(str(u) for u in sorted(used))})")

@@ -134,7 +134,7 @@ def add_texts(
         raise InvalidArgumentError("add_texts got no texts; pass at least one")
     n = len(texts)
     enc = encoder_of(idx, "add_texts")
-    with idx._writing():
+    with idx._writing(maintain=True):  # the policy runs once, after the nested add
         ds = idx._latest_docs()
         id_type, existing = idx._existing_ids(ds)
         if ids is None:

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,9 +23,17 @@ from ..exceptions import (
     VersionCleanedUpError,
 )
 from ..search.params import SearchParams
+from ..search.postings import append_postings, build_postings
 from ..search.searcher import make_searcher
-from ..search.snapshot import Snapshot
-from ._integrity import check_rows, corrupt_file_error, lance_failure
+from ..search.snapshot import AppendBuffer, Snapshot
+from ._integrity import (
+    check_record,
+    checked_checksums,
+    corrupt_file_error,
+    lance_failure,
+    record_agrees,
+    row_sum,
+)
 from ._layout import (
     CHECKSUMMED,
     CODES,
@@ -54,7 +63,11 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _where_tokens(where: str) -> Iterator[tuple[str, str, str]]:
     """Split a SQL filter into ``(kind, text, raw)``: kind "literal" ('...', '' escapes a quote), "quoted"
     ("..." or `...`: a column name, doubled quote escapes it; text is the name), "column" (a bare name that
-    is not a keyword or function), or "other" (numbers, keywords, functions, operators, spaces)."""
+    is not a keyword or function), or "other" (numbers, keywords, functions, operators, spaces).
+
+    Kept rather than leaving names to Lance: Lance reads a double-quoted name as a string (``"b" = 'x'`` is
+    silently false there) and its unknown-column error lists Lance's and the index's internal columns; this
+    lexer only finds names, Lance still parses and runs the filter."""
     i, n = 0, len(where)
     while i < n:
         c = where[i]
@@ -118,20 +131,227 @@ class _State:
     spec: Any  # the parsed spec (mvstore.spec.Spec) the codec was fit for: pooling + codec stages
 
 
+#: an incrementally derived snapshot is loaded in full again once its deleted rows pass this fraction of its rows
+MAX_DEAD_FRACTION = 0.25
+#: rows per batch of a bounded-memory full load
+_BOUNDED_BATCH = 8192
+#: the columns a snapshot reads from the docs table
+_SNAPSHOT_COLUMNS = [*CHECKSUMMED, ROW_CHECKSUM]
+
+
+def fragment_keys(ds: lance.LanceDataset) -> list[tuple[int, Any, Any]]:
+    """``(fragment id, data key, deletion key)`` of each fragment of a version, in manifest (row) order: the data
+    key changes when a fragment's rows are rewritten, the deletion key when rows of it are deleted."""
+    out = []
+    for fr in ds.get_fragments():
+        m = fr.metadata
+        d = m.deletion_file
+        data = (tuple(f.path for f in m.files), int(m.physical_rows), repr(getattr(m, "overlays", None)))
+        out.append((int(m.id), data, None if d is None else (d.read_version, d.id, d.file_type, d.num_deleted_rows)))
+    return out
+
+
+def _present(values: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in ``within`` (ascending): binary search, no sort of either.
+
+    >>> _present(np.array([1, 4, 9], np.uint64), np.array([1, 2, 9], np.uint64)).tolist()
+    [True, False, True]
+    """
+    pos = np.searchsorted(within, values)
+    ok = pos < len(within)
+    ok[ok] = within[pos[ok]] == values[ok]
+    return ok
+
+
+def _mask_written(
+    base: _Loaded, w: Written | None, changed: list[tuple[int, Any, Any]], removed: list[int], live: np.ndarray
+) -> bool:
+    """Mask in ``live`` the rows of ``base`` that hold the ids ``w`` deleted, when that accounts for the
+    deletions of every fragment in ``changed`` (its live rows, physical rows less the manifest's deletion
+    count), empties each ``removed`` fragment (Lance drops a fragment whose rows are all deleted) and touches
+    no other fragment; False, ``live`` untouched, when it does not (the caller reads the version)."""
+    if w is None:
+        return False
+    ids = w.deleted.astype(object) if w.deleted.dtype.kind == "U" else w.deleted
+    sid = base.sorted_ids
+    pos = np.searchsorted(sid, ids)
+    found = pos < len(sid)
+    found[found] = sid[pos[found]] == ids[found]
+    dead = np.zeros(len(live), bool)
+    dead[base.sorted_rows[pos[found]]] = True
+    now = live & ~dead
+    accounted = 0
+    for f, data, dele in changed:
+        n_deleted = 0 if dele is None else dele[3]
+        rows = base.rows_of_fragment(f)
+        if n_deleted is None or int(np.count_nonzero(now[rows])) != data[1] - n_deleted:
+            return False
+        accounted += int(np.count_nonzero(dead[rows]))
+    for f in removed:
+        rows = base.rows_of_fragment(f)
+        if np.count_nonzero(now[rows]):
+            return False  # a fragment removed with live rows: a compaction, not this write
+        accounted += int(np.count_nonzero(dead[rows]))
+    if accounted != int(np.count_nonzero(dead)):
+        return False  # a deleted row in a fragment whose deletions did not change
+    live[:] = now
+    return True
+
+
+def _fragment_rows(fr: Any, skip: int) -> pa.Table:
+    """The snapshot columns and row addresses of a fragment's rows after its first ``skip`` live ones. A fragment
+    without deleted rows is read by offset (``take``: about 4x cheaper than a scan for the few rows of one
+    write); its rows' addresses are ``fragment id << 32 | offset``."""
+    m = fr.metadata
+    if m.deletion_file is not None:
+        return fr.to_table(columns=_SNAPSHOT_COLUMNS, with_row_address=True, offset=skip or None)
+    offs = np.arange(skip, int(m.physical_rows), dtype=np.uint64)
+    tbl = fr.take(offs.astype(np.int64).tolist(), columns=_SNAPSHOT_COLUMNS)
+    return tbl.append_column("_rowaddr", pa.array((np.uint64(m.id) << np.uint64(32)) | offs, pa.uint64()))
+
+
+@dataclasses.dataclass
+class _Loaded:
+    """A built snapshot and what deriving a later version's snapshot from it needs (:meth:`_View._derive`)."""
+
+    snapshot: Snapshot
+    state_id: int
+    #: fragment id -> (data key, deletion key) of this version (:func:`fragment_keys`), and the ids in order
+    frags: dict[int, tuple[Any, Any]]
+    order: list[int]
+    #: per row: its Lance row address and stored checksum; row addresses sorted and the rows in that order
+    rowaddr: np.ndarray
+    checksums: np.ndarray
+    rowaddr_sorted: np.ndarray
+    rowaddr_order: np.ndarray
+    #: the ids of the live rows, sorted (the duplicate check of appended rows), and the row of each
+    sorted_ids: np.ndarray
+    sorted_rows: np.ndarray
+    #: the live rows' count and checksum sum (:func:`~mvstore.store._integrity.row_sum`), what the record holds
+    n_live: int
+    live_sum: int
+    #: append storage behind the per-row and per-vector arrays, by name
+    buffers: dict[str, AppendBuffer]
+    #: rows kept in place because a compaction of the table's tail rewrote them (see :meth:`_View._derive`)
+    moved: int = 0
+
+    def rows_of_fragment(self, fid: int) -> np.ndarray:
+        """Snapshot rows stored in fragment ``fid`` (ascending row address)."""
+        lo, hi = np.searchsorted(self.rowaddr_sorted, np.array([fid << 32, (fid + 1) << 32], np.uint64))
+        return self.rowaddr_order[lo:hi]
+
+
+class CodeCache:
+    """The stage-2 codes a bounded-memory Index (``open(uri, memory="bounded")``) has read, shared by its
+    versions: each document's codes under its Lance row address (an address never names another row, and a
+    row is never rewritten in place), the least recently used dropped once they pass ``limit`` bytes."""
+
+    def __init__(self, limit: int):
+        self.limit = int(limit)
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._rows: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, keys: list[int]) -> list[np.ndarray | None]:
+        with self._lock:
+            out = [self._rows.get(k) for k in keys]
+            for k, v in zip(keys, out):
+                if v is not None:
+                    self._rows.move_to_end(k)
+            n_hit = sum(v is not None for v in out)
+            self.hits += n_hit
+            self.misses += len(keys) - n_hit
+            return out
+
+    def put(self, keys: list[int], values: list[np.ndarray]) -> None:
+        with self._lock:
+            for k, v in zip(keys, values):
+                if k not in self._rows:
+                    self._rows[k] = v
+                    self.bytes += v.nbytes
+            while self.bytes > self.limit and self._rows:
+                self.bytes -= self._rows.popitem(last=False)[1].nbytes
+
+
+class _DiskCodes:
+    """A bounded-memory snapshot's code source (:class:`~mvstore.search.snapshot.CodeSource`): the codes of the
+    rows asked for, from the Index's :class:`CodeCache` or read from this version with one Lance ``take``."""
+
+    def __init__(self, view: _View):
+        self.view = view
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        view, cache = self.view, self.view.code_cache
+        snap = view.snapshot()
+        cs = snap.codec.code_size
+        keys = view._loaded.rowaddr[rows].tolist()
+        got = cache.get(keys)
+        miss = sorted({int(r) for r, v in zip(rows.tolist(), got) if v is None})
+        if miss:
+            m = np.asarray(miss, np.int64)
+            pos = view.lance_rows(m).tolist()
+            tbl = view._read_table(lambda: view.ds.take(pos, columns=[CODES]))
+            raw = binary_values(tbl.column(CODES))
+            lens = snap.offsets[m + 1] - snap.offsets[m]
+            if raw.size != int(lens.sum()) * cs:
+                raise IndexCorruptedError(
+                    f"docs table version {view.version}: the codes read for {len(m)} rows hold {raw.size} bytes, "
+                    f"not the {int(lens.sum()) * cs} their vector counts say; the index is corrupted: rebuild it"
+                )
+            ends = np.cumsum(lens) * cs
+            read = {r: raw[e - n * cs : e].reshape(-1, cs).copy() for r, n, e in zip(miss, lens.tolist(), ends.tolist())}
+            cache.put(view._loaded.rowaddr[m].tolist(), list(read.values()))
+            got = [v if v is not None else read[r] for r, v in zip(rows.tolist(), got)]
+        return np.concatenate(got) if got else np.zeros((0, cs), np.uint8)
+
+
+@dataclasses.dataclass
+class Written:
+    """What this process's own write committed, handed to the view of the version it made so that its snapshot
+    is derived without reading the version back (:meth:`_View._derive`): the version it committed on
+    (``parent``: used only when the base snapshot is that version and the commit came right after it), the
+    rows it appended in the order Lance stored them (a table of the docs schema; None when not kept: a large
+    add, or an upsert of several rows, which Lance's merge may reorder), and the ids whose rows it deleted
+    (a delete's, or an upsert's: each id it wrote replaces the row that held it)."""
+
+    parent: int
+    rows: pa.Table | None
+    deleted: np.ndarray
+
+
+#: an add keeps its encoded rows for the next snapshot (:class:`Written`) up to this many bytes
+WRITTEN_BYTES = 64 << 20
+
+
 class _View:
     """Everything one version needs for reading; built lazily, never mutated after a write (a write makes a
-    new view), so searches running in other threads keep a consistent version."""
+    new view), so searches running in other threads keep a consistent version.
 
-    def __init__(self, version: int, ds: lance.LanceDataset | None, state: _State | None, loc: Any):
+    ``base``: the view this version follows (the one before a write or refresh). Its snapshot, when built, is
+    where this one's is derived from: the rows of appended Lance fragments are read and appended, deleted rows
+    masked (:meth:`_derive`); anything else (compaction in the middle of the table, retraining, a restored
+    version, many deleted rows) loads the version in full."""
+
+    def __init__(
+        self, version: int, ds: lance.LanceDataset | None, state: _State | None, loc: Any, base: _View | None = None,
+        written: Written | None = None, code_cache: CodeCache | None = None,
+    ):  # fmt: skip
         self.loc = loc  # the index's _fs.Location (its integrity records)
+        self.code_cache = code_cache  # memory="bounded": the Index's CodeCache (the snapshot keeps no codes)
+        self._written = written  # what the write that made this version committed (None: another's, or unknown)
         self.version = version
         self.ds = ds
         self.state = state
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
-        self._rowaddr_sorted: np.ndarray | None = None
-        self._rowaddr_order: np.ndarray | None = None
+        self._public: Snapshot | None = None
+        self._loaded: _Loaded | None = None
+        self._base: _Loaded | None = None if base is None else (base._loaded or base._base)
+        self._positions: np.ndarray | None = None
         self._searchers: dict[str, Any] = {}
+        #: how the snapshot was made: "full" or "incremental" (None until it is)
+        self.load_kind: str | None = None
 
     @property
     def n_docs(self) -> int:
@@ -160,72 +380,350 @@ class _View:
             raise
 
     def snapshot(self) -> Snapshot:
+        """The search state of this version: rows deleted since the last full load are kept and masked
+        (``Snapshot.live``)."""
         with self._lock:
             if self._snapshot is None:
-                self._snapshot = self._read_snapshot()
+                base, self._base = self._base, None
+                loaded = None
+                if base is not None and self.ds is not None and self.state is not None:
+                    loaded = self._derive(base)
+                self.load_kind = "full" if loaded is None else "incremental"
+                if loaded is None:
+                    loaded = self._read_full()
+                self._loaded, self._snapshot = loaded, loaded.snapshot
             return self._snapshot
 
-    def _read_snapshot(self) -> Snapshot:
+    def public_snapshot(self) -> Snapshot:
+        """The snapshot without deleted rows (``Index.snapshot()``: row ``i`` is the version's ``i``-th document)."""
+        snap = self.snapshot()
+        with self._lock:
+            if self._public is None:
+                self._public = snap.compacted()
+            return self._public
+
+    def lance_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Positions of snapshot ``rows`` (live ones) among the version's rows, as ``LanceDataset.take`` counts."""
+        live = self.snapshot().live
+        if live is None:
+            return rows
+        with self._lock:
+            if self._positions is None:
+                self._positions = np.cumsum(live, dtype=np.int64) - 1
+        return self._positions[rows]
+
+    def _read_table(self, read: Any) -> pa.Table:
+        try:
+            with self.reading():
+                return read()
+        except BaseException as e:
+            if not lance_failure(e):
+                raise
+            raise IndexCorruptedError(
+                f"docs table version {self.version} cannot be read ({str(e).splitlines()[0][:200]}); the index "
+                "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
+            ) from e
+
+    def _rows(self, tbl: pa.Table) -> dict[str, np.ndarray]:
+        """The arrays of docs rows read with ``_SNAPSHOT_COLUMNS`` and ``_rowaddr``, each row's checksum checked."""
+        st = self.state
+        cs = st.codec.code_size
+        stored = checked_checksums(self.version, tbl)
+        ids = ids_numpy(tbl.column(ID))
+        if ids.dtype.kind == "U":
+            ids = ids.astype(object)
+        n_vec = tbl.column(N_VECTORS).to_numpy().astype(np.int64)
+        offsets = np.zeros(len(n_vec) + 1, np.int64)
+        np.cumsum(n_vec, out=offsets[1:])
+        raw = binary_values(tbl.column(CODES))
+        if raw.size != offsets[-1] * cs:
+            raise IndexCorruptedError(
+                f"docs table version {self.version} holds {raw.size} code bytes but n_vectors says "
+                f"{int(offsets[-1])} vectors x {cs} bytes; the index is corrupted: rebuild it"
+            )
+        codes = raw.reshape(-1, cs) if cs else np.zeros((int(offsets[-1]), 0), np.uint8)
+        # rq-style codes carry their stage-1 term (centroid id); other codecs store it per vector
+        terms = st.codec.coarse_terms(codes).astype(np.int32) if st.codec.has_coarse else list_values(tbl.column(TERMS))
+        if len(terms) != offsets[-1]:
+            raise IndexCorruptedError(
+                f"docs table version {self.version} has {len(terms)} terms for {int(offsets[-1])} vectors; "
+                "the index is corrupted: rebuild it"
+            )
+        return {
+            "ids": ids, "offsets": offsets, "codes": codes, "terms": terms, "stored": stored,
+            "n_tokens": tbl.column(N_TOKENS).to_numpy().astype(np.int64),
+            "rowaddr": tbl.column("_rowaddr").to_numpy().astype(np.uint64),
+        }  # fmt: skip
+
+    def _read_full(self) -> _Loaded:
         st = self.state
         if st is None:
             raise NotFittedError("this index has no documents yet: call index.add(ids, vectors) first")
         cs = st.codec.code_size
         if self.ds is None:
-            ids = np.zeros(0, np.int64)
-            codes, offsets, n_tok = np.zeros((0, cs), np.uint8), np.zeros(1, np.int64), np.zeros(0, np.int64)
-            terms, rowaddr = np.zeros(0, np.int32), np.zeros(0, np.uint64)
+            r = {
+                "ids": np.zeros(0, np.int64), "offsets": np.zeros(1, np.int64), "codes": np.zeros((0, cs), np.uint8),
+                "terms": np.zeros(0, np.int32), "stored": np.zeros(0, np.uint64), "n_tokens": np.zeros(0, np.int64),
+                "rowaddr": np.zeros(0, np.uint64),
+            }  # fmt: skip
+            frags: list[tuple[int, Any, Any]] = []
+        elif self.code_cache is None:
+            frags = fragment_keys(self.ds)
+            tbl = self._read_table(
+                lambda: self.ds.to_table(columns=_SNAPSHOT_COLUMNS, with_row_address=True, scan_in_order=True)
+            )
+            r = self._rows(tbl)
+            check_record(self.loc, self.version, r["stored"])
+            check_unique_ids(tbl.column(ID), self.version)
         else:
-            try:
-                with self.reading():
-                    tbl = self.ds.to_table(
-                        columns=[*CHECKSUMMED, ROW_CHECKSUM],
-                        with_row_address=True,
-                        scan_in_order=True,
-                    )
-            except BaseException as e:
-                if not lance_failure(e):
-                    raise
-                raise IndexCorruptedError(
-                    f"docs table version {self.version} cannot be read ({str(e).splitlines()[0][:200]}); the index "
-                    "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
-                ) from e
-            check_rows(self.loc, self.version, tbl)
-            id_col = tbl.column(ID)
-            check_unique_ids(id_col, self.version)
-            ids = ids_numpy(id_col)
-            if ids.dtype.kind == "U":
-                ids = ids.astype(object)
-            n_vec = tbl.column(N_VECTORS).to_numpy().astype(np.int64)
-            offsets = np.zeros(len(n_vec) + 1, np.int64)
-            np.cumsum(n_vec, out=offsets[1:])
-            raw = binary_values(tbl.column(CODES))
-            if raw.size != offsets[-1] * cs:
-                raise IndexCorruptedError(
-                    f"docs table version {self.version} holds {raw.size} code bytes but n_vectors says "
-                    f"{int(offsets[-1])} vectors x {cs} bytes; the index is corrupted: rebuild it"
+            frags = fragment_keys(self.ds)
+            r = self._read_table(self._scan_bounded)
+            check_record(self.loc, self.version, r["stored"])
+        order = np.argsort(r["rowaddr"], kind="stable")
+        by_id = np.argsort(r["ids"], kind="stable")
+        sorted_ids = r["ids"][by_id]
+        extras = {}
+        if self.code_cache is not None:  # bounded: the codes stay on disk, the terms become posting lists
+            rep = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+            if len(rep):
+                dup = sorted_ids[rep[0]]
+                raise duplicate_id_error(dup.item() if isinstance(dup, np.generic) else dup, self.version)
+            extras["postings"] = build_postings(r.pop("terms"), r["offsets"], len(st.centroids))
+            r["terms"] = r["codes"] = None
+        arrays = {
+            "ids": r["ids"], "codes": r["codes"], "offsets": r["offsets"], "n_tokens": r["n_tokens"],
+            "terms": r["terms"], "rowaddr": r["rowaddr"], "checksums": r["stored"],
+            "rowaddr_sorted": r["rowaddr"][order], "rowaddr_order": order,
+        }  # fmt: skip
+        snap = Snapshot(
+            version=self.version, ids=r["ids"], codes=r["codes"], offsets=r["offsets"], codec=st.codec,
+            n_tokens=r["n_tokens"], terms=r["terms"], centroids=st.centroids, extras=extras,
+            code_source=None if self.code_cache is None else _DiskCodes(self),
+        )  # fmt: skip
+        return _Loaded(
+            snapshot=snap, state_id=st.state_id, frags={f: (d, x) for f, d, x in frags}, order=[f for f, _, _ in frags],
+            rowaddr=r["rowaddr"], checksums=r["stored"], rowaddr_sorted=arrays["rowaddr_sorted"],
+            rowaddr_order=order, sorted_ids=sorted_ids, sorted_rows=by_id,
+            n_live=len(r["stored"]), live_sum=row_sum(r["stored"]),
+            buffers={k: AppendBuffer(v) for k, v in arrays.items() if v is not None},
+        )  # fmt: skip
+
+    def _scan_bounded(self) -> dict[str, np.ndarray]:
+        """A bounded-memory full load: the version's rows read a batch at a time, each checked (row checksums),
+        their codes dropped once their terms are taken."""
+        parts = []
+        for b in self.ds.to_batches(
+            columns=_SNAPSHOT_COLUMNS, with_row_address=True, scan_in_order=True, batch_size=_BOUNDED_BATCH
+        ):
+            r = self._rows(pa.Table.from_batches([b]))
+            r["n_vectors"] = np.diff(r.pop("offsets"))
+            del r["codes"]
+            parts.append(r)
+        out = {k: np.concatenate([p[k] for p in parts]) for k in ("ids", "terms", "stored", "n_tokens", "rowaddr", "n_vectors")}
+        offsets = np.zeros(len(out["ids"]) + 1, np.int64)
+        np.cumsum(out.pop("n_vectors"), out=offsets[1:])
+        out["offsets"], out["codes"] = offsets, None
+        return out
+
+    def _derive(self, base: _Loaded, use_written: bool = True) -> _Loaded | None:
+        """This version's snapshot from ``base``'s, reading only what changed, or None when this version is not
+        ``base``'s fragments (each unchanged but for deletions, in the same order, some removed) followed by new
+        fragments: then the caller loads it in full.
+
+        Deleted rows and rows of removed fragments are masked (``Snapshot.live``), except rows a compaction of
+        the table's tail moved: when the removed fragments all follow the kept ones and the new fragments start
+        with their live rows (same ids and row checksums, in order), those rows keep their place and only their
+        row addresses change. The new fragments' other rows are read, checked (row checksums, duplicate ids) and
+        appended; the row count and checksum sum of the live rows are checked against the version's record.
+
+        After this process's own write (:class:`Written`, when ``base`` is the version it committed on) nothing
+        is read back: its deleted ids are found in ``base`` and checked against each fragment's deletion count
+        in the manifest, its appended rows are the ones it encoded (checked like read rows); unless the live
+        rows' count and checksum sum are then exactly the version's record's, the version is read instead."""
+        st = self.state
+        if base.state_id != st.state_id:
+            return None  # retrained: every code changed
+        new = fragment_keys(self.ds)
+        kept = [f for f in new if f[0] in base.frags]
+        added = new[len(kept) :]
+        if new[: len(kept)] != kept or any(base.frags[f][0] != data for f, data, _ in kept):
+            return None  # a fragment rewritten, or new fragments before old ones (e.g. compaction mid-table)
+        kept_ids = {f for f, _, _ in kept}
+        if [f for f in base.order if f in kept_ids] != [f for f, _, _ in kept]:
+            return None
+        old = base.snapshot
+        max_frag = int(base.rowaddr_sorted[-1] >> np.uint64(32)) if len(base.rowaddr_sorted) else -1
+        if any(f <= max(max_frag, max(base.order, default=-1)) for f, _, _ in added):
+            return None  # row addresses of appended rows must follow every held one
+        old_live = np.ones(old.n_docs, bool) if old.live is None else old.live
+        live = old_live.copy()
+        removed = [f for f in base.order if f not in kept_ids]
+        w = self._written if use_written else None
+        if w is not None and (w.parent != old.version or self.version != w.parent + 1):
+            w = None  # not the commit right after the base version
+        changed = [(f, data, dele) for f, data, dele in kept if dele != base.frags[f][1]]
+        by_written = _mask_written(base, w, changed, removed, live)
+        for f, _, _ in [] if by_written else changed:
+            rows = base.rows_of_fragment(f)
+            frag = self.ds.get_fragment(f)
+            addr = self._read_table(lambda fr=frag: fr.to_table(columns=[], with_row_address=True)).column("_rowaddr")
+            now = _present(base.rowaddr[rows], addr.to_numpy().astype(np.uint64))
+            if int(now.sum()) != len(addr) or (now & ~live[rows]).any():
+                return None  # rows this snapshot does not hold, or deleted rows back (a restored version)
+            live[rows] = now
+        gone = np.sort(np.concatenate([base.rows_of_fragment(f) for f in removed])) if removed else np.zeros(0, np.int64)
+        # rows a compaction of the tail may have rewritten into the added fragments (not: the write deleted them)
+        moved = gone[:0] if by_written else gone[old_live[gone]]
+        live[gone] = False
+        frags = [self.ds.get_fragment(f) for f, _, _ in added]
+        heads = None
+        if len(moved) and frags and all(base.order.index(f) > len(kept) - 1 for f in removed):
+            heads = self._read_table(
+                lambda: pa.concat_tables(
+                    [fr.to_table(columns=[ID, ROW_CHECKSUM], with_row_address=True) for fr in frags]
                 )
-            codes = raw.reshape(-1, cs) if cs else np.zeros((int(offsets[-1]), 0), np.uint8)
-            # rq-style codes carry their stage-1 term (centroid id); other codecs store it per vector
-            terms = st.codec.coarse_terms(codes).astype(np.int32) if st.codec.has_coarse else list_values(tbl.column(TERMS))
-            if len(terms) != offsets[-1]:
-                raise IndexCorruptedError(
-                    f"docs table version {self.version} has {len(terms)} terms for {int(offsets[-1])} vectors; "
-                    "the index is corrupted: rebuild it"
-                )
-            n_tok = tbl.column(N_TOKENS).to_numpy().astype(np.int64)
-            rowaddr = tbl.column("_rowaddr").to_numpy()
-        order = np.argsort(rowaddr, kind="stable")
-        self._rowaddr_order, self._rowaddr_sorted = order, rowaddr[order]
-        return Snapshot(
-            version=self.version,
-            ids=ids,
-            codes=codes,
-            offsets=offsets,
-            codec=st.codec,
-            n_tokens=n_tok,
-            terms=terms,
-            centroids=st.centroids,
+            )
+            m = len(moved)
+            if not (
+                heads.num_rows >= m
+                and np.array_equal(heads.column(ROW_CHECKSUM).slice(0, m).to_numpy().astype(np.uint64),
+                                   base.checksums[moved])
+                and ids_numpy(heads.column(ID).slice(0, m)).tolist() == old.ids[moved].tolist()
+            ):  # fmt: skip
+                moved = moved[:0]
+        else:
+            moved = moved[:0]
+        live[moved] = True
+        n_new = sum(data[1] for _, data, _ in added) - len(moved)
+        if np.count_nonzero(~live) > MAX_DEAD_FRACTION * (len(live) + n_new):
+            return None
+        dead = np.flatnonzero(~live & old_live)
+        sorted_ids, sorted_rows = base.sorted_ids, base.sorted_rows
+        if len(dead):
+            at = np.searchsorted(sorted_ids, old.ids[dead])
+            sorted_ids, sorted_rows = np.delete(sorted_ids, at), np.delete(sorted_rows, at)
+        r = None if w is None else self._written_rows(w, added)
+        if r is None:
+            r = self._added_rows(frags, len(moved), heads)
+        if r is None:
+            return None
+        by_id = np.argsort(r["ids"], kind="stable")
+        new_sorted = r["ids"][by_id]
+        pos = np.searchsorted(sorted_ids, new_sorted)
+        hit = np.flatnonzero(pos < len(sorted_ids))
+        hit = hit[sorted_ids[pos[hit]] == new_sorted[hit]]
+        rep = np.flatnonzero(new_sorted[1:] == new_sorted[:-1])
+        if len(hit) or len(rep):
+            dup = new_sorted[hit[0]] if len(hit) else new_sorted[rep[0]]
+            raise duplicate_id_error(dup.item() if isinstance(dup, np.generic) else dup, self.version)
+        n0, v0 = old.n_docs, old.n_vectors
+        bufs = dict(base.buffers)
+        moved_addr = np.zeros(0, np.uint64)
+        if len(moved):  # new addresses of the moved rows: after every other held one, so the sorted view is
+            moved_addr = heads.column("_rowaddr").slice(0, len(moved)).to_numpy().astype(np.uint64)
+            rowaddr = base.rowaddr.copy()
+            rowaddr[moved] = moved_addr
+            still = np.ones(n0, bool)
+            still[moved] = False
+            keep = still[base.rowaddr_order]
+            for name, arr in (
+                ("rowaddr", rowaddr),
+                ("rowaddr_sorted", np.concatenate([base.rowaddr_sorted[keep], moved_addr])),
+                ("rowaddr_order", np.concatenate([base.rowaddr_order[keep], moved])),
+            ):
+                bufs[name] = AppendBuffer(arr)
+        base_bufs = dict(bufs)
+        if len(r["rowaddr"]) and (
+            (np.diff(r["rowaddr"].astype(np.int64)) <= 0).any()
+            or (len(moved_addr) and r["rowaddr"][0] <= moved_addr[-1])
+        ):
+            return None  # appended rows not in row-address order
+
+        def app(name: str, n_parent: int, values: np.ndarray) -> np.ndarray:
+            bufs[name], view = base_bufs[name].append(n_parent, values)
+            return view
+
+        offsets = app("offsets", n0 + 1, old.offsets[-1] + r["offsets"][1:])
+        n_add = len(r["ids"])
+        live_all = np.concatenate([live, np.ones(n_add, bool)])
+        checksums = app("checksums", n0, r["stored"])
+        # the live rows' count and checksum sum, kept up to date (O(change)), against the version's record
+        n_live = base.n_live - len(dead) + n_add
+        live_sum = (base.live_sum - row_sum(base.checksums[dead]) + row_sum(r["stored"])) % 2**64
+        agrees = record_agrees(self.loc, self.version, n_live, live_sum)
+        if w is not None and not agrees:
+            return self._derive(base, use_written=False)  # not provably this version: read what changed
+        if agrees is False:
+            check_record(self.loc, self.version, checksums[live_all])  # raises, naming the difference
+        extras = {}
+        if "postings" in old.extras:
+            p = old.extras["postings"]
+            for name in ("doc_offsets", "doc_terms"):  # the postings' document side grows in append-only buffers
+                if name not in base_bufs:
+                    base_bufs[name] = AppendBuffer(getattr(p, name))
+            join = lambda name, before, new: app(name, len(before), new)  # noqa: E731
+            extras["postings"] = append_postings(p, r["terms"], r["offsets"], join) if n_add else p
+        else:  # a snapshot's posting lists built later are not these buffers' arrays
+            for name in ("doc_offsets", "doc_terms"):
+                bufs.pop(name, None)
+        in_memory = old.codes is not None  # bounded memory: the codes stay on disk, the terms in the postings
+        snap = Snapshot(
+            version=self.version, ids=app("ids", n0, r["ids"]), offsets=offsets, codec=st.codec,
+            codes=app("codes", v0, r["codes"]) if in_memory else None,
+            terms=app("terms", v0, r["terms"]) if in_memory and old.terms is not None else None,
+            n_tokens=app("n_tokens", n0, r["n_tokens"]), centroids=st.centroids, extras=extras,
+            live=None if live_all.all() else live_all, code_source=None if in_memory else _DiskCodes(self),
+        )  # fmt: skip
+        n_moved = len(moved)
+        return _Loaded(
+            snapshot=snap, state_id=st.state_id, frags={f: (d, x) for f, d, x in new}, order=[f for f, _, _ in new],
+            rowaddr=app("rowaddr", n0, r["rowaddr"]), checksums=checksums,
+            rowaddr_sorted=app("rowaddr_sorted", n0, r["rowaddr"]),
+            rowaddr_order=app("rowaddr_order", n0, np.arange(n0, n0 + n_add, dtype=np.int64)),
+            sorted_ids=np.insert(sorted_ids, pos, new_sorted) if n_add else sorted_ids,
+            sorted_rows=np.insert(sorted_rows, pos, n0 + by_id) if n_add else sorted_rows,
+            n_live=n_live, live_sum=live_sum, buffers=bufs, moved=n_moved,
+        )  # fmt: skip
+
+    def _written_rows(self, w: Written, added: list[tuple[int, Any, Any]]) -> dict[str, np.ndarray] | None:
+        """The appended rows as this process wrote them (checked like read rows), their addresses from the
+        manifest (``fragment id << 32 | offset``); None when the appended fragments do not hold exactly them."""
+        if w.rows is None or any(d is not None for _, _, d in added) or sum(x[1] for _, x, _ in added) != w.rows.num_rows:
+            return None
+        addr = [(np.uint64(f) << np.uint64(32)) | np.arange(x[1], dtype=np.uint64) for f, x, _ in added]
+        tbl = w.rows.select(_SNAPSHOT_COLUMNS).append_column(
+            "_rowaddr", pa.array(np.concatenate(addr) if addr else np.zeros(0, np.uint64), pa.uint64())
         )
+        return self._rows(tbl)
+
+    def _added_rows(self, frags: list[Any], skip: int, heads: pa.Table | None) -> dict[str, np.ndarray] | None:
+        """The rows of the added fragments ``frags`` after the first ``skip`` (rows a compaction moved, whose
+        ids, checksums and addresses ``heads`` holds), read in full and checked; None if the read disagrees
+        with ``heads``."""
+        st = self.state
+        cs = st.codec.code_size
+        parts = []
+        first = skip
+        for fr in frags:
+            n = fr.count_rows()
+            if skip >= n:
+                skip -= n
+                continue
+            parts.append((fr, skip))
+            skip = 0
+        if not parts:
+            return {
+                "ids": np.zeros(0, np.int64), "offsets": np.zeros(1, np.int64), "codes": np.zeros((0, cs), np.uint8),
+                "terms": np.zeros(0, np.int32), "stored": np.zeros(0, np.uint64), "n_tokens": np.zeros(0, np.int64),
+                "rowaddr": np.zeros(0, np.uint64),
+            }  # fmt: skip
+        tbl = self._read_table(lambda: pa.concat_tables([_fragment_rows(fr, o) for fr, o in parts]))
+        r = self._rows(tbl)
+        if heads is not None and not np.array_equal(
+            r["rowaddr"], heads.column("_rowaddr").to_numpy().astype(np.uint64)[first:]
+        ):
+            return None  # a fragment changed between the two reads' views of it (never for one version)
+        return r
 
     def mask(self, where: str) -> np.ndarray:
         """Lance evaluates ``where`` -> boolean mask over snapshot rows."""
@@ -288,13 +786,14 @@ class _View:
 
     def rows_of(self, rowaddr: np.ndarray, what: str) -> np.ndarray:
         """Snapshot rows of Lance row addresses of this version (the snapshot must be loaded)."""
-        srt = self._rowaddr_sorted
+        loaded = self._loaded
+        srt, rowaddr = loaded.rowaddr_sorted, rowaddr.astype(np.uint64)
         pos = np.searchsorted(srt, rowaddr)
         if len(rowaddr) and (
             pos.max() >= len(srt) or (srt[np.minimum(pos, len(srt) - 1)] != rowaddr).any()
         ):  # pragma: no cover - Lance returned a row outside this version
             raise IndexCorruptedError(f"{what} returned rows that are not in this version; reopen the index")
-        return self._rowaddr_order[pos]
+        return loaded.rowaddr_order[pos]
 
     def searcher(self, params: SearchParams) -> Any:
         key = repr(params)
@@ -310,15 +809,19 @@ class _View:
 
 
 def check_unique_ids(ids: pa.ChunkedArray, version: int) -> None:
-    """IndexCorruptedError naming an id stored twice: rows written to docs.lance directly (e.g. LanceDB's
-    ``tbl.add``, which has no id check) would make search return the document twice."""
+    """IndexCorruptedError naming an id stored twice (see :func:`duplicate_id_error`)."""
     if pc.count_distinct(ids).as_py() != len(ids):
-        dup = first_duplicate(ids.combine_chunks())
-        raise IndexCorruptedError(
-            f"id {dup!r} is stored more than once in docs table version {version}: rows were added to docs.lance "
-            "directly (e.g. LanceDB's tbl.add), which mvstore does not support (see docs/LAYOUT.md); remove the "
-            f"copies with index.delete([{dup!r}]) and add the document again with index.add"
-        )
+        raise duplicate_id_error(first_duplicate(ids.combine_chunks()), version)
+
+
+def duplicate_id_error(dup: Any, version: int) -> IndexCorruptedError:
+    """Rows written to docs.lance directly (e.g. LanceDB's ``tbl.add``, which has no id check) stored ``dup``
+    twice: search would return the document twice."""
+    return IndexCorruptedError(
+        f"id {dup!r} is stored more than once in docs table version {version}: rows were added to docs.lance "
+        "directly (e.g. LanceDB's tbl.add), which mvstore does not support (see docs/LAYOUT.md); remove the "
+        f"copies with index.delete([{dup!r}]) and add the document again with index.add"
+    )
 
 
 def user_columns(schema: pa.Schema) -> list[str]:

@@ -1,0 +1,7 @@
+"""``python -m mvstore.cli``: the ``mvstore`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
