@@ -25,9 +25,10 @@ test: lint
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VPY) -m pytest -q -m slow
 
-# ruff (lint + complexity) and mypy (the packages listed under [tool.mypy] in pyproject.toml)
+# ruff (lint + complexity + format check) and mypy (the packages listed under [tool.mypy] in pyproject.toml)
 lint: $(STAMP)
 	$(VPY) -m ruff check mvstore tests benchmarks examples
+	$(VPY) -m ruff format --check mvstore tests benchmarks examples
 	$(VPY) -m mypy
 
 bench: $(STAMP)

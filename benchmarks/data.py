@@ -114,15 +114,18 @@ def encoder(model: str = "minilm"):
     return CachedEncoder(enc, CACHE / "embeddings", dtype="float32", progress=True)
 
 
-def load_collection(name: str = "scifact", model: str = "minilm", split: str = "test",
-                    max_docs: int | None = None) -> Collection:
+def load_collection(
+    name: str = "scifact", model: str = "minilm", split: str = "test", max_docs: int | None = None
+) -> Collection:
     """A BEIR collection's judged queries of ``split`` and its corpus, as token vectors of ``model``.
     ``max_docs`` keeps every document judged relevant for a query of the split, then fills up with the
     others in corpus order (as the shared SciFact measuring script does)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     root = collection_dir(name)
     if not collection_available(name):
-        raise FileNotFoundError(f"{name} not found at {root}; set MVSTORE_DATA to the folder of BEIR collections")
+        raise FileNotFoundError(
+            f"{name} not found at {root}; set MVSTORE_DATA to the folder of BEIR collections"
+        )
     ds = load_beir(root, split)
     doc_ids = list(ds.corpus)
     if max_docs:
@@ -159,6 +162,17 @@ if __name__ == "__main__":
     for name in args.collections or collections():
         t0 = time.time()
         d = load_collection(name, args.model, args.split)
-        print(json.dumps({"collection": name, "model": args.model, "docs": len(d.docs), "tokens": d.docs.n_tokens,
-                          "tokens_per_doc": round(d.docs.n_tokens / len(d.docs), 1), "queries": len(d.queries),
-                          "load_s": round(time.time() - t0, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "collection": name,
+                    "model": args.model,
+                    "docs": len(d.docs),
+                    "tokens": d.docs.n_tokens,
+                    "tokens_per_doc": round(d.docs.n_tokens / len(d.docs), 1),
+                    "queries": len(d.queries),
+                    "load_s": round(time.time() - t0, 1),
+                }
+            ),
+            flush=True,
+        )

@@ -30,8 +30,10 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-WORDS = ("protein cell gene expression tumor patient study effect increase risk model data analysis level "
-         "signal response treatment clinical trial receptor pathway mutation immune virus infection dose").split()
+WORDS = (
+    "protein cell gene expression tumor patient study effect increase risk model data analysis level "
+    "signal response treatment clinical trial receptor pathway mutation immune virus infection dose"
+).split()
 
 
 def vector_table(n: int, dim: int, seed: int) -> pa.Table:
@@ -118,7 +120,11 @@ def main() -> None:
                 pq.write_table(tbl.slice(a, step), os.path.join(path, f"part-{i:04d}.parquet"))
             spec = args.spec
             batch = args.text_batch_size if kind == "texts" else args.batch_size
-            enc = (lambda: __import__("mvstore.encoders").encoders.HFTokenEncoder(None)) if kind == "texts" else None
+            enc = (
+                (lambda: __import__("mvstore.encoders").encoders.HFTokenEncoder(None))
+                if kind == "texts"
+                else None
+            )
             # warm-up (not reported): worker processes started, imports and the model loaded once
             mvstore.build(os.path.join(path, "part-0000.parquet"), os.path.join(tmp, f"warm-{kind}"), spec,
                           ray=True, num_workers=max(args.workers), batch_size=8, train_docs=min(step, 64),

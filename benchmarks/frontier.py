@@ -136,7 +136,9 @@ def iter_frontier_rows(
             p50 = p95 = None
             if latency_queries:
                 p50, p95 = latency_ms(
-                    lambda q, c=codec, d=decoded: maxsim(c.transform_query(q), d), data.queries, latency_queries
+                    lambda q, c=codec, d=decoded: maxsim(c.transform_query(q), d),
+                    data.queries,
+                    latency_queries,
                 )
         yield {
             "spec": spec,
@@ -179,8 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--no-pool-cache", action="store_true", help="pool again instead of reusing cached pooling"
     )
-    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
-                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
+    ap.add_argument(
+        "--model",
+        choices=("minilm", "colbert128"),
+        default="minilm",
+        help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
 

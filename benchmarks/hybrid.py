@@ -51,10 +51,22 @@ def main(argv=None) -> int:
         rows.append(row)
         print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
-    common = {"collection": args.collection, "model": args.model, "docs": len(data.docs), "queries": len(data.queries)}
+    common = {
+        "collection": args.collection,
+        "model": args.model,
+        "docs": len(data.docs),
+        "queries": len(data.queries),
+    }
     exact = data.exact_run(100)
-    emit({"method": "exact-maxsim", "spec": "exact-fp32", "ndcg10": round(ndcg_at_k(exact, data.qrels, 10), 4),
-          "recall100": round(recall_at_k(exact, data.qrels, 100), 4), **common})
+    emit(
+        {
+            "method": "exact-maxsim",
+            "spec": "exact-fp32",
+            "ndcg10": round(ndcg_at_k(exact, data.qrels, 10), 4),
+            "recall100": round(recall_at_k(exact, data.qrels, 100), 4),
+            **common,
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         idx = mvstore.create(Path(tmp) / "ix", spec=args.spec, dim=data.docs.dim)
@@ -65,15 +77,26 @@ def main(argv=None) -> int:
         k = max(args.k, 100)  # deep enough for recall@100
         dense = idx.search(data.queries, k=k)
         ds = idx._view.ds  # BM25 alone: Lance's full-text search over the same table
-        bm25 = {q: ds.to_table(columns=["id", "_score"], full_text_query=text, limit=k)["id"].to_pylist()
-                for q, text in zip(data.query_ids, data.query_texts)}
+        bm25 = {
+            q: ds.to_table(columns=["id", "_score"], full_text_query=text, limit=k)["id"].to_pylist()
+            for q, text in zip(data.query_ids, data.query_texts)
+        }
         fused = idx.search(data.queries, k=k, text=data.query_texts, hybrid=True)
-        for method, run in (("maxsim", _run(dense, data.query_ids)), ("bm25", bm25),
-                            ("hybrid-rrf", _run(fused, data.query_ids))):
-            emit({"method": method, "spec": spec if method != "bm25" else "lance-fts",
-                  "ndcg10": round(ndcg_at_k(run, data.qrels, 10), 4),
-                  "recall100": round(recall_at_k(run, data.qrels, 100), 4),
-                  "build_s": build_s, **common})
+        for method, run in (
+            ("maxsim", _run(dense, data.query_ids)),
+            ("bm25", bm25),
+            ("hybrid-rrf", _run(fused, data.query_ids)),
+        ):
+            emit(
+                {
+                    "method": method,
+                    "spec": spec if method != "bm25" else "lance-fts",
+                    "ndcg10": round(ndcg_at_k(run, data.qrels, 10), 4),
+                    "recall100": round(recall_at_k(run, data.qrels, 100), 4),
+                    "build_s": build_s,
+                    **common,
+                }
+            )
     return 0
 
 

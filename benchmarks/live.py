@@ -74,9 +74,9 @@ class Docs:
     def query(self, i: int, v: int, rng: np.random.Generator, n_tok: int = 16) -> np.ndarray:
         """Noisy tokens of document ``i`` at version ``v``."""
         d = self.doc(i, v)
-        q = d[rng.integers(0, len(d), n_tok)] + rng.standard_normal((n_tok, self.dim)).astype(np.float32) * np.float32(
-            0.3 / np.sqrt(self.dim)
-        )
+        q = d[rng.integers(0, len(d), n_tok)] + rng.standard_normal((n_tok, self.dim)).astype(
+            np.float32
+        ) * np.float32(0.3 / np.sqrt(self.dim))
         return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
 
     @staticmethod
@@ -122,7 +122,9 @@ def fragments(uri: str) -> int:
     return len(lance.dataset(os.path.join(uri, "docs.lance")).get_fragments())
 
 
-def quiet_p50(idx: Any, docs: Docs, oracle: dict[int, int], n: int, seed: int, where: str | None = None) -> float:
+def quiet_p50(
+    idx: Any, docs: Docs, oracle: dict[int, int], n: int, seed: int, where: str | None = None
+) -> float:
     rng = np.random.default_rng(seed)
     ids = list(oracle)
     qs = [docs.query(i, oracle[i], rng) for i in (ids[int(j)] for j in rng.integers(0, len(ids), n + 1))]
@@ -184,7 +186,9 @@ def _write(idx: Any, docs: Docs, op: str, i: int, v: int) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
-def _run_ops(idx: Any, uri: str, docs: Docs, ops: list[str], oracle: _Oracle, rng: np.random.Generator) -> dict:
+def _run_ops(
+    idx: Any, uri: str, docs: Docs, ops: list[str], oracle: _Oracle, rng: np.random.Generator
+) -> dict:
     """The writes, each followed by one timed search checked against the oracle."""
     write_ms: dict[str, list[float]] = {"add": [], "upsert": [], "delete": []}
     first_ms, frag_counts, disk = [], [], []
@@ -217,7 +221,8 @@ def _run_ops(idx: Any, uri: str, docs: Docs, ops: list[str], oracle: _Oracle, rn
         first_search_after_write_max_ms=round(float(np.max(first_ms)), 3),
         write_p50_ms={k: round(float(np.median(v)), 3) for k, v in write_ms.items() if v},
         add_to_searchable_p50_ms=round(float(np.median(np.array(write_ms["add"]) + np.array(add_first))), 3)
-        if add_first else None,
+        if add_first
+        else None,
         loads=kinds,
         auto_compactions=compactions,
         fragments_max=max(frag_counts),
@@ -228,7 +233,9 @@ def _run_ops(idx: Any, uri: str, docs: Docs, ops: list[str], oracle: _Oracle, rn
     )
 
 
-def soak(uri: str, docs: Docs, n_docs: int, ops: list[str], mode: str, n_quiet: int, seed: int) -> dict[str, Any]:
+def soak(
+    uri: str, docs: Docs, n_docs: int, ops: list[str], mode: str, n_quiet: int, seed: int
+) -> dict[str, Any]:
     import mvstore.store as ms
     from mvstore.store import _view
 
@@ -242,7 +249,9 @@ def soak(uri: str, docs: Docs, n_docs: int, ops: list[str], mode: str, n_quiet: 
         t = time.perf_counter()
         idx = ms.open(uri)
         if mode == "baseline":
-            idx.options["auto_optimize"] = False  # and no automatic compaction (the option is fixed at create)
+            idx.options["auto_optimize"] = (
+                False  # and no automatic compaction (the option is fixed at create)
+            )
         oracle = _Oracle(n_docs)
         rng = np.random.default_rng(seed)
         idx.search(docs.query(0, 0, rng), k=K)
@@ -256,14 +265,20 @@ def soak(uri: str, docs: Docs, n_docs: int, ops: list[str], mode: str, n_quiet: 
         idx.optimize(compact=True, cleanup=True, retrain=False)
         fresh = ms.open(uri)
         out["compacted_quiet_p50_ms"] = quiet_p50(fresh, docs, oracle.v, n_quiet, seed + 1)
-        out["compacted_quiet_where_p50_ms"] = quiet_p50(fresh, docs, oracle.v, n_quiet, seed + 1, where="lang = 'en'")
+        out["compacted_quiet_where_p50_ms"] = quiet_p50(
+            fresh, docs, oracle.v, n_quiet, seed + 1, where="lang = 'en'"
+        )
         out["compacted_fragments"] = fragments(uri)
         out["compacted_disk_mb"] = round(dir_bytes(uri) / 2**20, 1)
         out["after_write_vs_quiet"] = round(out["first_search_after_write_p50_ms"] / out["quiet_p50_ms"], 2)
         out["end_vs_compacted"] = round(out["end_quiet_p50_ms"] / out["compacted_quiet_p50_ms"], 2)
         return out
     finally:
-        _view._View._derive, _view._View._written_rows, _view._mask_written = derive, written_rows, mask_written
+        _view._View._derive, _view._View._written_rows, _view._mask_written = (
+            derive,
+            written_rows,
+            mask_written,
+        )
 
 
 def memory_child(uri: str, memory: str, n: int, seed: int, cache_mb: float) -> dict[str, Any]:
@@ -314,15 +329,24 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--upserts", type=int, default=500)
     ap.add_argument("--deletes", type=int, default=500)
     ap.add_argument("--baseline-ops", type=int, default=100, help="writes in the baseline soak (same mix)")
-    ap.add_argument("--modes", nargs="*", default=["live", "reread", "baseline"], choices=["live", "reread", "baseline"])
+    ap.add_argument(
+        "--modes", nargs="*", default=["live", "reread", "baseline"], choices=["live", "reread", "baseline"]
+    )
     ap.add_argument("--memory", action="store_true", help='also measure memory="full" vs memory="bounded"')
     ap.add_argument("--cache-mb", type=float, default=64.0, help='memory="bounded"\'s cache_bytes, in MiB')
     ap.add_argument("--quiet-queries", type=int, default=50)
-    ap.add_argument("--retention-s", type=float, default=60.0,
-                    help="create(retention=): versions older than this are removed after an automatic compaction "
-                    "(the default of create is 3600 s; a shorter one shows the disk bound within one soak)")
-    ap.add_argument("--built", default=None,
-                    help="the built index: reused when the directory exists (the build is skipped), else built and kept there")
+    ap.add_argument(
+        "--retention-s",
+        type=float,
+        default=60.0,
+        help="create(retention=): versions older than this are removed after an automatic compaction "
+        "(the default of create is 3600 s; a shorter one shows the disk bound within one soak)",
+    )
+    ap.add_argument(
+        "--built",
+        default=None,
+        help="the built index: reused when the directory exists (the build is skipped), else built and kept there",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=None)
     return ap
@@ -359,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:
             uri = os.path.join(work, mode)
             shutil.copytree(built, uri)
-            mode_ops = ops[: args.baseline_ops] if mode == "baseline" else ops  # the same writes, fewer of them
+            mode_ops = (
+                ops[: args.baseline_ops] if mode == "baseline" else ops
+            )  # the same writes, fewer of them
             res = soak(uri, docs, args.docs, mode_ops, mode, args.quiet_queries, args.seed)
             res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
             report["modes"].append(res)

@@ -28,7 +28,9 @@ from benchmarks.reliability_cases import OUTCOMES, result  # noqa: E402
 
 def groups() -> list[str]:
     """Every group module in benchmarks/reliability_cases (names starting with '_' are helpers)."""
-    return sorted(m.name for m in pkgutil.iter_modules(reliability_cases.__path__) if not m.name.startswith("_"))
+    return sorted(
+        m.name for m in pkgutil.iter_modules(reliability_cases.__path__) if not m.name.startswith("_")
+    )
 
 
 def run_group(name: str, workdir: Path, *, quick: bool, seed: int = 0) -> list[dict[str, str]]:
@@ -41,11 +43,17 @@ def run_group(name: str, workdir: Path, *, quick: bool, seed: int = 0) -> list[d
     except Exception:
         return [result(group, "<run raised>", "raw_error", traceback.format_exc())]
     bad = [
-        r for r in rows
-        if not isinstance(r, dict) or r.get("outcome") not in OUTCOMES or r.get("group") != group or not r.get("case")
+        r
+        for r in rows
+        if not isinstance(r, dict)
+        or r.get("outcome") not in OUTCOMES
+        or r.get("group") != group
+        or not r.get("case")
     ]
     if bad or not rows:
-        return rows + [result(group, "<malformed rows>", "raw_error", f"{len(bad)} malformed of {len(rows)}: {bad[:3]}")]
+        return rows + [
+            result(group, "<malformed rows>", "raw_error", f"{len(bad)} malformed of {len(rows)}: {bad[:3]}")
+        ]
     return rows
 
 
@@ -65,9 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="print the summary and every not-ok case as JSON")
     ap.add_argument("--quick", action="store_true", help="the small subset that runs in make test")
-    ap.add_argument("--groups", nargs="+", default=None, help=f"groups to run (default all: {' '.join(groups())})")
+    ap.add_argument(
+        "--groups", nargs="+", default=None, help=f"groups to run (default all: {' '.join(groups())})"
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", default=None, help="where the groups build their indexes (default: a temp dir)")
+    ap.add_argument(
+        "--workdir", default=None, help="where the groups build their indexes (default: a temp dir)"
+    )
     args = ap.parse_args(argv)
     names = args.groups or groups()
     unknown = sorted(set(names) - set(groups()))
@@ -88,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for name, g in summary["groups"].items():
             outs = ", ".join(f"{k} {v}" for k, v in sorted(g["outcomes"].items()))
-            print(f"{name:14s} tried {g['tried']:4d}  ok {g['ok']:4d}  not ok {g['not_ok']:3d}  ({outs}; {g['seconds']} s)")
+            print(
+                f"{name:14s} tried {g['tried']:4d}  ok {g['ok']:4d}  not ok {g['not_ok']:3d}  ({outs}; {g['seconds']} s)"
+            )
         t = summary["total"]
         print(f"{'total':14s} tried {t['tried']:4d}  ok {t['ok']:4d}  not ok {t['not_ok']:3d}")
         for r in summary["not_ok"]:

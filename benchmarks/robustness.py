@@ -86,7 +86,9 @@ def _search_row(idx, data, exact_run) -> dict[str, Any]:
     t = time.perf_counter()
     default = _run(idx.search(data.queries, k=100), data)
     search_s = time.perf_counter() - t
-    exhaustive = _run(idx.search(data.queries, k=100, params=mvstore.SearchParams(candidates="exhaustive")), data)
+    exhaustive = _run(
+        idx.search(data.queries, k=100, params=mvstore.SearchParams(candidates="exhaustive")), data
+    )
     st = idx.stats()
     return {
         "spec": st["spec"],
@@ -117,29 +119,54 @@ def auto_rows(data, exact_run, exact_ndcg, budgets: Sequence[float]) -> Iterator
     for b in budgets:
         cpu = time.process_time()
         res = auto_spec(data.docs, b)
-        cpu = time.process_time() - cpu  # all threads' CPU seconds: the pick's cost apart from other jobs' load
-        r = next(iter_frontier_rows(data, [res.spec], exact_run=exact_run, latency_queries=0,
-                                    cache_dir=CACHE / "pooled"))
-        yield {"part": "auto", "budget": b, "spec": res.spec, "pick_s": res.seconds, "pick_cpu_s": round(cpu, 1),
-               "pick_fidelity": res.fidelity,
-               "pick_sample_tokens": res.n_tokens, "candidates": len(res.table) + len(res.skipped),
-               "ndcg10_exhaustive": r["ndcg10"], "loss_points": round(100 * (exact_ndcg - r["ndcg10"]), 2),
-               "recall10_vs_exact": r["recall10_vs_exact"], "bytes_per_token": r["bytes_per_token"]}
+        cpu = (
+            time.process_time() - cpu
+        )  # all threads' CPU seconds: the pick's cost apart from other jobs' load
+        r = next(
+            iter_frontier_rows(
+                data, [res.spec], exact_run=exact_run, latency_queries=0, cache_dir=CACHE / "pooled"
+            )
+        )
+        yield {
+            "part": "auto",
+            "budget": b,
+            "spec": res.spec,
+            "pick_s": res.seconds,
+            "pick_cpu_s": round(cpu, 1),
+            "pick_fidelity": res.fidelity,
+            "pick_sample_tokens": res.n_tokens,
+            "candidates": len(res.table) + len(res.skipped),
+            "ndcg10_exhaustive": r["ndcg10"],
+            "loss_points": round(100 * (exact_ndcg - r["ndcg10"]), 2),
+            "recall10_vs_exact": r["recall10_vs_exact"],
+            "bytes_per_token": r["bytes_per_token"],
+        }
 
 
 def grid_rows(data, exact_run, exact_ndcg, specs: Sequence[str]) -> Iterator[dict]:
     rows = []
-    for r in iter_frontier_rows(data, specs, exact_run=exact_run, latency_queries=0, cache_dir=CACHE / "pooled"):
-        row = {"part": "grid", "spec": r["spec"], "ndcg10_exhaustive": r["ndcg10"],
-               "loss_points": round(100 * (exact_ndcg - r["ndcg10"]), 2),
-               "recall10_vs_exact": r["recall10_vs_exact"], "bytes_per_token": r["bytes_per_token"],
-               "vectors_per_doc": r["vectors_per_doc"]}
+    for r in iter_frontier_rows(
+        data, specs, exact_run=exact_run, latency_queries=0, cache_dir=CACHE / "pooled"
+    ):
+        row = {
+            "part": "grid",
+            "spec": r["spec"],
+            "ndcg10_exhaustive": r["ndcg10"],
+            "loss_points": round(100 * (exact_ndcg - r["ndcg10"]), 2),
+            "recall10_vs_exact": r["recall10_vs_exact"],
+            "bytes_per_token": r["bytes_per_token"],
+            "vectors_per_doc": r["vectors_per_doc"],
+        }
         rows.append(row)
         yield row
     ok = [r for r in rows if r["ndcg10_exhaustive"] >= exact_ndcg - WITHIN]
     best = min(ok, key=lambda r: r["bytes_per_token"]) if ok else None
-    yield {"part": "grid-smallest-within-1pt", "spec": best and best["spec"],
-           "bytes_per_token": best and best["bytes_per_token"], "ndcg10_exhaustive": best and best["ndcg10_exhaustive"]}
+    yield {
+        "part": "grid-smallest-within-1pt",
+        "spec": best and best["spec"],
+        "bytes_per_token": best and best["bytes_per_token"],
+        "ndcg10_exhaustive": best and best["ndcg10_exhaustive"],
+    }
 
 
 def _collection_rows(model: str, name: str, args: argparse.Namespace, emit: Callable[[dict], None]) -> None:
@@ -150,10 +177,16 @@ def _collection_rows(model: str, name: str, args: argparse.Namespace, emit: Call
         data.query_ids = [data.query_ids[i] for i in keep]
         data.queries = data.queries.take(keep)
     exact_run, exact_ndcg = _exact(data)
-    head = {"model": model, "collection": name, "split": args.split, "dim": data.docs.dim,
-            "docs": len(data.docs), "queries": len(data.queries),
-            "tokens_per_doc": round(data.docs.n_tokens / len(data.docs), 1),
-            "exact_ndcg10": round(exact_ndcg, 4)}
+    head = {
+        "model": model,
+        "collection": name,
+        "split": args.split,
+        "dim": data.docs.dim,
+        "docs": len(data.docs),
+        "queries": len(data.queries),
+        "tokens_per_doc": round(data.docs.n_tokens / len(data.docs), 1),
+        "exact_ndcg10": round(exact_ndcg, 4),
+    }
     emit({"part": "exact", **head})
     for part in args.part:
         if part == "default":
@@ -169,8 +202,12 @@ def _collection_rows(model: str, name: str, args: argparse.Namespace, emit: Call
 def _summary(part: str, mine: list[dict]) -> dict:
     """The worst loss over a part's rows (and the default's lowest stage-1 recall)."""
     worst = max(mine, key=lambda r: r["loss_points"])
-    summary = {"part": f"summary-{part}", "rows": len(mine), "worst_loss_points": worst["loss_points"],
-               "worst": f"{worst['model']}/{worst['collection']}"}
+    summary = {
+        "part": f"summary-{part}",
+        "rows": len(mine),
+        "worst_loss_points": worst["loss_points"],
+        "worst": f"{worst['model']}/{worst['collection']}",
+    }
     if part == "default":
         summary["min_recall10_vs_exhaustive"] = min(r["recall10_vs_exhaustive"] for r in mine)
     return summary
@@ -179,13 +216,21 @@ def _summary(part: str, mine: list[dict]) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    ap.add_argument("--collections", nargs="+", default=None, help="default: every collection in ../shared/data")
-    ap.add_argument("--part", nargs="+", choices=("default", "grid", "auto"), default=["default", "grid", "auto"])
+    ap.add_argument(
+        "--collections", nargs="+", default=None, help="default: every collection in ../shared/data"
+    )
+    ap.add_argument(
+        "--part", nargs="+", choices=("default", "grid", "auto"), default=["default", "grid", "auto"]
+    )
     ap.add_argument("--grid", nargs="+", default=list(GRID), help="specs for --part grid")
     ap.add_argument("--spec", default=None, help="--part default with this spec instead of default_spec(dim)")
-    ap.add_argument("--budgets", nargs="+", type=float, default=[4.0, 8.0, 16.0], help="bytes/token for --part auto")
+    ap.add_argument(
+        "--budgets", nargs="+", type=float, default=[4.0, 8.0, 16.0], help="bytes/token for --part auto"
+    )
     ap.add_argument("--split", default="test")
-    ap.add_argument("--max-queries", type=int, default=None, help="first N judged queries (choosing on train)")
+    ap.add_argument(
+        "--max-queries", type=int, default=None, help="first N judged queries (choosing on train)"
+    )
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
 

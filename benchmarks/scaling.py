@@ -109,7 +109,9 @@ def build(corpus: Corpus, spec: str, max_centroids: int):
         next_doc += BATCH_DOCS
     pooled_values = np.concatenate([p.values for _, p in pending])
     rng = np.random.default_rng(0)
-    sample = pooled_values[np.sort(rng.choice(len(pooled_values), min(n_fit, len(pooled_values)), replace=False))]
+    sample = pooled_values[
+        np.sort(rng.choice(len(pooled_values), min(n_fit, len(pooled_values)), replace=False))
+    ]
     del pooled_values
     codec = build_pipeline(codec_spec, corpus.dim).fit(sample[:65_536])
     centroids = fit_centroids(codec.transform(sample), n_c)
@@ -130,8 +132,16 @@ def build(corpus: Corpus, spec: str, max_centroids: int):
     lengths = np.concatenate(lengths)
     offsets = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    snap = Snapshot(version=1, ids=np.arange(corpus.n_docs), codes=np.concatenate(codes), offsets=offsets,
-                    codec=codec, n_tokens=np.concatenate(n_tokens), terms=np.concatenate(terms), centroids=centroids)
+    snap = Snapshot(
+        version=1,
+        ids=np.arange(corpus.n_docs),
+        codes=np.concatenate(codes),
+        offsets=offsets,
+        codec=codec,
+        n_tokens=np.concatenate(n_tokens),
+        terms=np.concatenate(terms),
+        centroids=centroids,
+    )
     return snap, gen_s
 
 
@@ -177,7 +187,9 @@ def measure(n_docs: int, dim: int, spec: str, n_queries: int, check_recall: bool
         "p50_ms": round(float(np.percentile(lat, 50)), 2),
         "p95_ms": round(float(np.percentile(lat, 95)), 2),
         "queries": len(queries),
-        "source_doc_in_top10": round(float(np.mean([src in r[0] for src, r in zip(corpus.query_sources, results)])), 4),
+        "source_doc_in_top10": round(
+            float(np.mean([src in r[0] for src, r in zip(corpus.query_sources, results)])), 4
+        ),
     }
     if check_recall:
         oracle = Searcher(snap, SearchParams(candidates="exhaustive", device="cpu", batch_size=len(queries)))
@@ -195,8 +207,12 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--spec", default=DEFAULT_SPEC)
     ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--recall-up-to", type=int, default=100_000,
-                    help="also measure recall vs the exhaustive oracle for sizes up to this")
+    ap.add_argument(
+        "--recall-up-to",
+        type=int,
+        default=100_000,
+        help="also measure recall vs the exhaustive oracle for sizes up to this",
+    )
     ap.add_argument("--max-centroids", type=int, default=8192, help="cap on the stage-1 centroid count")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per size")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child mode: one size, here
@@ -204,24 +220,50 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.one:
         n = args.sizes[0]
-        print(json.dumps(measure(n, args.dim, args.spec, args.queries, n <= args.recall_up_to, args.max_centroids)),
-              flush=True)
+        print(
+            json.dumps(
+                measure(n, args.dim, args.spec, args.queries, n <= args.recall_up_to, args.max_centroids)
+            ),
+            flush=True,
+        )
         return 0
     rows = []
     for n in args.sizes:
-        cmd = [sys.executable, __file__, "--one", "--sizes", str(n), "--dim", str(args.dim), "--spec", args.spec,
-               "--queries", str(args.queries), "--recall-up-to", str(args.recall_up_to),
-               "--max-centroids", str(args.max_centroids)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            "--sizes",
+            str(n),
+            "--dim",
+            str(args.dim),
+            "--spec",
+            args.spec,
+            "--queries",
+            str(args.queries),
+            "--recall-up-to",
+            str(args.recall_up_to),
+            "--max-centroids",
+            str(args.max_centroids),
+        ]
         t = time.perf_counter()
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            p = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=args.timeout,
+                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            )
         except subprocess.TimeoutExpired:
             row = {"docs": n, "error": f"did not finish within --timeout {args.timeout:.0f}s"}
         else:
             if p.returncode != 0:
-                row = {"docs": n, "error": (p.stderr.strip().splitlines() or ["?"])[-1][:300],
-                       "returncode": p.returncode}
+                row = {
+                    "docs": n,
+                    "error": (p.stderr.strip().splitlines() or ["?"])[-1][:300],
+                    "returncode": p.returncode,
+                }
             else:
                 row = json.loads(p.stdout.strip().splitlines()[-1])
         row["wall_s"] = round(time.perf_counter() - t, 1)
@@ -231,9 +273,14 @@ def main(argv=None) -> int:
     if len(ok) >= 2:
         a, b = ok[0], ok[-1]
         growth = (b["p50_ms"] / a["p50_ms"]) / (b["docs"] / a["docs"])
-        summary = {"summary": "latency growth vs corpus growth", "from_docs": a["docs"], "to_docs": b["docs"],
-                   "p50_ratio": round(b["p50_ms"] / a["p50_ms"], 2), "docs_ratio": b["docs"] / a["docs"],
-                   "sublinear": bool(growth < 1.0)}
+        summary = {
+            "summary": "latency growth vs corpus growth",
+            "from_docs": a["docs"],
+            "to_docs": b["docs"],
+            "p50_ratio": round(b["p50_ms"] / a["p50_ms"], 2),
+            "docs_ratio": b["docs"] / a["docs"],
+            "sublinear": bool(growth < 1.0),
+        }
         print(json.dumps(summary) if args.json else summary, flush=True)
     return 0
 

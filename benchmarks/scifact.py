@@ -59,8 +59,12 @@ def main(argv=None) -> int:
     ap.add_argument("--search", action="store_true", help="two-stage search rows and LanceDB side by side")
     ap.add_argument("--slim", action="store_true", help="SLIM sparse rows")
     ap.add_argument("--no-exact", action="store_true", help="skip the exact row (it is first by default)")
-    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
-                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
+    ap.add_argument(
+        "--model",
+        choices=("minilm", "colbert128"),
+        default="minilm",
+        help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
 

@@ -38,8 +38,9 @@ from mvstore.eval import ndcg_at_k, recall_vs_reference  # noqa: E402
 def import_revision(rev: str, into: Path):
     """``mvstore`` as of git revision ``rev``, imported as the package ``mvstore_base``."""
     try:
-        tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "mvstore"], check=True,
-                             capture_output=True).stdout
+        tar = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "mvstore"], check=True, capture_output=True
+        ).stdout
     except subprocess.CalledProcessError as e:
         msg = e.stderr.decode().strip()
         raise SystemExit(f"git archive {rev} failed: {msg}; pass a commit of this repository") from e
@@ -67,8 +68,12 @@ def main(argv=None) -> int:
     ap.add_argument("--spec", default=BENCH_SPEC, help="index spec (default: the README's latency spec)")
     ap.add_argument("--max-docs", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=3, help="passes over the queries (samples per query)")
-    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
-                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
+    ap.add_argument(
+        "--model",
+        choices=("minilm", "colbert128"),
+        default="minilm",
+        help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
 
@@ -85,11 +90,16 @@ def main(argv=None) -> int:
         base = import_revision(args.base, Path(work) / "base")
         # each version builds its own index from the same pooled vectors (the on-disk format may differ between
         # them); the same training sample and seed give the same codec and centroids where the code agrees
-        versions = {"current": (mvstore, build_index(pooled, data.doc_ids, codec_spec, f"{work}/current")[0]),
-                    "base": (base, build_index(pooled, data.doc_ids, codec_spec, f"{work}/base_ix", base.store)[0])}
+        versions = {
+            "current": (mvstore, build_index(pooled, data.doc_ids, codec_spec, f"{work}/current")[0]),
+            "base": (base, build_index(pooled, data.doc_ids, codec_spec, f"{work}/base_ix", base.store)[0]),
+        }
         fns = {}
         for name, (pkg, idx) in versions.items():
-            for label, params in (("default", pkg.SearchParams()), ("threads=1", pkg.SearchParams(threads=1))):
+            for label, params in (
+                ("default", pkg.SearchParams()),
+                ("threads=1", pkg.SearchParams(threads=1)),
+            ):
                 fns[(label, name)] = _searcher_top(idx._view.searcher(params))
             fns[("Index.search", name)] = _index_top(idx)
         tops = {key: [f(q) for q in queries] for key, f in fns.items()}  # warms every kernel too
@@ -102,9 +112,12 @@ def main(argv=None) -> int:
                     times[key].append((time.perf_counter() - t) * 1e3)
         rows = []
         for (label, name), t in times.items():
-            row = {"variant": label, "version": name if name == "current" else f"base {args.base}",
-                   "p50_ms": round(float(np.percentile(t, 50)), 2),
-                   "p95_ms": round(float(np.percentile(t, 95)), 2)}
+            row = {
+                "variant": label,
+                "version": name if name == "current" else f"base {args.base}",
+                "p50_ms": round(float(np.percentile(t, 50)), 2),
+                "p95_ms": round(float(np.percentile(t, 95)), 2),
+            }
             if label != "Index.search":
                 found = tops[(label, name)]
                 run = {q: [data.doc_ids[r] for r in top[:10]] for q, top in zip(data.query_ids, found)}
@@ -114,9 +127,15 @@ def main(argv=None) -> int:
             cur, old = times[(label, "current")], times[(label, "base")]
             a = {q: [str(x) for x in r] for q, r in zip(data.query_ids, tops[(label, "current")])}
             b = {q: [str(x) for x in r] for q, r in zip(data.query_ids, tops[(label, "base")])}
-            rows.append({"variant": label, "p50_ratio_current_over_base":
-                         round(float(np.percentile(cur, 50) / np.percentile(old, 50)), 3),
-                         "top10_agreement": round(recall_vs_reference(a, b, 10), 4)})
+            rows.append(
+                {
+                    "variant": label,
+                    "p50_ratio_current_over_base": round(
+                        float(np.percentile(cur, 50) / np.percentile(old, 50)), 3
+                    ),
+                    "top10_agreement": round(recall_vs_reference(a, b, 10), 4),
+                }
+            )
     for row in rows:
         print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     return 0

@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("LANCE_LOG", "error")  # LanceDB warns on every multivector query (scoring autoprojection)
+os.environ.setdefault(
+    "LANCE_LOG", "error"
+)  # LanceDB warns on every multivector query (scoring autoprojection)
 
 from mvstore.eval import ndcg_at_k, recall_vs_reference  # noqa: E402
 from mvstore.ragged import Ragged  # noqa: E402
@@ -85,8 +87,18 @@ def build_index(pooled: Ragged, doc_ids, codec_spec: str, workdir: str, store=No
     return idx, snap, time.perf_counter() - t
 
 
-def lancedb_rows(data, snap, pooled: Ragged, workdir: str, *, exhaustive_run, exact_run, n_latency: int,
-                 base: dict, n_tok: int):
+def lancedb_rows(
+    data,
+    snap,
+    pooled: Ragged,
+    workdir: str,
+    *,
+    exhaustive_run,
+    exact_run,
+    n_latency: int,
+    base: dict,
+    n_tok: int,
+):
     """LanceDB multivector search over the index's (pooled, transformed, unquantized) vectors: flat (exact
     MaxSim, cosine) and with an IVF_PQ index (per-token ANN, LanceDB's default approximation)."""
     import lancedb
@@ -114,8 +126,9 @@ def lancedb_rows(data, snap, pooled: Ragged, workdir: str, *, exhaustive_run, ex
         if label == "lancedb-ivfpq" and not tbl.list_indices():
             t = time.perf_counter()
             n_part = int(2 ** np.floor(np.log2(np.sqrt(len(vecs)))))
-            tbl.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=n_part,
-                                                    num_sub_vectors=d // 8))
+            tbl.create_index(
+                "vector", config=IvfPq(distance_type="cosine", num_partitions=n_part, num_sub_vectors=d // 8)
+            )
             build_s = time.perf_counter() - t
         res = [search(q, nprobes) for q in qt]
         run = {q: [data.doc_ids[r] for r in rr] for q, rr in zip(data.query_ids, res)}
@@ -141,15 +154,33 @@ def lancedb_rows(data, snap, pooled: Ragged, workdir: str, *, exhaustive_run, ex
         }
 
 
-def search_rows(data, spec: str = BENCH_SPEC, operating_points=None, *, exact_run=None, n_latency: int = 300,
-                with_lancedb: bool = True) -> list[dict]:
+def search_rows(
+    data,
+    spec: str = BENCH_SPEC,
+    operating_points=None,
+    *,
+    exact_run=None,
+    n_latency: int = 300,
+    with_lancedb: bool = True,
+) -> list[dict]:
     """Rows for the exhaustive oracle, each operating point, and LanceDB side by side."""
-    return list(iter_search_rows(data, spec, operating_points, exact_run=exact_run, n_latency=n_latency,
-                                 with_lancedb=with_lancedb))
+    return list(
+        iter_search_rows(
+            data, spec, operating_points, exact_run=exact_run, n_latency=n_latency, with_lancedb=with_lancedb
+        )
+    )
 
 
-def iter_search_rows(data, spec: str = BENCH_SPEC, operating_points=None, *, exact_run=None,
-                     n_latency: int = 300, with_lancedb: bool = True, drop_raw: bool = False):
+def iter_search_rows(
+    data,
+    spec: str = BENCH_SPEC,
+    operating_points=None,
+    *,
+    exact_run=None,
+    n_latency: int = 300,
+    with_lancedb: bool = True,
+    drop_raw: bool = False,
+):
     """:func:`search_rows`, one row at a time (so a long run prints what it has). ``drop_raw`` releases
     ``data.docs`` (the raw float tokens, ~2 GB) once pooled, to keep peak memory down."""
     from mvstore.spec import parse
@@ -167,24 +198,48 @@ def iter_search_rows(data, spec: str = BENCH_SPEC, operating_points=None, *, exa
     with tempfile.TemporaryDirectory(prefix="mvstore_search_bench_") as work:
         idx, snap, build_s = build_index(pooled, data.doc_ids, codec_spec, work)
         bpt = float(idx.stats()["stored_bytes"]) / n_tok  # per ORIGINAL token
-        base = {"spec": spec, "docs": snap.n_docs, "vectors": snap.n_vectors,
-                "centroids": int(len(snap.centroids)), "queries": len(data.queries)}
+        base = {
+            "spec": spec,
+            "docs": snap.n_docs,
+            "vectors": snap.n_vectors,
+            "centroids": int(len(snap.centroids)),
+            "queries": len(data.queries),
+        }
 
         t = time.perf_counter()
-        oracle = Searcher(snap, SearchParams(candidates="exhaustive", device="cpu", batch_size=len(data.queries)))
+        oracle = Searcher(
+            snap, SearchParams(candidates="exhaustive", device="cpu", batch_size=len(data.queries))
+        )
         ex = oracle.search(data.queries, 10)
         ex_s = time.perf_counter() - t
         exhaustive_run = _run(ex, data.query_ids, data.doc_ids)
         p50, p95 = _latency(lambda q: oracle.search(q, 10), data.queries, min(n_latency, 10))
-        yield {**base, "system": "mvstore-exhaustive", "nprobe": None, "n_rerank": None, "interaction": None,
-               "ndcg10": round(ndcg_at_k(exhaustive_run, data.qrels, 10), 4),
-               "recall10_vs_exhaustive": 1.0,
-               "recall10_vs_exact": round(recall_vs_reference(exhaustive_run, exact_run, 10), 4),
-               "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "bytes_per_token": round(bpt, 2),
-               "pool_s": round(pool_s, 1), "build_s": round(build_s, 1), "batch_search_s": round(ex_s, 1)}
+        yield {
+            **base,
+            "system": "mvstore-exhaustive",
+            "nprobe": None,
+            "n_rerank": None,
+            "interaction": None,
+            "ndcg10": round(ndcg_at_k(exhaustive_run, data.qrels, 10), 4),
+            "recall10_vs_exhaustive": 1.0,
+            "recall10_vs_exact": round(recall_vs_reference(exhaustive_run, exact_run, 10), 4),
+            "p50_ms": round(p50, 2),
+            "p95_ms": round(p95, 2),
+            "bytes_per_token": round(bpt, 2),
+            "pool_s": round(pool_s, 1),
+            "build_s": round(build_s, 1),
+            "batch_search_s": round(ex_s, 1),
+        }
         for nprobe, n_rerank, inter, n_full, threads in points:
-            params = SearchParams(candidates="centroid", nprobe=nprobe, n_rerank=n_rerank, interaction=inter,
-                                  n_full=n_full or _DEFAULT.n_full, threads=threads, device="cpu")
+            params = SearchParams(
+                candidates="centroid",
+                nprobe=nprobe,
+                n_rerank=n_rerank,
+                interaction=inter,
+                n_full=n_full or _DEFAULT.n_full,
+                threads=threads,
+                device="cpu",
+            )
             s = Searcher(snap, params)
             t = time.perf_counter()
             res = s.search(data.queries, 10)
@@ -193,23 +248,51 @@ def iter_search_rows(data, spec: str = BENCH_SPEC, operating_points=None, *, exa
             c0 = time.process_time()
             p50, p95 = _latency(lambda q, s=s: s.search(q, 10), data.queries, n_latency)
             cpu_ms = (time.process_time() - c0) / (min(n_latency, len(data.queries)) + 1) * 1e3
-            yield {**base, "system": "mvstore", "nprobe": nprobe, "n_rerank": n_rerank, "interaction": inter,
-                   "n_full": n_full, "threads": s.threads,
-                   "ndcg10": round(ndcg_at_k(run, data.qrels, 10), 4),
-                   "recall10_vs_exhaustive": round(recall_vs_reference(run, exhaustive_run, 10), 4),
-                   "recall10_vs_exact": round(recall_vs_reference(run, exact_run, 10), 4),
-                   "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "cpu_ms_per_query": round(cpu_ms, 2),
-                   "bytes_per_token": round(bpt, 2), "batch_qps": round(len(data.queries) / batch_s, 1),
-                   "recommended": (nprobe, n_rerank, inter, n_full, threads) == RECOMMENDED}
+            yield {
+                **base,
+                "system": "mvstore",
+                "nprobe": nprobe,
+                "n_rerank": n_rerank,
+                "interaction": inter,
+                "n_full": n_full,
+                "threads": s.threads,
+                "ndcg10": round(ndcg_at_k(run, data.qrels, 10), 4),
+                "recall10_vs_exhaustive": round(recall_vs_reference(run, exhaustive_run, 10), 4),
+                "recall10_vs_exact": round(recall_vs_reference(run, exact_run, 10), 4),
+                "p50_ms": round(p50, 2),
+                "p95_ms": round(p95, 2),
+                "cpu_ms_per_query": round(cpu_ms, 2),
+                "bytes_per_token": round(bpt, 2),
+                "batch_qps": round(len(data.queries) / batch_s, 1),
+                "recommended": (nprobe, n_rerank, inter, n_full, threads) == RECOMMENDED,
+            }
         # end to end through Index.search (Arrow result) with the default SearchParams
         params = SearchParams(device="cpu")
         p50, p95 = _latency(lambda q: idx.search(q, 10, params=params), data.queries, n_latency)
-        yield {**base, "system": "mvstore-Index.search", "nprobe": params.nprobe, "n_rerank": params.n_rerank,
-               "interaction": params.interaction, "n_full": params.n_full, "threads": Searcher(snap, params).threads,
-               "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "bytes_per_token": round(bpt, 2)}
+        yield {
+            **base,
+            "system": "mvstore-Index.search",
+            "nprobe": params.nprobe,
+            "n_rerank": params.n_rerank,
+            "interaction": params.interaction,
+            "n_full": params.n_full,
+            "threads": Searcher(snap, params).threads,
+            "p50_ms": round(p50, 2),
+            "p95_ms": round(p95, 2),
+            "bytes_per_token": round(bpt, 2),
+        }
         if with_lancedb:
-            yield from lancedb_rows(data, snap, pooled, work, exhaustive_run=exhaustive_run, exact_run=exact_run,
-                                    n_latency=min(n_latency, 30), base=base, n_tok=n_tok)
+            yield from lancedb_rows(
+                data,
+                snap,
+                pooled,
+                work,
+                exhaustive_run=exhaustive_run,
+                exact_run=exact_run,
+                n_latency=min(n_latency, 30),
+                base=base,
+                n_tok=n_tok,
+            )
 
 
 def main(argv=None) -> int:
@@ -218,16 +301,26 @@ def main(argv=None) -> int:
     ap.add_argument("--max-docs", type=int, default=None)
     ap.add_argument("--no-lancedb", action="store_true", help="skip the LanceDB rows")
     ap.add_argument("--latency-queries", type=int, default=300)
-    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
-                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
+    ap.add_argument(
+        "--model",
+        choices=("minilm", "colbert128"),
+        default="minilm",
+        help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
     from benchmarks.data import load_scifact
 
     data = load_scifact(args.max_docs, model=args.model)
     exact = data.exact_run(100)
-    for row in iter_search_rows(data, args.spec, exact_run=exact, n_latency=args.latency_queries,
-                                with_lancedb=not args.no_lancedb, drop_raw=True):
+    for row in iter_search_rows(
+        data,
+        args.spec,
+        exact_run=exact,
+        n_latency=args.latency_queries,
+        with_lancedb=not args.no_lancedb,
+        drop_raw=True,
+    ):
         print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     return 0
 

@@ -83,7 +83,8 @@ def build_snapshot(data, spec: str, *, train_size: int = 65536, seed: int = 0, c
 
 def _run(results, data, k: int = 100) -> dict[str, list[str]]:
     return {
-        qid: [data.doc_ids[r] for r in rows[:k]] for qid, (rows, _) in zip(data.query_ids, results, strict=True)
+        qid: [data.doc_ids[r] for r in rows[:k]]
+        for qid, (rows, _) in zip(data.query_ids, results, strict=True)
     }
 
 
@@ -147,8 +148,14 @@ def sparse_only_rows(data, exact_run, specs, counts, *, latency_queries: int = 1
             "docs": snap.n_docs,
             "stored_vectors": snap.n_vectors,
         }
-        yield {**base, "n_rerank": "all", **_quality(full, data, exact_run, full), "p50_ms": None,
-               "p95_ms": None, "peak_rss_mb": mem.mb}
+        yield {
+            **base,
+            "n_rerank": "all",
+            **_quality(full, data, exact_run, full),
+            "p50_ms": None,
+            "p95_ms": None,
+            "peak_rss_mb": mem.mb,
+        }
         points = [(n, alpha) for n in counts]
         if len(counts) > 1:
             points += [(counts[1], a) for a in ALPHAS if a != alpha]
@@ -156,11 +163,20 @@ def sparse_only_rows(data, exact_run, specs, counts, *, latency_queries: int = 1
             with PeakRSS() as mem:
                 s = SparseSearcher(snap, SearchParams(n_rerank=n), alpha=a)
                 res, p50, p95 = _timed(s, data, latency_queries)
-            yield {**base, "n_rerank": n, "alpha": a, **_quality(res, data, exact_run, full),
-                   "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "peak_rss_mb": mem.mb}
+            yield {
+                **base,
+                "n_rerank": n,
+                "alpha": a,
+                **_quality(res, data, exact_run, full),
+                "p50_ms": round(p50, 2),
+                "p95_ms": round(p95, 2),
+                "peak_rss_mb": mem.mb,
+            }
 
 
-def prefilter_rows(data, exact_run, dense_spec, side_map, counts, *, nprobe: int = 4, latency_queries: int = 100):
+def prefilter_rows(
+    data, exact_run, dense_spec, side_map, counts, *, nprobe: int = 4, latency_queries: int = 100
+):
     """Rows (b): one dense index, sparse vs centroid prefilter at equal candidate counts, same dense rerank."""
     from mvstore.search.params import SearchParams
     from mvstore.search.searcher import Searcher
@@ -174,30 +190,65 @@ def prefilter_rows(data, exact_run, dense_spec, side_map, counts, *, nprobe: int
         side_s = time.perf_counter() - t
         oracle = Searcher(snap, SearchParams(candidates="exhaustive", device="cpu")).search(data.queries, 10)
     base = {"spec": dense_spec, "bytes_per_token": _bytes_per_token(snap), "docs": snap.n_docs}
-    yield {**base, "mode": "exhaustive-dense", "n_rerank": "all", **_quality(oracle, data, exact_run, oracle),
-           "build_s": round(build_s, 1), "p50_ms": None, "p95_ms": None, "peak_rss_mb": mem.mb}
+    yield {
+        **base,
+        "mode": "exhaustive-dense",
+        "n_rerank": "all",
+        **_quality(oracle, data, exact_run, oracle),
+        "build_s": round(build_s, 1),
+        "p50_ms": None,
+        "p95_ms": None,
+        "peak_rss_mb": mem.mb,
+    }
     for n in counts:
         for mode, params, extra in (
-            ("centroid-prefilter", SearchParams(candidates="centroid", nprobe=nprobe, n_rerank=n, device="cpu"),
-             {"nprobe": nprobe, "n_centroids": int(len(snap.centroids))}),
-            ("sparse-prefilter", SearchParams(candidates="sparse", n_rerank=n, device="cpu"),
-             {"side_map": side_map, "side_map_build_s": round(side_s, 1),
-              "postings_mb": round(gen.postings.nbytes / 2**20, 1)}),
+            (
+                "centroid-prefilter",
+                SearchParams(candidates="centroid", nprobe=nprobe, n_rerank=n, device="cpu"),
+                {"nprobe": nprobe, "n_centroids": int(len(snap.centroids))},
+            ),
+            (
+                "sparse-prefilter",
+                SearchParams(candidates="sparse", n_rerank=n, device="cpu"),
+                {
+                    "side_map": side_map,
+                    "side_map_build_s": round(side_s, 1),
+                    "postings_mb": round(gen.postings.nbytes / 2**20, 1),
+                },
+            ),
         ):
             with PeakRSS() as mem:
                 res, p50, p95 = _timed(Searcher(snap, params), data, latency_queries)
-            yield {**base, "mode": mode, "n_rerank": n, **_quality(res, data, exact_run, oracle),
-                   "build_s": round(build_s, 1), "p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
-                   "peak_rss_mb": mem.mb, **extra}
+            yield {
+                **base,
+                "mode": mode,
+                "n_rerank": n,
+                **_quality(res, data, exact_run, oracle),
+                "build_s": round(build_s, 1),
+                "p50_ms": round(p50, 2),
+                "p95_ms": round(p95, 2),
+                "peak_rss_mb": mem.mb,
+                **extra,
+            }
 
 
-def slim_rows(data, exact_run=None, *, sparse_specs=DEFAULT_SPARSE, dense_spec=DEFAULT_DENSE,
-              side_map="spk4096t8", counts=DEFAULT_COUNTS, latency_queries: int = 100):
+def slim_rows(
+    data,
+    exact_run=None,
+    *,
+    sparse_specs=DEFAULT_SPARSE,
+    dense_spec=DEFAULT_DENSE,
+    side_map="spk4096t8",
+    counts=DEFAULT_COUNTS,
+    latency_queries: int = 100,
+):
     """All SLIM rows for ``benchmarks/scifact.py --slim`` and this script."""
     exact_run = exact_run if exact_run is not None else data.exact_run(100)
     yield from sparse_only_rows(data, exact_run, sparse_specs, counts, latency_queries=latency_queries)
     if dense_spec:
-        yield from prefilter_rows(data, exact_run, dense_spec, side_map, counts, latency_queries=latency_queries)
+        yield from prefilter_rows(
+            data, exact_run, dense_spec, side_map, counts, latency_queries=latency_queries
+        )
 
 
 def main(argv=None) -> int:
@@ -206,21 +257,32 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--max-docs", type=int, default=None, help="subset: all judged docs + others up to N")
     ap.add_argument("--sparse-spec", action="append", default=[], help="sparse-only spec (repeatable)")
-    ap.add_argument("--dense-spec", default=DEFAULT_DENSE, help="dense index for the prefilter comparison "
-                    "('' to skip)")
+    ap.add_argument(
+        "--dense-spec", default=DEFAULT_DENSE, help="dense index for the prefilter comparison ('' to skip)"
+    )
     ap.add_argument("--side-map", default="spk4096t8", help="sparse map fitted on the dense index's vectors")
     ap.add_argument("--counts", type=int, nargs="+", default=list(DEFAULT_COUNTS), help="candidate counts")
     ap.add_argument("--latency-queries", type=int, default=100)
     ap.add_argument("--parts", default="ab", help="'a' sparse-only rows, 'b' prefilter rows (default both)")
-    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
-                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
+    ap.add_argument(
+        "--model",
+        choices=("minilm", "colbert128"),
+        default="minilm",
+        help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
     args = ap.parse_args(argv)
     data = load_scifact(args.max_docs, model=args.model)
     sparse_specs = (args.sparse_spec or DEFAULT_SPARSE) if "a" in args.parts else ()
     dense_spec = args.dense_spec if "b" in args.parts else ""
-    for row in slim_rows(data, sparse_specs=sparse_specs, dense_spec=dense_spec,
-                         side_map=args.side_map, counts=args.counts, latency_queries=args.latency_queries):
+    for row in slim_rows(
+        data,
+        sparse_specs=sparse_specs,
+        dense_spec=dense_spec,
+        side_map=args.side_map,
+        counts=args.counts,
+        latency_queries=args.latency_queries,
+    ):
         print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     return 0
 

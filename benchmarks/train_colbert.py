@@ -57,19 +57,29 @@ def bm25_triples(ds, n_top: int) -> list[dict]:
 
     doc_ids = list(ds.corpus)
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([ds.corpus[d] for d in doc_ids], stopwords="en", show_progress=False),
-                    show_progress=False)
+    retriever.index(
+        bm25s.tokenize([ds.corpus[d] for d in doc_ids], stopwords="en", show_progress=False),
+        show_progress=False,
+    )
     qids = sorted(ds.qrels, key=int)
-    hits, _ = retriever.retrieve(bm25s.tokenize([ds.queries[q] for q in qids], stopwords="en", show_progress=False),
-                                 k=n_top, show_progress=False)
+    hits, _ = retriever.retrieve(
+        bm25s.tokenize([ds.queries[q] for q in qids], stopwords="en", show_progress=False),
+        k=n_top,
+        show_progress=False,
+    )
     triples = []
     for q, row in zip(qids, hits):
         rel = ds.qrels[q]
         negatives = [doc_ids[i] for i in row if doc_ids[i] not in rel]
         positives = [d for d, g in rel.items() if g > 0]
         for j, d in enumerate(positives):
-            triples.append({"query": ds.queries[q], "positive": ds.corpus[d],
-                            "negative": ds.corpus[negatives[j % len(negatives)]]})
+            triples.append(
+                {
+                    "query": ds.queries[q],
+                    "positive": ds.corpus[d],
+                    "negative": ds.corpus[negatives[j % len(negatives)]],
+                }
+            )
     return triples
 
 
@@ -80,8 +90,13 @@ def new_model(backbone: str, args):
     from pylate import models
 
     torch.manual_seed(args.seed)
-    return models.ColBERT(model_name_or_path=backbone, embedding_size=args.dim, query_length=args.query_length,
-                          document_length=args.doc_length, device="cpu")
+    return models.ColBERT(
+        model_name_or_path=backbone,
+        embedding_size=args.dim,
+        query_length=args.query_length,
+        document_length=args.doc_length,
+        device="cpu",
+    )
 
 
 def save_atomic(model, out: Path, info: dict | None = None) -> None:
@@ -110,21 +125,41 @@ def train(backbone: str, out: Path, args) -> dict:
     model = new_model(backbone, args)
     work = out.with_name(f"{out.name}.trainer{os.getpid()}")
     targs = SentenceTransformerTrainingArguments(
-        output_dir=str(work), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
-        learning_rate=args.lr, warmup_ratio=0.1, seed=args.seed, data_seed=args.seed, use_cpu=True,
+        output_dir=str(work),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr,
+        warmup_ratio=0.1,
+        seed=args.seed,
+        data_seed=args.seed,
+        use_cpu=True,
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # a document twice in a batch would be its own negative
-        save_strategy="no", logging_steps=5, report_to="none", dataloader_num_workers=0,
+        save_strategy="no",
+        logging_steps=5,
+        report_to="none",
+        dataloader_num_workers=0,
     )
     trainer = SentenceTransformerTrainer(
-        model=model, args=targs, train_dataset=Dataset.from_list(triples),
+        model=model,
+        args=targs,
+        train_dataset=Dataset.from_list(triples),
         loss=losses.Contrastive(model=model, temperature=args.temperature),
         data_collator=utils.ColBERTCollator(tokenize_fn=model.tokenize),
     )
     result = trainer.train()
-    info = {"pairs": len(triples), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-            "temperature": args.temperature, "hard_negatives": "bm25s, 1 per pair", "seed": args.seed,
-            "steps": result.global_step, "train_loss": round(float(result.training_loss), 4),
-            "train_s": round(time.time() - t0, 1), "threads": torch.get_num_threads()}
+    info = {
+        "pairs": len(triples),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "temperature": args.temperature,
+        "hard_negatives": "bm25s, 1 per pair",
+        "seed": args.seed,
+        "steps": result.global_step,
+        "train_loss": round(float(result.training_loss), 4),
+        "train_s": round(time.time() - t0, 1),
+        "threads": torch.get_num_threads(),
+    }
     save_atomic(model, out, info)
     shutil.rmtree(work, ignore_errors=True)
     return info
@@ -163,7 +198,9 @@ def pylate_max_diff(path: Path, texts: list[str]) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--smoke", action="store_true", help="a minute-long check: 64 pairs, one epoch, own directory")
+    p.add_argument(
+        "--smoke", action="store_true", help="a minute-long check: 64 pairs, one epoch, own directory"
+    )
     p.add_argument("--retrain", action="store_true", help="train even if the model directory exists")
     p.add_argument("--no-eval", action="store_true", help="train only")
     p.add_argument("--epochs", type=float, default=2)
@@ -191,8 +228,14 @@ def main() -> None:
     models_dir = CACHE / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
     out = models_dir / (f"{MODEL_NAME}-smoke" if args.smoke else MODEL_NAME)
-    report: dict = {"model_dir": str(out), "backbone": "all-MiniLM-L6-v2 (bundled)", "dim": args.dim,
-                    "query_length": args.query_length, "doc_length": args.doc_length, "bm25": "bm25s"}
+    report: dict = {
+        "model_dir": str(out),
+        "backbone": "all-MiniLM-L6-v2 (bundled)",
+        "dim": args.dim,
+        "query_length": args.query_length,
+        "doc_length": args.doc_length,
+        "bm25": "bm25s",
+    }
     if args.retrain or not (out / "config_sentence_transformers.json").exists():
         train(backbone, out, args)
     if (out / "training.json").exists():
@@ -203,10 +246,16 @@ def main() -> None:
         untrained = models_dir / f"colbert{args.dim}-untrained-seed{args.seed}"
         if not (untrained / "config_sentence_transformers.json").exists():
             save_atomic(new_model(backbone, args), untrained)
-        probe = ["What does the p53 protein do in cancer cells?", "Vitamin D (25-OH) levels and fracture risk: a "
-                 "randomized trial of 2,686 adults; results were null.", "short"]
-        report["pylate_max_abs_diff"] = {"trained": pylate_max_diff(out, probe),
-                                         "untrained": pylate_max_diff(untrained, probe)}
+        probe = [
+            "What does the p53 protein do in cancer cells?",
+            "Vitamin D (25-OH) levels and fracture risk: a "
+            "randomized trial of 2,686 adults; results were null.",
+            "short",
+        ]
+        report["pylate_max_abs_diff"] = {
+            "trained": pylate_max_diff(out, probe),
+            "untrained": pylate_max_diff(untrained, probe),
+        }
         test = load_beir(SCIFACT_DIR, "test")
         t0 = time.time()
         # documents at 256 tokens as in the MiniLM pipeline (benchmarks/data.py: queries and documents at 256,
@@ -217,7 +266,9 @@ def main() -> None:
             "trained": exact_ndcg(ColBERTEncoder(out, doc_max_length=dl), test),
             f"trained_doc{args.doc_length}": exact_ndcg(ColBERTEncoder(out), test),
             "untrained_projection": exact_ndcg(ColBERTEncoder(untrained, doc_max_length=dl), test),
-            "minilm_hidden_states": exact_ndcg(HFTokenEncoder(None, query_max_length=256, doc_max_length=256), test),
+            "minilm_hidden_states": exact_ndcg(
+                HFTokenEncoder(None, query_max_length=256, doc_max_length=256), test
+            ),
         }
         report["eval_s"] = round(time.time() - t0, 1)
     print(json.dumps(report, indent=2))

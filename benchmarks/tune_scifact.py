@@ -56,11 +56,29 @@ def _tune_on_sample(args: argparse.Namespace, emit) -> Any:
     del enc
 
     t = time.perf_counter()
-    res = tune(sample_docs, tune_queries, max_bytes_per_token=args.budget, progress=not args.json,
-               sample_docs=args.sample_docs, sample_queries=args.sample_queries, seed=args.seed)
-    emit({"kind": "tune", "spec": res.spec, "fidelity": res.fidelity, "bytes_per_token": res.bytes_per_token,
-          "budget": args.budget, "sample_docs": res.n_docs, "sample_queries": res.n_queries,
-          "query_split": args.query_split, "candidates": len(res.table), "tune_s": round(time.perf_counter() - t, 1)})
+    res = tune(
+        sample_docs,
+        tune_queries,
+        max_bytes_per_token=args.budget,
+        progress=not args.json,
+        sample_docs=args.sample_docs,
+        sample_queries=args.sample_queries,
+        seed=args.seed,
+    )
+    emit(
+        {
+            "kind": "tune",
+            "spec": res.spec,
+            "fidelity": res.fidelity,
+            "bytes_per_token": res.bytes_per_token,
+            "budget": args.budget,
+            "sample_docs": res.n_docs,
+            "sample_queries": res.n_queries,
+            "query_split": args.query_split,
+            "candidates": len(res.table),
+            "tune_s": round(time.perf_counter() - t, 1),
+        }
+    )
     if args.json:
         for r in res.table:
             emit({"kind": "candidate", **r})
@@ -78,9 +96,14 @@ def _specs_to_evaluate(args: argparse.Namespace, res: Any, dim: int) -> tuple[di
         to_eval.setdefault(r["spec"], "tune-top")
     frontier: list[dict] = []
     if args.frontier_rows:
-        frontier = [r for r in load_rows(args.frontier_rows)
-                    if isinstance(r.get("bytes_per_token"), (int, float)) and r["bytes_per_token"] <= args.budget
-                    and r.get("spec") != "exact-fp32" and "ndcg10" in r]
+        frontier = [
+            r
+            for r in load_rows(args.frontier_rows)
+            if isinstance(r.get("bytes_per_token"), (int, float))
+            and r["bytes_per_token"] <= args.budget
+            and r.get("spec") != "exact-fp32"
+            and "ndcg10" in r
+        ]
         if not frontier:
             raise SystemExit(f"{args.frontier_rows} has no row within {args.budget} bytes per token")
     else:
@@ -90,32 +113,57 @@ def _specs_to_evaluate(args: argparse.Namespace, res: Any, dim: int) -> tuple[di
     return to_eval, frontier
 
 
-def _evaluate(args: argparse.Namespace, res: Any, data: Any, to_eval: dict[str, str], frontier: list[dict], emit) -> None:
+def _evaluate(
+    args: argparse.Namespace, res: Any, data: Any, to_eval: dict[str, str], frontier: list[dict], emit
+) -> None:
     """Phase 2: each spec's row on the corpus, then the summary (the pick against the best frontier spec)."""
     exact = data.exact_run(100)
-    emit({"kind": "eval", "source": "exact", "spec": "exact-fp32", "ndcg10": round(ndcg_at_k(exact, data.qrels, 10), 4),
-          "recall10_vs_exact": 1.0, "bytes_per_token": data.docs.dim * 4, "docs": len(data.docs),
-          "orig_tokens": data.docs.n_tokens})
+    emit(
+        {
+            "kind": "eval",
+            "source": "exact",
+            "spec": "exact-fp32",
+            "ndcg10": round(ndcg_at_k(exact, data.qrels, 10), 4),
+            "recall10_vs_exact": 1.0,
+            "bytes_per_token": data.docs.dim * 4,
+            "docs": len(data.docs),
+            "orig_tokens": data.docs.n_tokens,
+        }
+    )
     evals = {}
-    for row in iter_frontier_rows(data, list(to_eval), exact_run=exact, latency_queries=5,
-                                  fit_sample=args.fit_sample):
+    for row in iter_frontier_rows(
+        data, list(to_eval), exact_run=exact, latency_queries=5, fit_sample=args.fit_sample
+    ):
         row = {"kind": "eval", "source": to_eval[row["spec"]], **row}
         if row["spec"] in {r["spec"] for r in res.table}:
             row["tune_fidelity"] = next(r["fidelity"] for r in res.table if r["spec"] == row["spec"])
         evals[row["spec"]] = row
         emit(row)
     if not args.frontier_rows:
-        frontier = [r for r in evals.values() if r["source"] == "frontier" and r["bytes_per_token"] <= args.budget]
+        frontier = [
+            r for r in evals.values() if r["source"] == "frontier" and r["bytes_per_token"] <= args.budget
+        ]
     best = max(frontier, key=lambda r: r["ndcg10"])
     picked = evals[res.spec]
     delta = round(100 * (best["ndcg10"] - picked["ndcg10"]), 2)
-    emit({"kind": "summary", "budget": args.budget, "eval_docs": len(data.docs), "eval_queries": len(data.queries),
-          "picked": res.spec, "picked_ndcg10": picked["ndcg10"],
-          "picked_bytes_per_token": picked["bytes_per_token"], "best_frontier_spec": best["spec"],
-          "best_frontier_ndcg10": best["ndcg10"], "best_frontier_bytes_per_token": best["bytes_per_token"],
-          "frontier_specs_within_budget": len(frontier),
-          "frontier_source": args.frontier_rows or "frontier.DEFAULT_SPECS evaluated here",
-          "delta_points": delta, "within_1_point": delta <= 1.0})
+    emit(
+        {
+            "kind": "summary",
+            "budget": args.budget,
+            "eval_docs": len(data.docs),
+            "eval_queries": len(data.queries),
+            "picked": res.spec,
+            "picked_ndcg10": picked["ndcg10"],
+            "picked_bytes_per_token": picked["bytes_per_token"],
+            "best_frontier_spec": best["spec"],
+            "best_frontier_ndcg10": best["ndcg10"],
+            "best_frontier_bytes_per_token": best["bytes_per_token"],
+            "frontier_specs_within_budget": len(frontier),
+            "frontier_source": args.frontier_rows or "frontier.DEFAULT_SPECS evaluated here",
+            "delta_points": delta,
+            "within_1_point": delta <= 1.0,
+        }
+    )
 
 
 def main(argv=None) -> int:
@@ -123,16 +171,32 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=20.0, help="max bytes per original token")
     ap.add_argument("--sample-docs", type=int, default=1000)
     ap.add_argument("--sample-queries", type=int, default=100)
-    ap.add_argument("--query-split", default="train", help="split the tuning queries come from (train or test)")
-    ap.add_argument("--max-docs", type=int, default=None,
-                    help="evaluate on a corpus subset (all judged docs + others up to N; all 300 test queries)")
-    ap.add_argument("--frontier-rows", default=None, help="frontier.py --json output to take the frontier from")
+    ap.add_argument(
+        "--query-split", default="train", help="split the tuning queries come from (train or test)"
+    )
+    ap.add_argument(
+        "--max-docs",
+        type=int,
+        default=None,
+        help="evaluate on a corpus subset (all judged docs + others up to N; all 300 test queries)",
+    )
+    ap.add_argument(
+        "--frontier-rows", default=None, help="frontier.py --json output to take the frontier from"
+    )
     ap.add_argument("--also-top", type=int, default=1, help="also evaluate the tune's next-best N candidates")
-    ap.add_argument("--fit-sample", type=int, default=65536,
-                    help="vectors each evaluated codec is fitted on (the store's default train_size)")
+    ap.add_argument(
+        "--fit-sample",
+        type=int,
+        default=65536,
+        help="vectors each evaluated codec is fitted on (the store's default train_size)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", choices=("minilm", "colbert128"), default="minilm",
-                    help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py")
+    ap.add_argument(
+        "--model",
+        choices=("minilm", "colbert128"),
+        default="minilm",
+        help="token vectors: bundled MiniLM hidden states or the ColBERT model of train_colbert.py",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -140,7 +204,9 @@ def main(argv=None) -> int:
         print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
     res = _tune_on_sample(args, emit)
-    data = load_scifact(args.max_docs, model=args.model)  # phase 2: the corpus (or subset) and the 300 test queries
+    data = load_scifact(
+        args.max_docs, model=args.model
+    )  # phase 2: the corpus (or subset) and the 300 test queries
     to_eval, frontier = _specs_to_evaluate(args, res, data.docs.dim)
     _evaluate(args, res, data, to_eval, frontier, emit)
     return 0

@@ -51,7 +51,9 @@ def main() -> None:
     ids, names, texts = pydoc_passages()
     print(f"corpus: {len(texts)} paragraphs of CPython's help topics ({len(set(names))} topics)")
     # embeddings are cached next to the index, so a second run skips the encoding
-    enc = default_encoder(doc_max_length=256, query_max_length=64, cache=os.path.join(args.dir, "..", "cache"))
+    enc = default_encoder(
+        doc_max_length=256, query_max_length=64, cache=os.path.join(args.dir, "..", "cache")
+    )
 
     t0 = time.perf_counter()
     docs = enc.encode_documents(texts)
@@ -67,8 +69,10 @@ def main() -> None:
     qv = enc.encode_queries(QUERIES)
     t0 = time.perf_counter()
     index.search(qv[:1], k=3)  # loads the in-memory snapshot; compiles the search kernels once per install
-    print(f"first search (loads the index; compiles the search kernels, cached on disk): "
-          f"{time.perf_counter() - t0:.1f}s")
+    print(
+        f"first search (loads the index; compiles the search kernels, cached on disk): "
+        f"{time.perf_counter() - t0:.1f}s"
+    )
     t0 = time.perf_counter()
     hits = index.search(qv, k=3, columns=["topic", "text"])
     t_search = (time.perf_counter() - t0) / len(QUERIES) * 1e3

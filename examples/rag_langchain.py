@@ -42,15 +42,22 @@ def main(argv=None) -> int:
     texts, metadatas = zip(*passages())
     with tempfile.TemporaryDirectory() as tmp:
         uri = args.index or str(Path(tmp) / "rag_index")
-        built = MvstoreVectorStore.from_texts(list(texts), metadatas=list(metadatas), uri=uri)  # the bundled MiniLM
+        built = MvstoreVectorStore.from_texts(
+            list(texts), metadatas=list(metadatas), uri=uri
+        )  # the bundled MiniLM
         built.index.create_fts_index()  # BM25 over the passages' text column, for hybrid=True
         store = MvstoreVectorStore(uri)  # e.g. in the serving process: the index knows its encoder
         retriever = store.as_retriever(search_kwargs={"k": args.k})
         runs = [(q, "retriever", retriever.invoke(q)) for q in QUESTIONS]
         # a metadata filter (evaluated by Lance before scoring), hybrid search, and a MaxSim rerank
         q = "Which files does an index directory hold?"
-        runs.append((q, "filter source=docs/LAYOUT.md",
-                     store.similarity_search(q, k=args.k, filter={"source": "docs/LAYOUT.md"})))
+        runs.append(
+            (
+                q,
+                "filter source=docs/LAYOUT.md",
+                store.similarity_search(q, k=args.k, filter={"source": "docs/LAYOUT.md"}),
+            )
+        )
         q = "mvstore upgrade"
         runs.append((q, "hybrid", store.similarity_search(q, k=args.k, hybrid=True)))
         q = "How are the stage-1 centroids trained?"
@@ -58,9 +65,20 @@ def main(argv=None) -> int:
         rerank = MaxSimCompressor(encoder=store.encoder, top_n=args.k)
         runs.append((q, "MaxSimCompressor(top 10)", rerank.compress_documents(wide, q)))
         for question, how, docs in runs:
-            answer = {"question": question, "how": how, "passages": len(texts),
-                      "sources": [{"source": d.metadata["source"], "section": d.metadata["section"], "id": d.id,
-                                   "text": d.page_content} for d in docs]}
+            answer = {
+                "question": question,
+                "how": how,
+                "passages": len(texts),
+                "sources": [
+                    {
+                        "source": d.metadata["source"],
+                        "section": d.metadata["section"],
+                        "id": d.id,
+                        "text": d.page_content,
+                    }
+                    for d in docs
+                ],
+            }
             if args.json:
                 print(json.dumps(answer))
             else:

@@ -50,8 +50,13 @@ def main(argv=None) -> int:
         # more retrievers on the same index, opened by path: the index knows its encoder
         q = "Which files does an index directory hold?"
         layout = MetadataFilters(filters=[MetadataFilter(key="source", value="docs/LAYOUT.md")])
-        runs.append((q, "filter source=docs/LAYOUT.md",
-                     MvstoreRetriever(uri, similarity_top_k=args.k, filters=layout).retrieve(q)))
+        runs.append(
+            (
+                q,
+                "filter source=docs/LAYOUT.md",
+                MvstoreRetriever(uri, similarity_top_k=args.k, filters=layout).retrieve(q),
+            )
+        )
         q = "mvstore upgrade"
         runs.append((q, "hybrid", MvstoreRetriever(uri, similarity_top_k=args.k, hybrid=True).retrieve(q)))
         q = "How are the stage-1 centroids trained?"
@@ -59,9 +64,21 @@ def main(argv=None) -> int:
         rerank = MaxSimNodePostprocessor(encoder=retriever.index.encoder, top_n=args.k)
         runs.append((q, "MaxSimNodePostprocessor(top 10)", rerank.postprocess_nodes(wide, query_str=q)))
         for question, how, nodes in runs:
-            answer = {"question": question, "how": how, "passages": len(docs),
-                      "sources": [{"source": n.node.metadata["source"], "section": n.node.metadata["section"],
-                                   "id": n.node.node_id, "score": n.score, "text": n.node.get_content()} for n in nodes]}
+            answer = {
+                "question": question,
+                "how": how,
+                "passages": len(docs),
+                "sources": [
+                    {
+                        "source": n.node.metadata["source"],
+                        "section": n.node.metadata["section"],
+                        "id": n.node.node_id,
+                        "score": n.score,
+                        "text": n.node.get_content(),
+                    }
+                    for n in nodes
+                ],
+            }
             if args.json:
                 print(json.dumps(answer))
             else:

@@ -67,7 +67,9 @@ def synthetic_pages(n_pages: int, dim: int, seed: int = 0) -> tuple[Ragged, list
     return Ragged.from_list(pages), kinds, contents
 
 
-def queries_for(contents: list[np.ndarray], n_queries: int, dim: int, seed: int = 1) -> tuple[Ragged, list[int]]:
+def queries_for(
+    contents: list[np.ndarray], n_queries: int, dim: int, seed: int = 1
+) -> tuple[Ragged, list[int]]:
     """Each query asks for one region of one page: a few noisy tokens near that region's content vector."""
     rng = np.random.default_rng(seed)
     qs, targets = [], []
@@ -87,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--spec", default="sq8", help="codec for the merged patch vectors (no pooling stage)")
     ap.add_argument("-k", type=int, default=5)
-    ap.add_argument("--semantic", action="store_true",
-                    help="also Ward-cluster each page's patches (Light-ColPali; ~1 s per page on one CPU core)")
+    ap.add_argument(
+        "--semantic",
+        action="store_true",
+        help="also Ward-cluster each page's patches (Light-ColPali; ~1 s per page on one CPU core)",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON rows only")
     args = ap.parse_args(argv)
 
@@ -100,23 +105,39 @@ def main(argv: list[str] | None = None) -> int:
     queries, targets = queries_for(contents, args.queries, args.dim)
     ids = [f"page-{i:04d}" for i in range(len(pages))]
     qids = [f"q{i}" for i in range(len(queries))]
-    say(f"{len(pages)} pages x {GRID[0]}x{GRID[1]} patches ({pages.n_tokens:,} vectors, {args.dim}-d), "
-        f"{len(queries)} queries")
+    say(
+        f"{len(pages)} pages x {GRID[0]}x{GRID[1]} patches ({pages.n_tokens:,} vectors, {args.dim}-d), "
+        f"{len(queries)} queries"
+    )
 
     exact = run_from_scores(maxsim_batch(queries, pages), qids, ids, args.k)
     hit = np.mean([exact[q][0] == ids[t] for q, t in zip(qids, targets)])
-    rows = [{"variant": "exact (1024 patches)", "vectors_per_page": GRID[0] * GRID[1],
-             f"recall{args.k}_vs_exact": 1.0, "top1_is_source_page": round(float(hit), 3), "pool_s": 0.0}]
+    rows = [
+        {
+            "variant": "exact (1024 patches)",
+            "vectors_per_page": GRID[0] * GRID[1],
+            f"recall{args.k}_vs_exact": 1.0,
+            "top1_is_source_page": round(float(hit), 3),
+            "pool_s": 0.0,
+        }
+    ]
     merged = {}
     for mode in ("spatial", "semantic") if args.semantic else ("spatial",):
         t = time.perf_counter()
         merged[mode] = pool_patches(pages, GRID, factor=4, mode=mode)
         pool_s = time.perf_counter() - t
         run = run_from_scores(maxsim_batch(queries, merged[mode]), qids, ids, args.k)
-        rows.append({"variant": f"{mode} merge x4", "vectors_per_page": int(merged[mode].lengths[0]),
-                     f"recall{args.k}_vs_exact": round(recall_vs_reference(run, exact, args.k), 3),
-                     "top1_is_source_page": round(float(np.mean([run[q][0] == ids[t] for q, t in zip(qids, targets)])), 3),
-                     "pool_s": round(pool_s, 2)})
+        rows.append(
+            {
+                "variant": f"{mode} merge x4",
+                "vectors_per_page": int(merged[mode].lengths[0]),
+                f"recall{args.k}_vs_exact": round(recall_vs_reference(run, exact, args.k), 3),
+                "top1_is_source_page": round(
+                    float(np.mean([run[q][0] == ids[t] for q, t in zip(qids, targets)])), 3
+                ),
+                "pool_s": round(pool_s, 2),
+            }
+        )
 
     # an index of the spatially merged pages, compressed with --spec, filtered by page kind
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,14 +149,28 @@ def main(argv: list[str] | None = None) -> int:
         for qi, did in zip(res["query"].to_pylist(), res["id"].to_pylist()):
             run[qids[qi]].append(did)
         bytes_per_patch = st["stored_bytes"] / pages.n_tokens  # per ORIGINAL patch
-        rows.append({"variant": f"index: spatial x4 + {args.spec}", "vectors_per_page": int(merged["spatial"].lengths[0]),
-                     f"recall{args.k}_vs_exact": round(recall_vs_reference(run, exact, args.k), 3),
-                     "top1_is_source_page": round(float(np.mean([run[q][0] == ids[t] for q, t in zip(qids, targets)])), 3),
-                     "bytes_per_patch": round(bytes_per_patch, 2), "fp32_bytes_per_patch": args.dim * 4})
+        rows.append(
+            {
+                "variant": f"index: spatial x4 + {args.spec}",
+                "vectors_per_page": int(merged["spatial"].lengths[0]),
+                f"recall{args.k}_vs_exact": round(recall_vs_reference(run, exact, args.k), 3),
+                "top1_is_source_page": round(
+                    float(np.mean([run[q][0] == ids[t] for q, t in zip(qids, targets)])), 3
+                ),
+                "bytes_per_patch": round(bytes_per_patch, 2),
+                "fp32_bytes_per_patch": args.dim * 4,
+            }
+        )
         q0, want = 0, kinds[targets[0]]
         filt = idx.search(queries[q0], k=3, where=f"kind = '{want}'", columns=["kind"])
-        rows.append({"variant": f"filtered search kind = '{want}'", "ids": filt["id"].to_pylist(),
-                     "kinds": filt["kind"].to_pylist(), "source_page": ids[targets[q0]]})
+        rows.append(
+            {
+                "variant": f"filtered search kind = '{want}'",
+                "ids": filt["id"].to_pylist(),
+                "kinds": filt["kind"].to_pylist(),
+                "source_page": ids[targets[q0]],
+            }
+        )
 
     for r in rows:
         print(json.dumps(r)) if args.json else say("  ".join(f"{k}={v}" for k, v in r.items()))

@@ -24,7 +24,13 @@ __all__ = ["check_int"]
 
 
 def check_int(
-    name: str, value: Any, *, lo: int = 1, hi: int | None = None, what: str = "", error: type[Exception] = InvalidArgumentError
+    name: str,
+    value: Any,
+    *,
+    lo: int = 1,
+    hi: int | None = None,
+    what: str = "",
+    error: type[Exception] = InvalidArgumentError,
 ) -> int:
     """``value`` as a Python int: :class:`InvalidDtypeError` when it is not an integer (bools included),
     ``error`` when it lies outside ``[lo, hi]``. ``what`` says what the value means (and an example)."""

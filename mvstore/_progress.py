@@ -61,7 +61,9 @@ def bar(total: int | None, desc: str, *, unit: str = "it", progress: bool | None
         show, delay = _open_bars == 0 and interactive(), AUTO_DELAY
     else:
         show, delay = progress, 0.0
-    b = tqdm(total=total, desc=desc, unit=unit, disable=not show, delay=delay, file=sys.stderr, dynamic_ncols=True)
+    b = tqdm(
+        total=total, desc=desc, unit=unit, disable=not show, delay=delay, file=sys.stderr, dynamic_ncols=True
+    )
     with _lock:
         _open_bars += 1
     try:

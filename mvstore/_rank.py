@@ -34,7 +34,9 @@ def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.
         keep = np.flatnonzero(scores >= kth)
         rows, scores = rows[keep], scores[keep]
     if len(rows) < 2 or (rows[1:] > rows[:-1]).all():
-        order = np.argsort(-scores, kind="stable")[:k]  # ascending rows: a stable sort keeps them in row order
+        order = np.argsort(-scores, kind="stable")[
+            :k
+        ]  # ascending rows: a stable sort keeps them in row order
     else:
         order = np.lexsort((rows, -scores))[:k]
     return rows[order], scores[order]

@@ -16,7 +16,14 @@ from typing import Any
 
 from .exceptions import DeviceUnavailableError, MissingDependencyError
 
-__all__ = ["device_name", "resolve_device", "cuda_available", "torch_installed", "require_torch", "TORCH_CPU_HINT"]
+__all__ = [
+    "device_name",
+    "resolve_device",
+    "cuda_available",
+    "torch_installed",
+    "require_torch",
+    "TORCH_CPU_HINT",
+]
 
 #: how PyTorch's install page gets the CPU-only build (the default wheel on Linux is the CUDA one)
 TORCH_CPU_HINT = "pip install torch --index-url https://download.pytorch.org/whl/cpu"

@@ -141,7 +141,9 @@ def build(
 def _holds_texts(names: list[str], id_column: str, vectors_column: str, text_column: str) -> bool:
     """Whether the source's documents are texts (no vectors column); InvalidArgumentError for missing columns."""
     if id_column not in names:
-        raise InvalidArgumentError(f"the source has no id column {id_column!r} (columns: {names}); pass id_column=")
+        raise InvalidArgumentError(
+            f"the source has no id column {id_column!r} (columns: {names}); pass id_column="
+        )
     texts = vectors_column not in names
     if texts and text_column not in names:
         raise InvalidArgumentError(
@@ -179,7 +181,9 @@ def _target(
     from .encoders import describable
 
     recorded = local_encoder if local_encoder is not None and describable(local_encoder) else None
-    return ms.create(uri, spec=spec, dim=dim, storage_options=storage_options, encoder=recorded, **create_options)
+    return ms.create(
+        uri, spec=spec, dim=dim, storage_options=storage_options, encoder=recorded, **create_options
+    )
 
 
 def _table_schema(
@@ -258,7 +262,9 @@ def _commit(
     all_ids = pa.concat_arrays([a.cast(schema.field(ID).type) for a in ids])
     dup = first_duplicate(all_ids)
     if dup is not None:
-        raise DuplicateIdError(f"id {dup!r} appears more than once in the source; ids must be unique: drop the repeat")
+        raise DuplicateIdError(
+            f"id {dup!r} appears more than once in the source; ids must be unique: drop the repeat"
+        )
     Index._check_new(all_ids, existing)
     metas = [lance.fragment.FragmentMetadata.from_json(json.dumps(f)) for f in frags]
     if docs is None:
@@ -327,6 +333,7 @@ def _task_pool(rd: Any, n: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- helpers
 
+
 def _connect(ray: bool | str) -> Any:
     """The ``ray`` module, connected: to ``ray`` (an address), or the running/``RAY_ADDRESS``/a local cluster."""
     rd = require("ray", "ray[data]", extra="ray")
@@ -337,7 +344,9 @@ def _connect(ray: bool | str) -> Any:
             "for a single-process build use index.add_batches(...) or `mvstore build` without --ray"
         )
     if not (ray is True or isinstance(ray, str)):
-        raise InvalidDtypeError(f"ray must be True or a cluster address (str), got {type(ray).__name__} {ray!r:.80}")
+        raise InvalidDtypeError(
+            f"ray must be True or a cluster address (str), got {type(ray).__name__} {ray!r:.80}"
+        )
     if not rd.is_initialized():
         rd.init(address=None if ray is True else ray, include_dashboard=False, log_to_driver=False)
     return rd
@@ -354,7 +363,11 @@ def _dataset(rd: Any, source: Any) -> Any:
     path = os.fspath(source)
     low = path.lower().rstrip("/")
     if low.endswith((".jsonl", ".json", ".ndjson", ".jsonl.gz")):
-        return rd.data.read_json(path, lines=True) if "lines" in _params(rd.data.read_json) else rd.data.read_json(path)
+        return (
+            rd.data.read_json(path, lines=True)
+            if "lines" in _params(rd.data.read_json)
+            else rd.data.read_json(path)
+        )
     if low.endswith(".parquet") or "://" in path or os.path.isdir(path):
         return rd.data.read_parquet(path)
     raise InvalidArgumentError(
@@ -384,15 +397,27 @@ def _metadata_columns(schema: pa.Schema, given: list[str] | None, skip: set[str]
     if given is not None:
         unknown = [c for c in given if c not in schema.names]
         if unknown:
-            raise InvalidMetadataError(f"metadata_columns names unknown column(s) {unknown}; the source has {schema.names}")
+            raise InvalidMetadataError(
+                f"metadata_columns names unknown column(s) {unknown}; the source has {schema.names}"
+            )
         return list(given)
-    return [f.name for f in schema if f.name not in skip and not f.name.startswith("_") and any(t(f.type) for t in _SCALAR)]
+    return [
+        f.name
+        for f in schema
+        if f.name not in skip and not f.name.startswith("_") and any(t(f.type) for t in _SCALAR)
+    ]
 
 
 def _vector_dim(col: pa.ChunkedArray | pa.Array) -> int:
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type)):
-        raise InvalidDtypeError(f"the vectors column has type {col.type}; it must hold a list of token vectors per row")
+    if not (
+        pa.types.is_list(col.type)
+        or pa.types.is_large_list(col.type)
+        or pa.types.is_fixed_size_list(col.type)
+    ):
+        raise InvalidDtypeError(
+            f"the vectors column has type {col.type}; it must hold a list of token vectors per row"
+        )
     tokens = col.flatten()
     if len(tokens) == 0:
         raise InvalidVectorsError("the first documents of the source have no token vectors")

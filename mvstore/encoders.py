@@ -111,14 +111,18 @@ def _load_transformers(model_id: str) -> tuple[Any, Any]:
 
     try:
         return AutoTokenizer.from_pretrained(model_id), AutoModel.from_pretrained(model_id)
-    except ValueError as e:  # transformers: no usable tokenizer or config there (a missing model is an OSError)
+    except (
+        ValueError
+    ) as e:  # transformers: no usable tokenizer or config there (a missing model is an OSError)
         raise _unloadable(model_id, e) from e
 
 
 def _unloadable(model_id: str, e: Exception) -> ModelFormatError:
-    return ModelFormatError(f"cannot load a model from {model_id!r} ({' '.join(str(e).split())}); pass a hub id or "
-                            "a directory holding the model's config.json, tokenizer files and weights "
-                            "(as save_pretrained writes them)")
+    return ModelFormatError(
+        f"cannot load a model from {model_id!r} ({' '.join(str(e).split())}); pass a hub id or "
+        "a directory holding the model's config.json, tokenizer files and weights "
+        "(as save_pretrained writes them)"
+    )
 
 
 def _model_ref(model: str | os.PathLike | None) -> str | None:
@@ -126,7 +130,9 @@ def _model_ref(model: str | os.PathLike | None) -> str | None:
     if model is None:
         return None
     if not isinstance(model, (str, os.PathLike)):
-        raise InvalidDtypeError(f"model must be a hub id or a local path (str), got {type(model).__name__} {model!r:.80}")
+        raise InvalidDtypeError(
+            f"model must be a hub id or a local path (str), got {type(model).__name__} {model!r:.80}"
+        )
     return os.path.abspath(model) if os.path.exists(model) else os.fspath(model)
 
 
@@ -164,8 +170,10 @@ class HFTokenEncoder:
         model = _model_ref(model)
         self.progress = check_progress(progress)
         if query_max_length <= 0 or doc_max_length <= 0:
-            raise InvalidArgumentError(f"query_max_length={query_max_length} / doc_max_length={doc_max_length}: both "
-                                       "must be positive token counts, e.g. 64 and 256")
+            raise InvalidArgumentError(
+                f"query_max_length={query_max_length} / doc_max_length={doc_max_length}: both "
+                "must be positive token counts, e.g. 64 and 256"
+            )
         self.model_id = model or default_model_path()
         self.query_max_length = int(query_max_length)
         self.doc_max_length = int(doc_max_length)
@@ -185,9 +193,14 @@ class HFTokenEncoder:
 
     def config(self) -> dict[str, Any]:
         """The JSON description :func:`encoder_from_config` rebuilds this encoder from (model None = bundled)."""
-        return {"kind": "hf", "model": self._model_arg, "query_max_length": self.query_max_length,
-                "doc_max_length": self.doc_max_length, "keep_special_tokens": self.keep_special_tokens,
-                "normalize": self.normalize}
+        return {
+            "kind": "hf",
+            "model": self._model_arg,
+            "query_max_length": self.query_max_length,
+            "doc_max_length": self.doc_max_length,
+            "keep_special_tokens": self.keep_special_tokens,
+            "normalize": self.normalize,
+        }
 
     def encode_documents(self, texts: Sequence[str]) -> Ragged:
         return self._encode(_check_texts(texts), self.doc_max_length)
@@ -198,8 +211,12 @@ class HFTokenEncoder:
     def _encode(self, texts: list[str], max_length: int) -> Ragged:
         if not texts:
             return Ragged(np.zeros((0, self.dim), np.float32), np.zeros(1, np.int64))
-        return _by_length([len(t) for t in texts], self.batch_size, self.progress,
-                          lambda idx, out: self._encode_batch(texts, idx, max_length, out))
+        return _by_length(
+            [len(t) for t in texts],
+            self.batch_size,
+            self.progress,
+            lambda idx, out: self._encode_batch(texts, idx, max_length, out),
+        )
 
     def _encode_batch(self, texts: list[str], idx: np.ndarray, max_length: int, out: list) -> None:
         import torch
@@ -229,8 +246,15 @@ class HFTokenEncoder:
 class SentenceTransformerTokenEncoder:
     """Token vectors from a ``sentence-transformers`` model (``output_value="token_embeddings"``)."""
 
-    def __init__(self, model: str | None = None, *, normalize: bool = True, batch_size: int = 32, device: str = "cpu",
-                 progress: bool | None = None):
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        normalize: bool = True,
+        batch_size: int = 32,
+        device: str = "cpu",
+        progress: bool | None = None,
+    ):
         st = require("sentence_transformers", extra="encoders")
         model = self._model_arg = _model_ref(model)
         self.progress = check_progress(progress)
@@ -241,7 +265,10 @@ class SentenceTransformerTokenEncoder:
             raise _unloadable(self.model_id, e) from e
         self.normalize = bool(normalize)
         self.batch_size = int(batch_size)
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         self.dim = int(get_dim())
         label = "bundled:all-MiniLM-L6-v2" if model is None else str(model)
         self.name = f"st:{label}:len{self.model.max_seq_length}:norm{int(self.normalize)}"
@@ -252,8 +279,13 @@ class SentenceTransformerTokenEncoder:
 
     def _encode(self, texts: list[str]) -> Ragged:
         with bar(len(texts), "encoding", unit="text", progress=self.progress) as pbar:
-            embs = self.model.encode(texts, output_value="token_embeddings", batch_size=self.batch_size,
-                                     convert_to_numpy=False, show_progress_bar=not pbar.disable)
+            embs = self.model.encode(
+                texts,
+                output_value="token_embeddings",
+                batch_size=self.batch_size,
+                convert_to_numpy=False,
+                show_progress_bar=not pbar.disable,
+            )
         mats = []
         for e in embs:
             m = e.float().cpu().numpy()
@@ -275,24 +307,45 @@ class PyLateEncoder:
     model weights (from the hub or a local path)."""
 
     #: keyword arguments of ``pylate.models.ColBERT`` recorded with an index (JSON values only)
-    RECORDED = ("query_length", "document_length", "query_prefix", "document_prefix",
-                "attend_to_expansion_tokens", "do_query_expansion", "skiplist_words", "trust_remote_code")
+    RECORDED = (
+        "query_length",
+        "document_length",
+        "query_prefix",
+        "document_prefix",
+        "attend_to_expansion_tokens",
+        "do_query_expansion",
+        "skiplist_words",
+        "trust_remote_code",
+    )
 
-    def __init__(self, model: str, *, batch_size: int = 32, device: str = "cpu", progress: bool | None = None,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        model: str,
+        *,
+        batch_size: int = 32,
+        device: str = "cpu",
+        progress: bool | None = None,
+        **kwargs: Any,
+    ):
         models = require("pylate.models", extra="pylate")
         model = _model_ref(model)
         if model is None:
-            raise InvalidArgumentError("PyLateEncoder needs a model: a hub id such as 'lightonai/colbertv2.0' or "
-                                       "the path of a saved PyLate model")
+            raise InvalidArgumentError(
+                "PyLateEncoder needs a model: a hub id such as 'lightonai/colbertv2.0' or "
+                "the path of a saved PyLate model"
+            )
         unknown = sorted(set(kwargs) - set(self.RECORDED))
         if unknown:
-            raise InvalidArgumentError(f"PyLateEncoder does not take {unknown}; it passes on {list(self.RECORDED)} "
-                                       "to pylate.models.ColBERT (for other settings build the model yourself)")
+            raise InvalidArgumentError(
+                f"PyLateEncoder does not take {unknown}; it passes on {list(self.RECORDED)} "
+                "to pylate.models.ColBERT (for other settings build the model yourself)"
+            )
         self.model_id = model
         self.kwargs = dict(kwargs)
         self.progress = check_progress(progress)
-        self.model = models.ColBERT(model_name_or_path=model, device=str(_torch_device(device, "pylate")), **kwargs)
+        self.model = models.ColBERT(
+            model_name_or_path=model, device=str(_torch_device(device, "pylate")), **kwargs
+        )
         self.batch_size = int(batch_size)
         probe = self.model.encode(["probe"], is_query=False, show_progress_bar=False)
         self.dim = int(np.asarray(probe[0]).shape[-1])
@@ -305,8 +358,9 @@ class PyLateEncoder:
 
     def _encode(self, texts: list[str], is_query: bool) -> Ragged:
         with bar(len(texts), "encoding", unit="text", progress=self.progress) as pbar:
-            embs = self.model.encode(texts, is_query=is_query, batch_size=self.batch_size,
-                                     show_progress_bar=not pbar.disable)
+            embs = self.model.encode(
+                texts, is_query=is_query, batch_size=self.batch_size, show_progress_bar=not pbar.disable
+            )
         return Ragged.from_list([np.asarray(e, dtype=np.float32) for e in embs])
 
     def encode_documents(self, texts: Sequence[str]) -> Ragged:
@@ -348,34 +402,49 @@ class ColBERTEncoder:
         import torch
 
         if not isinstance(path, (str, os.PathLike)):
-            raise InvalidDtypeError(f"path must be a model directory (str or Path), got {type(path).__name__}")
+            raise InvalidDtypeError(
+                f"path must be a model directory (str or Path), got {type(path).__name__}"
+            )
         self.path = Path(path).absolute()
         self.progress = check_progress(progress)
         self._overrides = {"query_length": query_length, "doc_max_length": doc_max_length}
         cfg = self._read_json("config_sentence_transformers.json")
         modules = sorted(self._read_json("modules.json"), key=lambda m: m["idx"])
-        if not modules or modules[0]["type"] != "sentence_transformers.models.Transformer" or modules[0]["path"]:
-            raise ModelFormatError(f"{self.path}: the first module of modules.json must be the transformer at the top "
-                             "level, as PyLate saves it: re-save the model with pylate's model.save_pretrained(dir)")
+        if (
+            not modules
+            or modules[0]["type"] != "sentence_transformers.models.Transformer"
+            or modules[0]["path"]
+        ):
+            raise ModelFormatError(
+                f"{self.path}: the first module of modules.json must be the transformer at the top "
+                "level, as PyLate saves it: re-save the model with pylate's model.save_pretrained(dir)"
+            )
         self.projections = self._load_projections(modules[1:])  # (weight, bias) per Dense module, in order
         st_cfg = self.path / "sentence_bert_config.json"
-        self.lowercase = bool(json.loads(st_cfg.read_text()).get("do_lower_case", False)) if st_cfg.exists() else False
+        self.lowercase = (
+            bool(json.loads(st_cfg.read_text()).get("do_lower_case", False)) if st_cfg.exists() else False
+        )
         self.query_length = int(cfg["query_length"] if query_length is None else query_length)
         self.doc_max_length = int(cfg["document_length"] if doc_max_length is None else doc_max_length)
         if self.query_length < 3 or self.doc_max_length < 3:
-            raise InvalidArgumentError(f"query_length {self.query_length} / doc_max_length {self.doc_max_length}: both "
-                                       "must be at least 3 ([CLS], the marker, [SEP]); pass larger values")
+            raise InvalidArgumentError(
+                f"query_length {self.query_length} / doc_max_length {self.doc_max_length}: both "
+                "must be at least 3 ([CLS], the marker, [SEP]); pass larger values"
+            )
         self.attend_to_expansion = bool(cfg.get("attend_to_expansion_tokens", False))
         self.batch_size = int(batch_size)
         self.device = _torch_device(device)
         self.tokenizer, model_ = _load_transformers(str(self.path))
         self.model = model_.eval().to(self.device)
-        self.projections = [(w.to(self.device), None if b is None else b.float().to(self.device))
-                            for w, b in self.projections]
+        self.projections = [
+            (w.to(self.device), None if b is None else b.float().to(self.device)) for w, b in self.projections
+        ]
         ids = self.tokenizer.convert_tokens_to_ids([cfg["query_prefix"], cfg["document_prefix"]])
         if self.tokenizer.unk_token_id in ids:
-            raise ModelFormatError(f"{self.path}: the tokenizer does not know the markers {cfg['query_prefix']!r} / "
-                             f"{cfg['document_prefix']!r}: the directory's tokenizer files are not PyLate's")
+            raise ModelFormatError(
+                f"{self.path}: the tokenizer does not know the markers {cfg['query_prefix']!r} / "
+                f"{cfg['document_prefix']!r}: the directory's tokenizer files are not PyLate's"
+            )
         self.query_prefix_id, self.doc_prefix_id = ids
         self.mask_id = self.tokenizer.mask_token_id
         self.skiplist = torch.tensor(
@@ -383,11 +452,15 @@ class ColBERTEncoder:
         )
         self.dim = int(self.projections[-1][0].shape[0])
         digest = hashlib.sha256()
-        for f in sorted(self.path.rglob("*")):  # weights + configs: a retrained model never hits a stale cache
+        for f in sorted(
+            self.path.rglob("*")
+        ):  # weights + configs: a retrained model never hits a stale cache
             if f.is_file() and f.suffix in (".safetensors", ".json", ".txt"):
                 digest.update(f.relative_to(self.path).as_posix().encode() + b"\0" + f.read_bytes())
-        self.name = (f"colbert:{self.path.name}:{digest.hexdigest()[:16]}:q{self.query_length}:"
-                     f"d{self.doc_max_length}:exp{int(self.attend_to_expansion)}")
+        self.name = (
+            f"colbert:{self.path.name}:{digest.hexdigest()[:16]}:q{self.query_length}:"
+            f"d{self.doc_max_length}:exp{int(self.attend_to_expansion)}"
+        )
 
     def _load_projections(self, modules: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
         """The Dense modules' ``(weight, bias)`` (safetensors); ModelFormatError for anything else."""
@@ -398,30 +471,42 @@ class ColBERTEncoder:
             dense = self._read_json(f"{m['path']}/config.json")
             act = dense.get("activation_function", "torch.nn.modules.linear.Identity")
             if not m["type"].endswith(".Dense") or act != "torch.nn.modules.linear.Identity":
-                raise ModelFormatError(f"{self.path}: module {m['path']!r} ({m['type']}, activation {act}) is not a "
-                                 "linear Dense projection; only PyLate's Dense modules are supported: load this "
-                                 "model with PyLateEncoder instead")
+                raise ModelFormatError(
+                    f"{self.path}: module {m['path']!r} ({m['type']}, activation {act}) is not a "
+                    "linear Dense projection; only PyLate's Dense modules are supported: load this "
+                    "model with PyLateEncoder instead"
+                )
             weights_file = self.path / m["path"] / "model.safetensors"
             if not weights_file.exists():
-                raise ModelFormatError(f"{weights_file} is missing: re-save the model with safetensors "
-                                        "(pylate's model.save_pretrained(dir, safe_serialization=True))")
+                raise ModelFormatError(
+                    f"{weights_file} is missing: re-save the model with safetensors "
+                    "(pylate's model.save_pretrained(dir, safe_serialization=True))"
+                )
             w = load_file(str(weights_file))
             projections.append((w["linear.weight"].float(), w.get("linear.bias")))
         if not projections:
-            raise ModelFormatError(f"{self.path}: modules.json lists no Dense projection, so this is no PyLate ColBERT "
-                                   "model: use HFTokenEncoder for a plain transformer's hidden states")
+            raise ModelFormatError(
+                f"{self.path}: modules.json lists no Dense projection, so this is no PyLate ColBERT "
+                "model: use HFTokenEncoder for a plain transformer's hidden states"
+            )
         return projections
 
     def config(self) -> dict[str, Any]:
         """The JSON description :func:`encoder_from_config` rebuilds this encoder from (the lengths only when
         they override the saved ones)."""
-        return {"kind": "colbert", "path": str(self.path), **{k: v for k, v in self._overrides.items() if v is not None}}
+        return {
+            "kind": "colbert",
+            "path": str(self.path),
+            **{k: v for k, v in self._overrides.items() if v is not None},
+        }
 
     def _read_json(self, rel: str) -> Any:
         f = self.path / rel
         if not f.exists():
-            raise ModelFormatError(f"{f} not found: {self.path} is not a PyLate ColBERT model directory "
-                                   "(save one with pylate's model.save_pretrained(dir))")
+            raise ModelFormatError(
+                f"{f} not found: {self.path} is not a PyLate ColBERT model directory "
+                "(save one with pylate's model.save_pretrained(dir))"
+            )
         return json.loads(f.read_text())
 
     def encode_documents(self, texts: Sequence[str]) -> Ragged:
@@ -439,8 +524,12 @@ class ColBERTEncoder:
         # PyLate tokenizes to length - 1 tokens, then inserts the marker after [CLS]
         ids = self.tokenizer(texts, truncation=True, max_length=length - 1)["input_ids"]
         ids = [[seq[0], prefix, *seq[1:]] for seq in ids]
-        return _by_length([len(x) for x in ids], self.batch_size, self.progress,
-                          lambda idx, out: self._encode_batch(ids, idx, is_query, out))
+        return _by_length(
+            [len(x) for x in ids],
+            self.batch_size,
+            self.progress,
+            lambda idx, out: self._encode_batch(ids, idx, is_query, out),
+        )
 
     def _encode_batch(self, ids: list[list[int]], idx: np.ndarray, is_query: bool, out: list) -> None:
         import torch
@@ -452,8 +541,11 @@ class ColBERTEncoder:
         for j, i in enumerate(idx):
             input_ids[j, : len(ids[i])] = torch.tensor(ids[i])
             attention[j, : len(ids[i])] = 1
-        keep = torch.ones_like(attention, dtype=torch.bool) if is_query else (
-            attention.bool() & ~torch.isin(input_ids, self.skiplist))
+        keep = (
+            torch.ones_like(attention, dtype=torch.bool)
+            if is_query
+            else (attention.bool() & ~torch.isin(input_ids, self.skiplist))
+        )
         if is_query and self.attend_to_expansion:
             attention.fill_(1)
         inputs = {"input_ids": input_ids, "attention_mask": attention}
@@ -490,16 +582,22 @@ class CachedEncoder:
         progress: bool | None = None,
     ):
         if dtype not in ("float16", "float32"):
-            raise InvalidArgumentError(f"CachedEncoder dtype={dtype!r}: use 'float16' (half the disk) or 'float32' (exact)")
+            raise InvalidArgumentError(
+                f"CachedEncoder dtype={dtype!r}: use 'float16' (half the disk) or 'float32' (exact)"
+            )
         self.encoder = encoder
         self.chunk = int(chunk)
         self.dtype = np.dtype(dtype)
         self.progress = check_progress(progress)
-        root = cache_dir or os.environ.get("MVSTORE_CACHE") or Path.home() / ".cache" / "mvstore" / "embeddings"
+        root = (
+            cache_dir or os.environ.get("MVSTORE_CACHE") or Path.home() / ".cache" / "mvstore" / "embeddings"
+        )
         key = hashlib.sha256(encoder.name.encode()).hexdigest()[:16]
         self.dir = Path(root) / (key if dtype == "float32" else f"{key}-f16")
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "model.json").write_text(json.dumps({"name": encoder.name, "dim": encoder.dim, "dtype": dtype}))
+        (self.dir / "model.json").write_text(
+            json.dumps({"name": encoder.name, "dim": encoder.dim, "dtype": dtype})
+        )
         self.name = encoder.name
         self.dim = encoder.dim
 
@@ -522,7 +620,9 @@ class CachedEncoder:
         fn = self.encoder.encode_documents if role == "doc" else self.encoder.encode_queries
         desc = "encoding documents" if role == "doc" else "encoding queries"
         with bar(len(missing), desc, unit="text", progress=self.progress) as pbar:
-            for s in range(0, len(missing), self.chunk):  # saved chunk by chunk: an interrupted run keeps its work
+            for s in range(
+                0, len(missing), self.chunk
+            ):  # saved chunk by chunk: an interrupted run keeps its work
                 part = missing[s : s + self.chunk]
                 new = fn([texts[i] for i in part])
                 for j, i in enumerate(part):
@@ -546,11 +646,17 @@ class CachedEncoder:
 
 
 #: encoder kinds: the short prefix (``make_encoder``, the CLI's ``--encoder``), the ``"kind"`` of a description
-KINDS = {"hf": HFTokenEncoder, "st": SentenceTransformerTokenEncoder, "pylate": PyLateEncoder,
-         "colbert": ColBERTEncoder}
-_ENCODER_HELP = ("an encoder is 'hf' (the bundled MiniLM), 'hf:MODEL', 'st:MODEL', 'pylate:MODEL' or 'colbert:PATH' "
-                 "(MODEL: a hub id or a local path), or an HFTokenEncoder / SentenceTransformerTokenEncoder / "
-                 "PyLateEncoder / ColBERTEncoder object")
+KINDS = {
+    "hf": HFTokenEncoder,
+    "st": SentenceTransformerTokenEncoder,
+    "pylate": PyLateEncoder,
+    "colbert": ColBERTEncoder,
+}
+_ENCODER_HELP = (
+    "an encoder is 'hf' (the bundled MiniLM), 'hf:MODEL', 'st:MODEL', 'pylate:MODEL' or 'colbert:PATH' "
+    "(MODEL: a hub id or a local path), or an HFTokenEncoder / SentenceTransformerTokenEncoder / "
+    "PyLateEncoder / ColBERTEncoder object"
+)
 
 
 def encoder_config(encoder: Any) -> dict[str, Any]:
@@ -581,8 +687,10 @@ def describable(encoder: Any) -> bool:
 def encoder_from_config(config: dict[str, Any], *, device: str = "cpu", progress: bool | None = None) -> Any:
     """Rebuild an encoder from :func:`encoder_config`'s description (loads the model)."""
     if not isinstance(config, dict) or config.get("kind") not in KINDS:
-        raise InvalidArgumentError(f"{config!r:.200} is not an encoder description ({{'kind': one of "
-                                   f"{sorted(KINDS)}, ...}}); {_ENCODER_HELP}")
+        raise InvalidArgumentError(
+            f"{config!r:.200} is not an encoder description ({{'kind': one of "
+            f"{sorted(KINDS)}, ...}}); {_ENCODER_HELP}"
+        )
     settings = {k: v for k, v in config.items() if k != "kind"}
     kind = config["kind"]
     if kind == "colbert":
@@ -608,7 +716,9 @@ def make_encoder(
     if isinstance(encoder, dict):
         return encoder_from_config(encoder, device=device, progress=progress)
     if not isinstance(encoder, str):
-        if callable(getattr(encoder, "encode_queries", None)) and callable(getattr(encoder, "encode_documents", None)):
+        if callable(getattr(encoder, "encode_queries", None)) and callable(
+            getattr(encoder, "encode_documents", None)
+        ):
             return encoder
         raise InvalidDtypeError(f"encoder {encoder!r:.80} is no encoder; {_ENCODER_HELP}")
     kind, _, model = encoder.partition(":")
@@ -622,8 +732,10 @@ def make_encoder(
         return HFTokenEncoder(model or None, device=device, progress=progress, **lengths)
     if kind == "st":
         if q is not None or d is not None:
-            raise InvalidArgumentError("an 'st:' encoder takes its length from the model (max_seq_length); "
-                                       "drop the max lengths or use 'hf:MODEL'")
+            raise InvalidArgumentError(
+                "an 'st:' encoder takes its length from the model (max_seq_length); "
+                "drop the max lengths or use 'hf:MODEL'"
+            )
         return SentenceTransformerTokenEncoder(model, device=device, progress=progress)
     if kind == "pylate":
         lengths = {k: v for k, v in (("query_length", q), ("document_length", d)) if v is not None}

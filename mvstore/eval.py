@@ -73,11 +73,14 @@ def _records(path: Path, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DatasetFormatError(f"{path}:{n} is not JSON ({e.msg}); a BEIR file holds one JSON object "
-                                             "per line") from None
+                    raise DatasetFormatError(
+                        f"{path}:{n} is not JSON ({e.msg}); a BEIR file holds one JSON object per line"
+                    ) from None
                 if not isinstance(rec, dict) or any(k not in rec for k in fields):
-                    raise DatasetFormatError(f"{path}:{n} is not a BEIR record: each line is a JSON object with "
-                                             f"{' and '.join(map(repr, fields))}")
+                    raise DatasetFormatError(
+                        f"{path}:{n} is not a BEIR record: each line is a JSON object with "
+                        f"{' and '.join(map(repr, fields))}"
+                    )
                 yield rec
     except UnicodeDecodeError as e:
         raise DatasetFormatError(f"{path} is not UTF-8 text ({e}); BEIR files are UTF-8 JSONL") from None
@@ -93,23 +96,32 @@ def _qrels(path: Path) -> dict[str, dict[str, int]]:
             try:
                 qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
             except ValueError:
-                raise DatasetFormatError(f"{path}:{n}: the grade {parts[2]!r} is not an integer; a qrels line is "
-                                         "'query-id<TAB>corpus-id<TAB>score'") from None
+                raise DatasetFormatError(
+                    f"{path}:{n}: the grade {parts[2]!r} is not an integer; a qrels line is "
+                    "'query-id<TAB>corpus-id<TAB>score'"
+                ) from None
     return qrels
 
 
 def load_beir(root: str | Path, split: str = "test") -> BeirDataset:
     """Load a BEIR directory: ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]``, ``qrels/<split>.tsv``."""
     root = Path(root)
-    corpus = {str(d["_id"]): f"{d.get('title') or ''} {d.get('text') or ''}".strip()
-              for d in _records(_find(root, "corpus"), ("_id",))}
+    corpus = {
+        str(d["_id"]): f"{d.get('title') or ''} {d.get('text') or ''}".strip()
+        for d in _records(_find(root, "corpus"), ("_id",))
+    }
     qrels_path = root / "qrels" / f"{split}.tsv"
     if not qrels_path.exists():
-        raise FileNotFoundError(f"no qrels file {qrels_path}; available splits: "
-                                f"{sorted(p.stem for p in (root / 'qrels').glob('*.tsv'))}")
+        raise FileNotFoundError(
+            f"no qrels file {qrels_path}; available splits: "
+            f"{sorted(p.stem for p in (root / 'qrels').glob('*.tsv'))}"
+        )
     qrels = _qrels(qrels_path)
-    queries = {str(q["_id"]): q["text"] for q in _records(_find(root, "queries"), ("_id", "text"))
-               if str(q["_id"]) in qrels}
+    queries = {
+        str(q["_id"]): q["text"]
+        for q in _records(_find(root, "queries"), ("_id", "text"))
+        if str(q["_id"]) in qrels
+    }
     return BeirDataset(corpus, queries, qrels)
 
 
@@ -146,7 +158,9 @@ def recall_vs_reference(run: Run, reference: Run, k: int = 10) -> float:
     return float(np.mean(vals)) if vals else 0.0
 
 
-def run_from_scores(scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str], k: int = 100) -> dict:
+def run_from_scores(
+    scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str], k: int = 100
+) -> dict:
     """Top-k run from a dense ``(n_queries, n_docs)`` score matrix (ties broken by doc order)."""
     doc_ids = list(doc_ids)
     k = min(k, scores.shape[1])
@@ -172,5 +186,8 @@ def metrics(run: Run, qrels: Qrels, k: int = 10) -> dict[str, float]:
     """``ndcg<k>``, ``recall<k>`` and ``recall100`` of ``run`` over the queries of ``qrels`` it answers, rounded
     to 4 digits (the rows of ``mvstore eval`` and ``mvstore bench``)."""
     qrels = {q: r for q, r in qrels.items() if q in run}
-    return {f"ndcg{k}": round(ndcg_at_k(run, qrels, k), 4), f"recall{k}": round(recall_at_k(run, qrels, k), 4),
-            "recall100": round(recall_at_k(run, qrels, 100), 4)}
+    return {
+        f"ndcg{k}": round(ndcg_at_k(run, qrels, k), 4),
+        f"recall{k}": round(recall_at_k(run, qrels, k), 4),
+        "recall100": round(recall_at_k(run, qrels, 100), 4),
+    }

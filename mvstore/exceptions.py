@@ -167,4 +167,6 @@ def require(module: str, pip_name: str | None = None, extra: str | None = None):
         return importlib.import_module(module)
     except ImportError as e:  # pragma: no cover - exercised via monkeypatch in tests
         cmd = f'pip install "mvstore[{extra}]"' if extra else f"pip install {pip_name or module}"
-        raise MissingDependencyError(f"{module} is required for this feature but is not installed: run `{cmd}`") from e
+        raise MissingDependencyError(
+            f"{module} is required for this feature but is not installed: run `{cmd}`"
+        ) from e

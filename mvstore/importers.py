@@ -107,7 +107,15 @@ def _unpickle(data: bytes) -> Any:
     return _PlainUnpickler(io.BytesIO(data)).load()
 
 
-_MAPPING_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError)
+_MAPPING_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    ImportError,
+    IndexError,
+)
 _IDS_FIX = 'pass ids="plaid" to import with the PLAID document numbers 0..n-1 instead, or ids=[...]'
 
 
@@ -120,7 +128,9 @@ def _read_mapping(path: Path) -> dict:
         else:
             con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
             try:
-                mapping = {int(k): _unpickle(bytes(v)) for k, v in con.execute('SELECT key, value FROM "unnamed"')}
+                mapping = {
+                    int(k): _unpickle(bytes(v)) for k, v in con.execute('SELECT key, value FROM "unnamed"')
+                }
             finally:
                 con.close()
     except (*_MAPPING_ERRORS, sqlite3.Error) as e:
@@ -161,7 +171,9 @@ def _npy(path: Path, mmap: bool = False) -> np.ndarray:
     except FileNotFoundError:
         raise _fail(path, "is missing", "the PLAID index is incomplete: re-create it") from None
     except (ValueError, OSError, EOFError) as e:
-        raise _fail(path, f"is not a readable .npy array ({e})", "the file is damaged: re-create the index") from None
+        raise _fail(
+            path, f"is not a readable .npy array ({e})", "the file is damaged: re-create the index"
+        ) from None
 
 
 def _torch_load(path: Path) -> Any:
@@ -200,9 +212,13 @@ def _find_root(path: Path) -> tuple[Path, str, Path | None]:
         raise _fail(path, "is not a directory", "pass the directory of a fast-plaid or PyLate PLAID index")
     if (path / PYLATE_SUBDIR / "metadata.json").is_file():  # PyLate >= 1.3: <index_folder>/<index_name>
         root, kind, folder = path / PYLATE_SUBDIR, FAST_PLAID, path
-    elif (path / "metadata.json").is_file() and (path / "centroids.npy").is_file():  # fast-plaid's own directory
+    elif (path / "metadata.json").is_file() and (
+        path / "centroids.npy"
+    ).is_file():  # fast-plaid's own directory
         root, kind, folder = path, FAST_PLAID, path.parent if path.name == PYLATE_SUBDIR else None
-    elif (path / "metadata.json").is_file() and (path / "centroids.pt").is_file():  # Stanford ColBERT (PyLate 1.2)
+    elif (path / "metadata.json").is_file() and (
+        path / "centroids.pt"
+    ).is_file():  # Stanford ColBERT (PyLate 1.2)
         root, kind, folder = path, STANFORD, path
     else:
         raise _fail(
@@ -217,7 +233,9 @@ def _find_root(path: Path) -> tuple[Path, str, Path | None]:
 
 @dataclass
 class _Chunk:
-    load: Callable[[], tuple[np.ndarray, np.ndarray]]  # its codes (rows,) and residuals (rows, dim * nbits / 8)
+    load: Callable[
+        [], tuple[np.ndarray, np.ndarray]
+    ]  # its codes (rows,) and residuals (rows, dim * nbits / 8)
     offsets: np.ndarray  # (n_docs + 1,) row offsets of the chunk's documents
     first_doc: int
 
@@ -278,7 +296,9 @@ def _payload(root: Path, suffix: str, rows: list[int], frozen: bool) -> list[np.
     return out
 
 
-def _decode(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int) -> np.ndarray:
+def _decode(
+    codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int
+) -> np.ndarray:
     """fast-plaid's reconstruction of token vectors (``decompress_residuals``), in float32."""
     n, dim = len(codes), centroids.shape[1]
     bits = np.unpackbits(np.ascontiguousarray(packed), axis=1).reshape(n, dim, nbits)  # MSB-first bit stream
@@ -359,7 +379,9 @@ class PlaidIndex:
         if len(codes_a) and (codes_a.min() < 0 or codes_a.max() >= len(self._centroids)):
             raise _fail(self.path, f"a token's centroid id is outside 0..{len(self._centroids) - 1}",
                         "the codes do not belong to these centroids: re-create the index")  # fmt: skip
-        return Ragged(_decode(codes_a, np.concatenate(packed), self._centroids, self._weights, self.nbits), offsets)
+        return Ragged(
+            _decode(codes_a, np.concatenate(packed), self._centroids, self._weights, self.nbits), offsets
+        )
 
     def batches(self, max_vectors: int = BATCH_VECTORS) -> Iterator[np.ndarray]:
         """The kept documents (:meth:`kept`) in order, in runs of about ``max_vectors`` tokens (a longer document
@@ -382,7 +404,11 @@ class PlaidIndex:
         lo, hi = int(docs.min()), int(docs.max())
         con = sqlite3.connect(f"{self.metadata_db.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            cols = [(r[1], str(r[2]).upper()) for r in con.execute("PRAGMA table_info(METADATA)") if r[1] != "_subset_"]
+            cols = [
+                (r[1], str(r[2]).upper())
+                for r in con.execute("PRAGMA table_info(METADATA)")
+                if r[1] != "_subset_"
+            ]
             quoted = "".join(', "' + c.replace('"', '""') + '"' for c, _ in cols)
             rows = con.execute(
                 f'SELECT "_subset_"{quoted} FROM METADATA WHERE "_subset_" BETWEEN ? AND ?',  # noqa: S608 - names from its schema
@@ -420,7 +446,9 @@ def _nbits(where: Path, nbits: Any) -> int:
     return int(nbits)
 
 
-def _codec_arrays(root: Path, nbits: int, centroids: np.ndarray, weights: np.ndarray, names: tuple[str, str]) -> None:
+def _codec_arrays(
+    root: Path, nbits: int, centroids: np.ndarray, weights: np.ndarray, names: tuple[str, str]
+) -> None:
     if centroids.ndim != 2 or not np.issubdtype(centroids.dtype, np.floating):
         raise _fail(root / names[0], f"is a {centroids.dtype} array of shape {centroids.shape}",
                     "PLAID writes a float (n_centroids, dim) array: re-create the index")  # fmt: skip
@@ -428,7 +456,11 @@ def _codec_arrays(root: Path, nbits: int, centroids: np.ndarray, weights: np.nda
         raise _fail(root / names[1], f"holds {weights.size} bucket weights, not 2**nbits = {2**nbits}",
                     "it belongs to another index: re-create the index")  # fmt: skip
     if centroids.shape[1] * nbits % 8:
-        raise _fail(root, f"dim {centroids.shape[1]} * nbits {nbits} is not a whole number of bytes", "re-create the index")
+        raise _fail(
+            root,
+            f"dim {centroids.shape[1]} * nbits {nbits} is not a whole number of bytes",
+            "re-create the index",
+        )
 
 
 def _doclens(root: Path, n_chunks: Any) -> list[np.ndarray]:
@@ -437,7 +469,9 @@ def _doclens(root: Path, n_chunks: Any) -> list[np.ndarray]:
     out = []
     for i in range(n_chunks):
         lens = _json(root / f"doclens.{i}.json")
-        if not isinstance(lens, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in lens):
+        if not isinstance(lens, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in lens
+        ):
             raise _fail(root / f"doclens.{i}.json", "is not a list of token counts", "re-create the index")
         out.append(np.asarray(lens, np.int64))
     return out
@@ -453,11 +487,15 @@ def _ids(ids: Any, ids_file: Path | None, doclens: np.ndarray, root: Path) -> tu
     if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
         raise InvalidDtypeError(f'ids must be None, "plaid" or a sequence of {n_docs} ids, got {ids!r:.80}')
     if len(ids) != n_docs:
-        raise InvalidArgumentError(f"{len(ids)} ids given for the {n_docs} documents of {root}; pass one id per document")
+        raise InvalidArgumentError(
+            f"{len(ids)} ids given for the {n_docs} documents of {root}; pass one id per document"
+        )
     return [_plain(x) for x in ids], "given"
 
 
-_Read = tuple[int, np.ndarray, np.ndarray, list[np.ndarray], list[Callable[[], tuple[np.ndarray, np.ndarray]]]]
+_Read = tuple[
+    int, np.ndarray, np.ndarray, list[np.ndarray], list[Callable[[], tuple[np.ndarray, np.ndarray]]]
+]
 
 
 def _read_fast_plaid(root: Path, meta: Any) -> _Read:
@@ -470,10 +508,18 @@ def _read_fast_plaid(root: Path, meta: Any) -> _Read:
     _codec_arrays(root, nbits, centroids, weights, ("centroids.npy", "bucket_weights.npy"))
     doclens = _doclens(root, meta["num_chunks"])
     rows = [int(x.sum()) for x in doclens]
-    frozen = bool(meta.get("frozen")) and not meta.get("mutable")  # fast-plaid reads only the merged files then
+    frozen = bool(meta.get("frozen")) and not meta.get(
+        "mutable"
+    )  # fast-plaid reads only the merged files then
     codes, residuals = _payload(root, "codes", rows, frozen), _payload(root, "residuals", rows, frozen)
     loads = [lambda c=c, r=r: (c, r) for c, r in zip(codes, residuals)]
-    return nbits, centroids.astype(np.float16).astype(np.float32), weights.astype(np.float16).astype(np.float32), doclens, loads
+    return (
+        nbits,
+        centroids.astype(np.float16).astype(np.float32),
+        weights.astype(np.float16).astype(np.float32),
+        doclens,
+        loads,
+    )
 
 
 def _read_stanford(root: Path, meta: Any) -> _Read:
@@ -486,7 +532,9 @@ def _read_stanford(root: Path, meta: Any) -> _Read:
     centroids = _tensor(root / "centroids.pt")
     buckets = _torch_load(root / "buckets.pt")
     if not isinstance(buckets, (tuple, list)) or len(buckets) != 2:
-        raise _fail(root / "buckets.pt", "is not a (bucket_cutoffs, bucket_weights) pair", "re-create the index")
+        raise _fail(
+            root / "buckets.pt", "is not a (bucket_cutoffs, bucket_weights) pair", "re-create the index"
+        )
     weights = _tensor(root / "buckets.pt", buckets[1])
     _codec_arrays(root, nbits, centroids, weights, ("centroids.pt", "buckets.pt"))
     if config.get("dim") not in (None, centroids.shape[1]):
@@ -496,7 +544,13 @@ def _read_stanford(root: Path, meta: Any) -> _Read:
         lambda i=i: (_tensor(root / f"{i}.codes.pt"), _tensor(root / f"{i}.residuals.pt"))
         for i in range(meta["num_chunks"] if isinstance(meta["num_chunks"], int) else 0)
     ]
-    return nbits, centroids.astype(np.float32), weights.astype(np.float32), _doclens(root, meta["num_chunks"]), loads
+    return (
+        nbits,
+        centroids.astype(np.float32),
+        weights.astype(np.float32),
+        _doclens(root, meta["num_chunks"]),
+        loads,
+    )
 
 
 def read_plaid(path: str | os.PathLike, *, ids: Any = None, metadata: bool = True) -> PlaidIndex:
@@ -566,7 +620,9 @@ def _train_sample(plaid: PlaidIndex, n_vectors: int, seed: int) -> Ragged:
     return plaid.decode(np.sort(order[:take]))
 
 
-def _target(plaid: PlaidIndex, uri: Any, spec: Any, exist_ok: bool, storage_options: Any, create_options: dict) -> Any:
+def _target(
+    plaid: PlaidIndex, uri: Any, spec: Any, exist_ok: bool, storage_options: Any, create_options: dict
+) -> Any:
     """The index at ``uri`` (``exist_ok``: an existing one, its dim and spec checked) or a new one."""
     from . import store
     from .store._fs import Location
@@ -585,7 +641,9 @@ def _target(plaid: PlaidIndex, uri: Any, spec: Any, exist_ok: bool, storage_opti
                 "with its spec, or import into a new index"
             )
         return idx
-    if create_options.get("n_centroids") is None and (spec is None or isinstance(spec, str) and spec != "auto"):
+    if create_options.get("n_centroids") is None and (
+        spec is None or isinstance(spec, str) and spec != "auto"
+    ):
         # stage-1 centroids sized for the whole collection, as one first add of it would be
         pool_factor = spec_mod.parse(spec or spec_mod.default_spec(plaid.dim)).pool_factor
         n_stored = max(1, int(plaid.doclens[plaid.kept()].sum() / pool_factor))
@@ -638,7 +696,9 @@ def _import(plaid: PlaidIndex, uri: Any, spec: Any, exist_ok: bool, batch_vector
 
     kept = plaid.kept()
     if not len(kept):
-        raise _fail(plaid.path, "holds no documents with token vectors", "nothing to import: pass another index")
+        raise _fail(
+            plaid.path, "holds no documents with token vectors", "nothing to import: pass another index"
+        )
     empty = [plaid.ids[i] for i in np.flatnonzero(plaid.doclens == 0).tolist() if plaid.ids[i] is not None]
     if empty:
         warnings.warn(

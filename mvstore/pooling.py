@@ -107,7 +107,9 @@ def _check_protected(protected: Any) -> int:
 
 
 def _check_min_vectors(min_vectors: Any) -> int:
-    return check_int("min_vectors", min_vectors, lo=0, what="the fewest vectors a document keeps; 0: no floor")
+    return check_int(
+        "min_vectors", min_vectors, lo=0, what="the fewest vectors a document keeps; 0: no floor"
+    )
 
 
 def _check_workers(workers: Any) -> int | None:
@@ -199,9 +201,13 @@ class _WardChain:
         self.invc = self.counts.clone()  # 1 / n for active clusters, 0 elsewhere
         self.active = valid.clone()
         self.parent = ar.expand(B, N).clone()
-        self.height = torch.full((B, N), _INF, dtype=f64, device=dev)  # approximate cost of the merge absorbing j
+        self.height = torch.full(
+            (B, N), _INF, dtype=f64, device=dev
+        )  # approximate cost of the merge absorbing j
         self.hslack = torch.zeros((B, N), dtype=f64, device=dev)  # ... and its error bound
-        self.nnv = torch.full((B, N), _INF, dtype=f64, device=dev)  # approximate cost to the nearest neighbour
+        self.nnv = torch.full(
+            (B, N), _INF, dtype=f64, device=dev
+        )  # approximate cost to the nearest neighbour
         self.nns = torch.zeros((B, N), dtype=f64, device=dev)  # ... and its error bound
         self.nn = ar.expand(B, N).clone()
         self.low = torch.full((B, N), _INF, dtype=f64, device=dev)  # lower bound of each row's exact NN cost
@@ -293,7 +299,9 @@ class _WardChain:
         sab = self.cluster_sums(torch.cat([fa, fb]))
         si, sj = sab[: len(fa)], sab[len(fa) :]
         ex = _exact_ward(si, sj, self.counts[fa], self.counts[fb], torch.empty_like(si))
-        rowmin = torch.full((len(qa),), _INF, dtype=torch.float64, device=dev).scatter_reduce(0, sub, ex, "amin")
+        rowmin = torch.full((len(qa),), _INF, dtype=torch.float64, device=dev).scatter_reduce(
+            0, sub, ex, "amin"
+        )
         key = torch.where(ex == rowmin[sub], col, N)
         pick = torch.full((len(qa),), N, dtype=torch.int64, device=dev).scatter_reduce(0, sub, key, "amin")
         best = best.clone()
@@ -548,7 +556,9 @@ def _ordinals_by_first_token(lab, valid, K: int):
     first = torch.full((B, K), N, dtype=torch.int64, device=lab.device)
     first.scatter_reduce_(1, lab.clamp_min(0), ar.expand(B, N).masked_fill(~valid, N), "amin")
     order = torch.argsort(first, dim=1)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(K, device=lab.device).expand(B, K).contiguous())
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(K, device=lab.device).expand(B, K).contiguous()
+    )
     return torch.where(valid, rank.gather(1, lab.clamp_min(0)), -1)
 
 
@@ -640,7 +650,9 @@ def _tensor(a: np.ndarray, dev: Any) -> Any:
     return torch.from_numpy(a).to(dev)
 
 
-def _padded_batch(vt: np.ndarray, starts: np.ndarray, lens: np.ndarray, dev: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+def _padded_batch(
+    vt: np.ndarray, starts: np.ndarray, lens: np.ndarray, dev: Any
+) -> tuple[Any, np.ndarray, np.ndarray]:
     """The documents ``vt[starts[i]:+lens[i]]`` zero-padded into one (B, max len, d) float32 tensor on ``dev``
     -> (tensor, each token's index within its document, each token's flat position in the batch)."""
     import torch
@@ -694,8 +706,10 @@ def _pool_from_labels(docs: Ragged, protected: int, n_out: np.ndarray, labels: n
     total = int(out_off[-1])
     indptr = np.zeros(total + 1, np.int64)
     np.cumsum(np.bincount(dest, minlength=total), out=indptr[1:])
-    member = csr_matrix((np.ones(len(dest), np.float32), np.argsort(dest, kind="stable"), indptr),
-                        shape=(total, docs.n_tokens))
+    member = csr_matrix(
+        (np.ones(len(dest), np.float32), np.argsort(dest, kind="stable"), indptr),
+        shape=(total, docs.n_tokens),
+    )
     res = np.asarray(member @ np.asarray(docs.values, dtype=np.float32), dtype=np.float32)
     res /= np.maximum(np.linalg.norm(res, axis=1, keepdims=True), np.float32(1e-30))
     if protected:
@@ -721,9 +735,7 @@ def _labels(
     n = lengths - p
     ks = n_clusters(n, factor, min_vectors)
     starts = docs.offsets[:-1] + p
-    lab = _cluster_labels(
-        docs.values, starts, n, ks, method, device, seed=seed, workers=workers
-    )
+    lab = _cluster_labels(docs.values, starts, n, ks, method, device, seed=seed, workers=workers)
     seg = docs.segment_ids()
     local = np.arange(docs.n_tokens) - docs.offsets[seg]
     labels = local.copy()
@@ -847,7 +859,9 @@ def pool_patches(
         )
     if mode == "semantic":
         if block is not None:
-            raise InvalidArgumentError("block= only applies to mode='spatial'; semantic pooling takes factor=")
+            raise InvalidArgumentError(
+                "block= only applies to mode='spatial'; semantic pooling takes factor="
+            )
         return pool(
             docs,
             4.0 if factor is None else factor,

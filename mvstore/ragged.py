@@ -164,7 +164,9 @@ class Ragged:
         return out
 
     @classmethod
-    def from_padded(cls, padded: Any, mask: Any, *, dtype: Any = np.float32, check_finite: bool = True) -> Ragged:
+    def from_padded(
+        cls, padded: Any, mask: Any, *, dtype: Any = np.float32, check_finite: bool = True
+    ) -> Ragged:
         """Pack a padded ``(batch, length, dim)`` tensor/array using a ``(batch, length)`` mask
         (nonzero = real token). Padding is dropped; the order of real tokens is kept."""
         p = _to_numpy(padded, "padded")
@@ -173,7 +175,9 @@ class Ragged:
         if p.ndim != 3:
             raise InvalidVectorsError(f"padded must be 3-D (batch, length, dim), got shape {p.shape}")
         if m.shape != p.shape[:2]:
-            raise InvalidVectorsError(f"mask shape {m.shape} does not match padded (batch, length) {p.shape[:2]}")
+            raise InvalidVectorsError(
+                f"mask shape {m.shape} does not match padded (batch, length) {p.shape[:2]}"
+            )
         m = m.astype(bool)
         lengths = m.sum(1)
         if (lengths == 0).any():
@@ -274,7 +278,9 @@ class Ragged:
         return self
 
     def __repr__(self) -> str:
-        return f"Ragged(n_docs={len(self)}, n_tokens={self.n_tokens}, dim={self.dim}, dtype={self.values.dtype})"
+        return (
+            f"Ragged(n_docs={len(self)}, n_tokens={self.n_tokens}, dim={self.dim}, dtype={self.values.dtype})"
+        )
 
 
 def as_ragged(x: Any, *, dim: int | None = None, what: str = "token vectors") -> Ragged:

@@ -46,7 +46,9 @@ def load_rows(source: str | os.PathLike | Iterable[Mapping[str, Any]]) -> list[d
         try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ReportError(f"{path} is not UTF-8 text ({e}); pass the JSONL rows a benchmark's --json wrote") from None
+            raise ReportError(
+                f"{path} is not UTF-8 text ({e}); pass the JSONL rows a benchmark's --json wrote"
+            ) from None
         rows = []
         for n, line in enumerate(text.split("\n"), 1):
             if not line.strip():
@@ -65,7 +67,9 @@ def load_rows(source: str | os.PathLike | Iterable[Mapping[str, Any]]) -> list[d
     rows = []
     for i, row in enumerate(source):
         if not isinstance(row, Mapping):
-            raise ReportError(f"row {i} is a {type(row).__name__}; rows must be dicts like {{'spec': ..., ...}}")
+            raise ReportError(
+                f"row {i} is a {type(row).__name__}; rows must be dicts like {{'spec': ..., ...}}"
+            )
         rows.append(dict(row))
     return rows
 
@@ -77,7 +81,9 @@ def _number(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def pareto_front(rows: Sequence[Mapping[str, Any]], x: str = "bytes_per_token", y: str = "ndcg10") -> list[int]:
+def pareto_front(
+    rows: Sequence[Mapping[str, Any]], x: str = "bytes_per_token", y: str = "ndcg10"
+) -> list[int]:
     """Indices of the rows on the Pareto front (minimize ``x``, maximize ``y``), sorted by ``x``.
 
     Rows without a finite number in ``x`` or ``y`` are never on the front. Of exact duplicates
@@ -124,7 +130,9 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
         parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)]
         return "  ".join(parts).rstrip()
 
-    header = "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(columns, widths, numeric)).rstrip()
+    header = "  ".join(
+        c.rjust(w) if num else c.ljust(w) for c, w, num in zip(columns, widths, numeric)
+    ).rstrip()
     return "\n".join([header] + [line(r) for r in cells])
 
 
@@ -165,8 +173,10 @@ def plot_frontier(
             "pass x=/y= (CLI: --x/--y) naming two numeric columns"
         )
     if len(usable) < len(rows):
-        warnings.warn(f"{len(rows) - len(usable)} of {len(rows)} rows lack {x!r} or {y!r} and are not plotted",
-                      stacklevel=2)
+        warnings.warn(
+            f"{len(rows) - len(usable)} of {len(rows)} rows lack {x!r} or {y!r} and are not plotted",
+            stacklevel=2,
+        )
     if any(float(r[x]) <= 0 for r in usable):
         raise ReportError(f"{x!r} must be positive for a log-scaled axis; got a row with {x} <= 0")
     ref_rows = [r for r in usable if reference is not None and r.get(label) == reference]
@@ -176,18 +186,44 @@ def plot_frontier(
     fig = Figure(figsize=(8, 5.5), dpi=130)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    ax.scatter([float(r[x]) for r in pts], [float(r[y]) for r in pts], s=22, color="0.65", zorder=2,
-               label=f"all configurations ({len(pts)})")
+    ax.scatter(
+        [float(r[x]) for r in pts],
+        [float(r[y]) for r in pts],
+        s=22,
+        color="0.65",
+        zorder=2,
+        label=f"all configurations ({len(pts)})",
+    )
     fx, fy = [float(r[x]) for r in front], [float(r[y]) for r in front]
     ax.step(fx, fy, where="post", color="tab:blue", lw=1.2, alpha=0.6, zorder=3)
-    ax.scatter(fx, fy, s=46, color="tab:blue", edgecolor="black", lw=0.6, zorder=4,
-               label=f"Pareto front ({len(front)})")
+    ax.scatter(
+        fx,
+        fy,
+        s=46,
+        color="tab:blue",
+        edgecolor="black",
+        lw=0.6,
+        zorder=4,
+        label=f"Pareto front ({len(front)})",
+    )
     for r in front:
-        ax.annotate(str(r.get(label, "")), (float(r[x]), float(r[y])), textcoords="offset points",
-                    xytext=(5, -10), fontsize=7.5, color="tab:blue")
+        ax.annotate(
+            str(r.get(label, "")),
+            (float(r[x]), float(r[y])),
+            textcoords="offset points",
+            xytext=(5, -10),
+            fontsize=7.5,
+            color="tab:blue",
+        )
     for r in ref_rows:
-        ax.axhline(float(r[y]), color="tab:red", ls="--", lw=1, zorder=1,
-                   label=f"{r.get(label)} ({float(r[y]):.3f} at {float(r[x]):g} {x})")
+        ax.axhline(
+            float(r[y]),
+            color="tab:red",
+            ls="--",
+            lw=1,
+            zorder=1,
+            label=f"{r.get(label)} ({float(r[y]):.3f} at {float(r[x]):g} {x})",
+        )
     ax.set_xscale("log")
     xs = [float(r[x]) for r in usable]
     lo, hi = min(xs), max(xs)

@@ -38,7 +38,16 @@ from typing import Any
 from ._checks import check_int
 from .exceptions import SpecError
 
-__all__ = ["default_spec", "Spec", "Stage", "parse", "build_pipeline", "code_size", "bytes_per_token", "known_forms"]
+__all__ = [
+    "default_spec",
+    "Spec",
+    "Stage",
+    "parse",
+    "build_pipeline",
+    "code_size",
+    "bytes_per_token",
+    "known_forms",
+]
 
 _POOL = re.compile(r"(k?pool)(.*?)(?:min([0-9]*))?")
 _FACTOR = re.compile(r"[1-9][0-9]*(\.[0-9]*[1-9])?|0\.[0-9]*[1-9]")
@@ -111,7 +120,9 @@ class Spec:
 
         if self.pool_factor == 1.0:
             return docs
-        return pool(docs, self.pool_factor, method=self.pool_method, min_vectors=self.pool_min_vectors, **kwargs)
+        return pool(
+            docs, self.pool_factor, method=self.pool_method, min_vectors=self.pool_min_vectors, **kwargs
+        )
 
     @property
     def codec_stages(self) -> tuple[Stage, ...]:

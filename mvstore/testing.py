@@ -29,8 +29,15 @@ import numpy as np
 
 from .ragged import Ragged
 
-__all__ = ["unit", "token_docs", "synthetic_docs", "synthetic_batches", "topic_docs", "queries_from",
-           "clustered_vectors"]
+__all__ = [
+    "unit",
+    "token_docs",
+    "synthetic_docs",
+    "synthetic_batches",
+    "topic_docs",
+    "queries_from",
+    "clustered_vectors",
+]
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -72,8 +79,16 @@ def token_docs(
     return out
 
 
-def synthetic_docs(n_docs: int, dim: int = 128, *, n_topics: int = 256, min_len: int = 30, max_len: int = 300,
-                   seed: int = 0, spread: float = 0.35) -> Ragged:
+def synthetic_docs(
+    n_docs: int,
+    dim: int = 128,
+    *,
+    n_topics: int = 256,
+    min_len: int = 30,
+    max_len: int = 300,
+    seed: int = 0,
+    spread: float = 0.35,
+) -> Ragged:
     """Documents drawn to look like real token vectors: clustered, unit norm, ``min_len``-``max_len`` tokens."""
     rng = np.random.default_rng(seed)
     topics = rng.standard_normal((n_topics, dim)).astype(np.float32)
@@ -109,7 +124,9 @@ def synthetic_batches(
         yield np.arange(start, start + n, dtype=np.int64), Ragged(x, offsets)
 
 
-def topic_docs(n_docs: int, dim: int = 32, n_topics: int = 24, seed: int = 0, lo: int = 30, hi: int = 80) -> Ragged:
+def topic_docs(
+    n_docs: int, dim: int = 32, n_topics: int = 24, seed: int = 0, lo: int = 30, hi: int = 80
+) -> Ragged:
     """Clustered unit-norm token vectors; each document draws its tokens from a few topics."""
     rng = np.random.default_rng(seed)
     topics = rng.standard_normal((n_topics, dim)).astype(np.float32)

@@ -48,7 +48,16 @@ from .search.maxsim import maxsim_batch
 from .search.params import check_k
 from .spec import build_pipeline, bytes_per_token, default_spec, parse
 
-__all__ = ["TuneError", "TuneResult", "tune", "default_candidates", "auto_candidates", "auto_spec", "inverse_cloze", "known_item_ndcg"]
+__all__ = [
+    "TuneError",
+    "TuneResult",
+    "tune",
+    "default_candidates",
+    "auto_candidates",
+    "auto_spec",
+    "inverse_cloze",
+    "known_item_ndcg",
+]
 
 #: pool factors the default grid explores
 POOL_FACTORS = (1, 2, 3, 4)
@@ -103,7 +112,15 @@ class TuneResult:
 
     def to_text(self, pareto_only: bool = False) -> str:
         rows = self.front if pareto_only else self.table
-        cols = ["spec", "bytes_per_token", "fidelity", "vectors_per_token", "within_budget", "pareto", "picked"]
+        cols = [
+            "spec",
+            "bytes_per_token",
+            "fidelity",
+            "vectors_per_token",
+            "within_budget",
+            "pareto",
+            "picked",
+        ]
         head = (
             f"picked {self.spec!r}: {self.measure.replace('@k', f'@{self.k}')} = {self.fidelity:.4f}"
             + (f" (exact MaxSim: {self.exact_fidelity:.4f})" if self.exact_fidelity is not None else "")
@@ -128,7 +145,9 @@ def _pca_dims(dim: int) -> list[int]:
     return sorted(dims, reverse=True)
 
 
-def default_candidates(dim: int, max_bytes_per_token: float, pool_factors: Sequence[float] = POOL_FACTORS) -> list[str]:
+def default_candidates(
+    dim: int, max_bytes_per_token: float, pool_factors: Sequence[float] = POOL_FACTORS
+) -> list[str]:
     """The default grid for input ``dim`` and a budget: for each pool factor and quantizer family, the
     spec(s) spending the most bytes per token within the budget (largest PCA dim first among equals), and
     :func:`~mvstore.spec.default_spec` when it fits."""
@@ -200,7 +219,9 @@ def tune(
     budget = _check_budget(max_bytes_per_token)
     docs, queries, k = _tune_sample(docs, queries, k, sample_docs, sample_queries, fit_vectors, seed)
     parsed = _candidate_specs(candidates, docs.dim, budget)
-    rows, skipped = _evaluate(parsed, docs, queries, maxsim_batch(queries, docs), k, budget, fit_vectors, seed, progress)
+    rows, skipped = _evaluate(
+        parsed, docs, queries, maxsim_batch(queries, docs), k, budget, fit_vectors, seed, progress
+    )
     return _result(rows, skipped, budget, k, docs, queries, t_start)
 
 
@@ -217,7 +238,11 @@ def _tune_sample(
             f"queries have dim {queries.dim} but documents have dim {docs.dim}; encode both with the same model"
         )
     k = check_k(k)
-    for name, v in (("sample_docs", sample_docs), ("sample_queries", sample_queries), ("fit_vectors", fit_vectors)):
+    for name, v in (
+        ("sample_docs", sample_docs),
+        ("sample_queries", sample_queries),
+        ("fit_vectors", fit_vectors),
+    ):
         check_int(name, v, what="a sample size")
     rng = np.random.default_rng(seed)
     docs = docs.take(_sample_rows(len(docs), sample_docs, rng)).astype(np.float32)
@@ -257,8 +282,16 @@ def _candidate_specs(candidates: Sequence[str] | None, dim: int, budget: float) 
 
 
 def _evaluate(
-    parsed: list[tuple[Any, float]], docs: Ragged, queries: Ragged, exact: np.ndarray, k: int, budget: float,
-    fit_vectors: int, seed: int, progress: bool | None, targets: np.ndarray | None = None,
+    parsed: list[tuple[Any, float]],
+    docs: Ragged,
+    queries: Ragged,
+    exact: np.ndarray,
+    k: int,
+    budget: float,
+    fit_vectors: int,
+    seed: int,
+    progress: bool | None,
+    targets: np.ndarray | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """One table row per candidate that could be fit (fidelity: recall@``k`` vs ``exact``, the uncompressed
     MaxSim scores of ``queries`` against ``docs``; with ``targets``
@@ -294,10 +327,16 @@ def _evaluate(
                 pbar.update(1)
                 continue
             dec = Ragged(np.ascontiguousarray(pipe.decode(pipe.encode(pd.values)), np.float32), pd.offsets)
-            qt = Ragged(np.ascontiguousarray(pipe.transform_query(queries.values), np.float32), queries.offsets)
+            qt = Ragged(
+                np.ascontiguousarray(pipe.transform_query(queries.values), np.float32), queries.offsets
+            )
             scores = maxsim_batch(qt, dec)
             agreement = recall_vs_reference(run_from_scores(scores, qids, dids, k), reference, k)
-            parts = {} if targets is None else {"agreement": agreement, "known_item": known_item_ndcg(scores, targets, k)}
+            parts = (
+                {}
+                if targets is None
+                else {"agreement": agreement, "known_item": known_item_ndcg(scores, targets, k)}
+            )
             fidelity = sum(parts.values()) / 2 if parts else agreement
             measured = pipe.code_size * pd.n_tokens / docs.n_tokens
             rows.append(
@@ -317,8 +356,14 @@ def _evaluate(
 
 
 def _result(
-    rows: list[dict[str, Any]], skipped: dict[str, str], budget: float, k: int, docs: Ragged, queries: Ragged,
-    t_start: float, **extra: Any,
+    rows: list[dict[str, Any]],
+    skipped: dict[str, str],
+    budget: float,
+    k: int,
+    docs: Ragged,
+    queries: Ragged,
+    t_start: float,
+    **extra: Any,
 ) -> TuneResult:
     """The :class:`TuneResult` of the table ``rows`` measured on ``docs``/``queries``: its :func:`_pick`."""
     best = _pick(rows, skipped, budget)
@@ -364,7 +409,9 @@ def _pick(rows: list[dict[str, Any]], skipped: dict[str, str], budget: float) ->
 
 
 # ------------------------------------------------------------------------------------ spec="auto"
-def auto_candidates(dim: int, max_bytes_per_token: float, vectors_per_token: dict[str, float] | None = None) -> list[str]:
+def auto_candidates(
+    dim: int, max_bytes_per_token: float, vectors_per_token: dict[str, float] | None = None
+) -> list[str]:
     """``spec="auto"``'s grid: each pooling stage of :data:`AUTO_POOLS`, then the richest codes that fit the
     budget given the vectors each original token leaves after that pooling (``vectors_per_token``, measured
     on the sample; ``1 / factor`` when not given): every dimension at 8, 4 or 1 bit (``sq8``, ``sq4``,
@@ -486,7 +533,9 @@ def auto_spec(
     ratios = {}  # stored vectors per original token after each pooling stage (cluster counts follow from lengths)
     for pool in AUTO_POOLS[1:]:
         sp = parse(pool)
-        ratios[pool] = float(n_clusters(corpus.lengths, sp.pool_factor, sp.pool_min_vectors).sum() / corpus.n_tokens)
+        ratios[pool] = float(
+            n_clusters(corpus.lengths, sp.pool_factor, sp.pool_min_vectors).sum() / corpus.n_tokens
+        )
     specs = auto_candidates(docs.dim, budget, ratios)
     if not specs:
         raise TuneError(
@@ -495,9 +544,17 @@ def auto_spec(
         )
     parsed = _candidate_specs(specs, docs.dim, budget)
     exact = maxsim_batch(queries, corpus)
-    rows, skipped = _evaluate(parsed, corpus, queries, exact, k, budget, fit_vectors, seed, progress, targets=targets)
+    rows, skipped = _evaluate(
+        parsed, corpus, queries, exact, k, budget, fit_vectors, seed, progress, targets=targets
+    )
     return _result(
-        rows, skipped, budget, k, corpus, queries, t_start,
+        rows,
+        skipped,
+        budget,
+        k,
+        corpus,
+        queries,
+        t_start,
         measure="mean of recall@k vs exact MaxSim and known-item nDCG@k, on inverse-cloze pseudo-queries",
         exact_fidelity=round((1 + known_item_ndcg(exact, targets, k)) / 2, 4),
     )

@@ -73,7 +73,9 @@ def test_the_cache_is_bounded_and_reused(tmp_path):
     assert small.memory["cached_bytes"] <= 10_000
     # everything fits the large cache: the second and third pass read nothing
     assert big.memory["misses"] == 300 and big.memory["hits"] == 600
-    assert mvstore.open(uri, memory="bounded", cache_bytes=0).search(QS, k=3).num_rows == 18  # no cache at all
+    assert (
+        mvstore.open(uri, memory="bounded", cache_bytes=0).search(QS, k=3).num_rows == 18
+    )  # no cache at all
     assert ms.open(uri).memory == {"mode": "full"}
 
 

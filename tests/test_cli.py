@@ -41,8 +41,14 @@ QUERIES = {
 
 def mvstore(*args, check_rc=0, env=None):
     e = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {}))
-    p = subprocess.run([sys.executable, "-m", "mvstore.cli", *map(str, args)], capture_output=True, text=True,
-                       cwd=REPO, env=e, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "mvstore.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=e,
+        timeout=600,
+    )
     if check_rc is not None:
         assert p.returncode == check_rc, f"rc={p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
     return p
@@ -77,11 +83,13 @@ def vector_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("vec")
     docs = synthetic_docs(60, 16, n_topics=12, min_len=5, max_len=20, seed=0)
     queries = synthetic_docs(4, 16, n_topics=12, min_len=3, max_len=5, seed=1)
-    tbl = pa.table({
-        "id": pa.array(np.arange(1000, 1060), pa.int64()),
-        "vectors": [d.tolist() for d in docs],
-        "lang": ["en" if i % 3 else "fr" for i in range(60)],
-    })
+    tbl = pa.table(
+        {
+            "id": pa.array(np.arange(1000, 1060), pa.int64()),
+            "vectors": [d.tolist() for d in docs],
+            "lang": ["en" if i % 3 else "fr" for i in range(60)],
+        }
+    )
     pq.write_table(tbl, root / "docs.parquet")
     np.savez(root / "docs.npz", ids=np.arange(1000, 1060), vectors=docs.values, offsets=docs.offsets)
     np.savez(root / "queries.npz", vectors=queries.values, offsets=queries.offsets)
@@ -92,10 +100,25 @@ def vector_files(tmp_path_factory):
 def test_build_search_info_from_vectors(vector_files, tmp_path):
     root, docs, queries = vector_files
     ix = tmp_path / "ix"
-    out = json_rows(mvstore("-q", "build", ix, "--input", root / "docs.parquet", "--spec", "sq8", "--json").stdout)
+    out = json_rows(
+        mvstore("-q", "build", ix, "--input", root / "docs.parquet", "--spec", "sq8", "--json").stdout
+    )
     assert out[0]["docs"] == 60 and out[0]["tokens"] == docs.n_tokens and out[0]["bytes_per_token"] == 20.0
-    res = json_rows(mvstore("search", ix, "--query-file", root / "queries.npz", "-k", "4", "--where", "lang = 'fr'",
-                            "--json", "--candidates", "exhaustive").stdout)
+    res = json_rows(
+        mvstore(
+            "search",
+            ix,
+            "--query-file",
+            root / "queries.npz",
+            "-k",
+            "4",
+            "--where",
+            "lang = 'fr'",
+            "--json",
+            "--candidates",
+            "exhaustive",
+        ).stdout
+    )
     assert len(res) == 16 and {r["lang"] for r in res} == {"fr"}
     # the top hit equals exact MaxSim restricted to the filtered documents
     from mvstore.search.maxsim import maxsim
@@ -109,8 +132,27 @@ def test_build_search_info_from_vectors(vector_files, tmp_path):
     text = mvstore("info", ix).stdout
     assert "bytes_per_token" in text and "versions" in text
     # the stage-1 knobs reach SearchParams: probing every centroid and re-ranking every document is exact
-    knobs = json_rows(mvstore("search", ix, "--query-file", root / "queries.npz", "-k", "4", "--where", "lang = 'fr'",
-                              "--json", "--nprobe", "4096", "--n-full", "60", "--n-rerank", "60", "--threads", "1").stdout)
+    knobs = json_rows(
+        mvstore(
+            "search",
+            ix,
+            "--query-file",
+            root / "queries.npz",
+            "-k",
+            "4",
+            "--where",
+            "lang = 'fr'",
+            "--json",
+            "--nprobe",
+            "4096",
+            "--n-full",
+            "60",
+            "--n-rerank",
+            "60",
+            "--threads",
+            "1",
+        ).stdout
+    )
     assert [(r["query"], r["id"]) for r in knobs] == [(r["query"], r["id"]) for r in res]
     bad = mvstore("search", ix, "--query-file", root / "queries.npz", "--threads", "0", check_rc=2)
     assert "--threads 0 must be a positive integer" in bad.stderr  # the flag, not SearchParams.threads
@@ -121,17 +163,45 @@ def test_build_search_info_from_vectors(vector_files, tmp_path):
 
 def test_build_from_npz_and_tune_on_vectors(vector_files, tmp_path):
     root, docs, _ = vector_files
-    out = json_rows(mvstore("-q", "build", tmp_path / "ix", "--input", root / "docs.npz", "--spec", "pca8,sq4",
-                            "--json").stdout)
+    out = json_rows(
+        mvstore(
+            "-q", "build", tmp_path / "ix", "--input", root / "docs.npz", "--spec", "pca8,sq4", "--json"
+        ).stdout
+    )
     assert out[0]["docs"] == 60 and out[0]["bytes_per_token"] == 4.0 + 4  # 4 B codes + 4 B stage-1 term
-    rows = json_rows(mvstore("-q", "tune", root / "docs.npz", "--queries", root / "queries.npz", "--budget", "8",
-                             "--candidates", "sq8;sq4;bin;pca8,sq8", "-k", "5", "--json").stdout)
+    rows = json_rows(
+        mvstore(
+            "-q",
+            "tune",
+            root / "docs.npz",
+            "--queries",
+            root / "queries.npz",
+            "--budget",
+            "8",
+            "--candidates",
+            "sq8;sq4;bin;pca8,sq8",
+            "-k",
+            "5",
+            "--json",
+        ).stdout
+    )
     assert {r["spec"] for r in rows} == {"sq8", "sq4", "bin", "pca8,sq8"}
     picked = [r for r in rows if r["picked"]]
     assert len(picked) == 1 and picked[0]["bytes_per_token"] <= 8
     assert picked[0]["fidelity"] == max(r["fidelity"] for r in rows if r["within_budget"])
-    text = mvstore("-q", "tune", root / "docs.npz", "--queries", root / "queries.npz", "--budget", "8",
-                   "--candidates", "sq4;bin", "-k", "5").stdout
+    text = mvstore(
+        "-q",
+        "tune",
+        root / "docs.npz",
+        "--queries",
+        root / "queries.npz",
+        "--budget",
+        "8",
+        "--candidates",
+        "sq4;bin",
+        "-k",
+        "5",
+    ).stdout
     assert text.startswith("picked 'sq4'") and "pareto" in text
 
 
@@ -151,7 +221,12 @@ def test_report_command_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     lines = p.stdout.splitlines()
     assert lines[0].split() == ["spec", "bytes_per_token", "ndcg10"]
-    assert [ln.split()[0] for ln in lines[1:]] == ["pq16", "pca96,rq2", "fp16", "exact-fp32"]  # bin is dominated
+    assert [ln.split()[0] for ln in lines[1:]] == [
+        "pq16",
+        "pca96,rq2",
+        "fp16",
+        "exact-fp32",
+    ]  # bin is dominated
     assert [rows[i]["spec"] for i in pareto_front(rows)] == ["pq16", "pca96,rq2", "fp16", "exact-fp32"]
     with pytest.warns(UserWarning, match="1 of 6 rows lack"):
         plot_frontier(rows, tmp_path / "b.png")
@@ -159,7 +234,9 @@ def test_report_command_and_plot(tmp_path):
 
 
 def test_report_errors(tmp_path):
-    with pytest.raises(ReportError, match="none of the 1 rows has numbers in both 'bytes_per_token' and 'ndcg10'.*x=/y="):
+    with pytest.raises(
+        ReportError, match="none of the 1 rows has numbers in both 'bytes_per_token' and 'ndcg10'.*x=/y="
+    ):
         plot_frontier([{"spec": "a", "p50_ms": 1.0}], tmp_path / "a.png")
     with pytest.raises(ReportError, match="must end in .png"):
         plot_frontier([{"bytes_per_token": 1, "ndcg10": 0.5}], tmp_path / "a.jpg")
@@ -175,19 +252,27 @@ def test_report_errors(tmp_path):
 def test_errors_are_one_line_with_exit_code_2(vector_files, tmp_path):
     root, _, _ = vector_files
     p = mvstore("build", tmp_path / "ix", "--input", tmp_path / "missing.jsonl", check_rc=2)
-    assert p.stderr.strip() == f"mvstore: error: input file {str(tmp_path / 'missing.jsonl')!r} does not exist"
+    assert (
+        p.stderr.strip() == f"mvstore: error: input file {str(tmp_path / 'missing.jsonl')!r} does not exist"
+    )
     p = mvstore("build", tmp_path / "ix", "--input", root / "docs.parquet", "--spec", "pca16,sq9", check_rc=2)
     err = p.stderr.strip()
-    assert err.startswith("mvstore: error: at offset 6 in 'pca16,sq9': unknown stage 'sq9'") and "\n" not in err
+    assert (
+        err.startswith("mvstore: error: at offset 6 in 'pca16,sq9': unknown stage 'sq9'") and "\n" not in err
+    )
     assert "Traceback" not in p.stderr
     p = mvstore("search", tmp_path / "nope", "hello", check_rc=2)
     assert "no index at" in p.stderr and "mvstore build" in p.stderr
-    p = mvstore("build", tmp_path / "ix2", "--input", root / "docs.parquet", "--id-column", "doc_id", check_rc=2)
+    p = mvstore(
+        "build", tmp_path / "ix2", "--input", root / "docs.parquet", "--id-column", "doc_id", check_rc=2
+    )
     assert "no id column 'doc_id'" in p.stderr and "--id-column" in p.stderr
     p = mvstore("tune", root / "docs.npz", "--budget", "8", check_rc=2)
     assert "needs --queries" in p.stderr
     dup = tmp_path / "dup.jsonl"  # token vectors in JSONL, with a repeated id
-    dup.write_text("".join(json.dumps({"id": i % 3, "vectors": [[1.0, 0.0], [0.6, 0.8]]}) + "\n" for i in range(4)))
+    dup.write_text(
+        "".join(json.dumps({"id": i % 3, "vectors": [[1.0, 0.0], [0.6, 0.8]]}) + "\n" for i in range(4))
+    )
     p = mvstore("build", tmp_path / "ix3", "--input", dup, "--spec", "fp16", check_rc=2)
     assert "mvstore: error:" in p.stderr and "0" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "ix3").exists()  # a failed build leaves no half-made index behind
@@ -203,17 +288,47 @@ def test_errors_are_one_line_with_exit_code_2(vector_files, tmp_path):
 def test_text_build_search_eval_bench(beir, tmp_path):
     cache = tmp_path / "cache"
     ix = tmp_path / "ix"
-    out = json_rows(mvstore("-q", "build", ix, "--input", beir / "corpus.jsonl", "--id-column", "_id",
-                            "--spec", "pca96,sq8", "--cache", cache, "--json").stdout)
+    out = json_rows(
+        mvstore(
+            "-q",
+            "build",
+            ix,
+            "--input",
+            beir / "corpus.jsonl",
+            "--id-column",
+            "_id",
+            "--spec",
+            "pca96,sq8",
+            "--cache",
+            cache,
+            "--json",
+        ).stdout
+    )
     assert out[0]["docs"] == len(TEXTS)
-    res = json_rows(mvstore("search", ix, "what causes ocean tides", "how do solar panels work", "-k", "3",
-                            "--json", "--where", "topic != 'economy'", "--cache", cache).stdout)
+    res = json_rows(
+        mvstore(
+            "search",
+            ix,
+            "what causes ocean tides",
+            "how do solar panels work",
+            "-k",
+            "3",
+            "--json",
+            "--where",
+            "topic != 'economy'",
+            "--cache",
+            cache,
+        ).stdout
+    )
     assert [r["id"] for r in res if r["rank"] == 0] == ["d10", "d0"]
     assert all(r["topic"] != "economy" for r in res) and "text" in res[0]
     ev = json_rows(mvstore("-q", "eval", beir, "--index", ix, "--json", "--cache", cache).stdout)[0]
     assert ev["spec"] == "pca96,sq8" and ev["queries"] == 3 and ev["ndcg10"] > 0.8 and ev["recall100"] == 1.0
-    bench = json_rows(mvstore("-q", "bench", beir, "--spec", "fp16", "--spec", "pca32,sq4", "--json",
-                              "--cache", cache).stdout)
+    bench = json_rows(
+        mvstore(
+            "-q", "bench", beir, "--spec", "fp16", "--spec", "pca32,sq4", "--json", "--cache", cache
+        ).stdout
+    )
     assert [r["spec"] for r in bench] == ["exact-fp32", "fp16", "pca32,sq4"]
     assert bench[1]["recall10_vs_exact"] == 1.0 and abs(bench[1]["ndcg10"] - bench[0]["ndcg10"]) < 0.02
     assert bench[2]["bytes_per_token"] < bench[1]["bytes_per_token"] < bench[0]["bytes_per_token"]
@@ -224,7 +339,9 @@ def test_text_build_search_eval_bench(beir, tmp_path):
 def test_eval_builds_its_own_index(beir, tmp_path):
     ev = json_rows(mvstore("-q", "eval", beir, "--spec", "pca96,sq8", "--json").stdout)[0]
     assert ev["spec"] == "pca96,sq8" and ev["docs"] == len(TEXTS) and ev["ndcg10"] > 0.8 and "index" not in ev
-    ev2 = json_rows(mvstore("-q", "eval", beir, "--spec", "fp16", "--index-dir", tmp_path / "ix", "--json").stdout)[0]
+    ev2 = json_rows(
+        mvstore("-q", "eval", beir, "--spec", "fp16", "--index-dir", tmp_path / "ix", "--json").stdout
+    )[0]
     assert ev2["index"] == str(tmp_path / "ix") and (tmp_path / "ix" / "mvstore.json").exists()
 
 
@@ -234,13 +351,26 @@ def test_build_default_and_auto_spec(vector_files, tmp_path):
     from mvstore.spec import default_spec
 
     assert out[0]["spec"] == default_spec(16) and "auto_fidelity" not in out[0]
-    out = json_rows(mvstore("-q", "build", tmp_path / "b", "--input", root / "docs.npz", "--spec", "auto",
-                            "--max-bytes-per-token", "4", "--json").stdout)
+    out = json_rows(
+        mvstore(
+            "-q",
+            "build",
+            tmp_path / "b",
+            "--input",
+            root / "docs.npz",
+            "--spec",
+            "auto",
+            "--max-bytes-per-token",
+            "4",
+            "--json",
+        ).stdout
+    )
     assert out[0]["auto_budget"] == 4 and 0 <= out[0]["auto_fidelity"] <= 1 and out[0]["spec"] != "auto"
     err = mvstore("build", tmp_path / "c", "--input", root / "docs.npz", "--spec", "auto", check_rc=2).stderr
     assert "--max-bytes-per-token" in err and not (tmp_path / "c").exists()
-    err = mvstore("build", tmp_path / "d", "--input", root / "docs.npz", "--max-bytes-per-token", "4",
-                  check_rc=2).stderr
+    err = mvstore(
+        "build", tmp_path / "d", "--input", root / "docs.npz", "--max-bytes-per-token", "4", check_rc=2
+    ).stderr
     assert "only applies to --spec auto" in err
 
 
@@ -280,22 +410,37 @@ def _bad_inputs(root: Path, vector_files) -> dict:
         "npz-not-zip": (["build", ix, "--input", root / "notzip.npz"], "is not an .npz of numeric arrays"),
         "npz-objects": (["build", ix, "--input", root / "objects.npz"], "np.savez(path, vectors=..."),
         "parquet": (["build", ix, "--input", root / "bad.parquet"], "is not a readable Parquet file"),
-        "ragged-vectors": (["build", ix, "--input", root / "ragged.jsonl"],
-                           "record 0 (id 1) has a 'vectors' value that is not a list of equal-length lists"),
+        "ragged-vectors": (
+            ["build", ix, "--input", root / "ragged.jsonl"],
+            "record 0 (id 1) has a 'vectors' value that is not a list of equal-length lists",
+        ),
         "string-vectors": (["build", ix, "--input", root / "strings.jsonl"], "fix that record or drop it"),
-        "binary-queries": (["search", vec / "ix", "--query-file", root / "binary.txt"],
-                           "is not UTF-8 text"),
-        "queries-column": (["tune", vec / "docs.npz", "--queries", root / "q.jsonl", "--budget", "8"],
-                           "has no text column 'text' (columns: ['body']); pass --text-column NAME"),
+        "binary-queries": (["search", vec / "ix", "--query-file", root / "binary.txt"], "is not UTF-8 text"),
+        "queries-column": (
+            ["tune", vec / "docs.npz", "--queries", root / "q.jsonl", "--budget", "8"],
+            "has no text column 'text' (columns: ['body']); pass --text-column NAME",
+        ),
         "report-binary": (["report", root / "binary.txt", "-o", root / "f.png"], "is not UTF-8 text"),
         "beir-grade": (["eval", beir, "--index", vec / "ix"], "the grade 'high' is not an integer"),
-        "model-dir": (["search", vec / "ix", "a query", "--encoder", f"hf:{root}"],
-                      f"cannot load a model from {str(root)!r}"),
+        "model-dir": (
+            ["search", vec / "ix", "a query", "--encoder", f"hf:{root}"],
+            f"cannot load a model from {str(root)!r}",
+        ),
     }
 
 
-BAD_INPUTS = ["npz-not-zip", "npz-objects", "parquet", "ragged-vectors", "string-vectors", "binary-queries",
-              "queries-column", "report-binary", "beir-grade", "model-dir"]
+BAD_INPUTS = [
+    "npz-not-zip",
+    "npz-objects",
+    "parquet",
+    "ragged-vectors",
+    "string-vectors",
+    "binary-queries",
+    "queries-column",
+    "report-binary",
+    "beir-grade",
+    "model-dir",
+]
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +449,10 @@ def vector_index(vector_files):
 
     root = vector_files[0]
     if not (root / "ix").exists():
-        assert cli.main(["-q", "build", str(root / "ix"), "--input", str(root / "docs.npz"), "--spec", "fp16"]) == 0
+        assert (
+            cli.main(["-q", "build", str(root / "ix"), "--input", str(root / "docs.npz"), "--spec", "fp16"])
+            == 0
+        )
     return vector_files
 
 
@@ -367,8 +515,11 @@ def test_jsonl_reads_every_field_keeps_strings_and_gz(tmp_path):
 
     from mvstore.cli.inputs import read_table
 
-    lines = [json.dumps({"id": 1, "day": "2020-01-01", "vectors": [[1, 0]]}), "",
-             json.dumps({"id": 2, "day": "2021-02-03T00:00:00", "vectors": [[0.5, 1.0]], "lang": "fr"})]
+    lines = [
+        json.dumps({"id": 1, "day": "2020-01-01", "vectors": [[1, 0]]}),
+        "",
+        json.dumps({"id": 2, "day": "2021-02-03T00:00:00", "vectors": [[0.5, 1.0]], "lang": "fr"}),
+    ]
     (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
     with gzip.open(tmp_path / "a.jsonl.gz", "wt") as f:
         f.write("\n".join(lines) + "\n")
@@ -404,15 +555,22 @@ def test_jsonl_errors_name_the_line(tmp_path, case):
         lines[15000] = '{"id": 15000, "text": oops}'
         path.write_text("\n".join(lines) + "\n")
     else:
-        path.write_bytes({"array-line": b'{"id": 1}\n[1, 2]\n', "empty": b"", "blank": b"\n  \n",
-                          "types": b'{"id": 1}\n{"id": "x"}\n', "utf8": b'{"id": 1}\n{"id": 2, "t": "\xff"}\n'}[case])
+        path.write_bytes(
+            {
+                "array-line": b'{"id": 1}\n[1, 2]\n',
+                "empty": b"",
+                "blank": b"\n  \n",
+                "types": b'{"id": 1}\n{"id": "x"}\n',
+                "utf8": b'{"id": 1}\n{"id": 2, "t": "\xff"}\n',
+            }[case]
+        )
     expected = {
         "late-bad-line": r"in.jsonl:15001 is not valid JSON \(Expecting value\); expected one object per line",
         "array-line": r"in.jsonl:2 holds a list; expected one JSON object per line",
         "empty": r"in.jsonl holds no records",
         "blank": r"in.jsonl holds no records",
         "types": r"the records do not form a table \(JSON parse error: Column\(/id\) changed from number to string\); "
-                 r"give each field the same type on every line",
+        r"give each field the same type on every line",
         "utf8": r"in.jsonl:2 is not UTF-8 text .*save the file as UTF-8",
     }[case]
     with pytest.raises(UsageError, match=expected):

@@ -437,7 +437,12 @@ def test_rq_default_centroids_and_wide_ids():
     from mvstore.codecs.residual import RQ
 
     rq = RQ(DIM, 2).fit(X)
-    assert rq.spec() == "rq2" and len(rq.centroids_) == default_n_centroids(len(X), points_per_centroid=32, max_centroids=65536) == 32
+    assert (
+        rq.spec() == "rq2"
+        and len(rq.centroids_)
+        == default_n_centroids(len(X), points_per_centroid=32, max_centroids=65536)
+        == 32
+    )
     assert RQ(DIM, 2, 70000).code_size == 4 + 8
     with pytest.raises(InvalidVectorsError, match="needs at least 5000 sample vectors"):
         RQ(DIM, 2, 5000).fit(X)
@@ -476,7 +481,9 @@ def test_frontier_rows_on_synthetic_data(tmp_path):
     specs = ["fp32", "pool2,pca16,sq8", "pool2,rq2c16"]
     rows = frontier_rows(data, specs, exact_run=exact, latency_queries=2, cache_dir=tmp_path)
     assert [r["spec"] for r in rows] == specs
-    assert rows[0]["ndcg10"] == 1.0 and rows[0]["recall10_vs_exact"] == 1.0 and rows[0]["bytes_per_token"] == 128
+    assert (
+        rows[0]["ndcg10"] == 1.0 and rows[0]["recall10_vs_exact"] == 1.0 and rows[0]["bytes_per_token"] == 128
+    )
     pooled = rows[1]
     assert pooled["bytes_per_token"] == pytest.approx(16 * docs.n_tokens / 2 / docs.n_tokens, rel=0.1)
     assert pooled["pool_tokens_per_s"] > 0 and pooled["pool_time_from_cache"] is False
@@ -504,7 +511,9 @@ def test_fp16_refuses_values_beyond_its_range():
     c = FP16(4).fit(np.zeros((1, 4), np.float32))
     ok = np.array([[65504.0, -65504.0, 1.0, 0.0]], np.float32)
     assert np.isfinite(c.decode(c.encode(ok))).all()
-    with pytest.raises(InvalidVectorsError, match="vector 1 has the value 7e\\+04 at dimension 2.*spec 'fp32'"):
+    with pytest.raises(
+        InvalidVectorsError, match="vector 1 has the value 7e\\+04 at dimension 2.*spec 'fp32'"
+    ):
         c.encode(np.vstack([ok, [[0.0, 0.0, 7e4, 0.0]]]).astype(np.float32))
     p = build_pipeline("pca2,fp16", 4).fit(np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32))
     with pytest.raises(InvalidVectorsError, match="beyond float16's range"):  # also after a transform

@@ -14,13 +14,20 @@ def index(tmp_path):
     rng = np.random.default_rng(0)
     docs = [rng.normal(size=(int(n), DIM)).astype(np.float32) for n in rng.integers(3, 9, 40)]
     idx = ms.create(tmp_path / "ix", spec="fp16", dim=DIM)
-    idx.add([f"d{i}" for i in range(40)], docs, metadata={"text": [f"t{i}" for i in range(40)], "n": list(range(40))})
+    idx.add(
+        [f"d{i}" for i in range(40)],
+        docs,
+        metadata={"text": [f"t{i}" for i in range(40)], "n": list(range(40))},
+    )
     return idx
 
 
 def test_get_returns_rows_in_the_order_asked(index):
     assert index.metadata_columns == ["text", "n"]
-    assert index.get(["d7", "d2"]).to_pylist() == [{"id": "d7", "text": "t7", "n": 7}, {"id": "d2", "text": "t2", "n": 2}]
+    assert index.get(["d7", "d2"]).to_pylist() == [
+        {"id": "d7", "text": "t7", "n": 7},
+        {"id": "d2", "text": "t2", "n": 2},
+    ]
     assert index.get(["d3"], columns=["n"]).to_pylist() == [{"id": "d3", "n": 3}]
     assert index.get([]).column_names == ["id", "text", "n"] and index.get([]).num_rows == 0
     assert index.get(["d1", "nope"], missing="ignore")["id"].to_pylist() == ["d1"]
@@ -61,13 +68,16 @@ def test_export_round_trips_through_npz_and_parquet(tmp_path, spec, keep_source)
     with np.load(tmp_path / "out.npz") as z:
         ids, vecs, offs = z["ids"].tolist(), z["vectors"], z["offsets"]
     assert sorted(ids) == sorted(f"d{i}" for i in range(40) if i != 3) and len(offs) == 40
-    first = vecs[offs[0]:offs[1]]
+    first = vecs[offs[0] : offs[1]]
     if spec == "fp16":  # decoded fp16 codes: the added vectors to fp16 precision
         np.testing.assert_allclose(first, docs[int(ids[0][1:])], atol=2e-3)
     else:  # the pooled fp16 source vectors: what a new index gets and encodes again
         assert len(first) == (len(docs[int(ids[0][1:])]) + 1) // 2
     # the npz is mvstore build's input: the rebuilt index ranks the same top document
-    assert main(["-q", "build", str(tmp_path / "re"), "--input", str(tmp_path / "out.npz"), "--spec", "fp16"]) == 0
+    assert (
+        main(["-q", "build", str(tmp_path / "re"), "--input", str(tmp_path / "out.npz"), "--spec", "fp16"])
+        == 0
+    )
     re = ms.open(tmp_path / "re")
     assert len(re) == 39 and re.search(first, k=1)["id"].to_pylist() == [ids[0]]
     idx.export(tmp_path / "out.parquet")

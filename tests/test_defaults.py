@@ -52,7 +52,12 @@ def test_pooling_floor_keeps_short_documents_whole():
 
 def test_pooling_floor_spec_grammar():
     sp = parse("kpool1.5min8,sq4")
-    assert (sp.pool_factor, sp.pool_method, sp.pool_min_vectors, str(sp)) == (1.5, "kmeans", 8, "kpool1.5min8,sq4")
+    assert (sp.pool_factor, sp.pool_method, sp.pool_min_vectors, str(sp)) == (
+        1.5,
+        "kmeans",
+        8,
+        "kpool1.5min8,sq4",
+    )
     assert parse("pool2").pool_min_vectors == 0
     for bad in ("pool4min0", "pool4min", "pool4min-2", "pool4minx"):
         with pytest.raises(SpecError, match="pooling floor|bad pooling stage"):
@@ -81,7 +86,9 @@ def test_inverse_cloze_cuts_windows_out_of_their_documents():
     docs = mvstore.Ragged.from_list(_cloze_docs(60, 16, seed=1) + [np.ones((4, 16), np.float32)] * 5)
     corpus, q, t = inverse_cloze(docs, 30, 10**6, seed=0)
     assert len(corpus) == len(docs) and len(q) == 30 and corpus.n_tokens + q.n_tokens == docs.n_tokens
-    assert (corpus.lengths[t] * 2 >= q.lengths).all() and (corpus.lengths[t] + q.lengths >= ICT_MIN_TOKENS).all()
+    assert (corpus.lengths[t] * 2 >= q.lengths).all() and (
+        corpus.lengths[t] + q.lengths >= ICT_MIN_TOKENS
+    ).all()
     for j, i in enumerate(t):  # each query is a window of the document it was cut from, not in it any more
         whole = np.concatenate([corpus[i], q[j]])
         assert sorted(map(bytes, whole)) == sorted(map(bytes, np.asarray(docs[i])))
@@ -119,7 +126,10 @@ def test_create_auto_picks_on_first_add_and_keeps_it(tmp_path):
     assert str(again.spec) == picked
     again.add(np.arange(70, 80), docs[70:])  # later adds encode with the picked spec
     assert str(again.spec) == picked and again.search(docs[75], k=1)["id"].to_pylist() == [75]
-    assert ms.create(tmp_path / "ix", dim=48, spec="auto", max_bytes_per_token=12, exist_ok=True).spec is not None
+    assert (
+        ms.create(tmp_path / "ix", dim=48, spec="auto", max_bytes_per_token=12, exist_ok=True).spec
+        is not None
+    )
 
 
 def test_auto_errors_name_the_fix(tmp_path):
@@ -167,6 +177,7 @@ def test_tune_grid_shows_the_default_when_it_fits():
 
     assert default_spec(128) in default_candidates(128, bytes_per_token(default_spec(128), 128))
     assert default_spec(128) not in default_candidates(128, 8)
+
 
 def test_pooling_floor_argument_errors():
 

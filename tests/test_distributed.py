@@ -12,7 +12,9 @@ import mvstore
 import mvstore.store as ms
 from mvstore.exceptions import DuplicateIdError, InvalidVectorsError
 
-ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'mvstore[ray]' (the dev extra has it)")
+ray = pytest.importorskip(
+    "ray", reason="ray is not installed: pip install 'mvstore[ray]' (the dev extra has it)"
+)
 pytest.importorskip("ray.data", reason="ray.data is not installed: pip install 'mvstore[ray]'")
 
 DIM = 32
@@ -26,7 +28,10 @@ def unit(x):
 def corpus(n, seed, start=0):
     rng = np.random.default_rng(seed)
     centers = unit(np.random.default_rng(123).normal(size=(24, DIM)))
-    docs = [unit(centers[rng.integers(0, 24, m)] + 0.35 * rng.normal(size=(m, DIM))) for m in rng.integers(8, 30, n)]
+    docs = [
+        unit(centers[rng.integers(0, 24, m)] + 0.35 * rng.normal(size=(m, DIM)))
+        for m in rng.integers(8, 30, n)
+    ]
     ids = np.arange(start, start + n)
     lang = ["en" if i % 3 else "fr" for i in ids]
     return ids, docs, lang
@@ -75,7 +80,9 @@ def test_distributed_build_equals_index_add(cluster, tmp_path):
     assert len(ms.open(tmp_path / "dist", version=2)) == 300
     assert results(dist, queries) == results(single, queries)  # same ids, same scores, exactly
     assert dist.snapshot().ids.tolist() == single.snapshot().ids.tolist()  # same rows, same order
-    assert dist.search(queries[0], k=5, where="lang = 'fr'", columns=["lang"])["lang"].to_pylist() == ["fr"] * 5
+    assert (
+        dist.search(queries[0], k=5, where="lang = 'fr'", columns=["lang"])["lang"].to_pylist() == ["fr"] * 5
+    )
     assert dist.verify()["ok"]
 
 

@@ -60,7 +60,9 @@ def test_bad_text_inputs(minilm):
 
 def test_a_directory_transformers_cannot_load_is_a_model_format_error(tmp_path):
     (tmp_path / "config.json").write_text('{"not": "a model config"}')
-    with pytest.raises(ModelFormatError, match="cannot load a model from .*config.json, tokenizer files and weights"):
+    with pytest.raises(
+        ModelFormatError, match="cannot load a model from .*config.json, tokenizer files and weights"
+    ):
         HFTokenEncoder(str(tmp_path))
 
 
@@ -130,7 +132,9 @@ def test_cache_stores_float16_and_returns_the_stored_values(tmp_path):
     np.testing.assert_array_equal(miss.values, fresh.values.astype(np.float16).astype(np.float32))
     assert miss.values.dtype == np.float32 and miss.lengths.tolist() == fresh.lengths.tolist()
     assert half.encoder.calls == [texts]
-    exact = CachedEncoder(Fake(), tmp_path, dtype="float32", progress=False)  # its own entries: nothing shared
+    exact = CachedEncoder(
+        Fake(), tmp_path, dtype="float32", progress=False
+    )  # its own entries: nothing shared
     np.testing.assert_array_equal(exact.encode_documents(texts).values, fresh.values)
     assert exact.encoder.calls == [texts] and exact.dir != half.dir
     with pytest.raises(InvalidArgumentError, match="dtype='int8'.*'float16'"):
@@ -153,8 +157,11 @@ def test_cache_keeps_finished_chunks_of_an_interrupted_run(tmp_path):
 
 def _fill(args):
     cache_dir, lo = args
-    return CachedEncoder(Fake(), cache_dir, chunk=2, progress=False).encode_documents(
-        [f"shared {i}" for i in range(lo, lo + 12)]).values
+    return (
+        CachedEncoder(Fake(), cache_dir, chunk=2, progress=False)
+        .encode_documents([f"shared {i}" for i in range(lo, lo + 12)])
+        .values
+    )
 
 
 def test_two_processes_fill_one_cache(tmp_path):
@@ -195,15 +202,22 @@ def test_missing_optional_dependency_says_what_to_install(monkeypatch):
 
 # --- ColBERTEncoder: a PyLate-layout model run without PyLate -----------------------------------------------
 
-COLBERT_TEXTS = ["What does p53 do in cancer cells?", "Vitamin D (25-OH) and fractures: a trial of 2,686 adults."]
+COLBERT_TEXTS = [
+    "What does p53 do in cancer cells?",
+    "Vitamin D (25-OH) and fractures: a trial of 2,686 adults.",
+]
 # pylate 1.2.0 (transformers 4.48.2, torch 2.13 CPU): ColBERT(<build_pylate_dir(...)>).encode(COLBERT_TEXTS, ...)
 PYLATE_DOC_LENGTHS = [11, 16]
-PYLATE_QUERY_HEAD = [[0.099480, 0.036368, -0.081973, 0.043598],  # query vectors 0, 5, 31, first 4 dims
-                     [-0.003119, 0.236789, -0.005986, 0.217147],
-                     [-0.106931, -0.073108, -0.049089, -0.034661]]
-PYLATE_DOC_HEAD = [[0.112271, 0.039389, -0.014429, 0.080427],  # document vectors 0, 5, last
-                   [-0.002089, 0.228871, 0.008722, 0.217188],
-                   [0.083820, -0.038111, -0.108809, -0.014589]]
+PYLATE_QUERY_HEAD = [
+    [0.099480, 0.036368, -0.081973, 0.043598],  # query vectors 0, 5, 31, first 4 dims
+    [-0.003119, 0.236789, -0.005986, 0.217147],
+    [-0.106931, -0.073108, -0.049089, -0.034661],
+]
+PYLATE_DOC_HEAD = [
+    [0.112271, 0.039389, -0.014429, 0.080427],  # document vectors 0, 5, last
+    [-0.002089, 0.228871, 0.008722, 0.217188],
+    [0.083820, -0.038111, -0.108809, -0.014589],
+]
 PYLATE_MAXSIM = [[18.635033, 7.041051], [4.309778, 23.292112]]
 
 
@@ -231,15 +245,26 @@ def build_pylate_dir(path, *, seed: int = 0, dim: int = 128):
     w = (rng.standard_normal((dim, 384)) / np.sqrt(384)).astype(np.float32)
     save_file({"linear.weight": w}, str(path / "1_Dense" / "model.safetensors"))
     files = {
-        "modules.json": [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                         {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}],
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
+        ],
         "sentence_bert_config.json": {"max_seq_length": 256, "do_lower_case": False},
-        "1_Dense/config.json": {"in_features": 384, "out_features": dim, "bias": False,
-                                "activation_function": "torch.nn.modules.linear.Identity"},
+        "1_Dense/config.json": {
+            "in_features": 384,
+            "out_features": dim,
+            "bias": False,
+            "activation_function": "torch.nn.modules.linear.Identity",
+        },
         "config_sentence_transformers.json": {
-            "similarity_fn_name": "MaxSim", "query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 32,
-            "document_length": 180, "attend_to_expansion_tokens": False,
-            "skiplist_words": list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")},
+            "similarity_fn_name": "MaxSim",
+            "query_prefix": "[Q] ",
+            "document_prefix": "[D] ",
+            "query_length": 32,
+            "document_length": 180,
+            "attend_to_expansion_tokens": False,
+            "skiplist_words": list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+        },
     }
     for name, obj in files.items():
         (path / name).write_text(json.dumps(obj))
@@ -295,12 +320,18 @@ def test_colbert_encoder_reads_its_settings(colbert_dir, tmp_path):
     base = ColBERTEncoder(colbert_dir)
     attend = ColBERTEncoder(variant(colbert_dir, tmp_path / "attend", attend_to_expansion_tokens=True))
     # attending to the [MASK] expansion changes the queries' vectors, not the documents'
-    assert not np.allclose(attend.encode_queries(COLBERT_TEXTS).values, base.encode_queries(COLBERT_TEXTS).values)
-    np.testing.assert_array_equal(attend.encode_documents(COLBERT_TEXTS).values,
-                                  base.encode_documents(COLBERT_TEXTS).values)
-    swapped = ColBERTEncoder(variant(colbert_dir, tmp_path / "swap", query_prefix="[D] ", document_prefix="[Q] "))
-    assert not np.allclose(swapped.encode_documents(COLBERT_TEXTS).values,
-                           base.encode_documents(COLBERT_TEXTS).values)
+    assert not np.allclose(
+        attend.encode_queries(COLBERT_TEXTS).values, base.encode_queries(COLBERT_TEXTS).values
+    )
+    np.testing.assert_array_equal(
+        attend.encode_documents(COLBERT_TEXTS).values, base.encode_documents(COLBERT_TEXTS).values
+    )
+    swapped = ColBERTEncoder(
+        variant(colbert_dir, tmp_path / "swap", query_prefix="[D] ", document_prefix="[Q] ")
+    )
+    assert not np.allclose(
+        swapped.encode_documents(COLBERT_TEXTS).values, base.encode_documents(COLBERT_TEXTS).values
+    )
     # the cache key follows the files: another configuration is another key
     assert len({base.name, attend.name, swapped.name}) == 3
 
@@ -325,7 +356,9 @@ def test_colbert_encoder_rejects_what_it_cannot_run(colbert_dir, tmp_path):
     bad = tmp_path / "tanh"
     shutil.copytree(colbert_dir, bad, copy_function=os.symlink)
     (bad / "1_Dense" / "config.json").unlink()
-    (bad / "1_Dense" / "config.json").write_text(json.dumps({"activation_function": "torch.nn.modules.activation.Tanh"}))
+    (bad / "1_Dense" / "config.json").write_text(
+        json.dumps({"activation_function": "torch.nn.modules.activation.Tanh"})
+    )
     with pytest.raises(ModelFormatError, match="not a linear Dense projection.*PyLateEncoder"):
         ColBERTEncoder(bad)
     with pytest.raises(InvalidArgumentError, match="at least 3.*pass larger values"):

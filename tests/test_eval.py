@@ -51,7 +51,11 @@ def test_run_from_results_and_metrics_rows():
     assert run == {"qa": ["7", "3"], "qb": ["9"], "qc": []}  # ids as the strings qrels hold
     qrels = {"qa": {"3": 1}, "qb": {"9": 2}, "qz": {"1": 1}}  # qz: not asked, left out
     assert metrics(run, qrels, 1) == {"ndcg1": 0.5, "recall1": 0.5, "recall100": 1.0}
-    assert metrics(run, qrels, 2) == {"ndcg2": round((1 / math.log2(3) + 1) / 2, 4), "recall2": 1.0, "recall100": 1.0}
+    assert metrics(run, qrels, 2) == {
+        "ndcg2": round((1 / math.log2(3) + 1) / 2, 4),
+        "recall2": 1.0,
+        "recall100": 1.0,
+    }
 
 
 def test_load_beir_gz_and_plain(tmp_path):
@@ -59,7 +63,10 @@ def test_load_beir_gz_and_plain(tmp_path):
         f.write(json.dumps({"_id": "d1", "title": "T", "text": "body"}) + "\n")
         f.write(json.dumps({"_id": "d2", "title": "", "text": "other"}) + "\n")
     (tmp_path / "queries.jsonl").write_text(
-        json.dumps({"_id": "q1", "text": "query"}) + "\n" + json.dumps({"_id": "q9", "text": "unjudged"}) + "\n"
+        json.dumps({"_id": "q1", "text": "query"})
+        + "\n"
+        + json.dumps({"_id": "q9", "text": "unjudged"})
+        + "\n"
     )
     (tmp_path / "qrels").mkdir()
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\n")
@@ -75,7 +82,10 @@ def test_load_beir_gz_and_plain(tmp_path):
 
 @pytest.mark.parametrize("bad", ["corpus-json", "corpus-id", "query-text", "grade", "utf8"])
 def test_load_beir_bad_files_name_the_line_and_the_form(tmp_path, bad):
-    corpus = [json.dumps({"_id": "d1", "text": "body"}), json.dumps({"_id": "d2", "title": None, "text": "x"})]
+    corpus = [
+        json.dumps({"_id": "d1", "text": "body"}),
+        json.dumps({"_id": "d2", "title": None, "text": "x"}),
+    ]
     queries = [json.dumps({"_id": "q1", "text": "query"})]
     qrels = "query-id\tcorpus-id\tscore\nq1\td1\t1\n"
     if bad == "corpus-json":

@@ -14,7 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 def test_visual_documents_example():
     p = subprocess.run(
         [sys.executable, "examples/visual_documents.py", "--pages", "30", "--queries", "20", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert p.returncode == 0, p.stderr
     rows = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
@@ -39,11 +42,19 @@ def test_visual_documents_example():
 def test_rag_examples_answer_from_the_docs(script, package):
     """The RAG examples index this project's docs and answer with sources: retriever, filter, hybrid, rerank."""
     if importlib.util.find_spec(package.split(".")[0]) is None:
-        pytest.skip(f"{package} is not installed (pip install 'mvstore[{'langchain' if 'lang' in package else 'llamaindex'}]')")
-    p = subprocess.run([sys.executable, script, "--json", "-k", "3"], cwd=REPO, capture_output=True, text=True, timeout=900)
+        pytest.skip(
+            f"{package} is not installed (pip install 'mvstore[{'langchain' if 'lang' in package else 'llamaindex'}]')"
+        )
+    p = subprocess.run(
+        [sys.executable, script, "--json", "-k", "3"], cwd=REPO, capture_output=True, text=True, timeout=900
+    )
     assert p.returncode == 0, p.stderr
     answers = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
-    assert [a["how"].split(" ")[0] for a in answers] == ["retriever"] * 3 + ["filter", "hybrid", answers[5]["how"].split(" ")[0]]
+    assert [a["how"].split(" ")[0] for a in answers] == ["retriever"] * 3 + [
+        "filter",
+        "hybrid",
+        answers[5]["how"].split(" ")[0],
+    ]
     for a in answers:
         assert len(a["sources"]) == 3 and all(s["text"] and s["source"] for s in a["sources"])
         assert len({s["id"] for s in a["sources"]}) == 3

@@ -42,7 +42,9 @@ def _expected(idx, q, text, k, where=None):
     dense = idx.search(q, k=HYBRID_DEPTH, where=where)["id"].to_pylist()
     ds = idx._view.ds
     flt = {} if where is None else {"filter": where, "prefilter": True}
-    bm25 = ds.to_table(columns=["id", "_score"], full_text_query=text, limit=HYBRID_DEPTH, **flt)["id"].to_pylist()
+    bm25 = ds.to_table(columns=["id", "_score"], full_text_query=text, limit=HYBRID_DEPTH, **flt)[
+        "id"
+    ].to_pylist()
     score = {}
     for ranked in (dense, bm25):
         for r, i in enumerate(ranked):
@@ -71,7 +73,9 @@ def test_hybrid_finds_the_keyword_match_maxsim_misses(index):
     # several queries, one text each
     two = idx.search([docs[3], docs[8]], k=3, text=["zebra", "cherry"], hybrid=True)
     assert two["query"].to_pylist() == [0, 0, 0, 1, 1, 1]
-    assert two.filter(two["query"].to_numpy() == 1)["id"].to_pylist() == _expected(idx, docs[8], "cherry", 3)[0]
+    assert (
+        two.filter(two["query"].to_numpy() == 1)["id"].to_pylist() == _expected(idx, docs[8], "cherry", 3)[0]
+    )
 
 
 def test_a_string_query_is_also_the_bm25_text(tmp_path, minilm):
@@ -85,7 +89,11 @@ def test_a_string_query_is_also_the_bm25_text(tmp_path, minilm):
     idx = mvstore.create(tmp_path / "ix", encoder=minilm, spec="fp16")
     idx.add_texts(passages, metadata=[{"lang": "en" if i % 2 else "fr"} for i in range(5)])
     idx.create_fts_index()
-    for q, where in (("zebra stripes", None), ("why does the sea rise and fall", None), ("zebra", "lang = 'fr'")):
+    for q, where in (
+        ("zebra stripes", None),
+        ("why does the sea rise and fall", None),
+        ("zebra", "lang = 'fr'"),
+    ):
         got = idx.search(q, k=3, hybrid=True, where=where)
         by_hand = idx.search(minilm.encode_queries([q]), k=3, text=q, hybrid=True, where=where)
         assert got.to_pylist() == by_hand.to_pylist()
@@ -94,8 +102,10 @@ def test_a_string_query_is_also_the_bm25_text(tmp_path, minilm):
     assert two["id"].to_pylist() == [2, 4]
     # an explicit text= still wins over the query string
     q = minilm.encode_queries(["renewable energy"])
-    assert (idx.search("renewable energy", k=5, text="magma", hybrid=True).to_pylist()
-            == idx.search(q, k=5, text="magma", hybrid=True).to_pylist())
+    assert (
+        idx.search("renewable energy", k=5, text="magma", hybrid=True).to_pylist()
+        == idx.search(q, k=5, text="magma", hybrid=True).to_pylist()
+    )
 
 
 def test_where_filters_both_sides(index):
@@ -103,7 +113,10 @@ def test_where_filters_both_sides(index):
     hits = idx.search(docs[3], k=5, text="zebra", hybrid=True, where="lang = 'en'", columns=["lang"])
     assert set(hits["lang"].to_pylist()) == {"en"} and 17 in hits["id"].to_pylist()
     hits = idx.search(docs[3], k=5, text="zebra", hybrid=True, where="lang = 'fr'")
-    assert 17 not in hits["id"].to_pylist() and hits["id"].to_pylist() == _expected(idx, docs[3], "zebra", 5, "lang = 'fr'")[0]
+    assert (
+        17 not in hits["id"].to_pylist()
+        and hits["id"].to_pylist() == _expected(idx, docs[3], "zebra", 5, "lang = 'fr'")[0]
+    )
     with pytest.raises(FilterError, match="unknown column 'genre'"):
         idx.search(docs[3], text="zebra", hybrid=True, where="genre = 'x'")
 
@@ -111,7 +124,11 @@ def test_where_filters_both_sides(index):
 def test_rows_written_later_are_found_and_optimize_indexes_them(index):
     idx, docs = index
     rng = np.random.default_rng(5)
-    idx.add([100], [rng.normal(size=(6, DIM)).astype(np.float32)], metadata={"text": ["okapi zebra"], "lang": ["en"]})
+    idx.add(
+        [100],
+        [rng.normal(size=(6, DIM)).astype(np.float32)],
+        metadata={"text": ["okapi zebra"], "lang": ["en"]},
+    )
     assert 100 in idx.search(docs[3], k=5, text="okapi", hybrid=True)["id"].to_pylist()[:2]
     rep = idx.optimize()
     assert rep["fts_index"] == "updated" and idx.optimize()["fts_index"] == "up to date"
@@ -133,7 +150,9 @@ def test_retraining_keeps_the_full_text_index(index):
 def test_full_text_index_files_are_under_integrity(index):
     idx, _ = index
     root = idx.root
-    files = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(root, "docs.lance", "_indices")) for f in fs]
+    files = [
+        os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(root, "docs.lance", "_indices")) for f in fs
+    ]
     assert files
     assert idx.verify()["ok"]
     with open(files[0], "ab") as f:
@@ -144,7 +163,9 @@ def test_full_text_index_files_are_under_integrity(index):
 
 def test_hybrid_mistakes_say_what_to_do(tmp_path, index):
     idx, docs = index
-    with pytest.raises(InvalidArgumentError, match=r"needs the query text.*search\('question', hybrid=True\).*text='...'"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"needs the query text.*search\('question', hybrid=True\).*text='...'"
+    ):
         idx.search(docs[0], hybrid=True)
     with pytest.raises(InvalidArgumentError, match="pass hybrid=True with it"):
         idx.search(docs[0], text="zebra")
@@ -156,7 +177,10 @@ def test_hybrid_mistakes_say_what_to_do(tmp_path, index):
         idx.search(docs[0], text="zebra", hybrid=True, fusion="linear")
     with pytest.raises(InvalidDtypeError, match="hybrid must be True or False"):
         idx.search(docs[0], text="zebra", hybrid="yes")
-    assert idx.search(docs[0], k=3, text="   ", hybrid=True)["id"].to_pylist() == idx.search(docs[0], k=3)["id"].to_pylist()
+    assert (
+        idx.search(docs[0], k=3, text="   ", hybrid=True)["id"].to_pylist()
+        == idx.search(docs[0], k=3)["id"].to_pylist()
+    )
     with pytest.raises(InvalidArgumentError, match="column 'id' holds int64, not text metadata"):
         idx.create_fts_index("id")
     with pytest.raises(FilterError, match="unknown column 'body'"):

@@ -97,7 +97,9 @@ def write_fast_plaid(path, docs, *, nbits=2, n_centroids=16, chunk_docs=50, layo
         _tch_npy(path / f"{i}.residuals.npy", packed[a:b])
         (path / f"doclens.{i}.json").write_text(json.dumps(lens[d0:d1].tolist()))
         (path / f"{i}.metadata.json").write_text(
-            json.dumps({"num_documents": int(d1 - d0), "num_embeddings": int(b - a), "embedding_offset": int(a)})
+            json.dumps(
+                {"num_documents": int(d1 - d0), "num_embeddings": int(b - a), "embedding_offset": int(a)}
+            )
         )
         chunk_rows.append(int(b - a))
     meta = {"num_chunks": n_chunks, "nbits": nbits, "num_partitions": n_centroids, "num_embeddings": int(len(x)),
@@ -177,7 +179,9 @@ def test_decode_matches_fast_plaid_reconstruction(tmp_path, nbits, layout):
     expect /= np.linalg.norm(expect, axis=1, keepdims=True)
     np.testing.assert_allclose(got.values, expect, atol=1e-6)
     # and fast-plaid's own lookup-table decoder reads the same bytes the same way
-    packed = np.packbits(((buckets[..., None] >> np.arange(nbits)) & 1).reshape(len(codes), -1).astype(np.uint8), axis=1)
+    packed = np.packbits(
+        ((buckets[..., None] >> np.arange(nbits)) & 1).reshape(len(codes), -1).astype(np.uint8), axis=1
+    )
     np.testing.assert_allclose(got.values, decompress_lut(packed, codes, cents, weights, nbits), atol=1e-6)
     # any subset, in any order, decodes to the same rows
     pick = np.array([117, 3, 50, 49, 0])
@@ -254,18 +258,24 @@ def test_import_brings_fast_plaid_metadata_columns(tmp_path):
     docs = make_docs(30)
     write_fast_plaid(tmp_path / "fp", docs, chunk_docs=10)
     con = sqlite3.connect(tmp_path / "fp" / "metadata.db")  # as fast_plaid.filtering.create makes it
-    con.execute('CREATE TABLE METADATA ("_subset_" INTEGER PRIMARY KEY, "title" TEXT, "year" INTEGER, "weight" REAL)')
+    con.execute(
+        'CREATE TABLE METADATA ("_subset_" INTEGER PRIMARY KEY, "title" TEXT, "year" INTEGER, "weight" REAL)'
+    )
     con.executemany("INSERT INTO METADATA VALUES (?, ?, ?, ?)",
                     [(i, f"t{i}", 2000 + i, i / 2) for i in range(30) if i != 17])  # fmt: skip
     con.commit()
     con.close()
-    idx = mvstore.import_plaid(tmp_path / "fp", tmp_path / "ix", spec="fp16", batch_vectors=64, progress=False)
+    idx = mvstore.import_plaid(
+        tmp_path / "fp", tmp_path / "ix", spec="fp16", batch_vectors=64, progress=False
+    )
     q = read_plaid(tmp_path / "fp").decode([20])[0][:3]
     hit = idx.search(q, k=1, columns=["title", "year", "weight"]).to_pylist()[0]
     assert hit == {**hit, "id": 20, "title": "t20", "year": 2020, "weight": 10.0}
     assert idx.search(q, k=30, where="year >= 2028").num_rows == 2
     assert idx.search(q, k=30, where="title IS NULL").to_pylist()[0]["id"] == 17  # no row: nulls
-    bare = mvstore.import_plaid(tmp_path / "fp", tmp_path / "ix2", spec="fp16", metadata=False, progress=False)
+    bare = mvstore.import_plaid(
+        tmp_path / "fp", tmp_path / "ix2", spec="fp16", metadata=False, progress=False
+    )
     assert "title" not in bare.search(q, k=1).column_names
     con = sqlite3.connect(tmp_path / "fp" / "metadata.db")  # a name mvstore keeps for itself
     con.execute('ALTER TABLE METADATA RENAME COLUMN "weight" TO "score"')
@@ -328,12 +338,24 @@ def test_not_a_plaid_directory(tmp_path):
         (lambda p: (p / "metadata.json").write_text('{"num_chunks": 3}'), "no num_chunks / nbits"),
         (lambda p: os.remove(p / "merged_codes.npy"), r"merged_codes\.npy: is missing"),
         (lambda p: os.remove(p / "bucket_weights.npy"), r"bucket_weights\.npy: is missing"),
-        (lambda p: np.save(p / "bucket_weights.npy", np.zeros(8, np.float16)), "8 bucket weights, not 2\\*\\*nbits = 4"),
-        (lambda p: _merged_npy(p / "merged_residuals.npy", np.zeros((600, DIM // 4), np.uint8), 0),
-         r"merged_residuals\.npy: holds \d+ rows for chunk 1"),
-        (lambda p: (p / "merged_codes.manifest.json").write_text(json.dumps({"0.codes.npy": {"rows": 1, "merged": True}})),
-         r"does not record chunk 0's \d+ rows as merged and 0\.codes\.npy is missing"),
-        (lambda p: np.save(p / "centroids.npy", np.zeros((16, DIM * 2), np.float16)), "residuals are uint8 of shape"),
+        (
+            lambda p: np.save(p / "bucket_weights.npy", np.zeros(8, np.float16)),
+            "8 bucket weights, not 2\\*\\*nbits = 4",
+        ),
+        (
+            lambda p: _merged_npy(p / "merged_residuals.npy", np.zeros((600, DIM // 4), np.uint8), 0),
+            r"merged_residuals\.npy: holds \d+ rows for chunk 1",
+        ),
+        (
+            lambda p: (p / "merged_codes.manifest.json").write_text(
+                json.dumps({"0.codes.npy": {"rows": 1, "merged": True}})
+            ),
+            r"does not record chunk 0's \d+ rows as merged and 0\.codes\.npy is missing",
+        ),
+        (
+            lambda p: np.save(p / "centroids.npy", np.zeros((16, DIM * 2), np.float16)),
+            "residuals are uint8 of shape",
+        ),
     ],
 )
 def test_damaged_plaid_index(tmp_path, damage, match):
@@ -365,7 +387,7 @@ def test_pylate_id_mapping_is_read_without_running_code(tmp_path, monkeypatch):
     folder, _ = pylate_folder(tmp_path, docs, [f"d{i}" for i in range(10)])
     with open(folder / PYLATE_IDS, "wb") as f:
         pickle.dump({i: (_Boom() if i == 3 else f"d{i}") for i in range(10)}, f)
-    with pytest.raises(PlaidFormatError, match="refusing to load posix.system.*ids=\"plaid\""):
+    with pytest.raises(PlaidFormatError, match='refusing to load posix.system.*ids="plaid"'):
         read_plaid(folder)
     assert not (tmp_path / "pwned").exists()
     with open(folder / PYLATE_IDS, "wb") as f:  # numpy scalars (ids a user passed as numpy values) are fine
@@ -373,7 +395,9 @@ def test_pylate_id_mapping_is_read_without_running_code(tmp_path, monkeypatch):
     assert read_plaid(folder).ids == [f"n{i}" for i in range(10)]
     with open(folder / PYLATE_IDS, "wb") as f:
         pickle.dump({i: f"d{i}" for i in range(9)}, f)
-    with pytest.raises(PlaidFormatError, match="maps 9 documents but the PLAID index holds 10 .*no id for document 9"):
+    with pytest.raises(
+        PlaidFormatError, match="maps 9 documents but the PLAID index holds 10 .*no id for document 9"
+    ):
         read_plaid(folder)
     assert read_plaid(folder, ids="plaid").ids == list(range(10))
     with pytest.raises(InvalidArgumentError, match="3 ids given for the 10 documents"):
@@ -400,7 +424,9 @@ def test_import_waits_for_a_fast_plaid_writer(tmp_path, monkeypatch):
     fd = os.open(tmp_path / "fp" / "plaid.lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)  # a fast-plaid update in progress
     monkeypatch.setattr(importers, "PLAID_LOCK_WAIT_S", 0.3)
-    with pytest.raises(mvstore.IndexBusyError, match="plaid.lock for more than 0.3 s .*import once it has finished"):
+    with pytest.raises(
+        mvstore.IndexBusyError, match="plaid.lock for more than 0.3 s .*import once it has finished"
+    ):
         mvstore.import_plaid(tmp_path / "fp", tmp_path / "ix", spec="fp16", progress=False)
     assert not (tmp_path / "ix").exists()
     monkeypatch.setattr(importers, "PLAID_LOCK_WAIT_S", 30.0)
@@ -444,14 +470,22 @@ def test_cli_import_plaid(tmp_path):
 
 # ------------------------------------------------------------------------------- the real fast-plaid
 def _real_fast_plaid():
-    fast_plaid = pytest.importorskip("fast_plaid", reason="fast-plaid is not installed (pip install fast-plaid)")
+    fast_plaid = pytest.importorskip(
+        "fast_plaid", reason="fast-plaid is not installed (pip install fast-plaid)"
+    )
     import importlib.metadata as md
 
     import torch
 
-    pins = [r.split("==")[1].split(";")[0].strip() for r in md.requires("fast-plaid") or [] if r.startswith("torch==")]
+    pins = [
+        r.split("==")[1].split(";")[0].strip()
+        for r in md.requires("fast-plaid") or []
+        if r.startswith("torch==")
+    ]
     if pins and torch.__version__.split("+")[0] != pins[0]:
-        pytest.skip(f"fast-plaid's wheel is built for torch {pins[0]}, not {torch.__version__} (its extension crashes)")
+        pytest.skip(
+            f"fast-plaid's wheel is built for torch {pins[0]}, not {torch.__version__} (its extension crashes)"
+        )
     return fast_plaid
 
 
@@ -482,7 +516,9 @@ def test_real_pylate_plaid_index(tmp_path):
     indexes = pytest.importorskip("pylate.indexes", reason="PyLate is not installed (pip install pylate)")
     docs = make_docs(200, lo=5, hi=30)
     ids = [f"doc-{i}" for i in range(200)]
-    index = indexes.PLAID(index_folder=str(tmp_path / "pl"), index_name="ix", override=True, device="cpu", nbits=2)
+    index = indexes.PLAID(
+        index_folder=str(tmp_path / "pl"), index_name="ix", override=True, device="cpu", nbits=2
+    )
     index.add_documents(documents_ids=ids, documents_embeddings=docs)
     idx = mvstore.import_plaid(tmp_path / "pl" / "ix", tmp_path / "ix", spec="fp16", progress=False)
     q = docs[17][:4]
@@ -509,7 +545,9 @@ def write_stanford(path, docs, *, nbits=2, n_centroids=16, chunk_docs=50, remove
     cutoffs = np.quantile(res, [i / n_opt for i in range(1, n_opt)]).astype(np.float32)
     weights = np.quantile(res, [(i + 0.5) / n_opt for i in range(n_opt)]).astype(np.float32)
     buckets = np.searchsorted(cutoffs, res, side="left")
-    packed = np.packbits(((buckets[..., None] >> np.arange(nbits)) & 1).reshape(len(x), -1).astype(np.uint8), axis=1)
+    packed = np.packbits(
+        ((buckets[..., None] >> np.arange(nbits)) & 1).reshape(len(x), -1).astype(np.uint8), axis=1
+    )
     torch.save(torch.from_numpy(centroids), path / "centroids.pt")
     torch.save((torch.from_numpy(cutoffs), torch.from_numpy(weights)), path / "buckets.pt")
     torch.save(torch.tensor(float(np.abs(res).mean())), path / "avg_residual.pt")
@@ -521,11 +559,22 @@ def write_stanford(path, docs, *, nbits=2, n_centroids=16, chunk_docs=50, remove
         rows = np.concatenate([np.arange(starts[d], starts[d + 1]) for d in keep])
         torch.save(torch.from_numpy(codes[rows].astype(np.int32)), path / f"{i}.codes.pt")
         torch.save(torch.from_numpy(packed[rows]), path / f"{i}.residuals.pt")
-        chunk_lens = [0 if d in removed else int(lens[d]) for d in range(i * chunk_docs, min((i + 1) * chunk_docs, len(docs)))]
+        chunk_lens = [
+            0 if d in removed else int(lens[d])
+            for d in range(i * chunk_docs, min((i + 1) * chunk_docs, len(docs)))
+        ]
         (path / f"doclens.{i}.json").write_text(json.dumps(chunk_lens))
     config = {"nbits": nbits, "dim": DIM, "index_name": path.name}
-    (path / "metadata.json").write_text(json.dumps({"config": config, "num_chunks": n_chunks,
-                                                    "num_partitions": n_centroids, "num_embeddings": len(x)}))
+    (path / "metadata.json").write_text(
+        json.dumps(
+            {
+                "config": config,
+                "num_chunks": n_chunks,
+                "num_partitions": n_centroids,
+                "num_embeddings": len(x),
+            }
+        )
+    )
     (path / "plan.json").write_text(json.dumps({"config": config, "num_chunks": n_chunks}))
     if ids is not None:
         con = sqlite3.connect(path / "plaid_ids_to_documents_ids.sqlite")
@@ -552,11 +601,17 @@ def test_stanford_layout_with_removed_documents(tmp_path):
     starts = np.concatenate([[0], np.cumsum([len(d) for d in docs])])
     want = np.concatenate([expect[starts[d] : starts[d + 1]] for d in kept])
     np.testing.assert_allclose(got.values, want, atol=1e-6)
-    idx = mvstore.import_plaid(tmp_path / "st", tmp_path / "ix", spec="fp16", batch_vectors=200, progress=False)
+    idx = mvstore.import_plaid(
+        tmp_path / "st", tmp_path / "ix", spec="fp16", batch_vectors=200, progress=False
+    )
     assert len(idx) == 88
     assert idx.search(got[10][:3], k=1).to_pylist()[0]["id"] == ids[kept[10]]
-    with pytest.warns(UserWarning, match="2 documents of .* have no token vectors and are not imported \\(ids 4, 60\\)"):
-        idx2 = mvstore.import_plaid(tmp_path / "st", tmp_path / "ix2", ids="plaid", spec="fp16", progress=False)
+    with pytest.warns(
+        UserWarning, match="2 documents of .* have no token vectors and are not imported \\(ids 4, 60\\)"
+    ):
+        idx2 = mvstore.import_plaid(
+            tmp_path / "st", tmp_path / "ix2", ids="plaid", spec="fp16", progress=False
+        )
     assert len(idx2) == 88
 
 
@@ -587,11 +642,15 @@ def test_real_pylate_stanford_index(tmp_path):
     import torch
     from pylate import indexes
 
-    if "embedding_size" not in indexes.PLAID.__init__.__code__.co_varnames or hasattr(indexes.PLAID, "use_fast"):
+    if "embedding_size" not in indexes.PLAID.__init__.__code__.co_varnames or hasattr(
+        indexes.PLAID, "use_fast"
+    ):
         pytest.skip(f"PyLate {pylate.__version__}'s indexes.PLAID is not the Stanford ColBERT one")
     docs = make_docs(120, lo=5, hi=25)
     ids = [f"doc-{i}" for i in range(120)]
-    ix = indexes.PLAID(index_folder=str(tmp_path / "pl"), index_name="ix", override=True, embedding_size=DIM, nbits=2)
+    ix = indexes.PLAID(
+        index_folder=str(tmp_path / "pl"), index_name="ix", override=True, embedding_size=DIM, nbits=2
+    )
     ix.add_documents(documents_ids=ids, documents_embeddings=docs)
     ix.remove_documents(["doc-7"])
     plaid = read_plaid(tmp_path / "pl" / "ix")

@@ -85,7 +85,11 @@ def _run(tmp_path: Path, mode: str) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path), mode],
-        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -99,8 +103,12 @@ def test_cpu_search_runs_without_torch_installed(tmp_path):
     errors = out["errors"]
     assert '`pip install "mvstore[gpu]"`' in errors["cuda"] and "device='cuda'" in errors["cuda"]
     assert '`pip install "mvstore[encoders]"`' in errors["encoder"]
-    for name, what in [("backend", "backend='torch'"), ("kmeans", "method='kmeans'"),
-                       ("maxsim_torch", "maxsim_torch"), ("ragged", "Ragged.torch")]:
+    for name, what in [
+        ("backend", "backend='torch'"),
+        ("kmeans", "method='kmeans'"),
+        ("maxsim_torch", "maxsim_torch"),
+        ("ragged", "Ragged.torch"),
+    ]:
         assert errors[name] is not None, f"{name} ran without torch"
         assert what in errors[name] and "`pip install torch`" in errors[name], errors[name]
         assert "--index-url https://download.pytorch.org/whl/cpu" in errors[name]
@@ -118,7 +126,10 @@ def test_core_dependencies_hold_no_torch_nor_cuda():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
     def names(reqs):
-        return {r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].strip().lower() for r in reqs}
+        return {
+            r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].strip().lower()
+            for r in reqs
+        }
 
     core = names(project["dependencies"])
     assert not {n for n in core if n == "torch" or n.startswith(("nvidia", "triton"))}, core

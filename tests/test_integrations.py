@@ -12,10 +12,22 @@ from mvstore.exceptions import (
 from mvstore.integrations._text import where_from_filter
 
 PASSAGES = [
-    ("Lance is a columnar data format built for machine learning workloads.", {"source": "lance.md", "year": 2022}),
-    ("MaxSim scores every query token against its most similar document token.", {"source": "maxsim.md", "year": 2020}),
-    ("Photosynthesis converts sunlight into chemical energy in plants.", {"source": "biology.md", "year": 2015}),
-    ("The write lock lets several processes write to one index safely.", {"source": "lance.md", "year": 2024}),
+    (
+        "Lance is a columnar data format built for machine learning workloads.",
+        {"source": "lance.md", "year": 2022},
+    ),
+    (
+        "MaxSim scores every query token against its most similar document token.",
+        {"source": "maxsim.md", "year": 2020},
+    ),
+    (
+        "Photosynthesis converts sunlight into chemical energy in plants.",
+        {"source": "biology.md", "year": 2015},
+    ),
+    (
+        "The write lock lets several processes write to one index safely.",
+        {"source": "lance.md", "year": 2024},
+    ),
     ("Volcanoes erupt when magma rises through the crust.", {"source": "geology.md", "year": 2019}),
 ]
 
@@ -50,12 +62,15 @@ def test_filters_become_where():
 # ------------------------------------------------------------------------------------------- LangChain
 @pytest.fixture
 def store(tmp_path, minilm):
-    pytest.importorskip("langchain_core", reason="langchain-core is not installed: pip install 'mvstore[langchain]'")
+    pytest.importorskip(
+        "langchain_core", reason="langchain-core is not installed: pip install 'mvstore[langchain]'"
+    )
     from mvstore.integrations.langchain import MvstoreVectorStore
 
     texts, metas = zip(*PASSAGES)
-    return MvstoreVectorStore.from_texts(list(texts), minilm, list(metas), ids=[f"p{i}" for i in range(5)],
-                                         uri=tmp_path / "ix", spec="fp16")
+    return MvstoreVectorStore.from_texts(
+        list(texts), minilm, list(metas), ids=[f"p{i}" for i in range(5)], uri=tmp_path / "ix", spec="fp16"
+    )
 
 
 def test_langchain_store_search_filter_retriever(store):
@@ -66,7 +81,12 @@ def test_langchain_store_search_filter_retriever(store):
     assert doc.page_content == PASSAGES[1][0]
     lance_only = store.similarity_search("index", k=5, filter={"source": "lance.md"})
     assert {d.id for d in lance_only} == {"p0", "p3"}
-    assert [d.id for d in store.similarity_search("plants", k=5, filter={"$or": [{"year": {"$lt": 2016}}, {"source": "geology.md"}]})][:1] == ["p2"]
+    assert [
+        d.id
+        for d in store.similarity_search(
+            "plants", k=5, filter={"$or": [{"year": {"$lt": 2016}}, {"source": "geology.md"}]}
+        )
+    ][:1] == ["p2"]
     assert {d.id for d in store.similarity_search("x", k=5, filter="year >= 2022")} == {"p0", "p3"}
     retriever = store.as_retriever(search_kwargs={"k": 2, "filter": {"year": {"$gte": 2020}}})
     got = retriever.invoke("which process may write to the index?")
@@ -74,8 +94,17 @@ def test_langchain_store_search_filter_retriever(store):
     rel = store.similarity_search_with_relevance_scores("volcano magma", k=2)
     assert rel[0][0].id == "p4" and all(0.0 <= s <= 1.0 for _, s in rel) and rel[0][1] > rel[1][1]
     # documents in, by id out, deleted
-    ids = store.add_documents([Document(page_content="Tides follow the moon.", metadata={"source": "sea.md", "year": 2021}, id="t1")])
-    assert ids == ["t1"] and [d.page_content for d in store.get_by_ids(["t1", "nope", "p0"])] == ["Tides follow the moon.", PASSAGES[0][0]]
+    ids = store.add_documents(
+        [
+            Document(
+                page_content="Tides follow the moon.", metadata={"source": "sea.md", "year": 2021}, id="t1"
+            )
+        ]
+    )
+    assert ids == ["t1"] and [d.page_content for d in store.get_by_ids(["t1", "nope", "p0"])] == [
+        "Tides follow the moon.",
+        PASSAGES[0][0],
+    ]
     store.delete(["t1"])
     assert store.get_by_ids(["t1"]) == []
 
@@ -96,13 +125,18 @@ def test_langchain_store_uses_the_index_encoder(store, minilm, tmp_path):
     assert raw["id"] == "p1" and raw["text"] == PASSAGES[1][0]
     # an encoder mvstore cannot describe is not recorded: given to the store, and again on each open
     counting = Counting(minilm)
-    own = MvstoreVectorStore.from_texts(["Tides follow the moon."], counting, uri=tmp_path / "own", spec="fp16")
+    own = MvstoreVectorStore.from_texts(
+        ["Tides follow the moon."], counting, uri=tmp_path / "own", spec="fp16"
+    )
     assert counting.docs == 1 and "encoder" not in own.index.options
     assert [d.page_content for d in own.similarity_search("moon", k=1)] == ["Tides follow the moon."]
-    with pytest.raises(InvalidOperationError, match=r"records no encoder.*pass the token encoder its vectors came from"):
+    with pytest.raises(
+        InvalidOperationError, match=r"records no encoder.*pass the token encoder its vectors came from"
+    ):
         MvstoreVectorStore(tmp_path / "own")
     assert MvstoreVectorStore(tmp_path / "own", counting).similarity_search("moon", k=1)[0].page_content == (
-        "Tides follow the moon.")
+        "Tides follow the moon."
+    )
 
 
 def test_langchain_hybrid(store):
@@ -132,7 +166,9 @@ def test_langchain_mistakes_before_encoding(store, minilm, tmp_path):
 
 
 def test_maxsim_compressor_reranks(minilm):
-    pytest.importorskip("langchain_core", reason="langchain-core is not installed: pip install 'mvstore[langchain]'")
+    pytest.importorskip(
+        "langchain_core", reason="langchain-core is not installed: pip install 'mvstore[langchain]'"
+    )
     from langchain_core.documents import Document
 
     from mvstore.integrations.langchain import MaxSimCompressor
@@ -147,23 +183,39 @@ def test_maxsim_compressor_reranks(minilm):
 
 # ------------------------------------------------------------------------------------------ LlamaIndex
 def test_llamaindex_retriever_filters_postprocessor(tmp_path, minilm):
-    pytest.importorskip("llama_index.core", reason="llama-index-core is not installed: pip install 'mvstore[llamaindex]'")
+    pytest.importorskip(
+        "llama_index.core", reason="llama-index-core is not installed: pip install 'mvstore[llamaindex]'"
+    )
     from llama_index.core.schema import Document
     from llama_index.core.vector_stores.types import FilterCondition, MetadataFilter, MetadataFilters
 
     from mvstore.integrations.llamaindex import MaxSimNodePostprocessor, MvstoreRetriever
 
     nodes = [Document(text=t, metadata=m, id_=f"n{i}") for i, (t, m) in enumerate(PASSAGES)]
-    r = MvstoreRetriever.from_nodes(nodes, uri=tmp_path / "ix", encoder=minilm, create_kwargs={"spec": "fp16"},
-                                    similarity_top_k=2)
+    r = MvstoreRetriever.from_nodes(
+        nodes, uri=tmp_path / "ix", encoder=minilm, create_kwargs={"spec": "fp16"}, similarity_top_k=2
+    )
     got = r.retrieve("how is each query token scored?")
     assert got[0].node.node_id == "n1" and got[0].node.metadata["source"] == "maxsim.md" and got[0].score > 0
-    f = MetadataFilters(filters=[MetadataFilter(key="source", value="lance.md"),
-                                 MetadataFilter(key="year", value=2023, operator=">")])
-    assert [n.node.node_id for n in MvstoreRetriever(tmp_path / "ix", filters=f).retrieve("anything")] == ["n3"]
-    either = MetadataFilters(filters=[MetadataFilter(key="year", value=[2015, 2019], operator="in"),
-                                      MetadataFilter(key="source", value="maxsim.md")], condition=FilterCondition.OR)
-    assert {n.node.node_id for n in MvstoreRetriever(r.index, filters=either, similarity_top_k=5).retrieve("x")} == {"n1", "n2", "n4"}
+    f = MetadataFilters(
+        filters=[
+            MetadataFilter(key="source", value="lance.md"),
+            MetadataFilter(key="year", value=2023, operator=">"),
+        ]
+    )
+    assert [n.node.node_id for n in MvstoreRetriever(tmp_path / "ix", filters=f).retrieve("anything")] == [
+        "n3"
+    ]
+    either = MetadataFilters(
+        filters=[
+            MetadataFilter(key="year", value=[2015, 2019], operator="in"),
+            MetadataFilter(key="source", value="maxsim.md"),
+        ],
+        condition=FilterCondition.OR,
+    )
+    assert {
+        n.node.node_id for n in MvstoreRetriever(r.index, filters=either, similarity_top_k=5).retrieve("x")
+    } == {"n1", "n2", "n4"}
     bad = MetadataFilters(filters=[MetadataFilter(key="source", value="lance", operator="text_match")])
     with pytest.raises(FilterError, match="'text_match' on 'source' is not supported"):
         MvstoreRetriever(r.index, filters=bad)

@@ -87,7 +87,11 @@ def test_deleting_the_latest_manifest_does_not_reopen_the_previous_version(built
     )  # Lance alone reopens version 2 (ids 3-5 back)
     with pytest.raises(IndexCorruptedError, match="ends at version 2 but version 3 was committed"):
         ms.open(uri)
-    for write in (lambda: idx.delete([7]), lambda: idx.add([500], [docs[0]]), lambda: idx.upsert([8], [docs[0]])):
+    for write in (
+        lambda: idx.delete([7]),
+        lambda: idx.add([500], [docs[0]]),
+        lambda: idx.upsert([8], [docs[0]]),
+    ):
         with pytest.raises(IndexCorruptedError, match="ends at version 2"):  # no write on top of the rollback
             write()
     assert _integrity.latest_on_disk(uri, "docs.lance") == 2

@@ -59,7 +59,9 @@ def test_core_kernels_match_numpy(rng, simd, width):
         table = rng.standard_normal((n_units, levels, width)).astype(np.float32)
         sims = table[np.arange(n_units)[None, :], table_units(codes, levels)].sum(1)  # (300, width)
         expect = [sims[a : a + n, :nq].max(0).sum() if n else -np.inf for a, n in zip(starts, lengths)]
-        np.testing.assert_allclose(K.table_maxsim(codes, starts, lengths, table, nq), expect, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(
+            K.table_maxsim(codes, starts, lengths, table, nq), expect, rtol=1e-5, atol=1e-4
+        )
 
     p, terms, offsets = _postings(rng)
     st = rng.standard_normal((50, width)).astype(np.float32)
@@ -102,8 +104,13 @@ def test_core_probed_interaction_matches_definition(rng, simd, masked):
 
 
 def test_core_candidate_ids_sort(rng, simd):
-    for a in (np.zeros(0, np.int32), np.array([7], np.int32), rng.integers(0, 5000, 3000).astype(np.int32),
-              rng.integers(0, 2**31 - 1, 1000).astype(np.int32), np.array([2**31 - 1, 0, 2048, 2047], np.int32)):
+    for a in (
+        np.zeros(0, np.int32),
+        np.array([7], np.int32),
+        rng.integers(0, 5000, 3000).astype(np.int32),
+        rng.integers(0, 2**31 - 1, 1000).astype(np.int32),
+        np.array([2**31 - 1, 0, 2048, 2047], np.int32),
+    ):
         np.testing.assert_array_equal(K._sort_ids(a), np.sort(a))
 
 
@@ -121,13 +128,29 @@ def test_core_boundscheck_is_active_ref():
 def test_core_cases_under_boundscheck(tmp_path):
     """The core cases on the reference kernels with numba's bounds checks on, in a fresh process with an
     empty numba cache (cached machine code would be reused without the checks)."""
-    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", MVSTORE_DISABLE_SIMD="1", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    env = dict(
+        os.environ, NUMBA_BOUNDSCHECK="1", MVSTORE_DISABLE_SIMD="1", NUMBA_CACHE_DIR=str(tmp_path / "numba")
+    )
     root = Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "-k",
-         "core and ref and not under_boundscheck", str(Path(__file__))],
-        env=env, cwd=root, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            "-k",
+            "core and ref and not under_boundscheck",
+            str(Path(__file__)),
+        ],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     out = proc.stdout + proc.stderr
     # every case passed, including test_core_boundscheck_is_active_ref (it skips when the checks are off)
@@ -151,9 +174,13 @@ def test_simd_and_reference_kernels_agree(rng, monkeypatch):
         monkeypatch.setattr(K, "SIMD", flag)
         st = np.empty((300, width), np.float32)
         K.similarities(c, qt, 0, 300, st)
-        tables = [K.table_maxsim(codes, starts, lengths, rng_table, nq)
-                  for rng_table in (np.random.default_rng(1).standard_normal((32, 16, width)).astype(np.float32),
-                                    np.random.default_rng(2).standard_normal((16, 256, width)).astype(np.float32))]
+        tables = [
+            K.table_maxsim(codes, starts, lengths, rng_table, nq)
+            for rng_table in (
+                np.random.default_rng(1).standard_normal((32, 16, width)).astype(np.float32),
+                np.random.default_rng(2).standard_normal((16, 256, width)).astype(np.float32),
+            )
+        ]
         st_ref = (c @ qt).astype(np.float32)  # one similarity matrix for both paths' folds
         got[flag] = (st, K.full_interaction(st_ref, nq, rows, p), tables)
     np.testing.assert_allclose(got[True][0], got[False][0], rtol=1e-5, atol=1e-5)
@@ -190,7 +217,9 @@ def test_simd_switch_reads_the_environment(monkeypatch):
     monkeypatch.delenv("MVSTORE_DISABLE_SIMD")
     assert K._simd_from_env() is True
     monkeypatch.setenv("MVSTORE_DISABLE_SIMD", "yes")
-    with pytest.raises(InvalidVectorsError, match="MVSTORE_DISABLE_SIMD='yes' is not understood; set it to 1"):
+    with pytest.raises(
+        InvalidVectorsError, match="MVSTORE_DISABLE_SIMD='yes' is not understood; set it to 1"
+    ):
         K._simd_from_env()
 
 
@@ -209,8 +238,13 @@ def test_strided_codes_are_refused_not_misread(rng):
     with pytest.raises(numba.core.errors.TypingError):
         K._table_maxsim_simd(view, np.array([0]), np.array([5]), table, 3)
     with pytest.raises(InvalidDtypeError, match="strided view"):
-        K.similarities(np.zeros((8, 16), np.float32)[:, ::2], np.zeros((8, 8), np.float32), 0, 8,
-                       np.zeros((8, 8), np.float32))
+        K.similarities(
+            np.zeros((8, 16), np.float32)[:, ::2],
+            np.zeros((8, 8), np.float32),
+            0,
+            8,
+            np.zeros((8, 8), np.float32),
+        )
 
 
 def test_out_of_range_terms_are_refused_when_postings_are_built(rng):
@@ -243,34 +277,90 @@ def test_entry_points_check_per_query_arrays(rng):
     codes = np.zeros((10, 4), np.uint8)
     one = (np.array([0]), np.array([3]))
     cases = [
-        (lambda: K.full_interaction(st, 3, np.array([0, 6]), p), InvalidVectorsError, r"rows holds ids in \[0, 6\]"),
+        (
+            lambda: K.full_interaction(st, 3, np.array([0, 6]), p),
+            InvalidVectorsError,
+            r"rows holds ids in \[0, 6\]",
+        ),
         (lambda: K.full_interaction(st, 9, np.array([0]), p), DimensionMismatchError, r"nq=9 .* \[1, 8\]"),
-        (lambda: K.full_interaction(np.zeros((10, 12), np.float32), 3, np.array([0]), p), DimensionMismatchError,
-         "multiple of 8"),
+        (
+            lambda: K.full_interaction(np.zeros((10, 12), np.float32), 3, np.array([0]), p),
+            DimensionMismatchError,
+            "multiple of 8",
+        ),
         (lambda: K.full_interaction(st, 3, np.array([0.0]), p), InvalidDtypeError, "1-D integer"),
         (lambda: K.full_interaction(st, 3, np.array([0]), "p"), InvalidDtypeError, "must be a Postings"),
-        (lambda: K.probed_interaction(st, np.array([[10]]), np.zeros(1, np.float32), p, None,
-                                      np.full(6, -1, np.int32)), InvalidVectorsError, "probe holds ids"),
-        (lambda: K.probed_interaction(st, np.array([[1]]), np.zeros(1, np.float32), p, np.ones(5, bool),
-                                      np.full(6, -1, np.int32)), DimensionMismatchError, "mask has 5 entries"),
-        (lambda: K.probed_interaction(st, np.array([[1]]), np.zeros(1, np.float32), p, None,
-                                      np.full(5, -1, np.int32)), DimensionMismatchError, r"slot \(6,\)"),
-        (lambda: K.table_maxsim(codes, *one, np.zeros((8, 16, 12), np.float32), 3), DimensionMismatchError,
-         "multiple of 8"),
-        (lambda: K.table_maxsim(codes, *one, np.zeros((4, 16, 8), np.float32), 3), DimensionMismatchError,
-         "does not match codes of 4 bytes"),
-        (lambda: K.table_maxsim(codes, np.array([8]), np.array([3]), np.zeros((4, 256, 8), np.float32), 3),
-         InvalidVectorsError, "outside the 10 codes"),
-        (lambda: K.table_maxsim(codes, np.array([2]), np.array([-1]), np.zeros((4, 256, 8), np.float32), 3),
-         InvalidVectorsError, "outside the 10 codes"),
-        (lambda: K.table_maxsim(codes.astype(np.int8), *one, np.zeros((4, 256, 8), np.float32), 3),
-         InvalidDtypeError, "2-D uint8"),
-        (lambda: K.table_maxsim(codes, *one, np.zeros((4, 256, 8), np.float64), 3), InvalidDtypeError,
-         "3-D float32"),
-        (lambda: K.similarities(np.zeros((5, 4), np.float32), np.zeros((4, 12), np.float32), 0, 5,
-                                np.zeros((5, 12), np.float32)), DimensionMismatchError, "multiple of 8"),
-        (lambda: K.similarities(np.zeros((5, 4), np.float32), np.zeros((4, 8), np.float32), 0, 6,
-                                np.zeros((5, 8), np.float32)), InvalidVectorsError, "outside the 5 centroids"),
+        (
+            lambda: K.probed_interaction(
+                st, np.array([[10]]), np.zeros(1, np.float32), p, None, np.full(6, -1, np.int32)
+            ),
+            InvalidVectorsError,
+            "probe holds ids",
+        ),
+        (
+            lambda: K.probed_interaction(
+                st, np.array([[1]]), np.zeros(1, np.float32), p, np.ones(5, bool), np.full(6, -1, np.int32)
+            ),
+            DimensionMismatchError,
+            "mask has 5 entries",
+        ),
+        (
+            lambda: K.probed_interaction(
+                st, np.array([[1]]), np.zeros(1, np.float32), p, None, np.full(5, -1, np.int32)
+            ),
+            DimensionMismatchError,
+            r"slot \(6,\)",
+        ),
+        (
+            lambda: K.table_maxsim(codes, *one, np.zeros((8, 16, 12), np.float32), 3),
+            DimensionMismatchError,
+            "multiple of 8",
+        ),
+        (
+            lambda: K.table_maxsim(codes, *one, np.zeros((4, 16, 8), np.float32), 3),
+            DimensionMismatchError,
+            "does not match codes of 4 bytes",
+        ),
+        (
+            lambda: K.table_maxsim(codes, np.array([8]), np.array([3]), np.zeros((4, 256, 8), np.float32), 3),
+            InvalidVectorsError,
+            "outside the 10 codes",
+        ),
+        (
+            lambda: K.table_maxsim(
+                codes, np.array([2]), np.array([-1]), np.zeros((4, 256, 8), np.float32), 3
+            ),
+            InvalidVectorsError,
+            "outside the 10 codes",
+        ),
+        (
+            lambda: K.table_maxsim(codes.astype(np.int8), *one, np.zeros((4, 256, 8), np.float32), 3),
+            InvalidDtypeError,
+            "2-D uint8",
+        ),
+        (
+            lambda: K.table_maxsim(codes, *one, np.zeros((4, 256, 8), np.float64), 3),
+            InvalidDtypeError,
+            "3-D float32",
+        ),
+        (
+            lambda: K.similarities(
+                np.zeros((5, 4), np.float32),
+                np.zeros((4, 12), np.float32),
+                0,
+                5,
+                np.zeros((5, 12), np.float32),
+            ),
+            DimensionMismatchError,
+            "multiple of 8",
+        ),
+        (
+            lambda: K.similarities(
+                np.zeros((5, 4), np.float32), np.zeros((4, 8), np.float32), 0, 6, np.zeros((5, 8), np.float32)
+            ),
+            InvalidVectorsError,
+            "outside the 5 centroids",
+        ),
         (lambda: K.top_probes(st, 9, 2), DimensionMismatchError, r"nq=9"),
         (lambda: K.top_probes(st, 3, 0), InvalidVectorsError, "nprobe >= 1"),
     ]

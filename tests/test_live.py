@@ -79,7 +79,9 @@ def check_against_full_load(idx, uri, oracle, qs):
 def test_incremental_state_ranks_like_a_full_load_after_random_writes(tmp_path, seed):
     rng = np.random.default_rng(seed)
     uri = str(tmp_path / "ix")
-    idx = ms.create(uri, dim=DIM, n_centroids=16, auto_optimize=seed != 2, compact_fragments=4, fragment_rows=8)
+    idx = ms.create(
+        uri, dim=DIM, n_centroids=16, auto_optimize=seed != 2, compact_fragments=4, fragment_rows=8
+    )
     n0 = 120
     idx.add(np.arange(n0), docs_of(rng, n0), metadata=[{"lang": "en" if i % 2 else "fr"} for i in range(n0)])
     oracle = {i: ("en" if i % 2 else "fr") for i in range(n0)}
@@ -136,10 +138,14 @@ def test_a_reader_refresh_reads_only_what_another_process_wrote(tmp_path):
             idx.add([j], docs_of(rng, 1), metadata=[{{"lang": "en"}}])
         """
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+    )
     kinds = []
     for rnd in range(3):
-        subprocess.run([sys.executable, "-c", writer, str(rnd), str(1000 + 10 * rnd)], check=True, env=env, timeout=300)
+        subprocess.run(
+            [sys.executable, "-c", writer, str(rnd), str(1000 + 10 * rnd)], check=True, env=env, timeout=300
+        )
         reader.refresh()
         fresh = ms.open(uri)
         assert results(reader, qs) == results(fresh, qs)
@@ -239,7 +245,9 @@ def test_auto_optimize_bounds_fragments_and_keeps_versions_younger_than_retentio
 def test_auto_optimize_retention_and_off(tmp_path):
     rng = np.random.default_rng(6)
     uri = str(tmp_path / "ix")
-    idx = ms.create(uri, dim=DIM, n_centroids=8, compact_fragments=3, fragment_rows=64, retention=timedelta(0))
+    idx = ms.create(
+        uri, dim=DIM, n_centroids=8, compact_fragments=3, fragment_rows=64, retention=timedelta(0)
+    )
     idx.add(np.arange(50), docs_of(rng, 50))
     for i in range(50, 60):
         idx.add([i], docs_of(rng, 1))
@@ -366,9 +374,14 @@ def test_a_failed_automatic_compaction_is_a_warning_and_the_write_stands(tmp_pat
     def broken(self, **kw):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(type(lance.dataset(os.path.join(uri, "docs.lance")).optimize), "compact_files", broken)
-    with pytest.warns(RuntimeWarning, match="the write committed, but the automatic compaction.*No space left.*"
-                                            "run index.optimize\\(\\) to retry"):
+    monkeypatch.setattr(
+        type(lance.dataset(os.path.join(uri, "docs.lance")).optimize), "compact_files", broken
+    )
+    with pytest.warns(
+        RuntimeWarning,
+        match="the write committed, but the automatic compaction.*No space left.*"
+        "run index.optimize\\(\\) to retry",
+    ):
         v = idx.delete([1, 2, 3])
     assert v == idx.version == idx.latest_version
     assert sorted(ms.open(uri).snapshot().ids.tolist()) == [0, *range(4, 40)]
@@ -439,7 +452,11 @@ def test_a_writers_own_writes_are_derived_without_reading_them_back(tmp_path, mo
     make = (lambda i: i) if ids == "int" else (lambda i: f"d{i:03d}")
     uri = str(tmp_path / "ix")
     idx = ms.create(uri, dim=DIM, n_centroids=8, auto_optimize=False)
-    idx.add([make(i) for i in range(60)], docs_of(rng, 60), metadata=[{"lang": "en" if i % 2 else "fr"} for i in range(60)])
+    idx.add(
+        [make(i) for i in range(60)],
+        docs_of(rng, 60),
+        metadata=[{"lang": "en" if i % 2 else "fr"} for i in range(60)],
+    )
     qs = queries(4)
     idx.search(qs, k=5)
     reads = _count_reads(monkeypatch)
@@ -457,7 +474,9 @@ def test_a_writers_own_writes_are_derived_without_reading_them_back(tmp_path, mo
         assert idx._view.load_kind == "incremental" and reads == [], writes.index(w)
         assert got == results(ms.open(uri), qs)
         reads.clear()  # the fresh open's full load
-    want = sorted({make(i) for i in [*range(60), 100, *range(101, 106), 200, 201, 202]} - {make(3), make(4), make(101)})
+    want = sorted(
+        {make(i) for i in [*range(60), 100, *range(101, 106), 200, 201, 202]} - {make(3), make(4), make(101)}
+    )
     assert sorted(idx.snapshot().ids.tolist()) == want
     # an upsert of several rows (which Lance's merge may store in another order) reads its rows back
     idx.upsert([make(5), make(6)], docs_of(rng, 2))

@@ -63,4 +63,6 @@ def test_explicit_cuda_without_gpu_is_an_error(corpus):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_equals_cpu(rng, corpus):
     q = unit(rng.standard_normal((7, 16)))
-    np.testing.assert_allclose(maxsim_torch(q, corpus, device="cuda"), maxsim(q, corpus), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        maxsim_torch(q, corpus, device="cuda"), maxsim(q, corpus), rtol=1e-4, atol=1e-4
+    )

@@ -310,7 +310,9 @@ def test_bad_arguments(rng):
         pool(docs, float("nan"))
     with pytest.raises(InvalidDtypeError, match="pooling factor must be a real number"):
         pool(docs, "2")
-    with pytest.raises(InvalidArgumentError, match="unknown pooling method 'average'; use one of 'ward', 'kmeans'"):
+    with pytest.raises(
+        InvalidArgumentError, match="unknown pooling method 'average'; use one of 'ward', 'kmeans'"
+    ):
         pool(docs, 2, method="average")
     with pytest.raises(InvalidArgumentError, match="protected=-1 must be >= 0"):
         pool(docs, 2, protected=-1)

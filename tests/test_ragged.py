@@ -56,7 +56,9 @@ def test_from_padded_drops_padding():
 
 def test_bad_inputs_each_name_the_problem(rng):
     good = docs(rng)
-    with pytest.raises(InvalidVectorsError, match=r"document 0 has a NaN or Inf value at token 1 \(or one beyond"):
+    with pytest.raises(
+        InvalidVectorsError, match=r"document 0 has a NaN or Inf value at token 1 \(or one beyond"
+    ):
         Ragged.from_list([np.array([[0.0, 1.0], [1e39, 0.0]])])  # finite float64, inf as float32
     with pytest.raises(InvalidVectorsError, match="document 1 has a NaN or Inf value at token 0"):
         Ragged.from_list([good[0], np.array([[np.nan, 0, 0, 0]], np.float32)])

@@ -33,8 +33,47 @@ def test_top_k_matches_a_full_sort(ascending):
 
 def test_top_k_each_keeps_the_lower_column_among_ties_at_the_cut():
     # argpartition alone kept column 23 over 11 here (the old codecs.sparse.top_terms did)
-    x = np.array([[1, 1, 0, 0, 0, 0, 0, 0, 2, 1, 2, 1, 1, 2, 2, 1, 1, 1, 2, 0, 2, 2, 0, 1, 2, 1, 0, 2, 2, 2, 0,
-                   0, 2, 0]], np.float32)
+    x = np.array(
+        [
+            [
+                1,
+                1,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                2,
+                1,
+                2,
+                1,
+                1,
+                2,
+                2,
+                1,
+                1,
+                1,
+                2,
+                0,
+                2,
+                2,
+                0,
+                1,
+                2,
+                1,
+                0,
+                2,
+                2,
+                2,
+                0,
+                0,
+                2,
+                0,
+            ]
+        ],
+        np.float32,
+    )
     ids, vals = top_k_each(x, 18)
     assert ids[0].tolist() == reference(np.arange(x.shape[1]), x[0], 18).tolist()
     assert vals[0].tolist() == sorted(x[0].tolist(), reverse=True)[:18]

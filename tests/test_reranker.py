@@ -77,7 +77,12 @@ def test_fts_rerank_equals_maxsim_order_and_changes_it(setup, enc):
 
 
 def test_fts_rerank_return_all_keeps_scores(setup, enc):
-    out = setup["tbl"].search(QUERY, query_type="fts").rerank(MaxSimReranker(enc, return_score="all")).to_arrow()
+    out = (
+        setup["tbl"]
+        .search(QUERY, query_type="fts")
+        .rerank(MaxSimReranker(enc, return_score="all"))
+        .to_arrow()
+    )
     assert {"_score", "_relevance_score"} <= set(out.column_names)
     rel = out["_relevance_score"].to_numpy()
     assert (np.diff(rel) <= 0).all()
@@ -88,8 +93,12 @@ def test_hybrid_rerank_equals_maxsim_order(setup, enc):
     q = tbl.search(query_type="hybrid").vector(setup["qmean"]).text(QUERY).limit(10)
     plain = q.to_arrow()  # LanceDB's default (RRF) fusion
     out = (
-        tbl.search(query_type="hybrid").vector(setup["qmean"]).text(QUERY).rerank(MaxSimReranker(enc))
-        .limit(10).to_arrow()
+        tbl.search(query_type="hybrid")
+        .vector(setup["qmean"])
+        .text(QUERY)
+        .rerank(MaxSimReranker(enc))
+        .limit(10)
+        .to_arrow()
     )
     ids = out["id"].to_pylist()
     assert sorted(ids) == sorted(plain["id"].to_pylist())

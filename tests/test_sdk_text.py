@@ -45,14 +45,23 @@ def test_create_records_the_encoder_and_texts_go_in_and_out(minilm, tmp_path):
     idx = mvstore.create(tmp_path / "ix", encoder=minilm, spec="fp16")
     assert idx.dim == 384 and idx.encoder is minilm
     rec = json.loads((tmp_path / "ix" / "mvstore.json").read_text())["options"]["encoder"]
-    assert rec == {"kind": "hf", "model": None, "query_max_length": 64, "doc_max_length": 256,
-                   "keep_special_tokens": True, "normalize": True, "name": minilm.name}
+    assert rec == {
+        "kind": "hf",
+        "model": None,
+        "query_max_length": 64,
+        "doc_max_length": 256,
+        "keep_special_tokens": True,
+        "normalize": True,
+        "name": minilm.name,
+    }
     assert idx.add_texts(PASSAGES[:3], metadata=TOPICS[:3]) == [0, 1, 2]  # fresh ids from 0
     assert idx.add_texts(PASSAGES[3:], metadata=TOPICS[3:]) == [3]  # after the largest stored id
     hit = idx.search("what causes ocean tides", k=2, columns=["text", "topic"]).to_pylist()[0]
     assert hit["id"] == 0 and hit["text"] == PASSAGES[0] and hit["topic"] == "space"
     assert idx.search(["wind power", "immune response to vaccines"], k=1)["id"].to_pylist() == [3, 2]
-    res = idx.search(["wind power", "immune response to vaccines"], k=1, where="topic = 'energy'", columns=["topic"])
+    res = idx.search(
+        ["wind power", "immune response to vaccines"], k=1, where="topic = 'energy'", columns=["topic"]
+    )
     assert res["id"].to_pylist()[0] == 3 and res["topic"].to_pylist() == ["energy", "energy"]
     # the same as encoding by hand: vectors keep working
     manual = idx.search(minilm.encode_queries(["what causes ocean tides"]), k=2)
@@ -71,7 +80,10 @@ def test_add_texts_options_and_errors(minilm, tmp_path):
         idx.add_texts("one string")
     with pytest.raises(InvalidArgumentError, match="empty or whitespace"):
         idx.add_texts(["ok", "  "])
-    assert idx.add_texts(PASSAGES[:2], ids=["a", "b"], text_column="passage", metadata=TOPICS[:2]) == ["a", "b"]
+    assert idx.add_texts(PASSAGES[:2], ids=["a", "b"], text_column="passage", metadata=TOPICS[:2]) == [
+        "a",
+        "b",
+    ]
     assert idx.search("tides", k=1, columns=["passage"])["passage"].to_pylist() == [PASSAGES[0]]
     with pytest.raises(InvalidArgumentError, match="string ids.*pass ids="):
         idx.add_texts(PASSAGES[2:3])
@@ -159,11 +171,17 @@ def test_opening_and_vector_search_need_no_torch(minilm, tmp_path):
         f"print(idx.search(np.load({str(tmp_path / 'q.npy')!r}), k=1)['id'].to_pylist())\n"
         "try:\n    idx.search('moon')\nexcept mvstore.MissingDependencyError as e:\n    print('missing', e)\n"
     )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
-                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert p.returncode == 0, p.stderr
     out = p.stdout.splitlines()
-    assert out[0] == "[0]" and out[1].startswith("missing") and 'mvstore[encoders]' in out[1]
+    assert out[0] == "[0]" and out[1].startswith("missing") and "mvstore[encoders]" in out[1]
 
 
 def test_colbert_model_recorded_and_rebuilt(colbert_dir, tmp_path):
@@ -196,12 +214,17 @@ def test_pylate_model_through_pylate(colbert_dir, tmp_path):
     the rankings of ColBERTEncoder, which reads the same directory without PyLate."""
     pytest.importorskip("pylate")
     idx = mvstore.create(tmp_path / "ix", encoder=f"pylate:{colbert_dir}", spec="fp32")
-    assert idx.dim == 128 and idx.options["encoder"] == {"kind": "pylate", "model": str(colbert_dir),
-                                                         "name": f"pylate:{colbert_dir}"}
+    assert idx.dim == 128 and idx.options["encoder"] == {
+        "kind": "pylate",
+        "model": str(colbert_dir),
+        "name": f"pylate:{colbert_dir}",
+    }
     idx.add_texts(PASSAGES)
     ref = mvstore.create(tmp_path / "ref", encoder=f"colbert:{colbert_dir}", spec="fp32")
     ref.add_texts(PASSAGES)
-    a = mvstore.open(tmp_path / "ix").search(["moon and tides", "vaccines"], k=4, params={"candidates": "exhaustive"})
+    a = mvstore.open(tmp_path / "ix").search(
+        ["moon and tides", "vaccines"], k=4, params={"candidates": "exhaustive"}
+    )
     b = ref.search(["moon and tides", "vaccines"], k=4, params={"candidates": "exhaustive"})
     assert a["id"].to_pylist() == b["id"].to_pylist()
     np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), atol=1e-3)
@@ -250,10 +273,15 @@ def test_cleanup_keeps_recent_versions_like_lancedb(tmp_path, rng):
         idx.add(np.arange(a, a + 10), docs[a : a + 10])
     before = [v["version"] for v in idx.versions()]
     rep = idx.optimize(cleanup=True)  # default retention: 7 days
-    assert rep["cleanup"]["old_versions"] == 0 and [v["version"] for v in idx.versions()][: len(before)] == before
+    assert (
+        rep["cleanup"]["old_versions"] == 0
+        and [v["version"] for v in idx.versions()][: len(before)] == before
+    )
     assert len(mvstore.open(tmp_path / "ix", version=before[0])) == 10  # time travel still works
     rep = idx.optimize(cleanup=True, older_than=timedelta(0))
-    assert rep["cleanup"]["old_versions"] >= len(before) and [v["version"] for v in idx.versions()] == [idx.version]
+    assert rep["cleanup"]["old_versions"] >= len(before) and [v["version"] for v in idx.versions()] == [
+        idx.version
+    ]
     assert len(idx) == 40
     with pytest.raises(InvalidDtypeError, match=r"timedelta\(0\) keeps only the current version"):
         idx.optimize(cleanup=True, older_than=None)
@@ -264,8 +292,14 @@ def test_cleanup_keeps_recent_versions_like_lancedb(tmp_path, rng):
 # --------------------------------------------------------------------------------------------- CLI
 def mvstore_cli(*args, check_rc=0):
     e = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
-    p = subprocess.run([sys.executable, "-m", "mvstore.cli", *map(str, args)], capture_output=True, text=True,
-                       cwd=REPO, env=e, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "mvstore.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=e,
+        timeout=600,
+    )
     assert p.returncode == check_rc, f"rc={p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
     return p
 
@@ -285,19 +319,36 @@ def write_beir(root, texts):
 def test_cli_colbert_encoder_recorded_and_used(colbert_dir, tmp_path):
     beir = write_beir(tmp_path / "beir", PASSAGES)
     ix = tmp_path / "ix"
-    mvstore_cli("-q", "build", ix, "--input", beir / "corpus.jsonl", "--id-column", "_id", "--spec", "fp16",
-                "--encoder", f"colbert:{colbert_dir}")
+    mvstore_cli(
+        "-q",
+        "build",
+        ix,
+        "--input",
+        beir / "corpus.jsonl",
+        "--id-column",
+        "_id",
+        "--spec",
+        "fp16",
+        "--encoder",
+        f"colbert:{colbert_dir}",
+    )
     assert mvstore.open(ix).options["encoder"]["path"] == str(colbert_dir)
     info = json.loads(mvstore_cli("info", ix, "--json").stdout)
     assert info["encoder"]["kind"] == "colbert" and info["dim"] == 128 and "text" in info["columns"]
-    rows = [json.loads(r) for r in mvstore_cli("search", ix, "moon and tides", "-k", "1", "--json").stdout.splitlines()]
+    rows = [
+        json.loads(r)
+        for r in mvstore_cli("search", ix, "moon and tides", "-k", "1", "--json").stdout.splitlines()
+    ]
     assert rows[0]["id"] == "d0" and rows[0]["text"] == PASSAGES[0]
     ev = json.loads(mvstore_cli("-q", "eval", beir, "--index", ix, "--json").stdout)
     assert ev["ndcg10"] == 1.0 and "warning" not in ev
     # the index was built from other texts than the corpus eval scores: said on stderr and in the JSON row
     other = write_beir(tmp_path / "other", [PASSAGES[0] + " Extra words."] + PASSAGES[1:])
     p = mvstore_cli("-q", "eval", other, "--index", ix, "--json")
-    assert "warning" in json.loads(p.stdout) and "mvstore: warning: 1 of 4 documents have other texts" in p.stderr
+    assert (
+        "warning" in json.loads(p.stdout)
+        and "mvstore: warning: 1 of 4 documents have other texts" in p.stderr
+    )
     # an explicit encoder of another dim is refused in CLI words
     err = mvstore_cli("search", ix, "moon", "--encoder", "hf", check_rc=2).stderr
     assert "384-d" in err and "128-d" in err
@@ -309,13 +360,19 @@ def test_cli_old_and_encoderless_indexes(minilm, tmp_path):
     mvstore_cli("-q", "build", tmp_path / "ix", "--input", tmp_path / "v.npz", "--spec", "fp16")
     err = mvstore_cli("search", tmp_path / "ix", "moon", check_rc=2).stderr
     assert "records no encoder" in err and "--encoder" in err
-    hit = json.loads(mvstore_cli("search", tmp_path / "ix", "moon", "--encoder", "hf", "--json", "-k", "1")
-                     .stdout.splitlines()[0])
+    hit = json.loads(
+        mvstore_cli(
+            "search", tmp_path / "ix", "moon", "--encoder", "hf", "--json", "-k", "1"
+        ).stdout.splitlines()[0]
+    )
     assert hit["id"] == 0
     # an index an older CLI built: its encoder settings in mvstore-cli.json
-    (tmp_path / "ix" / "mvstore-cli.json").write_text(json.dumps(
-        {"encoder": {"model": None, "query_max_length": 64, "doc_max_length": 256}}))
-    hit = json.loads(mvstore_cli("search", tmp_path / "ix", "moon", "--json", "-k", "1").stdout.splitlines()[0])
+    (tmp_path / "ix" / "mvstore-cli.json").write_text(
+        json.dumps({"encoder": {"model": None, "query_max_length": 64, "doc_max_length": 256}})
+    )
+    hit = json.loads(
+        mvstore_cli("search", tmp_path / "ix", "moon", "--json", "-k", "1").stdout.splitlines()[0]
+    )
     assert hit["id"] == 0
     assert json.loads(mvstore_cli("info", tmp_path / "ix", "--json").stdout)["encoder"]["kind"] == "hf"
     # CLI words: the existing index names the CLI flag, search knobs and versions their flags
@@ -323,9 +380,13 @@ def test_cli_old_and_encoderless_indexes(minilm, tmp_path):
     assert "--overwrite" in err and "exist_ok" not in err
     q = minilm.encode_queries(["moon"])
     np.savez(tmp_path / "q.npz", vectors=q.values, offsets=q.offsets)
-    err = mvstore_cli("search", tmp_path / "ix", "--query-file", tmp_path / "q.npz", "--nprobe", "0", check_rc=2).stderr
+    err = mvstore_cli(
+        "search", tmp_path / "ix", "--query-file", tmp_path / "q.npz", "--nprobe", "0", check_rc=2
+    ).stderr
     assert "--nprobe 0 must be a positive integer" in err and "SearchParams" not in err
-    err = mvstore_cli("search", tmp_path / "ix", "--query-file", tmp_path / "q.npz", "--version", "9", check_rc=2).stderr
+    err = mvstore_cli(
+        "search", tmp_path / "ix", "--query-file", tmp_path / "q.npz", "--version", "9", check_rc=2
+    ).stderr
     assert "--version 9 does not exist; the index has versions [1]" in err and "index.versions()" not in err
     (tmp_path / "plain").mkdir()
     err = mvstore_cli("info", tmp_path / "plain", check_rc=2).stderr
@@ -334,8 +395,10 @@ def test_cli_old_and_encoderless_indexes(minilm, tmp_path):
 
 def test_cli_report_reads_tune_output(tmp_path):
     pytest.importorskip("matplotlib")
-    rows = [{"spec": "fp16", "bytes_per_token": 8.0, "fidelity": 1.0, "pareto": True},
-            {"spec": "pca8,sq8", "bytes_per_token": 2.0, "fidelity": 0.9, "pareto": True}]
+    rows = [
+        {"spec": "fp16", "bytes_per_token": 8.0, "fidelity": 1.0, "pareto": True},
+        {"spec": "pca8,sq8", "bytes_per_token": 2.0, "fidelity": 0.9, "pareto": True},
+    ]
     (tmp_path / "tune.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     p = mvstore_cli("report", tmp_path / "tune.jsonl", "-o", tmp_path / "f.png", "--json")
     assert sorted(json.loads(r)["spec"] for r in p.stdout.splitlines()) == ["fp16", "pca8,sq8"]

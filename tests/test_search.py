@@ -1,6 +1,5 @@
 """Two-stage search: centroid prefilter + exact MaxSim rerank, against the exhaustive oracle."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -31,7 +30,9 @@ def clustered_docs(n_docs: int, dim: int = DIM, **kw):
     return topic_docs(n_docs, dim, **kw)
 
 
-def make_snapshot(docs: Ragged, spec: str = "sq8", n_centroids: int = 32, with_terms: bool = True) -> Snapshot:
+def make_snapshot(
+    docs: Ragged, spec: str = "sq8", n_centroids: int = 32, with_terms: bool = True
+) -> Snapshot:
     codec = build_pipeline(spec, docs.dim).fit(docs.values)
     codes = codec.encode(docs.values)
     terms = centroids = None
@@ -85,7 +86,11 @@ def same_ranking(a, b, atol=1e-4):
             for i in np.flatnonzero(ra != rb):
                 j = at.get(int(rows[i]))
                 ref = other_scores[-1] if j is None else other_scores[j]
-                where = "is missing from the other result, whose last score is" if j is None else f"at rank {j} scores"
+                where = (
+                    "is missing from the other result, whose last score is"
+                    if j is None
+                    else f"at rank {j} scores"
+                )
                 assert abs(float(scores[i]) - float(ref)) <= atol, (
                     f"query {q}: row {int(rows[i])} scores {float(scores[i])} at rank {i} but {where} {float(ref)}: "
                     f"the rows differ beyond ties\n{ra}\n{rb}"
@@ -187,7 +192,9 @@ def test_assign_terms_exact_then_inverted(rng):
     dim = 32
     cent = rng.standard_normal((EXACT_ASSIGN_MAX * 2, dim)).astype(np.float32)
     cent /= np.linalg.norm(cent, axis=1, keepdims=True)
-    x = cent[rng.integers(0, len(cent), 5000)] + 0.3 * rng.standard_normal((5000, dim)).astype(np.float32) / np.sqrt(dim)
+    x = cent[rng.integers(0, len(cent), 5000)] + 0.3 * rng.standard_normal((5000, dim)).astype(
+        np.float32
+    ) / np.sqrt(dim)
     exact = np.argmax(x @ cent.T, axis=1)
     small = assign_terms(x, cent[:EXACT_ASSIGN_MAX])
     assert np.array_equal(small, np.argmax(x @ cent[:EXACT_ASSIGN_MAX].T, axis=1))
@@ -212,7 +219,9 @@ def test_oracle_is_exact_maxsim(corpus):
 def test_full_probe_equals_oracle(corpus, interaction, backend):
     _, snap, queries = corpus
     n_c = len(snap.centroids)
-    p = SearchParams(candidates="centroid", nprobe=n_c, n_rerank=snap.n_docs, interaction=interaction, device="cpu")
+    p = SearchParams(
+        candidates="centroid", nprobe=n_c, n_rerank=snap.n_docs, interaction=interaction, device="cpu"
+    )
     got = Searcher(snap, p, backend=backend).search(queries, 10)
     same_ranking(got, brute_force(snap, queries, 10))
 
@@ -221,7 +230,9 @@ def test_full_probe_equals_oracle(corpus, interaction, backend):
 def table_snapshots():
     """Snapshots whose codecs score through per-query tables (bin, pq) on the CPU path."""
     docs = clustered_docs(200, seed=3)
-    return {spec: make_snapshot(docs, spec=spec) for spec in ("bin", "pca16,pq4")}, queries_from(docs, 10, seed=4)
+    return {spec: make_snapshot(docs, spec=spec) for spec in ("bin", "pca16,pq4")}, queries_from(
+        docs, 10, seed=4
+    )
 
 
 @pytest.mark.parametrize("spec", ["bin", "pca16,pq4"])
@@ -232,8 +243,9 @@ def test_table_scoring_equals_oracle(table_snapshots, spec, threads):
     snaps, queries = table_snapshots
     snap = snaps[spec]
     oracle = brute_force(snap, queries, 10)
-    p = SearchParams(candidates="centroid", nprobe=len(snap.centroids), n_rerank=snap.n_docs, device="cpu",
-                     threads=threads)
+    p = SearchParams(
+        candidates="centroid", nprobe=len(snap.centroids), n_rerank=snap.n_docs, device="cpu", threads=threads
+    )
     cpu = Searcher(snap, p)
     assert cpu.has_tables
     same_ranking(cpu.search(queries, 10), oracle)
@@ -241,7 +253,9 @@ def test_table_scoring_equals_oracle(table_snapshots, spec, threads):
     # a realistic operating point: threads never change the result
     p1 = SearchParams(nprobe=2, n_rerank=30, n_full=60, device="cpu", threads=1)
     pn = SearchParams(nprobe=2, n_rerank=30, n_full=60, device="cpu", threads=threads)
-    for a, b in zip(Searcher(snap, p1).search(queries, 10), Searcher(snap, pn).search(queries, 10), strict=True):
+    for a, b in zip(
+        Searcher(snap, p1).search(queries, 10), Searcher(snap, pn).search(queries, 10), strict=True
+    ):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
 
@@ -270,7 +284,9 @@ def test_concurrent_searches_share_a_searcher(table_snapshots):
     with pytest.raises(ValueError, match="part failed"):
         split_run(boom, 100, 2)
     # chunks cover the range in order whichever thread ran them
-    assert [r for chunk in split_run(lambda a, b: list(range(a, b)), 1000, 2) for r in chunk] == list(range(1000))
+    assert [r for chunk in split_run(lambda a, b: list(range(a, b)), 1000, 2) for r in chunk] == list(
+        range(1000)
+    )
 
 
 def test_searches_never_touch_the_blas_thread_limit(monkeypatch):
@@ -286,8 +302,11 @@ def test_searches_never_touch_the_blas_thread_limit(monkeypatch):
 
     def blas():  # an OpenMP-threaded BLAS (faiss-cpu's) reports the calling thread's OpenMP team size: another
         # thread shows its own (16 on a 16-core machine, in a plain thread too), so only pthreads builds compare
-        return {i["filepath"]: i["num_threads"] for i in threadpool_info()
-                if i["user_api"] == "blas" and i.get("threading_layer") != "openmp"}
+        return {
+            i["filepath"]: i["num_threads"]
+            for i in threadpool_info()
+            if i["user_api"] == "blas" and i.get("threading_layer") != "openmp"
+        }
 
     docs = clustered_docs(80, seed=9)
     snap = make_snapshot(docs, spec="sq8", n_centroids=16)  # decode-and-multiply stage 2: numpy products
@@ -296,8 +315,10 @@ def test_searches_never_touch_the_blas_thread_limit(monkeypatch):
     seen = []
     transform = snap.codec.transform_query
     monkeypatch.setattr(snap.codec, "transform_query", lambda x: (seen.append(blas()), transform(x))[1])
-    searchers = [Searcher(snap, SearchParams(nprobe=2, n_rerank=20, device="cpu", threads=2)),
-                 SparseSearcher(snap, SearchParams(candidates="sparse", n_rerank=20))]
+    searchers = [
+        Searcher(snap, SearchParams(nprobe=2, n_rerank=20, device="cpu", threads=2)),
+        SparseSearcher(snap, SearchParams(candidates="sparse", n_rerank=20)),
+    ]
     with threadpool_limits(limits=2, user_api="blas"):  # above 1 on any machine, so a limit of 1 would show
         before = blas()
         assert before and set(before.values()) == {2}, before
@@ -339,14 +360,20 @@ def test_full_interaction_reranks_the_best_probed(corpus):
     rows, scores = probed._one(probed._similarities(q), len(q), snap.n_docs, None, 2, with_scores=True)
     pool_rows = np.sort(rows[:25])
     sims = q @ snap.centroids.T
-    full = np.array([sims[:, np.unique(snap.terms[snap.offsets[d] : snap.offsets[d + 1]])].max(1).sum()
-                     for d in pool_rows])
+    full = np.array(
+        [
+            sims[:, np.unique(snap.terms[snap.offsets[d] : snap.offsets[d + 1]])].max(1).sum()
+            for d in pool_rows
+        ]
+    )
     expect = pool_rows[np.lexsort((pool_rows, -full))][:10]
     gen = CentroidCandidates.from_snapshot(snap, nprobe=2, interaction="full", n_full=25)
     got, got_scores = gen._one(gen._similarities(q), len(q), 10, None, 2, with_scores=True)
     same_ranking([(got, got_scores)], [(expect, np.sort(full)[::-1][:10])], atol=1e-5)
     # torch twin: same candidates
-    tgen = CentroidCandidates.from_snapshot(snap, nprobe=2, interaction="full", n_full=25, device=torch.device("cpu"))
+    tgen = CentroidCandidates.from_snapshot(
+        snap, nprobe=2, interaction="full", n_full=25, device=torch.device("cpu")
+    )
     assert tgen.candidates([q], 10)[0].tolist() == gen.candidates([q], 10)[0].tolist()
 
 
@@ -461,8 +488,12 @@ def test_probed_scores_match_definition(corpus):
 
 @pytest.mark.parametrize(
     "kw, match",
-    [({"nprobe": 0}, "nprobe=0 must be a positive integer"), ({"n_full": 0}, "n_full=0 must be a positive integer"),
-     ({"interaction": "maxsim"}, "interaction='maxsim' is not one of"), ({"nprobe": 2.5}, "nprobe must be an int")],
+    [
+        ({"nprobe": 0}, "nprobe=0 must be a positive integer"),
+        ({"n_full": 0}, "n_full=0 must be a positive integer"),
+        ({"interaction": "maxsim"}, "interaction='maxsim' is not one of"),
+        ({"nprobe": 2.5}, "nprobe must be an int"),
+    ],
 )
 def test_centroid_generator_rejects_bad_knobs(corpus, kw, match):
     """The generator validates its own knobs when built directly (not through SearchParams), with the
@@ -490,12 +521,16 @@ class _CodesRead:
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         self.rows_read += len(rows)
-        return self.snap.codes[ranges(self.snap.offsets[rows], self.snap.offsets[rows + 1] - self.snap.offsets[rows])]
+        return self.snap.codes[
+            ranges(self.snap.offsets[rows], self.snap.offsets[rows + 1] - self.snap.offsets[rows])
+        ]
 
 
 @pytest.mark.parametrize("memory", ["full", "bounded"])
-@pytest.mark.parametrize("device, backend", [
-    ("cpu", None), ("cpu", "torch"), pytest.param("cuda", None, marks=[needs_cuda, pytest.mark.gpu])])
+@pytest.mark.parametrize(
+    "device, backend",
+    [("cpu", None), ("cpu", "torch"), pytest.param("cuda", None, marks=[needs_cuda, pytest.mark.gpu])],
+)
 def test_rows_a_live_snapshot_masks_never_return(corpus, device, backend, memory):
     """A snapshot derived for a new version keeps its deleted rows and masks them (``Snapshot.live``): on every
     backend (numpy kernels, torch on the CPU, CUDA), with codes in memory or read per candidate (bounded
@@ -507,8 +542,11 @@ def test_rows_a_live_snapshot_masks_never_return(corpus, device, backend, memory
     live = np.ones(snap.n_docs, bool)
     live[::3] = False
     source = _CodesRead(snap)
-    masked = replace(snap, live=live, extras={}) if memory == "full" else replace(
-        snap, live=live, extras={}, codes=None, code_source=source)
+    masked = (
+        replace(snap, live=live, extras={})
+        if memory == "full"
+        else replace(snap, live=live, extras={}, codes=None, code_source=source)
+    )
     params = SearchParams(device=device, nprobe=len(snap.centroids), n_rerank=snap.n_docs)
     s = Searcher(masked, params, backend=backend)
     for allowed in (None, np.arange(snap.n_docs) % 2 == 0):
@@ -541,7 +579,9 @@ def test_cuda_filtered_and_auto_device(corpus):
     assert s.device.type == "cuda"
     got = s.search(queries, 10, allowed=allowed)
     assert all(allowed[r].all() for r, _ in got)
-    same_ranking(got, Searcher(snap, SearchParams(device="cpu")).search(queries, 10, allowed=allowed), atol=1e-3)
+    same_ranking(
+        got, Searcher(snap, SearchParams(device="cpu")).search(queries, 10, allowed=allowed), atol=1e-3
+    )
 
 
 def test_postings_are_built_once_per_snapshot():

@@ -37,8 +37,12 @@ def test_default_search_keeps_the_exhaustive_ranking(scifact_index):
     sf, idx = scifact_index
     exhaustive = _run(sf, idx.search(sf.queries, k=10, params=SearchParams(candidates="exhaustive")))
     default = _run(sf, idx.search(sf.queries, k=10, params=SearchParams(device="cpu")))
-    starved = _run(sf, idx.search(sf.queries, k=10, params=SearchParams(
-        nprobe=2, n_rerank=32, interaction="probed", device="cpu")))
+    starved = _run(
+        sf,
+        idx.search(
+            sf.queries, k=10, params=SearchParams(nprobe=2, n_rerank=32, interaction="probed", device="cpu")
+        ),
+    )
     rec_default = recall_vs_reference(default, exhaustive, k=10)
     rec_starved = recall_vs_reference(starved, exhaustive, k=10)
     assert rec_default >= 0.97, rec_default

@@ -123,24 +123,37 @@ def test_state_round_trip_through_json_and_npz(tmp_path, rng):
         other = type(codec)(16, codec.vocab, codec.top).set_state(loaded, json.loads(json.dumps(meta)))
         np.testing.assert_array_equal(other.encode(x), codec.encode(x))
         with pytest.raises(IndexCorruptedError, match="missing array 'scale'"):
-            type(codec)(16, codec.vocab, codec.top).set_state({k: v for k, v in loaded.items() if k != "scale"}, meta)
+            type(codec)(16, codec.vocab, codec.top).set_state(
+                {k: v for k, v in loaded.items() if k != "scale"}, meta
+            )
     with pytest.raises(IndexCorruptedError, match="expected finite floats of shape"):
-        SparseKMeans(16, 32, 4).set_state({"scale": np.ones(1, np.float32), "centroids": np.ones((5, 16))}, meta | {
-            "spec": "spk32t4"})
+        SparseKMeans(16, 32, 4).set_state(
+            {"scale": np.ones(1, np.float32), "centroids": np.ones((5, 16))}, meta | {"spec": "spk32t4"}
+        )
 
 
 def test_sparse_codecs_are_registered_and_spec_grammar():
     assert REGISTRY["spk"] is SparseKMeans and REGISTRY["slim"] is SlimHead
-    for s, size in [("spk4096t8", 24), ("pool2,spk4096t8p0.05", 24), ("pca64,slim30522t16", 48),
-                    ("slim100000t8p1.5", 40)]:
+    for s, size in [
+        ("spk4096t8", 24),
+        ("pool2,spk4096t8p0.05", 24),
+        ("pca64,slim30522t16", 48),
+        ("slim100000t8p1.5", 40),
+    ]:
         assert str(parse(s)) == s
         assert code_size(s, 384) == size
         assert build_pipeline(s, 384).spec() == (s.split(",", 1)[1] if s.startswith("pool") else s)
     assert bytes_per_token("pool2,spk4096t8", 384) == 12.0
-    assert is_sparse_codec(build_pipeline("pca64,spk1024t8", 384)) and not is_sparse_codec(build_pipeline("fp16", 8))
-    for bad, match in [("spk4096", r"expected spk<V>t<t>\[p<thr>\]"), ("slimhead", "expected slim<V>t<t>"),
-                       ("spk4096t8p0", "expected spk"), ("spk0t8", "expected spk"),
-                       ("spk8t8", "t=8 must be smaller than V=8")]:
+    assert is_sparse_codec(build_pipeline("pca64,spk1024t8", 384)) and not is_sparse_codec(
+        build_pipeline("fp16", 8)
+    )
+    for bad, match in [
+        ("spk4096", r"expected spk<V>t<t>\[p<thr>\]"),
+        ("slimhead", "expected slim<V>t<t>"),
+        ("spk4096t8p0", "expected spk"),
+        ("spk0t8", "expected spk"),
+        ("spk8t8", "t=8 must be smaller than V=8"),
+    ]:
         with pytest.raises(SpecError, match=match):
             build_pipeline(bad, 384)
 
@@ -220,10 +233,15 @@ def test_real_minilm_vocabulary_head(minilm, tmp_path):
 
     emb = minilm.model.embeddings.word_embeddings.weight.detach().float().numpy()
     assert emb.shape == (30522, 384)
-    save_file({"weight": emb, "bias": np.full(30522, -0.1, np.float32)}, str(tmp_path / "minilm_head.safetensors"))
+    save_file(
+        {"weight": emb, "bias": np.full(30522, -0.1, np.float32)}, str(tmp_path / "minilm_head.safetensors")
+    )
     head = SlimHead.from_file(tmp_path / "minilm_head.safetensors", top=16, threshold=0.02)
     assert head.spec() == "slim30522t16p0.02"
-    texts = ["Protein folding in bacteria depends on chaperone molecules.", "Vaccines reduce measles mortality."]
+    texts = [
+        "Protein folding in bacteria depends on chaperone molecules.",
+        "Vaccines reduce measles mortality.",
+    ]
     docs = minilm.encode_documents(texts)
     head.fit(docs.values)
     ids, w = head.sparse_decode(head.encode(docs.values))
@@ -239,7 +257,9 @@ def test_real_minilm_vocabulary_head(minilm, tmp_path):
     vals, top = z.topk(16, dim=1)
     keep = vals.numpy() > 0.02
     assert all(set(ids[i][w[i] > 0]) == set(top[i].numpy()[keep[i]]) for i in range(len(ids)))
-    np.testing.assert_allclose(np.sort(w, 1), np.sort(np.where(keep, vals.numpy(), 0), 1), atol=head.scale_ / 2 + 1e-6)
+    np.testing.assert_allclose(
+        np.sort(w, 1), np.sort(np.where(keep, vals.numpy(), 0), 1), atol=head.scale_ / 2 + 1e-6
+    )
 
 
 # ------------------------------------------------------------------------------------------ search
@@ -399,8 +419,9 @@ def test_search_param_errors(sparse_snap, corpus):
     with pytest.raises(InvalidDtypeError, match="k must be an int"):
         SparseSearcher(sparse_snap).search(queries, 2.0)
     with pytest.raises(SearchParamsError, match="positive integer"):
-        SparseCandidates.from_snapshot(sparse_snap).candidates(Ragged(sparse_snap.codec.transform_query(
-            queries.values), queries.offsets), 0)
+        SparseCandidates.from_snapshot(sparse_snap).candidates(
+            Ragged(sparse_snap.codec.transform_query(queries.values), queries.offsets), 0
+        )
     with pytest.raises(DimensionMismatchError, match="allowed has shape"):
         SparseSearcher(sparse_snap).search(queries, 3, np.ones(5, bool))
     with pytest.raises(SpecError, match="already sparse"):
@@ -411,7 +432,9 @@ def test_search_param_errors(sparse_snap, corpus):
     with pytest.raises(SearchParamsError, match="needs sparse codes"):
         SparseSearcher(dense, sparse_map=attach_sparse_map(dense, "spk64t4"), rerank="sparse")
     with pytest.raises(DimensionMismatchError, match="takes dim 16 but the index decodes to dim 32"):
-        SparseCandidates.from_snapshot(dense, sparse_map=SparseKMeans(16, 32, 4).fit(docs.values[:, :16].copy()))
+        SparseCandidates.from_snapshot(
+            dense, sparse_map=SparseKMeans(16, 32, 4).fit(docs.values[:, :16].copy())
+        )
 
 
 # ------------------------------------------------------------------------------------------ through the store

@@ -73,7 +73,13 @@ def as_rows(t: pa.Table):
 # ----------------------------------------------------------------------------------------- lifecycle
 def test_layout_readable_by_plain_lancedb(uri, docs):
     idx = build(uri, docs)
-    assert sorted(os.listdir(uri)) == ["codec.lance", "docs.lance", "integrity", "mvstore.json", "mvstore.lock"]
+    assert sorted(os.listdir(uri)) == [
+        "codec.lance",
+        "docs.lance",
+        "integrity",
+        "mvstore.json",
+        "mvstore.lock",
+    ]
     m = json.load(open(os.path.join(uri, "mvstore.json")))
     assert (m["format"], m["spec"], m["dim"]) == ("mvstore", "fp16", DIM)
     tbl = lancedb.connect(uri).open_table("docs").to_arrow()
@@ -508,7 +514,9 @@ def test_metadata_struct_fields_are_never_dropped(uri, docs):
     idx.add([0, 1, 2], docs[:3], metadata=src)
     with pytest.raises(InvalidMetadataError, match=r"field 'src.line' is not in this index's column 'src'"):
         idx.add([3], docs[3:4], metadata=[{"src": {"page": 3, "line": 7}}])
-    with pytest.raises(InvalidMetadataError, match=r"field 'tags\[\].v' is not in this index's column 'tags'"):
+    with pytest.raises(
+        InvalidMetadataError, match=r"field 'tags\[\].v' is not in this index's column 'tags'"
+    ):
         idx.upsert([0], docs[3:4], metadata=[{"tags": [{"k": "b", "v": 1}]}])
     assert idx.version == 1
     for name in ("a.b", "a`b", ""):  # Lance refuses a '.'; a '`' would break every filter on the table
@@ -534,9 +542,11 @@ def test_upsert_keeps_the_metadata_columns_it_is_not_given(uri, docs):
 
 def test_where_double_quotes_name_a_column(uri, docs):
     idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=8)
-    idx.add(np.arange(20), docs[:20], metadata={"My Col": [f"v{i % 3}" for i in range(20)], **meta(range(20))})
+    idx.add(
+        np.arange(20), docs[:20], metadata={"My Col": [f"v{i % 3}" for i in range(20)], **meta(range(20))}
+    )
     want = {i for i in range(20) if i % 3 == 1}
-    for where in ('"My Col" = \'v1\'', "`My Col` = 'v1'", '"My Col" = \'v1\' AND "year" >= 2000'):
+    for where in ("\"My Col\" = 'v1'", "`My Col` = 'v1'", '"My Col" = \'v1\' AND "year" >= 2000'):
         assert set(idx.search(docs[0], k=20, where=where, params=EXACT)["id"].to_pylist()) == want, where
     with pytest.raises(FilterError, match="unknown column 'en'.*write a string value in single quotes"):
         idx.search(docs[0], where='lang = "en"')
@@ -551,7 +561,9 @@ def test_ids_and_metadata_outside_what_can_be_stored(uri, docs):
     assert sorted(ms.open(uri).search(docs[0], k=3)["id"].to_pylist()) == [0, hi]
     committed = idx.version  # the delete, or the compaction after it (auto_optimize: 1 of 3 rows deleted)
     for ids in ([2**70], [-(2**63) - 1], np.array([2**64 - 1], np.uint64), pa.array([2**63], pa.uint64())):
-        with pytest.raises(InvalidIdError, match="outside the int64 range|exceed the int64 range.*string ids"):
+        with pytest.raises(
+            InvalidIdError, match="outside the int64 range|exceed the int64 range.*string ids"
+        ):
             idx.add(ids, docs[3:4])
     with pytest.raises(InvalidMetadataError, match="'n' cannot be stored.*outside the int64 range"):
         idx.add([3], docs[3:4], metadata=[{"n": 2**70}])
@@ -560,7 +572,9 @@ def test_ids_and_metadata_outside_what_can_be_stored(uri, docs):
         s_idx.add(["a\udc80"], docs[:1])
     with pytest.raises(InvalidMetadataError, match=r"column 'text'.*lone surrogate '\\ud800' at position 0"):
         s_idx.add(["a"], docs[:1], metadata={"text": ["\ud800x"]})
-    with pytest.raises(InvalidDtypeError, match=r"types \['int', 'str'\]; ids must be all ints or all strings"):
+    with pytest.raises(
+        InvalidDtypeError, match=r"types \['int', 'str'\]; ids must be all ints or all strings"
+    ):
         s_idx.add([1, "a"], docs[:2])  # numpy would have made them the strings "1" and "a"
     assert idx.version == committed == idx.latest_version and s_idx.version == 0
 
@@ -620,7 +634,9 @@ def test_create_and_open_argument_errors(uri, docs):
     assert not os.path.exists(uri)
     with pytest.raises(InvalidDtypeError, match="uri must be a directory path or an object-store URI"):
         ms.create(3, spec="fp16", dim=DIM)
-    with pytest.raises(InvalidArgumentError, match="scheme 'ftp' is not supported; use a local path or one of s3://"):
+    with pytest.raises(
+        InvalidArgumentError, match="scheme 'ftp' is not supported; use a local path or one of s3://"
+    ):
         ms.open("ftp://host/ix")
     with pytest.raises(InvalidArgumentError, match="names no path inside the bucket; pass e.g. s3://bucket/"):
         ms.create("s3://bucket", spec="fp16", dim=DIM)

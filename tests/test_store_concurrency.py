@@ -177,7 +177,12 @@ def test_other_process_reads_consistent_versions_during_writes(tmp_path):
 # ------------------------------------------------------------------------ issue 12: crash and writer safety
 def _npz(path, docs, ids):
     lens = np.array([len(d) for d in docs])
-    np.savez(path, vectors=np.concatenate(docs), offsets=np.concatenate([[0], np.cumsum(lens)]), ids=np.asarray(ids))
+    np.savez(
+        path,
+        vectors=np.concatenate(docs),
+        offsets=np.concatenate([[0], np.cumsum(lens)]),
+        ids=np.asarray(ids),
+    )
     return str(path)
 
 
@@ -187,9 +192,18 @@ def test_cli_overwrite_keeps_the_old_index_when_the_new_build_fails(tmp_path, ba
 
     docs = make_docs(30, seed=0)
     uri = str(tmp_path / "ix")
-    assert cli.main(["-q", "build", uri, "--input", _npz(tmp_path / "a.npz", docs, np.arange(30)), "--spec", "fp16"]) == 0
+    assert (
+        cli.main(
+            ["-q", "build", uri, "--input", _npz(tmp_path / "a.npz", docs, np.arange(30)), "--spec", "fp16"]
+        )
+        == 0
+    )
     before = rows(ms.open(uri).search([d[:4] for d in docs[:3]], k=3))
-    ids, spec = (np.array([0, 1, 1] + list(range(3, 30))), "sq8") if bad == "duplicate-id" else (np.arange(30), "pca64")
+    ids, spec = (
+        (np.array([0, 1, 1] + list(range(3, 30))), "sq8")
+        if bad == "duplicate-id"
+        else (np.arange(30), "pca64")
+    )
     args = ["-q", "build", uri, "--input", _npz(tmp_path / "b.npz", docs, ids), "--spec", spec, "--overwrite"]
     assert cli.main(args) == 2  # the new build is refused ...
     after = ms.open(uri)  # ... and the old index is still there, unchanged
@@ -197,7 +211,10 @@ def test_cli_overwrite_keeps_the_old_index_when_the_new_build_fails(tmp_path, ba
     assert rows(after.search([d[:4] for d in docs[:3]], k=3)) == before
     assert sorted(os.listdir(tmp_path)) == ["a.npz", "b.npz", "ix"]  # no build directory left behind
     # a valid overwrite replaces it
-    assert cli.main(["-q", "build", uri, "--input", str(tmp_path / "a.npz"), "--spec", "sq8", "--overwrite"]) == 0
+    assert (
+        cli.main(["-q", "build", uri, "--input", str(tmp_path / "a.npz"), "--spec", "sq8", "--overwrite"])
+        == 0
+    )
     assert str(ms.open(uri).spec) == "sq8" and len(ms.open(uri)) == 30
 
 
@@ -250,14 +267,21 @@ def test_cleanup_never_deletes_a_live_writers_files(tmp_path):
     idx.add(np.arange(40), docs)
     idx.add(np.arange(40, 60), make_docs(20, seed=1))
     marker, go = str(tmp_path / "written"), str(tmp_path / "go")
-    child = subprocess.Popen([sys.executable, "-c", CLEANUP_RACE_CHILD, uri, marker, go], env=_env(), cwd=ROOT,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLEANUP_RACE_CHILD, uri, marker, go],
+        env=_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not os.path.exists(marker):
         assert child.poll() is None and time.time() < deadline, "the writer never got going"
         time.sleep(0.05)
     done = []
-    cleaner = threading.Thread(target=lambda: done.append(ms.open(uri).optimize(cleanup=True, older_than=timedelta(0))))
+    cleaner = threading.Thread(
+        target=lambda: done.append(ms.open(uri).optimize(cleanup=True, older_than=timedelta(0)))
+    )
     cleaner.start()
     time.sleep(1.5)  # cleanup runs now (old code) or waits for the writer's lock (fixed code)
     open(go, "w").close()
@@ -300,8 +324,16 @@ def test_two_processes_writing_the_same_new_ids_never_store_duplicates(tmp_path,
     idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=16)
     idx.add(np.arange(40), make_docs(40, seed=0))
     go = str(tmp_path / "go")
-    kids = [subprocess.Popen([sys.executable, "-c", RACE_CHILD, uri, go, op, str(s)], env=_env(), cwd=ROOT,
-                             stdout=subprocess.PIPE, text=True) for s in (1, 2)]
+    kids = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE_CHILD, uri, go, op, str(s)],
+            env=_env(),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for s in (1, 2)
+    ]
     assert [k.stdout.readline().strip() for k in kids] == ["ready", "ready"]
     for r in range(3):
         open(go + str(r), "w").close()
@@ -326,7 +358,9 @@ def test_reader_of_a_cleaned_up_version_is_told_to_refresh(tmp_path):
     w.delete([3])
     warm, cold = ms.open(uri), ms.open(uri)
     warm.search(docs[0][:4], k=2)  # its snapshot is in memory; cold has read nothing yet
-    w.optimize(compact=True, cleanup=True, older_than=timedelta(0))  # rewrites the fragments and deletes the old versions' files
+    w.optimize(
+        compact=True, cleanup=True, older_than=timedelta(0)
+    )  # rewrites the fragments and deletes the old versions' files
     for reader, call in [
         (warm, lambda ix: ix.search(docs[0][:4], k=2, where="lang = 'en'")),
         (warm, lambda ix: ix.search(docs[0][:4], k=2, columns=["lang"])),
@@ -356,8 +390,9 @@ def test_write_lock_waits_for_a_live_writer_and_not_for_a_killed_one(tmp_path, m
     uri = str(tmp_path / "ix")
     docs = make_docs(10, seed=0)
     idx = ms.create(uri, spec="fp16", dim=DIM, n_centroids=4)
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, uri], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, uri], env=_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         monkeypatch.setattr(_layout, "WRITE_LOCK_TIMEOUT_S", 0.5)

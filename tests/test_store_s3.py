@@ -95,8 +95,12 @@ def s3(tmp_path_factory):
     import pyarrow.fs as pfs
 
     pfs.S3FileSystem(
-        endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="testing", secret_key="testing",
-        region="us-east-1", allow_bucket_creation=True,
+        endpoint_override=f"127.0.0.1:{port}",
+        scheme="http",
+        access_key="testing",
+        secret_key="testing",
+        region="us-east-1",
+        allow_bucket_creation=True,
     ).create_dir(BUCKET)
     try:
         yield opts, f"s3://{BUCKET}"
@@ -132,9 +136,10 @@ def test_create_add_search_delete_time_travel_on_s3(s3, uri, tmp_path):
     local.add(np.arange(40), docs[:40], metadata=[{"lang": "en" if i % 2 else "fr"} for i in range(40)])
     local.add(np.arange(40, 60), docs[40:])
     assert rows(local.search(q, k=5)) == at_v2
-    assert idx.search(q[0], k=3, where="lang = 'en'")["id"].to_pylist() == local.search(
-        q[0], k=3, where="lang = 'en'"
-    )["id"].to_pylist()
+    assert (
+        idx.search(q[0], k=3, where="lang = 'en'")["id"].to_pylist()
+        == local.search(q[0], k=3, where="lang = 'en'")["id"].to_pylist()
+    )
     v3 = idx.delete([0, 1, 2])
     assert (v1, v2, v3) == (1, 2, 3)
     assert not {0, 1, 2} & set(idx.search(q, k=10)["id"].to_pylist())
@@ -153,7 +158,9 @@ def test_create_add_search_delete_time_travel_on_s3(s3, uri, tmp_path):
     latest = rows(again.search(q, k=5))
     rep = again.optimize(cleanup=True, older_than=timedelta(0))
     assert rep["cleanup"]["old_versions"] >= 3
-    assert rows(again.search(q, k=5)) == latest and [v["version"] for v in again.versions()] == [again.version]
+    assert rows(again.search(q, k=5)) == latest and [v["version"] for v in again.versions()] == [
+        again.version
+    ]
     assert again.verify()["ok"]
 
 
@@ -323,12 +330,16 @@ def test_an_unreachable_store_is_a_clear_error():
     port = _free_port()  # nothing listens there
     opts = {"aws_endpoint": f"http://127.0.0.1:{port}", "aws_access_key_id": "x", "aws_secret_access_key": "x",
             "aws_region": "us-east-1", "allow_http": "true"}  # fmt: skip
-    with pytest.raises(StorageUnreachableError, match="cannot be reached .* check the bucket exists and storage_options"):
+    with pytest.raises(
+        StorageUnreachableError, match="cannot be reached .* check the bucket exists and storage_options"
+    ):
         ms.open(f"s3://{BUCKET}/nothing", storage_options=opts)
 
 
 def test_distributed_build_into_s3_equals_index_add(s3, uri, tmp_path):
-    ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'mvstore[ray]' (the dev extra has it)")
+    ray = pytest.importorskip(
+        "ray", reason="ray is not installed: pip install 'mvstore[ray]' (the dev extra has it)"
+    )
     pytest.importorskip("ray.data", reason="ray.data is not installed: pip install 'mvstore[ray]'")
     import pyarrow as pa
 
@@ -336,7 +347,12 @@ def test_distributed_build_into_s3_equals_index_add(s3, uri, tmp_path):
 
     opts, _ = s3
     docs = make_docs(90, 7)
-    src = pa.table({"id": np.arange(90), "vectors": pa.array([d.tolist() for d in docs], pa.list_(pa.list_(pa.float32())))})
+    src = pa.table(
+        {
+            "id": np.arange(90),
+            "vectors": pa.array([d.tolist() for d in docs], pa.list_(pa.list_(pa.float32()))),
+        }
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         idx = mvstore.build(ray.data.from_arrow(src), uri, "pca16,sq8", train_docs=40, batch_size=20,
@@ -419,8 +435,20 @@ def test_cli_info_search_verify_on_s3(s3, uri, tmp_path):
     info = json.loads(cli("info", uri, "--json"))
     assert info["docs"] == 30 and info["columns"] == ["lang"]
     assert info["files"]["docs.lance"] > 0 and info["files"]["mvstore.json"] == idx.loc.size("mvstore.json")
-    hits = [json.loads(line) for line in cli("search", uri, "--query-file", str(tmp_path / "q.npz"), "-k", "3",
-                                              "--where", "lang = 'fr'", "--json").splitlines()]
+    hits = [
+        json.loads(line)
+        for line in cli(
+            "search",
+            uri,
+            "--query-file",
+            str(tmp_path / "q.npz"),
+            "-k",
+            "3",
+            "--where",
+            "lang = 'fr'",
+            "--json",
+        ).splitlines()
+    ]
     want = idx.search(docs[4], k=3, where="lang = 'fr'", columns=["lang"]).to_pylist()
     assert [h["id"] for h in hits] == [w["id"] for w in want] and hits[0]["id"] == 4
     assert json.loads(cli("verify", uri, "--json"))["ok"]

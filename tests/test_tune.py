@@ -53,7 +53,9 @@ def test_table_is_pareto_consistent(result):
             assert not dominated, r
         else:  # off the front: dominated, or a duplicate of a front point
             assert dominated or any(
-                o["pareto"] and o["bytes_per_token"] == r["bytes_per_token"] and o["fidelity"] == r["fidelity"]
+                o["pareto"]
+                and o["bytes_per_token"] == r["bytes_per_token"]
+                and o["fidelity"] == r["fidelity"]
                 for o in rows
             ), r
     assert result.front == [r for r in rows if r["pareto"]]
@@ -68,8 +70,12 @@ def test_measurements_are_real(result, data):
     assert by["sq8"]["fidelity"] > by["bin"]["fidelity"]
     # pooling is charged for the vectors it actually keeps: ceil(n / 2) per document
     lengths = data[0].lengths
-    assert by["pool2,sq8"]["vectors_per_token"] == pytest.approx(np.ceil(lengths / 2).sum() / lengths.sum(), abs=1e-4)
-    assert by["pool2,sq8"]["bytes_per_token"] == pytest.approx(DIM * by["pool2,sq8"]["vectors_per_token"], abs=1e-2)
+    assert by["pool2,sq8"]["vectors_per_token"] == pytest.approx(
+        np.ceil(lengths / 2).sum() / lengths.sum(), abs=1e-4
+    )
+    assert by["pool2,sq8"]["bytes_per_token"] == pytest.approx(
+        DIM * by["pool2,sq8"]["vectors_per_token"], abs=1e-2
+    )
     assert by["pool2,sq8"]["bytes_per_token"] > by["pool2,sq8"]["nominal_bytes_per_token"]
 
 
@@ -94,7 +100,9 @@ def test_errors(data):
         tune(docs, queries, max_bytes_per_token=0)
     with pytest.raises(InvalidDtypeError, match="must be a number"):
         tune(docs, queries, max_bytes_per_token="20")
-    with pytest.raises(TuneError, match="none of the 2 candidate specs fits within 4 bytes.*raise max_bytes_per_token"):
+    with pytest.raises(
+        TuneError, match="none of the 2 candidate specs fits within 4 bytes.*raise max_bytes_per_token"
+    ):
         tune(docs, queries, max_bytes_per_token=4, candidates=["sq8", "fp16"], fit_vectors=512)
     with pytest.raises(TuneError, match="no spec of the default grid fits within 0.5 bytes"):
         tune(docs, queries, max_bytes_per_token=0.5)

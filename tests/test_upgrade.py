@@ -47,7 +47,17 @@ def _docs(n=30, dim=16, seed=0):
 def test_metadata_may_use_the_index_column_names(tmp_path):
     """LangChain's `source`, a `text` column and every format-2 internal name are metadata like any other."""
     docs = _docs()
-    names = ["source", "text", "n_tokens", "n_vectors", "codes", "terms", "recon_err", "row_checksum", "doc_id"]
+    names = [
+        "source",
+        "text",
+        "n_tokens",
+        "n_vectors",
+        "codes",
+        "terms",
+        "recon_err",
+        "row_checksum",
+        "doc_id",
+    ]
     meta = [{n: f"{n}{i % 3}" for n in names} for i in range(30)]
     idx = ms.create(tmp_path / "ix", spec="sq8", dim=16, keep_source=True)
     idx.add(np.arange(30), docs, metadata=meta)
@@ -61,7 +71,7 @@ def test_metadata_may_use_the_index_column_names(tmp_path):
     assert again["id"].to_pylist() == [4] and again.select(names).to_pylist()[0] == meta[4]
     assert idx.verify()["ok"]
     schema = lance.dataset(str(tmp_path / "ix" / DOCS)).schema.names
-    assert schema[:1 + len(names)] == ["id", *names] and set(INTERNAL_COLUMNS) <= set(schema)
+    assert schema[: 1 + len(names)] == ["id", *names] and set(INTERNAL_COLUMNS) <= set(schema)
 
 
 @pytest.mark.parametrize("name", ["query", "rank", "id", "score", "_mv_codes", "_rowid", "_x"])
@@ -75,15 +85,21 @@ def test_reserved_metadata_names_say_what_to_do(tmp_path, name):
 def test_internal_columns_are_not_filterable(tmp_path):
     idx = ms.create(tmp_path / "ix", spec="fp16", dim=16)
     idx.add(np.arange(30), _docs(), metadata={"lang": ["en"] * 30})
-    with pytest.raises(mvstore.FilterError, match="unknown column '_mv_n_tokens'; available columns: id, lang"):
+    with pytest.raises(
+        mvstore.FilterError, match="unknown column '_mv_n_tokens'; available columns: id, lang"
+    ):
         idx.search(_docs(1)[0], where="_mv_n_tokens > 3")
 
 
 # -------------------------------------------------------------------------------------- upgrade
 def test_a_format2_index_asks_for_the_upgrade(v2):
-    with pytest.raises(UpgradeRequiredError, match=f"format version 2.*`mvstore upgrade {v2}`.*mvstore.upgrade"):
+    with pytest.raises(
+        UpgradeRequiredError, match=f"format version 2.*`mvstore upgrade {v2}`.*mvstore.upgrade"
+    ):
         ms.open(v2)
-    assert issubclass(UpgradeRequiredError, IndexCorruptedError)  # `except IndexCorruptedError` still catches it
+    assert issubclass(
+        UpgradeRequiredError, IndexCorruptedError
+    )  # `except IndexCorruptedError` still catches it
 
 
 def test_upgrade_keeps_every_search_result(v2):
@@ -146,7 +162,9 @@ def test_upgrade_killed_at_any_point_in_a_subprocess(v2, tmp_path):
     for delay in (0.0, 0.005, 0.01, 0.02, 0.04):
         root = tmp_path / f"k{delay}"
         shutil.copytree(v2, root)
-        p = subprocess.Popen([sys.executable, "-c", code, str(root)], env=env, stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", code, str(root)], env=env, stdout=subprocess.PIPE, text=True
+        )
         assert p.stdout.readline() == "ready\n"
         time.sleep(delay)
         p.kill()
@@ -166,7 +184,11 @@ def test_upgrade_records_integrity_and_refuses_damage(v2):
     mvstore.upgrade(v2)
     head = _integrity.read_head(str(v2))
     assert head["docs.lance"] == 5 and _integrity.read_record(str(v2), DOCS, 5)["rows"] == 40
-    assert json.loads((v2 / "mvstore.json").read_text()) == {**m, "format_version": 3, "checksum": mvstore.open(v2).manifest["checksum"]}
+    assert json.loads((v2 / "mvstore.json").read_text()) == {
+        **m,
+        "format_version": 3,
+        "checksum": mvstore.open(v2).manifest["checksum"],
+    }
 
 
 def test_upgrade_of_a_damaged_format2_index_fails_before_renaming(v2):
@@ -179,10 +201,18 @@ def test_upgrade_of_a_damaged_format2_index_fails_before_renaming(v2):
 
 
 def test_upgrade_cli(v2):
-    p = subprocess.run([sys.executable, "-m", "mvstore.cli", "search", str(v2), "--query-file", "x.npz"],
-                       capture_output=True, text=True, cwd=REPO)
+    p = subprocess.run(
+        [sys.executable, "-m", "mvstore.cli", "search", str(v2), "--query-file", "x.npz"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert p.returncode == 2 and f"mvstore upgrade {v2}" in p.stderr
-    p = subprocess.run([sys.executable, "-m", "mvstore.cli", "upgrade", str(v2)], capture_output=True, text=True, cwd=REPO)
+    p = subprocess.run(
+        [sys.executable, "-m", "mvstore.cli", "upgrade", str(v2)], capture_output=True, text=True, cwd=REPO
+    )
     assert p.returncode == 0 and "upgraded from format version 2 to 3" in p.stdout, p.stderr
-    p = subprocess.run([sys.executable, "-m", "mvstore.cli", "upgrade", str(v2)], capture_output=True, text=True, cwd=REPO)
+    p = subprocess.run(
+        [sys.executable, "-m", "mvstore.cli", "upgrade", str(v2)], capture_output=True, text=True, cwd=REPO
+    )
     assert p.returncode == 0 and "nothing to do" in p.stdout

@@ -28,20 +28,29 @@ def result(group: str, case: str, outcome: str, detail: str = "") -> dict[str, s
 def child_env() -> dict[str, str]:
     """Environment of a child Python process that imports this checkout's mvstore (one BLAS thread)."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    return dict(
+        os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false"
+    )
 
 
 def spawn(code: str, *args: Any, **kw: Any) -> subprocess.Popen:
     """Start ``python -c code args...`` with stdout piped (text)."""
     return subprocess.Popen(
-        [sys.executable, "-c", code, *map(str, args)], env=child_env(), cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw,
+        [sys.executable, "-c", code, *map(str, args)],
+        env=child_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
     )
 
 
 def unit_docs(n: int, dim: int, seed: int, lo: int = 4, hi: int = 16) -> list[np.ndarray]:
     """``n`` documents of clustered unit token vectors (distinct enough that a doc's own tokens find it)."""
-    return token_docs(n, dim, seed=seed, lo=lo, hi=hi, n_centers=16, center_seed=12345, noise=0.5, unit_centers=False)
+    return token_docs(
+        n, dim, seed=seed, lo=lo, hi=hi, n_centers=16, center_seed=12345, noise=0.5, unit_centers=False
+    )
 
 
 def fingerprint(idx: Any) -> dict[Any, tuple[int, bytes]]:

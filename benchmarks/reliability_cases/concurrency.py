@@ -66,7 +66,9 @@ def make_base(uri: Path) -> None:
     idx.add(np.arange(100), unit_docs(100, DIM, seed=1), metadata={"part": [0] * 100})
 
 
-def _race(base: Path, work: Path, plans: list[list[dict[str, Any]]]) -> tuple[Path, list[list[list[Any]]], str]:
+def _race(
+    base: Path, work: Path, plans: list[list[dict[str, Any]]]
+) -> tuple[Path, list[list[list[Any]]], str]:
     """Copy the base index, start one child per plan, release them together; (uri, each child's step results,
     stderr of failed children)."""
     uri = work / "ix"
@@ -86,8 +88,14 @@ def _race(base: Path, work: Path, plans: list[list[dict[str, Any]]]) -> tuple[Pa
     return uri, outs, errs
 
 
-def _check(case: str, uri: Path, outs: list[list[list[Any]]], errs: str, want_ids: set[int],
-           allowed: dict[str, int] | None = None) -> dict[str, str]:
+def _check(
+    case: str,
+    uri: Path,
+    outs: list[list[list[Any]]],
+    errs: str,
+    want_ids: set[int],
+    allowed: dict[str, int] | None = None,
+) -> dict[str, str]:
     """Every step ok (or an mvstore error listed in ``allowed`` with its exact count); the index holds
     ``want_ids`` each once and reads."""
     import mvstore.store as ms
@@ -105,14 +113,20 @@ def _check(case: str, uri: Path, outs: list[list[list[Any]]], errs: str, want_id
     if len(ids) != len(set(ids)):
         return result(GROUP, case, "silent_wrong", f"{len(ids) - len(set(ids))} ids stored twice")
     if set(ids) != want_ids:
-        return result(GROUP, case, "data_loss", f"missing {sorted(want_ids - set(ids))[:5]}, "
-                      f"unexpected {sorted(set(ids) - want_ids)[:5]}")
+        return result(
+            GROUP,
+            case,
+            "data_loss",
+            f"missing {sorted(want_ids - set(ids))[:5]}, unexpected {sorted(set(ids) - want_ids)[:5]}",
+        )
     failed: dict[str, int] = {}
     for s in steps:
         if s[0] != "ok":
             failed[s[0]] = failed.get(s[0], 0) + 1
     if failed != (allowed or {}):
-        return result(GROUP, case, "silent_wrong", f"steps failed {failed}, expected {allowed or {}}: {steps}")
+        return result(
+            GROUP, case, "silent_wrong", f"steps failed {failed}, expected {allowed or {}}: {steps}"
+        )
     notes = "; ".join(s[2] for s in steps if s[2] and s[0] == "ok")
     return result(GROUP, case, "ok", f"{len(ids)} docs{'; ' + notes if notes else ''}")
 
@@ -136,37 +150,74 @@ def _round(base: Path, w: Path, r: int, s: int) -> list[Any]:
     base_ids = set(range(100))
 
     def add_same() -> dict[str, str]:  # the same new ids from two processes: one wins, the other is told
-        uri, outs, errs = _race(base, w / "add_same", [[{"op": "add", "lo": 1000, "hi": 1060, "seed": s}],
-                                                        [{"op": "add", "lo": 1000, "hi": 1060, "seed": s + 1}]])
-        return _check(f"add_same_ids#{r}", uri, outs, errs, base_ids | set(range(1000, 1060)), {"DuplicateIdError": 1})
+        uri, outs, errs = _race(
+            base,
+            w / "add_same",
+            [
+                [{"op": "add", "lo": 1000, "hi": 1060, "seed": s}],
+                [{"op": "add", "lo": 1000, "hi": 1060, "seed": s + 1}],
+            ],
+        )
+        return _check(
+            f"add_same_ids#{r}", uri, outs, errs, base_ids | set(range(1000, 1060)), {"DuplicateIdError": 1}
+        )
 
     def add_different() -> dict[str, str]:
-        plans = [[{"op": "add", "lo": a + 200 * j, "hi": a + 200 * j + 60, "seed": s + j} for j in (0, 1)]
-                 for a in (1000, 1100)]
+        plans = [
+            [{"op": "add", "lo": a + 200 * j, "hi": a + 200 * j + 60, "seed": s + j} for j in (0, 1)]
+            for a in (1000, 1100)
+        ]
         uri, outs, errs = _race(base, w / "add_diff", plans)
-        return _check(f"add_different_ids#{r}", uri, outs, errs,
-                      base_ids | {i for a in (1000, 1100, 1200, 1300) for i in range(a, a + 60)})
+        return _check(
+            f"add_different_ids#{r}",
+            uri,
+            outs,
+            errs,
+            base_ids | {i for a in (1000, 1100, 1200, 1300) for i in range(a, a + 60)},
+        )
 
     def upsert_same() -> dict[str, str]:
-        uri, outs, errs = _race(base, w / "upsert_same", [[{"op": "upsert", "lo": 50, "hi": 150, "seed": s}],
-                                                           [{"op": "upsert", "lo": 50, "hi": 150, "seed": s + 1}]])
+        uri, outs, errs = _race(
+            base,
+            w / "upsert_same",
+            [
+                [{"op": "upsert", "lo": 50, "hi": 150, "seed": s}],
+                [{"op": "upsert", "lo": 50, "hi": 150, "seed": s + 1}],
+            ],
+        )
         row = _check(f"upsert_same_ids#{r}", uri, outs, errs, set(range(150)))
         bad = _upsert_winner(uri, 50, 150, (s, s + 1)) if row["outcome"] == "ok" else None
         return result(GROUP, row["case"], "silent_wrong", bad) if bad else row
 
     def optimize() -> dict[str, str]:  # optimize(cleanup=True) while another process writes
-        uri, outs, errs = _race(base, w / "optimize", [
-            [{"op": "add", "lo": 2000 + 20 * j, "hi": 2020 + 20 * j, "seed": s + j} for j in range(4)],
-            [{"op": "optimize"} for _ in range(3)],
-        ])
-        return _check(f"optimize_cleanup_during_writes#{r}", uri, outs, errs, base_ids | set(range(2000, 2080)))
+        uri, outs, errs = _race(
+            base,
+            w / "optimize",
+            [
+                [{"op": "add", "lo": 2000 + 20 * j, "hi": 2020 + 20 * j, "seed": s + j} for j in range(4)],
+                [{"op": "optimize"} for _ in range(3)],
+            ],
+        )
+        return _check(
+            f"optimize_cleanup_during_writes#{r}", uri, outs, errs, base_ids | set(range(2000, 2080))
+        )
 
     def reader() -> dict[str, str]:  # a reader keeps searching while another process writes and cleans up
-        uri, outs, errs = _race(base, w / "reader", [
-            [{"op": "read", "n": 40}],
-            [x for j in range(3) for x in ({"op": "add", "lo": 3000 + 20 * j, "hi": 3020 + 20 * j, "seed": s + j},
-                                           {"op": "optimize"})],
-        ])
+        uri, outs, errs = _race(
+            base,
+            w / "reader",
+            [
+                [{"op": "read", "n": 40}],
+                [
+                    x
+                    for j in range(3)
+                    for x in (
+                        {"op": "add", "lo": 3000 + 20 * j, "hi": 3020 + 20 * j, "seed": s + j},
+                        {"op": "optimize"},
+                    )
+                ],
+            ],
+        )
         return _check(f"reader_during_cleanup#{r}", uri, outs, errs, base_ids | set(range(3000, 3060)))
 
     return [add_same, add_different, upsert_same, optimize, reader]
@@ -175,6 +226,10 @@ def _round(base: Path, w: Path, r: int, s: int) -> list[Any]:
 def run(workdir: Path, *, quick: bool, seed: int = 0) -> list[dict[str, str]]:
     base = workdir / "base"
     make_base(base)
-    thunks = [t for r in range(1 if quick else 5) for t in _round(base, workdir / f"r{r}", r, seed * 100 + 10 * r + 2)]
+    thunks = [
+        t
+        for r in range(1 if quick else 5)
+        for t in _round(base, workdir / f"r{r}", r, seed * 100 + 10 * r + 2)
+    ]
     with ThreadPoolExecutor(max_workers=5) as ex:  # the races are independent (each on its own copy)
         return list(ex.map(lambda t: t(), thunks))

@@ -26,8 +26,14 @@ TRAINS = {"first_add", "retrain", "build_overwrite"}
 OPS = ("add", "add_batches", "upsert", "delete", "optimize", "retrain", "first_add", "build_overwrite")
 #: kills at the instant a table's ``_versions/`` changes (Lance writing or renaming the new manifest): the
 #: first add's codec state commit runs in quick mode, the others only in the full matrix
-AT_COMMIT = {"first_add": "codec.lance", "add": "docs.lance", "upsert": "docs.lance", "delete": "docs.lance",
-             "optimize": "docs.lance", "retrain": "codec.lance"}
+AT_COMMIT = {
+    "first_add": "codec.lance",
+    "add": "docs.lance",
+    "upsert": "docs.lance",
+    "delete": "docs.lance",
+    "optimize": "docs.lance",
+    "retrain": "codec.lance",
+}
 
 CHILD = """
 import sys, time
@@ -54,8 +60,12 @@ def make_base(root: Path) -> tuple[Path, Path]:
     ms.create(empty, spec="sq8", dim=DIM, n_centroids=8)
     docs = unit_docs(150, DIM, seed=2)
     lens = np.array([len(d) for d in docs])
-    np.savez(root / "build.npz", vectors=np.concatenate(docs), offsets=np.concatenate([[0], np.cumsum(lens)]),
-             ids=np.arange(5000, 5150))
+    np.savez(
+        root / "build.npz",
+        vectors=np.concatenate(docs),
+        offsets=np.concatenate([[0], np.cumsum(lens)]),
+        ids=np.arange(5000, 5150),
+    )
     return base, empty
 
 
@@ -75,8 +85,9 @@ def prepare(uri: str, op: str) -> Callable[[], Any]:
     if op == "first_add":
         return lambda: idx.add(np.arange(1000, 1150), docs[:150])
     if op == "add_batches":
-        return lambda: idx.add_batches((np.arange(1000 + 40 * b, 1040 + 40 * b), docs[40 * b : 40 * b + 40])
-                                       for b in range(6))
+        return lambda: idx.add_batches(
+            (np.arange(1000 + 40 * b, 1040 + 40 * b), docs[40 * b : 40 * b + 40]) for b in range(6)
+        )
     if op == "upsert":
         return lambda: idx.upsert(np.arange(50, 150), docs[:100])
     if op == "delete":
@@ -98,6 +109,7 @@ def _version(uri: Path, op: str) -> Any:
 
 def _wait_for_commit(child: Any, vdir: Path, seconds: float) -> str:
     """Poll ``vdir`` until its entries change (a manifest appears), or the child exits; returns what happened."""
+
     def entries() -> set[str]:
         try:
             return set(os.listdir(vdir))
@@ -113,8 +125,17 @@ def _wait_for_commit(child: Any, vdir: Path, seconds: float) -> str:
     return "the commit was not seen before the write ended"
 
 
-def _kill_once(src: Path, work: Path, op: str, seconds: float, old: Any, new: Any, rng: np.random.Generator,
-               case: str, at_commit: str | None = None) -> dict[str, str]:
+def _kill_once(
+    src: Path,
+    work: Path,
+    op: str,
+    seconds: float,
+    old: Any,
+    new: Any,
+    rng: np.random.Generator,
+    case: str,
+    at_commit: str | None = None,
+) -> dict[str, str]:
     import mvstore.store as ms
 
     uri = work / "ix"
@@ -124,7 +145,9 @@ def _kill_once(src: Path, work: Path, op: str, seconds: float, old: Any, new: An
         line = child.stdout.readline().strip()
         if line != "go":
             child.kill()
-            return result(GROUP, case, "raw_error", f"the writer did not start: {line!r} {child.stderr.read()[-800:]}")
+            return result(
+                GROUP, case, "raw_error", f"the writer did not start: {line!r} {child.stderr.read()[-800:]}"
+            )
         if at_commit:
             how = _wait_for_commit(child, uri / at_commit / "_versions", seconds)
         else:
@@ -145,8 +168,13 @@ def _kill_once(src: Path, work: Path, op: str, seconds: float, old: Any, new: An
     if got != old and got != new:
         lost = set(old) - set(got) - set(new)
         kind = "data_loss" if lost or not got else "silent_wrong"
-        return result(GROUP, case, kind, f"{when}: {len(got)} docs, neither the old ({len(old)}) nor the new "
-                      f"({len(new)}) version; ids lost: {sorted(map(str, lost))[:5]}")
+        return result(
+            GROUP,
+            case,
+            kind,
+            f"{when}: {len(got)} docs, neither the old ({len(old)}) nor the new "
+            f"({len(new)}) version; ids lost: {sorted(map(str, lost))[:5]}",
+        )
     try:  # the index keeps working: one more write and a cleanup of what the killed writer left
         idx = ms.open(uri)
         # enough vectors to train the codec when the killed write was the first add (sq8 needs 32)
@@ -183,10 +211,31 @@ def run(workdir: Path, *, quick: bool, seed: int = 0) -> list[dict[str, str]]:
             seconds, new = calib[op]
             old = _version(src[op], op)
             for k in range(kills):
-                jobs.append((src[op], workdir / f"{op}-{k}", op, seconds, old, new,
-                             np.random.default_rng(rng.integers(2**32)), f"{op}#{k}"))
+                jobs.append(
+                    (
+                        src[op],
+                        workdir / f"{op}-{k}",
+                        op,
+                        seconds,
+                        old,
+                        new,
+                        np.random.default_rng(rng.integers(2**32)),
+                        f"{op}#{k}",
+                    )
+                )
             if op in AT_COMMIT and (not quick or op == "first_add"):
                 for k in range(1 if quick else 3):
-                    jobs.append((src[op], workdir / f"{op}-commit-{k}", op, seconds, old, new, None,
-                                 f"{op}@{AT_COMMIT[op]}-commit#{k}", AT_COMMIT[op]))
+                    jobs.append(
+                        (
+                            src[op],
+                            workdir / f"{op}-commit-{k}",
+                            op,
+                            seconds,
+                            old,
+                            new,
+                            None,
+                            f"{op}@{AT_COMMIT[op]}-commit#{k}",
+                            AT_COMMIT[op],
+                        )
+                    )
         return list(ex.map(lambda j: _kill_once(*j), jobs))

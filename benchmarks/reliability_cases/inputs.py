@@ -75,9 +75,7 @@ def _stored(idx: Any, columns: list[str]) -> dict[Any, dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------ mistakes
-def _mistake(
-    ctx: _Ctx, idx: Any, call: Callable[[], Any], cls_name: str, fix: str
-) -> tuple[str, str]:
+def _mistake(ctx: _Ctx, idx: Any, call: Callable[[], Any], cls_name: str, fix: str) -> tuple[str, str]:
     """Run ``call`` (a user mistake) on ``idx`` (or None) and judge what came out."""
     import mvstore.exceptions as mx
 
@@ -92,7 +90,10 @@ def _mistake(
         if not re.search(fix, msg, re.S):
             return "raw_error", f"{cls_name} without the fix (/{fix}/): {msg}"
         if idx is not None and (idx.latest_version, len(idx.refresh())) != before:
-            return "silent_wrong", f"the error came after a commit: version/docs {before} -> {idx.version}: {msg}"
+            return (
+                "silent_wrong",
+                f"the error came after a commit: version/docs {before} -> {idx.version}: {msg}",
+            )
         return "ok", f"{cls_name}: {msg}"
     except Exception as e:  # noqa: BLE001 - a non-mvstore exception is the finding
         return "raw_error", f"{type(e).__name__}: {e}"
@@ -130,106 +131,402 @@ def _mistakes(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
         idx = ctx.built(10)
         row = lance.dataset(str(pathlib.Path(idx.root) / "docs.lance")).to_table(filter="id = 3")
         lancedb.connect(idx.root).open_table("docs").add(row)  # the same id again, past mvstore's checks
-        return _mistake(ctx, None, lambda: ms.open(idx.root).search(d[3], k=5), "IndexCorruptedError",
-                        r"id 3 is stored more than once.*index\.delete\(\[3\]\)")
+        return _mistake(
+            ctx,
+            None,
+            lambda: ms.open(idx.root).search(d[3], k=5),
+            "IndexCorruptedError",
+            r"id 3 is stored more than once.*index\.delete\(\[3\]\)",
+        )
 
     def struct_extra_field() -> tuple[str, str]:
         idx = ctx.new()
         idx.add([0], d[:1], metadata=[{"s": {"u": 1}}])
-        return _mistake(ctx, idx, lambda: idx.add([1], d[1:2], metadata=[{"s": {"u": 1, "v": 2}}]),
-                        "InvalidMetadataError", r"'s\.v' is not in this index's column 's'.*drop the field")
+        return _mistake(
+            ctx,
+            idx,
+            lambda: idx.add([1], d[1:2], metadata=[{"s": {"u": 1, "v": 2}}]),
+            "InvalidMetadataError",
+            r"'s\.v' is not in this index's column 's'.*drop the field",
+        )
 
     def pinned_write() -> tuple[str, str]:
-        return _mistake(ctx, base, lambda: ms.open(root, version=1).add([99], d[40:41]),
-                        "InvalidOperationError", r"checkout\(\)")
+        return _mistake(
+            ctx,
+            base,
+            lambda: ms.open(root, version=1).add([99], d[40:41]),
+            "InvalidOperationError",
+            r"checkout\(\)",
+        )
 
     q = d[5]
     cases = [
         # vectors
-        ("add_nan", on_base(lambda i: i.add([30, 31, 32], bad_nan), "InvalidVectorsError", r"document 1 .*NaN.*clean or drop")),
-        ("add_inf", on_base(lambda i: i.add([30, 31, 32], bad_inf), "InvalidVectorsError", r"document 2 .*Inf.*clean or drop")),
-        ("add_float64_beyond_float32", on_base(lambda i: i.add([30], [d[30].astype(np.float64) * 1e39]), "InvalidVectorsError", "beyond float32's range")),
-        ("add_empty_doc", on_base(lambda i: i.add([30, 31], [d[30], d[31][:0]]), "InvalidVectorsError", "drop empty documents")),
-        ("add_wrong_dim", on_base(lambda i: i.add([30], [d[30][:, :8]]), "DimensionMismatchError", "dim 8 but the index has dim 16")),
-        ("add_int_vectors", on_base(lambda i: i.add([30], [np.ones((3, DIM), np.int64)]), "InvalidDtypeError", r"astype\(np\.float32\)")),
-        ("add_str_vectors", on_base(lambda i: i.add([30], ["text"]), "InvalidDtypeError", "numpy array or torch tensor")),
+        (
+            "add_nan",
+            on_base(
+                lambda i: i.add([30, 31, 32], bad_nan),
+                "InvalidVectorsError",
+                r"document 1 .*NaN.*clean or drop",
+            ),
+        ),
+        (
+            "add_inf",
+            on_base(
+                lambda i: i.add([30, 31, 32], bad_inf),
+                "InvalidVectorsError",
+                r"document 2 .*Inf.*clean or drop",
+            ),
+        ),
+        (
+            "add_float64_beyond_float32",
+            on_base(
+                lambda i: i.add([30], [d[30].astype(np.float64) * 1e39]),
+                "InvalidVectorsError",
+                "beyond float32's range",
+            ),
+        ),
+        (
+            "add_empty_doc",
+            on_base(
+                lambda i: i.add([30, 31], [d[30], d[31][:0]]), "InvalidVectorsError", "drop empty documents"
+            ),
+        ),
+        (
+            "add_wrong_dim",
+            on_base(
+                lambda i: i.add([30], [d[30][:, :8]]),
+                "DimensionMismatchError",
+                "dim 8 but the index has dim 16",
+            ),
+        ),
+        (
+            "add_int_vectors",
+            on_base(
+                lambda i: i.add([30], [np.ones((3, DIM), np.int64)]),
+                "InvalidDtypeError",
+                r"astype\(np\.float32\)",
+            ),
+        ),
+        (
+            "add_str_vectors",
+            on_base(lambda i: i.add([30], ["text"]), "InvalidDtypeError", "numpy array or torch tensor"),
+        ),
         ("add_one_matrix", on_base(lambda i: i.add([30], d[30]), "InvalidVectorsError", r"\[matrix\]")),
-        ("add_padded_3d", on_base(lambda i: i.add([30, 31], np.zeros((2, 3, DIM), np.float32)), "InvalidVectorsError", "from_padded")),
+        (
+            "add_padded_3d",
+            on_base(
+                lambda i: i.add([30, 31], np.zeros((2, 3, DIM), np.float32)),
+                "InvalidVectorsError",
+                "from_padded",
+            ),
+        ),
         ("add_no_vectors", on_base(lambda i: i.add([30]), "InvalidDtypeError", r"add\(ids, vectors\)")),
         ("add_empty_batch", on_base(lambda i: i.add([], []), "InvalidVectorsError", "at least one")),
-        ("add_batches_bad_item", on_base(lambda i: i.add_batches([[30]]), "InvalidDtypeError", r"\(ids, vectors\)")),
-        ("fp16_overflow", fresh(lambda i: i.add([0, 1], [d[0], d[1] * 1e6]), "InvalidVectorsError", r"65504.*spec 'fp32'")),
-        ("keep_source_overflow", fresh(lambda i: i.add(list(range(30)), [*(d[j] for j in range(29)), d[29] * 1e6]), "InvalidVectorsError", "without keep_source", spec="sq8", keep_source=True)),
+        (
+            "add_batches_bad_item",
+            on_base(lambda i: i.add_batches([[30]]), "InvalidDtypeError", r"\(ids, vectors\)"),
+        ),
+        (
+            "fp16_overflow",
+            fresh(lambda i: i.add([0, 1], [d[0], d[1] * 1e6]), "InvalidVectorsError", r"65504.*spec 'fp32'"),
+        ),
+        (
+            "keep_source_overflow",
+            fresh(
+                lambda i: i.add(list(range(30)), [*(d[j] for j in range(29)), d[29] * 1e6]),
+                "InvalidVectorsError",
+                "without keep_source",
+                spec="sq8",
+                keep_source=True,
+            ),
+        ),
         # ids
-        ("ids_count", on_base(lambda i: i.add([30], d[30:32]), "InvalidDtypeError", "exactly one id per document")),
-        ("ids_repeat_in_batch", on_base(lambda i: i.add([30, 30], d[30:32]), "DuplicateIdError", "must be unique")),
+        (
+            "ids_count",
+            on_base(lambda i: i.add([30], d[30:32]), "InvalidDtypeError", "exactly one id per document"),
+        ),
+        (
+            "ids_repeat_in_batch",
+            on_base(lambda i: i.add([30, 30], d[30:32]), "DuplicateIdError", "must be unique"),
+        ),
         ("ids_existing", on_base(lambda i: i.add([3], d[30:31]), "DuplicateIdError", r"index\.upsert")),
-        ("ids_float", on_base(lambda i: i.add([1.5], d[30:31]), "InvalidDtypeError", "all ints or all strings")),
-        ("ids_mixed", fresh(lambda i: i.add([30, "a"], d[30:32]), "InvalidDtypeError", "all ints or all strings")),
-        ("ids_mixed_numpy_str", fresh(lambda i: i.add(np.array([30, "a"], object), d[30:32]), "InvalidDtypeError", "all ints or all strings")),
-        ("ids_str_into_int_index", on_base(lambda i: i.add(["30"], d[30:31]), "InvalidDtypeError", r"int\(i\)")),
-        ("ids_none", on_base(lambda i: i.add(None, d[30:31]), "InvalidDtypeError", "sequence of ints or strings")),
+        (
+            "ids_float",
+            on_base(lambda i: i.add([1.5], d[30:31]), "InvalidDtypeError", "all ints or all strings"),
+        ),
+        (
+            "ids_mixed",
+            fresh(lambda i: i.add([30, "a"], d[30:32]), "InvalidDtypeError", "all ints or all strings"),
+        ),
+        (
+            "ids_mixed_numpy_str",
+            fresh(
+                lambda i: i.add(np.array([30, "a"], object), d[30:32]),
+                "InvalidDtypeError",
+                "all ints or all strings",
+            ),
+        ),
+        (
+            "ids_str_into_int_index",
+            on_base(lambda i: i.add(["30"], d[30:31]), "InvalidDtypeError", r"int\(i\)"),
+        ),
+        (
+            "ids_none",
+            on_base(lambda i: i.add(None, d[30:31]), "InvalidDtypeError", "sequence of ints or strings"),
+        ),
         ("ids_2**70", on_base(lambda i: i.add([2**70], d[30:31]), "InvalidIdError", r"string ids")),
         ("ids_-2**63-1", on_base(lambda i: i.add([-(2**63) - 1], d[30:31]), "InvalidIdError", r"string ids")),
-        ("ids_uint64_max", on_base(lambda i: i.add(np.array([2**64 - 1], np.uint64), d[30:31]), "InvalidIdError", "string ids")),
-        ("ids_lone_surrogate", fresh(lambda i: i.add(["a\ud800"], d[:1]), "InvalidIdError", r"surrogate.*'replace'")),
+        (
+            "ids_uint64_max",
+            on_base(
+                lambda i: i.add(np.array([2**64 - 1], np.uint64), d[30:31]), "InvalidIdError", "string ids"
+            ),
+        ),
+        (
+            "ids_lone_surrogate",
+            fresh(lambda i: i.add(["a\ud800"], d[:1]), "InvalidIdError", r"surrogate.*'replace'"),
+        ),
         ("delete_unknown_id", on_base(lambda i: i.delete([555]), "UnknownIdError", "missing='ignore'")),
-        ("delete_bad_missing", on_base(lambda i: i.delete([1], missing="skip"), "InvalidArgumentError", "'error' or 'ignore'")),
+        (
+            "delete_bad_missing",
+            on_base(lambda i: i.delete([1], missing="skip"), "InvalidArgumentError", "'error' or 'ignore'"),
+        ),
         # metadata
-        ("meta_key_in_later_row", on_base(lambda i: i.add([30, 31], d[30:32], metadata=[{"lang": "en"}, {"lang": "en", "genre": "x"}]), "InvalidMetadataError", "'genre' is not in this index.*drop the column")),
-        ("meta_key_in_later_row_upsert", on_base(lambda i: i.upsert([1, 31], d[30:32], metadata=[{"year": 1}, {"genre": "x"}]), "InvalidMetadataError", "'genre' is not in this index")),
+        (
+            "meta_key_in_later_row",
+            on_base(
+                lambda i: i.add([30, 31], d[30:32], metadata=[{"lang": "en"}, {"lang": "en", "genre": "x"}]),
+                "InvalidMetadataError",
+                "'genre' is not in this index.*drop the column",
+            ),
+        ),
+        (
+            "meta_key_in_later_row_upsert",
+            on_base(
+                lambda i: i.upsert([1, 31], d[30:32], metadata=[{"year": 1}, {"genre": "x"}]),
+                "InvalidMetadataError",
+                "'genre' is not in this index",
+            ),
+        ),
         ("meta_struct_extra_field", struct_extra_field),
-        ("meta_reserved_column", on_base(lambda i: i.add([30], d[30:31], metadata=[{"score": 0.5}]), "InvalidMetadataError", "reserved.*rename it")),
-        ("meta_rows_count", on_base(lambda i: i.add([30, 31], d[30:32], metadata=[{"lang": "en"}]), "InvalidMetadataError", "exactly one row per document")),
-        ("meta_wrong_type", on_base(lambda i: i.add([30], d[30:31], metadata={"year": ["nineteen"]}), "InvalidMetadataError", "convert it first")),
-        ("meta_not_dicts", on_base(lambda i: i.add([30], d[30:31], metadata=["en"]), "InvalidMetadataError", r"one dict per document")),
-        ("meta_scalar_column", on_base(lambda i: i.add([30], d[30:31], metadata={"lang": "en"}), "InvalidMetadataError", r"\{'lang': \['en'\]\}")),
-        ("meta_int_beyond_int64", on_base(lambda i: i.add([30], d[30:31], metadata=[{"year": 2**70}]), "InvalidMetadataError", "strings or floats")),
-        ("meta_lone_surrogate", on_base(lambda i: i.add([30], d[30:31], metadata=[{"lang": "x\udc80"}]), "InvalidMetadataError", r"surrogate.*'replace'")),
-        ("meta_dot_in_name", fresh(lambda i: i.add([0], d[:1], metadata={"a.b": [1]}), "InvalidMetadataError", "rename it")),
-        ("meta_backtick_in_name", fresh(lambda i: i.add([0], d[:1], metadata={"a`b": [1]}), "InvalidMetadataError", "rename it")),
-        ("meta_all_null_first_add", fresh(lambda i: i.add([0], d[:1], metadata=[{"note": None}]), "InvalidMetadataError", r"typed column")),
+        (
+            "meta_reserved_column",
+            on_base(
+                lambda i: i.add([30], d[30:31], metadata=[{"score": 0.5}]),
+                "InvalidMetadataError",
+                "reserved.*rename it",
+            ),
+        ),
+        (
+            "meta_rows_count",
+            on_base(
+                lambda i: i.add([30, 31], d[30:32], metadata=[{"lang": "en"}]),
+                "InvalidMetadataError",
+                "exactly one row per document",
+            ),
+        ),
+        (
+            "meta_wrong_type",
+            on_base(
+                lambda i: i.add([30], d[30:31], metadata={"year": ["nineteen"]}),
+                "InvalidMetadataError",
+                "convert it first",
+            ),
+        ),
+        (
+            "meta_not_dicts",
+            on_base(
+                lambda i: i.add([30], d[30:31], metadata=["en"]),
+                "InvalidMetadataError",
+                r"one dict per document",
+            ),
+        ),
+        (
+            "meta_scalar_column",
+            on_base(
+                lambda i: i.add([30], d[30:31], metadata={"lang": "en"}),
+                "InvalidMetadataError",
+                r"\{'lang': \['en'\]\}",
+            ),
+        ),
+        (
+            "meta_int_beyond_int64",
+            on_base(
+                lambda i: i.add([30], d[30:31], metadata=[{"year": 2**70}]),
+                "InvalidMetadataError",
+                "strings or floats",
+            ),
+        ),
+        (
+            "meta_lone_surrogate",
+            on_base(
+                lambda i: i.add([30], d[30:31], metadata=[{"lang": "x\udc80"}]),
+                "InvalidMetadataError",
+                r"surrogate.*'replace'",
+            ),
+        ),
+        (
+            "meta_dot_in_name",
+            fresh(lambda i: i.add([0], d[:1], metadata={"a.b": [1]}), "InvalidMetadataError", "rename it"),
+        ),
+        (
+            "meta_backtick_in_name",
+            fresh(lambda i: i.add([0], d[:1], metadata={"a`b": [1]}), "InvalidMetadataError", "rename it"),
+        ),
+        (
+            "meta_all_null_first_add",
+            fresh(
+                lambda i: i.add([0], d[:1], metadata=[{"note": None}]),
+                "InvalidMetadataError",
+                r"typed column",
+            ),
+        ),
         # create / open
-        ("create_seed_negative", plain(lambda: ctx.new(seed=-1), "InvalidArgumentError", r"seed=-1 must be in \[0")),
+        (
+            "create_seed_negative",
+            plain(lambda: ctx.new(seed=-1), "InvalidArgumentError", r"seed=-1 must be in \[0"),
+        ),
         ("create_seed_float", plain(lambda: ctx.new(seed=0.5), "InvalidDtypeError", "seed must be an int")),
-        ("create_dim_zero", plain(lambda: ms.create(ctx.workdir / "dim0", spec="fp16", dim=0), "InvalidArgumentError", "dim=0 must be >= 1")),
-        ("create_dim_str", plain(lambda: ms.create(ctx.workdir / "dims", spec="fp16", dim="16"), "InvalidDtypeError", "dim must be an int")),
-        ("create_bad_spec", plain(lambda: ms.create(ctx.workdir / "spec", spec="sq9", dim=DIM), "SpecError", "expected|unknown")),
-        ("create_spec_too_wide", plain(lambda: ms.create(ctx.workdir / "pca", spec="pca32,sq8", dim=DIM), "SpecError", "")),
-        ("create_drift_threshold", plain(lambda: ctx.new(drift_threshold=0.5), "InvalidArgumentError", "> 1.0")),
-        ("create_existing", plain(lambda: ms.create(root, spec="fp16", dim=DIM), "IndexExistsError", "exist_ok=True")),
-        ("create_unknown_scheme", plain(lambda: ms.create("ftp://host/ix", spec="fp16", dim=DIM), "InvalidArgumentError", "use a local path or one of s3://")),
-        ("create_bucket_only", plain(lambda: ms.create("s3://bucket", spec="fp16", dim=DIM), "InvalidArgumentError", "pass e.g. s3://bucket/")),
+        (
+            "create_dim_zero",
+            plain(
+                lambda: ms.create(ctx.workdir / "dim0", spec="fp16", dim=0),
+                "InvalidArgumentError",
+                "dim=0 must be >= 1",
+            ),
+        ),
+        (
+            "create_dim_str",
+            plain(
+                lambda: ms.create(ctx.workdir / "dims", spec="fp16", dim="16"),
+                "InvalidDtypeError",
+                "dim must be an int",
+            ),
+        ),
+        (
+            "create_bad_spec",
+            plain(
+                lambda: ms.create(ctx.workdir / "spec", spec="sq9", dim=DIM), "SpecError", "expected|unknown"
+            ),
+        ),
+        (
+            "create_spec_too_wide",
+            plain(lambda: ms.create(ctx.workdir / "pca", spec="pca32,sq8", dim=DIM), "SpecError", ""),
+        ),
+        (
+            "create_drift_threshold",
+            plain(lambda: ctx.new(drift_threshold=0.5), "InvalidArgumentError", "> 1.0"),
+        ),
+        (
+            "create_existing",
+            plain(lambda: ms.create(root, spec="fp16", dim=DIM), "IndexExistsError", "exist_ok=True"),
+        ),
+        (
+            "create_unknown_scheme",
+            plain(
+                lambda: ms.create("ftp://host/ix", spec="fp16", dim=DIM),
+                "InvalidArgumentError",
+                "use a local path or one of s3://",
+            ),
+        ),
+        (
+            "create_bucket_only",
+            plain(
+                lambda: ms.create("s3://bucket", spec="fp16", dim=DIM),
+                "InvalidArgumentError",
+                "pass e.g. s3://bucket/",
+            ),
+        ),
         ("open_not_an_index", plain(lambda: ms.open(ctx.workdir), "IndexCorruptedError", r"create\(uri")),
         ("open_version_str", plain(lambda: ms.open(root, version="1"), "InvalidDtypeError", "use version=1")),
-        ("open_version_bool", plain(lambda: ms.open(root, version=True), "InvalidDtypeError", r"index\.versions\(\)")),
+        (
+            "open_version_bool",
+            plain(lambda: ms.open(root, version=True), "InvalidDtypeError", r"index\.versions\(\)"),
+        ),
         ("open_version_negative", plain(lambda: ms.open(root, version=-1), "InvalidArgumentError", ">= 0")),
-        ("open_version_missing", plain(lambda: ms.open(root, version=99), "InvalidArgumentError", r"available versions: \[1\]")),
-        ("checkout_version_str", plain(lambda: ms.open(root).checkout("1"), "InvalidDtypeError", "use version=1")),
+        (
+            "open_version_missing",
+            plain(lambda: ms.open(root, version=99), "InvalidArgumentError", r"available versions: \[1\]"),
+        ),
+        (
+            "checkout_version_str",
+            plain(lambda: ms.open(root).checkout("1"), "InvalidDtypeError", "use version=1"),
+        ),
         ("write_to_pinned_version", pinned_write),
-        ("optimize_retrain_str", on_base(lambda i: i.optimize(retrain="yes"), "InvalidArgumentError", "True, False or 'auto'")),
-        ("optimize_older_than_int", on_base(lambda i: i.optimize(cleanup=True, older_than=7), "InvalidDtypeError", r"timedelta\(days=7\)")),
-        ("train_after_add", on_base(lambda i: i.train(d[:5]), "InvalidOperationError", r"optimize\(retrain=True\)")),
+        (
+            "optimize_retrain_str",
+            on_base(lambda i: i.optimize(retrain="yes"), "InvalidArgumentError", "True, False or 'auto'"),
+        ),
+        (
+            "optimize_older_than_int",
+            on_base(
+                lambda i: i.optimize(cleanup=True, older_than=7), "InvalidDtypeError", r"timedelta\(days=7\)"
+            ),
+        ),
+        (
+            "train_after_add",
+            on_base(lambda i: i.train(d[:5]), "InvalidOperationError", r"optimize\(retrain=True\)"),
+        ),
         # search
         ("search_1d_query", on_base(lambda i: i.search(q[0]), "InvalidVectorsError", r"reshape\(1, -1\)")),
         ("search_nan_query", on_base(lambda i: i.search(q * np.nan), "InvalidVectorsError", "NaN")),
         ("search_wrong_dim", on_base(lambda i: i.search(q[:, :8]), "DimensionMismatchError", "same encoder")),
-        ("search_int_query", on_base(lambda i: i.search(q.astype(int)), "InvalidDtypeError", r"astype\(np\.float32\)")),
-        ("search_empty_query", on_base(lambda i: i.search(q[:0]), "InvalidVectorsError", "needs at least one")),
+        (
+            "search_int_query",
+            on_base(lambda i: i.search(q.astype(int)), "InvalidDtypeError", r"astype\(np\.float32\)"),
+        ),
+        (
+            "search_empty_query",
+            on_base(lambda i: i.search(q[:0]), "InvalidVectorsError", "needs at least one"),
+        ),
         ("search_k_0", on_base(lambda i: i.search(q, k=0), "SearchParamsError", "positive integer")),
         ("search_k_negative", on_base(lambda i: i.search(q, k=-3), "SearchParamsError", "positive integer")),
         ("search_k_float", on_base(lambda i: i.search(q, k=2.5), "InvalidDtypeError", "k=10")),
         ("search_k_str", on_base(lambda i: i.search(q, k="5"), "InvalidDtypeError", "k=10")),
-        ("search_where_int", on_base(lambda i: i.search(q, where=5), "InvalidDtypeError", "SQL filter string")),
+        (
+            "search_where_int",
+            on_base(lambda i: i.search(q, where=5), "InvalidDtypeError", "SQL filter string"),
+        ),
         ("search_where_empty", on_base(lambda i: i.search(q, where=""), "FilterError", "where=None")),
-        ("search_where_unknown_column", on_base(lambda i: i.search(q, where="langg = 'en'"), "FilterError", "available columns")),
-        ("search_where_double_quoted_value", on_base(lambda i: i.search(q, where='lang = "en"'), "FilterError", "single quotes")),
-        ("search_where_syntax", on_base(lambda i: i.search(q, where="lang = "), "FilterError", "SQL predicate")),
-        ("search_columns_str", on_base(lambda i: i.search(q, columns="lang"), "InvalidDtypeError", r"columns=\['lang'\]")),
-        ("search_columns_unknown", on_base(lambda i: i.search(q, columns=["title"]), "FilterError", "available columns")),
-        ("search_params_str", on_base(lambda i: i.search(q, params="exhaustive"), "InvalidDtypeError", r"SearchParams\(candidates='exhaustive'\)")),
-        ("search_params_unknown_field", on_base(lambda i: i.search(q, params={"nprob": 4}), "SearchParamsError", "fields are")),
-        ("search_params_bad_value", on_base(lambda i: i.search(q, params={"nprobe": 0}), "SearchParamsError", "must be a positive integer")),
+        (
+            "search_where_unknown_column",
+            on_base(lambda i: i.search(q, where="langg = 'en'"), "FilterError", "available columns"),
+        ),
+        (
+            "search_where_double_quoted_value",
+            on_base(lambda i: i.search(q, where='lang = "en"'), "FilterError", "single quotes"),
+        ),
+        (
+            "search_where_syntax",
+            on_base(lambda i: i.search(q, where="lang = "), "FilterError", "SQL predicate"),
+        ),
+        (
+            "search_columns_str",
+            on_base(lambda i: i.search(q, columns="lang"), "InvalidDtypeError", r"columns=\['lang'\]"),
+        ),
+        (
+            "search_columns_unknown",
+            on_base(lambda i: i.search(q, columns=["title"]), "FilterError", "available columns"),
+        ),
+        (
+            "search_params_str",
+            on_base(
+                lambda i: i.search(q, params="exhaustive"),
+                "InvalidDtypeError",
+                r"SearchParams\(candidates='exhaustive'\)",
+            ),
+        ),
+        (
+            "search_params_unknown_field",
+            on_base(lambda i: i.search(q, params={"nprob": 4}), "SearchParamsError", "fields are"),
+        ),
+        (
+            "search_params_bad_value",
+            on_base(
+                lambda i: i.search(q, params={"nprobe": 0}), "SearchParamsError", "must be a positive integer"
+            ),
+        ),
         ("lancedb_add_repeats_an_id", lancedb_duplicate),
     ]
     return cases
@@ -299,7 +596,7 @@ def _quoted_where(ctx: _Ctx) -> tuple[str, str]:
     exact = _exhaustive()
     idx = ctx.built(20)
     want = {i for i in range(20) if i % 2 == 1}
-    for where in ('"My Col" = \'v1\'', "`My Col` = 'v1'", "\"My Col\" = 'v1' AND \"year\" >= 2000"):
+    for where in ("\"My Col\" = 'v1'", "`My Col` = 'v1'", '"My Col" = \'v1\' AND "year" >= 2000'):
         got = set(_ids(idx.search(d[0], k=20, where=where, params=exact)))
         if got != want:
             return _same(sorted(got), sorted(want), f"where={where}")
@@ -364,7 +661,9 @@ def _other_float_dtypes(ctx: _Ctx) -> tuple[str, str]:
     a.add(list(range(10)), d[:10])
     b.add(list(range(10)), [x.astype(np.float64) for x in d[:10]])
     want = a.search(d[3], k=5, params=exact).to_pylist()
-    return _same(b.search(d[3].astype(np.float64), k=5, params=exact).to_pylist(), want, "float64 like float32")
+    return _same(
+        b.search(d[3].astype(np.float64), k=5, params=exact).to_pylist(), want, "float64 like float32"
+    )
 
 
 def _readd_after_delete(ctx: _Ctx) -> tuple[str, str]:
@@ -374,7 +673,9 @@ def _readd_after_delete(ctx: _Ctx) -> tuple[str, str]:
     idx.delete([4])
     idx.add([4], d[44:45], metadata=[{"lang": "zz"}])
     t = idx.search(d[44], k=10, params=exact, columns=["lang"]).to_pylist()
-    return _same([(r["id"], r["lang"]) for r in t if r["id"] == 4], [(4, "zz")], "re-added id once, new metadata")
+    return _same(
+        [(r["id"], r["lang"]) for r in t if r["id"] == 4], [(4, "zz")], "re-added id once, new metadata"
+    )
 
 
 def _valid(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
@@ -397,8 +698,14 @@ def _valid(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
 
 def _random_metadata(ctx: _Ctx, rng: np.random.Generator, trial: int) -> tuple[str, str]:
     """Rows with random subsets of typed keys, added then upserted in batches; compared with a dict oracle."""
-    keys = {"lang": lambda i: ("en", "fr", "ü")[i % 3], "year": lambda i: 1990 + i, "rating": lambda i: i / 4,
-            "flag": lambda i: bool(i % 2), "tags": lambda i: [f"t{i}", "x"], "src": lambda i: {"page": i}}
+    keys = {
+        "lang": lambda i: ("en", "fr", "ü")[i % 3],
+        "year": lambda i: 1990 + i,
+        "rating": lambda i: i / 4,
+        "flag": lambda i: bool(i % 2),
+        "tags": lambda i: [f"t{i}", "x"],
+        "src": lambda i: {"page": i},
+    }
     idx = ctx.new()
     oracle: dict[int, dict[str, Any]] = {}
     first = [{k: f(0) for k, f in keys.items()}] + [  # row 0 holds every key so each column has a type
@@ -426,7 +733,9 @@ def run(workdir: pathlib.Path, *, quick: bool, seed: int = 0) -> list[dict]:
     ctx = _Ctx(workdir, seed)
     cases = _mistakes(ctx) + _valid(ctx)
     rng = np.random.default_rng(seed)
-    cases += [(f"random_metadata_{t}", lambda t=t: _random_metadata(ctx, rng, t)) for t in range(2 if quick else 25)]
+    cases += [
+        (f"random_metadata_{t}", lambda t=t: _random_metadata(ctx, rng, t)) for t in range(2 if quick else 25)
+    ]
     out = []
     for name, case in cases:
         try:

@@ -32,7 +32,9 @@ def _check(idx: Any, oracle: dict[int, tuple[np.ndarray, int]], rng: np.random.G
         return
     decoded = _check_codes(snap, ids, oracle, where)
     parts = idx._view.ds.to_table(columns=["id", "part"])
-    if dict(zip(parts["id"].to_pylist(), parts["part"].to_pylist())) != {d: p for d, (_, p) in oracle.items()}:
+    if dict(zip(parts["id"].to_pylist(), parts["part"].to_pylist())) != {
+        d: p for d, (_, p) in oracle.items()
+    }:
         raise Mismatch("silent_wrong", f"{where}: metadata differs from the last write of each id")
     for _ in range(2):
         _check_search(idx, snap.codec, ids, decoded, oracle, rng, where)
@@ -43,23 +45,36 @@ def _check_ids(ids: list[int], oracle: dict[int, tuple[np.ndarray, int]], where:
         raise Mismatch("silent_wrong", f"{where}: {len(ids) - len(set(ids))} ids stored twice")
     if set(ids) != set(oracle):
         lost, extra = set(oracle) - set(ids), set(ids) - set(oracle)
-        raise Mismatch("data_loss" if lost else "silent_wrong",
-                       f"{where}: ids lost {sorted(lost)[:5]}, ids that should not be there {sorted(extra)[:5]}")
+        raise Mismatch(
+            "data_loss" if lost else "silent_wrong",
+            f"{where}: ids lost {sorted(lost)[:5]}, ids that should not be there {sorted(extra)[:5]}",
+        )
 
 
-def _check_codes(snap: Any, ids: list[int], oracle: dict[int, tuple[np.ndarray, int]], where: str) -> list[np.ndarray]:
+def _check_codes(
+    snap: Any, ids: list[int], oracle: dict[int, tuple[np.ndarray, int]], where: str
+) -> list[np.ndarray]:
     """Each document's stored codes must be the codec's encoding of its last written vectors -> decoded."""
     decoded = []
     for i, d in enumerate(ids):
         codes = snap.codes[snap.offsets[i] : snap.offsets[i + 1]]
         if not np.array_equal(codes, snap.codec.encode(oracle[d][0])):
-            raise Mismatch("silent_wrong", f"{where}: id {d} stores other vectors than the last write gave it")
+            raise Mismatch(
+                "silent_wrong", f"{where}: id {d} stores other vectors than the last write gave it"
+            )
         decoded.append(snap.codec.decode(codes))
     return decoded
 
 
-def _check_search(idx: Any, codec: Any, ids: list[int], decoded: list[np.ndarray],
-                  oracle: dict[int, tuple[np.ndarray, int]], rng: np.random.Generator, where: str) -> None:
+def _check_search(
+    idx: Any,
+    codec: Any,
+    ids: list[int],
+    decoded: list[np.ndarray],
+    oracle: dict[int, tuple[np.ndarray, int]],
+    rng: np.random.Generator,
+    where: str,
+) -> None:
     """Exhaustive search of a noisy half of a stored document, unfiltered and filtered on a random part, must
     return brute-force MaxSim's top 5 over the decoded stored vectors."""
     row = {d: i for i, d in enumerate(ids)}
@@ -68,19 +83,28 @@ def _check_search(idx: Any, codec: Any, ids: list[int], decoded: list[np.ndarray
     tq = codec.transform_query(q)
     brute = np.array([float((tq @ x.T).max(axis=1).sum()) for x in decoded])
     part = int(rng.integers(3))
-    for flt, mask in ((None, np.ones(len(ids), bool)), (f"part = {part}", np.array([oracle[d][1] == part for d in ids]))):
+    for flt, mask in (
+        (None, np.ones(len(ids), bool)),
+        (f"part = {part}", np.array([oracle[d][1] == part for d in ids])),
+    ):
         n = int(mask.sum())
         k = min(5, len(ids))
         t = idx.search(q, k=k, where=flt, params={"candidates": "exhaustive", "n_rerank": max(len(ids), 1)})
         got = t["id"].to_pylist()
         scores = t["score"].to_numpy()
         if len(got) != min(k, n):
-            raise Mismatch("silent_wrong", f"{where}: where={flt} returned {len(got)} of {min(k, n)} documents")
+            raise Mismatch(
+                "silent_wrong", f"{where}: where={flt} returned {len(got)} of {min(k, n)} documents"
+            )
         if any(not mask[row[g]] for g in got):
             raise Mismatch("silent_wrong", f"{where}: where={flt} returned a document it excludes")
         want = np.sort(brute[mask])[::-1][: len(got)]
-        if not np.allclose(scores, want, atol=1e-3) or not np.allclose(brute[[row[g] for g in got]], scores, atol=1e-3):
-            raise Mismatch("silent_wrong", f"{where}: where={flt} top-{k} scores {scores} ids {got}, brute force {want}")
+        if not np.allclose(scores, want, atol=1e-3) or not np.allclose(
+            brute[[row[g] for g in got]], scores, atol=1e-3
+        ):
+            raise Mismatch(
+                "silent_wrong", f"{where}: where={flt} top-{k} scores {scores} ids {got}, brute force {want}"
+            )
 
 
 class _Run:
@@ -92,7 +116,9 @@ class _Run:
         self.uri = uri
         self.rng = np.random.default_rng(seed)
         self.idx = ms.create(uri, spec=spec, dim=DIM, n_centroids=8)
-        if spec.startswith("pq"):  # 256 centroids per sub-quantizer: more vectors than a first add of <= 14 docs
+        if spec.startswith(
+            "pq"
+        ):  # 256 centroids per sub-quantizer: more vectors than a first add of <= 14 docs
             self.idx.train(unit_docs(80, DIM, seed=seed + 10_000, lo=4, hi=12))
         self.oracle: dict[int, tuple[np.ndarray, int]] = {}
         self.history: dict[int, dict[int, tuple[np.ndarray, int]]] = {}
@@ -148,7 +174,9 @@ class _Run:
                 oracle.pop(i)
 
     def optimize(self, where: str) -> None:
-        self.idx.optimize(compact=True, cleanup=bool(self.rng.random() < 0.5), older_than=timedelta(0), retrain=False)
+        self.idx.optimize(
+            compact=True, cleanup=bool(self.rng.random() < 0.5), older_than=timedelta(0), retrain=False
+        )
         kept = {x["version"] for x in self.idx.versions()}
         self.history = {v: h for v, h in self.history.items() if v in kept}
 

@@ -52,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mvstore: interrupted", file=sys.stderr)
         return 130
-    except (MvstoreError, OSError) as e:  # a user's mistake or the system's; anything else is a bug: traceback
+    except (
+        MvstoreError,
+        OSError,
+    ) as e:  # a user's mistake or the system's; anything else is a bug: traceback
         if args.debug:
             raise
         print(f"mvstore: error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)

@@ -47,26 +47,46 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.spec != "auto" and args.max_bytes_per_token is not None:
         raise UsageError("--max-bytes-per-token only applies to --spec auto; drop one of the two")
     if args.spec == "auto" and args.max_bytes_per_token is None:
-        raise UsageError("--spec auto needs --max-bytes-per-token B (e.g. 16): the size budget it picks within")
+        raise UsageError(
+            "--spec auto needs --max-bytes-per-token B (e.g. 16): the size budget it picks within"
+        )
     if args.spec not in (None, "auto"):
         parse(args.spec)
     t = time.perf_counter()
     if args.ray is not None:
         return _build_row(_build_ray(args), args.json, t)
     if args.storage_option:
-        raise UsageError("--storage-option is for an object-store index, which `mvstore build` writes with --ray; "
-                         "drop it for a local directory")
-    src = inputs.read_documents(args.input, id_column=args.id_column, text_column=args.text_column,
-                                title_column=args.title_column, vectors_column=args.vectors_column,
-                                metadata_columns=_metadata_columns(args.metadata))
+        raise UsageError(
+            "--storage-option is for an object-store index, which `mvstore build` writes with --ray; "
+            "drop it for a local directory"
+        )
+    src = inputs.read_documents(
+        args.input,
+        id_column=args.id_column,
+        text_column=args.text_column,
+        title_column=args.title_column,
+        vectors_column=args.vectors_column,
+        metadata_columns=_metadata_columns(args.metadata),
+    )
     # texts need an encoder; vectors get one only when named (recorded for text queries)
     encoder = flags_encoder(args) if src.vectors is None or encoder_named(args) else None
     t = time.perf_counter()
-    idx = build_directory(args.index, spec=args.spec, ids=src.ids, docs=src.vectors, texts=src.texts,
-                          metadata=src.metadata, encoder=encoder, overwrite=args.overwrite,
-                          keep_source=args.keep_source, max_bytes_per_token=args.max_bytes_per_token,
-                          train_docs=args.train_docs, batch_size=args.batch_size, files=cli_meta(args.input),
-                          progress=progress(args.quiet))
+    idx = build_directory(
+        args.index,
+        spec=args.spec,
+        ids=src.ids,
+        docs=src.vectors,
+        texts=src.texts,
+        metadata=src.metadata,
+        encoder=encoder,
+        overwrite=args.overwrite,
+        keep_source=args.keep_source,
+        max_bytes_per_token=args.max_bytes_per_token,
+        train_docs=args.train_docs,
+        batch_size=args.batch_size,
+        files=cli_meta(args.input),
+        progress=progress(args.quiet),
+    )
     return _build_row(idx, args.json, t)
 
 
@@ -83,7 +103,9 @@ def _build_ray(args: argparse.Namespace) -> Any:
     from ..store._layout import MANIFEST
 
     if args.input.lower().endswith(".npz"):
-        raise UsageError("--ray reads JSONL or Parquet (the workers read it in blocks); convert the .npz to Parquet")
+        raise UsageError(
+            "--ray reads JSONL or Parquet (the workers read it in blocks); convert the .npz to Parquet"
+        )
     if args.title_column:
         raise UsageError("--title-column is not available with --ray: put the full text in one column first")
     opts = storage_options(args.storage_option)
@@ -93,9 +115,13 @@ def _build_ray(args: argparse.Namespace) -> Any:
             "(mvstore.build() in Python adds to an existing one)"
         )
     # each worker makes its own encoder (a picklable factory); a new index built from texts records it
-    make = functools.partial(make_encoder, encoder_spec(args.encoder, args.model),
-                             query_max_length=args.query_max_length, doc_max_length=args.doc_max_length,
-                             progress=False)
+    make = functools.partial(
+        make_encoder,
+        encoder_spec(args.encoder, args.model),
+        query_max_length=args.query_max_length,
+        doc_max_length=args.doc_max_length,
+        progress=False,
+    )
     create_options: dict[str, Any] = {"keep_source": args.keep_source}
     if args.max_bytes_per_token is not None:
         create_options["max_bytes_per_token"] = args.max_bytes_per_token
@@ -114,10 +140,19 @@ def _build_ray(args: argparse.Namespace) -> Any:
 
 def _build_row(idx: Any, as_json: bool, t: float) -> int:
     st = idx.stats()
-    row = {"index": idx.root, "spec": st["spec"], "docs": st["docs"], "tokens": st["tokens"],
-           "vectors": st["vectors"], "bytes_per_token": round(st["bytes_per_token"], 2),
-           "version": st["version"], "build_s": round(time.perf_counter() - t, 1)}
-    if st["auto"]:  # what --spec auto measured when it picked (fidelity: recall@10 vs exact MaxSim, no labels)
+    row = {
+        "index": idx.root,
+        "spec": st["spec"],
+        "docs": st["docs"],
+        "tokens": st["tokens"],
+        "vectors": st["vectors"],
+        "bytes_per_token": round(st["bytes_per_token"], 2),
+        "version": st["version"],
+        "build_s": round(time.perf_counter() - t, 1),
+    }
+    if st[
+        "auto"
+    ]:  # what --spec auto measured when it picked (fidelity: recall@10 vs exact MaxSim, no labels)
         row.update({f"auto_{k}": st["auto"][k] for k in ("budget", "fidelity", "seconds", "sample_tokens")})
     emit([row], as_json)
     return 0
@@ -187,8 +222,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, default=jsonable))
         return 0
     print(f"{'index':<16} {idx.root}")
-    for k in ("spec", "dim", "version", "docs", "tokens", "vectors", "code_size", "stored_bytes",
-              "bytes_per_token", "disk_bytes", "n_centroids", "train_error", "drift"):
+    for k in (
+        "spec",
+        "dim",
+        "version",
+        "docs",
+        "tokens",
+        "vectors",
+        "code_size",
+        "stored_bytes",
+        "bytes_per_token",
+        "disk_bytes",
+        "n_centroids",
+        "train_error",
+        "drift",
+    ):
         v = st.get(k)
         print(f"{k:<16} {round(v, 4) if isinstance(v, float) else v}")
     print(f"{'columns':<16} {', '.join(info['columns']) or '-'}")
@@ -197,7 +245,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("versions")
     from ..report import format_table
 
-    print(format_table([{k: jsonable(v) if k == "timestamp" else v for k, v in r.items()} for r in info["versions"]]))
+    print(
+        format_table(
+            [{k: jsonable(v) if k == "timestamp" else v for k, v in r.items()} for r in info["versions"]]
+        )
+    )
     return 0
 
 
@@ -218,8 +270,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rep))
     else:
-        print(f"ok: {rep['files_checked']} files ({rep['bytes_checked'] / 2**20:.2f} MiB) and "
-              f"{rep['states_checked']} codec state(s) match their checksums")
+        print(
+            f"ok: {rep['files_checked']} files ({rep['bytes_checked'] / 2**20:.2f} MiB) and "
+            f"{rep['states_checked']} codec state(s) match their checksums"
+        )
         for n in rep["notes"]:
             print(f"note: {n}")
     return 0
@@ -231,15 +285,19 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     import mvstore.store as ms
 
     if "://" not in args.index and not os.path.exists(args.index):
-        raise FileNotFoundError(f"no index at {args.index!r}; pass the directory (or s3:// URI) of an mvstore index")
+        raise FileNotFoundError(
+            f"no index at {args.index!r}; pass the directory (or s3:// URI) of an mvstore index"
+        )
     rep = ms.upgrade(args.index, storage_options=storage_options(args.storage_option))
     if args.json:
         print(json.dumps(rep))
     elif rep["format_version_before"] == rep["format_version"] and not rep["renamed"]:
         print(f"{args.index}: already format version {rep['format_version']}, nothing to do")
     else:
-        print(f"{args.index}: upgraded from format version {rep['format_version_before']} to "
-              f"{rep['format_version']} (renamed {', '.join(rep['renamed']) or 'no columns'}; version {rep['version']})")
+        print(
+            f"{args.index}: upgraded from format version {rep['format_version_before']} to "
+            f"{rep['format_version']} (renamed {', '.join(rep['renamed']) or 'no columns'}; version {rep['version']})"
+        )
     return 0
 
 
@@ -249,7 +307,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..store._build import build_directory, encode_texts
 
     if (args.index is None) == (args.spec is None):
-        raise UsageError("pass --index INDEX (evaluate an existing index) or --spec SPEC (build one), not both")
+        raise UsageError(
+            "pass --index INDEX (evaluate an existing index) or --spec SPEC (build one), not both"
+        )
     beir = inputs.read_beir(args.beir, args.split, args.max_docs)
     warning = None
     with tempfile.TemporaryDirectory(prefix="mvstore-eval-") as tmp:
@@ -261,16 +321,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
             encoder = index_encoder(idx, args)
         else:
             encoder = flags_encoder(args)
-            idx = build_directory(args.index_dir or os.path.join(tmp, "index"), spec=args.spec, ids=beir.doc_ids,
-                                  texts=beir.doc_texts, encoder=encoder, overwrite=args.overwrite,
-                                  train_docs=args.train_docs, batch_size=args.batch_size,
-                                  files=cli_meta(args.beir), progress=progress(args.quiet))
+            idx = build_directory(
+                args.index_dir or os.path.join(tmp, "index"),
+                spec=args.spec,
+                ids=beir.doc_ids,
+                texts=beir.doc_texts,
+                encoder=encoder,
+                overwrite=args.overwrite,
+                train_docs=args.train_docs,
+                batch_size=args.batch_size,
+                files=cli_meta(args.beir),
+                progress=progress(args.quiet),
+            )
         queries = encode_texts(encoder, beir.query_texts, "query", progress(args.quiet))
         t = time.perf_counter()
         res = idx.search(queries, k=max(100, args.k), params=search_params(args))
-        row = {"spec": str(idx.spec), **metrics(run_from_results(res, beir.query_ids), beir.qrels, args.k),
-               "bytes_per_token": round(idx.stats()["bytes_per_token"], 2), "docs": len(idx),
-               "queries": len(beir.query_ids), "search_s": round(time.perf_counter() - t, 2)}
+        row = {
+            "spec": str(idx.spec),
+            **metrics(run_from_results(res, beir.query_ids), beir.qrels, args.k),
+            "bytes_per_token": round(idx.stats()["bytes_per_token"], 2),
+            "docs": len(idx),
+            "queries": len(beir.query_ids),
+            "search_s": round(time.perf_counter() - t, 2),
+        }
         if args.index is not None or args.index_dir:
             row["index"] = idx.root
         if warning:
@@ -288,8 +361,10 @@ def _corpus_mismatch(idx: Any, doc_ids: list, doc_texts: list[str], subset: bool
         return "the index is empty"
     ds = idx.loc.dataset(DOCS, version=idx.version)
     if TEXT not in ds.schema.names:
-        return (f"the index stores no {TEXT!r} column, so eval cannot check that it was built from this corpus "
-                "(rebuild it with `mvstore build` from texts, or mvstore.create(uri, encoder=...).add_texts)")
+        return (
+            f"the index stores no {TEXT!r} column, so eval cannot check that it was built from this corpus "
+            "(rebuild it with `mvstore build` from texts, or mvstore.create(uri, encoder=...).add_texts)"
+        )
     tbl = ds.to_table(columns=["id", TEXT])
     stored = dict(zip(map(str, tbl.column("id").to_pylist()), tbl.column(TEXT).to_pylist()))
     missing = [d for d in doc_ids if str(d) not in stored]
@@ -299,14 +374,18 @@ def _corpus_mismatch(idx: Any, doc_ids: list, doc_texts: list[str], subset: bool
         return None
     parts = []
     if differ:
-        parts.append(f"{len(differ)} of {len(doc_ids)} documents have other texts in the index than in the corpus "
-                     f"(e.g. {differ[0]!r}; eval encodes 'title text')")
+        parts.append(
+            f"{len(differ)} of {len(doc_ids)} documents have other texts in the index than in the corpus "
+            f"(e.g. {differ[0]!r}; eval encodes 'title text')"
+        )
     if missing:
         parts.append(f"{len(missing)} corpus documents are not in the index (e.g. {missing[0]!r})")
     if extra:
         parts.append(f"the index holds {extra} documents that are not in the corpus")
-    return ("; ".join(parts) + ": the scores do not measure this corpus; rebuild the index from it "
-            "(`mvstore build INDEX --input corpus.jsonl --id-column _id --title-column title`) or use --spec")
+    return (
+        "; ".join(parts) + ": the scores do not measure this corpus; rebuild the index from it "
+        "(`mvstore build INDEX --input corpus.jsonl --id-column _id --title-column title`) or use --spec"
+    )
 
 
 # -------------------------------------------------------------------------------------------- bench
@@ -339,26 +418,51 @@ def cmd_bench(args: argparse.Namespace) -> int:
     queries = encode_texts(encoder, beir.query_texts, "query", progress(args.quiet))
     exact = run_from_scores(maxsim_batch(queries, docs), beir.query_ids, beir.doc_ids, 100)
     p50, p95 = _latency(lambda q: maxsim_batch(q, docs), queries, args.latency_queries)
-    rows = [{"spec": "exact-fp32", **metrics(exact, beir.qrels, 10), "recall10_vs_exact": 1.0,
-             "bytes_per_token": docs.dim * 4, "build_s": 0.0, "p50_ms": p50, "p95_ms": p95,
-             "peak_rss_mb": _rss_mb()}]
+    rows = [
+        {
+            "spec": "exact-fp32",
+            **metrics(exact, beir.qrels, 10),
+            "recall10_vs_exact": 1.0,
+            "bytes_per_token": docs.dim * 4,
+            "build_s": 0.0,
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "peak_rss_mb": _rss_mb(),
+        }
+    ]
     if args.json:
         emit(rows[-1:], True)
     params = search_params(args)
     for spec in args.spec:
         with tempfile.TemporaryDirectory(prefix="mvstore-bench-") as tmp:
             t = time.perf_counter()
-            idx = build_directory(os.path.join(tmp, "ix"), spec=spec, ids=beir.doc_ids, docs=docs,
-                                  train_docs=args.train_docs, batch_size=args.batch_size,
-                                  files=cli_meta(args.beir), progress=progress(args.quiet))
+            idx = build_directory(
+                os.path.join(tmp, "ix"),
+                spec=spec,
+                ids=beir.doc_ids,
+                docs=docs,
+                train_docs=args.train_docs,
+                batch_size=args.batch_size,
+                files=cli_meta(args.beir),
+                progress=progress(args.quiet),
+            )
             build_s = time.perf_counter() - t
             run = run_from_results(idx.search(queries, k=100, params=params), beir.query_ids)
-            p50, p95 = _latency(lambda q, idx=idx: idx.search(q, k=10, params=params), queries,
-                                args.latency_queries)
-            rows.append({"spec": spec, **metrics(run, beir.qrels, 10),
-                         "recall10_vs_exact": round(recall_vs_reference(run, exact, 10), 4),
-                         "bytes_per_token": round(idx.stats()["bytes_per_token"], 2), "build_s": round(build_s, 1),
-                         "p50_ms": p50, "p95_ms": p95, "peak_rss_mb": _rss_mb()})
+            p50, p95 = _latency(
+                lambda q, idx=idx: idx.search(q, k=10, params=params), queries, args.latency_queries
+            )
+            rows.append(
+                {
+                    "spec": spec,
+                    **metrics(run, beir.qrels, 10),
+                    "recall10_vs_exact": round(recall_vs_reference(run, exact, 10), 4),
+                    "bytes_per_token": round(idx.stats()["bytes_per_token"], 2),
+                    "build_s": round(build_s, 1),
+                    "p50_ms": p50,
+                    "p95_ms": p95,
+                    "peak_rss_mb": _rss_mb(),
+                }
+            )
         if args.json:
             emit(rows[-1:], True)
     if not args.json:
@@ -375,9 +479,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
         docs, queries = _tune_beir(args, rng)
     else:
         docs, queries = _tune_files(args, rng)
-    res = tune(docs, queries, max_bytes_per_token=args.budget,
-               candidates=args.candidates.split(";") if args.candidates else None, k=args.k,
-               sample_docs=args.sample_docs, sample_queries=args.sample_queries, progress=progress(args.quiet))
+    res = tune(
+        docs,
+        queries,
+        max_bytes_per_token=args.budget,
+        candidates=args.candidates.split(";") if args.candidates else None,
+        k=args.k,
+        sample_docs=args.sample_docs,
+        sample_queries=args.sample_queries,
+        progress=progress(args.quiet),
+    )
     if args.json:
         emit(res.table, True)
     else:
@@ -393,8 +504,9 @@ def _tune_beir(args: argparse.Namespace, rng: np.random.Generator) -> tuple[Any,
     keep = np.sort(rng.choice(len(beir.doc_texts), min(len(beir.doc_texts), args.sample_docs), replace=False))
     encoder = flags_encoder(args)
     docs = encode_texts(encoder, [beir.doc_texts[i] for i in keep], "doc", progress(args.quiet))
-    qkeep = np.sort(rng.choice(len(beir.query_texts), min(len(beir.query_texts), args.sample_queries),
-                               replace=False))
+    qkeep = np.sort(
+        rng.choice(len(beir.query_texts), min(len(beir.query_texts), args.sample_queries), replace=False)
+    )
     queries = encode_texts(encoder, [beir.query_texts[i] for i in qkeep], "query", progress(args.quiet))
     return docs, queries
 
@@ -404,11 +516,18 @@ def _tune_files(args: argparse.Namespace, rng: np.random.Generator) -> tuple[Any
     from ..store._build import encode_texts
 
     if not args.queries:
-        raise UsageError("tune on a documents file needs --queries (text lines, .jsonl with --text-column, "
-                         "or .npz vectors); or pass a BEIR directory")
-    src = inputs.read_documents(args.input, id_column=args.id_column, text_column=args.text_column,
-                                title_column=args.title_column, vectors_column=args.vectors_column,
-                                metadata_columns=_metadata_columns(args.metadata))
+        raise UsageError(
+            "tune on a documents file needs --queries (text lines, .jsonl with --text-column, "
+            "or .npz vectors); or pass a BEIR directory"
+        )
+    src = inputs.read_documents(
+        args.input,
+        id_column=args.id_column,
+        text_column=args.text_column,
+        title_column=args.title_column,
+        vectors_column=args.vectors_column,
+        metadata_columns=_metadata_columns(args.metadata),
+    )
     keep = np.sort(rng.choice(len(src), min(len(src), args.sample_docs), replace=False))
     encoder = None
     if src.vectors is not None:

@@ -63,8 +63,12 @@ def flags_encoder(args: argparse.Namespace) -> Any:
     """The encoder the flags name (``--encoder``, ``--model``, the max lengths), in a cache with ``--cache``."""
     from ..encoders import make_encoder
 
-    enc = make_encoder(encoder_spec(args.encoder, args.model), query_max_length=args.query_max_length,
-                       doc_max_length=args.doc_max_length, progress=progress(args.quiet))
+    enc = make_encoder(
+        encoder_spec(args.encoder, args.model),
+        query_max_length=args.query_max_length,
+        doc_max_length=args.doc_max_length,
+        progress=progress(args.quiet),
+    )
     return cached(enc, args.cache)
 
 
@@ -81,8 +85,10 @@ def index_encoder(idx: Any, args: argparse.Namespace) -> Any:
     if encoder_named(args):
         enc = flags_encoder(args)
         if enc.dim != idx.dim:
-            raise DimensionMismatchError(f"--encoder {enc.name} outputs {enc.dim}-d vectors but the index holds "
-                                         f"{idx.dim}-d ones: pass the encoder the index was built with")
+            raise DimensionMismatchError(
+                f"--encoder {enc.name} outputs {enc.dim}-d vectors but the index holds "
+                f"{idx.dim}-d ones: pass the encoder the index was built with"
+            )
         return enc
     if idx.options.get("encoder") is not None:
         return cached(idx.encoder, args.cache)
@@ -91,9 +97,11 @@ def index_encoder(idx: Any, args: argparse.Namespace) -> Any:
         from ..encoders import encoder_from_config
 
         return cached(encoder_from_config(legacy), args.cache)
-    raise UsageError("the index records no encoder (it was built from vectors): pass --encoder (e.g. hf, "
-                     "colbert:PATH, pylate:MODEL: the one its vectors came from) or query with vectors "
-                     "(--query-file queries.npz)")
+    raise UsageError(
+        "the index records no encoder (it was built from vectors): pass --encoder (e.g. hf, "
+        "colbert:PATH, pylate:MODEL: the one its vectors came from) or query with vectors "
+        "(--query-file queries.npz)"
+    )
 
 
 # ------------------------------------------------------------------------------------ index record
@@ -115,8 +123,12 @@ def legacy_encoder(idx: Any) -> dict[str, Any] | None:
     old = _index_meta(idx).get("encoder")
     if not isinstance(old, dict):
         return None
-    return {"kind": "hf", "model": old.get("model"), "query_max_length": int(old.get("query_max_length") or 64),
-            "doc_max_length": int(old.get("doc_max_length") or 256)}
+    return {
+        "kind": "hf",
+        "model": old.get("model"),
+        "query_max_length": int(old.get("query_max_length") or 64),
+        "doc_max_length": int(old.get("doc_max_length") or 256),
+    }
 
 
 # -------------------------------------------------------------------------------------- the index
@@ -124,7 +136,9 @@ def storage_options(pairs: list[str] | None) -> dict[str, str] | None:
     """``--storage-option KEY=VALUE`` flags as a dict (None when there are none)."""
     bad = next((p for p in pairs or [] if "=" not in p), None)
     if bad is not None:
-        raise UsageError(f"--storage-option {bad!r} must be KEY=VALUE, e.g. --storage-option aws_region=us-east-1")
+        raise UsageError(
+            f"--storage-option {bad!r} must be KEY=VALUE, e.g. --storage-option aws_region=us-east-1"
+        )
     return dict(p.split("=", 1) for p in pairs or []) or None
 
 
@@ -142,16 +156,20 @@ def open_index(path: str, version: int | None = None, options: list[str] | None 
     if not loc.exists():
         raise FileNotFoundError(f"no index at {path!r}; build one with `mvstore build {path} --input FILE`")
     if not loc.exists(MANIFEST):
-        raise UsageError(f"{path!r} is not an mvstore index (no {MANIFEST}); build one with "
-                         f"`mvstore build {path} --input FILE`")
+        raise UsageError(
+            f"{path!r} is not an mvstore index (no {MANIFEST}); build one with "
+            f"`mvstore build {path} --input FILE`"
+        )
     try:
         return ms.open(path, version=version, storage_options=opts)
     except InvalidArgumentError:
         if version is None:
             raise
         known = [v["version"] for v in ms.open(path, storage_options=opts).versions()]
-        raise UsageError(f"--version {version} does not exist; the index has versions {known} "
-                         f"(`mvstore info {path}` lists them)") from None
+        raise UsageError(
+            f"--version {version} does not exist; the index has versions {known} "
+            f"(`mvstore info {path}` lists them)"
+        ) from None
 
 
 def tree_bytes(loc: Any, rel: str = "") -> int:

@@ -37,8 +37,10 @@ def read_table(path: str) -> pa.Table:
         try:
             return pq.read_table(p)
         except pa.ArrowInvalid as e:
-            raise UsageError(f"{path} is not a readable Parquet file ({e}); write it with pyarrow.parquet.write_table "
-                             "or pass a .jsonl file") from None
+            raise UsageError(
+                f"{path} is not a readable Parquet file ({e}); write it with pyarrow.parquet.write_table "
+                "or pass a .jsonl file"
+            ) from None
     if name.endswith(JSONL):
         return _read_jsonl(p)
     raise UsageError(f"cannot read {path!r}: use a .jsonl, .jsonl.gz, .parquet or .npz file")
@@ -74,8 +76,9 @@ def _read_jsonl(path: Path) -> pa.Table:
     stamps = [f.name for f in tbl.schema if pa.types.is_timestamp(f.type)]
     if stamps:
         strings = pj.ParseOptions(explicit_schema=pa.schema([(c, pa.string()) for c in stamps]))
-        tbl = pj.read_json(path, read_options=pj.ReadOptions(block_size=block),
-                           parse_options=strings).select(tbl.column_names)
+        tbl = pj.read_json(path, read_options=pj.ReadOptions(block_size=block), parse_options=strings).select(
+            tbl.column_names
+        )
     return tbl
 
 
@@ -97,9 +100,13 @@ def _scan_jsonl(path: Path) -> int:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UsageError(f"{path}:{n} is not valid JSON ({e.msg}); expected one object per line") from None
+                raise UsageError(
+                    f"{path}:{n} is not valid JSON ({e.msg}); expected one object per line"
+                ) from None
             if not isinstance(rec, dict):
-                raise UsageError(f"{path}:{n} holds a {type(rec).__name__}; expected one JSON object per line")
+                raise UsageError(
+                    f"{path}:{n} holds a {type(rec).__name__}; expected one JSON object per line"
+                )
             n_records += 1
     if n_records == 0:
         raise UsageError(f"{path} holds no records")
@@ -116,9 +123,15 @@ def read_npz(path: str) -> tuple[list, Ragged]:
     _existing(path)
     try:
         return _npz_arrays(path)
-    except (ValueError, EOFError, zipfile.BadZipFile) as e:  # not an .npz, or Python objects (allow_pickle=False)
-        raise UsageError(f"{path} is not an .npz of numeric arrays ({e}); save it with "
-                         "np.savez(path, vectors=..., offsets=..., ids=...)") from None
+    except (
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+    ) as e:  # not an .npz, or Python objects (allow_pickle=False)
+        raise UsageError(
+            f"{path} is not an .npz of numeric arrays ({e}); save it with "
+            "np.savez(path, vectors=..., offsets=..., ids=...)"
+        ) from None
 
 
 def _npz_arrays(path: str) -> tuple[list, Ragged]:
@@ -132,7 +145,9 @@ def _npz_arrays(path: str) -> tuple[list, Ragged]:
         docs = Ragged(np.asarray(z["vectors"]), np.asarray(z["offsets"]))
         ids = z["ids"].tolist() if "ids" in z.files else list(range(len(docs)))
     if len(ids) != len(docs):
-        raise UsageError(f"{path}: 'ids' has {len(ids)} entries but 'offsets' describes {len(docs)} documents")
+        raise UsageError(
+            f"{path}: 'ids' has {len(ids)} entries but 'offsets' describes {len(docs)} documents"
+        )
     return ids, docs
 
 
@@ -149,9 +164,15 @@ class Documents:
         return len(self.ids)
 
 
-def read_documents(path: str, *, id_column: str = "id", text_column: str = TEXT,
-                   title_column: str | None = None, vectors_column: str = "vectors",
-                   metadata_columns: list[str] | None = None) -> Documents:
+def read_documents(
+    path: str,
+    *,
+    id_column: str = "id",
+    text_column: str = TEXT,
+    title_column: str | None = None,
+    vectors_column: str = "vectors",
+    metadata_columns: list[str] | None = None,
+) -> Documents:
     """The documents of ``path``: an ``.npz`` (vectors), or a JSONL / Parquet table whose ``vectors_column``
     holds token vectors or whose ``text_column`` holds texts (``title_column`` prepended). Metadata: the named
     ``metadata_columns``, else every scalar column but the id and vectors (the texts themselves are stored as
@@ -176,9 +197,11 @@ def read_documents(path: str, *, id_column: str = "id", text_column: str = TEXT,
     names = _metadata_names(tbl, metadata_columns, skip={id_column, vectors_column})
     if docs.texts is not None and TEXT in names:
         if text_column != TEXT:
-            raise UsageError(f"the input has a {TEXT!r} column besides --text-column {text_column!r}; "
-                             f"the index stores the encoded texts as {TEXT!r}: leave that column out with "
-                             "--metadata COL,COL,... or rename it")
+            raise UsageError(
+                f"the input has a {TEXT!r} column besides --text-column {text_column!r}; "
+                f"the index stores the encoded texts as {TEXT!r}: leave that column out with "
+                "--metadata COL,COL,... or rename it"
+            )
         names.remove(TEXT)  # the texts themselves: stored as the index's text column
     docs.metadata = tbl.select(names) if names else None
     return docs
@@ -190,8 +213,10 @@ def _vectors(path: str, mats: list, ids: list, column: str) -> Ragged:
         try:
             arrays.append(np.asarray(m, np.float32))
         except (ValueError, TypeError) as e:  # ragged rows, strings, nested nulls
-            raise UsageError(f"{path}: record {i} (id {ids[i]!r}) has a {column!r} value that is not a list of "
-                             f"equal-length lists of numbers ({e}); fix that record or drop it") from None
+            raise UsageError(
+                f"{path}: record {i} (id {ids[i]!r}) has a {column!r} value that is not a list of "
+                f"equal-length lists of numbers ({e}); fix that record or drop it"
+            ) from None
     return Ragged.from_list(arrays)
 
 
@@ -212,11 +237,20 @@ def _metadata_names(tbl: pa.Table, given: list[str] | None, skip: set[str]) -> l
     if given is not None:
         unknown = [c for c in given if c not in tbl.column_names]
         if unknown:
-            raise UsageError(f"--metadata names unknown column(s) {unknown}; the input has {tbl.column_names}")
+            raise UsageError(
+                f"--metadata names unknown column(s) {unknown}; the input has {tbl.column_names}"
+            )
         names = list(given)
     else:
-        scalar = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer, pa.types.is_floating,
-                  pa.types.is_boolean, pa.types.is_timestamp, pa.types.is_date)
+        scalar = (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_integer,
+            pa.types.is_floating,
+            pa.types.is_boolean,
+            pa.types.is_timestamp,
+            pa.types.is_date,
+        )
         names = [f.name for f in tbl.schema if f.name not in skip and any(t(f.type) for t in scalar)]
     return [c for c in names if not c.startswith("_")]
 
@@ -227,8 +261,9 @@ def read_lines(path: str, what: str) -> list[str]:
     try:
         text = p.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UsageError(f"{what} {path!r} is not UTF-8 text ({e}); give one query per line, or an .npz of "
-                         "query vectors") from None
+        raise UsageError(
+            f"{what} {path!r} is not UTF-8 text ({e}); give one query per line, or an .npz of query vectors"
+        ) from None
     return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
@@ -238,8 +273,10 @@ def read_query_texts(path: str, text_column: str = TEXT) -> list[str]:
     if path.lower().endswith((".jsonl", ".parquet", ".jsonl.gz")):
         tbl = read_table(path)
         if text_column not in tbl.column_names:
-            raise UsageError(f"queries file {path} has no text column {text_column!r} (columns: {tbl.column_names}); "
-                             "pass --text-column NAME")
+            raise UsageError(
+                f"queries file {path} has no text column {text_column!r} (columns: {tbl.column_names}); "
+                "pass --text-column NAME"
+            )
         return tbl.column(text_column).to_pylist()
     return read_lines(path, "queries file")
 
@@ -269,5 +306,3 @@ def read_beir(root: str, split: str = "test", max_docs: int | None = None) -> Be
         doc_ids = doc_ids[: max(max_docs, 1)]
     qids = [q for q in ds.qrels if q in ds.queries]
     return Beir(doc_ids, [ds.corpus[d] for d in doc_ids], qids, [ds.queries[q] for q in qids], ds.qrels)
-
-

@@ -17,7 +17,15 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["packed_size", "pack", "unpack", "unpack_torch", "affine_score_table", "table_units", "table_width"]
+__all__ = [
+    "packed_size",
+    "pack",
+    "unpack",
+    "unpack_torch",
+    "affine_score_table",
+    "table_units",
+    "table_width",
+]
 
 BITS = (1, 2, 4, 8)
 
@@ -117,7 +125,9 @@ def affine_score_table(q: np.ndarray, low: np.ndarray, step: np.ndarray, bits: i
     low = np.ascontiguousarray(low, np.float32)
     step = np.ascontiguousarray(step, np.float32)
     if q.ndim != 2 or low.shape != (q.shape[1],) or step.shape != low.shape:
-        raise ValueError(f"query tokens {q.shape} must be (nq, d) with low/step of shape (d,), got {low.shape}")
+        raise ValueError(
+            f"query tokens {q.shape} must be (nq, d) with low/step of shape (d,), got {low.shape}"
+        )
     return _affine_nibble_table(q, low, step, bits, 2 * packed_size(q.shape[1], bits), table_width(len(q)))
 
 

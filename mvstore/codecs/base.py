@@ -85,7 +85,9 @@ def check_vectors(x: Any, dim: int, what: str = "vectors") -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise InvalidDtypeError(f"{what} must be a numpy array of shape (n, {dim}), got {type(x).__name__}")
     if x.dtype.kind != "f":
-        raise InvalidDtypeError(f"{what} have dtype {x.dtype}; expected floating point: use .astype(np.float32)")
+        raise InvalidDtypeError(
+            f"{what} have dtype {x.dtype}; expected floating point: use .astype(np.float32)"
+        )
     if x.ndim != 2:
         raise InvalidVectorsError(f"{what} must be 2-D (n, {dim}), got shape {x.shape}")
     if x.shape[1] != dim:
@@ -133,7 +135,9 @@ def state_array(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...],
         raise IndexCorruptedError(f"stored state of {who} lacks array {key!r} (has {sorted(arrays)})")
     a = np.asarray(arrays[key])
     if a.shape != tuple(shape):
-        raise IndexCorruptedError(f"stored array {key!r} of {who} has shape {a.shape}, expected {tuple(shape)}")
+        raise IndexCorruptedError(
+            f"stored array {key!r} of {who} has shape {a.shape}, expected {tuple(shape)}"
+        )
     return a
 
 

@@ -115,7 +115,11 @@ def check_fp16_range(x: np.ndarray, who: str, alternative: str, offsets: np.ndar
     big = np.abs(x) > FP16_MAX
     if big.any():
         row, col = (int(v[0]) for v in np.nonzero(big))
-        where = f"vector {row}" if offsets is None else f"document {int(np.searchsorted(offsets, row, 'right')) - 1}"
+        where = (
+            f"vector {row}"
+            if offsets is None
+            else f"document {int(np.searchsorted(offsets, row, 'right')) - 1}"
+        )
         raise InvalidVectorsError(
             f"{where} has the value {x[row, col]:.3g} at dimension {col}, beyond float16's range of ±65504 "
             f"that {who} stores it in (it would become inf): normalise the vectors (e.g. L2, as ColBERT-style "

@@ -322,7 +322,9 @@ class SlimHead(SparseCodec):
     """
 
     name: ClassVar[str] = "slim"
-    _TOKEN: ClassVar[re.Pattern] = re.compile(r"slim([1-9]\d*)t([1-9]\d*)(?:p(0\.\d*[1-9]|[1-9]\d*(?:\.\d*[1-9])?))?")
+    _TOKEN: ClassVar[re.Pattern] = re.compile(
+        r"slim([1-9]\d*)t([1-9]\d*)(?:p(0\.\d*[1-9]|[1-9]\d*(?:\.\d*[1-9])?))?"
+    )
     token_form: ClassVar[str] = "slim<V>t<t>[p<thr>]"
     _EXAMPLE: ClassVar[str] = "slim30522t16"
 
@@ -436,7 +438,9 @@ class SparseKMeans(SparseCodec):
     """
 
     name: ClassVar[str] = "spk"
-    _TOKEN: ClassVar[re.Pattern] = re.compile(r"spk([1-9]\d*)t([1-9]\d*)(?:p(0\.\d*[1-9]|[1-9]\d*(?:\.\d*[1-9])?))?")
+    _TOKEN: ClassVar[re.Pattern] = re.compile(
+        r"spk([1-9]\d*)t([1-9]\d*)(?:p(0\.\d*[1-9]|[1-9]\d*(?:\.\d*[1-9])?))?"
+    )
     token_form: ClassVar[str] = "spk<V>t<t>[p<thr>]"
     _EXAMPLE: ClassVar[str] = "spk4096t8"
 
@@ -453,8 +457,10 @@ class SparseKMeans(SparseCodec):
     ):
         super().__init__(dim_in, vocab, top, threshold)
         if top >= vocab:
-            raise SpecError(f"SparseKMeans: t={top} must be smaller than V={vocab} (the (t+1)-th centroid is the "
-                            "zero point of the weights); use t < V")
+            raise SpecError(
+                f"SparseKMeans: t={top} must be smaller than V={vocab} (the (t+1)-th centroid is the "
+                "zero point of the weights); use t < V"
+            )
         self.niter = int(niter)
         self.max_train = int(max_train)
         self.seed = int(seed)
@@ -468,10 +474,17 @@ class SparseKMeans(SparseCodec):
                 f"fit on at least {self.vocab} vectors or use a smaller V"
             )
         rng = np.random.default_rng(self.seed)
-        sample = x if len(x) <= self.max_train else x[np.sort(rng.choice(len(x), self.max_train, replace=False))]
+        sample = (
+            x if len(x) <= self.max_train else x[np.sort(rng.choice(len(x), self.max_train, replace=False))]
+        )
         sample = _unit(sample)
         km = faiss.Kmeans(
-            self.dim_in, self.vocab, niter=self.niter, spherical=True, seed=self.seed, verbose=False,
+            self.dim_in,
+            self.vocab,
+            niter=self.niter,
+            spherical=True,
+            seed=self.seed,
+            verbose=False,
             max_points_per_centroid=max(1, -(-len(sample) // self.vocab)),
         )
         km.train(sample)

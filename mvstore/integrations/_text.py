@@ -29,7 +29,9 @@ def _literal(v: Any) -> str:
         return repr(v.item() if isinstance(v, np.generic) else v)
     if isinstance(v, str):
         return "'" + v.replace("'", "''") + "'"
-    raise FilterError(f"filter value {v!r} is a {type(v).__name__}; compare columns with str, int, float or bool values")
+    raise FilterError(
+        f"filter value {v!r} is a {type(v).__name__}; compare columns with str, int, float or bool values"
+    )
 
 
 def _column(name: Any) -> str:
@@ -79,7 +81,9 @@ def where_from_filter(filter: Any) -> str | None:  # noqa: A002 - LangChain's na
             subs = [where_from_filter(c) for c in cond]
             parts.append(f" {key[1:].upper()} ".join(f"({s})" for s in subs if s))
         elif isinstance(key, str) and key.startswith("$"):
-            raise FilterError(f"filter operator {key!r} is not supported here; use $and or $or at the top level")
+            raise FilterError(
+                f"filter operator {key!r} is not supported here; use $and or $or at the top level"
+            )
         elif isinstance(cond, dict):
             parts += [_comparison(key, op, v) for op, v in cond.items()]
         else:
@@ -143,12 +147,16 @@ class TextIndex:
             return cls(mvstore.create(uri, encoder=enc, **create_kwargs))
         return cls(mvstore.create(uri, dim=enc.dim, **create_kwargs), enc)  # not recorded: given on each open
 
-    def add(self, texts: Sequence[str], metadatas: Sequence[dict] | None, ids: Sequence[Any] | None) -> list[Any]:
+    def add(
+        self, texts: Sequence[str], metadatas: Sequence[dict] | None, ids: Sequence[Any] | None
+    ) -> list[Any]:
         """Encode and add passages in one commit (``Index.add_texts``: the text goes to the ``text`` column,
         ids and metadata are checked before anything is encoded). Returns the ids."""
         texts = list(texts)
         if metadatas is not None and len(metadatas) != len(texts):
-            raise InvalidMetadataError(f"got {len(metadatas)} metadata dicts for {len(texts)} texts; pass one per text")
+            raise InvalidMetadataError(
+                f"got {len(metadatas)} metadata dicts for {len(texts)} texts; pass one per text"
+            )
         rows = list(metadatas or [{}] * len(texts))
         for i, m in enumerate(rows):
             if not isinstance(m, dict):
@@ -164,7 +172,9 @@ class TextIndex:
         self.index.add_texts(texts, ids=ids, metadata=rows if any(rows) else None, text_column=TEXT)
         return ids
 
-    def search(self, query: str, k: int, where: str | None = None, *, hybrid: bool = False) -> list[dict[str, Any]]:
+    def search(
+        self, query: str, k: int, where: str | None = None, *, hybrid: bool = False
+    ) -> list[dict[str, Any]]:
         """Top-``k`` passages for ``query``: dicts with ``id``, ``score``, ``text`` and the metadata.
         ``hybrid``: fuse with BM25 on the same query text (needs ``index.create_fts_index()``)."""
         if not isinstance(query, str):
@@ -203,4 +213,6 @@ def maxsim_scores(encoder: Any, query: str, texts: Sequence[str]) -> np.ndarray:
     if not texts:
         return np.zeros(0, np.float32)
     q = encoder.encode_queries([query])[0]
-    return maxsim(np.ascontiguousarray(q, np.float32), encoder.encode_documents(list(texts))).astype(np.float32)
+    return maxsim(np.ascontiguousarray(q, np.float32), encoder.encode_documents(list(texts))).astype(
+        np.float32
+    )

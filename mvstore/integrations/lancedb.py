@@ -68,7 +68,9 @@ class MaxSimReranker(Reranker):
         if return_score not in ("relevance", "all"):
             raise RerankerError(f"return_score={return_score!r} must be 'relevance' or 'all'")
         super().__init__(return_score)
-        if encoder is not None and not (hasattr(encoder, "encode_queries") and hasattr(encoder, "encode_documents")):
+        if encoder is not None and not (
+            hasattr(encoder, "encode_queries") and hasattr(encoder, "encode_documents")
+        ):
             raise InvalidDtypeError(
                 f"encoder is a {type(encoder).__name__}; pass a token encoder with encode_queries/encode_documents "
                 "(e.g. mvstore.encoders.HFTokenEncoder()) or None for the bundled MiniLM"
@@ -88,7 +90,11 @@ class MaxSimReranker(Reranker):
         self._rows_version: int | None = None
 
     def __str__(self) -> str:
-        src = f"index={self.index!r}, id_column={self.id_column!r}" if self.index is not None else f"column={self.column!r}"
+        src = (
+            f"index={self.index!r}, id_column={self.id_column!r}"
+            if self.index is not None
+            else f"column={self.column!r}"
+        )
         return f"MaxSimReranker({src})"
 
     # ------------------------------------------------------------------------------------ scoring

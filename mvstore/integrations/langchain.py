@@ -77,14 +77,18 @@ class MvstoreVectorStore(VectorStore):
         """Encode and add passages in one commit; returns their ids (``uuid4`` hex strings unless given).
         Metadata keys become filterable columns, fixed by the first add."""
         if kwargs:
-            raise InvalidArgumentError(f"add_texts got unknown arguments {sorted(kwargs)}; it takes texts, metadatas, ids")
+            raise InvalidArgumentError(
+                f"add_texts got unknown arguments {sorted(kwargs)}; it takes texts, metadatas, ids"
+            )
         return [str(i) for i in self._text.add(list(texts), metadatas, ids)]
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         ids = kwargs.pop("ids", None)
         if ids is None and all(d.id is not None for d in documents):
             ids = [d.id for d in documents]
-        return self.add_texts([d.page_content for d in documents], [dict(d.metadata) for d in documents], ids=ids, **kwargs)
+        return self.add_texts(
+            [d.page_content for d in documents], [dict(d.metadata) for d in documents], ids=ids, **kwargs
+        )
 
     @classmethod
     def from_texts(
@@ -128,7 +132,13 @@ class MvstoreVectorStore(VectorStore):
 
     # ------------------------------------------------------------------------------------------ searching
     def similarity_search_with_score(
-        self, query: str, k: int = 4, filter: Any = None, *, hybrid: bool = False, **kwargs: Any  # noqa: A002
+        self,
+        query: str,
+        k: int = 4,
+        filter: Any = None,
+        *,
+        hybrid: bool = False,
+        **kwargs: Any,  # noqa: A002
     ) -> list[tuple[Document, float]]:
         """Top-``k`` passages and their MaxSim scores (the fused RRF score with ``hybrid=True``). ``filter``:
         a dict (``{"source": "a.md"}``, ``{"year": {"$gt": 2020}}``, ``$in``, ``$and``/``$or``, ...) or a
@@ -176,7 +186,10 @@ class MaxSimCompressor(BaseDocumentCompressor):
         scores = maxsim_scores(self.encoder, query, [d.page_content for d in docs])
         order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))[: self.top_n]
         return [
-            Document(page_content=docs[i].page_content, id=docs[i].id,
-                     metadata={**docs[i].metadata, "relevance_score": float(scores[i])})
+            Document(
+                page_content=docs[i].page_content,
+                id=docs[i].id,
+                metadata={**docs[i].metadata, "relevance_score": float(scores[i])},
+            )
             for i in order
         ]

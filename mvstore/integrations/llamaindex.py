@@ -39,7 +39,16 @@ from llama_index.core.vector_stores.types import MetadataFilters  # noqa: E402
 
 __all__ = ["MvstoreRetriever", "MaxSimNodePostprocessor", "filters_to_where"]
 
-_LI_OPS = {"==": "$eq", "!=": "$ne", ">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte", "in": "$in", "nin": "$nin"}
+_LI_OPS = {
+    "==": "$eq",
+    "!=": "$ne",
+    ">": "$gt",
+    ">=": "$gte",
+    "<": "$lt",
+    "<=": "$lte",
+    "in": "$in",
+    "nin": "$nin",
+}
 
 
 def filters_to_where(filters: Any) -> str | None:
@@ -85,7 +94,11 @@ class MvstoreRetriever(BaseRetriever):
         hybrid: bool = False,
         **kwargs: Any,
     ):
-        if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int) or similarity_top_k < 1:
+        if (
+            isinstance(similarity_top_k, bool)
+            or not isinstance(similarity_top_k, int)
+            or similarity_top_k < 1
+        ):
             raise InvalidArgumentError(f"similarity_top_k={similarity_top_k!r} must be a positive int")
         self._text = TextIndex(index, encoder)
         self._k = similarity_top_k
@@ -99,7 +112,12 @@ class MvstoreRetriever(BaseRetriever):
 
     @classmethod
     def from_nodes(
-        cls, nodes: Sequence[BaseNode], *, uri: Any, encoder: Any = None, create_kwargs: dict | None = None,
+        cls,
+        nodes: Sequence[BaseNode],
+        *,
+        uri: Any,
+        encoder: Any = None,
+        create_kwargs: dict | None = None,
         **kwargs: Any,
     ) -> MvstoreRetriever:
         """A new index at ``uri`` holding ``nodes`` (or documents), encoded by ``encoder`` (``"hf"``,
@@ -115,11 +133,15 @@ class MvstoreRetriever(BaseRetriever):
         nodes = list(nodes)
         bad = next((n for n in nodes if not isinstance(n, BaseNode)), None)
         if bad is not None:
-            raise InvalidDtypeError(f"add_nodes takes llama_index nodes or documents, got a {type(bad).__name__}")
+            raise InvalidDtypeError(
+                f"add_nodes takes llama_index nodes or documents, got a {type(bad).__name__}"
+            )
         return [
             str(i)
             for i in self._text.add(
-                [n.get_content() for n in nodes], [dict(n.metadata) for n in nodes], [n.node_id for n in nodes]
+                [n.get_content() for n in nodes],
+                [dict(n.metadata) for n in nodes],
+                [n.node_id for n in nodes],
             )
         ]
 
@@ -155,7 +177,9 @@ class MaxSimNodePostprocessor(BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         if query_bundle is None:
-            raise InvalidArgumentError("MaxSimNodePostprocessor needs the query: call postprocess_nodes(nodes, query_str=...)")
+            raise InvalidArgumentError(
+                "MaxSimNodePostprocessor needs the query: call postprocess_nodes(nodes, query_str=...)"
+            )
         scores = maxsim_scores(self.encoder, query_bundle.query_str, [n.node.get_content() for n in nodes])
         order = sorted(range(len(nodes)), key=lambda i: (-scores[i], i))[: self.top_n]
         return [NodeWithScore(node=nodes[i].node, score=float(scores[i])) for i in order]

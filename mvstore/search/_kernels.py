@@ -83,7 +83,9 @@ def _width(name: str, width: int, nq: Any) -> None:
     if width == 0 or width % LANES != 0:
         raise DimensionMismatchError(f"{name} has {width} columns; it needs a positive multiple of {LANES}")
     if isinstance(nq, bool) or not isinstance(nq, (int, np.integer)) or not 1 <= nq <= width:
-        raise DimensionMismatchError(f"nq={nq!r} query tokens must be an int in [1, {width}] (the {name} columns)")
+        raise DimensionMismatchError(
+            f"nq={nq!r} query tokens must be an int in [1, {width}] (the {name} columns)"
+        )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -117,7 +119,9 @@ _NO_MASK = np.ones(1, bool)  # placeholder the kernel never reads (use_mask=Fals
 
 def _postings(postings: Any) -> Postings:
     if not isinstance(postings, Postings):
-        raise InvalidDtypeError(f"postings must be a Postings (build_postings), got {type(postings).__name__}")
+        raise InvalidDtypeError(
+            f"postings must be a Postings (build_postings), got {type(postings).__name__}"
+        )
     return postings
 
 
@@ -349,6 +353,7 @@ def _table_maxsim_simd(codes, starts, lengths, table, nq):  # pragma: no cover -
         out[i] = total
     return out
 
+
 # ------------------------------------------------------------------------------------------ reference kernels
 @numba.njit(cache=True, nogil=True)
 def _similarities_ref(c, qt, a, b, out):  # pragma: no cover - compiled
@@ -443,14 +448,23 @@ def top_probes(st: np.ndarray, nq: int, nprobe: int) -> tuple[np.ndarray, np.nda
     ``(nprobe+1)``-th best similarity (``-inf`` when every centroid is probed) -> ``(nq,)`` float32."""
     st = _array("st", st, np.float32, 2)
     if isinstance(nq, bool) or not isinstance(nq, (int, np.integer)) or not 1 <= nq <= st.shape[1]:
-        raise DimensionMismatchError(f"nq={nq!r} query tokens must be an int in [1, {st.shape[1]}] (the columns)")
+        raise DimensionMismatchError(
+            f"nq={nq!r} query tokens must be an int in [1, {st.shape[1]}] (the columns)"
+        )
     if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1 or len(st) == 0:
-        raise InvalidVectorsError(f"top_probes needs nprobe >= 1 and at least one centroid, got {nprobe!r}, {len(st)}")
+        raise InvalidVectorsError(
+            f"top_probes needs nprobe >= 1 and at least one centroid, got {nprobe!r}, {len(st)}"
+        )
     return _top_probes(st, nq, nprobe)
 
 
 def probed_interaction(
-    st: np.ndarray, probe: np.ndarray, bound: np.ndarray, postings: Any, mask: np.ndarray | None, slot: np.ndarray
+    st: np.ndarray,
+    probe: np.ndarray,
+    bound: np.ndarray,
+    postings: Any,
+    mask: np.ndarray | None,
+    slot: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One query's candidates (the documents on its probed posting lists) and their *probed* interaction.
 
@@ -467,7 +481,12 @@ def probed_interaction(
     bound = _array("bound", bound, np.float32, 1)
     slot = _array("slot", slot, np.int32, 1)
     nq = probe.shape[0]
-    if st.shape[0] != p.n_terms or not 1 <= nq <= st.shape[1] or bound.shape != (nq,) or len(slot) != p.n_docs:
+    if (
+        st.shape[0] != p.n_terms
+        or not 1 <= nq <= st.shape[1]
+        or bound.shape != (nq,)
+        or len(slot) != p.n_docs
+    ):
         raise DimensionMismatchError(
             f"probed_interaction needs st ({p.n_terms}, >= nq), probe (nq, nprobe), bound (nq,), slot ({p.n_docs},); "
             f"got st {st.shape}, probe {probe.shape}, bound {bound.shape}, slot {slot.shape}"
@@ -476,9 +495,18 @@ def probed_interaction(
     if mask is not None:
         mask = _array("mask", mask, np.bool_, 1)
         if len(mask) != p.n_docs:
-            raise DimensionMismatchError(f"mask has {len(mask)} entries but the postings have {p.n_docs} documents")
+            raise DimensionMismatchError(
+                f"mask has {len(mask)} entries but the postings have {p.n_docs} documents"
+            )
     return _probed_interaction(
-        st, probe, bound, p.term_offsets, p.term_docs, _NO_MASK if mask is None else mask, mask is not None, slot
+        st,
+        probe,
+        bound,
+        p.term_offsets,
+        p.term_docs,
+        _NO_MASK if mask is None else mask,
+        mask is not None,
+        slot,
     )
 
 
@@ -498,7 +526,9 @@ def full_interaction(st: np.ndarray, nq: int, rows: np.ndarray, postings: Any) -
     return kernel(st, nq, rows, p.doc_offsets, p.doc_terms)
 
 
-def table_maxsim(codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, table: np.ndarray, nq: int) -> np.ndarray:
+def table_maxsim(
+    codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, table: np.ndarray, nq: int
+) -> np.ndarray:
     """MaxSim of one query against documents ``i`` = vectors ``codes[starts[i]:starts[i] + lengths[i]]``,
     scored through the query's table (``Codec.score_table``): a vector's similarity to every query token is
     the sum of one table row per code unit (nibble or byte), so nothing is decoded. -> ``(n_docs,)`` float32
@@ -512,13 +542,17 @@ def table_maxsim(codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, tab
     lengths = _array("lengths", lengths, "int", 1)
     n_units, levels, width = table.shape
     _width("table", width, nq)
-    if not ((levels == 16 and n_units == 2 * codes.shape[1]) or (levels == 256 and n_units == codes.shape[1])):
+    if not (
+        (levels == 16 and n_units == 2 * codes.shape[1]) or (levels == 256 and n_units == codes.shape[1])
+    ):
         raise DimensionMismatchError(
             f"score table {table.shape} does not match codes of {codes.shape[1]} bytes: expected "
             "(2 * code_size, 16, w) or (code_size, 256, w)"
         )
     if starts.shape != lengths.shape:
-        raise DimensionMismatchError(f"starts {starts.shape} and lengths {lengths.shape} must have one entry per document")
+        raise DimensionMismatchError(
+            f"starts {starts.shape} and lengths {lengths.shape} must have one entry per document"
+        )
     if _ranges_outside(starts, lengths, len(codes)):
         raise InvalidVectorsError(
             f"document vector ranges reach outside the {len(codes)} codes; take starts/lengths from the same snapshot"

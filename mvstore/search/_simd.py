@@ -88,7 +88,9 @@ def _byte_gep(builder: ir.IRBuilder, base_i8: ir.Value, offset: ir.Value) -> ir.
 
 
 def _load_vec(builder: ir.IRBuilder, base_i8: ir.Value, offset: ir.Value) -> ir.Value:
-    return builder.load(builder.bitcast(_byte_gep(builder, base_i8, offset), _VEC.as_pointer()), align=4, typ=_VEC)
+    return builder.load(
+        builder.bitcast(_byte_gep(builder, base_i8, offset), _VEC.as_pointer()), align=4, typ=_VEC
+    )
 
 
 def _load_acc(builder: ir.IRBuilder, acc: ir.Value) -> ir.Value:
@@ -119,7 +121,9 @@ def table_fold_max(typingctx, table, codes, v, col, mx, chunks):
     """
     k = _literal_int(chunks)
     if k is None or not (
-        _c_array(table, types.float32, 3) and _c_array(codes, types.uint8, 2) and _ints(v, col)
+        _c_array(table, types.float32, 3)
+        and _c_array(codes, types.uint8, 2)
+        and _ints(v, col)
         and _c_array(mx, types.float32, 1)
     ):
         return None
@@ -178,8 +182,12 @@ def rows_max(typingctx, mat, rows, a, b, col, mx, chunks):
     """
     k = _literal_int(chunks)
     if k is None or not (
-        _c_array(mat, types.float32, 2) and isinstance(rows, types.Array) and rows.ndim == 1
-        and isinstance(rows.dtype, types.Integer) and _ints(a, b, col) and _c_array(mx, types.float32, 1)
+        _c_array(mat, types.float32, 2)
+        and isinstance(rows, types.Array)
+        and rows.ndim == 1
+        and isinstance(rows.dtype, types.Integer)
+        and _ints(a, b, col)
+        and _c_array(mx, types.float32, 1)
     ):
         return None
     sig = types.void(mat, rows, a, b, col, mx, chunks)
@@ -195,7 +203,9 @@ def rows_max(typingctx, mat, rows, a, b, col, mx, chunks):
         with cgutils.for_range(builder, n) as loop:
             i = builder.add(a_, loop.index)
             row = builder.load(
-                builder.bitcast(_byte_gep(builder, r.data, builder.mul(i, r.strides[0])), row_llty.as_pointer()),
+                builder.bitcast(
+                    _byte_gep(builder, r.data, builder.mul(i, r.strides[0])), row_llty.as_pointer()
+                ),
                 typ=row_llty,
             )
             row = context.cast(builder, row, row_ty, types.int64)
@@ -228,7 +238,9 @@ def dot_rows(typingctx, a, bt, row, col, out, chunks, rows):  # noqa: C901
     k = _literal_int(chunks)
     if k is None or not isinstance(rows, types.IntegerLiteral):
         return None
-    if not (_c_array(a, types.float32, 2) and _c_array(bt, types.float32, 2) and _c_array(out, types.float32, 2)):
+    if not (
+        _c_array(a, types.float32, 2) and _c_array(bt, types.float32, 2) and _c_array(out, types.float32, 2)
+    ):
         return None
     if not _ints(row, col):
         return None
@@ -279,7 +291,9 @@ def dot_rows(typingctx, a, bt, row, col, out, chunks, rows):  # noqa: C901
             )
             for c in range(k):
                 ptr = _byte_gep(builder, om.data, builder.add(o_off, ir.Constant(_I64, 4 * LANES * c)))
-                builder.store(_load_acc(builder, accs[r][c]), builder.bitcast(ptr, _VEC.as_pointer()), align=4)
+                builder.store(
+                    _load_acc(builder, accs[r][c]), builder.bitcast(ptr, _VEC.as_pointer()), align=4
+                )
         return context.get_dummy_value()
 
     return sig, codegen

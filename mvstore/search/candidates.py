@@ -72,7 +72,9 @@ def as_query_list(queries: Any, dim: int | None = None) -> list[np.ndarray]:
         )
     for i, q in enumerate(mats):
         if q.ndim != 2 or len(q) == 0:
-            raise InvalidVectorsError(f"query {i} has shape {q.shape}; each query needs >= 1 token vector (2-D)")
+            raise InvalidVectorsError(
+                f"query {i} has shape {q.shape}; each query needs >= 1 token vector (2-D)"
+            )
         if dim is not None and q.shape[1] != dim:
             raise DimensionMismatchError(
                 f"query {i} has dim {q.shape[1]} but the index's vectors have dim {dim}; "
@@ -132,7 +134,9 @@ class ExhaustiveCandidates(CandidateGenerator):
         qs = as_query_list(queries)
         check_n(n)
         mask = check_allowed(allowed, self.n_docs)
-        rows = np.arange(self.n_docs, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
+        rows = (
+            np.arange(self.n_docs, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
+        )
         return [rows for _ in qs]
 
 
@@ -158,14 +162,18 @@ class CentroidCandidates(CandidateGenerator):
     ):
         c = np.asarray(centroids)
         if c.ndim != 2 or c.dtype.kind != "f":
-            raise InvalidDtypeError(f"centroids must be a float (n_centroids, dim) matrix, got {c.dtype} {c.shape}")
+            raise InvalidDtypeError(
+                f"centroids must be a float (n_centroids, dim) matrix, got {c.dtype} {c.shape}"
+            )
         if interaction not in INTERACTIONS:
             raise SearchParamsError(f"interaction={interaction!r} is not one of {INTERACTIONS}")
         nprobe = check_int("nprobe", nprobe, what="centroids probed per query token", error=SearchParamsError)
         self.centroids = np.ascontiguousarray(c, dtype=np.float32)
         if postings is None:
             if terms is None:
-                raise InvalidVectorsError("CentroidCandidates needs the terms of the stored vectors or their postings")
+                raise InvalidVectorsError(
+                    "CentroidCandidates needs the terms of the stored vectors or their postings"
+                )
             postings = build_postings(terms, offsets, len(c))
         self.postings = postings
         if not isinstance(self.postings, Postings) or self.postings.n_terms != len(c):
@@ -176,7 +184,9 @@ class CentroidCandidates(CandidateGenerator):
         self.n_docs = self.postings.n_docs
         self.nprobe = int(min(nprobe, len(c)))
         self.interaction = interaction
-        self.n_full = check_int("n_full", n_full, what="candidates re-scored by full interaction", error=SearchParamsError)
+        self.n_full = check_int(
+            "n_full", n_full, what="candidates re-scored by full interaction", error=SearchParamsError
+        )
         self.threads = max(1, int(threads))
         self.device = device
         self._t: dict[str, Any] | None = None
@@ -255,7 +265,9 @@ class CentroidCandidates(CandidateGenerator):
             rows = np.sort(top_k(rows, scores, max(self.n_full, n))[0])
             parts = split_run(  # below ~1k rows a thread hand-off costs more than it saves
                 lambda a, b: full_interaction(st, nq, rows[a:b], p),
-                len(rows), self.threads, min_part=1024,
+                len(rows),
+                self.threads,
+                min_part=1024,
             )
             scores = parts[0] if len(parts) == 1 else np.concatenate(parts)
         best = top_k(rows, scores, n)

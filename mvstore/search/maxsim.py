@@ -134,7 +134,9 @@ def maxsim_torch_tensors(qv, qoff, dv, doff, *, block: int = DEFAULT_BLOCK):
     for a, b in doc_chunks(offs_np, max_tokens):
         lo, hi = int(offs_np[a]), int(offs_np[b])
         sim = (dv[lo:hi].to(compute) @ qv.T).float()  # (tokens, tq)
-        seg = torch.repeat_interleave(torch.arange(b - a, device=sim.device), (doff[a + 1 : b + 1] - doff[a:b]).long())
+        seg = torch.repeat_interleave(
+            torch.arange(b - a, device=sim.device), (doff[a + 1 : b + 1] - doff[a:b]).long()
+        )
         mx = torch.full((b - a, tq), float("-inf"), dtype=torch.float32, device=sim.device)
         mx.scatter_reduce_(0, seg.unsqueeze(1).expand(-1, tq), sim, reduce="amax", include_self=True)
         summed = torch.zeros((b - a, nq), dtype=torch.float32, device=sim.device).index_add_(1, qseg, mx)

@@ -108,7 +108,9 @@ class SearchParams:
                     f"params has no field {unknown[0]!r}; SearchParams fields are {', '.join(names)}"
                 )
             return cls(**params)
-        key, val = ("candidates", params) if isinstance(params, str) and params in CANDIDATE_KINDS else ("nprobe", 8)
+        key, val = (
+            ("candidates", params) if isinstance(params, str) and params in CANDIDATE_KINDS else ("nprobe", 8)
+        )
         raise InvalidDtypeError(
             f"params must be a SearchParams or a dict of its fields, got {type(params).__name__} {params!r:.80}; "
             f"e.g. params=SearchParams({key}={val!r}) or params={{{key!r}: {val!r}}}"

@@ -59,21 +59,42 @@ class Postings:
         """Check, once per snapshot, what the compiled search kernels rely on without bounds checks: C-contiguous
         int64 offsets from 0 to the pair count, non-decreasing, and int32 ids inside ``[0, n_docs)`` /
         ``[0, n_terms)`` (:mod:`mvstore.search._kernels` only checks per-query arrays against these counts)."""
-        for name, off, ids in (("term", self.term_offsets, self.term_docs), ("doc", self.doc_offsets, self.doc_terms)):
+        for name, off, ids in (
+            ("term", self.term_offsets, self.term_docs),
+            ("doc", self.doc_offsets, self.doc_terms),
+        ):
             for what, a, want in ((f"{name}_offsets", off, np.int64), (f"{name} ids", ids, np.int32)):
-                if not (isinstance(a, np.ndarray) and a.dtype == want and a.ndim == 1 and a.flags.c_contiguous):
-                    raise InvalidDtypeError(f"Postings {what} must be a C-contiguous 1-D {np.dtype(want)} array; "
-                                            "build postings with build_postings")
-            if len(off) == 0 or off[0] != 0 or off[-1] != len(ids) or (len(off) > 1 and (np.diff(off) < 0).any()):
-                raise InvalidVectorsError(f"Postings {name}_offsets must rise from 0 to {len(ids)}; "
-                                          "build postings with build_postings")
+                if not (
+                    isinstance(a, np.ndarray) and a.dtype == want and a.ndim == 1 and a.flags.c_contiguous
+                ):
+                    raise InvalidDtypeError(
+                        f"Postings {what} must be a C-contiguous 1-D {np.dtype(want)} array; "
+                        "build postings with build_postings"
+                    )
+            if (
+                len(off) == 0
+                or off[0] != 0
+                or off[-1] != len(ids)
+                or (len(off) > 1 and (np.diff(off) < 0).any())
+            ):
+                raise InvalidVectorsError(
+                    f"Postings {name}_offsets must rise from 0 to {len(ids)}; "
+                    "build postings with build_postings"
+                )
         if len(self.term_docs) != len(self.doc_terms):
-            raise DimensionMismatchError("Postings term -> docs and doc -> terms views hold different pair counts; "
-                                         "build postings with build_postings")
-        for ids, n, what in ((self.term_docs, self.n_docs, "document"), (self.doc_terms, self.n_terms, "term")):
+            raise DimensionMismatchError(
+                "Postings term -> docs and doc -> terms views hold different pair counts; "
+                "build postings with build_postings"
+            )
+        for ids, n, what in (
+            (self.term_docs, self.n_docs, "document"),
+            (self.doc_terms, self.n_terms, "term"),
+        ):
             if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= n):
-                raise InvalidVectorsError(f"Postings hold {what} ids outside [0, {n}); build postings with "
-                                          "build_postings from terms inside [0, n_terms)")
+                raise InvalidVectorsError(
+                    f"Postings hold {what} ids outside [0, {n}); build postings with "
+                    "build_postings from terms inside [0, n_terms)"
+                )
 
     @property
     def n_terms(self) -> int:
@@ -171,7 +192,9 @@ def fit_centroids(
             f"k-means needs a 2-D sample with at least n_centroids={n_centroids} rows, got shape {x.shape}; "
             "use fewer centroids or a larger sample"
         )
-    km = faiss.Kmeans(x.shape[1], int(n_centroids), niter=niter, seed=seed, spherical=spherical, verbose=False)
+    km = faiss.Kmeans(
+        x.shape[1], int(n_centroids), niter=niter, seed=seed, spherical=spherical, verbose=False
+    )
     km.cp.max_points_per_centroid = 256
     km.cp.min_points_per_centroid = MIN_POINTS_PER_CENTROID
     km.train(x)
@@ -194,7 +217,9 @@ def assign_terms(vectors: np.ndarray, centroids: np.ndarray, *, batch: int = 1 <
 
     c = np.ascontiguousarray(centroids, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != c.shape[1]:
-        raise DimensionMismatchError(f"vectors of shape {vectors.shape} do not match centroids of dim {c.shape[1]}")
+        raise DimensionMismatchError(
+            f"vectors of shape {vectors.shape} do not match centroids of dim {c.shape[1]}"
+        )
     index: faiss.Index
     if len(c) <= EXACT_ASSIGN_MAX:
         index = faiss.IndexFlatIP(c.shape[1])

@@ -45,6 +45,7 @@ __all__ = ["Searcher", "SnapshotSearcher", "candidate_kind", "make_generator", "
 #: decoded vectors held at once in stage 2 (per chunk), bounding memory for large candidate sets
 MAX_DECODED_VECTORS = 1 << 17
 
+
 class Searcher:
     """Search one snapshot. ``search(queries, k, allowed)`` -> per query ``(rows, scores)`` best first.
 
@@ -67,7 +68,11 @@ class Searcher:
             raise SearchParamsError("backend='numpy' runs on the CPU only; use device='cpu' or backend=None")
         self.use_torch = backend == "torch" or name != "cpu"
         #: the torch.device of the torch path; "cpu" on the numpy path (which never imports torch)
-        self.device = resolve_device(name, feature="the torch search backend (backend='torch')") if self.use_torch else "cpu"
+        self.device = (
+            resolve_device(name, feature="the torch search backend (backend='torch')")
+            if self.use_torch
+            else "cpu"
+        )
         #: CPU threads one query's heavy steps are split over
         self.threads = self.params.threads or cpu_threads()
         self._generator: CandidateGenerator | None = None
@@ -83,11 +88,15 @@ class Searcher:
     def generator(self) -> CandidateGenerator:
         """The stage-1 generator (built once per Searcher; posting lists are built here)."""
         if self._generator is None:
-            self._generator = make_generator(self.snapshot, self.params, threads=self.threads, device=self.device)
+            self._generator = make_generator(
+                self.snapshot, self.params, threads=self.threads, device=self.device
+            )
         return self._generator
 
     # ------------------------------------------------------------------------------- search
-    def search(self, queries: Any, k: int, allowed: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def search(
+        self, queries: Any, k: int, allowed: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top-``k`` rows and exact MaxSim scores (over decoded vectors) per query, best first.
 
         ``queries``: raw query token vectors (Ragged or list of ``(n, dim_in)`` arrays).
@@ -107,7 +116,9 @@ class Searcher:
         # slows the caller's own numpy); the steps split over the search pool call no BLAS
         for a in range(0, len(queries), bs):
             batch = queries[a : a + bs]
-            qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
+            qt = Ragged(
+                np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets
+            )
             cands = self.stage1(qt, k, mask)
             scores = self._score_torch(qt, cands) if self.use_torch else self._score_numpy(qt, cands)
             out.extend(top_k(c, sc, k) for c, sc in zip(cands, scores))
@@ -179,7 +190,9 @@ class Searcher:
         codes, starts, lengths = self._codes_of(rows)
         parts = split_run(
             lambda a, b: table_maxsim(codes, starts[a:b], lengths[a:b], table, nq),
-            len(rows), self.threads, min_part=32,
+            len(rows),
+            self.threads,
+            min_part=32,
         )
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
@@ -284,12 +297,16 @@ def candidate_kind(snapshot: Snapshot, params: SearchParams) -> str:
     """``params.candidates`` with ``"auto"`` resolved: centroid posting lists when the snapshot has terms (or
     their posting lists) and centroids, else every document (``"exhaustive"``, the oracle)."""
     if params.candidates == "auto":
-        has_terms = (snapshot.terms is not None or "postings" in snapshot.extras) and snapshot.centroids is not None
+        has_terms = (
+            snapshot.terms is not None or "postings" in snapshot.extras
+        ) and snapshot.centroids is not None
         return "centroid" if has_terms else "exhaustive"
     return params.candidates
 
 
-def make_generator(snapshot: Snapshot, params: SearchParams, *, threads: int = 1, device: Any = "cpu") -> CandidateGenerator:
+def make_generator(
+    snapshot: Snapshot, params: SearchParams, *, threads: int = 1, device: Any = "cpu"
+) -> CandidateGenerator:
     """The stage-1 generator of ``params.candidates`` over ``snapshot`` (``threads``/``device``: the centroid
     generator's; posting lists are cached on the snapshot, so every searcher of one version shares them)."""
     kind = candidate_kind(snapshot, params)

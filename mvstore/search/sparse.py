@@ -106,7 +106,9 @@ def build_sparse_postings(
             f"n_vectors = offsets[-1] = {int(offsets[-1])}"
         )
     if term_ids.size and (term_ids.min() < 0 or term_ids.max() >= vocab):
-        raise InvalidVectorsError(f"term ids must lie in [0, {vocab}); got [{term_ids.min()}, {term_ids.max()}]")
+        raise InvalidVectorsError(
+            f"term ids must lie in [0, {vocab}); got [{term_ids.min()}, {term_ids.max()}]"
+        )
     n_docs = len(offsets) - 1
     seg = np.repeat(np.arange(n_docs, dtype=np.int64), np.diff(offsets))
     keys_parts, w_parts = [], []
@@ -128,7 +130,9 @@ def build_sparse_postings(
     terms = keys // max(n_docs, 1)
     term_offsets = np.zeros(vocab + 1, np.int64)
     np.cumsum(np.bincount(terms, minlength=vocab), out=term_offsets[1:])
-    return SparsePostings(term_offsets, (keys % max(n_docs, 1)).astype(np.int32), w.astype(np.float32), n_docs)
+    return SparsePostings(
+        term_offsets, (keys % max(n_docs, 1)).astype(np.int32), w.astype(np.float32), n_docs
+    )
 
 
 def bounds(
@@ -333,7 +337,9 @@ class SparseCandidates(CandidateGenerator):
 
     def __init__(self, postings: SparsePostings, sparse_map: Any, *, own: bool, alpha: float = 1.0):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-            raise SearchParamsError(f"alpha={alpha!r} must be a number in [0, 1] (1 = upper bound, 0 = lower)")
+            raise SearchParamsError(
+                f"alpha={alpha!r} must be a number in [0, 1] (1 = upper bound, 0 = lower)"
+            )
         self.postings = postings
         self.sparse_map = sparse_map
         self.own = own
@@ -364,12 +370,16 @@ class SparseCandidates(CandidateGenerator):
 
     def scores(self, queries: Any, *, lower: bool = True) -> list[tuple[np.ndarray | None, np.ndarray]]:
         """Per query ``(lower, upper)`` bounds for every document (``lower`` None when not asked for)."""
-        return [bounds(self.postings, t, v, w, nq, lower=lower) for t, v, w, nq in self.sparse_queries(queries)]
+        return [
+            bounds(self.postings, t, v, w, nq, lower=lower) for t, v, w, nq in self.sparse_queries(queries)
+        ]
 
     def candidates(self, queries: Any, n: int, allowed: np.ndarray | None = None) -> list[np.ndarray]:
         n = check_n(n)
         mask = check_allowed(allowed, self.n_docs)
-        rows = np.arange(self.n_docs, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
+        rows = (
+            np.arange(self.n_docs, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
+        )
         out = []
         for lower, upper in self.scores(queries, lower=self.alpha < 1.0):
             s = (upper if lower is None else self.alpha * upper + (1.0 - self.alpha) * lower)[rows]
@@ -421,7 +431,9 @@ class SparseSearcher:
             )
         self.rerank = rerank
 
-    def search(self, queries: Any, k: int, allowed: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def search(
+        self, queries: Any, k: int, allowed: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         s = self.snapshot
         k = check_k(k)
         queries = as_ragged(queries, dim=s.codec.dim_in, what="queries")
@@ -431,9 +443,13 @@ class SparseSearcher:
         bs = self.params.batch_size
         for a in range(0, len(queries), bs):
             batch = queries[a : a + bs]
-            qt = Ragged(np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets)
+            qt = Ragged(
+                np.ascontiguousarray(s.codec.transform_query(batch.values), np.float32), batch.offsets
+            )
             cands = self.generator.candidates(qt, n, mask)
-            out.extend(top_k(rows, self.score_rows(qt[i : i + 1], rows)[0], k) for i, rows in enumerate(cands))
+            out.extend(
+                top_k(rows, self.score_rows(qt[i : i + 1], rows)[0], k) for i, rows in enumerate(cands)
+            )
         return out
 
     def score_rows(self, qt: Ragged, rows: np.ndarray) -> np.ndarray:

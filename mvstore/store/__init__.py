@@ -168,17 +168,21 @@ def create(
             _check_int("dim", dim, 1, None, "the token vectors' dimension, e.g. create(uri, dim=128)")
         enc, dim = resolve(encoder, dim, f"create({root!r})")
         recorded = record(enc)
-    _check_int("dim", dim, 1, None, "the token vectors' dimension, e.g. create(uri, dim=128), or pass encoder=")
+    _check_int(
+        "dim", dim, 1, None, "the token vectors' dimension, e.g. create(uri, dim=128), or pass encoder="
+    )
     dim = int(dim)
     if spec is None:
         spec = spec_mod.default_spec(dim)
     if not isinstance(spec, str):
-        raise InvalidDtypeError(f"spec must be a string such as 'fp16' or 'pool2,pca64,sq8', got {type(spec).__name__}")
+        raise InvalidDtypeError(
+            f"spec must be a string such as 'fp16' or 'pool2,pca64,sq8', got {type(spec).__name__}"
+        )
     if spec == "auto":
         if max_bytes_per_token is None:
             raise SpecError(
                 'spec="auto" picks the spec with the best fidelity within a size budget: pass '
-                "max_bytes_per_token=, e.g. create(uri, dim=128, spec=\"auto\", max_bytes_per_token=16)"
+                'max_bytes_per_token=, e.g. create(uri, dim=128, spec="auto", max_bytes_per_token=16)'
             )
         _check_budget(max_bytes_per_token)
         sp_text = "auto"
@@ -193,7 +197,9 @@ def create(
         sp_text = str(sp)
     _check_int("train_size", train_size, 1, None, "vectors sampled to train the codec")
     if n_centroids is not None:
-        _check_int("n_centroids", n_centroids, 1, None, "stage-1 centroids; None derives it from the first add")
+        _check_int(
+            "n_centroids", n_centroids, 1, None, "stage-1 centroids; None derives it from the first add"
+        )
     _check_int("seed", seed, 0, 2**31 - 1, "the training random seed")  # faiss takes a C int
     if (
         isinstance(drift_threshold, bool)
@@ -378,4 +384,9 @@ def upgrade(uri: str | os.PathLike, *, storage_options: dict[str, str] | None = 
         before = m["format_version"]
         if before != FORMAT_VERSION:
             rewrite_manifest(loc, {**m, "format_version": FORMAT_VERSION})
-    return {"format_version_before": before, "format_version": FORMAT_VERSION, "renamed": renamed, "version": version}
+    return {
+        "format_version_before": before,
+        "format_version": FORMAT_VERSION,
+        "renamed": renamed,
+        "version": version,
+    }

@@ -80,11 +80,15 @@ def build_directory(
     check_int("train_docs", train_docs, what="documents the codec trains on, e.g. 2000")
     check_int("batch_size", batch_size, what="documents per written batch, e.g. 1024")
     if (docs is None) == (texts is None):
-        raise InvalidArgumentError("pass token vectors (docs=) or texts (texts=, with encoder=), one of the two")
+        raise InvalidArgumentError(
+            "pass token vectors (docs=) or texts (texts=, with encoder=), one of the two"
+        )
     root, local = split_uri(root)
     if not local:
-        raise InvalidArgumentError(f"{root!r}: build_directory builds a local directory; build into an object store "
-                                   "with mvstore.build(...) (the CLI: mvstore build URI --ray)")
+        raise InvalidArgumentError(
+            f"{root!r}: build_directory builds a local directory; build into an object store "
+            "with mvstore.build(...) (the CLI: mvstore build URI --ray)"
+        )
     replace = _check_target(root, overwrite)
     parent, name = os.path.split(root)
     os.makedirs(parent, exist_ok=True)
@@ -95,10 +99,26 @@ def build_directory(
     if texts is not None:  # the encoded texts, as add_texts stores them (eval --index compares them)
         metadata = _with_texts(metadata, texts)
     try:
-        idx = ms.create(tmp, spec=spec, dim=dim, keep_source=keep_source, max_bytes_per_token=max_bytes_per_token,
-                        encoder=encoder)
-        _fill(idx, ids, docs, texts, metadata, encoder, auto=spec == "auto", train_docs=train_docs,
-              batch_size=batch_size, progress=progress)
+        idx = ms.create(
+            tmp,
+            spec=spec,
+            dim=dim,
+            keep_source=keep_source,
+            max_bytes_per_token=max_bytes_per_token,
+            encoder=encoder,
+        )
+        _fill(
+            idx,
+            ids,
+            docs,
+            texts,
+            metadata,
+            encoder,
+            auto=spec == "auto",
+            train_docs=train_docs,
+            batch_size=batch_size,
+            progress=progress,
+        )
         for rel, data in (files or {}).items():
             idx.loc.write_atomic(rel, data)
         if replace:
@@ -121,14 +141,18 @@ def _check_target(root: str, overwrite: bool) -> bool:
             "it, or choose another path"
         )
     if os.path.exists(root) and not replace and (not os.path.isdir(root) or os.listdir(root)):
-        raise IndexExistsError(f"{root!r} exists and is not an empty directory (nor an mvstore index); choose a new path")
+        raise IndexExistsError(
+            f"{root!r} exists and is not an empty directory (nor an mvstore index); choose a new path"
+        )
     return replace
 
 
 def _with_texts(metadata: pa.Table | None, texts: list[str]) -> pa.Table:
     if metadata is not None and TEXT in metadata.column_names:
-        raise InvalidMetadataError(f"the metadata has a {TEXT!r} column, but the index stores the encoded "
-                                   f"texts as {TEXT!r}: leave that column out or rename it")
+        raise InvalidMetadataError(
+            f"the metadata has a {TEXT!r} column, but the index stores the encoded "
+            f"texts as {TEXT!r}: leave that column out or rename it"
+        )
     col = pa.array(texts, pa.string())
     return pa.table({TEXT: col}) if metadata is None else metadata.append_column(TEXT, col)
 
@@ -137,7 +161,7 @@ def remove_stale_builds(parent: str, name: str) -> None:
     """Delete build directories for ``name`` left by builds that were killed (their pid is gone)."""
     prefix = f".{name}{BUILDING}"
     for entry in os.listdir(parent):
-        pid = entry[len(prefix):]
+        pid = entry[len(prefix) :]
         if not entry.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
@@ -176,8 +200,19 @@ def exchange_dirs(a: str, b: str) -> None:
     os.rename(aside, a)
 
 
-def _fill(idx: Any, ids: list, docs: Ragged | None, texts: list[str] | None, metadata: pa.Table | None,
-          encoder: Any, *, auto: bool, train_docs: int, batch_size: int, progress: bool | None) -> None:
+def _fill(
+    idx: Any,
+    ids: list,
+    docs: Ragged | None,
+    texts: list[str] | None,
+    metadata: pa.Table | None,
+    encoder: Any,
+    *,
+    auto: bool,
+    train_docs: int,
+    batch_size: int,
+    progress: bool | None,
+) -> None:
     """Train ``idx`` on a random sample of the documents, then add them all in streamed batches."""
     n = len(ids)
     sample_rows = np.sort(np.random.default_rng(0).choice(n, min(n, train_docs), replace=False))
@@ -210,6 +245,10 @@ def _fill(idx: Any, ids: list, docs: Ragged | None, texts: list[str] | None, met
             yield ids[lo:hi], part, None if metadata is None else metadata.slice(lo, hi - lo)
             b.update(hi - lo)
 
-    with bar(n, "encoding + pooling + writing" if docs is None else "pooling + writing", unit="doc",
-             progress=progress) as b:
+    with bar(
+        n,
+        "encoding + pooling + writing" if docs is None else "pooling + writing",
+        unit="doc",
+        progress=progress,
+    ) as b:
         idx.add_batches(batches(b))

@@ -43,7 +43,9 @@ def encode_pooled(st: _State, pooled: Ragged, keep_source: bool) -> dict[str, pa
     }
     if keep_source:
         check_fp16_range(
-            pooled.values, "keep_source=True (vectors kept as fp16)", "create the index without keep_source",
+            pooled.values,
+            "keep_source=True (vectors kept as fp16)",
+            "create the index without keep_source",
             pooled.offsets,
         )
         src = pooled.values.astype(np.float16)

@@ -22,7 +22,9 @@ def stored_vectors(idx: Any) -> tuple[pa.Table, Ragged]:
     projection, no sparse map); otherwise InvalidOperationError names the fix."""
     view = idx._view
     if view.ds is None:
-        return pa.table({ID: pa.array([], pa.int64())}), Ragged(np.zeros((0, idx.dim), np.float32), np.zeros(1, np.int64))
+        return pa.table({ID: pa.array([], pa.int64())}), Ragged(
+            np.zeros((0, idx.dim), np.float32), np.zeros(1, np.int64)
+        )
     keep = SOURCE in view.ds.schema.names
     cols = [ID, *idx.metadata_columns, *([N_VECTORS, SOURCE] if keep else [])]
     with view.reading():
@@ -57,7 +59,12 @@ def export(idx: Any, path: str | os.PathLike) -> dict[str, Any]:
     try:
         if kind == ".npz":
             ids = meta.column(ID).to_numpy(zero_copy_only=False)
-            np.savez(tmp, ids=ids.astype(str) if ids.dtype == object else ids, vectors=docs.values, offsets=docs.offsets)
+            np.savez(
+                tmp,
+                ids=ids.astype(str) if ids.dtype == object else ids,
+                vectors=docs.values,
+                offsets=docs.offsets,
+            )
         else:
             import pyarrow.parquet as pq
 
@@ -68,5 +75,11 @@ def export(idx: Any, path: str | os.PathLike) -> dict[str, Any]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return {"path": path, "docs": len(docs), "vectors": int(docs.offsets[-1]),
-            "source": "keep_source" if SOURCE in (idx._view.ds.schema.names if idx._view.ds else []) else "decoded"}
+    return {
+        "path": path,
+        "docs": len(docs),
+        "vectors": int(docs.offsets[-1]),
+        "source": "keep_source"
+        if SOURCE in (idx._view.ds.schema.names if idx._view.ds else [])
+        else "decoded",
+    }

@@ -47,7 +47,9 @@ def split_uri(uri: Any) -> tuple[str, bool]:
         )
     s = os.fspath(uri)
     if not isinstance(s, str):
-        raise InvalidDtypeError(f"uri must be a str path, got {type(s).__name__} {s!r:.80}; decode it (os.fsdecode)")
+        raise InvalidDtypeError(
+            f"uri must be a str path, got {type(s).__name__} {s!r:.80}; decode it (os.fsdecode)"
+        )
     if not s.strip():
         raise InvalidArgumentError("uri is an empty string; pass the index's directory path or an s3:// URI")
     if "://" in s and not s.startswith("file://"):
@@ -300,7 +302,9 @@ class LeaseLock:
         so = self.loc.storage_options
         frags = lance.fragment.write_fragments(tbl, uri, schema=_LEASE_SCHEMA, storage_options=so)
         op = lance.LanceOperation.Overwrite(_LEASE_SCHEMA, frags)
-        return lance.LanceDataset.commit(uri, op, read_version=read_version, max_retries=0, storage_options=so).version
+        return lance.LanceDataset.commit(
+            uri, op, read_version=read_version, max_retries=0, storage_options=so
+        ).version
 
     def __enter__(self) -> LeaseLock:
         from ._layout import WRITE_LOCK_TIMEOUT_S

@@ -75,7 +75,13 @@ def check_hybrid(text: Any, hybrid: Any, fusion: Any, n_queries: int) -> list[st
 
 
 def hybrid_search(
-    view: Any, queries: Any, texts: list[str], k: int, allowed: np.ndarray | None, where: str | None, params: Any
+    view: Any,
+    queries: Any,
+    texts: list[str],
+    k: int,
+    allowed: np.ndarray | None,
+    where: str | None,
+    params: Any,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per query: (snapshot rows, RRF scores) of the fused top ``k`` (see the module docstring)."""
     if not view.text_columns():

@@ -89,7 +89,9 @@ def check_version(version: Any) -> int | None:
             f"{type(version).__name__} {version!r:.80}{fix}"
         )
     if version < 0:
-        raise InvalidArgumentError(f"version={version} must be >= 0 (see index.versions()) or None for the latest")
+        raise InvalidArgumentError(
+            f"version={version} must be >= 0 (see index.versions()) or None for the latest"
+        )
     return int(version)
 
 
@@ -104,7 +106,9 @@ def _column_list(columns: Any) -> list[str]:
         )
     bad = next((c for c in columns if not isinstance(c, str)), None)
     if bad is not None:
-        raise InvalidDtypeError(f"columns= must hold column names (str), got {type(bad).__name__} {bad!r:.80}")
+        raise InvalidDtypeError(
+            f"columns= must hold column names (str), got {type(bad).__name__} {bad!r:.80}"
+        )
     return list(dict.fromkeys(columns))
 
 
@@ -114,9 +118,13 @@ def state_from_arrays(sid: int, arrays: dict[str, np.ndarray], meta: dict[str, A
     try:  # each state records its spec (spec="auto" picks one per index)
         spec = spec_mod.parse(meta["spec"])
         codec = spec_mod.build_pipeline(spec, dim)
-        codec.set_state({k[6:]: v for k, v in arrays.items() if k.startswith("codec.")}, meta.get("codec", {}))
+        codec.set_state(
+            {k[6:]: v for k, v in arrays.items() if k.startswith("codec.")}, meta.get("codec", {})
+        )
     except (KeyError, ValueError, TypeError) as e:
-        raise IndexCorruptedError(f"codec state {sid} does not fit its spec {meta.get('spec')!r}: {e}; rebuild it") from e
+        raise IndexCorruptedError(
+            f"codec state {sid} does not fit its spec {meta.get('spec')!r}: {e}; rebuild it"
+        ) from e
     cent = arrays.get("index.centroids")
     if cent is None and codec.has_coarse:
         cent = np.ascontiguousarray(codec.coarse_centroids, np.float32)
@@ -125,7 +133,9 @@ def state_from_arrays(sid: int, arrays: dict[str, np.ndarray], meta: dict[str, A
     return _State(sid, codec, cent, meta, spec)
 
 
-def prepare_batch(dim: int, ids: Any, vectors: Any, metadata: Any, id_type: pa.DataType | None) -> dict[str, Any]:
+def prepare_batch(
+    dim: int, ids: Any, vectors: Any, metadata: Any, id_type: pa.DataType | None
+) -> dict[str, Any]:
     """Validate one batch of documents completely (nothing is written)."""
     r = as_ragged(vectors, dim=dim)
     if len(r) == 0:
@@ -170,7 +180,13 @@ class Index:
         c = self._code_cache
         if c is None:
             return {"mode": "full"}
-        return {"mode": "bounded", "cache_bytes": c.limit, "cached_bytes": c.bytes, "hits": c.hits, "misses": c.misses}
+        return {
+            "mode": "bounded",
+            "cache_bytes": c.limit,
+            "cached_bytes": c.bytes,
+            "hits": c.hits,
+            "misses": c.misses,
+        }
 
     @property
     def encoder(self) -> Any:
@@ -227,14 +243,18 @@ class Index:
                     )
                 _integrity.check_open(self.loc, DOCS, None)
                 return self._new_view(0, None, self._pending_state())
-            known = [v["version"] for v in _integrity.read_or_corrupted(ds.versions, "the docs table's versions")]
+            known = [
+                v["version"] for v in _integrity.read_or_corrupted(ds.versions, "the docs table's versions")
+            ]
             if version not in known:
                 raise InvalidArgumentError(
                     f"version {version} does not exist; available versions: {known} (index.versions())"
                 )
         _integrity.check_open(self.loc, DOCS, version if version is not None or ds is None else ds.version)
         if version is not None:
-            ds = _integrity.read_or_corrupted(lambda: ds.checkout_version(version), f"docs table version {version}")
+            ds = _integrity.read_or_corrupted(
+                lambda: ds.checkout_version(version), f"docs table version {version}"
+            )
         if ds is None:
             return self._new_view(0, None, self._pending_state())
         if ROW_CHECKSUM not in ds.schema.names and checksum_column_of(ds.schema) is not None:
@@ -353,7 +373,12 @@ class Index:
         return spec_mod.parse(res.spec), info
 
     def _fit_state(
-        self, vectors: np.ndarray, n_total: int, *, explicit: bool, spec: spec_mod.Spec | None = None,
+        self,
+        vectors: np.ndarray,
+        n_total: int,
+        *,
+        explicit: bool,
+        spec: spec_mod.Spec | None = None,
         auto: dict[str, Any] | None = None,
     ) -> _State:
         """Fit the codec and stage-1 centroids for ``spec`` (default: the current one) on a sample of (pooled)
@@ -388,7 +413,11 @@ class Index:
             # centroids fit on 156k instead of 65k vectors recall more of the exhaustive top-10 at equal cost)
             n_fit = min(len(everything), max(len(t), CENTROID_SAMPLE * n_c))
             if n_fit > len(t):
-                pick = np.sort(rng.choice(len(everything), n_fit, replace=False)) if n_fit < len(everything) else None
+                pick = (
+                    np.sort(rng.choice(len(everything), n_fit, replace=False))
+                    if n_fit < len(everything)
+                    else None
+                )
                 t = codec.transform(everything if pick is None else everything[pick])
             n_c = int(min(n_c, 2 ** int(np.floor(np.log2(max(len(t) // MIN_POINTS_PER_CENTROID, 1))))))
             cent, source = fit_centroids(t, n_c, seed=opts.get("seed", 0)), "kmeans"
@@ -568,7 +597,9 @@ class Index:
         fields.append(pa.field(ROW_CHECKSUM, pa.uint64()))
         return pa.schema(fields, metadata={STATE_KEY: str(st.state_id).encode()}), meta_fields
 
-    def add(self, ids: Any, vectors: Any = None, metadata: Any = None, *, progress: bool | None = None) -> int:
+    def add(
+        self, ids: Any, vectors: Any = None, metadata: Any = None, *, progress: bool | None = None
+    ) -> int:
         """Add documents: ``ids`` (ints or strings, new and unique), ``vectors`` (a Ragged or a list of
         ``(n_i, dim)`` float arrays), optional ``metadata`` (Arrow table, pandas frame, dict of columns or list
         of dicts, one row per document). The whole batch is validated before anything is written; one Lance
@@ -587,7 +618,9 @@ class Index:
                 "add() got no vectors: call add(ids, vectors, metadata=None), or add(batches) with an iterable "
                 "of (ids, vectors[, metadata]) tuples (for texts: add_texts(texts, ids=None, metadata=None))"
             )
-        total = len(vectors) if isinstance(vectors, (list, tuple, Ragged)) else None  # the bar's; not validation
+        total = (
+            len(vectors) if isinstance(vectors, (list, tuple, Ragged)) else None
+        )  # the bar's; not validation
         return self._add_batches([(ids, vectors, metadata)], progress, total)
 
     def add_texts(
@@ -654,7 +687,11 @@ class Index:
                     spec, auto = self._pick_spec(first["ragged"])
                     first["pooled"] = pooled = spec.pool(first["ragged"])
                     st = self._fit_state(
-                        pooled.values.astype(np.float32), pooled.n_tokens, explicit=False, spec=spec, auto=auto
+                        pooled.values.astype(np.float32),
+                        pooled.n_tokens,
+                        explicit=False,
+                        spec=spec,
+                        auto=auto,
                     )
                 schema, fields = self._docs_schema(first["ids"].type, meta_fields, st)
             keep_source = SOURCE in schema.names
@@ -725,7 +762,11 @@ class Index:
             cached = self._ids_cache
             if cached is not None and cached[0] == pre and out.version == pre + 1:
                 # nobody else committed in between: the ids are the cached ones + these
-                ids = (cached[1] | set(vals.tolist())) if isinstance(cached[1], set) else np.union1d(cached[1], vals)
+                ids = (
+                    (cached[1] | set(vals.tolist()))
+                    if isinstance(cached[1], set)
+                    else np.union1d(cached[1], vals)
+                )
                 self._ids_cache = (out.version, ids)
             return out.version
 
@@ -762,7 +803,11 @@ class Index:
                 ds.delete(f"{ID} IN {sql_literal_list(vals)}")
             out = self.loc.dataset(DOCS)
             if out.version == pre + 1 and self._ids_cache is not None and self._ids_cache[0] == pre:
-                kept = existing - set(vals.tolist()) if isinstance(existing, set) else np.setdiff1d(existing, vals)
+                kept = (
+                    existing - set(vals.tolist())
+                    if isinstance(existing, set)
+                    else np.setdiff1d(existing, vals)
+                )
                 self._ids_cache = (out.version, kept)
             st = self._view.state if self._view.ds is not None else None
             written = Written(pre, None, vals) if out.version == pre + 1 else None
@@ -852,7 +897,9 @@ class Index:
         ``score`` (float32) and the requested metadata ``columns``, sorted by query then rank."""
         view = self._view
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise InvalidDtypeError(f"k must be an int (results per query), got {type(k).__name__} {k!r}; e.g. k=10")
+            raise InvalidDtypeError(
+                f"k must be an int (results per query), got {type(k).__name__} {k!r}; e.g. k=10"
+            )
         if k < 1:
             raise SearchParamsError(f"k={k} must be a positive integer (the number of results per query)")
         if getattr(queries, "ndim", None) == 2 and (
@@ -895,7 +942,9 @@ class Index:
         rows the index does not cover yet) and :meth:`optimize` adds them to the index (and rebuilds it after a
         retraining). ``replace=False`` refuses to rebuild an existing index. Returns the new version."""
         if not isinstance(column, str):
-            raise InvalidDtypeError(f"column must be a column name (str), got {type(column).__name__} {column!r:.80}")
+            raise InvalidDtypeError(
+                f"column must be a column name (str), got {type(column).__name__} {column!r:.80}"
+            )
         with self._writing():
             ds = self._latest_docs()
             if ds is None:
@@ -955,7 +1004,9 @@ class Index:
         view = self._view
         st = view.state
         spec = self.spec
-        code_size = st.codec.code_size if st else (None if spec is None else spec_mod.code_size(spec, self.dim))
+        code_size = (
+            st.codec.code_size if st else (None if spec is None else spec_mod.code_size(spec, self.dim))
+        )
         n_docs = n_tok = n_vec = 0
         cur_err = None
         disk = 0
@@ -971,7 +1022,9 @@ class Index:
                 cur_err = float((err * nvec).sum() / n_vec)
             vinfo = next((v for v in view.ds.versions() if v["version"] == view.version), None)
             disk = int(vinfo["metadata"].get("total_files_size", 0)) if vinfo else 0
-        stored = n_vec * ((code_size or 0) + (0 if st is not None and st.codec.has_coarse else 4))  # + int32 terms
+        stored = n_vec * (
+            (code_size or 0) + (0 if st is not None and st.codec.has_coarse else 4)
+        )  # + int32 terms
         train_err = st.meta.get("train_error") if st else None
         return {
             "version": view.version,
@@ -1020,11 +1073,19 @@ class Index:
         if older_than < timedelta(0):
             raise InvalidArgumentError(f"older_than={older_than!r} is negative; pass timedelta(0) or more")
         if not isinstance(compact, bool) or not isinstance(cleanup, bool):
-            raise InvalidDtypeError(f"compact and cleanup must be True or False, got {compact!r} and {cleanup!r}")
+            raise InvalidDtypeError(
+                f"compact and cleanup must be True or False, got {compact!r} and {cleanup!r}"
+            )
         check_progress(progress)
         with self._writing():
-            return optimize(self, compact=compact, cleanup=cleanup, older_than=older_than, retrain=retrain,
-                            progress=progress)
+            return optimize(
+                self,
+                compact=compact,
+                cleanup=cleanup,
+                older_than=older_than,
+                retrain=retrain,
+                progress=progress,
+            )
 
     def verify(self) -> dict[str, Any]:
         """Full integrity check (reads every file): each file of every stored version against the sha256

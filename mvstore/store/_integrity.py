@@ -58,7 +58,9 @@ def lance_failure(e: BaseException) -> bool:
     """Whether ``e`` is how Lance reports an unreadable file: any Exception (OSError, ArrowInvalid, ...) but
     mvstore's own (e.g. VersionCleanedUpError, already precise), or a Rust panic (pyo3's PanicException derives
     from BaseException and is not importable)."""
-    return (isinstance(e, Exception) and not isinstance(e, MvstoreError)) or type(e).__name__ == "PanicException"
+    return (isinstance(e, Exception) and not isinstance(e, MvstoreError)) or type(
+        e
+    ).__name__ == "PanicException"
 
 
 def corrupt_file_error(e: BaseException) -> bool:

@@ -110,7 +110,9 @@ def rewrite_manifest(loc: Any, manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _manifest_digest(m: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps({k: v for k, v in m.items() if k != "checksum"}, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps({k: v for k, v in m.items() if k != "checksum"}, sort_keys=True).encode()
+    ).hexdigest()
 
 
 def read_manifest(loc: Any, *, upgrading: bool = False) -> dict[str, Any]:
@@ -411,7 +413,9 @@ def sql_literal_list(ids: np.ndarray) -> str:
     ('(1, (-9223372036854775807 - 1))', "('a', 'b''s')")
     """
     if ids.dtype.kind in "iu":  # Lance parses -9223372036854775808 as a float: write it as an expression
-        return "(" + ", ".join(str(int(i)) if i != _INT64_MIN else f"({_INT64_MIN + 1} - 1)" for i in ids) + ")"
+        return (
+            "(" + ", ".join(str(int(i)) if i != _INT64_MIN else f"({_INT64_MIN + 1} - 1)" for i in ids) + ")"
+        )
     return "(" + ", ".join("'" + str(s).replace("'", "''") + "'" for s in ids) + ")"
 
 
@@ -479,7 +483,9 @@ def _columns_table(columns: dict[Any, Any]) -> pa.Table:
     arrays = {}
     for name, values in columns.items():
         if not isinstance(name, str):
-            raise InvalidMetadataError(f"metadata column name {name!r} is a {type(name).__name__}; use a str name")
+            raise InvalidMetadataError(
+                f"metadata column name {name!r} is a {type(name).__name__}; use a str name"
+            )
         if isinstance(values, (pa.Array, pa.ChunkedArray)):
             arrays[name] = values
             continue

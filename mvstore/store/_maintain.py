@@ -98,7 +98,13 @@ def retrain_codec(idx: Any) -> int:
 
 
 def optimize(
-    idx: Any, *, compact: bool, cleanup: bool, older_than: timedelta, retrain: bool | str, progress: bool | None
+    idx: Any,
+    *,
+    compact: bool,
+    cleanup: bool,
+    older_than: timedelta,
+    retrain: bool | str,
+    progress: bool | None,
 ) -> dict[str, Any]:
     with bar(1 + int(compact) + int(cleanup), "optimizing", unit="step", progress=progress) as pbar:
         return _optimize(idx, compact, cleanup, older_than, retrain, pbar)
@@ -251,7 +257,9 @@ def _cleanup(idx: Any, older_than: timedelta) -> dict[str, int]:
     s = _clean_table(idx.loc, DOCS, older_than)
     removed = {"bytes_removed": int(s.bytes_removed), "old_versions": int(s.old_versions)}
     if not idx.loc.local and idx.loc.exists(LEASE_TABLE):  # the lease's past versions (we hold it now)
-        removed["bytes_removed"] += int(idx.loc.dataset(LEASE_TABLE).cleanup_old_versions(timedelta(0)).bytes_removed)
+        removed["bytes_removed"] += int(
+            idx.loc.dataset(LEASE_TABLE).cleanup_old_versions(timedelta(0)).bytes_removed
+        )
     sds = idx._state_ds()
     if sds is None:
         return removed

@@ -111,19 +111,31 @@ def is_text_query(queries: Any) -> bool:
 
 
 def encode_queries(idx: Any, queries: Any) -> Any:
-    return encoder_of(idx, "search with text").encode_queries([queries] if isinstance(queries, str) else list(queries))
+    return encoder_of(idx, "search with text").encode_queries(
+        [queries] if isinstance(queries, str) else list(queries)
+    )
 
 
 def add_texts(
-    idx: Any, texts: Any, ids: Any, metadata: Any, text_column: str | None, batch_size: int, progress: bool | None
+    idx: Any,
+    texts: Any,
+    ids: Any,
+    metadata: Any,
+    text_column: str | None,
+    batch_size: int,
+    progress: bool | None,
 ) -> list:
     """:meth:`Index.add_texts` (see there). Everything is validated before the first text is encoded."""
     from ..encoders import _check_texts
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InvalidArgumentError(f"batch_size={batch_size!r} must be a positive int (texts per written batch)")
+        raise InvalidArgumentError(
+            f"batch_size={batch_size!r} must be a positive int (texts per written batch)"
+        )
     if text_column is not None and not isinstance(text_column, str):
-        raise InvalidDtypeError(f"text_column must be a column name (str) or None, got {type(text_column).__name__}")
+        raise InvalidDtypeError(
+            f"text_column must be a column name (str) or None, got {type(text_column).__name__}"
+        )
     if text_column is not None and reserved_name(text_column):
         raise InvalidMetadataError(
             f"text_column={text_column!r} is reserved (a search result's column, or a name starting with '_' like "
@@ -161,7 +173,9 @@ def add_texts(
                 "texts): pass text_column=None to add the texts without storing them, or build a new index"
             )
         if ds is not None:  # the stored columns: check before encoding, not after
-            conform_metadata(meta, [ds.schema.field(c) for c in ds.schema.names if c not in DOCS_SYSTEM_COLUMNS], n)
+            conform_metadata(
+                meta, [ds.schema.field(c) for c in ds.schema.names if c not in DOCS_SYSTEM_COLUMNS], n
+            )
         else:
             new_metadata_fields(meta)
         with bar(n, "adding texts", unit="text", progress=progress) as pbar:

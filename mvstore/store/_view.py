@@ -116,7 +116,8 @@ def lance_filter(where: str) -> str:
     `My Col` = 'it''s "x"' AND `a b` > 1
     """
     return "".join(
-        "`" + text.replace("`", "``") + "`" if kind == "quoted" else raw for kind, text, raw in _where_tokens(where)
+        "`" + text.replace("`", "``") + "`" if kind == "quoted" else raw
+        for kind, text, raw in _where_tokens(where)
     )
 
 
@@ -147,7 +148,9 @@ def fragment_keys(ds: lance.LanceDataset) -> list[tuple[int, Any, Any]]:
         m = fr.metadata
         d = m.deletion_file
         data = (tuple(f.path for f in m.files), int(m.physical_rows), repr(getattr(m, "overlays", None)))
-        out.append((int(m.id), data, None if d is None else (d.read_version, d.id, d.file_type, d.num_deleted_rows)))
+        out.append(
+            (int(m.id), data, None if d is None else (d.read_version, d.id, d.file_type, d.num_deleted_rows))
+        )
     return out
 
 
@@ -164,7 +167,11 @@ def _present(values: np.ndarray, within: np.ndarray) -> np.ndarray:
 
 
 def _mask_written(
-    base: _Loaded, w: Written | None, changed: list[tuple[int, Any, Any]], removed: list[int], live: np.ndarray
+    base: _Loaded,
+    w: Written | None,
+    changed: list[tuple[int, Any, Any]],
+    removed: list[int],
+    live: np.ndarray,
 ) -> bool:
     """Mask in ``live`` the rows of ``base`` that hold the ids ``w`` deleted, when that accounts for the
     deletions of every fragment in ``changed`` (its live rows, physical rows less the manifest's deletion
@@ -300,7 +307,10 @@ class _DiskCodes:
                     f"not the {int(lens.sum()) * cs} their vector counts say; the index is corrupted: rebuild it"
                 )
             ends = np.cumsum(lens) * cs
-            read = {r: raw[e - n * cs : e].reshape(-1, cs).copy() for r, n, e in zip(miss, lens.tolist(), ends.tolist())}
+            read = {
+                r: raw[e - n * cs : e].reshape(-1, cs).copy()
+                for r, n, e in zip(miss, lens.tolist(), ends.tolist())
+            }
             cache.put(view._loaded.rowaddr[m].tolist(), list(read.values()))
             got = [v if v is not None else read[r] for r, v in zip(rows.tolist(), got)]
         return np.concatenate(got) if got else np.zeros((0, cs), np.uint8)
@@ -339,7 +349,9 @@ class _View:
     ):  # fmt: skip
         self.loc = loc  # the index's _fs.Location (its integrity records)
         self.code_cache = code_cache  # memory="bounded": the Index's CodeCache (the snapshot keeps no codes)
-        self._written = written  # what the write that made this version committed (None: another's, or unknown)
+        self._written = (
+            written  # what the write that made this version committed (None: another's, or unknown)
+        )
         self.version = version
         self.ds = ds
         self.state = state
@@ -443,7 +455,11 @@ class _View:
             )
         codes = raw.reshape(-1, cs) if cs else np.zeros((int(offsets[-1]), 0), np.uint8)
         # rq-style codes carry their stage-1 term (centroid id); other codecs store it per vector
-        terms = st.codec.coarse_terms(codes).astype(np.int32) if st.codec.has_coarse else list_values(tbl.column(TERMS))
+        terms = (
+            st.codec.coarse_terms(codes).astype(np.int32)
+            if st.codec.has_coarse
+            else list_values(tbl.column(TERMS))
+        )
         if len(terms) != offsets[-1]:
             raise IndexCorruptedError(
                 f"docs table version {self.version} has {len(terms)} terms for {int(offsets[-1])} vectors; "
@@ -519,7 +535,10 @@ class _View:
             r["n_vectors"] = np.diff(r.pop("offsets"))
             del r["codes"]
             parts.append(r)
-        out = {k: np.concatenate([p[k] for p in parts]) for k in ("ids", "terms", "stored", "n_tokens", "rowaddr", "n_vectors")}
+        out = {
+            k: np.concatenate([p[k] for p in parts])
+            for k in ("ids", "terms", "stored", "n_tokens", "rowaddr", "n_vectors")
+        }
         offsets = np.zeros(len(out["ids"]) + 1, np.int64)
         np.cumsum(out.pop("n_vectors"), out=offsets[1:])
         out["offsets"], out["codes"] = offsets, None
@@ -566,12 +585,18 @@ class _View:
         for f, _, _ in [] if by_written else changed:
             rows = base.rows_of_fragment(f)
             frag = self.ds.get_fragment(f)
-            addr = self._read_table(lambda fr=frag: fr.to_table(columns=[], with_row_address=True)).column("_rowaddr")
+            addr = self._read_table(lambda fr=frag: fr.to_table(columns=[], with_row_address=True)).column(
+                "_rowaddr"
+            )
             now = _present(base.rowaddr[rows], addr.to_numpy().astype(np.uint64))
             if int(now.sum()) != len(addr) or (now & ~live[rows]).any():
                 return None  # rows this snapshot does not hold, or deleted rows back (a restored version)
             live[rows] = now
-        gone = np.sort(np.concatenate([base.rows_of_fragment(f) for f in removed])) if removed else np.zeros(0, np.int64)
+        gone = (
+            np.sort(np.concatenate([base.rows_of_fragment(f) for f in removed]))
+            if removed
+            else np.zeros(0, np.int64)
+        )
         # rows a compaction of the tail may have rewritten into the added fragments (not: the write deleted them)
         moved = gone[:0] if by_written else gone[old_live[gone]]
         live[gone] = False
@@ -658,7 +683,10 @@ class _View:
         extras = {}
         if "postings" in old.extras:
             p = old.extras["postings"]
-            for name in ("doc_offsets", "doc_terms"):  # the postings' document side grows in append-only buffers
+            for name in (
+                "doc_offsets",
+                "doc_terms",
+            ):  # the postings' document side grows in append-only buffers
                 if name not in base_bufs:
                     base_bufs[name] = AppendBuffer(getattr(p, name))
             join = lambda name, before, new: app(name, len(before), new)  # noqa: E731
@@ -688,7 +716,11 @@ class _View:
     def _written_rows(self, w: Written, added: list[tuple[int, Any, Any]]) -> dict[str, np.ndarray] | None:
         """The appended rows as this process wrote them (checked like read rows), their addresses from the
         manifest (``fragment id << 32 | offset``); None when the appended fragments do not hold exactly them."""
-        if w.rows is None or any(d is not None for _, _, d in added) or sum(x[1] for _, x, _ in added) != w.rows.num_rows:
+        if (
+            w.rows is None
+            or any(d is not None for _, _, d in added)
+            or sum(x[1] for _, x, _ in added) != w.rows.num_rows
+        ):
             return None
         addr = [(np.uint64(f) << np.uint64(32)) | np.arange(x[1], dtype=np.uint64) for f, x, _ in added]
         tbl = w.rows.select(_SNAPSHOT_COLUMNS).append_column(
@@ -696,7 +728,9 @@ class _View:
         )
         return self._rows(tbl)
 
-    def _added_rows(self, frags: list[Any], skip: int, heads: pa.Table | None) -> dict[str, np.ndarray] | None:
+    def _added_rows(
+        self, frags: list[Any], skip: int, heads: pa.Table | None
+    ) -> dict[str, np.ndarray] | None:
         """The rows of the added fragments ``frags`` after the first ``skip`` (rows a compaction moved, whose
         ids, checksums and addresses ``heads`` holds), read in full and checked; None if the read disagrees
         with ``heads``."""
@@ -757,7 +791,9 @@ class _View:
         """The columns of this version that have a full-text (INVERTED) index."""
         with self.reading():
             idx = self.ds.describe_indices() if self.ds is not None else []
-        return sorted({f for i in idx if str(i.index_type).lower() in ("inverted", "fts") for f in i.field_names})
+        return sorted(
+            {f for i in idx if str(i.index_type).lower() in ("inverted", "fts") for f in i.field_names}
+        )
 
     def _scan(self, where: str | None, what: str, **kw: Any) -> pa.Table:
         """``ds.to_table(**kw)`` of this version; a failure is IndexCorruptedError for a damaged file,

@@ -25,7 +25,10 @@ def fixture_vectors() -> tuple[list[np.ndarray], list[np.ndarray]]:
     """42 documents and 4 queries of 16-d token vectors."""
     rng = np.random.default_rng(20261130)
     docs = [rng.normal(size=(int(n), DIM)).astype(np.float32) for n in rng.integers(4, 24, 42)]
-    queries = [d[:3] + 0.1 * rng.normal(size=(3, DIM)).astype(np.float32) for d in (docs[1], docs[7], docs[20], docs[41])]
+    queries = [
+        d[:3] + 0.1 * rng.normal(size=(3, DIM)).astype(np.float32)
+        for d in (docs[1], docs[7], docs[20], docs[41])
+    ]
     return docs, queries
 
 
