@@ -282,7 +282,7 @@ def test_deletions_past_the_threshold_are_materialized(tmp_path):
     [
         ({"auto_optimize": "yes"}, InvalidDtypeError, "auto_optimize must be True or False"),
         ({"compact_fragments": 1}, InvalidArgumentError, "compact_fragments=1 must be >= 2"),
-        ({"fragment_rows": 0}, InvalidArgumentError, "fragment_rows=0 must be >= 1"),
+        ({"fragment_rows": 0}, InvalidArgumentError, "fragment_rows=0 must be a positive integer"),
         ({"deleted_fraction": 1.0}, InvalidArgumentError, "deleted_fraction must be a number in \\(0, 1\\)"),
         ({"retention": 3600}, InvalidDtypeError, "retention must be a datetime.timedelta"),
         ({"retention": timedelta(seconds=-1)}, InvalidArgumentError, "must not be negative"),

@@ -355,7 +355,9 @@ def test_bad_vectors_and_ids_are_rejected_before_writing(uri, docs):
 def test_create_errors(uri, tmp_path, docs):
     with pytest.raises(SpecError, match="sq9|unknown|expected"):
         ms.create(uri, spec="sq9", dim=DIM)
-    with pytest.raises(InvalidArgumentError, match=r"dim=0 must be >= 1 \(the token vectors' dimension"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"dim=0 must be a positive integer \(the token vectors' dimension"
+    ):
         ms.create(uri, spec="fp16", dim=0)
     build(uri, docs, n=10)
     with pytest.raises(IndexExistsError, match="already exists.*exist_ok=True"):
@@ -623,7 +625,7 @@ def test_create_and_open_argument_errors(uri, docs):
         (dict(seed=-1), InvalidArgumentError, r"seed=-1 must be in \[0, 2147483647\]"),
         (dict(seed=2**40), InvalidArgumentError, "seed=1099511627776 must be in"),
         (dict(seed=1.5), InvalidDtypeError, "seed must be an int"),
-        (dict(n_centroids=0), InvalidArgumentError, "n_centroids=0 must be >= 1"),
+        (dict(n_centroids=0), InvalidArgumentError, "n_centroids=0 must be a positive integer"),
         (dict(train_size=True), InvalidDtypeError, "train_size must be an int"),
         (dict(drift_threshold=float("nan")), InvalidArgumentError, "drift_threshold must be a finite number"),
         (dict(keep_source="yes"), InvalidDtypeError, "must be True or False"),

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .._checks import check_int
 from ..exceptions import InvalidArgumentError, require
 from ..store._layout import TEXT
 from ._text import TextIndex, check_encoder, maxsim_scores, split_hit, where_from_filter
@@ -175,8 +176,7 @@ class MaxSimCompressor(BaseDocumentCompressor):
     model_config = {"arbitrary_types_allowed": True}
 
     def __init__(self, encoder: Any = None, top_n: int = 4, **kwargs: Any):
-        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-            raise InvalidArgumentError(f"top_n={top_n!r} must be a positive int (documents kept)")
+        check_int("top_n", top_n, what="documents kept")
         super().__init__(encoder=check_encoder(encoder), top_n=top_n, **kwargs)
 
     def compress_documents(

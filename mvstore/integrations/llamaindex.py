@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .._checks import check_int
 from ..exceptions import FilterError, InvalidArgumentError, InvalidDtypeError, require
 from ._text import TextIndex, check_encoder, maxsim_scores, split_hit, where_from_filter
 
@@ -94,12 +95,7 @@ class MvstoreRetriever(BaseRetriever):
         hybrid: bool = False,
         **kwargs: Any,
     ):
-        if (
-            isinstance(similarity_top_k, bool)
-            or not isinstance(similarity_top_k, int)
-            or similarity_top_k < 1
-        ):
-            raise InvalidArgumentError(f"similarity_top_k={similarity_top_k!r} must be a positive int")
+        check_int("similarity_top_k", similarity_top_k, what="nodes retrieved")
         self._text = TextIndex(index, encoder)
         self._k = similarity_top_k
         self._where = filters_to_where(filters)
@@ -165,8 +161,7 @@ class MaxSimNodePostprocessor(BaseNodePostprocessor):
     top_n: int = 4
 
     def __init__(self, encoder: Any = None, top_n: int = 4, **kwargs: Any):
-        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-            raise InvalidArgumentError(f"top_n={top_n!r} must be a positive int (nodes kept)")
+        check_int("top_n", top_n, what="nodes kept")
         super().__init__(encoder=check_encoder(encoder), top_n=top_n, **kwargs)
 
     @classmethod

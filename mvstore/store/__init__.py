@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .. import spec as spec_mod
+from .._checks import check_int
 from ..exceptions import (
     FilterError,
     IndexCorruptedError,
@@ -107,15 +108,6 @@ def _reaching(loc: Location):
         ) from e
 
 
-def _check_int(name: str, value: object, lo: int, hi: int | None, what: str) -> None:
-    """InvalidDtypeError for a non-int (bools included), InvalidArgumentError outside [lo, hi]."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidDtypeError(f"{name} must be an int ({what}), got {type(value).__name__} {value!r:.80}")
-    if value < lo or (hi is not None and value > hi):
-        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise InvalidArgumentError(f"{name}={value} must be {bounds} ({what})")
-
-
 def create(
     uri: str | os.PathLike,
     spec: str | None = None,
@@ -165,11 +157,11 @@ def create(
         from ._text import record, resolve
 
         if dim is not None:
-            _check_int("dim", dim, 1, None, "the token vectors' dimension, e.g. create(uri, dim=128)")
+            check_int("dim", dim, lo=1, what="the token vectors' dimension, e.g. create(uri, dim=128)")
         enc, dim = resolve(encoder, dim, f"create({root!r})")
         recorded = record(enc)
-    _check_int(
-        "dim", dim, 1, None, "the token vectors' dimension, e.g. create(uri, dim=128), or pass encoder="
+    check_int(
+        "dim", dim, lo=1, what="the token vectors' dimension, e.g. create(uri, dim=128), or pass encoder="
     )
     dim = int(dim)
     if spec is None:
@@ -195,12 +187,12 @@ def create(
         sp = spec_mod.parse(spec)
         spec_mod.build_pipeline(sp, dim)  # validates the spec against dim (e.g. pca96 on 64-d vectors)
         sp_text = str(sp)
-    _check_int("train_size", train_size, 1, None, "vectors sampled to train the codec")
+    check_int("train_size", train_size, lo=1, what="vectors sampled to train the codec")
     if n_centroids is not None:
-        _check_int(
-            "n_centroids", n_centroids, 1, None, "stage-1 centroids; None derives it from the first add"
+        check_int(
+            "n_centroids", n_centroids, lo=1, what="stage-1 centroids; None derives it from the first add"
         )
-    _check_int("seed", seed, 0, 2**31 - 1, "the training random seed")  # faiss takes a C int
+    check_int("seed", seed, lo=0, hi=2**31 - 1, what="the training random seed")  # faiss takes a C int
     if (
         isinstance(drift_threshold, bool)
         or not isinstance(drift_threshold, (int, float))
@@ -215,8 +207,8 @@ def create(
             f"exist_ok, keep_source and auto_optimize must be True or False, got {exist_ok!r}, {keep_source!r} "
             f"and {auto_optimize!r}"
         )
-    _check_int("compact_fragments", compact_fragments, 2, None, "small fragments that trigger a compaction")
-    _check_int("fragment_rows", fragment_rows, 1, None, "rows below which a fragment counts as small")
+    check_int("compact_fragments", compact_fragments, lo=2, what="small fragments that trigger a compaction")
+    check_int("fragment_rows", fragment_rows, lo=1, what="rows below which a fragment counts as small")
     if (
         isinstance(deleted_fraction, bool)
         or not isinstance(deleted_fraction, (int, float))
@@ -308,7 +300,7 @@ def _code_cache(memory: Any, cache_bytes: Any) -> CodeCache | None:
         return None
     if cache_bytes is None:
         return CodeCache(DEFAULT_CACHE_BYTES)
-    _check_int("cache_bytes", cache_bytes, 0, None, 'bytes of stage-2 codes memory="bounded" keeps cached')
+    check_int("cache_bytes", cache_bytes, lo=0, what='bytes of stage-2 codes memory="bounded" keeps cached')
     return CodeCache(int(cache_bytes))
 
 
