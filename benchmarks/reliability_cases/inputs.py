@@ -393,7 +393,7 @@ def _mistakes(ctx: _Ctx) -> list[tuple[str, Callable[[], tuple[str, str]]]]:
             plain(
                 lambda: ms.create(ctx.workdir / "dim0", spec="fp16", dim=0),
                 "InvalidArgumentError",
-                "dim=0 must be >= 1",
+                "dim=0 must be a positive integer",
             ),
         ),
         (
