@@ -9,6 +9,14 @@ REPO = Path(__file__).resolve().parents[1]
 FILES = ("README.md", "docs/LAYOUT.md", "docs/ARCHITECTURE.md")
 
 
+#: what both RAG examples ask
+QUESTIONS = [
+    "How do I upgrade an index written by an older version of mvstore?",
+    "What happens to the index if a writer process is killed in the middle of a write?",
+    "Which metadata column names are reserved?",
+]
+
+
 def passages(max_words: int = 120) -> list[tuple[str, dict]]:
     """(text, {"source": file, "section": heading}) per passage: each file split at its headings, each section
     into paragraphs, consecutive paragraphs joined up to ``max_words`` words."""

@@ -21,13 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _passages import passages  # noqa: E402
-
-QUESTIONS = [
-    "How do I upgrade an index written by an older version of mvstore?",
-    "What happens to the index if a writer process is killed in the middle of a write?",
-    "Which metadata column names are reserved?",
-]
+from _passages import QUESTIONS, passages  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -39,6 +39,18 @@ def _metadata_columns(flag: str | None) -> list[str] | None:
     return None if flag is None else [c for c in flag.split(",") if c]
 
 
+def _read_input(args: argparse.Namespace) -> Any:
+    """``--input`` read with the input flags every command that takes a documents file shares."""
+    return inputs.read_documents(
+        args.input,
+        id_column=args.id_column,
+        text_column=args.text_column,
+        title_column=args.title_column,
+        vectors_column=args.vectors_column,
+        metadata_columns=_metadata_columns(args.metadata),
+    )
+
+
 # -------------------------------------------------------------------------------------------- build
 def cmd_build(args: argparse.Namespace) -> int:
     from ..spec import parse
@@ -60,14 +72,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             "--storage-option is for an object-store index, which `mvstore build` writes with --ray; "
             "drop it for a local directory"
         )
-    src = inputs.read_documents(
-        args.input,
-        id_column=args.id_column,
-        text_column=args.text_column,
-        title_column=args.title_column,
-        vectors_column=args.vectors_column,
-        metadata_columns=_metadata_columns(args.metadata),
-    )
+    src = _read_input(args)
     # texts need an encoder; vectors get one only when named (recorded for text queries)
     encoder = flags_encoder(args) if src.vectors is None or encoder_named(args) else None
     t = time.perf_counter()
@@ -520,14 +525,7 @@ def _tune_files(args: argparse.Namespace, rng: np.random.Generator) -> tuple[Any
             "tune on a documents file needs --queries (text lines, .jsonl with --text-column, "
             "or .npz vectors); or pass a BEIR directory"
         )
-    src = inputs.read_documents(
-        args.input,
-        id_column=args.id_column,
-        text_column=args.text_column,
-        title_column=args.title_column,
-        vectors_column=args.vectors_column,
-        metadata_columns=_metadata_columns(args.metadata),
-    )
+    src = _read_input(args)
     keep = np.sort(rng.choice(len(src), min(len(src), args.sample_docs), replace=False))
     encoder = None
     if src.vectors is not None:
