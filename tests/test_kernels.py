@@ -255,15 +255,19 @@ def test_out_of_range_terms_are_refused_when_postings_are_built(rng):
     bad = p.doc_terms.copy()
     bad[3] = 10
     with pytest.raises(InvalidVectorsError, match=r"term ids outside \[0, 10\).*build_postings"):
-        Postings(p.term_offsets, p.term_docs, p.doc_offsets, bad)
+        Postings(p.term_starts, p.term_ends, p.term_docs, p.doc_offsets, bad)
     bad_docs = p.term_docs.copy()
     bad_docs[0] = 5
     with pytest.raises(InvalidVectorsError, match=r"document ids outside \[0, 5\)"):
-        Postings(p.term_offsets, bad_docs, p.doc_offsets, p.doc_terms)
+        Postings(p.term_starts, p.term_ends, bad_docs, p.doc_offsets, p.doc_terms)
+    with pytest.raises(InvalidVectorsError, match="inside term_docs"):
+        Postings(p.term_ends, p.term_starts, p.term_docs, p.doc_offsets, p.doc_terms)  # start > end
+    with pytest.raises(InvalidVectorsError, match="inside term_docs"):
+        Postings(p.term_starts, p.term_ends + 1, p.term_docs, p.doc_offsets, p.doc_terms)  # past the array
     with pytest.raises(InvalidVectorsError, match="must rise from 0"):
-        Postings(p.term_offsets[::-1].copy(), p.term_docs, p.doc_offsets, p.doc_terms)
+        Postings(p.term_starts, p.term_ends, p.term_docs, p.doc_offsets[::-1].copy(), p.doc_terms)
     with pytest.raises(InvalidDtypeError, match="int32"):
-        Postings(p.term_offsets, p.term_docs.astype(np.int64), p.doc_offsets, p.doc_terms)
+        Postings(p.term_starts, p.term_ends, p.term_docs.astype(np.int64), p.doc_offsets, p.doc_terms)
     with pytest.raises(InvalidVectorsError, match=r"terms must lie in \[0, 10\)"):
         build_postings(np.array([0, 10]), np.array([0, 2]), 10)
     st = np.zeros((9, 8), np.float32)  # one row short of the postings' 10 terms

@@ -18,6 +18,7 @@ import pytest
 
 import mvstore.store as ms
 from mvstore.exceptions import IndexCorruptedError, InvalidArgumentError, InvalidDtypeError
+from mvstore.search import postings as postings_mod
 from mvstore.search.postings import append_postings, build_postings
 from mvstore.search.snapshot import AppendBuffer
 
@@ -293,6 +294,14 @@ def test_auto_optimize_arguments_are_checked(tmp_path, kw, err, match):
         ms.create(str(tmp_path / "ix"), dim=DIM, **kw)
 
 
+def _same_postings(p, full):
+    assert p.n_terms == full.n_terms and p.n_pairs == full.n_pairs
+    for t in range(full.n_terms):
+        np.testing.assert_array_equal(p.docs_of(t), full.docs_of(t))
+    for f in ("doc_offsets", "doc_terms"):
+        np.testing.assert_array_equal(getattr(p, f), getattr(full, f))
+
+
 def test_append_postings_equals_a_full_build():
     rng = np.random.default_rng(0)
     n_terms = 13
@@ -301,9 +310,43 @@ def test_append_postings_equals_a_full_build():
     terms = rng.integers(0, n_terms, offsets[-1]).astype(np.int32)
     p = build_postings(terms[: offsets[40]], offsets[:41], n_terms)
     p = append_postings(p, terms[offsets[40] :], offsets[40:] - offsets[40])
-    full = build_postings(terms, offsets, n_terms)
-    for f in ("term_offsets", "term_docs", "doc_offsets", "doc_terms"):
-        np.testing.assert_array_equal(getattr(p, f), getattr(full, f))
+    _same_postings(p, build_postings(terms, offsets, n_terms))
+
+
+def test_appended_postings_grow_in_place_and_never_change_an_older_version(monkeypatch):
+    """The term lists of a chain of appends share one array with room after each list: every version, old
+    ones and a second child of one parent (two Index objects deriving from one snapshot) included, still reads
+    exactly the postings a full build of its documents gives, across array growth and repacking."""
+    monkeypatch.setattr(postings_mod, "REPACK_SLACK", 64)
+    rng = np.random.default_rng(1)
+    n_terms = 7  # few terms: lists are touched often, moved, the array grown and repacked
+    lens = rng.integers(1, 6, 1500)
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    terms = rng.integers(0, n_terms, offsets[-1]).astype(np.int32)
+
+    def full(n):
+        return build_postings(terms[: offsets[n]], offsets[: n + 1], n_terms)
+
+    def grow(p, a, b):
+        return append_postings(p, terms[offsets[a] : offsets[b]], offsets[a : b + 1] - offsets[a])
+
+    versions = {10: full(10)}
+    n = 10
+    while n < 1500:
+        m = min(n + int(rng.integers(1, 4)), 1500)
+        versions[m] = grow(versions[n], n, m)
+        if rng.random() < 0.1:  # a sibling: another child of an older version
+            old = int(rng.choice(sorted(versions)))
+            if old < m - 1:
+                sib = grow(versions[old], old, old + 1)
+                _same_postings(sib, full(old + 1))
+        n = m
+    chain = [versions[n].arena for n in sorted(versions) if n > 10]
+    assert any(a is not b for a, b in zip(chain, chain[1:])), "the lists were never repacked"
+    for n, p in versions.items():
+        _same_postings(p, full(n))
+    last = versions[1500]
+    assert last.arena.top <= 2 * last.n_pairs + 64 + 4 * len(lens)
 
 
 def test_append_buffer_never_changes_what_an_older_snapshot_reads():
@@ -516,3 +559,32 @@ def test_a_written_record_that_does_not_fit_the_version_is_not_used(tmp_path, mo
     wrong = _View(out.version, out, before.state, before.loc, before, Written(pre, None, np.array([8])))
     assert sorted(wrong.public_snapshot().ids.tolist()) == sorted(set(range(40)) - {7} | {50, 51})
     assert wrong.load_kind == "incremental" and len(reads) == 3  # the fresh open's, then this one's
+
+
+def test_the_writer_derives_its_write_s_state_and_a_failed_derivation_is_the_next_search_s(
+    tmp_path, monkeypatch
+):
+    """A write by an Index that searches leaves the new version's search state derived (the next search pays
+    nothing for it); one that never searched derives nothing. When the derivation fails, the write still
+    stands and the next search loads the version in full."""
+    from mvstore.store import _view
+
+    rng = np.random.default_rng(3)
+    idx = ms.create(str(tmp_path / "ix"), dim=DIM)
+    idx.add(list(range(40)), docs_of(rng, 40))
+    idx.add([40], docs_of(rng, 1))
+    assert idx._view.load_kind is None  # nothing searched yet: nothing derived
+    idx.search(queries(1), k=3)
+    new = docs_of(rng, 1)
+    idx.add([41], new)
+    assert idx._view.load_kind == "incremental"
+
+    def broken(self, base, use_written=True):
+        raise IndexCorruptedError("derivation failed (test)")
+
+    monkeypatch.setattr(_view._View, "_derive", broken)
+    new = docs_of(rng, 1)
+    idx.add([42], new)  # the write stands
+    assert idx._view.load_kind is None
+    assert idx.search(new[0], k=1)["id"].to_pylist() == [42]
+    assert idx._view.load_kind == "full"

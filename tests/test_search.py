@@ -109,7 +109,7 @@ def test_ranges_and_postings_match_naive(rng):
         assert got == sorted(set(terms[offsets[d] : offsets[d + 1]].tolist()))
     for t in range(6):
         want = [d for d in range(4) if t in terms[offsets[d] : offsets[d + 1]]]
-        assert p.term_docs[p.term_offsets[t] : p.term_offsets[t + 1]].tolist() == want
+        assert p.docs_of(t).tolist() == want
 
 
 def test_postings_bad_terms():

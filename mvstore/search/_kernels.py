@@ -234,21 +234,21 @@ def _sort_ids(a):  # pragma: no cover - compiled
 # one compiled loop nest, kept whole: split into calls it would leave the hot loop (issue 17 keeps the measured kernels)
 @numba.njit(cache=True, nogil=True)
 def _probed_interaction(  # noqa: C901, PLR0912
-    st, probe, bound, term_offsets, term_docs, mask, use_mask, slot
+    st, probe, bound, term_starts, term_ends, term_docs, mask, use_mask, slot
 ):  # pragma: no cover - compiled
-    """:func:`probed_interaction` on the term -> docs CSR arrays; ``mask`` is read only when ``use_mask``."""
+    """:func:`probed_interaction` on the term -> docs lists; ``mask`` is read only when ``use_mask``."""
     nq, nprobe = probe.shape
     total = 0
     for t in range(nq):
         for p in range(nprobe):
             c = probe[t, p]
-            total += term_offsets[c + 1] - term_offsets[c]
+            total += term_ends[c] - term_starts[c]
     rows = np.empty(total, np.int32)
     nc = 0
     for t in range(nq):
         for p in range(nprobe):
             c = probe[t, p]
-            for i in range(term_offsets[c], term_offsets[c + 1]):
+            for i in range(term_starts[c], term_ends[c]):
                 d = term_docs[i]
                 if slot[d] < 0 and (not use_mask or mask[d]):
                     slot[d] = 0
@@ -265,7 +265,7 @@ def _probed_interaction(  # noqa: C901, PLR0912
         for p in range(nprobe):
             c = probe[t, p]
             v = st[c, t]
-            for i in range(term_offsets[c], term_offsets[c + 1]):
+            for i in range(term_starts[c], term_ends[c]):
                 k = slot[term_docs[i]]
                 if k >= 0 and m[k, t] < v:
                     m[k, t] = v
@@ -502,7 +502,8 @@ def probed_interaction(
         st,
         probe,
         bound,
-        p.term_offsets,
+        p.term_starts,
+        p.term_ends,
         p.term_docs,
         _NO_MASK if mask is None else mask,
         mask is not None,

@@ -282,7 +282,8 @@ class CentroidCandidates(CandidateGenerator):
             p = self.postings
             self._t = {
                 "c": torch.from_numpy(self.centroids).to(dev),
-                "to": torch.from_numpy(p.term_offsets).to(dev),
+                "ts": torch.from_numpy(p.term_starts).to(dev),
+                "te": torch.from_numpy(p.term_ends).to(dev),
                 "td": torch.from_numpy(p.term_docs.astype(np.int64)).to(dev),
                 "do": torch.from_numpy(p.doc_offsets).to(dev),
                 "dt": torch.from_numpy(p.doc_terms.astype(np.int64)).to(dev),
@@ -329,8 +330,8 @@ class CentroidCandidates(CandidateGenerator):
             bound = s.min(1).values
         nprobe = probe.shape[1]
         probe, pvf = probe.reshape(-1), pv.reshape(-1)
-        starts = t["to"][probe]
-        lens = t["to"][probe + 1] - starts
+        starts = t["ts"][probe]
+        lens = t["te"][probe] - starts
         docs = t["td"][_ranges_torch(starts, lens)]
         tok = torch.repeat_interleave(torch.arange(nq * nprobe, device=dev) // nprobe, lens)
         val = torch.repeat_interleave(pvf, lens)

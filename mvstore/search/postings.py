@@ -8,7 +8,7 @@ documents' ``offsets`` we build two CSR views of the same set of unique ``(doc, 
 
 >>> import numpy as np
 >>> p = build_postings(np.array([2, 0, 2, 1, 1]), np.array([0, 3, 5]), n_terms=3)
->>> [p.term_docs[p.term_offsets[t]:p.term_offsets[t + 1]].tolist() for t in range(3)]
+>>> [p.docs_of(t).tolist() for t in range(3)]
 [[0], [1], [0]]
 >>> [p.doc_terms[p.doc_offsets[d]:p.doc_offsets[d + 1]].tolist() for d in range(2)]
 [[0, 2], [1]]
@@ -16,13 +16,15 @@ documents' ``offsets`` we build two CSR views of the same set of unique ``(doc, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..codecs.base import default_n_centroids
 from ..exceptions import DimensionMismatchError, InvalidDtypeError, InvalidVectorsError
+from ..ragged import ranges
 
 __all__ = [
     "Postings",
@@ -44,50 +46,56 @@ MIN_POINTS_PER_CENTROID = 16
 
 @dataclass(frozen=True, eq=False)
 class Postings:
-    """Both CSR views of the unique ``(doc, term)`` pairs of one snapshot."""
+    """Both CSR views of the unique ``(doc, term)`` pairs of one snapshot. Term ``t``'s documents are
+    ``term_docs[term_starts[t]:term_ends[t]]``: :func:`build_postings` lays the lists out back to back,
+    :func:`append_postings` grows them in place where there is room (see :class:`_Arena`)."""
 
-    #: (n_terms + 1,) int64 offsets into ``term_docs``
-    term_offsets: np.ndarray
-    #: (n_pairs,) int32 documents of each term, ascending within a term
+    #: (n_terms,) int64 start and end of each term's list in ``term_docs``
+    term_starts: np.ndarray
+    term_ends: np.ndarray
+    #: int32 documents of each term, ascending within a term; positions outside every list are unused
     term_docs: np.ndarray
     #: (n_docs + 1,) int64 offsets into ``doc_terms``
     doc_offsets: np.ndarray
     #: (n_pairs,) int32 unique terms of each document, ascending within a document
     doc_terms: np.ndarray
+    #: the slack bookkeeping of appended versions (None for a built one, until its first append)
+    arena: _Arena | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        """Check, once per snapshot, what the compiled search kernels rely on without bounds checks: C-contiguous
-        int64 offsets from 0 to the pair count, non-decreasing, and int32 ids inside ``[0, n_docs)`` /
-        ``[0, n_terms)`` (:mod:`mvstore.search._kernels` only checks per-query arrays against these counts)."""
-        for name, off, ids in (
-            ("term", self.term_offsets, self.term_docs),
-            ("doc", self.doc_offsets, self.doc_terms),
+        """Check, once per build, what the compiled search kernels rely on without bounds checks: C-contiguous
+        int64 bounds, each term's list inside ``term_docs``, ``doc_offsets`` from 0 to the pair count,
+        non-decreasing, and int32 ids inside ``[0, n_docs)`` / ``[0, n_terms)`` (:mod:`mvstore.search._kernels`
+        only checks per-query arrays against these counts)."""
+        for what, a, want in (
+            ("term_starts", self.term_starts, np.int64),
+            ("term_ends", self.term_ends, np.int64),
+            ("term ids", self.term_docs, np.int32),
+            ("doc_offsets", self.doc_offsets, np.int64),
+            ("doc ids", self.doc_terms, np.int32),
         ):
-            for what, a, want in ((f"{name}_offsets", off, np.int64), (f"{name} ids", ids, np.int32)):
-                if not (
-                    isinstance(a, np.ndarray) and a.dtype == want and a.ndim == 1 and a.flags.c_contiguous
-                ):
-                    raise InvalidDtypeError(
-                        f"Postings {what} must be a C-contiguous 1-D {np.dtype(want)} array; "
-                        "build postings with build_postings"
-                    )
-            if (
-                len(off) == 0
-                or off[0] != 0
-                or off[-1] != len(ids)
-                or (len(off) > 1 and (np.diff(off) < 0).any())
-            ):
-                raise InvalidVectorsError(
-                    f"Postings {name}_offsets must rise from 0 to {len(ids)}; "
-                    "build postings with build_postings"
+            if not (isinstance(a, np.ndarray) and a.dtype == want and a.ndim == 1 and a.flags.c_contiguous):
+                raise InvalidDtypeError(
+                    f"Postings {what} must be a C-contiguous 1-D {np.dtype(want)} array; build postings with build_postings"
                 )
-        if len(self.term_docs) != len(self.doc_terms):
+        s, e = self.term_starts, self.term_ends
+        if len(s) != len(e) or (len(s) and (s.min() < 0 or (e < s).any() or e.max() > len(self.term_docs))):
+            raise InvalidVectorsError(
+                f"Postings term lists must lie inside term_docs ({len(self.term_docs)} entries), start <= end; "
+                "build postings with build_postings"
+            )
+        off = self.doc_offsets
+        if len(off) == 0 or off[0] != 0 or off[-1] != len(self.doc_terms) or (np.diff(off) < 0).any():
+            raise InvalidVectorsError(
+                f"Postings doc_offsets must rise from 0 to {len(self.doc_terms)}; build postings with build_postings"
+            )
+        if self.n_pairs != len(self.doc_terms):
             raise DimensionMismatchError(
                 "Postings term -> docs and doc -> terms views hold different pair counts; "
                 "build postings with build_postings"
             )
         for ids, n, what in (
-            (self.term_docs, self.n_docs, "document"),
+            (self.term_docs[ranges(s, e - s)], self.n_docs, "document"),
             (self.doc_terms, self.n_terms, "term"),
         ):
             if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= n):
@@ -98,15 +106,26 @@ class Postings:
 
     @property
     def n_terms(self) -> int:
-        return len(self.term_offsets) - 1
+        return len(self.term_starts)
 
     @property
     def n_docs(self) -> int:
         return len(self.doc_offsets) - 1
 
     @property
+    def n_pairs(self) -> int:
+        return int((self.term_ends - self.term_starts).sum())
+
+    def docs_of(self, term: int) -> np.ndarray:
+        """The documents of ``term``, ascending."""
+        return self.term_docs[self.term_starts[term] : self.term_ends[term]]
+
+    @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.term_offsets, self.term_docs, self.doc_offsets, self.doc_terms))
+        return sum(
+            a.nbytes
+            for a in (self.term_starts, self.term_ends, self.term_docs, self.doc_offsets, self.doc_terms)
+        )
 
 
 def build_postings(terms: np.ndarray, offsets: np.ndarray, n_terms: int) -> Postings:
@@ -139,42 +158,95 @@ def build_postings(terms: np.ndarray, offsets: np.ndarray, n_terms: int) -> Post
     term_docs = doc[order]
     term_offsets = np.zeros(n_terms + 1, np.int64)
     np.cumsum(np.bincount(doc_terms, minlength=n_terms), out=term_offsets[1:])
-    return Postings(term_offsets, term_docs, doc_offsets, doc_terms)
+    return Postings(term_offsets[:-1].copy(), term_offsets[1:].copy(), term_docs, doc_offsets, doc_terms)
+
+
+#: an arena is repacked once its array passes twice the pairs of the version appended to plus this many
+REPACK_SLACK = 1 << 16
+
+
+class _Arena:
+    """The term lists of a chain of appended snapshots, in one growing int32 array with room after each list.
+
+    A version's lists are ranges of the array that are never written again: an append writes a term's new
+    documents right after its list when no other version has written there and its region has room (in
+    place, O(new documents)); otherwise it first moves the list to the end of the array with a quarter more
+    room (O(list)). The array is replaced by a larger copy when full (older versions keep the old one), and
+    repacked without holes once holes are most of it."""
+
+    def __init__(self, p: Postings):
+        self.data = p.term_docs
+        self.top = len(p.term_docs)
+        #: per term: where its region ends, and the furthest any version's list reaches
+        self.caps = p.term_ends.copy()
+        self.filled = p.term_ends.copy()
+        self.lock = threading.Lock()
+
+    def append(self, p: Postings, q: Postings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(term_docs, term_starts, term_ends)`` of ``p`` plus ``q``'s pairs (documents after ``p``'s)."""
+        k = q.term_ends - q.term_starts
+        touched = np.flatnonzero(k)
+        kt = k[touched]
+        with self.lock:
+            starts, ends = p.term_starts.copy(), p.term_ends.copy()
+            room = (self.filled[touched] == ends[touched]) & (ends[touched] + kt <= self.caps[touched])
+            move = touched[~room]
+            if len(move):
+                lens = ends[move] - starts[move]
+                size = lens + k[move]
+                cap = size + np.maximum(size // 4, 4)
+                need = self.top + int(cap.sum())
+                if need > len(self.data):
+                    self._grow(need)
+                at = self.top + np.concatenate([[0], np.cumsum(cap)[:-1]])
+                self.data[ranges(at, lens)] = self.data[ranges(starts[move], lens)]
+                starts[move], ends[move], self.caps[move] = at, at + lens, at + cap
+                self.top = need
+            self.data[ranges(ends[touched], kt)] = q.term_docs + np.int32(p.n_docs)
+            ends[touched] += kt
+            self.filled[touched] = ends[touched]
+            return self.data, starts, ends
+
+    def _grow(self, need: int) -> None:
+        data = np.empty(max(need, len(self.data) + len(self.data) // 4), np.int32)
+        data[: self.top] = self.data[: self.top]
+        self.data = data
 
 
 def append_postings(p: Postings, terms: np.ndarray, offsets: np.ndarray, concat: Any = None) -> Postings:
     """``p`` plus the pairs of documents appended after its last one: ``terms`` and ``offsets`` (from 0) of
-    the new documents only. Equal to :func:`build_postings` over all documents; the new documents' rows are
-    larger than every old one, so their pairs go at the end of each term's list: ``p``'s term lists are copied
-    once (memcpy of one slice per term the new documents hold), nothing is sorted or re-checked but the new pairs.
-    The document side only grows: ``concat(name, old, new)`` joins each of its arrays (``doc_offsets``,
-    ``doc_terms``; default: :func:`numpy.concatenate`, the store passes append-only buffers that copy nothing).
+    the new documents only. Equal to :func:`build_postings` over all documents: the new documents' rows are
+    larger than every old one, so their pairs go at the end of each term's list, written in place
+    (:class:`_Arena`: O(new pairs), nothing of ``p`` is copied or changed); only the new pairs are sorted and
+    checked. The document side only grows: ``concat(name, old, new)`` joins each of its arrays
+    (``doc_offsets``, ``doc_terms``; default: :func:`numpy.concatenate`, the store passes append-only buffers
+    that copy nothing).
 
     >>> old = build_postings(np.array([2, 0, 2]), np.array([0, 2, 3]), n_terms=3)
     >>> new = append_postings(old, np.array([0, 0, 1]), np.array([0, 3]))
     >>> full = build_postings(np.array([2, 0, 2, 0, 0, 1]), np.array([0, 2, 3, 6]), n_terms=3)
-    >>> all((getattr(new, f) == getattr(full, f)).all() for f in ("term_offsets", "term_docs", "doc_offsets", "doc_terms"))
+    >>> all((new.docs_of(t) == full.docs_of(t)).all() for t in range(3))
     True
     """
     q = build_postings(terms, offsets, p.n_terms)  # checks the new terms
-    term_docs = np.empty(len(p.term_docs) + len(q.term_docs), np.int32)
-    src = dst = 0
-    for t in np.flatnonzero(np.diff(q.term_offsets)).tolist():
-        end = int(p.term_offsets[t + 1])
-        term_docs[dst : dst + end - src] = p.term_docs[src:end]
-        dst += end - src
-        src = end
-        a, b = int(q.term_offsets[t]), int(q.term_offsets[t + 1])
-        term_docs[dst : dst + b - a] = q.term_docs[a:b] + np.int32(p.n_docs)
-        dst += b - a
-    term_docs[dst:] = p.term_docs[src:]
+    arena = p.arena
+    if arena is None or arena.top > 2 * (p.n_pairs + q.n_pairs) + REPACK_SLACK:
+        if arena is not None:  # holes are most of the array: repack the lists back to back (O(n) once per n)
+            lens = p.term_ends - p.term_starts
+            packed = p.term_docs[ranges(p.term_starts, lens)]
+            ends = np.cumsum(lens)
+            p = Postings(ends - lens, ends, packed, p.doc_offsets, p.doc_terms)
+        arena = _Arena(p)
+    term_docs, starts, ends = arena.append(p, q)
     join = concat or (lambda name, old, new: np.concatenate([old, new]))
     merged = object.__new__(Postings)  # both parts were checked when made; the merge keeps every invariant
     for name, value in (
-        ("term_offsets", p.term_offsets + q.term_offsets),
+        ("term_starts", starts),
+        ("term_ends", ends),
         ("term_docs", term_docs),
         ("doc_offsets", join("doc_offsets", p.doc_offsets, p.doc_offsets[-1] + q.doc_offsets[1:])),
         ("doc_terms", join("doc_terms", p.doc_terms, q.doc_terms)),
+        ("arena", arena),
     ):
         object.__setattr__(merged, name, value)
     return merged

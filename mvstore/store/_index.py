@@ -481,7 +481,9 @@ class Index:
         (:func:`~mvstore.store._layout.write_lock`); nested writes (upsert -> add) take it once. A write that
         succeeds records what it committed (:func:`~mvstore.store._integrity.record`) before the lock is released;
         a document write (``maintain``) then runs the automatic maintenance policy
-        (:func:`~mvstore.store._maintain.auto_optimize`) under the same lock and records its commit too."""
+        (:func:`~mvstore.store._maintain.auto_optimize`) under the same lock and records its commit too. Once the
+        lock is released, the new version's search state is derived (:meth:`_View.prepare`), so the writer pays
+        for its write becoming searchable, not its next search."""
         self._check_writable()
         with self._write_lock:
             with self.loc.write_lock() if self._lock_depth == 0 else contextlib.nullcontext():
@@ -494,6 +496,8 @@ class Index:
                     _integrity.record(self.loc)
                     if maintain:
                         self._maintain()
+            if self._lock_depth == 0:
+                self._view.prepare()
 
     def _maintain(self) -> None:
         """Automatic maintenance after a committed write. The write stands whatever happens here: a failure is a

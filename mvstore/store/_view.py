@@ -19,6 +19,7 @@ from ..exceptions import (
     FilterError,
     IndexCorruptedError,
     InvalidDtypeError,
+    MvstoreError,
     NotFittedError,
     VersionCleanedUpError,
 )
@@ -405,6 +406,14 @@ class _View:
                     loaded = self._read_full()
                 self._loaded, self._snapshot = loaded, loaded.snapshot
             return self._snapshot
+
+    def prepare(self) -> None:
+        """Derive this version's snapshot now when the view it follows has one (after this process's write: a
+        searching Index); else leave it to the first search. A derivation that fails is the first search's to
+        report: it loads the version in full, which raises the same error when the version is unreadable."""
+        if self._snapshot is None and self._base is not None:
+            with contextlib.suppress(MvstoreError, OSError):
+                self.snapshot()
 
     def public_snapshot(self) -> Snapshot:
         """The snapshot without deleted rows (``Index.snapshot()``: row ``i`` is the version's ``i``-th document)."""
