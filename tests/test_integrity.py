@@ -258,3 +258,40 @@ def test_damaged_old_manifest_is_an_index_error_in_versions_and_time_travel(buil
     for call in (reopened.versions, lambda: ms.open(uri, version=1), reopened.verify):
         with pytest.raises(IndexCorruptedError):
             call()
+
+
+def test_a_write_s_record_reads_only_the_fragments_it_touched(tmp_path, monkeypatch):
+    """Each version record's row count and checksum sum equal the whole version's, while a write reads the
+    checksums of the fragments it added or deleted from, not of the whole table; a record written before
+    per-fragment shares existed is read in full once."""
+    uri = str(tmp_path / "ix")
+    idx = ms.create(uri, dim=DIM, auto_optimize=False)
+    for a in range(0, 200, 40):
+        idx.add(list(range(a, a + 40)), make_docs(40, seed=a))
+    reads = []
+    real = lance.fragment.LanceFragment.to_table
+
+    def counting(self, *a, **kw):
+        if kw.get("columns") == [_integrity.ROW_CHECKSUM]:
+            reads.append(self.fragment_id)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(lance.fragment.LanceFragment, "to_table", counting)
+    idx.add([500], make_docs(1, seed=9))
+    assert len(reads) == 1  # the new fragment only
+    reads.clear()
+    idx.delete([45])  # a row of the second fragment
+    assert reads == [1]
+    reads.clear()
+    last = _integrity.recorded_versions(uri, "docs.lance")[-1]
+    rec = _integrity.read_record(uri, "docs.lance", last)
+    del rec["fragments"]
+    _integrity._write_json(_integrity.at(uri), _integrity._record_path("docs.lance", last), rec)
+    idx.upsert([7], make_docs(1, seed=10))
+    assert len(reads) >= 6  # the legacy record: every fragment read once
+    ds = lance.dataset(os.path.join(uri, "docs.lance"))
+    for v in _integrity.recorded_versions(uri, "docs.lance"):
+        rec = _integrity.read_record(uri, "docs.lance", v)
+        sums = ds.checkout_version(v).to_table(columns=[_integrity.ROW_CHECKSUM]).column(0).to_numpy()
+        assert (rec["rows"], rec["row_sum"]) == (len(sums), _integrity._row_sum(sums.astype(np.uint64)))
+    assert mvstore.open(uri).verify()["ok"]

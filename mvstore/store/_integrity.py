@@ -371,7 +371,39 @@ def version_files(loc: Location, table: str, ds: Any) -> list[str]:
     return sorted(set(out))
 
 
-def _make_record(loc: Location, table: str, ds: Any, known: dict[str, list]) -> dict[str, Any]:
+def fragment_keys(ds: Any) -> list[tuple[int, Any, Any]]:
+    """``(fragment id, data key, deletion key)`` of each fragment of a version, in manifest (row) order: the data
+    key changes when a fragment's rows are rewritten, the deletion key when rows of it are deleted."""
+    out = []
+    for fr in ds.get_fragments():
+        m = fr.metadata
+        d = m.deletion_file
+        data = (tuple(f.path for f in m.files), int(m.physical_rows), repr(getattr(m, "overlays", None)))
+        out.append(
+            (int(m.id), data, None if d is None else (d.read_version, d.id, d.file_type, d.num_deleted_rows))
+        )
+    return out
+
+
+def _fragment_sums(ds: Any, col: str, before: dict[str, list]) -> dict[str, list]:
+    """Per fragment of ``ds``: ``[key, live rows, checksum sum (hex)]``, taken from ``before`` (the previous
+    record's) for a fragment whose files and deletions are unchanged, else read: a write reads the checksums of
+    the fragments it touched, not of the whole table."""
+    out = {}
+    for fid, data, dele in fragment_keys(ds):
+        key = json.loads(json.dumps([data, dele], default=str))
+        old = before.get(str(fid))
+        if old is None or old[0] != key:
+            tbl = ds.get_fragment(fid).to_table(columns=[col])
+            sums = tbl.column(col).to_numpy().astype(np.uint64)
+            old = [key, len(sums), _row_sum(sums)]
+        out[str(fid)] = old
+    return out
+
+
+def _make_record(
+    loc: Location, table: str, ds: Any, known: dict[str, list], sums: dict[str, list]
+) -> dict[str, Any]:
     v = ds.version
     files = {}
     for rel in version_files(loc, table, ds):
@@ -390,8 +422,10 @@ def _make_record(loc: Location, table: str, ds: Any, known: dict[str, list]) -> 
     }
     col = checksum_column_of(ds.schema)
     if col is not None:
-        sums = ds.to_table(columns=[col]).column(col).to_numpy().astype(np.uint64)
-        rec["rows"], rec["row_sum"] = len(sums), _row_sum(sums)
+        frags = _fragment_sums(ds, col, sums)
+        rec["rows"] = sum(f[1] for f in frags.values())
+        rec["row_sum"] = format(sum(int(f[2], 16) for f in frags.values()) % 2**64, "016x")
+        rec["fragments"] = frags
     return rec
 
 
@@ -413,14 +447,15 @@ def record(root: Any) -> None:
         ds = loc.dataset(table, version=live[-1])
         have = recorded_versions(loc, table)
         known: dict[str, list] = {}
+        sums: dict[str, list] = {}
         if have:
-            prev = read_record(loc, table, have[-1])
-            known = prev["files"] if prev else {}
+            prev = read_record(loc, table, have[-1]) or {}
+            known, sums = prev.get("files", {}), prev.get("fragments", {})
         for v in live:
             if v > (have[-1] if have else 0):
-                rec = _make_record(loc, table, ds.checkout_version(v), known)
+                rec = _make_record(loc, table, ds.checkout_version(v), known, sums)
                 _write_json(loc, _record_path(table, v), rec)
-                known = rec["files"]
+                known, sums = rec["files"], rec.get("fragments", {})
         for v in have:
             if v < live[0]:  # its version was cleaned up
                 loc.remove(_record_path(table, v))

@@ -31,6 +31,7 @@ from ._integrity import (
     check_record,
     checked_checksums,
     corrupt_file_error,
+    fragment_keys,
     lance_failure,
     record_agrees,
     row_sum,
@@ -139,20 +140,6 @@ MAX_DEAD_FRACTION = 0.25
 _BOUNDED_BATCH = 8192
 #: the columns a snapshot reads from the docs table
 _SNAPSHOT_COLUMNS = [*CHECKSUMMED, ROW_CHECKSUM]
-
-
-def fragment_keys(ds: lance.LanceDataset) -> list[tuple[int, Any, Any]]:
-    """``(fragment id, data key, deletion key)`` of each fragment of a version, in manifest (row) order: the data
-    key changes when a fragment's rows are rewritten, the deletion key when rows of it are deleted."""
-    out = []
-    for fr in ds.get_fragments():
-        m = fr.metadata
-        d = m.deletion_file
-        data = (tuple(f.path for f in m.files), int(m.physical_rows), repr(getattr(m, "overlays", None)))
-        out.append(
-            (int(m.id), data, None if d is None else (d.read_version, d.id, d.file_type, d.num_deleted_rows))
-        )
-    return out
 
 
 def _present(values: np.ndarray, within: np.ndarray) -> np.ndarray:
