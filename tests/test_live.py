@@ -408,6 +408,33 @@ def test_id_checks_stay_exact_through_upserts_deletes_and_compactions(tmp_path):
     assert sorted(idx.snapshot().ids.tolist()) == sorted([*range(76), 500])
 
 
+def test_string_id_checks_follow_writes_of_longer_ids(tmp_path):
+    """The sorted string ids of the writer's cache widen for a longer id (a fixed-width copy would cut it and
+    miss the duplicate)."""
+    from mvstore.exceptions import DuplicateIdError, UnknownIdError
+
+    rng = np.random.default_rng(4)
+    idx = ms.create(str(tmp_path / "ix"), dim=DIM, n_centroids=8)
+    idx.add(["b", "d"], docs_of(rng, 2))
+    idx.add(["a-much-longer-id"], docs_of(rng, 1))
+    idx.upsert(["c", "an-even-longer-id-than-that"], docs_of(rng, 2))
+    assert idx._ids_cache[0] == idx.version
+    for dup in ("a-much-longer-id", "an-even-longer-id-than-that", "c"):
+        with pytest.raises(DuplicateIdError, match=dup):
+            idx.add([dup], docs_of(rng, 1))
+    idx.delete(["a-much-longer-id"])
+    with pytest.raises(UnknownIdError):
+        idx.delete(["a-much-longer-id"])
+    idx.add(["a-much-longer-id"], docs_of(rng, 1))
+    assert sorted(idx.snapshot().ids.tolist()) == [
+        "a-much-longer-id",
+        "an-even-longer-id-than-that",
+        "b",
+        "c",
+        "d",
+    ]
+
+
 def test_a_failed_automatic_compaction_is_a_warning_and_the_write_stands(tmp_path, monkeypatch):
     rng = np.random.default_rng(10)
     uri = str(tmp_path / "ix")

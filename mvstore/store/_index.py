@@ -52,7 +52,10 @@ from ._layout import (
     checksum_column_of,
     conform_metadata,
     has_versions,
+    ids_in,
     ids_numpy,
+    ids_with,
+    ids_without,
     new_metadata_fields,
     normalize_ids,
     normalize_metadata,
@@ -558,32 +561,24 @@ class Index:
         if cached is not None and cached[0] == ds.version:
             ids = cached[1]
         else:
-            vals = ids_numpy(ds.to_table(columns=[ID]).column(ID))
-            ids = set(vals.tolist()) if vals.dtype.kind == "U" else np.sort(vals)
+            ids = np.sort(ids_numpy(ds.to_table(columns=[ID]).column(ID)))
             self._ids_cache = (ds.version, ids)
-        return ds.schema.field(ID).type, (set(ids) if isinstance(ids, set) else ids)
+        return ds.schema.field(ID).type, ids
 
     @staticmethod
-    def _check_new(ids: pa.Array, seen: Any) -> Any:
-        """DuplicateIdError if any id is in ``seen``; returns ``seen`` extended by ``ids``."""
+    def _check_new(ids: pa.Array, seen: np.ndarray | None) -> np.ndarray:
+        """DuplicateIdError if any id is in ``seen`` (sorted); returns a sorted ``seen`` with ``ids``, O(n)
+        copying and O(len(ids) log n) search per write (the ids of one write are checked unique when read)."""
         vals = ids_numpy(ids)
-        if isinstance(seen, set):
-            dup = next((v for v in vals.tolist() if v in seen), None)
-            if dup is not None:
-                raise DuplicateIdError(
-                    f"id {dup!r} is already in the index; use index.upsert(ids, vectors) to replace documents"
-                )
-            seen.update(vals.tolist())
-            return seen
         if seen is None:
-            return set(vals.tolist()) if vals.dtype.kind == "U" else np.sort(vals)
-        hit = np.isin(vals, seen)
+            return np.sort(vals)
+        hit = ids_in(seen, vals)
         if hit.any():
             dup = vals[np.flatnonzero(hit)[0]].item()
             raise DuplicateIdError(
                 f"id {dup!r} is already in the index; use index.upsert(ids, vectors) to replace documents"
             )
-        return np.union1d(seen, vals)
+        return ids_with(seen, vals)
 
     def _docs_schema(
         self, id_type: pa.DataType, meta_fields: list[pa.Field], st: _State
@@ -766,12 +761,7 @@ class Index:
             cached = self._ids_cache
             if cached is not None and cached[0] == pre and out.version == pre + 1:
                 # nobody else committed in between: the ids are the cached ones + these
-                ids = (
-                    (cached[1] | set(vals.tolist()))
-                    if isinstance(cached[1], set)
-                    else np.union1d(cached[1], vals)
-                )
-                self._ids_cache = (out.version, ids)
+                self._ids_cache = (out.version, ids_with(cached[1], vals[~ids_in(cached[1], vals)]))
             return out.version
 
     def delete(self, ids: Any, *, missing: str = "error") -> int:
@@ -790,11 +780,7 @@ class Index:
                     raise UnknownIdError(f"id {vals[0].item()!r} is not in the index (it is empty)")
                 return 0
             _, existing = self._existing_ids(ds)
-            present = (
-                np.array([v in existing for v in vals.tolist()], bool)
-                if isinstance(existing, set)
-                else np.isin(vals, existing)
-            )
+            present = ids_in(existing, vals)
             if missing == "error" and not present.all():
                 bad = vals[~present][:5].tolist()
                 raise UnknownIdError(
@@ -807,12 +793,7 @@ class Index:
                 ds.delete(f"{ID} IN {sql_literal_list(vals)}")
             out = self.loc.dataset(DOCS)
             if out.version == pre + 1 and self._ids_cache is not None and self._ids_cache[0] == pre:
-                kept = (
-                    existing - set(vals.tolist())
-                    if isinstance(existing, set)
-                    else np.setdiff1d(existing, vals)
-                )
-                self._ids_cache = (out.version, kept)
+                self._ids_cache = (out.version, ids_without(existing, np.unique(vals)))
             st = self._view.state if self._view.ds is not None else None
             written = Written(pre, None, vals) if out.version == pre + 1 else None
             self._view = self._new_view(out.version, out, st, self._view, written)

@@ -402,6 +402,39 @@ def ids_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(arr.to_pylist(), dtype=str) if len(arr) else np.zeros(0, dtype=str)
 
 
+def ids_in(seen: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """Whether each of ``vals`` is in ``seen`` (sorted ids, :func:`ids_numpy`'s types): a binary search each.
+
+    >>> ids_in(np.array(["a", "c"]), np.array(["c", "bb"])).tolist(), ids_in(np.array([], np.int64), np.array([1]))
+    ([True, False], array([False]))
+    """
+    if len(seen) == 0:
+        return np.zeros(len(vals), bool)
+    pos = np.minimum(np.searchsorted(seen, vals), len(seen) - 1)
+    return seen[pos] == vals
+
+
+def ids_with(seen: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """Sorted ``seen`` with ``vals`` (none of them in it) merged in: O(n) copying, no hashing or re-sorting of
+    ``seen``; string ids widen to the longest.
+
+    >>> ids_with(np.array(["a", "c"]), np.array(["bbb"])).tolist()
+    ['a', 'bbb', 'c']
+    """
+    v = np.sort(vals)
+    out = np.empty(len(seen) + len(v), np.result_type(seen.dtype, v.dtype))
+    at = np.searchsorted(seen, v) + np.arange(len(v))
+    rest = np.ones(len(out), bool)
+    rest[at] = False
+    out[at], out[rest] = v, seen
+    return out
+
+
+def ids_without(seen: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """Sorted ``seen`` without ``vals`` (each of them in it)."""
+    return np.delete(seen, np.searchsorted(seen, vals))
+
+
 def _py(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
