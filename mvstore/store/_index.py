@@ -93,9 +93,10 @@ class Index:
     """An mvstore index directory read at one version. Make one with :func:`mvstore.store.create` or
     :func:`mvstore.store.open`; see the package docstring for the layout and policies.
 
-    A facade: it checks the user's arguments and hands the work to its parts, :class:`~._tables.Tables` (the
-    Lance tables and the version read now, ``_tables``) and :class:`~._write.Writer` (the write lock and
-    every commit, ``_writer``); a search runs on the version's :class:`~._view.View`."""
+    A facade: it checks the user's arguments and hands the work to its parts, ``_tables``
+    (:class:`~mvstore.store._tables.Tables`: the Lance tables and the version read now) and ``_writer``
+    (:class:`~mvstore.store._write.Writer`: the write lock and every commit); a search runs on the version's
+    :class:`~mvstore.store._view.View`."""
 
     def __init__(
         self, root: Location | str, manifest: dict[str, Any], version: int | None = None, *,

@@ -130,9 +130,8 @@ def _optimize(
         "drift": before["drift"],
         "retrained": False,
     }
-    text_columns = (
-        tables.view.text_columns()
-    )  # full-text indexes to keep up to date (a retraining drops them)
+    # full-text indexes to keep up to date (a retraining drops them)
+    text_columns = tables.view.text_columns()
     threshold = float(tables.options.get("drift_threshold", 1.5))
     drifted = before["drift"] is not None and before["drift"] > threshold
     if retrain is True or (retrain == "auto" and drifted):
