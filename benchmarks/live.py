@@ -246,14 +246,14 @@ def soak(
     import mvstore.store as ms
     from mvstore.store import _view
 
-    derive, written_rows, mask_written = _view._View._derive, _view._View._written_rows, _view._mask_written
-    prepare = _view._View.prepare
+    derive, written_rows, mask_written = _view.View._derive, _view.View._written_rows, _view._mask_written
+    prepare = _view.View.prepare
     # baseline: the behaviour before the live index, every version loaded in full by the next search
     if mode == "baseline":
-        _view._View._derive = lambda self, base, use_written=True: None
-        _view._View.prepare = lambda self: None
+        _view.View._derive = lambda self, base, use_written=True: None
+        _view.View.prepare = lambda self: None
     if mode == "reread":  # what a write committed is read back, not taken from the writer
-        _view._View._written_rows = lambda self, w, added: None
+        _view.View._written_rows = lambda self, w, added: None
         _view._mask_written = lambda *a: False
     try:
         t = time.perf_counter()
@@ -271,7 +271,7 @@ def soak(
         out.update(_run_ops(idx, uri, docs, ops, oracle, rng))
         out["end_quiet_p50_ms"] = quiet_p50(idx, docs, oracle.v, n_quiet, seed + 1)
         out["end_quiet_where_p50_ms"] = quiet_p50(idx, docs, oracle.v, n_quiet, seed + 1, where="lang = 'en'")
-        _view._View._derive, _view._View.prepare = derive, prepare
+        _view.View._derive, _view.View.prepare = derive, prepare
         idx.optimize(compact=True, cleanup=True, retrain=False)
         fresh = ms.open(uri)
         out["compacted_quiet_p50_ms"] = quiet_p50(fresh, docs, oracle.v, n_quiet, seed + 1)
@@ -287,12 +287,12 @@ def soak(
         out["end_vs_compacted"] = round(out["end_quiet_p50_ms"] / out["compacted_quiet_p50_ms"], 2)
         return out
     finally:
-        _view._View._derive, _view._View._written_rows, _view._mask_written = (
+        _view.View._derive, _view.View._written_rows, _view._mask_written = (
             derive,
             written_rows,
             mask_written,
         )
-        _view._View.prepare = prepare
+        _view.View.prepare = prepare
 
 
 def memory_child(uri: str, memory: str, n: int, seed: int, cache_mb: float) -> dict[str, Any]:

@@ -4,7 +4,7 @@ The driver opens (or creates) the index, takes the write lock, trains the codec 
 on the first ``train_docs`` documents (:meth:`mvstore.store.Index.train`) unless the index already has a
 state, and puts that state into Ray's object store. Workers (Ray Data ``map_batches`` tasks, at most
 ``num_workers`` at a time, each process loading the state and the encoder once) read the source in blocks, encode texts when the source has no vectors, then validate, pool, codec-encode and assign
-stage-1 terms with the store's own code (``prepare_batch`` + ``Index._encode``), and write each batch as Lance
+stage-1 terms with the store's own code (``_write.prepare_batch`` + ``encode_batch``), and write each batch as Lance
 fragments straight into the index's ``docs.lance``. Nothing is visible until the driver, still holding the
 write lock, checks every id (unique in the build and new to the index) and commits ALL fragments in ONE Lance
 operation, then records the version (integrity). A worker that fails, or a driver killed before the commit,
@@ -107,10 +107,11 @@ def build(
         dim = _vector_dim(sample.column(vectors_column))
         sample_docs = _vectors(sample.column(vectors_column), dim)
     idx = _target(uri, storage_options, spec, dim, local_encoder, create_options)
-    with idx._writing(maintain=True):
-        docs = idx._latest_docs()
-        _, existing = idx._existing_ids(docs)
-        st, schema, fields = _table_schema(idx, docs, sample, sample_docs, id_column, meta_cols)
+    writer = idx._writer  # the store's write path, which this build drives (lock, ids, commit)
+    with writer.writing(maintain=True):
+        docs = writer.tables.latest_docs()
+        _, existing = writer.existing_ids(docs)
+        st, schema, fields = _table_schema(idx, writer, docs, sample, sample_docs, id_column, meta_cols)
         if "target_num_rows_per_block" in _params(ds.repartition):
             # streaming split into blocks of batch_size rows: each is one task (a few large files or blocks
             # would otherwise keep all but one worker idle and hold a whole block in a worker's memory)
@@ -118,7 +119,7 @@ def build(
         mapped = ds.map_batches(
             _encode_and_write,
             fn_kwargs={
-                "state": rd.put(_stored_state(idx, st.state_id)), "dim": dim, "schema": schema, "fields": fields,
+                "state": rd.put(_stored_state(writer, st.state_id)), "dim": dim, "schema": schema, "fields": fields,
                 "table_uri": idx.loc.table(DOCS), "storage_options": idx.loc.storage_options,
                 "id_column": id_column, "vectors_column": None if texts else vectors_column,
                 "text_column": text_column if texts else None, "metadata_columns": meta_cols,
@@ -130,7 +131,7 @@ def build(
             **_task_pool(rd, num_workers),
         )  # fmt: skip
         frags, ids, workers, n_docs = _collect(mapped, progress)
-        _commit(idx, docs, st, schema, frags, ids, existing, n_docs)
+        _commit(writer, docs, st, schema, frags, ids, existing, n_docs)
     if report is not None:
         report.update(
             docs=n_docs, fragments=len(frags), seconds=time.perf_counter() - t0, workers=workers, texts=texts
@@ -187,21 +188,21 @@ def _target(
 
 
 def _table_schema(
-    idx: Any, docs: Any, sample: pa.Table, sample_docs: Any, id_column: str, meta_cols: list[str]
+    idx: Any, writer: Any, docs: Any, sample: pa.Table, sample_docs: Any, id_column: str, meta_cols: list[str]
 ) -> tuple[Any, pa.Schema, list[pa.Field]]:
     """The codec state the workers encode with (trained on the sample for an untrained index), the docs
     table's schema and its user fields (the id and metadata columns)."""
     from .store._layout import DOCS_SYSTEM_COLUMNS, new_metadata_fields, normalize_ids, normalize_metadata
 
     if docs is None:
-        if idx._view.state is None:
+        if writer.latest_state(docs) is None:
             idx.train(sample_docs)
-        st = idx._view.state
+        st = writer.latest_state(docs)
         id_type = normalize_ids(sample.column(id_column).combine_chunks()).type
         sample_meta = normalize_metadata(sample.select(meta_cols), sample.num_rows) if meta_cols else None
-        schema, fields = idx._docs_schema(id_type, new_metadata_fields(sample_meta), st)
+        schema, fields = writer.docs_schema(id_type, new_metadata_fields(sample_meta), st)
         return st, schema, fields
-    st = idx._make_view(None).state
+    st = writer.latest_state(docs)
     schema = docs.schema
     unknown = [c for c in meta_cols if c not in schema.names]
     if unknown:
@@ -247,15 +248,15 @@ def _collect(mapped: Any, progress: bool | None) -> tuple[list[dict], list[pa.Ar
 
 
 def _commit(
-    idx: Any, docs: Any, st: Any, schema: pa.Schema, frags: list[dict], ids: list[pa.Array], existing: Any,
+    writer: Any, docs: Any, st: Any, schema: pa.Schema, frags: list[dict], ids: list[pa.Array], existing: Any,
     n_docs: int,
 ) -> None:  # fmt: skip
     """Check the ids (unique in the build, new to the index) and commit every fragment in ONE Lance operation
     (the caller holds the write lock)."""
     import lance
 
-    from .store._index import Index
-    from .store._layout import DOCS, ID, first_duplicate
+    from .store._layout import ID, first_duplicate
+    from .store._write import check_new
 
     if not n_docs:
         raise InvalidVectorsError("the source holds no documents; nothing was committed")
@@ -265,16 +266,10 @@ def _commit(
         raise DuplicateIdError(
             f"id {dup!r} appears more than once in the source; ids must be unique: drop the repeat"
         )
-    Index._check_new(all_ids, existing)
-    metas = [lance.fragment.FragmentMetadata.from_json(json.dumps(f)) for f in frags]
-    if docs is None:
-        op, read_version = lance.LanceOperation.Overwrite(schema, metas), None
-    else:
-        op, read_version = lance.LanceOperation.Append(metas), docs.version
-    out_ds = lance.LanceDataset.commit(
-        idx.loc.table(DOCS), op, read_version=read_version, storage_options=idx.loc.storage_options
+    check_new(all_ids, existing)
+    writer.commit_fragments(
+        docs, st, schema, [lance.fragment.FragmentMetadata.from_json(json.dumps(f)) for f in frags]
     )
-    idx._view = idx._new_view(out_ds.version, out_ds, st)
 
 
 #: per worker process: the codec state and encoder of the build running there (Ray reuses worker processes
@@ -288,13 +283,14 @@ def _encode_and_write(
     metadata_columns: list[str], encoder: Any,
 ) -> pa.Table:  # fmt: skip
     """One Ray task: a batch of source rows -> validate, (encode texts), pool, codec-encode, stage-1 terms
-    (the store's own ``prepare_batch`` + ``Index._encode``) -> Lance fragments written into the docs table.
+    (the store's own ``prepare_batch`` + ``encode_batch``) -> Lance fragments written into the docs table.
     Returns one row: the fragments' metadata (JSON), the ids, the count, the worker's pid and peak RSS."""
     import lance
     import ray
 
-    from .store._index import Index, prepare_batch, state_from_arrays
     from .store._layout import ID, SOURCE
+    from .store._state import state_from_arrays
+    from .store._write import encode_batch, prepare_batch
 
     key = state.hex() if isinstance(state, ray.ObjectRef) else repr(state[0])
     if _WORKER.get("key") != key:
@@ -309,7 +305,7 @@ def _encode_and_write(
         vectors = _WORKER["encoder"].encode_documents(batch.column(text_column).to_pylist())
     meta_tbl = batch.select(metadata_columns) if metadata_columns else None
     b = prepare_batch(dim, batch.column(id_column).combine_chunks(), vectors, meta_tbl, schema.field(ID).type)
-    rb = Index._encode(b, st, fields, SOURCE in schema.names).cast(schema)
+    rb = encode_batch(b, st, fields, SOURCE in schema.names).cast(schema)
     frags = lance.fragment.write_fragments(
         pa.Table.from_batches([rb]), table_uri, schema=schema, storage_options=storage_options
     )
@@ -442,12 +438,9 @@ def _vectors(col: pa.ChunkedArray | pa.Array, dim: int) -> list[np.ndarray]:
     return np.split(values, offs[1:-1])
 
 
-def _stored_state(idx: Any, sid: int) -> tuple[int, dict[str, np.ndarray], dict[str, Any]]:
+def _stored_state(writer: Any, sid: int) -> tuple[int, dict[str, np.ndarray], dict[str, Any]]:
     """(state id, arrays, meta) of a codec state as stored in codec.lance: what the workers rebuild it from."""
-    from .store._layout import parse_state
-
-    tbl = idx._state_ds().to_table(filter=f"state_id = {int(sid)}")
-    arrays, meta = parse_state(tbl, sid, idx._state_uri)
+    arrays, meta = writer.tables.states.stored(sid)
     return sid, arrays, meta
 
 

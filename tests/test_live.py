@@ -393,11 +393,11 @@ def test_id_checks_stay_exact_through_upserts_deletes_and_compactions(tmp_path):
     for i in range(70, 76):
         idx.add([i], docs_of(rng, 1))
         compacted += idx.last_maintenance is not None
-    assert compacted and idx._ids_cache[0] == idx.version
+    assert compacted and idx._writer.ids_cache[0] == idx.version
     idx.upsert([3, 500], docs_of(rng, 2))
-    assert idx._ids_cache[0] == idx.version
+    assert idx._writer.ids_cache[0] == idx.version
     idx.delete([4])
-    assert idx._ids_cache[0] == idx.version
+    assert idx._writer.ids_cache[0] == idx.version
     with pytest.raises(DuplicateIdError, match="500"):
         idx.add([500], docs_of(rng, 1))
     with pytest.raises(DuplicateIdError, match="72"):
@@ -418,7 +418,7 @@ def test_string_id_checks_follow_writes_of_longer_ids(tmp_path):
     idx.add(["b", "d"], docs_of(rng, 2))
     idx.add(["a-much-longer-id"], docs_of(rng, 1))
     idx.upsert(["c", "an-even-longer-id-than-that"], docs_of(rng, 2))
-    assert idx._ids_cache[0] == idx.version
+    assert idx._writer.ids_cache[0] == idx.version
     for dup in ("a-much-longer-id", "an-even-longer-id-than-that", "c"):
         with pytest.raises(DuplicateIdError, match=dup):
             idx.add([dup], docs_of(rng, 1))
@@ -504,12 +504,12 @@ def test_add_texts_and_nested_writes_run_the_policy_once(tmp_path, monkeypatch):
 
 
 def _count_reads(monkeypatch):
-    """Calls of ``_View._read_table`` (every Lance read of a snapshot's rows goes through it)."""
+    """Calls of ``View._read_table`` (every Lance read of a snapshot's rows goes through it)."""
     from mvstore.store import _view
 
     calls = []
-    real = _view._View._read_table
-    monkeypatch.setattr(_view._View, "_read_table", lambda self, read: calls.append(1) or real(self, read))
+    real = _view.View._read_table
+    monkeypatch.setattr(_view.View, "_read_table", lambda self, read: calls.append(1) or real(self, read))
     return calls
 
 
@@ -559,7 +559,7 @@ def test_a_written_record_that_does_not_fit_the_version_is_not_used(tmp_path, mo
     """What a write says it committed is used only for the commit right after the snapshot's version, and
     only when the manifest's deletion counts agree: otherwise the snapshot reads the version."""
     from mvstore.store import _integrity
-    from mvstore.store._view import Written, _View
+    from mvstore.store._view import View, Written
 
     rng = np.random.default_rng(12)
     uri = str(tmp_path / "ix")
@@ -583,7 +583,7 @@ def test_a_written_record_that_does_not_fit_the_version_is_not_used(tmp_path, mo
     if recorded:  # the version's record (row count and checksum sum) exists, as after any mvstore write
         _integrity.record(idx.loc)
     out = lance.dataset(os.path.join(uri, "docs.lance"))
-    wrong = _View(out.version, out, before.state, before.loc, before, Written(pre, None, np.array([8])))
+    wrong = View(out.version, out, before.state, before.loc, before, Written(pre, None, np.array([8])))
     assert sorted(wrong.public_snapshot().ids.tolist()) == sorted(set(range(40)) - {7} | {50, 51})
     assert wrong.load_kind == "incremental" and len(reads) == 3  # the fresh open's, then this one's
 
@@ -609,7 +609,7 @@ def test_the_writer_derives_its_write_s_state_and_a_failed_derivation_is_the_nex
     def broken(self, base, use_written=True):
         raise IndexCorruptedError("derivation failed (test)")
 
-    monkeypatch.setattr(_view._View, "_derive", broken)
+    monkeypatch.setattr(_view.View, "_derive", broken)
     new = docs_of(rng, 1)
     idx.add([42], new)  # the write stands
     assert idx._view.load_kind is None

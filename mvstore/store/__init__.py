@@ -15,7 +15,8 @@ True
 The on-disk layout (the manifest, the docs and codec tables and their columns, versions, the codec state's
 meta, training, drift and retraining, integrity records) is written once, in docs/LAYOUT.md; this package
 implements it (``_fs.py``: ``Location``, where the index lives, its non-Lance files and the write lock;
-``_layout.py``: paths and schemas; ``_index.py``: the writes; ``_view.py``: one
+``_layout.py``: paths and schemas; ``_index.py``: the :class:`Index` facade; ``_tables.py``: its tables and the
+version it reads; ``_state.py``: codec states; ``_write.py``: the writes and their commits; ``_view.py``: one
 version's reads; ``_integrity.py``: checksums and records).
 
 Crash safety and concurrency. Every write (add, add_batches, upsert, delete, optimize) validates its whole
@@ -148,22 +149,72 @@ def create(
     ``deleted_fraction`` of the stored rows are deleted, Lance compaction merges the small fragments and
     rewrites those with deleted rows (one more commit), then the files of versions older than ``retention``
     are deleted (None: kept until ``optimize(cleanup=True)``; time travel to a deleted version stops working)."""
-    from ..tune import _check_budget
-
     loc = Location(uri, storage_options)
     root = loc.uri
-    enc = None
+    enc = recorded = None
     if encoder is not None:
-        from ._text import record, resolve
-
-        if dim is not None:
-            check_int("dim", dim, lo=1, what="the token vectors' dimension, e.g. create(uri, dim=128)")
-        enc, dim = resolve(encoder, dim, f"create({root!r})")
-        recorded = record(enc)
-    check_int(
+        enc, dim, recorded = _create_encoder(encoder, dim, root)
+    dim = check_int(
         "dim", dim, lo=1, what="the token vectors' dimension, e.g. create(uri, dim=128), or pass encoder="
     )
-    dim = int(dim)
+    sp_text = _spec_text(spec, dim, max_bytes_per_token)
+    _check_create_options(
+        train_size, n_centroids, seed, drift_threshold, (exist_ok, keep_source, auto_optimize),
+        compact_fragments, fragment_rows, deleted_fraction, retention,
+    )  # fmt: skip
+    with _reaching(loc):
+        exists = loc.exists(MANIFEST)
+        occupied = not exists and (
+            (loc.local and os.path.exists(root) and not os.path.isdir(root)) or bool(loc.listdir())
+        )
+    if exists:
+        if not exist_ok:
+            raise IndexExistsError(
+                f"an mvstore index already exists at {root!r}: open it with mvstore.store.open(uri), pass "
+                "exist_ok=True, or choose another path"
+            )
+        return _open_existing(root, storage_options, sp_text, dim, enc, recorded)
+    if occupied:
+        raise IndexExistsError(
+            f"{root!r} exists and is not an empty directory (nor an mvstore index); choose a new path"
+        )
+    loc.makedirs()
+    _integrity.init(loc)  # before the manifest, which marks the directory as an index
+    options: dict[str, Any] = {
+        "n_centroids": None if n_centroids is None else int(n_centroids),
+        "train_size": int(train_size),
+        "seed": int(seed),
+        "keep_source": bool(keep_source),
+        "drift_threshold": float(drift_threshold),
+        "auto_optimize": auto_optimize,
+        "compact_fragments": int(compact_fragments),
+        "fragment_rows": int(fragment_rows),
+        "deleted_fraction": float(deleted_fraction),
+        "retention_s": None if retention is None else retention.total_seconds(),
+    }
+    if max_bytes_per_token is not None:
+        options["max_bytes_per_token"] = float(max_bytes_per_token)
+    if enc is not None:
+        options["encoder"] = recorded
+    return Index(loc, write_manifest(loc, sp_text, dim, options), encoder=enc)
+
+
+def _create_encoder(encoder: Any, dim: Any, root: str) -> tuple[Any, int, dict[str, Any]]:
+    """create(encoder=): the encoder object, the dim (its output dim, checked against ``dim`` when given) and
+    what the manifest records of it."""
+    from ._text import record, resolve
+
+    if dim is not None:
+        check_int("dim", dim, lo=1, what="the token vectors' dimension, e.g. create(uri, dim=128)")
+    enc, enc_dim = resolve(encoder, dim, f"create({root!r})")
+    return enc, enc_dim, record(enc)
+
+
+def _spec_text(spec: Any, dim: int, max_bytes_per_token: Any) -> str:
+    """The spec create() records: ``spec`` parsed and checked against ``dim`` (None: the default spec of
+    ``dim``), or "auto" with its byte budget checked."""
+    from ..tune import _check_budget
+
     if spec is None:
         spec = spec_mod.default_spec(dim)
     if not isinstance(spec, str):
@@ -177,16 +228,22 @@ def create(
                 'max_bytes_per_token=, e.g. create(uri, dim=128, spec="auto", max_bytes_per_token=16)'
             )
         _check_budget(max_bytes_per_token)
-        sp_text = "auto"
-    else:
-        if max_bytes_per_token is not None:
-            raise SpecError(
-                f'max_bytes_per_token only applies to spec="auto"; spec {spec!r} fixes the size already: '
-                "drop one of the two"
-            )
-        sp = spec_mod.parse(spec)
-        spec_mod.build_pipeline(sp, dim)  # validates the spec against dim (e.g. pca96 on 64-d vectors)
-        sp_text = str(sp)
+        return "auto"
+    if max_bytes_per_token is not None:
+        raise SpecError(
+            f'max_bytes_per_token only applies to spec="auto"; spec {spec!r} fixes the size already: '
+            "drop one of the two"
+        )
+    sp = spec_mod.parse(spec)
+    spec_mod.build_pipeline(sp, dim)  # validates the spec against dim (e.g. pca96 on 64-d vectors)
+    return str(sp)
+
+
+def _check_create_options(
+    train_size: Any, n_centroids: Any, seed: Any, drift_threshold: Any, flags: tuple[Any, Any, Any],
+    compact_fragments: Any, fragment_rows: Any, deleted_fraction: Any, retention: Any,
+) -> None:  # fmt: skip
+    """create()'s training and maintenance options (``flags``: exist_ok, keep_source, auto_optimize)."""
     check_int("train_size", train_size, lo=1, what="vectors sampled to train the codec")
     if n_centroids is not None:
         check_int(
@@ -202,7 +259,8 @@ def create(
         raise InvalidArgumentError(
             f"drift_threshold must be a finite number > 1.0 (1.0 = no drift), got {drift_threshold!r}"
         )
-    if not all(isinstance(b, bool) for b in (exist_ok, keep_source, auto_optimize)):
+    if not all(isinstance(b, bool) for b in flags):
+        exist_ok, keep_source, auto_optimize = flags
         raise InvalidDtypeError(
             f"exist_ok, keep_source and auto_optimize must be True or False, got {exist_ok!r}, {keep_source!r} "
             f"and {auto_optimize!r}"
@@ -225,58 +283,30 @@ def create(
         )
     if retention is not None and retention < timedelta(0):
         raise InvalidArgumentError(f"retention={retention!r} must not be negative; e.g. timedelta(hours=1)")
-    with _reaching(loc):
-        exists = loc.exists(MANIFEST)
-        occupied = not exists and (
-            (loc.local and os.path.exists(root) and not os.path.isdir(root)) or bool(loc.listdir())
+
+
+def _open_existing(
+    root: str, storage_options: Any, sp_text: str, dim: int, enc: Any, recorded: dict[str, Any] | None
+) -> Index:
+    """create(exist_ok=True) on an index: open it when it has this spec and dim (and, given an encoder, records
+    the same one or none)."""
+    idx = open(root, storage_options=storage_options)
+    if idx.manifest["spec"] != sp_text or idx.dim != dim:
+        raise SpecError(
+            f"the index at {root!r} was created with spec {idx.manifest['spec']!r} and dim {idx.dim}, not "
+            f"{sp_text!r} and dim {dim}; open it with mvstore.store.open(uri) or create a new index at another path"
         )
-    if exists:
-        if not exist_ok:
-            raise IndexExistsError(
-                f"an mvstore index already exists at {root!r}: open it with mvstore.store.open(uri), pass "
-                "exist_ok=True, or choose another path"
-            )
-        idx = open(root, storage_options=storage_options)
-        if idx.manifest["spec"] != sp_text or idx.dim != dim:
-            raise SpecError(
-                f"the index at {root!r} was created with spec {idx.manifest['spec']!r} and dim {idx.dim}, not "
-                f"{sp_text!r} and dim {dim}; open it with mvstore.store.open(uri) or create a new index at another path"
-            )
-        if enc is not None:
-            had = idx.options.get("encoder")
-            if had is not None and {k: v for k, v in had.items() if k != "name"} != {
-                k: v for k, v in recorded.items() if k != "name"
-            }:
-                raise InvalidArgumentError(
-                    f"the index at {root!r} records encoder {had.get('name')!r}, not {recorded['name']!r}; open it "
-                    "with mvstore.open(uri, encoder=...) to use another encoder for this session"
-                )
-            idx._encoder = enc
-        return idx
-    if occupied:
-        raise IndexExistsError(
-            f"{root!r} exists and is not an empty directory (nor an mvstore index); choose a new path"
-        )
-    loc.makedirs()
-    _integrity.init(loc)  # before the manifest, which marks the directory as an index
-    options = {
-        "n_centroids": None if n_centroids is None else int(n_centroids),
-        "train_size": int(train_size),
-        "seed": int(seed),
-        "keep_source": bool(keep_source),
-        "drift_threshold": float(drift_threshold),
-        "auto_optimize": auto_optimize,
-        "compact_fragments": int(compact_fragments),
-        "fragment_rows": int(fragment_rows),
-        "deleted_fraction": float(deleted_fraction),
-        "retention_s": None if retention is None else retention.total_seconds(),
-    }
-    if max_bytes_per_token is not None:
-        options["max_bytes_per_token"] = float(max_bytes_per_token)
     if enc is not None:
-        options["encoder"] = recorded
-    idx = Index(loc, write_manifest(loc, sp_text, dim, options))
-    idx._encoder = enc
+        assert recorded is not None  # recorded with the encoder
+        had = idx.options.get("encoder")
+        if had is not None and {k: v for k, v in had.items() if k != "name"} != {
+            k: v for k, v in recorded.items() if k != "name"
+        }:
+            raise InvalidArgumentError(
+                f"the index at {root!r} records encoder {had.get('name')!r}, not {recorded['name']!r}; open it "
+                "with mvstore.open(uri, encoder=...) to use another encoder for this session"
+            )
+        idx._encoder = enc
     return idx
 
 

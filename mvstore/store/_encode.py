@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
 
 from ..codecs.scalar import check_fp16_range
 from ..ragged import Ragged
 from ._layout import CODES, N_VECTORS, RECON_ERR, SOURCE, TERMS, binary_column, list_int32_column
-from ._view import _State
+
+if TYPE_CHECKING:  # _state fits codecs with this module's sq_error
+    from ._state import CodecState
 
 #: vectors encoded at a time inside one batch (bounds the float temporaries of transform/decode/error)
 ENCODE_CHUNK = 1 << 16
 
 
-def encode_pooled(st: _State, pooled: Ragged, keep_source: bool) -> dict[str, pa.Array]:
+def encode_pooled(st: CodecState, pooled: Ragged, keep_source: bool) -> dict[str, pa.Array]:
     """Codes, stage-1 terms, per-document reconstruction error (and fp16 source) of pooled documents, computed
     in chunks of ``ENCODE_CHUNK`` vectors."""
     from ..search.postings import assign_terms

@@ -299,60 +299,7 @@ def normalize_ids(ids: Any, n: int | None = None, *, id_type: pa.DataType | None
         )
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks()
-    if isinstance(ids, pa.Array):
-        arr = ids
-    else:
-        if hasattr(ids, "to_numpy") and not isinstance(ids, np.ndarray):  # pandas
-            ids = ids.to_numpy()
-        # a Python sequence is read element by element: numpy would turn [1, "a"] into the strings "1", "a"
-        a = np.asarray(ids, dtype=object) if isinstance(ids, (list, tuple)) and len(ids) else np.asarray(ids)
-        if a.dtype == object:
-            kinds = {type(x) for x in a.reshape(-1).tolist()}
-            if kinds <= {str}:
-                a = a.astype(str)
-            elif all(issubclass(k, (int, np.integer)) and not issubclass(k, (bool, np.bool_)) for k in kinds):
-                big = next((x for x in a.reshape(-1).tolist() if not _INT64_MIN <= x <= _INT64_MAX), None)
-                if big is not None:
-                    raise InvalidIdError(
-                        f"id {big} is outside the int64 range [-2**63, 2**63 - 1]; use string ids (str(i)) instead"
-                    )
-                a = a.astype(np.int64)
-            else:
-                raise InvalidDtypeError(
-                    f"ids have the types {sorted(k.__name__ for k in kinds)}; ids must be all ints or all strings "
-                    "(e.g. np.arange(n) or ['doc1', ...])"
-                )
-        if a.ndim != 1:
-            raise InvalidDtypeError(f"ids must be 1-D (one per document), got shape {a.shape}")
-        if a.dtype.kind in "iu":
-            if a.dtype.kind == "u" and len(a) and a.max() > _INT64_MAX:
-                raise InvalidIdError(
-                    f"id {a.max()} is outside the int64 range [-2**63, 2**63 - 1]; use string ids (str(i)) instead"
-                )
-            arr = pa.array(a.astype(np.int64), pa.int64())
-        elif a.dtype.kind == "U":
-            try:
-                arr = pa.array(a.tolist(), pa.string())
-            except UnicodeEncodeError as e:
-                raise InvalidIdError(surrogate_message(e, "id")) from None
-        elif len(a) == 0:
-            arr = pa.array([], id_type or pa.int64())
-        else:
-            raise InvalidDtypeError(
-                f"ids have dtype {a.dtype}; ids must be integers or strings (e.g. np.arange(n) or ['doc1', ...])"
-            )
-    if pa.types.is_integer(arr.type):
-        try:
-            arr = arr.cast(pa.int64())
-        except pa.ArrowInvalid:
-            raise InvalidIdError(
-                f"ids of Arrow type {arr.type} exceed the int64 range [-2**63, 2**63 - 1] (largest "
-                f"{pa.compute.max(arr).as_py()}); use string ids (str(i)) instead"
-            ) from None
-    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        arr = arr.cast(pa.string())
-    else:
-        raise InvalidDtypeError(f"ids have Arrow type {arr.type}; ids must be integers or strings")
+    arr = _id_type(ids if isinstance(ids, pa.Array) else _ids_arrow(ids, id_type))
     if arr.null_count:
         raise InvalidDtypeError("ids contain nulls; every document needs an id")
     if id_type is not None and arr.type != id_type and len(arr):
@@ -371,6 +318,67 @@ def normalize_ids(ids: Any, n: int | None = None, *, id_type: pa.DataType | None
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _ids_arrow(ids: Any, id_type: pa.DataType | None) -> pa.Array:
+    """Ids given as a Python sequence, numpy or pandas -> an Arrow array (ints or strings)."""
+    if hasattr(ids, "to_numpy") and not isinstance(ids, np.ndarray):  # pandas
+        ids = ids.to_numpy()
+    # a Python sequence is read element by element: numpy would turn [1, "a"] into the strings "1", "a"
+    a = np.asarray(ids, dtype=object) if isinstance(ids, (list, tuple)) and len(ids) else np.asarray(ids)
+    if a.dtype == object:
+        a = _object_ids(a)
+    if a.ndim != 1:
+        raise InvalidDtypeError(f"ids must be 1-D (one per document), got shape {a.shape}")
+    if a.dtype.kind in "iu":
+        if a.dtype.kind == "u" and len(a) and a.max() > _INT64_MAX:
+            raise InvalidIdError(
+                f"id {a.max()} is outside the int64 range [-2**63, 2**63 - 1]; use string ids (str(i)) instead"
+            )
+        return pa.array(a.astype(np.int64), pa.int64())
+    if a.dtype.kind == "U":
+        try:
+            return pa.array(a.tolist(), pa.string())
+        except UnicodeEncodeError as e:
+            raise InvalidIdError(surrogate_message(e, "id")) from None
+    if len(a) == 0:
+        return pa.array([], id_type or pa.int64())
+    raise InvalidDtypeError(
+        f"ids have dtype {a.dtype}; ids must be integers or strings (e.g. np.arange(n) or ['doc1', ...])"
+    )
+
+
+def _object_ids(a: np.ndarray) -> np.ndarray:
+    """Python ids (an object array) -> a str or int64 array: all strings or all ints (within int64)."""
+    kinds = {type(x) for x in a.reshape(-1).tolist()}
+    if kinds <= {str}:
+        return a.astype(str)
+    if all(issubclass(k, (int, np.integer)) and not issubclass(k, (bool, np.bool_)) for k in kinds):
+        big = next((x for x in a.reshape(-1).tolist() if not _INT64_MIN <= x <= _INT64_MAX), None)
+        if big is not None:
+            raise InvalidIdError(
+                f"id {big} is outside the int64 range [-2**63, 2**63 - 1]; use string ids (str(i)) instead"
+            )
+        return a.astype(np.int64)
+    raise InvalidDtypeError(
+        f"ids have the types {sorted(k.__name__ for k in kinds)}; ids must be all ints or all strings "
+        "(e.g. np.arange(n) or ['doc1', ...])"
+    )
+
+
+def _id_type(arr: pa.Array) -> pa.Array:
+    """An Arrow id array as int64 or string; InvalidIdError / InvalidDtypeError for any other type."""
+    if pa.types.is_integer(arr.type):
+        try:
+            return arr.cast(pa.int64())
+        except pa.ArrowInvalid:
+            raise InvalidIdError(
+                f"ids of Arrow type {arr.type} exceed the int64 range [-2**63, 2**63 - 1] (largest "
+                f"{pa.compute.max(arr).as_py()}); use string ids (str(i)) instead"
+            ) from None
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        return arr.cast(pa.string())
+    raise InvalidDtypeError(f"ids have Arrow type {arr.type}; ids must be integers or strings")
 
 
 def surrogate_message(e: UnicodeEncodeError, what: str) -> str:
@@ -464,31 +472,7 @@ def normalize_metadata(metadata: Any, n: int) -> pa.Table | None:
     """
     if metadata is None:
         return None
-    if isinstance(metadata, pa.Table):
-        tbl = metadata
-    elif isinstance(metadata, pa.RecordBatch):
-        tbl = pa.Table.from_batches([metadata])
-    elif type(metadata).__module__.startswith("pandas"):
-        try:
-            tbl = pa.Table.from_pandas(metadata, preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError) as e:
-            raise InvalidMetadataError(f"metadata cannot be converted to an Arrow table: {_why(e)}") from e
-    elif isinstance(metadata, dict):
-        tbl = _columns_table(metadata)
-    elif isinstance(metadata, (list, tuple)):
-        bad = next((i for i, r in enumerate(metadata) if not isinstance(r, dict)), None)
-        if bad is not None:
-            raise InvalidMetadataError(
-                f"metadata row {bad} is a {type(metadata[bad]).__name__}; metadata given as a list must hold "
-                "one dict per document, e.g. [{'lang': 'en'}, ...]"
-            )
-        keys = dict.fromkeys(k for r in metadata for k in r)  # every row's keys, in order of appearance
-        tbl = _columns_table({k: [r.get(k) for r in metadata] for k in keys})
-    else:
-        raise InvalidMetadataError(
-            f"metadata is a {type(metadata).__name__}; pass an Arrow table, a pandas DataFrame, a dict of "
-            "columns or a list of dicts (one per document)"
-        )
+    tbl = _metadata_table(metadata)
     if tbl.num_rows != n and tbl.num_columns:
         raise InvalidMetadataError(
             f"metadata has {tbl.num_rows} rows but there are {n} documents; pass exactly one row per document"
@@ -509,6 +493,34 @@ def normalize_metadata(metadata: Any, n: int) -> pa.Table | None:
     if len(set(tbl.column_names)) != tbl.num_columns:
         raise InvalidMetadataError(f"metadata has repeated column names {tbl.column_names}; make them unique")
     return tbl.replace_schema_metadata(None) if tbl.num_columns else None
+
+
+def _metadata_table(metadata: Any) -> pa.Table:
+    """User metadata in any of :func:`normalize_metadata`'s forms -> an Arrow table."""
+    if isinstance(metadata, pa.Table):
+        return metadata
+    if isinstance(metadata, pa.RecordBatch):
+        return pa.Table.from_batches([metadata])
+    if type(metadata).__module__.startswith("pandas"):
+        try:
+            return pa.Table.from_pandas(metadata, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError) as e:
+            raise InvalidMetadataError(f"metadata cannot be converted to an Arrow table: {_why(e)}") from e
+    if isinstance(metadata, dict):
+        return _columns_table(metadata)
+    if isinstance(metadata, (list, tuple)):
+        bad = next((i for i, r in enumerate(metadata) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise InvalidMetadataError(
+                f"metadata row {bad} is a {type(metadata[bad]).__name__}; metadata given as a list must hold "
+                "one dict per document, e.g. [{'lang': 'en'}, ...]"
+            )
+        keys = dict.fromkeys(k for r in metadata for k in r)  # every row's keys, in order of appearance
+        return _columns_table({k: [r.get(k) for r in metadata] for k in keys})
+    raise InvalidMetadataError(
+        f"metadata is a {type(metadata).__name__}; pass an Arrow table, a pandas DataFrame, a dict of "
+        "columns or a list of dicts (one per document)"
+    )
 
 
 def _columns_table(columns: dict[Any, Any]) -> pa.Table:

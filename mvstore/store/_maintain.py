@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +31,8 @@ from ._layout import (
     TERMS,
     binary_values,
 )
-from ._view import _View
+from ._tables import Tables
+from ._view import View
 
 #: rows per record batch when streaming the docs table through retraining
 _SCAN_ROWS = 2048
@@ -75,30 +76,36 @@ def _sample_sources(ds: lance.LanceDataset, dim: int, want: int, seed: int) -> t
     return sample, total
 
 
-def retrain_codec(idx: Any) -> int:
+def retrain_codec(tables: Tables) -> int:
     """Refit codec + centroids on the stored source vectors, re-encode every document (one overwrite commit)."""
-    ds = idx._latest_docs()
+    ds = tables.latest_docs()
     if ds is None or ds.count_rows() == 0:
         raise InvalidOperationError("the index has no documents to retrain on; add documents first")
-    sample, total = _sample_sources(ds, idx.dim, idx.options["train_size"], idx.options.get("seed", 0))
-    st = idx._fit_state(sample, total, explicit=False)
+    dim, opts = tables.dim, tables.options
+    sample, total = _sample_sources(ds, dim, opts["train_size"], opts.get("seed", 0))
+    spec = tables.spec
+    assert spec is not None  # the view reads a version with documents: it has a codec state
+    st = tables.states.fit(sample, total, explicit=False, spec=spec)
     schema = ds.schema.with_metadata({**(ds.schema.metadata or {}), STATE_KEY: str(st.state_id).encode()})
     keep = [n for n in schema.names if n not in (N_VECTORS, CODES, TERMS, RECON_ERR, SOURCE, ROW_CHECKSUM)]
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for rb, pooled in _source_batches(ds, idx.dim):
+        for rb, pooled in _source_batches(ds, dim):
             cols = {n: rb.column(n) for n in keep}
             cols.update(encode_pooled(st, pooled, keep_source=True))
             cols[ROW_CHECKSUM] = checksum_column(cols)
             yield pa.RecordBatch.from_pydict({n: cols[n] for n in schema.names}).cast(schema)
 
-    out = idx.loc.write_dataset(pa.RecordBatchReader.from_batches(schema, batches()), DOCS, mode="overwrite")
-    idx._view = idx._new_view(out.version, out, st)
+    out = tables.loc.write_dataset(
+        pa.RecordBatchReader.from_batches(schema, batches()), DOCS, mode="overwrite"
+    )
+    tables.view = tables.new_view(out.version, out, st)
     return out.version
 
 
 def optimize(
-    idx: Any,
+    tables: Tables,
+    stats: Callable[[], dict[str, Any]],
     *,
     compact: bool,
     cleanup: bool,
@@ -107,24 +114,28 @@ def optimize(
     progress: bool | None,
 ) -> dict[str, Any]:
     with bar(1 + int(compact) + int(cleanup), "optimizing", unit="step", progress=progress) as pbar:
-        return _optimize(idx, compact, cleanup, older_than, retrain, pbar)
+        return _optimize(tables, stats, compact, cleanup, older_than, retrain, pbar)
 
 
 def _optimize(
-    idx: Any, compact: bool, cleanup: bool, older_than: timedelta, retrain: bool | str, pbar: Any
-) -> dict[str, Any]:
-    idx.refresh()
-    before = idx.stats()
+    tables: Tables, stats: Callable[[], dict[str, Any]], compact: bool, cleanup: bool, older_than: timedelta,
+    retrain: bool | str, pbar: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """``Index.optimize`` (its arguments checked; the caller holds the write lock). ``stats``: the Index's
+    :meth:`~mvstore.store.Index.stats` of the version ``tables`` reads."""
+    tables.checkout(None)
+    before = stats()
     report: dict[str, Any] = {
         "version_before": before["version"],
         "drift": before["drift"],
         "retrained": False,
     }
-    text_columns = idx._view.text_columns()  # full-text indexes to keep up to date (a retraining drops them)
-    threshold = float(idx.options.get("drift_threshold", 1.5))
+    # full-text indexes to keep up to date (a retraining drops them)
+    text_columns = tables.view.text_columns()
+    threshold = float(tables.options.get("drift_threshold", 1.5))
     drifted = before["drift"] is not None and before["drift"] > threshold
     if retrain is True or (retrain == "auto" and drifted):
-        if not idx.options.get("keep_source"):
+        if not tables.options.get("keep_source"):
             msg = (
                 f"cannot retrain: this index keeps no source vectors (drift {before['drift']}); create the index "
                 "with keep_source=True, or rebuild it by adding the vectors to a new index"
@@ -134,10 +145,10 @@ def _optimize(
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
             report["retrain_skipped"] = msg
         else:
-            retrain_codec(idx)
+            retrain_codec(tables)
             report["retrained"] = True
     pbar.update(1)
-    ds = idx._latest_docs()
+    ds = tables.latest_docs()
     if compact and ds is not None and ds.count_rows():
         m = ds.optimize.compact_files()
         report["compaction"] = {
@@ -146,28 +157,28 @@ def _optimize(
         }
     pbar.update(int(compact))
     if text_columns:
-        report["fts_index"] = _update_text_index(idx, text_columns)
+        report["fts_index"] = _update_text_index(tables, text_columns)
     if cleanup and ds is not None:
-        report["cleanup"] = _cleanup(idx, older_than)
+        report["cleanup"] = _cleanup(tables, older_than)
     pbar.update(int(cleanup))
-    idx.refresh()
-    report["version"] = idx.version
+    tables.checkout(None)
+    report["version"] = tables.view.version
     return report
 
 
-def _update_text_index(idx: Any, columns: list[str]) -> str:
+def _update_text_index(tables: Tables, columns: list[str]) -> str:
     """Add the rows written since the full-text index was built to it (one commit when there are any), or
     rebuild it on ``columns`` when a retraining's overwrite dropped it."""
-    ds = idx._latest_docs()
-    have = _View(ds.version, ds, None, idx.loc).text_columns()
+    ds = tables.docs()
+    have = View(ds.version, ds, None, tables.loc).text_columns()
     if set(columns) - set(have):
         for c in columns:
             ds.create_scalar_index(c, index_type="INVERTED", replace=True)
-            ds = idx._latest_docs()
+            ds = tables.docs()
         return "rebuilt"
     before = ds.version
     ds.optimize.optimize_indices()  # commits only when some rows were not indexed yet
-    return "updated" if idx._latest_docs().version != before else "up to date"
+    return "updated" if tables.docs().version != before else "up to date"
 
 
 def _needs_compaction(ds: lance.LanceDataset, opts: dict[str, Any]) -> str | None:
@@ -191,18 +202,20 @@ def _needs_compaction(ds: lance.LanceDataset, opts: dict[str, Any]) -> str | Non
     return None
 
 
-def auto_optimize(idx: Any) -> dict[str, Any] | None:
+def auto_optimize(tables: Tables) -> dict[str, Any] | None:
     """The maintenance a write runs after it commits, still under its write lock (so it never races another
     writer, and cleanup never meets a writer's uncommitted files): when :func:`_needs_compaction` says so,
     Lance compaction (one more commit; readers keep the versions they read) merges adjacent fragments below
     ``fragment_rows`` rows and rewrites fragments with more than ``deleted_fraction`` of their rows deleted,
     then the files of versions older than ``retention_s`` seconds are deleted (None: never). Returns what it
     did, or None when nothing was due."""
-    opts = {**AUTO_DEFAULTS, **idx.options}
+    opts = {**AUTO_DEFAULTS, **tables.options}
     if not opts["auto_optimize"]:
         return None
-    ds = idx._latest_docs()
-    reason = None if ds is None else _needs_compaction(ds, opts)
+    ds = tables.latest_docs()
+    if ds is None:
+        return None
+    reason = _needs_compaction(ds, opts)
     if reason is None:
         return None
     m = ds.optimize.compact_files(
@@ -216,7 +229,7 @@ def auto_optimize(idx: Any) -> dict[str, Any] | None:
         "fragments_added": m.fragments_added,
     }
     if opts["retention_s"] is not None:
-        report["cleanup"] = _cleanup(idx, timedelta(seconds=float(opts["retention_s"])))
+        report["cleanup"] = _cleanup(tables, timedelta(seconds=float(opts["retention_s"])))
     return report
 
 
@@ -224,7 +237,7 @@ def _young_orphans(loc: Location, table: str, ds: lance.LanceDataset, grace: tim
     """Data and deletion files younger than ``grace`` that the latest version does not reference: they may
     belong to a write that has not committed yet (mvstore's own writers hold the write lock during cleanup,
     but a plain Lance writer does not)."""
-    used = set()
+    used: set[str] = set()
     for frag in ds.get_fragments():
         used.update(f"data/{f.path}" for f in frag.data_files())
         if frag.metadata.deletion_file is not None:
@@ -250,24 +263,25 @@ def _clean_table(loc: Location, table: str, older_than: timedelta) -> Any:
     return ds.cleanup_old_versions(older_than=older_than, delete_unverified=unverified)
 
 
-def _cleanup(idx: Any, older_than: timedelta) -> dict[str, int]:
+def _cleanup(tables: Tables, older_than: timedelta) -> dict[str, int]:
     """Delete old docs versions' files (and orphans of crashed writes, see :func:`_clean_table`), then codec
     states no remaining docs version refers to. Runs under the index's write lock: no mvstore writer is
     between writing its files and committing them."""
-    s = _clean_table(idx.loc, DOCS, older_than)
+    loc = tables.loc
+    s = _clean_table(loc, DOCS, older_than)
     removed = {"bytes_removed": int(s.bytes_removed), "old_versions": int(s.old_versions)}
-    if not idx.loc.local and idx.loc.exists(LEASE_TABLE):  # the lease's past versions (we hold it now)
+    if not loc.local and loc.exists(LEASE_TABLE):  # the lease's past versions (we hold it now)
         removed["bytes_removed"] += int(
-            idx.loc.dataset(LEASE_TABLE).cleanup_old_versions(timedelta(0)).bytes_removed
+            loc.dataset(LEASE_TABLE).cleanup_old_versions(timedelta(0)).bytes_removed
         )
-    sds = idx._state_ds()
+    sds = tables.states.dataset()
     if sds is None:
         return removed
     if sds.count_rows(filter="name = '__meta__'") <= 1:
         removed["states_removed"] = 0  # one codec state: every version uses it (no version needs reading)
         return removed
-    ds = idx.loc.dataset(DOCS)
-    used = set()
+    ds = loc.dataset(DOCS)
+    used: set[int] = set()
     for v in ds.versions():
         meta = ds.checkout_version(v["version"]).schema.metadata or {}
         if STATE_KEY in meta:
@@ -276,6 +290,6 @@ def _cleanup(idx: Any, older_than: timedelta) -> dict[str, int]:
         stale = sds.count_rows(filter=f"state_id NOT IN ({', '.join(str(u) for u in sorted(used))})")
         if stale:
             sds.delete(f"state_id NOT IN ({', '.join(str(u) for u in sorted(used))})")
-            removed["bytes_removed"] += int(_clean_table(idx.loc, STATE, older_than).bytes_removed)
+            removed["bytes_removed"] += int(_clean_table(loc, STATE, older_than).bytes_removed)
         removed["states_removed"] = int(stale)
     return removed

@@ -32,6 +32,7 @@ from ._layout import (
     normalize_metadata,
     reserved_name,
 )
+from ._write import Writer, check_new
 
 #: texts encoded and written per streamed batch of add_texts
 TEXT_BATCH = 256
@@ -118,6 +119,7 @@ def encode_queries(idx: Any, queries: Any) -> Any:
 
 def add_texts(
     idx: Any,
+    writer: Writer,
     texts: Any,
     ids: Any,
     metadata: Any,
@@ -125,9 +127,45 @@ def add_texts(
     batch_size: int,
     progress: bool | None,
 ) -> list:
-    """:meth:`Index.add_texts` (see there). Everything is validated before the first text is encoded."""
+    """:meth:`Index.add_texts` (see there; ``writer``: its write path). Everything is validated before the
+    first text is encoded."""
     from ..encoders import _check_texts
 
+    _check_text_args(batch_size, text_column)
+    texts = _check_texts(texts)
+    if not texts:
+        raise InvalidArgumentError("add_texts got no texts; pass at least one")
+    n = len(texts)
+    enc = encoder_of(idx, "add_texts")
+    with writer.writing(maintain=True):  # the policy runs once, after the nested add
+        ds = writer.tables.latest_docs()
+        id_type, existing = writer.existing_ids(ds)
+        if ids is None:
+            if id_type is not None and not pa.types.is_integer(id_type):
+                raise InvalidArgumentError(
+                    "this index has string ids, so add_texts cannot number the new texts: pass ids=[...]"
+                )
+            start = 0 if existing is None or len(existing) == 0 else int(existing[-1]) + 1
+            ids = np.arange(start, start + n, dtype=np.int64)
+        ids_arr = normalize_ids(ids, n, id_type=id_type)
+        check_new(ids_arr, existing)
+        meta = _with_texts(normalize_metadata(metadata, n), texts, text_column, ds)
+        with bar(n, "adding texts", unit="text", progress=progress) as pbar:
+
+            def batches():
+                for a in range(0, n, batch_size):
+                    b = min(n, a + batch_size)
+                    vecs = enc.encode_documents(texts[a:b])
+                    yield ids_arr.slice(a, b - a), vecs, None if meta is None else meta.slice(a, b - a)
+                    pbar.update(b - a)
+
+            idx.add_batches(batches())
+    out = ids_numpy(ids_arr)
+    return out.tolist()
+
+
+def _check_text_args(batch_size: Any, text_column: Any) -> None:
+    """add_texts' ``batch_size`` and ``text_column``."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InvalidArgumentError(
             f"batch_size={batch_size!r} must be a positive int (texts per written batch)"
@@ -141,52 +179,28 @@ def add_texts(
             f"text_column={text_column!r} is reserved (a search result's column, or a name starting with '_' like "
             "the index's own _mv_* columns); pick another name, e.g. 'text'"
         )
-    texts = _check_texts(texts)
-    if not texts:
-        raise InvalidArgumentError("add_texts got no texts; pass at least one")
-    n = len(texts)
-    enc = encoder_of(idx, "add_texts")
-    with idx._writing(maintain=True):  # the policy runs once, after the nested add
-        ds = idx._latest_docs()
-        id_type, existing = idx._existing_ids(ds)
-        if ids is None:
-            if id_type is not None and not pa.types.is_integer(id_type):
-                raise InvalidArgumentError(
-                    "this index has string ids, so add_texts cannot number the new texts: pass ids=[...]"
-                )
-            start = 0 if existing is None or len(existing) == 0 else int(existing[-1]) + 1
-            ids = np.arange(start, start + n, dtype=np.int64)
-        ids_arr = normalize_ids(ids, n, id_type=id_type)
-        idx._check_new(ids_arr, existing)
-        meta = normalize_metadata(metadata, n)
-        if text_column is not None:
-            if meta is not None and text_column in meta.column_names:
-                raise InvalidMetadataError(
-                    f"metadata has a {text_column!r} column, and add_texts stores the texts there: pass "
-                    f"text_column=None to keep yours (texts not stored), or another text_column name"
-                )
-            col = pa.array(texts, pa.string())
-            meta = pa.table({text_column: col}) if meta is None else meta.append_column(text_column, col)
-        if ds is not None and text_column is not None and text_column not in ds.schema.names:
+
+
+def _with_texts(meta: pa.Table | None, texts: list[str], text_column: str | None, ds: Any) -> pa.Table | None:
+    """The metadata add_texts writes: ``meta`` with the texts in ``text_column`` (None: not stored), checked
+    against the stored columns of ``ds`` (the latest docs version; None before the first add)."""
+    if text_column is not None:
+        if meta is not None and text_column in meta.column_names:
             raise InvalidMetadataError(
-                f"this index has no {text_column!r} column (its columns are fixed by the first add, which stored no "
-                "texts): pass text_column=None to add the texts without storing them, or build a new index"
+                f"metadata has a {text_column!r} column, and add_texts stores the texts there: pass "
+                f"text_column=None to keep yours (texts not stored), or another text_column name"
             )
-        if ds is not None:  # the stored columns: check before encoding, not after
-            conform_metadata(
-                meta, [ds.schema.field(c) for c in ds.schema.names if c not in DOCS_SYSTEM_COLUMNS], n
-            )
-        else:
-            new_metadata_fields(meta)
-        with bar(n, "adding texts", unit="text", progress=progress) as pbar:
-
-            def batches():
-                for a in range(0, n, batch_size):
-                    b = min(n, a + batch_size)
-                    vecs = enc.encode_documents(texts[a:b])
-                    yield ids_arr.slice(a, b - a), vecs, None if meta is None else meta.slice(a, b - a)
-                    pbar.update(b - a)
-
-            idx.add_batches(batches())
-    out = ids_numpy(ids_arr)
-    return out.tolist()
+        col = pa.array(texts, pa.string())
+        meta = pa.table({text_column: col}) if meta is None else meta.append_column(text_column, col)
+    if ds is not None and text_column is not None and text_column not in ds.schema.names:
+        raise InvalidMetadataError(
+            f"this index has no {text_column!r} column (its columns are fixed by the first add, which stored no "
+            "texts): pass text_column=None to add the texts without storing them, or build a new index"
+        )
+    if ds is not None:  # the stored columns: check before encoding, not after
+        conform_metadata(
+            meta, [ds.schema.field(c) for c in ds.schema.names if c not in DOCS_SYSTEM_COLUMNS], len(texts)
+        )
+    else:
+        new_metadata_fields(meta)
+    return meta

@@ -1,4 +1,4 @@
-"""One index version's read state (:class:`_View`), the loaded codec state, ``where=`` column checks."""
+"""One index version's read state (:class:`View`), the stage-2 code cache, ``where=`` column checks."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ from ._layout import (
     list_values,
     unknown_field,
 )
+from ._state import CodecState
 
 _SQL_WORDS = {
     "and", "or", "not", "in", "is", "null", "like", "ilike", "between", "true", "false", "cast", "as",
@@ -121,17 +122,6 @@ def lance_filter(where: str) -> str:
         "`" + text.replace("`", "``") + "`" if kind == "quoted" else raw
         for kind, text, raw in _where_tokens(where)
     )
-
-
-@dataclasses.dataclass
-class _State:
-    """A loaded codec state: the fitted pipeline, stage-1 centroids and training facts."""
-
-    state_id: int
-    codec: Any
-    centroids: np.ndarray | None
-    meta: dict[str, Any]
-    spec: Any  # the parsed spec (mvstore.spec.Spec) the codec was fit for: pooling + codec stages
 
 
 #: an incrementally derived snapshot is loaded in full again once its deleted rows pass this fraction of its rows
@@ -207,7 +197,7 @@ def _fragment_rows(fr: Any, skip: int) -> pa.Table:
 
 @dataclasses.dataclass
 class _Loaded:
-    """A built snapshot and what deriving a later version's snapshot from it needs (:meth:`_View._derive`)."""
+    """A built snapshot and what deriving a later version's snapshot from it needs (:meth:`View._derive`)."""
 
     snapshot: Snapshot
     state_id: int
@@ -227,7 +217,7 @@ class _Loaded:
     live_sum: int
     #: append storage behind the per-row and per-vector arrays, by name
     buffers: dict[str, AppendBuffer]
-    #: rows kept in place because a compaction of the table's tail rewrote them (see :meth:`_View._derive`)
+    #: rows kept in place because a compaction of the table's tail rewrote them (see :meth:`View._derive`)
     moved: int = 0
 
     def rows_of_fragment(self, fid: int) -> np.ndarray:
@@ -273,7 +263,7 @@ class _DiskCodes:
     """A bounded-memory snapshot's code source (:class:`~mvstore.search.snapshot.CodeSource`): the codes of the
     rows asked for, from the Index's :class:`CodeCache` or read from this version with one Lance ``take``."""
 
-    def __init__(self, view: _View):
+    def __init__(self, view: View):
         self.view = view
 
     def read(self, rows: np.ndarray) -> np.ndarray:
@@ -307,7 +297,7 @@ class _DiskCodes:
 @dataclasses.dataclass
 class Written:
     """What this process's own write committed, handed to the view of the version it made so that its snapshot
-    is derived without reading the version back (:meth:`_View._derive`): the version it committed on
+    is derived without reading the version back (:meth:`View._derive`): the version it committed on
     (``parent``: used only when the base snapshot is that version and the commit came right after it), the
     rows it appended in the order Lance stored them (a table of the docs schema; None when not kept: a large
     add, or an upsert of several rows, which Lance's merge may reorder), and the ids whose rows it deleted
@@ -322,7 +312,7 @@ class Written:
 WRITTEN_BYTES = 64 << 20
 
 
-class _View:
+class View:
     """Everything one version needs for reading; built lazily, never mutated after a write (a write makes a
     new view), so searches running in other threads keep a consistent version.
 
@@ -332,7 +322,7 @@ class _View:
     version, many deleted rows) loads the version in full."""
 
     def __init__(
-        self, version: int, ds: lance.LanceDataset | None, state: _State | None, loc: Any, base: _View | None = None,
+        self, version: int, ds: lance.LanceDataset | None, state: CodecState | None, loc: Any, base: View | None = None,
         written: Written | None = None, code_cache: CodeCache | None = None,
     ):  # fmt: skip
         self.loc = loc  # the index's _fs.Location (its integrity records)
@@ -540,7 +530,7 @@ class _View:
         out["offsets"], out["codes"] = offsets, None
         return out
 
-    def _derive(self, base: _Loaded, use_written: bool = True) -> _Loaded | None:
+    def _derive(self, base: _Loaded, use_written: bool = True) -> _Loaded | None:  # noqa: C901, PLR0912, PLR0915 - one pass over the fragments, kept whole while it is tuned for speed
         """This version's snapshot from ``base``'s, reading only what changed, or None when this version is not
         ``base``'s fragments (each unchanged but for deletions, in the same order, some removed) followed by new
         fragments: then the caller loads it in full.
