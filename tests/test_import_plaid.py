@@ -20,6 +20,8 @@ import json
 import os
 import pickle
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -635,17 +637,52 @@ def test_stanford_damaged_files(tmp_path):
         read_plaid(tmp_path / "st")
 
 
-def test_real_pylate_stanford_index(tmp_path):
-    """PyLate 1.2 (the `pylate` extra) builds a Stanford ColBERT index on the CPU; the import decodes what
-    PyLate's own codec decompresses and keeps its ids, removed documents left out."""
+# PyLate 1.2's Stanford code JIT-compiles four torch C++ extensions at first use, one after another (each
+# about 40 s of one core here; torch caches them, in ~/.cache/torch_extensions by default). Its own loaders,
+# split over two processes, build them side by side first; its later loads find them built.
+PYLATE_EXTENSION_LOADERS = [
+    "from pylate.indexes.stanford_nlp.search.index_storage import IndexScorer\n"
+    "IndexScorer.try_load_torch_extensions(use_gpu=False)",  # filter_pids_cpp, decompress_residuals_cpp
+    "from pylate.indexes.stanford_nlp.search.strided_tensor import StridedTensor\n"
+    "from pylate.indexes.stanford_nlp.modeling.colbert import try_load_torch_extensions\n"
+    "StridedTensor.try_load_torch_extensions(use_gpu=False)\n"  # segmented_lookup_cpp
+    "try_load_torch_extensions(use_gpu=False)",  # segmented_maxsim_cpp
+]
+
+
+@pytest.fixture
+def stanford_pylate(monkeypatch):
+    """PyLate 1.2's ``indexes`` with its C++ extensions built (skips where PyLate is not installed or is
+    another version). torch runs ``ninja`` from PATH, and a venv's bin (where PyLate's ninja dependency
+    lies) is on PATH only when the venv is activated, which ``make test`` does not do: it goes first."""
     pylate = pytest.importorskip("pylate", reason="PyLate is not installed (pip install 'mvstore[pylate]')")
-    import torch
     from pylate import indexes
 
     if "embedding_size" not in indexes.PLAID.__init__.__code__.co_varnames or hasattr(
         indexes.PLAID, "use_fast"
     ):
         pytest.skip(f"PyLate {pylate.__version__}'s indexes.PLAID is not the Stanford ColBERT one")
+    import ninja
+
+    monkeypatch.setenv("PATH", os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")]))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for code in PYLATE_EXTENSION_LOADERS
+    ]
+    for code, proc in zip(PYLATE_EXTENSION_LOADERS, procs):
+        out = proc.communicate()[0]
+        assert proc.returncode == 0, f"building PyLate's C++ extensions ({code!r}) failed:\n{out}"
+    return indexes
+
+
+def test_real_pylate_stanford_index(tmp_path, stanford_pylate):
+    """PyLate 1.2 (the `pylate` extra) builds a Stanford ColBERT index on the CPU; the import decodes what
+    PyLate's own codec decompresses and keeps its ids, removed documents left out."""
+    import torch
+
+    indexes = stanford_pylate
     docs = make_docs(120, lo=5, hi=25)
     ids = [f"doc-{i}" for i in range(120)]
     ix = indexes.PLAID(
