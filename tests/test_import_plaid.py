@@ -13,7 +13,8 @@ Two kinds of fixtures:
 * the real writers, skipped where they are not installed: fast-plaid's ``FastPlaid.create`` (its wheel pins
   the torch it was built for, 1.7.0.2110: torch==2.11.0; with another torch its extension crashes, so the
   test checks the pin and skips), PyLate >= 1.3's ``indexes.PLAID`` (fast-plaid inside), and PyLate 1.2's
-  Stanford ``indexes.PLAID`` (the ``pylate`` extra; CPU), each compared with the library's own decoding.
+  Stanford ``indexes.PLAID`` (the ``pylate`` extra, which the ``dev`` extra installs: it runs in ``make test``;
+  CPU), each compared with the library's own decoding.
 """
 
 import json
