@@ -1,4 +1,5 @@
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -186,16 +187,10 @@ def test_sentence_transformers_adapter_matches_hf(minilm):
 
 
 def test_missing_optional_dependency_says_what_to_install(monkeypatch):
-    import builtins
-
-    real = builtins.__import__
-
-    def fake(name, *a, **k):
-        if name.startswith("pylate"):
-            raise ImportError("no pylate")
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", fake)
+    # PyLate made unimportable whether or not it is installed (the dev extra has it): a None entry in
+    # sys.modules makes importlib.import_module raise ModuleNotFoundError, as for a missing package
+    for name in ("pylate", "pylate.models"):
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingDependencyError, match=r'pip install "mvstore\[pylate\]"'):
         PyLateEncoder("lightonai/colbertv2.0")
 

@@ -13,13 +13,16 @@ Two kinds of fixtures:
 * the real writers, skipped where they are not installed: fast-plaid's ``FastPlaid.create`` (its wheel pins
   the torch it was built for, 1.7.0.2110: torch==2.11.0; with another torch its extension crashes, so the
   test checks the pin and skips), PyLate >= 1.3's ``indexes.PLAID`` (fast-plaid inside), and PyLate 1.2's
-  Stanford ``indexes.PLAID`` (the ``pylate`` extra; CPU), each compared with the library's own decoding.
+  Stanford ``indexes.PLAID`` (the ``pylate`` extra; it runs in ``make test``, on the CPU, in the Makefile's
+  own PyLate venv, whose index and decompressed embeddings this suite reads), each compared with the library's
+  own decoding.
 """
 
 import json
 import os
 import pickle
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -635,32 +638,44 @@ def test_stanford_damaged_files(tmp_path):
         read_plaid(tmp_path / "st")
 
 
-def test_real_pylate_stanford_index(tmp_path):
-    """PyLate 1.2 (the `pylate` extra) builds a Stanford ColBERT index on the CPU; the import decodes what
-    PyLate's own codec decompresses and keeps its ids, removed documents left out."""
-    pylate = pytest.importorskip("pylate", reason="PyLate is not installed (pip install 'mvstore[pylate]')")
-    import torch
-    from pylate import indexes
+# PyLate 1.2 pins transformers 4.48.2 / sentence-transformers 4.0.2, so it lives in a venv of its own
+# (`make test` builds it): PyLate writes there (tests/pylate_side.py), mvstore reads here.
+PYLATE_PYTHON = Path(__file__).resolve().parents[1] / ".venv-pylate" / "bin" / "python"
 
-    if "embedding_size" not in indexes.PLAID.__init__.__code__.co_varnames or hasattr(
-        indexes.PLAID, "use_fast"
-    ):
-        pytest.skip(f"PyLate {pylate.__version__}'s indexes.PLAID is not the Stanford ColBERT one")
+
+def run_pylate_side(kind, tmp_path, **arrays):
+    """Runs tests/pylate_side.py KIND with PyLate 1.2's venv (skips where it is not built) and returns the
+    arrays it wrote. torch runs ``ninja`` from PATH to build PyLate's C++ extensions: that venv's bin goes first."""
+    if not PYLATE_PYTHON.exists():
+        pytest.skip(f"no PyLate 1.2 venv at {PYLATE_PYTHON.parent.parent} (`make test` builds it)")
+    np.savez(tmp_path / "in.npz", **arrays)
+    env = dict(os.environ, PATH=os.pathsep.join([str(PYLATE_PYTHON.parent), os.environ.get("PATH", "")]))
+    env.pop("PYTHONPATH", None)  # the PyLate side imports no mvstore
+    script = Path(__file__).with_name("pylate_side.py")
+    proc = subprocess.run(
+        [str(PYLATE_PYTHON), str(script), kind, str(tmp_path / "in.npz"), str(tmp_path)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{script.name} {kind} failed:\n{proc.stdout}{proc.stderr}"
+    return np.load(tmp_path / "pylate.npz")
+
+
+def test_real_pylate_stanford_index(tmp_path):
+    """PyLate 1.2 (the `pylate` extra, in its own venv) builds a Stanford ColBERT index on the CPU; the import
+    decodes what PyLate's own codec decompresses and keeps its ids, removed documents left out."""
     docs = make_docs(120, lo=5, hi=25)
     ids = [f"doc-{i}" for i in range(120)]
-    ix = indexes.PLAID(
-        index_folder=str(tmp_path / "pl"), index_name="ix", override=True, embedding_size=DIM, nbits=2
-    )
-    ix.add_documents(documents_ids=ids, documents_embeddings=docs)
-    ix.remove_documents(["doc-7"])
+    q = docs[33][:4]
+    docs_arrays = {f"docs_{i}": d for i, d in enumerate(docs)}
+    theirs = run_pylate_side("stanford", tmp_path, ids=ids, remove=["doc-7"], query=q, **docs_arrays)
+    assert str(theirs["version"]).startswith("1.2.")
     plaid = read_plaid(tmp_path / "pl" / "ix")
     assert plaid.layout == "stanford" and plaid.id_source == "pylate" and plaid.ids[7] is None
     kept = plaid.kept()
-    theirs, lens = ix.searcher.ranker.embeddings_strided.lookup_pids(torch.from_numpy(kept), out_device="cpu")
+    np.testing.assert_array_equal(kept, theirs["kept"])
     mine = plaid.decode(kept)
-    assert lens.tolist() == mine.lengths.tolist()
-    np.testing.assert_allclose(mine.values, theirs.float().numpy(), atol=1e-5)
+    assert theirs["lengths"].tolist() == mine.lengths.tolist()
+    np.testing.assert_allclose(mine.values, theirs["values"], atol=1e-5)
     idx = mvstore.import_plaid(tmp_path / "pl" / "ix", tmp_path / "ix", spec="fp16", progress=False)
     assert len(idx) == 119
-    q = docs[33][:4]
-    assert ix(q[None], k=1)[0][0]["id"] == "doc-33" == idx.search(q, k=1).to_pylist()[0]["id"]
+    assert str(theirs["top"]) == "doc-33" == idx.search(q, k=1).to_pylist()[0]["id"]
