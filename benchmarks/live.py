@@ -253,7 +253,7 @@ def soak(
         _view.View._derive = lambda self, base, use_written=True: None
         _view.View.prepare = lambda self: None
     if mode == "reread":  # what a write committed is read back, not taken from the writer
-        _view.View._written_rows = lambda self, w, added: None
+        _view.View._written_rows = lambda self, st, w, added: None
         _view._mask_written = lambda *a: False
     try:
         t = time.perf_counter()

@@ -429,7 +429,7 @@ def _make_record(
     return rec
 
 
-def record(root: Any) -> None:  # noqa: C901 - left as it is while _integrity.py is reworked for speed
+def record(root: Any) -> None:
     """After a commit (the writer holds the write lock): record every not-yet-recorded version of both tables,
     drop records of versions cleanup removed, then move HEAD. Idempotent; a crash anywhere leaves at worst
     unrecorded versions above HEAD (accepted) or stale records below the oldest version (ignored)."""
@@ -437,37 +437,50 @@ def record(root: Any) -> None:  # noqa: C901 - left as it is while _integrity.py
     head = read_head(loc)
     new_head = dict(head)
     for table in TABLES:
-        live = versions_on_disk(loc, table)
-        if not live:
-            continue
-        if head[table] > live[-1]:
-            raise IndexCorruptedError(
-                f"{table} ends at version {live[-1]} but version {head[table]} was committed; {_FIX}"
-            )
-        ds = loc.dataset(table, version=live[-1])
-        have = recorded_versions(loc, table)
-        known: dict[str, list] = {}
-        sums: dict[str, list] = {}
-        if have:
-            prev = read_record(loc, table, have[-1]) or {}
-            known, sums = prev.get("files", {}), prev.get("fragments", {})
-        for v in live:
-            if v > (have[-1] if have else 0):
-                rec = _make_record(loc, table, ds.checkout_version(v), known, sums)
-                _write_json(loc, _record_path(table, v), rec)
-                known, sums = rec["files"], rec.get("fragments", {})
-        for v in have:
-            if v < live[0]:  # its version was cleaned up
-                loc.remove(_record_path(table, v))
-        new_head[table] = live[-1]
+        latest = _record_table(loc, table, head[table])
+        if latest is not None:
+            new_head[table] = latest
     if loc.local:  # temp files of killed writers (an object store has none: a PUT is whole or absent)
-        for f in loc.listdir(INTEGRITY):
-            rel = f"{INTEGRITY}/{f}"
-            with contextlib.suppress(FileNotFoundError):
-                if f.endswith(".tmp") and time.time() - loc.mtime(rel) > 600:
-                    loc.remove(rel)
+        _remove_stale_temp_files(loc)
     if new_head != head:
         _write_json(loc, f"{INTEGRITY}/{HEAD}", new_head)
+
+
+def _record_table(loc: Location, table: str, head_version: int) -> int | None:
+    """Record every version of ``table`` above its newest record and drop the records of versions cleanup
+    removed -> its latest version (None when it has none)."""
+    live = versions_on_disk(loc, table)
+    if not live:
+        return None
+    if head_version > live[-1]:
+        raise IndexCorruptedError(
+            f"{table} ends at version {live[-1]} but version {head_version} was committed; {_FIX}"
+        )
+    ds = loc.dataset(table, version=live[-1])
+    have = recorded_versions(loc, table)
+    known: dict[str, list] = {}
+    sums: dict[str, list] = {}
+    if have:
+        prev = read_record(loc, table, have[-1]) or {}
+        known, sums = prev.get("files", {}), prev.get("fragments", {})
+    for v in live:
+        if v > (have[-1] if have else 0):
+            rec = _make_record(loc, table, ds.checkout_version(v), known, sums)
+            _write_json(loc, _record_path(table, v), rec)
+            known, sums = rec["files"], rec.get("fragments", {})
+    for v in have:
+        if v < live[0]:  # its version was cleaned up
+            loc.remove(_record_path(table, v))
+    return live[-1]
+
+
+def _remove_stale_temp_files(loc: Location) -> None:
+    """Remove temp files of the integrity directory older than 10 minutes (left by killed writers)."""
+    for f in loc.listdir(INTEGRITY):
+        rel = f"{INTEGRITY}/{f}"
+        with contextlib.suppress(FileNotFoundError):
+            if f.endswith(".tmp") and time.time() - loc.mtime(rel) > 600:
+                loc.remove(rel)
 
 
 # -------------------------------------------------------------------------------------------- open check
@@ -563,102 +576,126 @@ def _verify_rows(
     return []
 
 
-def verify(tables: Any) -> dict[str, Any]:  # noqa: C901, PLR0912, PLR0915 - left as it is while _integrity.py is reworked for speed
+class _Verification:
+    """What :func:`verify` found so far: problems, notes, the files hashed (each once: data files are shared
+    by versions) and the codec states the docs versions use."""
+
+    def __init__(self, loc: Location):
+        self.loc = loc
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+        self.n_files = self.n_bytes = 0
+        self.hashed: dict[str, tuple[str, list[str]]] = {}
+        self.states: set[int] = set()
+
+    def table(self, table: str, head_version: int) -> None:
+        """Every version of ``table`` and every record of it."""
+        opened = self._open(table)
+        if opened is None:
+            return
+        ds, live = opened
+        if head_version > (live[-1] if live else 0):
+            self.problems.append(
+                f"{table}: version {head_version} was committed but the table ends at "
+                f"{live[-1] if live else 'nothing'} (versions deleted or rolled back)"
+            )
+        for v in recorded_versions(self.loc, table):
+            if live and v not in live:
+                self._unlisted(table, v, live)
+        for v in live:
+            try:
+                rec = read_record(self.loc, table, v)
+            except IndexCorruptedError as e:
+                self.problems.append(_finding(e))
+                continue
+            self._version(table, v, rec, head_version)
+            if table == "docs.lance":
+                self.problems += _verify_rows(self.loc, ds, v, rec, latest=v == live[-1], states=self.states)
+
+    def _open(self, table: str) -> tuple[Any, list[int]] | None:
+        """``(dataset, its versions)`` of ``table`` (``(None, [])``: no version); None when it cannot be opened."""
+        if not versions_on_disk(self.loc, table):
+            return None, []
+        try:
+            ds = self.loc.dataset(table)
+            return ds, [v["version"] for v in ds.versions()]
+        except BaseException as e:
+            if not lance_failure(e):
+                raise
+            self.problems.append(f"{table} cannot be opened: {str(e).splitlines()[0][:200]}")
+            return None
+
+    def _unlisted(self, table: str, v: int, live: list[int]) -> None:
+        """A recorded version ``v`` the table does not list."""
+        if v > live[0]:
+            self.problems.append(f"{table}: the manifest of recorded version {v} is missing")
+            return
+        # below the oldest version: cleaned up (and the record's removal interrupted) unless the files
+        # cleanup deletes with a version, its transaction file, are still there
+        rec = read_record(self.loc, table, v)
+        txn = [r for r in (rec or {}).get("files", {}) if r.startswith("_transactions/")]
+        if any(self.loc.exists(f"{table}/{r}") for r in txn):
+            self.problems.append(
+                f"{table}: the manifest of version {v} is missing but its files remain (not a cleanup)"
+            )
+        else:
+            self.notes.append(f"{table}: stale record of cleaned-up version {v}")
+
+    def _version(self, table: str, v: int, rec: dict | None, head_version: int) -> None:
+        """The files of version ``v`` against its record ``rec`` (None: it has none)."""
+        if rec is None:
+            if v > head_version:
+                self.notes.append(
+                    f"{table} version {v} is not recorded (its writer was interrupted after committing)"
+                )
+            else:
+                self.problems.append(f"{table} version {v}: its integrity record is missing")
+            return
+        mpath, msize, msha = rec["manifest"]
+        self.problems += [
+            f"{table} version {v}: {p}" for p in _check_file(self.loc, table, mpath, msize, msha)
+        ]
+        for rel, (size, sha) in rec["files"].items():
+            key = f"{table}/{rel}"
+            if key not in self.hashed:  # data files are shared by versions: hash each once
+                self.hashed[key] = (sha, _check_file(self.loc, table, rel, size, sha))
+                self.n_files, self.n_bytes = self.n_files + 1, self.n_bytes + size
+            first_sha, found = self.hashed[key]
+            self.problems += [f"{table} version {v}: {p}" for p in found]
+            if first_sha != sha:
+                self.problems.append(f"{table} version {v}: {rel} was recorded with two different checksums")
+
+
+def verify(tables: Any) -> dict[str, Any]:
     """Check every file of every version of both tables against its recorded sha256, every docs version's
     rows against its record, the latest version's row checksums and every codec state's checksum. Returns a
     report; raises IndexCorruptedError listing every problem found."""
     from ._layout import read_manifest
 
     loc = tables.loc
-    problems: list[str] = []
-    notes: list[str] = []
-    n_files = n_bytes = 0
-    hashed: dict[str, tuple[str, list[str]]] = {}
     try:
         read_manifest(loc)
         head = read_head(loc)
     except IndexCorruptedError as e:
         raise IndexCorruptedError(f"verify: {e}") from None
-    states: set[int] = set()
+    found = _Verification(loc)
     for table in TABLES:
-        ds = None
-        if versions_on_disk(loc, table):
-            try:
-                ds = loc.dataset(table)
-                live = [v["version"] for v in ds.versions()]
-            except BaseException as e:
-                if not lance_failure(e):
-                    raise
-                problems.append(f"{table} cannot be opened: {str(e).splitlines()[0][:200]}")
-                continue
-        else:
-            live = []
-        if head[table] > (live[-1] if live else 0):
-            problems.append(
-                f"{table}: version {head[table]} was committed but the table ends at "
-                f"{live[-1] if live else 'nothing'} (versions deleted or rolled back)"
-            )
-        have = recorded_versions(loc, table)
-        for v in have:
-            if v in live or not live:
-                continue
-            if v > live[0]:
-                problems.append(f"{table}: the manifest of recorded version {v} is missing")
-                continue
-            # below the oldest version: cleaned up (and the record's removal interrupted) unless the files
-            # cleanup deletes with a version, its transaction file, are still there
-            rec = read_record(loc, table, v)
-            txn = [r for r in (rec or {}).get("files", {}) if r.startswith("_transactions/")]
-            if any(loc.exists(f"{table}/{r}") for r in txn):
-                problems.append(
-                    f"{table}: the manifest of version {v} is missing but its files remain (not a cleanup)"
-                )
-            else:
-                notes.append(f"{table}: stale record of cleaned-up version {v}")
-        for v in live:
-            try:
-                rec = read_record(loc, table, v)
-            except IndexCorruptedError as e:
-                problems.append(_finding(e))
-                continue
-            if rec is None:
-                if v > head[table]:
-                    notes.append(
-                        f"{table} version {v} is not recorded (its writer was interrupted after committing)"
-                    )
-                else:
-                    problems.append(f"{table} version {v}: its integrity record is missing")
-            else:
-                mpath, msize, msha = rec["manifest"]
-                problems += [f"{table} version {v}: {p}" for p in _check_file(loc, table, mpath, msize, msha)]
-                for rel, (size, sha) in rec["files"].items():
-                    key = f"{table}/{rel}"
-                    if key not in hashed:  # data files are shared by versions: hash each once
-                        hashed[key] = (sha, _check_file(loc, table, rel, size, sha))
-                        n_files, n_bytes = n_files + 1, n_bytes + size
-                    first_sha, found = hashed[key]
-                    problems += [f"{table} version {v}: {p}" for p in found]
-                    if first_sha != sha:
-                        problems.append(
-                            f"{table} version {v}: {rel} was recorded with two different checksums"
-                        )
-            if table == "docs.lance":
-                problems += _verify_rows(loc, ds, v, rec, latest=v == live[-1], states=states)
-    for sid in sorted(states):
+        found.table(table, head[table])
+    for sid in sorted(found.states):
         try:
             tables.states.reload(sid)
         except IndexCorruptedError as e:
-            problems.append(_finding(e))
-    if problems:
+            found.problems.append(_finding(e))
+    if found.problems:
         raise IndexCorruptedError(
-            f"the index at {loc.uri} is corrupted ({len(problems)} problem(s)):\n  - "
-            + "\n  - ".join(problems)
+            f"the index at {loc.uri} is corrupted ({len(found.problems)} problem(s)):\n  - "
+            + "\n  - ".join(found.problems)
             + "\nrestore it from a backup or rebuild it"
         )
     return {
         "ok": True,
-        "files_checked": n_files,
-        "bytes_checked": n_bytes,
-        "states_checked": len(states),
-        "notes": notes,
+        "files_checked": found.n_files,
+        "bytes_checked": found.n_bytes,
+        "states_checked": len(found.states),
+        "notes": found.notes,
     }

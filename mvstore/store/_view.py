@@ -268,15 +268,18 @@ class _DiskCodes:
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         view, cache = self.view, self.view.code_cache
-        snap = view.snapshot()
+        assert cache is not None, "only a bounded-memory Index (it has a code cache) keeps codes on disk"
+        loaded = view.loaded()
+        snap = loaded.snapshot
         cs = snap.codec.code_size
-        keys = view._loaded.rowaddr[rows].tolist()
+        keys = loaded.rowaddr[rows].tolist()
         got = cache.get(keys)
         miss = sorted({int(r) for r, v in zip(rows.tolist(), got) if v is None})
         if miss:
             m = np.asarray(miss, np.int64)
             pos = view.lance_rows(m).tolist()
-            tbl = view._read_table(lambda: view.ds.take(pos, columns=[CODES]))
+            ds = view.docs()
+            tbl = view._read_table(lambda: ds.take(pos, columns=[CODES]))
             raw = binary_values(tbl.column(CODES))
             lens = snap.offsets[m + 1] - snap.offsets[m]
             if raw.size != int(lens.sum()) * cs:
@@ -289,9 +292,11 @@ class _DiskCodes:
                 r: raw[e - n * cs : e].reshape(-1, cs).copy()
                 for r, n, e in zip(miss, lens.tolist(), ends.tolist())
             }
-            cache.put(view._loaded.rowaddr[m].tolist(), list(read.values()))
-            got = [v if v is not None else read[r] for r, v in zip(rows.tolist(), got)]
-        return np.concatenate(got) if got else np.zeros((0, cs), np.uint8)
+            cache.put(loaded.rowaddr[m].tolist(), list(read.values()))
+            found = [v if v is not None else read[r] for r, v in zip(rows.tolist(), got)]
+        else:
+            found = [v for v in got if v is not None]  # every row was cached
+        return np.concatenate(found) if found else np.zeros((0, cs), np.uint8)
 
 
 @dataclasses.dataclass
@@ -310,6 +315,152 @@ class Written:
 
 #: an add keeps its encoded rows for the next snapshot (:class:`Written`) up to this many bytes
 WRITTEN_BYTES = 64 << 20
+
+
+#: a fragment of a version as :func:`fragment_keys` lists it: (fragment id, data key, deletion key)
+_Frag = tuple[int, Any, Any]
+
+
+def _no_rows(code_size: int) -> dict[str, np.ndarray]:
+    """The row arrays of no rows (what :meth:`View._rows` returns)."""
+    return {
+        "ids": np.zeros(0, np.int64), "offsets": np.zeros(1, np.int64), "codes": np.zeros((0, code_size), np.uint8),
+        "terms": np.zeros(0, np.int32), "stored": np.zeros(0, np.uint64), "n_tokens": np.zeros(0, np.int64),
+        "rowaddr": np.zeros(0, np.uint64),
+    }  # fmt: skip
+
+
+def _fragment(ds: lance.LanceDataset, fid: int) -> lance.LanceFragment:
+    """Fragment ``fid`` of ``ds``, one its manifest lists (:func:`fragment_keys`)."""
+    frag = ds.get_fragment(fid)
+    assert frag is not None, f"fragment {fid} is not in docs table version {ds.version}"
+    return frag
+
+
+@dataclasses.dataclass
+class _Fragments:
+    """A version's fragments (``new``, in order) as they follow a base snapshot's (:meth:`View._derive`): the
+    base's ``kept`` ones (in the base's order, each unchanged but for deletions), then ``added`` new ones;
+    ``removed``: the ids of the base's fragments not kept."""
+
+    new: list[_Frag]
+    kept: list[_Frag]
+    added: list[_Frag]
+    removed: list[int]
+
+    @staticmethod
+    def of(base: _Loaded, new: list[_Frag]) -> _Fragments | None:
+        """None when ``new`` is not ``base``'s fragments followed by new ones with higher row addresses."""
+        kept = [f for f in new if f[0] in base.frags]
+        added = new[len(kept) :]
+        if new[: len(kept)] != kept or any(base.frags[f][0] != data for f, data, _ in kept):
+            return None  # a fragment rewritten, or new fragments before old ones (e.g. compaction mid-table)
+        kept_ids = {f for f, _, _ in kept}
+        if [f for f in base.order if f in kept_ids] != [f for f, _, _ in kept]:
+            return None
+        max_frag = int(base.rowaddr_sorted[-1] >> np.uint64(32)) if len(base.rowaddr_sorted) else -1
+        if any(f <= max(max_frag, max(base.order, default=-1)) for f, _, _ in added):
+            return None  # row addresses of appended rows must follow every held one
+        return _Fragments(new, kept, added, [f for f in base.order if f not in kept_ids])
+
+
+def _address_ordered(rowaddr: np.ndarray, moved_addr: np.ndarray) -> bool:
+    """Whether appended rows' addresses ``rowaddr`` ascend, after the new addresses of moved rows."""
+    return not (
+        len(rowaddr)
+        and (
+            (np.diff(rowaddr.astype(np.int64)) <= 0).any()
+            or (len(moved_addr) and rowaddr[0] <= moved_addr[-1])
+        )
+    )
+
+
+@dataclasses.dataclass
+class _MergedIds:
+    """The sorted ids of a derived snapshot's live rows before the appended ones are inserted (``sorted_ids``,
+    ``sorted_rows``: the row of each), and where those go: at ``pos``, ``new_sorted`` (the appended ids
+    sorted, ``by_id``: their order)."""
+
+    sorted_ids: np.ndarray
+    sorted_rows: np.ndarray
+    pos: np.ndarray
+    new_sorted: np.ndarray
+    by_id: np.ndarray
+
+    def inserted(self, n0: int) -> tuple[np.ndarray, np.ndarray]:
+        """The sorted ids with the appended ones (rows from ``n0`` on), and the row of each."""
+        if not len(self.new_sorted):
+            return self.sorted_ids, self.sorted_rows
+        return (
+            np.insert(self.sorted_ids, self.pos, self.new_sorted),
+            np.insert(self.sorted_rows, self.pos, n0 + self.by_id),
+        )
+
+
+def _merge_ids(base: _Loaded, dead_ids: np.ndarray, new_ids: np.ndarray, version: int) -> _MergedIds:
+    """``base``'s sorted ids less ``dead_ids`` (ids it holds), and where ``new_ids`` go among them;
+    IndexCorruptedError naming an appended id that is already held or appended twice."""
+    sorted_ids, sorted_rows = base.sorted_ids, base.sorted_rows
+    if len(dead_ids):
+        at = np.searchsorted(sorted_ids, dead_ids)
+        sorted_ids, sorted_rows = np.delete(sorted_ids, at), np.delete(sorted_rows, at)
+    by_id = np.argsort(new_ids, kind="stable")
+    new_sorted = new_ids[by_id]
+    pos = np.searchsorted(sorted_ids, new_sorted)
+    hit = np.flatnonzero(pos < len(sorted_ids))
+    hit = hit[sorted_ids[pos[hit]] == new_sorted[hit]]
+    rep = np.flatnonzero(new_sorted[1:] == new_sorted[:-1])
+    if len(hit) or len(rep):
+        dup = new_sorted[hit[0]] if len(hit) else new_sorted[rep[0]]
+        raise duplicate_id_error(dup.item() if isinstance(dup, np.generic) else dup, version)
+    return _MergedIds(sorted_ids, sorted_rows, pos, new_sorted, by_id)
+
+
+class _Buffers:
+    """The append buffers of a snapshot derived from a base's (:class:`~mvstore.search.snapshot.AppendBuffer`):
+    each array is the base's followed by what this version appended. ``out``: the derived snapshot's buffers."""
+
+    def __init__(self, base: dict[str, AppendBuffer]):
+        self.out = dict(base)
+        self._from = dict(base)  # the buffer each array is appended to
+
+    def append(self, name: str, n_parent: int, values: np.ndarray) -> np.ndarray:
+        """The base's first ``n_parent`` entries of ``name`` followed by ``values``."""
+        self.out[name], view = self._from[name].append(n_parent, values)
+        return view
+
+    def join(self, name: str, before: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """``append_postings``' ``concat``: ``before`` (the base's array ``name``) followed by ``new``."""
+        return self.append(name, len(before), new)
+
+    def move(self, base: _Loaded, moved: np.ndarray, moved_addr: np.ndarray) -> None:
+        """New row addresses of the rows ``moved`` (a compacted tail), after every other held one, so that the
+        sorted addresses stay sorted: the row address arrays start anew."""
+        rowaddr = base.rowaddr.copy()
+        rowaddr[moved] = moved_addr
+        still = np.ones(len(base.rowaddr), bool)
+        still[moved] = False
+        keep = still[base.rowaddr_order]
+        for name, arr in (
+            ("rowaddr", rowaddr),
+            ("rowaddr_sorted", np.concatenate([base.rowaddr_sorted[keep], moved_addr])),
+            ("rowaddr_order", np.concatenate([base.rowaddr_order[keep], moved])),
+        ):
+            self._from[name] = self.out[name] = AppendBuffer(arr)
+
+    def extras(self, old: Snapshot, r: dict[str, np.ndarray], n_add: int) -> dict[str, Any]:
+        """The derived snapshot's extras: the base's posting lists grown by the appended rows' terms, their
+        document side in append-only buffers; none when the base has none (a snapshot's posting lists built
+        later are not these buffers' arrays)."""
+        if "postings" not in old.extras:
+            for name in ("doc_offsets", "doc_terms"):
+                self.out.pop(name, None)
+            return {}
+        p = old.extras["postings"]
+        for name in ("doc_offsets", "doc_terms"):
+            if name not in self._from:
+                self._from[name] = AppendBuffer(getattr(p, name))
+        return {"postings": append_postings(p, r["terms"], r["offsets"], self.join) if n_add else p}
 
 
 class View:
@@ -334,7 +485,6 @@ class View:
         self.ds = ds
         self.state = state
         self._lock = threading.Lock()
-        self._snapshot: Snapshot | None = None
         self._public: Snapshot | None = None
         self._loaded: _Loaded | None = None
         self._base: _Loaded | None = None if base is None else (base._loaded or base._base)
@@ -372,23 +522,32 @@ class View:
     def snapshot(self) -> Snapshot:
         """The search state of this version: rows deleted since the last full load are kept and masked
         (``Snapshot.live``)."""
+        return self.loaded().snapshot
+
+    def loaded(self) -> _Loaded:
+        """The snapshot of this version and what a later version's derivation needs, built on first use."""
         with self._lock:
-            if self._snapshot is None:
+            if self._loaded is None:
                 base, self._base = self._base, None
                 loaded = None
-                if base is not None and self.ds is not None and self.state is not None:
+                if base is not None:
                     loaded = self._derive(base)
                 self.load_kind = "full" if loaded is None else "incremental"
                 if loaded is None:
                     loaded = self._read_full()
-                self._loaded, self._snapshot = loaded, loaded.snapshot
-            return self._snapshot
+                self._loaded = loaded
+            return self._loaded
+
+    def docs(self) -> lance.LanceDataset:
+        """The docs dataset of this version, for reading rows (a view with no dataset has no rows to read)."""
+        assert self.ds is not None, f"docs table version {self.version} has no dataset to read rows from"
+        return self.ds
 
     def prepare(self) -> None:
         """Derive this version's snapshot now when the view it follows has one (after this process's write: a
         searching Index); else leave it to the first search. A derivation that fails is the first search's to
         report: it loads the version in full, which raises the same error when the version is unreadable."""
-        if self._snapshot is None and self._base is not None:
+        if self._loaded is None and self._base is not None:
             with contextlib.suppress(MvstoreError, OSError):
                 self.snapshot()
 
@@ -422,9 +581,8 @@ class View:
                 "is corrupted or its files were cleaned up: restore it from a backup or rebuild it"
             ) from e
 
-    def _rows(self, tbl: pa.Table) -> dict[str, np.ndarray]:
+    def _rows(self, st: CodecState, tbl: pa.Table) -> dict[str, np.ndarray]:
         """The arrays of docs rows read with ``_SNAPSHOT_COLUMNS`` and ``_rowaddr``, each row's checksum checked."""
-        st = self.state
         cs = st.codec.code_size
         stored = checked_checksums(self.version, tbl)
         ids = ids_numpy(tbl.column(ID))
@@ -461,63 +619,63 @@ class View:
         st = self.state
         if st is None:
             raise NotFittedError("this index has no documents yet: call index.add(ids, vectors) first")
-        cs = st.codec.code_size
-        if self.ds is None:
-            r = {
-                "ids": np.zeros(0, np.int64), "offsets": np.zeros(1, np.int64), "codes": np.zeros((0, cs), np.uint8),
-                "terms": np.zeros(0, np.int32), "stored": np.zeros(0, np.uint64), "n_tokens": np.zeros(0, np.int64),
-                "rowaddr": np.zeros(0, np.uint64),
-            }  # fmt: skip
-            frags: list[tuple[int, Any, Any]] = []
+        ds = self.ds
+        if ds is None:
+            r = _no_rows(st.codec.code_size)
+            frags: list[_Frag] = []
         elif self.code_cache is None:
-            frags = fragment_keys(self.ds)
+            frags = fragment_keys(ds)
             tbl = self._read_table(
-                lambda: self.ds.to_table(columns=_SNAPSHOT_COLUMNS, with_row_address=True, scan_in_order=True)
+                lambda: ds.to_table(columns=_SNAPSHOT_COLUMNS, with_row_address=True, scan_in_order=True)
             )
-            r = self._rows(tbl)
+            r = self._rows(st, tbl)
             check_record(self.loc, self.version, r["stored"])
             check_unique_ids(tbl.column(ID), self.version)
         else:
-            frags = fragment_keys(self.ds)
-            r = self._read_table(self._scan_bounded)
+            frags = fragment_keys(ds)
+            r = self._read_table(lambda: self._scan_bounded(ds, st))
             check_record(self.loc, self.version, r["stored"])
         order = np.argsort(r["rowaddr"], kind="stable")
+        rowaddr_sorted = r["rowaddr"][order]
         by_id = np.argsort(r["ids"], kind="stable")
         sorted_ids = r["ids"][by_id]
         extras = {}
-        if self.code_cache is not None:  # bounded: the codes stay on disk, the terms become posting lists
+        codes: np.ndarray | None = None
+        terms: np.ndarray | None = None
+        if self.code_cache is None:
+            codes, terms = r["codes"], r["terms"]
+        else:  # bounded: the codes stay on disk, the terms become posting lists
             rep = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
             if len(rep):
                 dup = sorted_ids[rep[0]]
                 raise duplicate_id_error(dup.item() if isinstance(dup, np.generic) else dup, self.version)
             extras["postings"] = build_postings(r.pop("terms"), r["offsets"], len(st.centroids))
-            r["terms"] = r["codes"] = None
         arrays = {
-            "ids": r["ids"], "codes": r["codes"], "offsets": r["offsets"], "n_tokens": r["n_tokens"],
-            "terms": r["terms"], "rowaddr": r["rowaddr"], "checksums": r["stored"],
-            "rowaddr_sorted": r["rowaddr"][order], "rowaddr_order": order,
+            "ids": r["ids"], "codes": codes, "offsets": r["offsets"], "n_tokens": r["n_tokens"],
+            "terms": terms, "rowaddr": r["rowaddr"], "checksums": r["stored"],
+            "rowaddr_sorted": rowaddr_sorted, "rowaddr_order": order,
         }  # fmt: skip
         snap = Snapshot(
-            version=self.version, ids=r["ids"], codes=r["codes"], offsets=r["offsets"], codec=st.codec,
-            n_tokens=r["n_tokens"], terms=r["terms"], centroids=st.centroids, extras=extras,
+            version=self.version, ids=r["ids"], codes=codes, offsets=r["offsets"], codec=st.codec,
+            n_tokens=r["n_tokens"], terms=terms, centroids=st.centroids, extras=extras,
             code_source=None if self.code_cache is None else _DiskCodes(self),
         )  # fmt: skip
         return _Loaded(
             snapshot=snap, state_id=st.state_id, frags={f: (d, x) for f, d, x in frags}, order=[f for f, _, _ in frags],
-            rowaddr=r["rowaddr"], checksums=r["stored"], rowaddr_sorted=arrays["rowaddr_sorted"],
+            rowaddr=r["rowaddr"], checksums=r["stored"], rowaddr_sorted=rowaddr_sorted,
             rowaddr_order=order, sorted_ids=sorted_ids, sorted_rows=by_id,
             n_live=len(r["stored"]), live_sum=row_sum(r["stored"]),
             buffers={k: AppendBuffer(v) for k, v in arrays.items() if v is not None},
         )  # fmt: skip
 
-    def _scan_bounded(self) -> dict[str, np.ndarray]:
+    def _scan_bounded(self, ds: lance.LanceDataset, st: CodecState) -> dict[str, np.ndarray]:
         """A bounded-memory full load: the version's rows read a batch at a time, each checked (row checksums),
-        their codes dropped once their terms are taken."""
+        their codes dropped once their terms are taken (no ``codes`` in the result)."""
         parts = []
-        for b in self.ds.to_batches(
+        for b in ds.to_batches(
             columns=_SNAPSHOT_COLUMNS, with_row_address=True, scan_in_order=True, batch_size=_BOUNDED_BATCH
         ):
-            r = self._rows(pa.Table.from_batches([b]))
+            r = self._rows(st, pa.Table.from_batches([b]))
             r["n_vectors"] = np.diff(r.pop("offsets"))
             del r["codes"]
             parts.append(r)
@@ -527,10 +685,10 @@ class View:
         }
         offsets = np.zeros(len(out["ids"]) + 1, np.int64)
         np.cumsum(out.pop("n_vectors"), out=offsets[1:])
-        out["offsets"], out["codes"] = offsets, None
+        out["offsets"] = offsets
         return out
 
-    def _derive(self, base: _Loaded, use_written: bool = True) -> _Loaded | None:  # noqa: C901, PLR0912, PLR0915 - one pass over the fragments, kept whole while it is tuned for speed
+    def _derive(self, base: _Loaded, use_written: bool = True) -> _Loaded | None:
         """This version's snapshot from ``base``'s, reading only what changed, or None when this version is not
         ``base``'s fragments (each unchanged but for deletions, in the same order, some removed) followed by new
         fragments: then the caller loads it in full.
@@ -544,33 +702,68 @@ class View:
         After this process's own write (:class:`Written`, when ``base`` is the version it committed on) nothing
         is read back: its deleted ids are found in ``base`` and checked against each fragment's deletion count
         in the manifest, its appended rows are the ones it encoded (checked like read rows); unless the live
-        rows' count and checksum sum are then exactly the version's record's, the version is read instead."""
-        st = self.state
-        if base.state_id != st.state_id:
-            return None  # retrained: every code changed
-        new = fragment_keys(self.ds)
-        kept = [f for f in new if f[0] in base.frags]
-        added = new[len(kept) :]
-        if new[: len(kept)] != kept or any(base.frags[f][0] != data for f, data, _ in kept):
-            return None  # a fragment rewritten, or new fragments before old ones (e.g. compaction mid-table)
-        kept_ids = {f for f, _, _ in kept}
-        if [f for f in base.order if f in kept_ids] != [f for f, _, _ in kept]:
+        rows' count and checksum sum are then exactly the version's record's, the version is read instead.
+
+        The steps: :meth:`_Fragments.of` (which fragments were kept, added, removed), :meth:`_live_rows` (the
+        deletions), :meth:`_moved_rows` (a compacted tail), the appended rows (:meth:`_written_rows` or
+        :meth:`_added_rows`) and their ids (:func:`_merge_ids`), then :meth:`_appended` (the buffers, the record
+        check and the snapshot)."""
+        ds, st = self.ds, self.state
+        if ds is None or st is None or base.state_id != st.state_id:
+            return None  # no rows or no codec state (the full load says so), or retrained: every code changed
+        diff = _Fragments.of(base, fragment_keys(ds))
+        if diff is None:
             return None
         old = base.snapshot
-        max_frag = int(base.rowaddr_sorted[-1] >> np.uint64(32)) if len(base.rowaddr_sorted) else -1
-        if any(f <= max(max_frag, max(base.order, default=-1)) for f, _, _ in added):
-            return None  # row addresses of appended rows must follow every held one
         old_live = np.ones(old.n_docs, bool) if old.live is None else old.live
+        w = self._written_on(old.version) if use_written else None
+        got = self._live_rows(ds, base, diff, w, old_live)
+        if got is None:
+            return None
+        live, by_written = got
+        frags = [_fragment(ds, f) for f, _, _ in diff.added]
+        moved, moved_addr, heads = self._moved_rows(base, diff, frags, live, old_live, by_written)
+        n_new = sum(data[1] for _, data, _ in diff.added) - len(moved)
+        if np.count_nonzero(~live) > MAX_DEAD_FRACTION * (len(live) + n_new):
+            return None
+        dead = np.flatnonzero(~live & old_live)
+        r = None if w is None else self._written_rows(st, w, diff.added)
+        if r is None:
+            r = self._added_rows(st, frags, len(moved), heads)
+        if r is None:
+            return None
+        ids = _merge_ids(base, old.ids[dead], r["ids"], self.version)
+        bufs = _Buffers(base.buffers)
+        if len(moved):
+            bufs.move(base, moved, moved_addr)
+        if not _address_ordered(r["rowaddr"], moved_addr):
+            return None  # appended rows not in row-address order
+        derived = self._appended(base, st, diff, bufs, live, dead, r, ids, len(moved), check=w is not None)
+        if derived is None:  # not provably this version: read what changed
+            return self._derive(base, use_written=False)
+        return derived
+
+    def _written_on(self, base_version: int) -> Written | None:
+        """What this process's write committed, when it made this version right after ``base_version``."""
+        w = self._written
+        if w is not None and (w.parent != base_version or self.version != w.parent + 1):
+            return None  # not the commit right after the base version
+        return w
+
+    def _live_rows(
+        self, ds: lance.LanceDataset, base: _Loaded, diff: _Fragments, w: Written | None, old_live: np.ndarray
+    ) -> tuple[np.ndarray, bool] | None:
+        """``(live, by_written)``: which of ``base``'s rows are still live after this version's deletions (rows of
+        removed fragments not masked yet), found from ``w`` when it accounts for them (``by_written``: nothing
+        read) or by reading the row addresses of each fragment whose deletions changed; None when a fragment
+        holds rows the base does not, or deleted rows back (a restored version)."""
         live = old_live.copy()
-        removed = [f for f in base.order if f not in kept_ids]
-        w = self._written if use_written else None
-        if w is not None and (w.parent != old.version or self.version != w.parent + 1):
-            w = None  # not the commit right after the base version
-        changed = [(f, data, dele) for f, data, dele in kept if dele != base.frags[f][1]]
-        by_written = _mask_written(base, w, changed, removed, live)
-        for f, _, _ in [] if by_written else changed:
+        changed = [(f, data, dele) for f, data, dele in diff.kept if dele != base.frags[f][1]]
+        if _mask_written(base, w, changed, diff.removed, live):
+            return live, True
+        for f, _, _ in changed:
             rows = base.rows_of_fragment(f)
-            frag = self.ds.get_fragment(f)
+            frag = _fragment(ds, f)
             addr = self._read_table(lambda fr=frag: fr.to_table(columns=[], with_row_address=True)).column(
                 "_rowaddr"
             )
@@ -578,128 +771,84 @@ class View:
             if int(now.sum()) != len(addr) or (now & ~live[rows]).any():
                 return None  # rows this snapshot does not hold, or deleted rows back (a restored version)
             live[rows] = now
+        return live, False
+
+    def _moved_rows(
+        self, base: _Loaded, diff: _Fragments, frags: list[lance.LanceFragment], live: np.ndarray,
+        old_live: np.ndarray, by_written: bool,
+    ) -> tuple[np.ndarray, np.ndarray, pa.Table | None]:  # fmt: skip
+        """Mask in ``live`` the rows of the removed fragments but those a compaction of the table's tail moved
+        into the added fragments ``frags`` (the removed fragments all follow the kept ones, and the added ones
+        start with those rows: same ids and row checksums, in order) -> ``(moved rows, their new row addresses,
+        heads)``; ``heads``: the ids, row checksums and row addresses of ``frags``' rows when they were read."""
         gone = (
-            np.sort(np.concatenate([base.rows_of_fragment(f) for f in removed]))
-            if removed
+            np.sort(np.concatenate([base.rows_of_fragment(f) for f in diff.removed]))
+            if diff.removed
             else np.zeros(0, np.int64)
         )
         # rows a compaction of the tail may have rewritten into the added fragments (not: the write deleted them)
         moved = gone[:0] if by_written else gone[old_live[gone]]
         live[gone] = False
-        frags = [self.ds.get_fragment(f) for f, _, _ in added]
-        heads = None
-        if len(moved) and frags and all(base.order.index(f) > len(kept) - 1 for f in removed):
-            heads = self._read_table(
-                lambda: pa.concat_tables(
-                    [fr.to_table(columns=[ID, ROW_CHECKSUM], with_row_address=True) for fr in frags]
-                )
+        no_addr = np.zeros(0, np.uint64)
+        if not (len(moved) and frags and all(base.order.index(f) > len(diff.kept) - 1 for f in diff.removed)):
+            return moved[:0], no_addr, None
+        heads = self._read_table(
+            lambda: pa.concat_tables(
+                [f.to_table(columns=[ID, ROW_CHECKSUM], with_row_address=True) for f in frags]
             )
-            m = len(moved)
-            if not (
-                heads.num_rows >= m
-                and np.array_equal(heads.column(ROW_CHECKSUM).slice(0, m).to_numpy().astype(np.uint64),
-                                   base.checksums[moved])
-                and ids_numpy(heads.column(ID).slice(0, m)).tolist() == old.ids[moved].tolist()
-            ):  # fmt: skip
-                moved = moved[:0]
-        else:
-            moved = moved[:0]
+        )
+        m = len(moved)
+        if not (
+            heads.num_rows >= m
+            and np.array_equal(heads.column(ROW_CHECKSUM).slice(0, m).to_numpy().astype(np.uint64),
+                               base.checksums[moved])
+            and ids_numpy(heads.column(ID).slice(0, m)).tolist() == base.snapshot.ids[moved].tolist()
+        ):  # fmt: skip
+            return moved[:0], no_addr, heads
         live[moved] = True
-        n_new = sum(data[1] for _, data, _ in added) - len(moved)
-        if np.count_nonzero(~live) > MAX_DEAD_FRACTION * (len(live) + n_new):
-            return None
-        dead = np.flatnonzero(~live & old_live)
-        sorted_ids, sorted_rows = base.sorted_ids, base.sorted_rows
-        if len(dead):
-            at = np.searchsorted(sorted_ids, old.ids[dead])
-            sorted_ids, sorted_rows = np.delete(sorted_ids, at), np.delete(sorted_rows, at)
-        r = None if w is None else self._written_rows(w, added)
-        if r is None:
-            r = self._added_rows(frags, len(moved), heads)
-        if r is None:
-            return None
-        by_id = np.argsort(r["ids"], kind="stable")
-        new_sorted = r["ids"][by_id]
-        pos = np.searchsorted(sorted_ids, new_sorted)
-        hit = np.flatnonzero(pos < len(sorted_ids))
-        hit = hit[sorted_ids[pos[hit]] == new_sorted[hit]]
-        rep = np.flatnonzero(new_sorted[1:] == new_sorted[:-1])
-        if len(hit) or len(rep):
-            dup = new_sorted[hit[0]] if len(hit) else new_sorted[rep[0]]
-            raise duplicate_id_error(dup.item() if isinstance(dup, np.generic) else dup, self.version)
+        return moved, heads.column("_rowaddr").slice(0, m).to_numpy().astype(np.uint64), heads
+
+    def _appended(
+        self, base: _Loaded, st: CodecState, diff: _Fragments, bufs: _Buffers, live: np.ndarray, dead: np.ndarray,
+        r: dict[str, np.ndarray], ids: _MergedIds, n_moved: int, *, check: bool,
+    ) -> _Loaded | None:  # fmt: skip
+        """The derived snapshot: ``base``'s arrays followed by the appended rows ``r`` (in ``bufs``), the live
+        rows' count and checksum sum kept up to date (O(change)) and checked against the version's record
+        (IndexCorruptedError naming the difference); None when ``check`` (after this process's own write) and
+        they are not provably the record's."""
+        old = base.snapshot
         n0, v0 = old.n_docs, old.n_vectors
-        bufs = dict(base.buffers)
-        moved_addr = np.zeros(0, np.uint64)
-        if len(moved):  # new addresses of the moved rows: after every other held one, so the sorted view is
-            moved_addr = heads.column("_rowaddr").slice(0, len(moved)).to_numpy().astype(np.uint64)
-            rowaddr = base.rowaddr.copy()
-            rowaddr[moved] = moved_addr
-            still = np.ones(n0, bool)
-            still[moved] = False
-            keep = still[base.rowaddr_order]
-            for name, arr in (
-                ("rowaddr", rowaddr),
-                ("rowaddr_sorted", np.concatenate([base.rowaddr_sorted[keep], moved_addr])),
-                ("rowaddr_order", np.concatenate([base.rowaddr_order[keep], moved])),
-            ):
-                bufs[name] = AppendBuffer(arr)
-        base_bufs = dict(bufs)
-        if len(r["rowaddr"]) and (
-            (np.diff(r["rowaddr"].astype(np.int64)) <= 0).any()
-            or (len(moved_addr) and r["rowaddr"][0] <= moved_addr[-1])
-        ):
-            return None  # appended rows not in row-address order
-
-        def app(name: str, n_parent: int, values: np.ndarray) -> np.ndarray:
-            bufs[name], view = base_bufs[name].append(n_parent, values)
-            return view
-
-        offsets = app("offsets", n0 + 1, old.offsets[-1] + r["offsets"][1:])
+        offsets = bufs.append("offsets", n0 + 1, old.offsets[-1] + r["offsets"][1:])
         n_add = len(r["ids"])
         live_all = np.concatenate([live, np.ones(n_add, bool)])
-        checksums = app("checksums", n0, r["stored"])
-        # the live rows' count and checksum sum, kept up to date (O(change)), against the version's record
+        checksums = bufs.append("checksums", n0, r["stored"])
         n_live = base.n_live - len(dead) + n_add
         live_sum = (base.live_sum - row_sum(base.checksums[dead]) + row_sum(r["stored"])) % 2**64
         agrees = record_agrees(self.loc, self.version, n_live, live_sum)
-        if w is not None and not agrees:
-            return self._derive(base, use_written=False)  # not provably this version: read what changed
+        if check and not agrees:
+            return None
         if agrees is False:
             check_record(self.loc, self.version, checksums[live_all])  # raises, naming the difference
-        extras = {}
-        if "postings" in old.extras:
-            p = old.extras["postings"]
-            for name in (
-                "doc_offsets",
-                "doc_terms",
-            ):  # the postings' document side grows in append-only buffers
-                if name not in base_bufs:
-                    base_bufs[name] = AppendBuffer(getattr(p, name))
-            join = lambda name, before, new: app(name, len(before), new)  # noqa: E731
-            extras["postings"] = append_postings(p, r["terms"], r["offsets"], join) if n_add else p
-        else:  # a snapshot's posting lists built later are not these buffers' arrays
-            for name in ("doc_offsets", "doc_terms"):
-                bufs.pop(name, None)
         in_memory = old.codes is not None  # bounded memory: the codes stay on disk, the terms in the postings
         snap = Snapshot(
-            version=self.version, ids=app("ids", n0, r["ids"]), offsets=offsets, codec=st.codec,
-            codes=app("codes", v0, r["codes"]) if in_memory else None,
-            terms=app("terms", v0, r["terms"]) if in_memory and old.terms is not None else None,
-            n_tokens=app("n_tokens", n0, r["n_tokens"]), centroids=st.centroids, extras=extras,
-            live=None if live_all.all() else live_all, code_source=None if in_memory else _DiskCodes(self),
+            version=self.version, ids=bufs.append("ids", n0, r["ids"]), offsets=offsets, codec=st.codec,
+            codes=bufs.append("codes", v0, r["codes"]) if in_memory else None,
+            terms=bufs.append("terms", v0, r["terms"]) if in_memory and old.terms is not None else None,
+            n_tokens=bufs.append("n_tokens", n0, r["n_tokens"]), centroids=st.centroids,
+            extras=bufs.extras(old, r, n_add), live=None if live_all.all() else live_all,
+            code_source=None if in_memory else _DiskCodes(self),
         )  # fmt: skip
-        n_moved = len(moved)
+        sorted_ids, sorted_rows = ids.inserted(n0)
         return _Loaded(
-            snapshot=snap, state_id=st.state_id, frags={f: (d, x) for f, d, x in new}, order=[f for f, _, _ in new],
-            rowaddr=app("rowaddr", n0, r["rowaddr"]), checksums=checksums,
-            rowaddr_sorted=app("rowaddr_sorted", n0, r["rowaddr"]),
-            rowaddr_order=app("rowaddr_order", n0, np.arange(n0, n0 + n_add, dtype=np.int64)),
-            sorted_ids=np.insert(sorted_ids, pos, new_sorted) if n_add else sorted_ids,
-            sorted_rows=np.insert(sorted_rows, pos, n0 + by_id) if n_add else sorted_rows,
-            n_live=n_live, live_sum=live_sum, buffers=bufs, moved=n_moved,
+            snapshot=snap, state_id=st.state_id, frags={f: (d, x) for f, d, x in diff.new},
+            order=[f for f, _, _ in diff.new], rowaddr=bufs.append("rowaddr", n0, r["rowaddr"]), checksums=checksums,
+            rowaddr_sorted=bufs.append("rowaddr_sorted", n0, r["rowaddr"]),
+            rowaddr_order=bufs.append("rowaddr_order", n0, np.arange(n0, n0 + n_add, dtype=np.int64)),
+            sorted_ids=sorted_ids, sorted_rows=sorted_rows, n_live=n_live, live_sum=live_sum,
+            buffers=bufs.out, moved=n_moved,
         )  # fmt: skip
 
-    def _written_rows(self, w: Written, added: list[tuple[int, Any, Any]]) -> dict[str, np.ndarray] | None:
+    def _written_rows(self, st: CodecState, w: Written, added: list[_Frag]) -> dict[str, np.ndarray] | None:
         """The appended rows as this process wrote them (checked like read rows), their addresses from the
         manifest (``fragment id << 32 | offset``); None when the appended fragments do not hold exactly them."""
         if (
@@ -712,16 +861,14 @@ class View:
         tbl = w.rows.select(_SNAPSHOT_COLUMNS).append_column(
             "_rowaddr", pa.array(np.concatenate(addr) if addr else np.zeros(0, np.uint64), pa.uint64())
         )
-        return self._rows(tbl)
+        return self._rows(st, tbl)
 
     def _added_rows(
-        self, frags: list[Any], skip: int, heads: pa.Table | None
+        self, st: CodecState, frags: list[lance.LanceFragment], skip: int, heads: pa.Table | None
     ) -> dict[str, np.ndarray] | None:
         """The rows of the added fragments ``frags`` after the first ``skip`` (rows a compaction moved, whose
         ids, checksums and addresses ``heads`` holds), read in full and checked; None if the read disagrees
         with ``heads``."""
-        st = self.state
-        cs = st.codec.code_size
         parts = []
         first = skip
         for fr in frags:
@@ -732,13 +879,9 @@ class View:
             parts.append((fr, skip))
             skip = 0
         if not parts:
-            return {
-                "ids": np.zeros(0, np.int64), "offsets": np.zeros(1, np.int64), "codes": np.zeros((0, cs), np.uint8),
-                "terms": np.zeros(0, np.int32), "stored": np.zeros(0, np.uint64), "n_tokens": np.zeros(0, np.int64),
-                "rowaddr": np.zeros(0, np.uint64),
-            }  # fmt: skip
+            return _no_rows(st.codec.code_size)
         tbl = self._read_table(lambda: pa.concat_tables([_fragment_rows(fr, o) for fr, o in parts]))
-        r = self._rows(tbl)
+        r = self._rows(st, tbl)
         if heads is not None and not np.array_equal(
             r["rowaddr"], heads.column("_rowaddr").to_numpy().astype(np.uint64)[first:]
         ):
@@ -784,9 +927,10 @@ class View:
     def _scan(self, where: str | None, what: str, **kw: Any) -> pa.Table:
         """``ds.to_table(**kw)`` of this version; a failure is IndexCorruptedError for a damaged file,
         FilterError for a ``where=`` Lance cannot evaluate."""
+        ds = self.docs()
         try:
             with self.reading():
-                return self.ds.to_table(**kw)
+                return ds.to_table(**kw)
         except BaseException as e:
             if not lance_failure(e):
                 raise
@@ -798,17 +942,17 @@ class View:
                 ) from e
             name = unknown_field(e)
             if name is not None:
-                check_columns(self.ds.schema, [name], "where=")
+                check_columns(ds.schema, [name], "where=")
             if where is None:
                 raise
             raise FilterError(
                 f"where={where!r} could not be evaluated by Lance: {str(e).splitlines()[0][:300]}; "
-                f"write a SQL predicate over the columns {user_columns(self.ds.schema)}, e.g. \"lang = 'en'\""
+                f"write a SQL predicate over the columns {user_columns(ds.schema)}, e.g. \"lang = 'en'\""
             ) from e
 
     def rows_of(self, rowaddr: np.ndarray, what: str) -> np.ndarray:
-        """Snapshot rows of Lance row addresses of this version (the snapshot must be loaded)."""
-        loaded = self._loaded
+        """Snapshot rows of Lance row addresses of this version."""
+        loaded = self.loaded()
         srt, rowaddr = loaded.rowaddr_sorted, rowaddr.astype(np.uint64)
         pos = np.searchsorted(srt, rowaddr)
         if len(rowaddr) and (
