@@ -195,8 +195,13 @@ def checksum_column(cols: dict[str, pa.Array]) -> pa.Array:
     return pa.array(row_checksums(pa.RecordBatch.from_pydict({n: cols[n] for n in CHECKSUMMED})), pa.uint64())
 
 
+def _sum_hex(total: int) -> str:
+    """A checksum sum as a record holds it: modulo 2**64, 16 hex digits."""
+    return format(total % 2**64, "016x")
+
+
 def _row_sum(checksums: np.ndarray) -> str:
-    return format(row_sum(checksums), "016x")
+    return _sum_hex(row_sum(checksums))
 
 
 def check_rows(root: Any, version: int, tbl: pa.Table) -> None:
@@ -235,7 +240,7 @@ def record_agrees(root: Any, version: int, rows: int, total: int) -> bool | None
     rec = read_record(root, "docs.lance", version)
     if rec is None:
         return None
-    return bool(rec["rows"] == rows and rec["row_sum"] == format(total % 2**64, "016x"))
+    return bool(rec["rows"] == rows and rec["row_sum"] == _sum_hex(total))
 
 
 def check_record(root: Any, version: int, stored: np.ndarray) -> None:
@@ -424,7 +429,7 @@ def _make_record(
     if col is not None:
         frags = _fragment_sums(ds, col, sums)
         rec["rows"] = sum(f[1] for f in frags.values())
-        rec["row_sum"] = format(sum(int(f[2], 16) for f in frags.values()) % 2**64, "016x")
+        rec["row_sum"] = _sum_hex(sum(int(f[2], 16) for f in frags.values()))
         rec["fragments"] = frags
     return rec
 
